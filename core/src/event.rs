@@ -1,0 +1,391 @@
+//! Events and the per-thread ring that carries them.
+//!
+//! # The ring
+//!
+//! One ring per traced thread; that thread is its only producer, and one
+//! reader at a time is its consumer (the in-process collector, or the `tracer`
+//! program through shared memory). The algorithm is the classic bounded
+//! single-producer single-consumer queue (Lamport 1983, as in the Linux
+//! kernel's `kfifo` and `Documentation/core-api/circular-buffers.rst`):
+//!
+//! - `head` counts events ever written; only the producer stores it.
+//! - `tail` counts events ever consumed; only the consumer stores it.
+//! - Both are free-running `u64`s; slot `i` lives at `i & (capacity - 1)`.
+//! - The producer writes the slot, then publishes `head` with `Release`. The
+//!   consumer reads `head` with `Acquire`, reads the slots, then publishes
+//!   `tail` with `Release`; the producer reads `tail` with `Acquire` before it
+//!   reuses a slot.
+//! - A full ring drops the new event and counts it in `dropped`; the producer
+//!   never waits.
+//! - The producer keeps a private copy of `tail` and only rereads the shared
+//!   one when its copy says the ring is full, so the common case touches no
+//!   cache line the consumer writes.
+//!
+//! The memory is plain bytes with a `#[repr(C)]` header, so it can live in a
+//! shared mapping and be read by another process.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// A function was entered.
+pub const KIND_ENTRY: u8 = 0;
+/// A function returned (or was unwound through).
+pub const KIND_EXIT: u8 = 1;
+
+/// The event came from an `async fn` (entry at first poll, exit at completion).
+pub const FLAG_ASYNC: u8 = 1;
+
+/// One fixed-size record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// Raw clock ticks (see the runtime's clock for the conversion to ns).
+    pub ts: u64,
+    /// For exits: ticks since the matching entry. Zero for entries.
+    pub dur: u64,
+    /// Function index in the registry.
+    pub func: u32,
+    /// Call depth of this thread's traced functions (0 = outermost).
+    pub depth: u16,
+    /// [`KIND_ENTRY`] or [`KIND_EXIT`].
+    pub kind: u8,
+    /// `FLAG_*` bits.
+    pub flags: u8,
+}
+
+const MAGIC: u32 = 0x7472_6331; // "trc1"
+/// Version of the ring layout; readers refuse any other.
+pub const RING_VERSION: u32 = 1;
+
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+/// The ring's header, at the start of its memory.
+#[repr(C)]
+pub struct RingHeader {
+    magic: AtomicU32,
+    version: AtomicU32,
+    capacity: AtomicU64,
+    /// Thread id of the producer (for display).
+    pub tid: AtomicU64,
+    /// Events dropped because the ring was full.
+    pub dropped: AtomicU64,
+    head: Line<AtomicU64>,
+    tail: Line<AtomicU64>,
+}
+
+/// A ring over memory someone else owns (an mmap, usually).
+pub struct Ring {
+    hdr: *const RingHeader,
+    slots: *const UnsafeCell<Event>,
+    mask: u64,
+}
+
+// SAFETY: all shared state is accessed through atomics or through slots whose
+// ownership the head/tail protocol hands from producer to consumer.
+unsafe impl Send for Ring {}
+// SAFETY: as above; `push` must only be called by one thread and `drain` by
+// one thread, which the callers guarantee (documented on both).
+unsafe impl Sync for Ring {}
+
+/// Why memory could not be attached as a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachError {
+    /// Too small for its header or its declared capacity.
+    TooSmall,
+    /// Not a ring (wrong magic number).
+    BadMagic,
+    /// A ring of another layout version.
+    Version(u32),
+    /// Capacity not a power of two.
+    BadCapacity,
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachError::TooSmall => f.write_str("buffer smaller than its declared size"),
+            AttachError::BadMagic => f.write_str("not a tracer event buffer"),
+            AttachError::Version(v) => write!(
+                f,
+                "event buffer layout version {v}, this build reads {RING_VERSION}: use matching tracer versions"
+            ),
+            AttachError::BadCapacity => f.write_str("event buffer capacity is not a power of two"),
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+impl Ring {
+    /// Bytes of memory a ring of `capacity` events needs.
+    pub fn bytes_for(capacity: usize) -> usize {
+        std::mem::size_of::<RingHeader>() + capacity * std::mem::size_of::<Event>()
+    }
+
+    /// Lay out a new, empty ring in `mem`.
+    ///
+    /// # Safety
+    /// `mem` must be valid for reads and writes of `Ring::bytes_for(capacity)`
+    /// bytes, aligned to 64, zeroed or otherwise unused, and outlive the ring.
+    /// `capacity` must be a power of two.
+    pub unsafe fn init(mem: *mut u8, capacity: usize, tid: u64) -> Ring {
+        assert!(capacity.is_power_of_two());
+        let hdr = mem as *mut RingHeader;
+        // SAFETY: the caller gives us exclusive, aligned, large-enough memory.
+        unsafe {
+            hdr.write(RingHeader {
+                magic: AtomicU32::new(MAGIC),
+                version: AtomicU32::new(RING_VERSION),
+                capacity: AtomicU64::new(capacity as u64),
+                tid: AtomicU64::new(tid),
+                dropped: AtomicU64::new(0),
+                head: Line(AtomicU64::new(0)),
+                tail: Line(AtomicU64::new(0)),
+            });
+        }
+        Ring {
+            hdr,
+            // SAFETY: within the region the caller sized with bytes_for.
+            slots: unsafe { mem.add(std::mem::size_of::<RingHeader>()) } as *const _,
+            mask: capacity as u64 - 1,
+        }
+    }
+
+    /// Attach to a ring someone else laid out (possibly another process).
+    ///
+    /// # Safety
+    /// `mem` must be valid for `len` bytes, aligned to 64, and outlive the ring.
+    pub unsafe fn attach(mem: *mut u8, len: usize) -> Result<Ring, AttachError> {
+        if len < std::mem::size_of::<RingHeader>() {
+            return Err(AttachError::TooSmall);
+        }
+        // SAFETY: large enough for the header, per the check above.
+        let hdr = unsafe { &*(mem as *const RingHeader) };
+        if hdr.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(AttachError::BadMagic);
+        }
+        let v = hdr.version.load(Ordering::Relaxed);
+        if v != RING_VERSION {
+            return Err(AttachError::Version(v));
+        }
+        let cap = hdr.capacity.load(Ordering::Relaxed) as usize;
+        if !cap.is_power_of_two() {
+            return Err(AttachError::BadCapacity);
+        }
+        if len < Ring::bytes_for(cap) {
+            return Err(AttachError::TooSmall);
+        }
+        Ok(Ring {
+            hdr,
+            // SAFETY: within `len`, checked above.
+            slots: unsafe { mem.add(std::mem::size_of::<RingHeader>()) } as *const _,
+            mask: cap as u64 - 1,
+        })
+    }
+
+    fn hdr(&self) -> &RingHeader {
+        // SAFETY: `init`/`attach` callers keep the memory alive and valid.
+        unsafe { &*self.hdr }
+    }
+
+    /// The ring's header.
+    pub fn header(&self) -> &RingHeader {
+        self.hdr()
+    }
+
+    /// Capacity in events.
+    pub fn capacity(&self) -> usize {
+        self.mask as usize + 1
+    }
+
+    /// Append one event, or drop and count it if the ring is full.
+    ///
+    /// `cached_tail` is the producer's private copy of the consumer position
+    /// (start it at 0). Only one thread may push to a ring, ever at a time.
+    #[inline(always)]
+    pub fn push(&self, cached_tail: &mut u64, ev: &Event) -> bool {
+        let h = self.hdr();
+        let head = h.head.0.load(Ordering::Relaxed);
+        if head.wrapping_sub(*cached_tail) > self.mask {
+            *cached_tail = h.tail.0.load(Ordering::Acquire);
+            if head.wrapping_sub(*cached_tail) > self.mask {
+                h.dropped
+                    .store(h.dropped.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                return false;
+            }
+        }
+        // SAFETY: slot `head` is not visible to the consumer until `head` is
+        // published below, and the consumer has released it (tail > head - cap).
+        unsafe {
+            *(*self.slots.add((head & self.mask) as usize)).get() = *ev;
+        }
+        h.head.0.store(head + 1, Ordering::Release);
+        true
+    }
+
+    /// Events written and not yet consumed.
+    pub fn len(&self) -> usize {
+        let h = self.hdr();
+        let head = h.head.0.load(Ordering::Acquire);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        head.wrapping_sub(tail) as usize
+    }
+
+    /// No event waits to be consumed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events ever written (the producer position).
+    pub fn written(&self) -> u64 {
+        self.hdr().head.0.load(Ordering::Acquire)
+    }
+
+    /// Events dropped because the ring was full.
+    pub fn dropped(&self) -> u64 {
+        self.hdr().dropped.load(Ordering::Relaxed)
+    }
+
+    /// Consume up to `max` events, oldest first. Only one thread may drain a
+    /// ring at a time. Returns how many were consumed.
+    pub fn drain(&self, max: usize, mut f: impl FnMut(&Event)) -> usize {
+        let h = self.hdr();
+        let tail = h.tail.0.load(Ordering::Relaxed);
+        let head = h.head.0.load(Ordering::Acquire);
+        let n = (head.wrapping_sub(tail) as usize).min(max);
+        for i in 0..n as u64 {
+            // SAFETY: slots in [tail, head) were published by the producer's
+            // Release store of head, which our Acquire load observed.
+            let ev = unsafe { *(*self.slots.add(((tail + i) & self.mask) as usize)).get() };
+            f(&ev);
+        }
+        h.tail.0.store(tail + n as u64, Ordering::Release);
+        n
+    }
+}
+
+/// Heap memory for a ring, for tests and for readers that copy.
+pub struct OwnedRing {
+    ring: Ring,
+    _mem: Vec<Line<[u8; 64]>>,
+}
+
+impl OwnedRing {
+    /// A new empty ring of `capacity` (a power of two) events on the heap.
+    pub fn new(capacity: usize) -> OwnedRing {
+        let bytes = Ring::bytes_for(capacity);
+        let mut mem: Vec<Line<[u8; 64]>> = (0..bytes.div_ceil(64)).map(|_| Line([0; 64])).collect();
+        // SAFETY: `mem` is 64-aligned, zeroed, large enough, and kept alive in
+        // the struct for as long as the ring.
+        let ring = unsafe { Ring::init(mem.as_mut_ptr() as *mut u8, capacity, 0) };
+        OwnedRing { ring, _mem: mem }
+    }
+}
+
+impl std::ops::Deref for OwnedRing {
+    type Target = Ring;
+    fn deref(&self) -> &Ring {
+        &self.ring
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ev(i: u64) -> Event {
+        Event {
+            ts: i,
+            dur: i * 2,
+            func: i as u32,
+            depth: 0,
+            kind: KIND_ENTRY,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn layout_is_stable() {
+        assert_eq!(std::mem::size_of::<Event>(), 24);
+        assert_eq!(std::mem::size_of::<RingHeader>(), 192);
+    }
+
+    #[test]
+    fn full_ring_drops_and_counts() {
+        let r = OwnedRing::new(4);
+        let mut ct = 0;
+        for i in 0..6 {
+            r.push(&mut ct, &ev(i));
+        }
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.dropped(), 2);
+        let mut got = vec![];
+        r.drain(usize::MAX, |e| got.push(e.ts));
+        assert_eq!(got, vec![0, 1, 2, 3]);
+        assert!(r.push(&mut ct, &ev(9)));
+        r.drain(usize::MAX, |e| got.push(e.ts));
+        assert_eq!(got, vec![0, 1, 2, 3, 9]);
+    }
+
+    #[test]
+    fn attach_checks_the_header() {
+        let r = OwnedRing::new(8);
+        let mem = r.hdr as *mut u8;
+        // SAFETY: the owned ring's memory is alive for this test.
+        let a = unsafe { Ring::attach(mem, Ring::bytes_for(8)) }.unwrap();
+        assert_eq!(a.capacity(), 8);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { Ring::attach(mem, 100) }.err(),
+            Some(AttachError::TooSmall)
+        );
+        let mut junk = vec![Line([0u8; 64]); 8];
+        // SAFETY: `junk` is alive, aligned and 512 bytes long.
+        assert_eq!(
+            unsafe { Ring::attach(junk.as_mut_ptr() as *mut u8, 512) }.err(),
+            Some(AttachError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn spsc_threads_lose_nothing_but_what_is_counted() {
+        let r = Arc::new(OwnedRing::new(256));
+        let n = if cfg!(miri) { 500 } else { 200_000u64 };
+        let p = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                let mut ct = 0;
+                let mut ok = 0u64;
+                for i in 0..n {
+                    if r.push(&mut ct, &ev(i)) {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        };
+        let mut got = 0u64;
+        let mut last = None;
+        while !p.is_finished() || !r.is_empty() {
+            r.drain(64, |e| {
+                if let Some(l) = last {
+                    assert!(e.ts > l, "events out of order");
+                }
+                assert_eq!(e.dur, e.ts * 2, "torn event");
+                last = Some(e.ts);
+                got += 1;
+            });
+        }
+        let ok = p.join().unwrap();
+        assert_eq!(got, ok);
+        assert_eq!(ok + r.dropped(), n);
+    }
+}
+
+impl Clone for Line<[u8; 64]> {
+    fn clone(&self) -> Self {
+        Line(self.0)
+    }
+}
