@@ -32,9 +32,15 @@ target_ok() {
   local t=$1 want=$2
   [ -d "$RUSTLIB/$t/lib" ] || return 1
   [ "$(cat "$RUSTLIB/$t/$STAMP" 2>/dev/null)" = "$want" ] || return 1
+  # Never -o /dev/null: rustc renames its output into place and would replace
+  # /dev/null with a regular file.
+  local out rc=0
+  out=$(mktemp -d)
   echo 'fn main() {}' |
     /usr/bin/rustc --edition 2021 --target "$t" --crate-type bin \
-      --emit=metadata -o /dev/null - >/dev/null 2>&1
+      --emit=metadata --out-dir "$out" - >/dev/null 2>&1 || rc=$?
+  rm -rf "$out"
+  return "$rc"
 }
 
 tools_ok() {
@@ -57,7 +63,7 @@ fi
 
 # 1. Foreign architectures.
 for a in arm64 armhf; do
-  if dpkg --print-foreign-architectures | grep -qx "$a"; then
+  if grep -qx "$a" <<<"$(dpkg --print-foreign-architectures)"; then
     log "architecture $a already added"
   else
     log "adding architecture $a"

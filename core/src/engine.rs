@@ -100,7 +100,10 @@ impl fmt::Display for SkipReason {
             SkipReason::Unexpected(e) => write!(f, "{e}"),
             SkipReason::Trapped => f.write_str("a breakpoint that is not the tracer's sits there"),
             SkipReason::ForeignCall { target } => {
-                write!(f, "the pad calls {target:#x}, which the tracer did not put there")
+                write!(
+                    f,
+                    "the pad calls {target:#x}, which the tracer did not put there"
+                )
             }
             SkipReason::Encode(e) => write!(f, "{e}"),
         }
@@ -356,7 +359,8 @@ mod tests {
             self.log.push("sync".into());
         }
         fn publish(&mut self, t: Option<Vec<InflightSite>>) {
-            self.log.push(format!("publish {}", t.map_or(0, |t| t.len())));
+            self.log
+                .push(format!("publish {}", t.map_or(0, |t| t.len())));
         }
         fn end(&mut self) -> Result<(), WriteError> {
             self.log.push("end".into());
@@ -414,7 +418,12 @@ mod tests {
 
     #[test]
     fn changed_and_foreign_sites_are_skipped_rest_goes_through() {
-        let mut m = mem(&[(0, [0x12, 0x34]), (16, [0xff, 0]), (32, [0xc0, 3]), (48, [0, 0])]);
+        let mut m = mem(&[
+            (0, [0x12, 0x34]),
+            (16, [0xff, 0]),
+            (32, [0xc0, 3]),
+            (48, [0, 0]),
+        ]);
         let reqs: Vec<SiteRequest> = [0, 16, 32, 48]
             .iter()
             .map(|a| SiteRequest {

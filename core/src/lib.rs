@@ -24,6 +24,7 @@ pub mod engine;
 pub mod event;
 pub mod model;
 pub mod pattern;
+pub mod site;
 
 pub use backend::{
     Backend, EncodeError, InflightSite, Insn, PadError, PadState, Plan, TrapContext, TrapOutcome,

@@ -171,7 +171,11 @@ pub fn closest(term: &str, funcs: &[Named<'_>], n: usize) -> Vec<String> {
         .collect();
     scored.sort();
     scored.dedup_by_key(|s| s.1);
-    scored.into_iter().take(n).map(|(_, p)| p.to_string()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, p)| p.to_string())
+        .collect()
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {

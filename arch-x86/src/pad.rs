@@ -1,0 +1,111 @@
+//! The pads `#[traceable]` expands to, on x86-64.
+//!
+//! Each macro emits, at its place in the function:
+//!
+//! ```text
+//! 2:  nop dword ptr [rax+rax*1+0]      ; the site: 0f 1f 44 00 00
+//!
+//!     .text.__tracer_stubs:            ; the stub an enabled site calls
+//! 3:  lea r11, [rip + 4f]              ; this site's record
+//!     jmp __tracer_v1_tramp_entry      ; (or _exit)
+//!
+//!     __tracer_sites:                  ; the record (tracer_core::site::SiteRecord)
+//! 4:  .quad 2b, 3b, DESC ; .long KIND, 0
+//! ```
+//!
+//! While disabled, the function runs the 5-byte NOP and nothing else: no load,
+//! no branch. The asm block declares only `r11` clobbered (the stub's scratch
+//! register; never an argument register, so it costs nothing at a function's
+//! entry) and does not say `nostack`, so the compiler keeps the stack aligned
+//! and the red zone free there: the enabled CALL may push. The trampoline
+//! preserves every other register (see [`crate::trampoline`]).
+
+/// Emit an entry (`$kind = 0`) or exit (`$kind = 1`) pad for the function
+/// described by the static `$desc`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_x86_pad {
+    ($desc:path, $kind:expr, $tramp:literal) => {
+        ::core::arch::asm!(
+            "2:",
+            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            ".pushsection .text.__tracer_stubs,\"ax\",@progbits",
+            "3:",
+            "lea r11, [rip + 4f]",
+            concat!("jmp ", $tramp),
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",@progbits",
+            ".balign 8",
+            "4:",
+            ".quad 2b",
+            ".quad 3b",
+            ".quad {desc}",
+            ".long {kind}",
+            ".long 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            out("r11") _,
+        )
+    };
+    ($desc:path, $kind:expr, $tramp:literal, $token:expr) => {
+        ::core::arch::asm!(
+            "2:",
+            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            ".pushsection .text.__tracer_stubs,\"ax\",@progbits",
+            "3:",
+            "lea r11, [rip + 4f]",
+            concat!("jmp ", $tramp),
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",@progbits",
+            ".balign 8",
+            "4:",
+            ".quad 2b",
+            ".quad 3b",
+            ".quad {desc}",
+            ".long {kind}",
+            ".long 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            in("r10") $token,
+            out("r11") _,
+        )
+    };
+}
+
+/// The entry pad of a function.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_entry_pad {
+    ($desc:path) => {
+        $crate::__tracer_x86_pad!($desc, 0u32, "__tracer_v1_tramp_entry")
+    };
+}
+
+/// The exit pad of a function (placed in a guard's `drop`).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_exit_pad {
+    ($desc:path) => {
+        $crate::__tracer_x86_pad!($desc, 1u32, "__tracer_v1_tramp_exit")
+    };
+}
+
+/// The entry pad of an `async fn`; `$token` is a `*mut u64` slot in the future.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_async_entry_pad {
+    ($desc:path, $token:expr) => {
+        $crate::__tracer_x86_pad!($desc, 2u32, "__tracer_v1_tramp_entry", $token)
+    };
+}
+
+/// The exit pad of an `async fn`, with the same token as its entry.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_async_exit_pad {
+    ($desc:path, $token:expr) => {
+        $crate::__tracer_x86_pad!($desc, 3u32, "__tracer_v1_tramp_exit", $token)
+    };
+}

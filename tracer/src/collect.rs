@@ -1,0 +1,224 @@
+//! The in-process collector: drains every thread's ring into per-function
+//! latency histograms (hdrhistogram, 3 significant digits), so `latency()`
+//! works with no reader attached.
+//!
+//! It runs on its own thread, never on the program's: every millisecond while
+//! any function is enabled or a ring holds events, parked otherwise (no CPU
+//! while idle). `latency()` also drains synchronously first, so a summary
+//! covers every call completed before it was asked for.
+//!
+//! Counts, minimum and maximum come from the per-thread counters, which are
+//! exact. Percentiles come from the exit events; an exit dropped from a full
+//! ring is missing from the histogram, and the summary says how many in
+//! `lost`.
+
+use crate::clock;
+use crate::thread::{self, ThreadState};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tracer_core::event::{Event, KIND_EXIT};
+
+/// Exact totals of one function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Completed calls.
+    pub count: u64,
+    /// Sum of durations, ticks.
+    pub sum: u64,
+    /// Shortest, ticks.
+    pub min: u64,
+    /// Longest, ticks.
+    pub max: u64,
+}
+
+impl Totals {
+    fn add(&mut self, count: u64, sum: u64, min: u64, max: u64) {
+        if count == 0 {
+            return;
+        }
+        self.min = if self.count == 0 {
+            min
+        } else {
+            self.min.min(min)
+        };
+        self.max = self.max.max(max);
+        self.count += count;
+        self.sum = self.sum.wrapping_add(sum);
+    }
+}
+
+/// Collected state.
+pub struct Collector {
+    /// Durations in ns, per function.
+    pub hists: Vec<Histogram<u64>>,
+    /// Totals of threads that have exited, per function.
+    pub retired: Vec<Totals>,
+    /// Totals taken out by `reset`, subtracted from live counters.
+    pub baseline: Vec<Totals>,
+    /// Events seen, all kinds.
+    pub events: u64,
+    /// An event sink besides the histograms (the agent's forwarder).
+    pub tap: Option<Box<dyn FnMut(u64, &Event) + Send>>,
+}
+
+static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
+static ACTIVE_FUNCS: AtomicUsize = AtomicUsize::new(0);
+static STARTED: AtomicBool = AtomicBool::new(false);
+static WORKER: OnceLock<std::thread::Thread> = OnceLock::new();
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is a valid precision")
+}
+
+/// Set up for `nfuncs` functions and start the collector thread.
+pub fn init(nfuncs: usize) {
+    COLLECTOR.get_or_init(|| {
+        Mutex::new(Collector {
+            hists: (0..nfuncs).map(|_| new_hist()).collect(),
+            retired: vec![Totals::default(); nfuncs],
+            baseline: vec![Totals::default(); nfuncs],
+            events: 0,
+            tap: None,
+        })
+    });
+    if !STARTED.swap(true, Ordering::AcqRel) {
+        let h = std::thread::Builder::new()
+            .name("tracer-collector".into())
+            .spawn(run)
+            .expect("cannot start the tracer's collector thread");
+        let _ = WORKER.set(h.thread().clone());
+    }
+}
+
+/// Lock the collector.
+pub fn lock() -> MutexGuard<'static, Collector> {
+    COLLECTOR
+        .get()
+        .expect("collector used before init")
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tell the collector how many functions are enabled (wakes it up).
+pub fn set_active(n: usize) {
+    ACTIVE_FUNCS.store(n, Ordering::Release);
+    if let Some(w) = WORKER.get() {
+        w.unpark();
+    }
+}
+
+fn run() {
+    loop {
+        let busy = {
+            let mut c = lock();
+            c.drain_all() > 0
+        };
+        if ACTIVE_FUNCS.load(Ordering::Acquire) > 0 || busy {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::thread::park_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Collector {
+    /// Drain every ring; retire exited threads. Returns events consumed.
+    pub fn drain_all(&mut self) -> usize {
+        clock::refine();
+        let mut n = 0;
+        for st in thread::all() {
+            if st.owner.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            let dead = st.dead.load(Ordering::Acquire);
+            n += self.drain_one(st);
+            if dead {
+                n += self.drain_one(st);
+                for (i, c) in st.counters().iter().enumerate() {
+                    self.retired[i].add(
+                        c.count.load(Ordering::Relaxed),
+                        c.sum.load(Ordering::Relaxed),
+                        c.min.load(Ordering::Relaxed),
+                        c.max.load(Ordering::Relaxed),
+                    );
+                }
+                thread::recycle(st);
+            }
+        }
+        n
+    }
+
+    fn drain_one(&mut self, st: &ThreadState) -> usize {
+        let tid = st.owner.load(Ordering::Relaxed);
+        let hists = &mut self.hists;
+        let tap = &mut self.tap;
+        let n = st.ring.drain(usize::MAX, |ev| {
+            if ev.kind == KIND_EXIT {
+                if let Some(h) = hists.get_mut(ev.func as usize) {
+                    h.saturating_record(clock::to_ns(ev.dur).max(1));
+                }
+            }
+            if let Some(t) = tap {
+                t(tid, ev);
+            }
+        });
+        self.events += n as u64;
+        n
+    }
+
+    /// Exact totals of function `f` over all threads, live and exited.
+    pub fn totals(&self, f: usize) -> Totals {
+        let mut t = self.retired[f];
+        for st in thread::all() {
+            if st.owner.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            if let Some(c) = st.counters().get(f) {
+                t.add(
+                    c.count.load(Ordering::Relaxed),
+                    c.sum.load(Ordering::Relaxed),
+                    c.min.load(Ordering::Relaxed),
+                    c.max.load(Ordering::Relaxed),
+                );
+            }
+        }
+        let b = self.baseline[f];
+        if b.count > 0 {
+            t.count = t.count.saturating_sub(b.count);
+            t.sum = t.sum.wrapping_sub(b.sum);
+        }
+        t
+    }
+
+    /// Forget the latency data of every function.
+    pub fn reset(&mut self) {
+        self.drain_all();
+        for h in &mut self.hists {
+            h.reset();
+        }
+        self.baseline = vec![Totals::default(); self.hists.len()];
+        let all: Vec<Totals> = (0..self.hists.len()).map(|f| self.totals(f)).collect();
+        for (f, t) in all.into_iter().enumerate() {
+            // min/max restart from the next call: keep only count and sum as a baseline.
+            self.baseline[f] = Totals {
+                count: t.count,
+                sum: t.sum,
+                min: 0,
+                max: 0,
+            };
+        }
+        // Exact min/max cannot be un-merged; restart them per thread.
+        for st in thread::all() {
+            for c in st.counters() {
+                c.min.store(u64::MAX, Ordering::Relaxed);
+                c.max.store(0, Ordering::Relaxed);
+            }
+        }
+        for r in &mut self.retired {
+            r.min = u64::MAX;
+            r.max = 0;
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! `tracer`: a userspace ftrace.
+//!
+//! Mark functions with [`#[traceable]`](traceable). Each gets a pad at its
+//! entry and its exit that is a no-op until asked for. [`enable`] turns the
+//! pads of the matching functions into calls **while the program keeps
+//! running on all its threads** (x86-64: the kernel's int3 batch protocol);
+//! events land in lock-free per-thread rings; [`latency`] gives
+//! hdrhistogram percentiles of every completed call.
+//!
+//! ```no_run
+//! #[tracer::traceable]
+//! fn parse(s: &str) -> u64 { s.len() as u64 }
+//!
+//! fn main() -> Result<(), tracer::Error> {
+//!     tracer::enable("parse")?;
+//!     for _ in 0..1000 { parse("hello"); }
+//!     let l = tracer::latency("parse").expect("parse was called");
+//!     println!("{} calls, p50 {} ns, p99 {} ns", l.count, l.p50, l.p99);
+//!     tracer::disable("parse")?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Patterns
+//! A glob (`*`, `?`); without `::` it matches a function's own name, with `::`
+//! its full path; a leading `!` removes matches; several terms may be given,
+//! separated by spaces or commas. No match is an error naming the closest
+//! functions.
+//!
+//! # SIGTRAP
+//! While a batch is in flight, threads that run into a site take a SIGTRAP,
+//! which the runtime's handler resolves. A thread that *blocks* SIGTRAP would
+//! make the kernel kill the process instead, so every batch first checks
+//! `/proc/self/task/*/status` and refuses (with [`Error::SigtrapBlocked`])
+//! while any thread blocks it. A thread that starts blocking it during the
+//! few microseconds of a batch cannot be detected; do not block SIGTRAP in a
+//! traced program, and do not replace the SIGTRAP handler after the first
+//! `enable` (batches are refused if it was replaced).
+#![deny(missing_docs)]
+
+mod arch;
+pub mod clock;
+mod collect;
+mod registry;
+mod text;
+mod thread;
+mod trap;
+
+use std::fmt;
+use std::sync::{Mutex, OnceLock};
+use tracer_core::backend::{Backend, TrapPolicy};
+use tracer_core::engine::{apply_batch, SiteRequest, Want};
+use tracer_core::pattern::{self, Named, PatternError};
+use tracer_core::site::SiteRecord;
+
+pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
+pub use tracer_macros::traceable;
+
+#[cfg(target_arch = "x86_64")]
+tracer_arch_x86::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+
+// The section always exists, even in a program without a traced function:
+// one sentinel record with a null descriptor.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",@progbits",
+    ".balign 8",
+    ".quad 0, 0, 0",
+    ".long 0, 0",
+    ".popsection",
+);
+
+extern "C" {
+    #[link_name = "__start___tracer_sites"]
+    static SITES_START: u8;
+    #[link_name = "__stop___tracer_sites"]
+    static SITES_STOP: u8;
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The pattern selects no function.
+    Pattern(PatternError),
+    /// The kernel refused to make code writable; nothing was changed.
+    Write(WriteError),
+    /// Threads block SIGTRAP, so a batch could kill the process.
+    SigtrapBlocked {
+        /// `(tid, name)` of each such thread.
+        threads: Vec<(i32, String)>,
+    },
+    /// Someone replaced the tracer's SIGTRAP handler.
+    HandlerReplaced,
+    /// The runtime cannot work in this process.
+    Unsupported(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Pattern(e) => write!(f, "{e}"),
+            Error::Write(e) => write!(f, "{e}"),
+            Error::SigtrapBlocked { threads } => {
+                let list: Vec<String> = threads.iter().map(|(t, n)| format!("{t} ({n})")).collect();
+                write!(
+                    f,
+                    "thread(s) {} block SIGTRAP; a thread that runs into a pad while it is being patched \
+                     would then kill the process. Nothing was changed. Unblock SIGTRAP in those threads \
+                     (pthread_sigmask) and try again",
+                    list.join(", ")
+                )
+            }
+            Error::HandlerReplaced => f.write_str(
+                "the tracer's SIGTRAP handler was replaced by someone else; patching now could kill the \
+                 process. Nothing was changed. Restore the handler (or chain to it) and try again",
+            ),
+            Error::Unsupported(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<PatternError> for Error {
+    fn from(e: PatternError) -> Error {
+        Error::Pattern(e)
+    }
+}
+
+/// A traceable function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// Full path (`app::cache::lookup`, `<app::Db as app::Store>::get`).
+    pub name: String,
+    /// Its own name (`lookup`).
+    pub ident: String,
+    /// Source file.
+    pub file: String,
+    /// Source line.
+    pub line: u32,
+    /// Whether its pads are enabled.
+    pub enabled: bool,
+    /// Number of pads (entry and exit, every instantiation and inlined copy).
+    pub sites: usize,
+    /// Problems with its pads (bytes that were not what the tracer expected);
+    /// such pads are never written.
+    pub problems: Vec<String>,
+}
+
+/// Latency of one function, in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LatencySummary {
+    /// Completed calls while enabled (exact).
+    pub count: u64,
+    /// Shortest (exact).
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Longest (exact).
+    pub max: u64,
+    /// Mean.
+    pub mean: u64,
+    /// Calls counted in `count` whose duration is missing from the
+    /// percentiles (their exit event was dropped from a full ring).
+    pub lost: u64,
+}
+
+/// What one `enable`/`disable` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Full paths of the functions whose state changed.
+    pub changed: Vec<String>,
+    /// Sites left alone, with the function and the reason.
+    pub skipped: Vec<(String, Skipped)>,
+    /// Syncs the batch did.
+    pub syncs: usize,
+    /// Set when the batch completed but a page's protection could not be restored.
+    pub warning: Option<String>,
+}
+
+struct Runtime {
+    registry: &'static registry::Registry,
+    engine: Mutex<Vec<bool>>,
+}
+
+static REGISTRY: OnceLock<registry::Registry> = OnceLock::new();
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+fn registry() -> Option<&'static registry::Registry> {
+    REGISTRY.get()
+}
+
+fn records() -> &'static [SiteRecord] {
+    // SAFETY: the linker defines both symbols around the section, which holds
+    // only SiteRecords (ours and #[traceable]'s, all 8-aligned, same layout).
+    unsafe {
+        let start = std::ptr::addr_of!(SITES_START) as *const SiteRecord;
+        let stop = std::ptr::addr_of!(SITES_STOP) as *const SiteRecord;
+        let n = (stop as usize - start as usize) / std::mem::size_of::<SiteRecord>();
+        std::slice::from_raw_parts(start, n)
+    }
+}
+
+fn runtime() -> Result<&'static Runtime, Error> {
+    RUNTIME
+        .get_or_init(|| {
+            #[cfg(not(target_arch = "x86_64"))]
+            return Err(format!(
+                "the tracer runtime has no backend for {} yet",
+                std::env::consts::ARCH
+            ));
+            #[cfg(target_arch = "x86_64")]
+            {
+                clock::init();
+                // SAFETY: the records are this program's, valid forever; no pad is enabled yet.
+                let reg = REGISTRY.get_or_init(|| unsafe { registry::Registry::build(records()) });
+                thread::init(reg.funcs.len());
+                collect::init(reg.funcs.len());
+                text::init_sync();
+                if arch::shadow_stack_active() {
+                    trap::set_policy(TrapPolicy::Skip);
+                }
+                trap::install()?;
+                Ok(Runtime {
+                    registry: reg,
+                    engine: Mutex::new(vec![false; reg.funcs.len()]),
+                })
+            }
+        })
+        .as_ref()
+        .map_err(|e| Error::Unsupported(e.clone()))
+}
+
+fn named(reg: &registry::Registry) -> Vec<Named<'_>> {
+    reg.funcs
+        .iter()
+        .map(|f| Named {
+            path: &f.path,
+            own: f.ident,
+        })
+        .collect()
+}
+
+fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
+    let rt = runtime()?;
+    let reg = rt.registry;
+    let funcs = pattern::resolve(pattern, &named(reg))?;
+    let mut enabled = rt.engine.lock().unwrap_or_else(|e| e.into_inner());
+    let targets: Vec<usize> = funcs.into_iter().filter(|&f| enabled[f] != on).collect();
+    let mut report = Report::default();
+    if targets.is_empty() {
+        return Ok(report);
+    }
+    let mut requests = Vec::new();
+    for &f in &targets {
+        for &si in &reg.funcs[f].sites {
+            let s = &reg.sites[si];
+            if s.broken.is_some() {
+                continue;
+            }
+            requests.push(SiteRequest {
+                addr: s.addr,
+                want: if on {
+                    Want::Call { target: s.stub }
+                } else {
+                    Want::Nop {
+                        original: s.original,
+                        from: s.stub,
+                    }
+                },
+            });
+        }
+    }
+    if !arch::Arch::TRAP.is_empty() {
+        let blocking = trap::threads_blocking_sigtrap();
+        if !blocking.is_empty() {
+            return Err(Error::SigtrapBlocked {
+                threads: blocking.into_iter().map(|t| (t.tid, t.name)).collect(),
+            });
+        }
+        if !trap::handler_is_ours() {
+            return Err(Error::HandlerReplaced);
+        }
+    }
+    let mut writer = text::LiveText::default();
+    let batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    for sk in &batch.skipped {
+        let f = reg
+            .sites
+            .binary_search_by_key(&sk.addr, |s| s.addr)
+            .map(|i| reg.funcs[reg.sites[i].func as usize].path.clone())
+            .unwrap_or_default();
+        report.skipped.push((f, sk.clone()));
+    }
+    for &f in &targets {
+        enabled[f] = on;
+        report.changed.push(reg.funcs[f].path.clone());
+    }
+    report.syncs = batch.syncs;
+    report.warning = batch.restore_error.map(|e| e.message);
+    collect::set_active(enabled.iter().filter(|e| **e).count());
+    Ok(report)
+}
+
+/// Enable the functions `pattern` selects. Returns how many changed state
+/// (already enabled functions are left alone and not counted).
+pub fn enable(pattern: &str) -> Result<usize, Error> {
+    enable_report(pattern).map(|r| r.changed.len())
+}
+
+/// Disable the functions `pattern` selects. Returns how many changed state.
+pub fn disable(pattern: &str) -> Result<usize, Error> {
+    disable_report(pattern).map(|r| r.changed.len())
+}
+
+/// [`enable`], with the details: functions changed, sites skipped and why.
+pub fn enable_report(pattern: &str) -> Result<Report, Error> {
+    set_state(pattern, true)
+}
+
+/// [`disable`], with the details.
+pub fn disable_report(pattern: &str) -> Result<Report, Error> {
+    set_state(pattern, false)
+}
+
+/// Every traceable function, sorted by name.
+pub fn functions() -> Vec<FunctionInfo> {
+    let Ok(rt) = runtime() else {
+        return Vec::new();
+    };
+    let enabled = rt.engine.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    rt.registry
+        .funcs
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FunctionInfo {
+            name: f.path.clone(),
+            ident: f.ident.to_string(),
+            file: f.file.to_string(),
+            line: f.line,
+            enabled: enabled[i],
+            sites: f.sites.len(),
+            problems: f
+                .sites
+                .iter()
+                .filter_map(|&s| rt.registry.sites[s].broken.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {
+    if let Some(i) = reg.funcs.iter().position(|f| f.path == name) {
+        return Some(i);
+    }
+    let mut it = reg
+        .funcs
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.ident == name);
+    match (it.next(), it.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
+/// Latency of one function over every call completed while it was enabled:
+/// `name` is a full path, or a function's own name when that is unique.
+/// `None` if no such function exists or it has no completed call.
+pub fn latency(name: &str) -> Option<LatencySummary> {
+    let rt = runtime().ok()?;
+    let f = lookup(rt.registry, name)?;
+    let mut c = collect::lock();
+    c.drain_all();
+    let t = c.totals(f);
+    if t.count == 0 {
+        return None;
+    }
+    let h = &c.hists[f];
+    let (min, max) = (clock::to_ns(t.min), clock::to_ns(t.max));
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p).clamp(min, max)
+        }
+    };
+    Some(LatencySummary {
+        count: t.count,
+        min,
+        p50: q(0.50),
+        p90: q(0.90),
+        p99: q(0.99),
+        p999: q(0.999),
+        max,
+        mean: clock::to_ns(t.sum / t.count),
+        lost: t.count.saturating_sub(h.len()),
+    })
+}
+
+/// Forget all latency data collected so far.
+pub fn reset() {
+    if runtime().is_ok() {
+        collect::lock().reset();
+    }
+}
+
+/// Ring capacity, in events, for threads that record their first event from
+/// now on (rounded up to a power of two). Also settable with the
+/// `TRACER_BUFFER_EVENTS` environment variable. Default 65536.
+pub fn set_buffer_events(events: usize) {
+    thread::set_capacity(events);
+}
+
+/// Runtime counters, for `status` and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Threads that have a ring (live or waiting to be recycled).
+    pub threads: usize,
+    /// Events dropped because a ring was full, all threads.
+    pub dropped: u64,
+    /// Exits with no matching entry (their entry ran before enabling).
+    pub unmatched: u64,
+    /// Events skipped because the thread was already inside the tracer.
+    pub nested: u64,
+    /// Traps of in-flight sites whose new instruction was emulated.
+    pub traps_emulated: u64,
+    /// Traps of in-flight sites skipped as no-ops.
+    pub traps_skipped: u64,
+    /// Late traps rewound (the trap was gone when the handler ran).
+    pub traps_rewound: u64,
+    /// Traps that were not the tracer's, passed on.
+    pub traps_foreign: u64,
+    /// Clock in use: `tsc` or `monotonic`.
+    pub clock: &'static str,
+    /// How cores are synchronised.
+    pub sync: &'static str,
+    /// Ring capacity for new threads, in events.
+    pub buffer_events: usize,
+    /// Bytes mapped for thread blocks (rings, counters, shadow stacks).
+    pub buffer_bytes: usize,
+}
+
+/// Runtime counters.
+pub fn stats() -> Stats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _ = runtime();
+    let mut s = Stats {
+        clock: clock::source(),
+        sync: text::sync_mode_name(),
+        buffer_events: thread::capacity(),
+        traps_emulated: trap::EMULATED.load(Relaxed),
+        traps_skipped: trap::SKIPPED.load(Relaxed),
+        traps_rewound: trap::REWOUND.load(Relaxed),
+        traps_foreign: trap::FOREIGN.load(Relaxed),
+        ..Stats::default()
+    };
+    for t in thread::all() {
+        if t.owner.load(Relaxed) != 0 {
+            s.threads += 1;
+            s.buffer_bytes += thread::block_len(t);
+            s.dropped += t.ring.dropped();
+            s.unmatched += t.unmatched.load(Relaxed);
+            s.nested += t.nested.load(Relaxed);
+        }
+    }
+    s
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the code `#[traceable]` generates. Not a public API.
+    pub use tracer_core::site::{clean_path, FnDesc};
+
+    #[cfg(target_arch = "x86_64")]
+    pub use tracer_arch_x86::{
+        __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+        __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+    };
+
+    /// For tests: spin this many iterations inside the SIGTRAP handler.
+    pub fn set_trap_handler_delay(spins: u64) {
+        crate::trap::TEST_HANDLER_DELAY.store(spins, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// For tests: the protection of the page holding `addr`.
+    pub fn page_protection(addr: usize) -> Option<i32> {
+        crate::text::protection_of(addr)
+    }
+
+    /// For tests and benches: the sites of a function, `(addr, kind)`.
+    pub fn sites_of(name: &str) -> Vec<(usize, u32)> {
+        let Ok(rt) = crate::runtime() else {
+            return Vec::new();
+        };
+        let Some(f) = crate::lookup(rt.registry, name) else {
+            return Vec::new();
+        };
+        rt.registry.funcs[f]
+            .sites
+            .iter()
+            .map(|&s| (rt.registry.sites[s].addr, rt.registry.sites[s].kind))
+            .collect()
+    }
+}

@@ -1,0 +1,491 @@
+//! Per-thread state and the hooks the trampolines call: the hot path.
+//!
+//! Each thread that ever hits an enabled pad gets one block of memory (one
+//! `mmap`, at its first event) holding:
+//!
+//! - the owner-private part: a re-entrancy flag, a shadow stack of the traced
+//!   calls in progress (function, entry timestamp, stack pointer at the pad),
+//!   and the ring's cached consumer position;
+//! - one [`FuncCounters`] per registered function: completed calls, total,
+//!   minimum and maximum duration, written only by the owner (plain
+//!   load + store on atomics, no read-modify-write), read by the collector;
+//! - the event ring ([`tracer_core::event::Ring`]).
+//!
+//! After that first event the hooks take no lock, allocate nothing and make
+//! no system call: a timestamp, a TLS load, a few stores.
+//!
+//! **Matching exits to entries.** Entry and exit pads of one call run in the
+//! same stack frame, so an exit matches the nearest shadow entry of the same
+//! function whose stack pointer is at or above the exit's. Entries above it
+//! belong to calls whose exits were missed (disabled meanwhile) and are
+//! dropped as stale; an exit with no match (its entry ran before the function
+//! was enabled) is counted in `unmatched` and produces no event. An entry
+//! first drops stale frames at or below its own stack pointer (calls that
+//! have returned without a recorded exit). `async fn`s are matched through a
+//! token in the future instead, since they may finish on another thread.
+//!
+//! **Re-entrancy.** The owner sets `busy` while in a hook; a traced function
+//! run from a signal handler that interrupted a hook is counted in `nested`
+//! and not recorded.
+//!
+//! **Thread exit.** A pthread key destructor marks the block dead; the
+//! collector drains it, folds its counters into the retired totals, and
+//! recycles it for the next new thread.
+
+use crate::clock;
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use tracer_core::event::{Event, Ring, FLAG_ASYNC, KIND_ENTRY, KIND_EXIT};
+use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
+
+/// Deepest traced nesting tracked per thread.
+pub const MAX_DEPTH: usize = 128;
+/// Default ring capacity, in events.
+pub const DEFAULT_EVENTS: usize = 1 << 16;
+
+static CAPACITY: AtomicUsize = AtomicUsize::new(0);
+static NFUNCS: AtomicUsize = AtomicUsize::new(0);
+static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+thread_local! {
+    static STATE: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// Per-function counters of one thread.
+#[repr(C)]
+#[derive(Debug)]
+pub struct FuncCounters {
+    /// Completed calls.
+    pub count: AtomicU64,
+    /// Sum of durations, ticks.
+    pub sum: AtomicU64,
+    /// Shortest, ticks (`u64::MAX` before the first).
+    pub min: AtomicU64,
+    /// Longest, ticks.
+    pub max: AtomicU64,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Frame {
+    func: u32,
+    ts: u64,
+    sp: usize,
+}
+
+#[repr(C)]
+struct Private {
+    depth: usize,
+    cached_tail: u64,
+    shadow: [Frame; MAX_DEPTH],
+}
+
+/// One thread's block.
+#[repr(C)]
+pub struct ThreadState {
+    next: *mut ThreadState,
+    /// Kernel thread id of the owner; 0 when free for reuse.
+    pub owner: AtomicU64,
+    /// The owner has exited.
+    pub dead: AtomicBool,
+    busy: AtomicBool,
+    map_len: usize,
+    nfuncs: usize,
+    counters: *const FuncCounters,
+    /// The event ring.
+    pub ring: Ring,
+    /// Exits without a matching entry.
+    pub unmatched: AtomicU64,
+    /// Events not recorded because the thread was already in a hook.
+    pub nested: AtomicU64,
+    /// Entries not recorded because the shadow stack was full.
+    pub too_deep: AtomicU64,
+    private: UnsafeCell<Private>,
+}
+
+// SAFETY: shared fields are atomics or immutable after publication; `private`
+// is only touched by the owning thread.
+unsafe impl Sync for ThreadState {}
+
+impl ThreadState {
+    /// The per-function counters.
+    pub fn counters(&self) -> &[FuncCounters] {
+        // SAFETY: `counters` points at `nfuncs` initialised entries in our mapping.
+        unsafe { std::slice::from_raw_parts(self.counters, self.nfuncs) }
+    }
+}
+
+#[inline(always)]
+fn bump(a: &AtomicU64) {
+    a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// Every thread block ever made (live, dead or free).
+pub fn all() -> impl Iterator<Item = &'static ThreadState> {
+    let mut p = THREADS.load(Ordering::Acquire);
+    std::iter::from_fn(move || {
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: blocks are never unmapped; `next` is set before publication.
+            let s = unsafe { &*p };
+            p = s.next;
+            Some(s)
+        }
+    })
+}
+
+/// Set up thread tracking for `nfuncs` functions. Called once by the runtime
+/// before any pad is enabled.
+pub fn init(nfuncs: usize) {
+    NFUNCS.store(nfuncs, Ordering::Release);
+    if CAPACITY.load(Ordering::Relaxed) == 0 {
+        let cap = std::env::var("TRACER_BUFFER_EVENTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(DEFAULT_EVENTS);
+        set_capacity(cap);
+    }
+    if KEY.load(Ordering::Acquire) == usize::MAX {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `thread_exit` has the destructor signature.
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+            KEY.store(key as usize, Ordering::Release);
+        }
+    }
+}
+
+/// Ring capacity, in events, for threads that start tracing from now on
+/// (rounded up to a power of two, at least 64).
+pub fn set_capacity(events: usize) {
+    CAPACITY.store(events.max(64).next_power_of_two(), Ordering::Relaxed);
+}
+
+/// The ring capacity for new threads.
+pub fn capacity() -> usize {
+    CAPACITY.load(Ordering::Relaxed)
+}
+
+unsafe extern "C" fn thread_exit(p: *mut libc::c_void) {
+    // Events after this point (other TLS destructors) get a fresh block.
+    STATE.with(|s| s.set(std::ptr::null_mut()));
+    if !p.is_null() {
+        // SAFETY: the key's value is our block.
+        unsafe { &*(p as *const ThreadState) }
+            .dead
+            .store(true, Ordering::Release);
+    }
+}
+
+fn layout(nfuncs: usize, cap: usize) -> (usize, usize, usize) {
+    let hdr = std::mem::size_of::<ThreadState>().div_ceil(64) * 64;
+    let counters = nfuncs * std::mem::size_of::<FuncCounters>();
+    let ring_off = (hdr + counters).div_ceil(64) * 64;
+    (hdr, ring_off, ring_off + Ring::bytes_for(cap))
+}
+
+fn reset_counters(st: &ThreadState) {
+    for c in st.counters() {
+        c.count.store(0, Ordering::Relaxed);
+        c.sum.store(0, Ordering::Relaxed);
+        c.min.store(u64::MAX, Ordering::Relaxed);
+        c.max.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Make a dead block reusable. Called by the collector after it drained the
+/// ring and folded the counters.
+pub fn recycle(st: &ThreadState) {
+    reset_counters(st);
+    let _ = st.ring.drain(usize::MAX, |_| {});
+    st.unmatched.store(0, Ordering::Relaxed);
+    st.nested.store(0, Ordering::Relaxed);
+    st.too_deep.store(0, Ordering::Relaxed);
+    st.dead.store(false, Ordering::Relaxed);
+    st.owner.store(0, Ordering::Release);
+}
+
+fn gettid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as u64 }
+}
+
+#[cold]
+#[inline(never)]
+fn slow_init() -> *mut ThreadState {
+    let nfuncs = NFUNCS.load(Ordering::Acquire);
+    let cap = capacity();
+    if nfuncs == 0 || cap == 0 {
+        return std::ptr::null_mut();
+    }
+    let tid = gettid();
+    let mut found: *mut ThreadState = std::ptr::null_mut();
+    for s in all() {
+        if s.nfuncs == nfuncs
+            && s.ring.capacity() == cap
+            && s.owner
+                .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            found = s as *const ThreadState as *mut ThreadState;
+            break;
+        }
+    }
+    if found.is_null() {
+        found = allocate(nfuncs, cap, tid);
+        if found.is_null() {
+            return found;
+        }
+    } else {
+        // SAFETY: we own the block now (CAS above); its previous owner is dead.
+        unsafe {
+            let p = &mut *(*found).private.get();
+            p.depth = 0;
+            p.cached_tail = 0;
+            (*found).ring.header().tid.store(tid, Ordering::Relaxed);
+        }
+    }
+    STATE.with(|s| s.set(found));
+    let key = KEY.load(Ordering::Acquire);
+    if key != usize::MAX {
+        // SAFETY: the key was created in init.
+        unsafe {
+            libc::pthread_setspecific(key as libc::pthread_key_t, found as *const libc::c_void)
+        };
+    }
+    found
+}
+
+fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
+    let (hdr, ring_off, len) = layout(nfuncs, cap);
+    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mem == libc::MAP_FAILED {
+        return std::ptr::null_mut();
+    }
+    let base = mem as *mut u8;
+    // SAFETY: the mapping is ours, zeroed, page-aligned and `len` bytes long;
+    // the ring and counters sit at 64-aligned offsets inside it.
+    unsafe {
+        let ring = Ring::init(base.add(ring_off), cap, tid);
+        let st = base as *mut ThreadState;
+        st.write(ThreadState {
+            next: std::ptr::null_mut(),
+            owner: AtomicU64::new(tid),
+            dead: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            map_len: len,
+            nfuncs,
+            counters: base.add(hdr) as *const FuncCounters,
+            ring,
+            unmatched: AtomicU64::new(0),
+            nested: AtomicU64::new(0),
+            too_deep: AtomicU64::new(0),
+            private: UnsafeCell::new(Private {
+                depth: 0,
+                cached_tail: 0,
+                shadow: [Frame::default(); MAX_DEPTH],
+            }),
+        });
+        reset_counters(&*st);
+        let mut head = THREADS.load(Ordering::Acquire);
+        loop {
+            (*st).next = head;
+            match THREADS.compare_exchange_weak(head, st, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+        st
+    }
+}
+
+/// Bytes mapped for one thread block.
+pub fn block_len(st: &ThreadState) -> usize {
+    st.map_len
+}
+
+#[inline(always)]
+fn current() -> Option<&'static ThreadState> {
+    let mut p = STATE.with(|s| s.get());
+    if p.is_null() {
+        p = slow_init();
+        if p.is_null() {
+            return None;
+        }
+    }
+    // SAFETY: blocks are never unmapped.
+    Some(unsafe { &*p })
+}
+
+#[inline(always)]
+fn record_exit(
+    st: &ThreadState,
+    p: &mut Private,
+    func: u32,
+    now: u64,
+    dur: u64,
+    depth: usize,
+    flags: u8,
+) {
+    if let Some(c) = st.counters().get(func as usize) {
+        bump(&c.count);
+        c.sum.store(
+            c.sum.load(Ordering::Relaxed).wrapping_add(dur),
+            Ordering::Relaxed,
+        );
+        if dur < c.min.load(Ordering::Relaxed) {
+            c.min.store(dur, Ordering::Relaxed);
+        }
+        if dur > c.max.load(Ordering::Relaxed) {
+            c.max.store(dur, Ordering::Relaxed);
+        }
+    }
+    st.ring.push(
+        &mut p.cached_tail,
+        &Event {
+            ts: now,
+            dur,
+            func,
+            depth: depth as u16,
+            kind: KIND_EXIT,
+            flags,
+        },
+    );
+}
+
+/// Called by the entry trampoline.
+///
+/// # Safety
+/// `rec` must be a site record; for async entries `token` must point at the
+/// future's `u64` slot.
+pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
+    let now = clock::now();
+    let Some(st) = current() else { return };
+    if st.busy.load(Ordering::Relaxed) {
+        bump(&st.nested);
+        return;
+    }
+    st.busy.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: per the caller; the private part belongs to this thread.
+    let (rec, p) = unsafe { (&*rec, &mut *st.private.get()) };
+    let func = rec.func.load(Ordering::Relaxed);
+    if rec.kind == KIND_ASYNC_ENTRY {
+        // SAFETY: per the caller.
+        unsafe { *(token as *mut u64) = now.max(1) };
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: now,
+                dur: 0,
+                func,
+                depth: p.depth as u16,
+                kind: KIND_ENTRY,
+                flags: FLAG_ASYNC,
+            },
+        );
+    } else {
+        // Frames at or below this one have returned without a recorded exit.
+        while p.depth > 0 {
+            let top = p.shadow[p.depth - 1].sp;
+            if top <= sp && sp - top < STACK_SPAN {
+                p.depth -= 1;
+            } else {
+                break;
+            }
+        }
+        if p.depth < MAX_DEPTH {
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: now,
+                    dur: 0,
+                    func,
+                    depth: p.depth as u16,
+                    kind: KIND_ENTRY,
+                    flags: 0,
+                },
+            );
+            p.shadow[p.depth] = Frame { func, ts: now, sp };
+            p.depth += 1;
+        } else {
+            bump(&st.too_deep);
+        }
+    }
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(false, Ordering::Relaxed);
+}
+
+/// Stack pointers farther apart than this are on different stacks (a signal
+/// handler on its alternate stack): never treat such frames as stale.
+const STACK_SPAN: usize = 64 << 20;
+/// How far down the shadow stack an exit looks for its entry.
+const EXIT_SEARCH: usize = 8;
+
+/// Called by the exit trampoline.
+///
+/// # Safety
+/// As [`on_entry`].
+pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
+    let now = clock::now();
+    let Some(st) = current() else { return };
+    if st.busy.load(Ordering::Relaxed) {
+        bump(&st.nested);
+        return;
+    }
+    st.busy.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: per the caller; the private part belongs to this thread.
+    let (rec, p) = unsafe { (&*rec, &mut *st.private.get()) };
+    let func = rec.func.load(Ordering::Relaxed);
+    if rec.kind == KIND_ASYNC_EXIT {
+        // SAFETY: per the caller.
+        let slot = unsafe { &mut *(token as *mut u64) };
+        let t0 = *slot;
+        if t0 == 0 {
+            bump(&st.unmatched);
+        } else {
+            *slot = 0;
+            record_exit(
+                st,
+                p,
+                func,
+                now,
+                now.saturating_sub(t0),
+                p.depth,
+                FLAG_ASYNC,
+            );
+        }
+    } else {
+        let mut found = None;
+        let lowest = p.depth.saturating_sub(EXIT_SEARCH);
+        for i in (lowest..p.depth).rev() {
+            let f = &p.shadow[i];
+            if f.func == func && f.sp >= sp && f.sp - sp < STACK_SPAN {
+                found = Some(i);
+                break;
+            }
+        }
+        match found {
+            Some(i) => {
+                let t0 = p.shadow[i].ts;
+                p.depth = i;
+                record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
+            }
+            None => bump(&st.unmatched),
+        }
+    }
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(false, Ordering::Relaxed);
+}

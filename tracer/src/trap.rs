@@ -1,0 +1,252 @@
+//! The SIGTRAP handler.
+//!
+//! While a batch is in flight its sites hold trap instructions; a thread that
+//! runs into one lands here. The handler asks the backend what to do
+//! (`Backend::on_trap`): emulate the new instruction or skip the site, rewind
+//! a late trap whose trap byte is already gone, or pass on a trap that is not
+//! ours to the handler installed before this one (or to the default action).
+//!
+//! The batch's table is published through an atomic pointer. Handlers count
+//! themselves in and out around their use of it, and [`publish`] retracts a
+//! table by swapping in null and then waiting until no handler is counted in,
+//! so a table is never freed under a running handler (both sides use SeqCst:
+//! a handler either sees the new null or is counted before the swap is
+//! checked).
+//!
+//! The handler is installed with `SA_NODEFER`, so a trap inside a chained
+//! handler does not meet a blocked SIGTRAP (which the kernel would turn into
+//! the default action: a core dump).
+
+use crate::arch::{self, Arch};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use tracer_core::backend::{Backend, InflightSite, TrapKind, TrapOutcome, TrapPolicy};
+
+static INFLIGHT: AtomicPtr<Vec<InflightSite>> = AtomicPtr::new(std::ptr::null_mut());
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static POLICY: AtomicU8 = AtomicU8::new(0);
+
+/// Counters of what the handler did.
+pub static EMULATED: AtomicU64 = AtomicU64::new(0);
+/// Traps skipped as no-ops.
+pub static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// Late traps rewound.
+pub static REWOUND: AtomicU64 = AtomicU64::new(0);
+/// Traps passed on.
+pub static FOREIGN: AtomicU64 = AtomicU64::new(0);
+
+struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
+// SAFETY: written once in `install` before INSTALLED is set (Release), only
+// read after INSTALLED is observed (Acquire).
+unsafe impl Sync for OldAction {}
+static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// Test hook: when non-zero, the handler spins this many iterations after
+/// reading the table, to widen the window in which the batch can finish
+/// under a running handler (a late trap).
+pub static TEST_HANDLER_DELAY: AtomicU64 = AtomicU64::new(0);
+
+/// Set the policy for in-flight traps.
+pub fn set_policy(p: TrapPolicy) {
+    POLICY.store(
+        match p {
+            TrapPolicy::Emulate => 0,
+            TrapPolicy::Skip => 1,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The policy in force.
+pub fn policy() -> TrapPolicy {
+    if POLICY.load(Ordering::Relaxed) == 0 {
+        TrapPolicy::Emulate
+    } else {
+        TrapPolicy::Skip
+    }
+}
+
+/// Install the handler (once). Keeps the previous action for chaining.
+pub fn install() -> Result<(), String> {
+    if INSTALLED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    // SAFETY: a zeroed sigaction is a valid value to fill in; `handler` has
+    // the SA_SIGINFO signature; OLD is written before INSTALLED is released.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_RESTART | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        let old = (*OLD.0.get()).as_mut_ptr();
+        if libc::sigaction(libc::SIGTRAP, &sa, old) != 0 {
+            return Err(format!(
+                "cannot install the SIGTRAP handler: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    INSTALLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Is our handler still the SIGTRAP action?
+pub fn handler_is_ours() -> bool {
+    // SAFETY: querying the current action with a null new action.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGTRAP, std::ptr::null(), &mut cur) == 0
+            && cur.sa_sigaction == handler as *const () as usize
+    }
+}
+
+/// Publish a batch's table (`Some`), or retract it (`None`) and wait until no
+/// handler still uses it.
+pub fn publish(table: Option<Vec<InflightSite>>) {
+    let new = match table {
+        Some(mut t) => {
+            t.sort_by_key(|s| s.addr);
+            Box::into_raw(Box::new(t))
+        }
+        None => std::ptr::null_mut(),
+    };
+    let old = INFLIGHT.swap(new, Ordering::SeqCst);
+    if new.is_null() {
+        while ACTIVE.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+    if !old.is_null() {
+        // SAFETY: `old` came from Box::into_raw above; no handler holds it
+        // (it was swapped out and ACTIVE drained, or it is replaced while the
+        // engine lock serialises batches and only retraction frees it).
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo.
+    let code = unsafe { (*info).si_code };
+    if code == arch::TRAP_SI_CODE {
+        ACTIVE.fetch_add(1, Ordering::SeqCst);
+        let table = INFLIGHT.load(Ordering::SeqCst);
+        // SAFETY: the table stays alive while ACTIVE counts us (see publish).
+        let sites: &[InflightSite] = if table.is_null() {
+            &[]
+        } else {
+            unsafe { &*table }
+        };
+        let spins = TEST_HANDLER_DELAY.load(Ordering::Relaxed);
+        for _ in 0..spins {
+            std::hint::spin_loop();
+        }
+        // SAFETY: `uc` is the ucontext of an SA_SIGINFO handler.
+        let ctx = unsafe { arch::context(uc) };
+        let is_site = |a: usize| crate::registry().is_some_and(|r| r.is_site(a));
+        // SAFETY: a registered site is mapped text.
+        let read = |a: usize, buf: &mut [u8]| {
+            if is_site(a) || sites.iter().any(|s| s.addr == a) {
+                unsafe { arch::read_text(a, buf) }
+            } else {
+                buf.fill(0)
+            }
+        };
+        let (out, kind) = Arch::on_trap(&ctx, sites, &is_site, &read, policy());
+        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        match kind {
+            TrapKind::Emulated => &EMULATED,
+            TrapKind::Skipped => &SKIPPED,
+            TrapKind::Rewound => &REWOUND,
+            TrapKind::Foreign => &FOREIGN,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if out != TrapOutcome::NotOurs {
+            // SAFETY: `out` comes from the backend for this very context.
+            unsafe { arch::resume(uc, &out) };
+            return;
+        }
+    } else {
+        FOREIGN.fetch_add(1, Ordering::Relaxed);
+    }
+    chain(sig, info, uc);
+}
+
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: OLD was filled in before the handler could run.
+    let old = unsafe { (*OLD.0.get()).assume_init_ref() };
+    let h = old.sa_sigaction;
+    if h == libc::SIG_IGN {
+        return;
+    }
+    if h == libc::SIG_DFL {
+        // The default action of SIGTRAP is to dump core: restore it and let
+        // the signal take its course, as if we had never been installed.
+        // SAFETY: plain libc calls on our own process.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        return;
+    }
+    // SAFETY: calling the previously installed handler with the signature
+    // its flags declare.
+    unsafe {
+        if old.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(h);
+            f(sig, info, uc);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
+            f(sig);
+        }
+    }
+}
+
+/// A thread that blocks SIGTRAP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockingThread {
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// Its name.
+    pub name: String,
+}
+
+/// Threads of this process that block SIGTRAP now. A trap in such a thread
+/// makes the kernel reset SIGTRAP to its default action and kill the process,
+/// so batches that plant traps are refused while any exists.
+pub fn threads_blocking_sigtrap() -> Vec<BlockingThread> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    let bit: u64 = 1 << (libc::SIGTRAP - 1);
+    for e in dir.flatten() {
+        let path = e.path();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue; // the thread exited meanwhile
+        };
+        let mut name = String::new();
+        let mut blocked = false;
+        for l in status.lines() {
+            if let Some(v) = l.strip_prefix("Name:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = l.strip_prefix("SigBlk:") {
+                blocked = u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & bit != 0);
+            }
+        }
+        if blocked {
+            out.push(BlockingThread {
+                tid: e.file_name().to_string_lossy().parse().unwrap_or(0),
+                name,
+            });
+        }
+    }
+    out
+}
