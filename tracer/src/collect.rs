@@ -59,6 +59,8 @@ pub struct Collector {
     pub baseline: Vec<Totals>,
     /// Events seen, all kinds.
     pub events: u64,
+    /// Drops, unmatched exits and nested events of threads that have exited.
+    pub retired_drops: [u64; 3],
     /// An event sink besides the histograms (the agent's forwarder).
     pub tap: Option<Box<dyn FnMut(u64, &Event) + Send>>,
 }
@@ -80,6 +82,7 @@ pub fn init(nfuncs: usize) {
             retired: vec![Totals::default(); nfuncs],
             baseline: vec![Totals::default(); nfuncs],
             events: 0,
+            retired_drops: [0; 3],
             tap: None,
         })
     });
@@ -144,6 +147,9 @@ impl Collector {
                         c.max.load(Ordering::Relaxed),
                     );
                 }
+                self.retired_drops[0] += st.ring.dropped();
+                self.retired_drops[1] += st.unmatched.load(Ordering::Relaxed);
+                self.retired_drops[2] += st.nested.load(Ordering::Relaxed);
                 thread::recycle(st);
             }
         }

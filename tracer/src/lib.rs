@@ -278,7 +278,16 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         }
     }
     if !arch::Arch::TRAP.is_empty() {
-        let blocking = trap::threads_blocking_sigtrap();
+        // A thread being created runs with every signal blocked for a few
+        // microseconds (glibc's pthread_create) and cannot reach a site then:
+        // only a thread that keeps SIGTRAP blocked for ~10 ms is refused.
+        let mut blocking = trap::threads_blocking_sigtrap();
+        let mut tries = 0;
+        while !blocking.is_empty() && tries < 50 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            blocking = trap::threads_blocking_sigtrap();
+            tries += 1;
+        }
         if !blocking.is_empty() {
             return Err(Error::SigtrapBlocked {
                 threads: blocking.into_iter().map(|t| (t.tid, t.name)).collect(),
@@ -423,7 +432,7 @@ pub fn set_buffer_events(events: usize) {
 pub struct Stats {
     /// Threads that have a ring (live or waiting to be recycled).
     pub threads: usize,
-    /// Events dropped because a ring was full, all threads.
+    /// Events dropped because a ring was full, all threads (exited ones too).
     pub dropped: u64,
     /// Exits with no matching entry (their entry ran before enabling).
     pub unmatched: u64,
@@ -461,6 +470,12 @@ pub fn stats() -> Stats {
         traps_foreign: trap::FOREIGN.load(Relaxed),
         ..Stats::default()
     };
+    if runtime().is_ok() {
+        let c = collect::lock();
+        s.dropped = c.retired_drops[0];
+        s.unmatched = c.retired_drops[1];
+        s.nested = c.retired_drops[2];
+    }
     for t in thread::all() {
         if t.owner.load(Relaxed) != 0 {
             s.threads += 1;
@@ -493,6 +508,28 @@ pub mod __private {
     pub fn page_protection(addr: usize) -> Option<i32> {
         crate::text::protection_of(addr)
     }
+
+    /// For tests: the registry index of a function (as in events' `func`).
+    pub fn func_index(name: &str) -> Option<u32> {
+        let rt = crate::runtime().ok()?;
+        crate::lookup(rt.registry, name).map(|i| i as u32)
+    }
+
+    /// For tests: see every event the collector drains, with the thread id.
+    pub fn set_event_tap(tap: Option<Box<dyn FnMut(u64, &Event) + Send>>) {
+        if crate::runtime().is_ok() {
+            crate::collect::lock().tap = tap;
+        }
+    }
+
+    /// For tests: drain every ring now.
+    pub fn drain() {
+        if crate::runtime().is_ok() {
+            crate::collect::lock().drain_all();
+        }
+    }
+
+    pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
     /// For tests and benches: the sites of a function, `(addr, kind)`.
     pub fn sites_of(name: &str) -> Vec<(usize, u32)> {

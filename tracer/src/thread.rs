@@ -199,6 +199,7 @@ fn reset_counters(st: &ThreadState) {
 pub fn recycle(st: &ThreadState) {
     reset_counters(st);
     let _ = st.ring.drain(usize::MAX, |_| {});
+    st.ring.header().dropped.store(0, Ordering::Relaxed);
     st.unmatched.store(0, Ordering::Relaxed);
     st.nested.store(0, Ordering::Relaxed);
     st.too_deep.store(0, Ordering::Relaxed);

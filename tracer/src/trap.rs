@@ -43,9 +43,8 @@ struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
 unsafe impl Sync for OldAction {}
 static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
 
-/// Test hook: when non-zero, the handler spins this many iterations after
-/// reading the table, to widen the window in which the batch can finish
-/// under a running handler (a late trap).
+/// Test hook: when non-zero, the handler spins this many iterations before
+/// it reads the table, so the batch can finish before it looks (a late trap).
 pub static TEST_HANDLER_DELAY: AtomicU64 = AtomicU64::new(0);
 
 /// Set the policy for in-flight traps.
@@ -131,6 +130,12 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     // SAFETY: the kernel passes a valid siginfo.
     let code = unsafe { (*info).si_code };
     if code == arch::TRAP_SI_CODE {
+        // Tests widen the window between the trap and the handler's first
+        // look at the table, as a slow signal delivery would.
+        let spins = TEST_HANDLER_DELAY.load(Ordering::Relaxed);
+        for _ in 0..spins {
+            std::hint::spin_loop();
+        }
         ACTIVE.fetch_add(1, Ordering::SeqCst);
         let table = INFLIGHT.load(Ordering::SeqCst);
         // SAFETY: the table stays alive while ACTIVE counts us (see publish).
@@ -139,10 +144,6 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         } else {
             unsafe { &*table }
         };
-        let spins = TEST_HANDLER_DELAY.load(Ordering::Relaxed);
-        for _ in 0..spins {
-            std::hint::spin_loop();
-        }
         // SAFETY: `uc` is the ucontext of an SA_SIGINFO handler.
         let ctx = unsafe { arch::context(uc) };
         let is_site = |a: usize| crate::registry().is_some_and(|r| r.is_site(a));

@@ -1,0 +1,209 @@
+//! Threads call traced functions in tight loops while another thread enables
+//! and disables them thousands of times.
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+#[tracer::traceable]
+fn leaf(x: u64) -> u64 {
+    // A little work, so four threads' events stay within what one collector
+    // on a 2-core machine drains alongside them.
+    let mut h = x;
+    for _ in 0..32 {
+        h = black_box(h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(7));
+    }
+    h
+}
+
+#[tracer::traceable]
+fn outer(x: u64) -> u64 {
+    leaf(x) ^ leaf(x + 1)
+}
+
+#[tracer::traceable]
+fn window_fn(x: u64) -> u64 {
+    black_box(x + 1)
+}
+
+const WORKERS: usize = 4;
+
+/// Per-thread stack discipline of the event stream: every exit matches the
+/// entry at its depth.
+#[derive(Default)]
+struct Checker {
+    stacks: HashMap<u64, Vec<u32>>,
+    violations: u64,
+    details: Vec<String>,
+    entries: u64,
+    exits: u64,
+}
+
+impl Checker {
+    fn see(&mut self, tid: u64, ev: &tracer::__private::Event) {
+        if ev.flags != 0 {
+            return;
+        }
+        let st = self.stacks.entry(tid).or_default();
+        let d = ev.depth as usize;
+        if ev.kind == tracer::__private::KIND_ENTRY {
+            self.entries += 1;
+            st.truncate(d);
+            if st.len() != d {
+                self.violations += 1;
+                self.details.push(format!("entry {ev:?} stack {st:?}"));
+                st.resize(d, u32::MAX);
+            }
+            st.push(ev.func);
+        } else {
+            self.exits += 1;
+            if st.len() > d && st[d] == ev.func {
+                st.truncate(d);
+            } else {
+                self.violations += 1;
+                self.details.push(format!("exit {ev:?} stack {st:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn threads_run_while_a_patcher_toggles_thousands_of_times() {
+    tracer::set_buffer_events(1 << 20);
+    let checker = Arc::new(Mutex::new(Checker::default()));
+    {
+        let c = checker.clone();
+        let funcs: Vec<u32> = ["stress::leaf", "stress::outer"]
+            .iter()
+            .map(|n| tracer::__private::func_index(n).unwrap())
+            .collect();
+        tracer::__private::set_event_tap(Some(Box::new(move |tid, ev| {
+            if funcs.contains(&ev.func) {
+                c.lock().unwrap().see(tid, ev);
+            }
+        })));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let stop = stop.clone();
+            let calls = calls.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let mut acc = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..64 {
+                        acc ^= outer(i + w as u64);
+                        acc ^= leaf(i);
+                    }
+                    n += 64;
+                }
+                calls.fetch_add(n, Ordering::Relaxed);
+                acc
+            })
+        })
+        .collect();
+    let toggles = 2000;
+    for i in 0..toggles {
+        let pat = if i % 3 == 0 { "leaf" } else { "leaf outer" };
+        tracer::enable(pat).unwrap();
+        tracer::disable("leaf outer").unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        black_box(w.join().unwrap());
+    }
+    tracer::__private::drain();
+    tracer::__private::set_event_tap(None);
+    let s = tracer::stats();
+    let c = checker.lock().unwrap();
+    let total_calls = calls.load(Ordering::Relaxed);
+    println!(
+        "calls {total_calls} entries {} exits {} violations {} {s:?}",
+        c.entries, c.exits, c.violations
+    );
+    for d in c.details.iter().take(5) {
+        println!("{d}");
+    }
+    assert!(
+        c.entries > 0 && c.exits > 0,
+        "the toggling never caught a call"
+    );
+    let leaf = tracer::latency("stress::leaf").unwrap();
+    let outer = tracer::latency("stress::outer").unwrap_or_default();
+    // Every completed call is counted exactly; those whose exit event was
+    // dropped from a full ring are reported as lost, and only those.
+    assert_eq!(leaf.count + outer.count, c.exits + leaf.lost + outer.lost);
+    assert!(leaf.lost + outer.lost <= s.dropped);
+    // A dropped entry event can leave one exit without its entry in the
+    // stream; with nothing dropped there must be none.
+    assert!(
+        c.violations <= s.dropped,
+        "{} exits without their entry or broken nestings, {} events dropped",
+        c.violations,
+        s.dropped
+    );
+    assert!(leaf.count <= 3 * total_calls);
+    assert!(
+        s.traps_emulated + s.traps_skipped + s.traps_rewound > 0,
+        "threads never met a site in flight: the stress did not stress"
+    );
+}
+
+/// Exact counts over windows in which the function stayed enabled: workers
+/// pause while the patcher flips, then make a known number of calls.
+#[test]
+fn counts_are_exact_over_enabled_windows() {
+    let windows = 50;
+    let per_window = 1000u64;
+    let barrier = Arc::new(Barrier::new(WORKERS + 1));
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let b = barrier.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for _ in 0..windows {
+                    b.wait(); // enabled
+                    for i in 0..per_window {
+                        black_box(window_fn(i));
+                    }
+                    b.wait(); // calls done
+                    b.wait(); // disabled
+                    for i in 0..per_window {
+                        black_box(window_fn(i)); // not counted
+                    }
+                    b.wait(); // uncounted calls done
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for w in 0..windows {
+        assert_eq!(tracer::enable("window_fn").unwrap(), 1);
+        barrier.wait();
+        barrier.wait();
+        let l = tracer::latency("window_fn").unwrap();
+        assert_eq!(l.count, (w as u64 + 1) * per_window * WORKERS as u64);
+        assert_eq!(l.lost, 0);
+        assert!(
+            l.min <= l.p50
+                && l.p50 <= l.p90
+                && l.p90 <= l.p99
+                && l.p99 <= l.p999
+                && l.p999 <= l.max
+        );
+        assert_eq!(tracer::disable("window_fn").unwrap(), 1);
+        barrier.wait();
+        barrier.wait();
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(done.load(Ordering::Relaxed), WORKERS);
+    assert_eq!(
+        tracer::latency("window_fn").unwrap().count,
+        windows as u64 * per_window * WORKERS as u64
+    );
+}
