@@ -531,6 +531,41 @@ pub mod __private {
 
     pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
+    /// For benches: run one batch over raw pads (5-byte NOPs the caller
+    /// mapped executable), making them call `target` (`on`) or restoring the
+    /// NOP, through the same engine, text writer and trap handler as `enable`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn patch_raw_sites(
+        addrs: &[usize],
+        target: usize,
+        on: bool,
+    ) -> Result<crate::BatchReport, crate::WriteError> {
+        use tracer_core::backend::Backend;
+        use tracer_core::engine::{SiteRequest, Want};
+        if let Err(e) = crate::runtime() {
+            return Err(crate::WriteError {
+                message: e.to_string(),
+            });
+        }
+        let nop = crate::arch::Arch::encode_nop(0);
+        let reqs: Vec<SiteRequest> = addrs
+            .iter()
+            .map(|&addr| SiteRequest {
+                addr,
+                want: if on {
+                    Want::Call { target }
+                } else {
+                    Want::Nop {
+                        original: nop,
+                        from: target,
+                    }
+                },
+            })
+            .collect();
+        let mut w = crate::text::LiveText::default();
+        tracer_core::engine::apply_batch::<crate::arch::Arch, _>(&mut w, &reqs)
+    }
+
     /// For tests and benches: the sites of a function, `(addr, kind)`.
     pub fn sites_of(name: &str) -> Vec<(usize, u32)> {
         let Ok(rt) = crate::runtime() else {
