@@ -413,6 +413,46 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
     })
 }
 
+/// One bucket of a log2 histogram: durations in `[low, high)` ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Inclusive lower bound, ns.
+    pub low: u64,
+    /// Exclusive upper bound, ns.
+    pub high: u64,
+    /// Calls in the bucket.
+    pub count: u64,
+}
+
+/// The latency distribution of one function in power-of-two buckets (as
+/// ftrace hist triggers and bpftrace draw them), from the first to the last
+/// non-empty bucket. `None` as for [`latency`].
+pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
+    let rt = runtime().ok()?;
+    let f = lookup(rt.registry, name)?;
+    let mut c = collect::lock();
+    c.drain_all();
+    let h = &c.hists[f];
+    if h.is_empty() {
+        return None;
+    }
+    let mut buckets: Vec<Bucket> = (0..64)
+        .map(|i| Bucket {
+            low: if i == 0 { 0 } else { 1u64 << i },
+            high: 1u64 << (i + 1).min(63),
+            count: 0,
+        })
+        .collect();
+    for v in h.iter_recorded() {
+        let x = v.value_iterated_to();
+        let i = (63 - x.max(1).leading_zeros()) as usize;
+        buckets[i].count += v.count_at_value();
+    }
+    let first = buckets.iter().position(|b| b.count > 0)?;
+    let last = buckets.iter().rposition(|b| b.count > 0)?;
+    Some(buckets[first..=last].to_vec())
+}
+
 /// Forget all latency data collected so far.
 pub fn reset() {
     if runtime().is_ok() {
@@ -422,7 +462,7 @@ pub fn reset() {
 
 /// Ring capacity, in events, for threads that record their first event from
 /// now on (rounded up to a power of two). Also settable with the
-/// `TRACER_BUFFER_EVENTS` environment variable. Default 65536.
+/// `TRACER_BUFFER_EVENTS` environment variable. Default 262144 (6 MiB a thread).
 pub fn set_buffer_events(events: usize) {
     thread::set_capacity(events);
 }

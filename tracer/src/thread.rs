@@ -20,8 +20,10 @@
 //! belong to calls whose exits were missed (disabled meanwhile) and are
 //! dropped as stale; an exit with no match (its entry ran before the function
 //! was enabled) is counted in `unmatched` and produces no event. An entry
-//! first drops stale frames at or below its own stack pointer (calls that
-//! have returned without a recorded exit). `async fn`s are matched through a
+//! first drops stale frames below its own stack pointer (calls that have
+//! returned without a recorded exit), and a frame of the same function at
+//! its own stack pointer; other frames at the same stack pointer are callers
+//! it was inlined into, and stay. `async fn`s are matched through a
 //! token in the future instead, since they may finish on another thread.
 //!
 //! **Re-entrancy.** The owner sets `busy` while in a hook; a traced function
@@ -41,7 +43,7 @@ use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 /// Deepest traced nesting tracked per thread.
 pub const MAX_DEPTH: usize = 128;
 /// Default ring capacity, in events.
-pub const DEFAULT_EVENTS: usize = 1 << 16;
+pub const DEFAULT_EVENTS: usize = 1 << 18;
 
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
@@ -397,10 +399,13 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
             },
         );
     } else {
-        // Frames at or below this one have returned without a recorded exit.
+        // Frames below this one (deeper stack) have returned without a
+        // recorded exit. A frame at the same stack pointer may be a live
+        // caller this function was inlined into, unless it is this very
+        // function (no function is nested in itself within one frame).
         while p.depth > 0 {
-            let top = p.shadow[p.depth - 1].sp;
-            if top <= sp && sp - top < STACK_SPAN {
+            let top = &p.shadow[p.depth - 1];
+            if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
                 p.depth -= 1;
             } else {
                 break;
