@@ -57,7 +57,11 @@ pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
 pub use tracer_macros::traceable;
 
 #[cfg(target_arch = "x86_64")]
-tracer_arch_x86::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+tracer_arch_x86::__tracer_define_trampolines!(
+    crate::thread::on_entry,
+    crate::thread::on_exit,
+    crate::thread::LEAN
+);
 
 // The section always exists, even in a program without a traced function:
 // one sentinel record with a null descriptor.
@@ -227,6 +231,11 @@ fn runtime() -> Result<&'static Runtime, Error> {
                     trap::set_policy(TrapPolicy::Skip);
                 }
                 trap::install()?;
+                let check = verify_hooks();
+                if check.is_none() && std::env::var_os("TRACER_FULL_SAVE").is_none() {
+                    thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
+                }
+                let _ = HOOK_CHECK.set(check);
                 Ok(Runtime {
                     registry: reg,
                     engine: Mutex::new(vec![false; reg.funcs.len()]),
@@ -235,6 +244,26 @@ fn runtime() -> Result<&'static Runtime, Error> {
         })
         .as_ref()
         .map_err(|e| Error::Unsupported(e.clone()))
+}
+
+static HOOK_CHECK: OnceLock<Option<String>> = OnceLock::new();
+
+/// Why the trampolines must save vector registers (`None`: they need not).
+#[cfg(target_arch = "x86_64")]
+fn verify_hooks() -> Option<String> {
+    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
+    // SAFETY: the hooks are this program's mapped text.
+    let read = |a: usize, buf: &mut [u8]| unsafe { arch::read_text(a, buf) };
+    let shim = thread::call_saving_shim();
+    for (name, f) in [
+        ("on_entry", thread::on_entry as *const () as usize),
+        ("on_exit", thread::on_exit as *const () as usize),
+    ] {
+        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, &read) {
+            return Some(format!("{name}: {why}"));
+        }
+    }
+    None
 }
 
 fn named(reg: &registry::Registry) -> Vec<Named<'_>> {
@@ -494,6 +523,11 @@ pub struct Stats {
     pub buffer_events: usize,
     /// Bytes mapped for thread blocks (rings, counters, shadow stacks).
     pub buffer_bytes: usize,
+    /// `lean` when the trampolines skip the vector-register save (the hooks
+    /// were verified not to need it), else `full-save`.
+    pub trampoline: &'static str,
+    /// Why the full save is needed, when it is.
+    pub full_save_reason: Option<String>,
 }
 
 /// Runtime counters.
@@ -504,6 +538,12 @@ pub fn stats() -> Stats {
         clock: clock::source(),
         sync: text::sync_mode_name(),
         buffer_events: thread::capacity(),
+        trampoline: if thread::LEAN.load(Relaxed) {
+            "lean"
+        } else {
+            "full-save"
+        },
+        full_save_reason: HOOK_CHECK.get().cloned().flatten(),
         traps_emulated: trap::EMULATED.load(Relaxed),
         traps_skipped: trap::SKIPPED.load(Relaxed),
         traps_rewound: trap::REWOUND.load(Relaxed),
