@@ -13,6 +13,10 @@
 //! byte is written, so a refusal (a W^X policy, SELinux `execmod`, seccomp)
 //! leaves every site fully old.
 //!
+//! **Cache maintenance** (ARM only): the ranges written in a phase are
+//! cleaned to the point of unification and invalidated from the instruction
+//! caches before the phase's sync (see `arch::flush_icache`).
+//!
 //! **Sync** is `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`,
 //! registered once: every thread of the process executes a core-serialising
 //! instruction before the call returns. Where the kernel refuses it, the
@@ -215,6 +219,9 @@ fn page_runs(ranges: &[(usize, usize)], ps: usize) -> Vec<(usize, usize)> {
 #[derive(Default)]
 pub struct LiveText {
     open: Vec<Segment>,
+    /// Byte ranges written since the last sync, whose caches must be
+    /// maintained before it (ARM; x86-64 fetches coherently and keeps none).
+    dirty: Vec<(usize, usize)>,
 }
 
 fn protect(seg: &Segment, prot: libc::c_int) -> Result<(), String> {
@@ -265,9 +272,19 @@ impl TextWriter for LiveText {
         // SAFETY: `begin` made the pages writable; the engine writes only
         // sites of the current batch, under the engine lock.
         unsafe { arch::write_text(addr, bytes, atomic) }
+        if cfg!(not(target_arch = "x86_64")) {
+            self.dirty.push((addr, addr + bytes.len()));
+        }
     }
 
+    /// On ARM, first the cache maintenance of every range written in this
+    /// phase (AArch64: `dc cvau`/`ic ivau` to the point of unification;
+    /// ARMv7: the `cacheflush` system call), then the core sync, which on ARM
+    /// is only the context synchronization (REFERENCE.md, membarrier).
     fn sync(&mut self) {
+        for (start, end) in self.dirty.drain(..) {
+            arch::flush_icache(start, end);
+        }
         sync_cores();
     }
 
