@@ -42,6 +42,9 @@ struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
 // read after INSTALLED is observed (Acquire).
 unsafe impl Sync for OldAction {}
 static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
+/// The SIGILL action before ours (ARMv7 only, see [`install`]).
+static OLD_ILL: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
+static ILL_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Test hook: when non-zero, the handler spins this many iterations before
 /// it reads the table, so the batch can finish before it looks (a late trap).
@@ -85,6 +88,18 @@ pub fn install() -> Result<(), String> {
                 "cannot install the SIGTRAP handler: {}",
                 std::io::Error::last_os_error()
             ));
+        }
+        // ARMv7: the kernel (and qemu) decide between SIGTRAP and SIGILL by
+        // reading the undefined instruction *after* the trap. If the patcher
+        // put the real half-word back meanwhile, the thread gets SIGILL at a
+        // site whose bytes are fine: a late trap in another guise. So SIGILL
+        // at a registered site goes through the same rules (rewind), and any
+        // other SIGILL is passed on.
+        if cfg!(target_arch = "arm") {
+            let old_ill = (*OLD_ILL.0.get()).as_mut_ptr();
+            if libc::sigaction(libc::SIGILL, &sa, old_ill) == 0 {
+                ILL_INSTALLED.store(true, Ordering::Release);
+            }
         }
     }
     // A child forked while handlers ran on other threads inherits their
@@ -137,7 +152,7 @@ pub fn publish(table: Option<Vec<InflightSite>>) {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo.
     let code = unsafe { (*info).si_code };
-    if code == arch::TRAP_SI_CODE {
+    if (sig == libc::SIGTRAP && code == arch::TRAP_SI_CODE) || sig == libc::SIGILL {
         // Tests widen the window between the trap and the handler's first
         // look at the table, as a slow signal delivery would.
         let spins = TEST_HANDLER_DELAY.load(Ordering::Relaxed);
@@ -184,8 +199,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
 }
 
 fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: OLD was filled in before the handler could run.
-    let old = unsafe { (*OLD.0.get()).assume_init_ref() };
+    let slot = if sig == libc::SIGILL && ILL_INSTALLED.load(Ordering::Acquire) {
+        &OLD_ILL
+    } else {
+        &OLD
+    };
+    // SAFETY: the slot was filled in before the handler could run for `sig`.
+    let old = unsafe { (*slot.0.get()).assume_init_ref() };
     let h = old.sa_sigaction;
     if h == libc::SIG_IGN {
         return;
