@@ -56,6 +56,7 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 
 /// Bytes of the `xsave64` area the x86-64 trampolines and saving shim use (0:
 /// no XSAVE, save `xmm0`–`xmm15` instead). Set before any pad is enabled.
+#[cfg(target_arch = "x86_64")]
 pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 thread_local! {
