@@ -1,7 +1,8 @@
 //! Per-thread state and the hooks the trampolines call: the hot path.
 //!
-//! Each thread that ever hits an enabled pad gets one block of memory (one
-//! `mmap`, at its first event) holding:
+//! Each thread that ever hits an enabled pad gets one block of memory (a
+//! `memfd` mapped shared, at its first event, so the agent can hand it to the
+//! `tracer` program over its socket) holding:
 //!
 //! - the owner-private part: a re-entrancy flag, a shadow stack of the traced
 //!   calls in progress (function, entry timestamp, stack pointer at the pad),
@@ -91,6 +92,8 @@ pub struct ThreadState {
     pub dead: AtomicBool,
     busy: AtomicBool,
     map_len: usize,
+    /// The memfd behind the block, or -1 (not shareable).
+    fd: i32,
     nfuncs: usize,
     counters: *const FuncCounters,
     /// The event ring.
@@ -260,17 +263,9 @@ fn slow_init() -> *mut ThreadState {
 
 fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     let (hdr, ring_off, len) = layout(nfuncs, cap);
-    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    // Shared memory (memfd + MAP_SHARED) so the agent can hand the block to
+    // the `tracer` program; anonymous private memory if memfd is unavailable.
+    let (mem, fd) = map_block(len);
     if mem == libc::MAP_FAILED {
         return std::ptr::null_mut();
     }
@@ -286,6 +281,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             dead: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             map_len: len,
+            fd,
             nfuncs,
             counters: base.add(hdr) as *const FuncCounters,
             ring,
@@ -308,6 +304,75 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             }
         }
         st
+    }
+}
+
+/// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
+/// it can be passed to a reader with SCM_RIGHTS), else an anonymous private
+/// mapping with fd -1. Only system calls, no allocation (async-signal-safe).
+fn map_block(len: usize) -> (*mut libc::c_void, i32) {
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"tracer-thread".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
+        let ok = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
+        if ok {
+            // SAFETY: a fresh shared mapping of our own memfd, `len` bytes long.
+            let mem = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if mem != libc::MAP_FAILED {
+                return (mem, fd);
+            }
+        }
+        // SAFETY: `fd` is ours and not used elsewhere.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (mem, -1)
+}
+
+/// Where a block's parts sit, for a reader that maps it from its fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// The memfd, or -1 if the block is not shareable.
+    pub fd: i32,
+    /// Bytes in the block.
+    pub len: usize,
+    /// Offset of the [`FuncCounters`] array.
+    pub counters: usize,
+    /// Offset of the ring.
+    pub ring: usize,
+    /// Functions counted.
+    pub nfuncs: usize,
+}
+
+/// How `st` is laid out in its memfd.
+pub fn block_layout(st: &ThreadState) -> BlockLayout {
+    let (hdr, ring_off, len) = layout(st.nfuncs, st.ring.capacity());
+    BlockLayout {
+        fd: st.fd,
+        len,
+        counters: hdr,
+        ring: ring_off,
+        nfuncs: st.nfuncs,
     }
 }
 
