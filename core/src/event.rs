@@ -290,6 +290,12 @@ impl std::ops::Deref for OwnedRing {
     }
 }
 
+impl Clone for Line<[u8; 64]> {
+    fn clone(&self) -> Self {
+        Line(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,11 +387,5 @@ mod tests {
         let ok = p.join().unwrap();
         assert_eq!(got, ok);
         assert_eq!(ok + r.dropped(), n);
-    }
-}
-
-impl Clone for Line<[u8; 64]> {
-    fn clone(&self) -> Self {
-        Line(self.0)
     }
 }

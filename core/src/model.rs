@@ -1,11 +1,12 @@
 //! Exhaustive model check of a protocol's intermediate states.
 //!
 //! A thread on another core fetching a site while the protocol runs can see
-//! any mix of the bytes written since the last sync, at the granularity the
-//! architecture guarantees for instruction fetch: single bytes on x86-64,
-//! aligned 32-bit words on AArch64, aligned 16-bit half-words on Thumb-2. A
-//! write is only indivisible if it is marked atomic, is naturally aligned, and
-//! is no wider than the fetch granule; otherwise it is split into granules.
+//! any mix of the bytes written since the last sync. A write not marked atomic
+//! may land byte by byte. A write marked atomic must be one naturally aligned
+//! store; a fetch sees it whole only up to the granularity the architecture
+//! guarantees for instruction fetch (single bytes on x86-64, aligned 32-bit
+//! words on AArch64 and A32, aligned 16-bit half-words on Thumb-2), so a wider
+//! one is split into granules.
 //!
 //! [`observable_states`] enumerates every state so observable; a backend's
 //! tests then check that each decodes to the old instruction, a trap, or the
@@ -103,11 +104,14 @@ pub fn observable_states(
                     continue;
                 }
             }
-            // Split at granule boundaries of the address.
+            // A non-atomic write may land byte by byte, in any order; an
+            // atomic one wider than the fetch granule is fetched granule by
+            // granule.
+            let unit = if w.atomic { granule } else { 1 };
             let mut i = 0;
             while i < len {
                 let start = a + i;
-                let next = (start / granule + 1) * granule;
+                let next = (start / unit + 1) * unit;
                 let n = (next - start).min(len - i);
                 units.push((w.offset + i, w.bytes[i..i + n].to_vec()));
                 i += n;

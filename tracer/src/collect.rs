@@ -57,6 +57,9 @@ impl Totals {
     }
 }
 
+/// A sink for every drained event, with the producing thread's id.
+pub type EventTap = Box<dyn FnMut(u64, &Event) + Send>;
+
 /// Collected state.
 pub struct Collector {
     /// Durations in ns, per function.
@@ -70,7 +73,7 @@ pub struct Collector {
     /// Drops, unmatched exits and nested events of threads that have exited.
     pub retired_drops: [u64; 3],
     /// An event sink besides the histograms (the agent's forwarder).
-    pub tap: Option<Box<dyn FnMut(u64, &Event) + Send>>,
+    pub tap: Option<EventTap>,
 }
 
 static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();

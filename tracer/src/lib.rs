@@ -529,7 +529,7 @@ pub mod __private {
     }
 
     /// For tests: see every event the collector drains, with the thread id.
-    pub fn set_event_tap(tap: Option<Box<dyn FnMut(u64, &Event) + Send>>) {
+    pub fn set_event_tap(tap: Option<crate::collect::EventTap>) {
         if crate::runtime().is_ok() {
             crate::collect::lock().tap = tap;
         }
