@@ -31,10 +31,19 @@ pub fn socket_dirs() -> Vec<PathBuf> {
     v
 }
 
-/// Is process `pid` alive?
+/// Is process `pid` alive (a zombie is not)?
 pub fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks existence and permission.
-    pid > 0 && unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    let exists =
+        pid > 0 && unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM };
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            != Some(true)
 }
 
 /// The command name of `pid`, from `/proc`.
