@@ -62,11 +62,13 @@ pub fn socket_of(pid: i32) -> Option<PathBuf> {
 }
 
 /// Live traced processes of this user, `(pid, command)`, sorted by pid (this
-/// program excluded).
+/// program excluded). Only the directory agents with this program's
+/// environment use is scanned (`$XDG_RUNTIME_DIR/tracer` if set); `-p PID`
+/// also finds sockets in the fallback directory.
 pub fn traced_processes() -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
     let mut v: Vec<(i32, String)> = Vec::new();
-    for d in socket_dirs() {
+    for d in socket_dirs().into_iter().take(1) {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
         };

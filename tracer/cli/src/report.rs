@@ -86,22 +86,26 @@ fn walk(rec: &Recording, mut f: impl FnMut(u64, u32, u64, u64, &[u32])) {
 
 /// Per-function rows, sorted by total time, longest first.
 pub fn rows(rec: &Recording) -> Vec<Row> {
-    let mut hists: BTreeMap<u32, (FuncHist, u64)> = BTreeMap::new();
+    // (durations, self ticks, total ticks): totals are summed in ticks and
+    // converted once, so self == total exactly for a function without callees.
+    let mut hists: BTreeMap<u32, (FuncHist, u64, u64)> = BTreeMap::new();
     walk(rec, |_, func, dur, own, _| {
         let e = hists.entry(func).or_default();
         e.0.record(rec.ns(dur));
         e.1 += own;
+        e.2 += dur;
     });
     let mut v: Vec<Row> = hists
         .iter()
-        .map(|(f, (h, own))| {
+        .map(|(f, (h, own, total))| {
             let s = h.summary(rec.name(*f));
+            let total = rec.ns(*total);
             Row {
                 name: s.name,
                 calls: s.count,
-                total: h.sum(),
+                total,
                 self_ns: rec.ns(*own),
-                avg: h.sum() / s.count.max(1),
+                avg: total / s.count.max(1),
                 p50: s.p50,
                 p99: s.p99,
                 max: s.max,
