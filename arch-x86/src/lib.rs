@@ -16,8 +16,8 @@ pub mod trampoline;
 
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
 use tracer_core::backend::{
-    Backend, EncodeError, InflightSite, Insn, PadError, PadState, Plan, TrapContext, TrapOutcome,
-    TrapPolicy, Write,
+    Backend, EmitWrite, EncodeError, InflightSite, Insn, PadError, PadState, Plan, TrapContext,
+    TrapOutcome, TrapPolicy, Write,
 };
 
 /// `int3`.
@@ -82,28 +82,28 @@ impl Backend for X86_64 {
     }
 
     /// The int3 protocol (kernel `text_poke_bp_batch`): trap byte on byte 0 →
-    /// sync → bytes 1..5 → sync → real byte 0 → sync. A phase with nothing to
-    /// write is left out (the engine then skips its sync).
-    fn plan(_addr: usize, old: &Insn, new: &Insn) -> Plan {
-        let (o, n) = (old.bytes(), new.bytes());
-        let mut phases = vec![vec![Write {
-            offset: 0,
-            bytes: vec![INT3],
-            atomic: true,
-        }]];
-        if o[1..] != n[1..] {
-            phases.push(vec![Write {
-                offset: 1,
-                bytes: n[1..].to_vec(),
-                atomic: false,
-            }]);
-        }
-        phases.push(vec![Write {
-            offset: 0,
-            bytes: vec![n[0]],
-            atomic: true,
-        }]);
+    /// sync → bytes 1..5 → sync → real byte 0 → sync. When the tails are
+    /// equal the middle phase is empty (the engine then skips its sync if no
+    /// site of the batch writes in it).
+    fn plan(addr: usize, old: &Insn, new: &Insn) -> Plan {
+        let mut phases = vec![Vec::new(), Vec::new(), Vec::new()];
+        Self::plan_each(addr, old, new, &mut |phase, offset, bytes, atomic| {
+            phases[phase].push(Write {
+                offset,
+                bytes: bytes.to_vec(),
+                atomic,
+            })
+        });
         Plan { phases }
+    }
+
+    fn plan_each(_addr: usize, old: &Insn, new: &Insn, emit: &mut EmitWrite<'_>) {
+        let (o, n) = (old.bytes(), new.bytes());
+        emit(0, 0, &[INT3], true);
+        if o[1..] != n[1..] {
+            emit(1, 1, &n[1..], false);
+        }
+        emit(2, 0, &n[..1], true);
     }
 
     /// `int3` reports RIP one past the trap byte.
@@ -197,6 +197,7 @@ mod tests {
         for (old, new, target) in [(nop, call, Some(SITE + 0x100)), (call, nop, None)] {
             let plan = X86_64::plan(SITE, &old, &new);
             assert_eq!(plan.phases.len(), 3);
+            assert!(plan.phases.iter().all(|p| p.len() == 1), "{plan:?}");
             let states = observable_states(SITE, old.bytes(), new.bytes(), &plan, 1).unwrap();
             assert!(states.len() >= 8, "{} states", states.len());
             let inflight = [InflightSite {

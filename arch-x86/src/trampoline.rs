@@ -4,33 +4,99 @@
 //! and jumps here. The pad's contract (see [`crate::pad`]) is that everything
 //! but `r11` and the flags survives it, so the trampoline saves every register
 //! the hook may clobber under the System V ABI: the caller-saved general
-//! registers (`rax rcx rdx rsi rdi r8 r9 r10`) and `xmm0`–`xmm15`. The hook is
-//! ordinary Rust compiled for the baseline target, which never touches the
-//! upper halves of `ymm`/`zmm` registers, `k` masks or x87 state; its slow
-//! path (a thread's first event) saves the full extended state with `xsave`.
-//! The disabled path pays for none of this.
+//! registers (`rax rcx rdx rsi rdi r8 r9 r10`) always, and `xmm0`–`xmm15`
+//! unless the runtime has *verified* that the hook cannot touch them.
+//!
+//! **The lean path.** The runtime disassembles its own hooks at start-up
+//! ([`verify_hook`]): every instruction reachable from the hook's entry
+//! (following branches) must use no vector, x87 or MMX register, and every
+//! call in it must go to [`__tracer_define_trampolines`]'s shim
+//! `__tracer_v1_call_saving`, which saves `xmm0`–`xmm15` around its callee
+//! (the slow paths: a thread's first event, the fallback clock). When both
+//! hooks pass, a flag makes the trampolines skip the 32 vector moves; a debug
+//! build, or a compiler that starts using SSE in the hook, simply fails the
+//! check and keeps the full save. The hook is ordinary Rust compiled for the
+//! baseline target, which never touches the upper halves of `ymm`/`zmm`,
+//! `k` masks or x87 state.
 //!
 //! Stack: the pad's asm block guarantees `rsp % 16 == 0` before the `call`, so
-//! the trampoline starts at `rsp % 16 == 8`; 8 pushes and 264 bytes of vector
-//! save area bring it back to 0 for the hook call.
+//! the trampoline starts at `rsp % 16 == 8`; 8 pushes and 264 (full) or 8
+//! (lean) bytes bring it back to 0 for the hook call.
 //!
 //! The hook is `extern "C" fn(record: *const SiteRecord, sp: usize, token: usize)`:
 //! `sp` is the stack pointer at the pad (before its call), `token` is `r10`
 //! (meaningful for `async fn` pads only).
 
-/// Define `__tracer_v1_tramp_entry` and `__tracer_v1_tramp_exit`, calling the
-/// given hooks. The runtime invokes this exactly once.
+use iced_x86::{Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpKind, Register};
+
+/// Define `__tracer_v1_tramp_entry`, `__tracer_v1_tramp_exit` (calling the
+/// given hooks, skipping the vector saves while the `AtomicBool` `$lean` is
+/// set) and the shim `__tracer_v1_call_saving(f, arg) -> f(arg)` that saves
+/// `xmm0`–`xmm15` around `f`. The runtime invokes this exactly once.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_trampolines {
-    ($entry_hook:path, $exit_hook:path) => {
+    ($entry_hook:path, $exit_hook:path, $lean:path) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry", "{entry}"),
             $crate::__tracer_trampoline_body!("__tracer_v1_tramp_exit", "{exit}"),
+            ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
+            ".globl __tracer_v1_call_saving",
+            ".hidden __tracer_v1_call_saving",
+            ".type __tracer_v1_call_saving,@function",
+            ".p2align 4",
+            "__tracer_v1_call_saving:",
+            "sub rsp, 264",
+            $crate::__tracer_save_xmm!(),
+            "mov rax, rdi",
+            "mov rdi, rsi",
+            "call rax",
+            $crate::__tracer_restore_xmm!(),
+            "add rsp, 264",
+            "ret",
+            ".size __tracer_v1_call_saving, . - __tracer_v1_call_saving",
+            ".popsection",
             entry = sym $entry_hook,
             exit = sym $exit_hook,
+            lean = sym $lean,
         );
+    };
+}
+
+/// Save `xmm0`–`xmm15` at `[rsp]`..`[rsp + 256]`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_save_xmm {
+    () => {
+        concat!(
+            "movaps [rsp + 0], xmm0\n movaps [rsp + 16], xmm1\n",
+            "movaps [rsp + 32], xmm2\n movaps [rsp + 48], xmm3\n",
+            "movaps [rsp + 64], xmm4\n movaps [rsp + 80], xmm5\n",
+            "movaps [rsp + 96], xmm6\n movaps [rsp + 112], xmm7\n",
+            "movaps [rsp + 128], xmm8\n movaps [rsp + 144], xmm9\n",
+            "movaps [rsp + 160], xmm10\n movaps [rsp + 176], xmm11\n",
+            "movaps [rsp + 192], xmm12\n movaps [rsp + 208], xmm13\n",
+            "movaps [rsp + 224], xmm14\n movaps [rsp + 240], xmm15\n",
+        )
+    };
+}
+
+/// Restore what [`__tracer_save_xmm`] saved.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_restore_xmm {
+    () => {
+        concat!(
+            "movaps xmm0, [rsp + 0]\n movaps xmm1, [rsp + 16]\n",
+            "movaps xmm2, [rsp + 32]\n movaps xmm3, [rsp + 48]\n",
+            "movaps xmm4, [rsp + 64]\n movaps xmm5, [rsp + 80]\n",
+            "movaps xmm6, [rsp + 96]\n movaps xmm7, [rsp + 112]\n",
+            "movaps xmm8, [rsp + 128]\n movaps xmm9, [rsp + 144]\n",
+            "movaps xmm10, [rsp + 160]\n movaps xmm11, [rsp + 176]\n",
+            "movaps xmm12, [rsp + 192]\n movaps xmm13, [rsp + 208]\n",
+            "movaps xmm14, [rsp + 224]\n movaps xmm15, [rsp + 240]\n",
+        )
     };
 }
 
@@ -54,30 +120,27 @@ macro_rules! __tracer_trampoline_body {
             $name,
             ":\n",
             "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n",
-            "sub rsp, 264\n",
-            "movaps [rsp + 0], xmm0\n movaps [rsp + 16], xmm1\n",
-            "movaps [rsp + 32], xmm2\n movaps [rsp + 48], xmm3\n",
-            "movaps [rsp + 64], xmm4\n movaps [rsp + 80], xmm5\n",
-            "movaps [rsp + 96], xmm6\n movaps [rsp + 112], xmm7\n",
-            "movaps [rsp + 128], xmm8\n movaps [rsp + 144], xmm9\n",
-            "movaps [rsp + 160], xmm10\n movaps [rsp + 176], xmm11\n",
-            "movaps [rsp + 192], xmm12\n movaps [rsp + 208], xmm13\n",
-            "movaps [rsp + 224], xmm14\n movaps [rsp + 240], xmm15\n",
             "mov rdi, r11\n",
-            "lea rsi, [rsp + 336]\n",
             "mov rdx, r10\n",
+            "test byte ptr [rip + {lean}], 1\n",
+            "jnz 2f\n",
+            "sub rsp, 264\n",
+            $crate::__tracer_save_xmm!(),
+            "lea rsi, [rsp + 336]\n",
             "call ",
             $hook,
             "\n",
-            "movaps xmm0, [rsp + 0]\n movaps xmm1, [rsp + 16]\n",
-            "movaps xmm2, [rsp + 32]\n movaps xmm3, [rsp + 48]\n",
-            "movaps xmm4, [rsp + 64]\n movaps xmm5, [rsp + 80]\n",
-            "movaps xmm6, [rsp + 96]\n movaps xmm7, [rsp + 112]\n",
-            "movaps xmm8, [rsp + 128]\n movaps xmm9, [rsp + 144]\n",
-            "movaps xmm10, [rsp + 160]\n movaps xmm11, [rsp + 176]\n",
-            "movaps xmm12, [rsp + 192]\n movaps xmm13, [rsp + 208]\n",
-            "movaps xmm14, [rsp + 224]\n movaps xmm15, [rsp + 240]\n",
+            $crate::__tracer_restore_xmm!(),
             "add rsp, 264\n",
+            "jmp 3f\n",
+            "2:\n",
+            "sub rsp, 8\n",
+            "lea rsi, [rsp + 80]\n",
+            "call ",
+            $hook,
+            "\n",
+            "add rsp, 8\n",
+            "3:\n",
             "pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax\n",
             "ret\n",
             ".size ",
@@ -88,4 +151,139 @@ macro_rules! __tracer_trampoline_body {
             ".popsection\n"
         )
     };
+}
+
+/// Why a hook needs the full vector save.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookCheck {
+    /// Every reachable instruction is free of vector/x87/MMX registers and
+    /// every call goes to the saving shim.
+    Lean {
+        /// Instructions examined.
+        instructions: usize,
+    },
+    /// It may touch registers the lean trampoline does not save.
+    NeedsFullSave(String),
+}
+
+fn is_vector_or_fpu(r: Register) -> bool {
+    r.is_xmm() || r.is_ymm() || r.is_zmm() || r.is_k() || r.is_mm() || r.is_st() || r.is_tmm()
+}
+
+/// Check the machine code of a hook at `entry` (see the module docs).
+/// `read(addr, buf)` reads code; `shim` is the saving shim's address.
+pub fn verify_hook(entry: usize, shim: usize, read: &dyn Fn(usize, &mut [u8])) -> HookCheck {
+    let mut todo = vec![entry];
+    let mut seen = std::collections::BTreeSet::new();
+    let mut info = InstructionInfoFactory::new();
+    while let Some(start) = todo.pop() {
+        let mut ip = start;
+        loop {
+            if !seen.insert(ip) {
+                break;
+            }
+            if seen.len() > 4000 {
+                return HookCheck::NeedsFullSave("hook longer than 4000 instructions".into());
+            }
+            let mut buf = [0u8; 16];
+            read(ip, &mut buf);
+            let mut d = Decoder::with_ip(64, &buf, ip as u64, DecoderOptions::NONE);
+            let insn = d.decode();
+            if insn.is_invalid() {
+                return HookCheck::NeedsFullSave(format!("undecodable byte at {ip:#x}"));
+            }
+            let used = info.info(&insn);
+            if let Some(r) = used
+                .used_registers()
+                .iter()
+                .map(|u| u.register())
+                .find(|r| is_vector_or_fpu(*r))
+            {
+                return HookCheck::NeedsFullSave(format!("{insn} at {ip:#x} uses {r:?}"));
+            }
+            let next = insn.next_ip() as usize;
+            match insn.flow_control() {
+                FlowControl::Next | FlowControl::Interrupt => ip = next,
+                FlowControl::Return => break,
+                FlowControl::UnconditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
+                    ip = insn.near_branch_target() as usize;
+                }
+                FlowControl::ConditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
+                    todo.push(insn.near_branch_target() as usize);
+                    ip = next;
+                }
+                FlowControl::Call | FlowControl::IndirectCall => {
+                    let t = match insn.op0_kind() {
+                        OpKind::NearBranch64 => Some(insn.near_branch_target() as usize),
+                        // `call [rip + GOT slot]`: the slot holds the target.
+                        OpKind::Memory if insn.is_ip_rel_memory_operand() => {
+                            let mut p = [0u8; 8];
+                            read(insn.ip_rel_memory_address() as usize, &mut p);
+                            Some(usize::from_le_bytes(p))
+                        }
+                        _ => None,
+                    };
+                    if t != Some(shim) {
+                        return HookCheck::NeedsFullSave(format!(
+                            "{insn} at {ip:#x}: a call, not to the saving shim"
+                        ));
+                    }
+                    ip = next;
+                }
+                _ => {
+                    return HookCheck::NeedsFullSave(format!(
+                        "{insn} at {ip:#x}: indirect or unusual control flow"
+                    ))
+                }
+            }
+        }
+    }
+    HookCheck::Lean {
+        instructions: seen.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(code: &[u8], shim: usize) -> HookCheck {
+        let base = 0x1000usize;
+        let mut mem = code.to_vec();
+        mem.resize(code.len() + 16, 0xcc);
+        verify_hook(base, shim, &|a, buf| {
+            let o = a - base;
+            buf.copy_from_slice(&mem[o..o + buf.len()]);
+        })
+    }
+
+    #[test]
+    fn integer_only_code_with_branches_is_lean() {
+        // test eax,eax; je +4 (to the second ret); inc rax; ret; ret
+        let code = [0x85, 0xc0, 0x74, 0x04, 0x48, 0xff, 0xc0, 0xc3, 0xc3];
+        assert!(matches!(
+            check(&code, 0),
+            HookCheck::Lean { instructions: 5 }
+        ));
+    }
+
+    #[test]
+    fn vector_use_on_any_path_needs_the_full_save() {
+        // je +4; ret; (target:) xorps xmm0,xmm0 ... ; ret
+        let code = [0x74, 0x01, 0xc3, 0x0f, 0x57, 0xc0, 0xc3];
+        assert!(matches!(check(&code, 0), HookCheck::NeedsFullSave(m) if m.contains("XMM0")));
+    }
+
+    #[test]
+    fn calls_are_only_allowed_to_the_shim() {
+        // call +0 (to 0x1005); ret
+        let code = [0xe8, 0x00, 0x00, 0x00, 0x00, 0xc3];
+        assert!(matches!(check(&code, 0x1005), HookCheck::Lean { .. }));
+        assert!(matches!(check(&code, 0x2000), HookCheck::NeedsFullSave(_)));
+        // call rax
+        assert!(matches!(
+            check(&[0xff, 0xd0, 0xc3], 0),
+            HookCheck::NeedsFullSave(_)
+        ));
+    }
 }

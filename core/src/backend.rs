@@ -246,6 +246,9 @@ pub enum TrapKind {
     Foreign,
 }
 
+/// The sink of [`Backend::plan_each`]: `(phase, offset, bytes, atomic)`.
+pub type EmitWrite<'a> = dyn FnMut(usize, usize, &[u8], bool) + 'a;
+
 /// An instruction set's pads, encodings, protocol and trap interpretation.
 ///
 /// All functions are pure: they compute bytes and register values, and write
@@ -273,6 +276,18 @@ pub trait Backend {
 
     /// The steps that take `old` to `new` at `addr` while other threads run it.
     fn plan(addr: usize, old: &Insn, new: &Insn) -> Plan;
+
+    /// [`Backend::plan`], one write at a time, without allocating: calls
+    /// `emit(phase, offset, bytes, atomic)` for every write, phases in order.
+    /// The engine uses this; a backend whose batches are large overrides it
+    /// (and tests that it agrees with `plan`).
+    fn plan_each(addr: usize, old: &Insn, new: &Insn, emit: &mut EmitWrite<'_>) {
+        for (i, phase) in Self::plan(addr, old, new).phases.iter().enumerate() {
+            for w in phase {
+                emit(i, w.offset, &w.bytes, w.atomic);
+            }
+        }
+    }
 
     /// The site address a trap reported at `pc` belongs to.
     fn trap_site(pc: usize) -> usize;

@@ -12,7 +12,7 @@
 //! table is published before the first write and retracted after the last
 //! sync, waiting for handlers still using it).
 
-use crate::backend::{Backend, EncodeError, InflightSite, Insn, PadError, PadState, Plan};
+use crate::backend::{Backend, EncodeError, InflightSite, Insn, PadError, PadState, MAX_INSN};
 use std::fmt;
 
 /// What the engine needs from the live system. The runtime implements it with
@@ -135,9 +135,14 @@ pub struct BatchReport {
     pub restore_error: Option<WriteError>,
 }
 
-struct Prepared {
-    site: InflightSite,
-    plan: Plan,
+/// One write of a batch, flattened out of its site's plan.
+#[derive(Clone, Copy)]
+struct FlatWrite {
+    phase: u8,
+    len: u8,
+    atomic: bool,
+    addr: usize,
+    bytes: [u8; MAX_INSN],
 }
 
 /// Run one batch with backend `B` through `writer`.
@@ -150,7 +155,7 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
     requests: &[SiteRequest],
 ) -> Result<BatchReport, WriteError> {
     let mut report = BatchReport::default();
-    let mut prepared: Vec<Prepared> = Vec::with_capacity(requests.len());
+    let mut prepared: Vec<InflightSite> = Vec::with_capacity(requests.len());
     let mut buf = vec![0u8; B::SITE_LEN];
     for req in requests {
         writer.read(req.addr, &mut buf);
@@ -212,59 +217,70 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
                 }
             },
         };
-        let plan = B::plan(req.addr, &old, &new);
-        prepared.push(Prepared {
-            site: InflightSite {
-                addr: req.addr,
-                old,
-                new,
-                call_target,
-            },
-            plan,
+        prepared.push(InflightSite {
+            addr: req.addr,
+            old,
+            new,
+            call_target,
         });
     }
     if prepared.is_empty() {
         return Ok(report);
     }
-    prepared.sort_by_key(|p| p.site.addr);
-    prepared.dedup_by_key(|p| p.site.addr);
+    prepared.sort_by_key(|p| p.addr);
+    prepared.dedup_by_key(|p| p.addr);
+
+    // Flatten every site's protocol into one list, ordered by phase (stable:
+    // sites stay in address order within a phase, each site's writes in its
+    // plan's order). No allocation per site.
+    let mut writes: Vec<FlatWrite> = Vec::with_capacity(prepared.len() * 3);
+    for p in &prepared {
+        B::plan_each(
+            p.addr,
+            &p.old,
+            &p.new,
+            &mut |phase, offset, bytes, atomic| {
+                let mut b = [0u8; MAX_INSN];
+                b[..bytes.len()].copy_from_slice(bytes);
+                writes.push(FlatWrite {
+                    phase: phase as u8,
+                    len: bytes.len() as u8,
+                    atomic,
+                    addr: p.addr + offset,
+                    bytes: b,
+                });
+            },
+        );
+    }
+    writes.sort_by_key(|w| w.phase);
 
     let ranges: Vec<(usize, usize)> = prepared
         .iter()
-        .map(|p| (p.site.addr, p.site.addr + B::SITE_LEN))
+        .map(|p| (p.addr, p.addr + B::SITE_LEN))
         .collect();
     writer.begin(&ranges)?;
-    writer.publish(Some(prepared.iter().map(|p| p.site).collect()));
-    let phases = prepared
-        .iter()
-        .map(|p| p.plan.phases.len())
-        .max()
-        .unwrap_or(0);
-    for phase in 0..phases {
-        let mut wrote = false;
-        for p in &prepared {
-            if let Some(writes) = p.plan.phases.get(phase) {
-                for w in writes {
-                    writer.write(p.site.addr + w.offset, &w.bytes, w.atomic);
-                    wrote = true;
-                }
-            }
+    writer.publish(Some(prepared.clone()));
+    let mut i = 0;
+    while i < writes.len() {
+        let phase = writes[i].phase;
+        while i < writes.len() && writes[i].phase == phase {
+            let w = &writes[i];
+            writer.write(w.addr, &w.bytes[..w.len as usize], w.atomic);
+            i += 1;
         }
-        if wrote {
-            writer.sync();
-            report.syncs += 1;
-        }
+        writer.sync();
+        report.syncs += 1;
     }
     writer.publish(None);
     report.restore_error = writer.end().err();
-    report.changed = prepared.iter().map(|p| p.site.addr).collect();
+    report.changed = prepared.iter().map(|p| p.addr).collect();
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{TrapContext, TrapOutcome, TrapPolicy, Write};
+    use crate::backend::{Plan, TrapContext, TrapOutcome, TrapPolicy, Write};
     use std::collections::BTreeMap;
 
     /// A toy backend: 2-byte sites, NOP = 00 00, CALL = C0 rel, trap = FF.

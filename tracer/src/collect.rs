@@ -3,8 +3,8 @@
 //! works with no reader attached.
 //!
 //! It runs on its own thread, never on the program's: every millisecond while
-//! any function is enabled or a ring holds events, parked otherwise (no CPU
-//! while idle). `latency()` also drains synchronously first, so a summary
+//! any function is enabled or a ring holds events (at once again after a
+//! large drain), parked otherwise (no CPU while idle). `latency()` also drains synchronously first, so a summary
 //! covers every call completed before it was asked for.
 //!
 //! **Single consumer.** While the `tracer` program reads the rings through
@@ -144,11 +144,11 @@ pub fn set_active(n: usize) {
 
 fn run() {
     loop {
-        let busy = {
-            let mut c = lock();
-            c.drain_all() > 0
-        };
-        if (ACTIVE_FUNCS.load(Ordering::Acquire) > 0 || busy) && !external() {
+        let n = lock().drain_all();
+        if n >= 4096 {
+            // Producers are fast: go again at once, only letting others run.
+            std::thread::yield_now();
+        } else if (ACTIVE_FUNCS.load(Ordering::Acquire) > 0 || n > 0) && !external() {
             std::thread::sleep(Duration::from_millis(1));
         } else {
             std::thread::park_timeout(Duration::from_secs(1));
@@ -196,7 +196,12 @@ impl Collector {
         let n = st.ring.drain(usize::MAX, |ev| {
             if ev.kind == KIND_EXIT {
                 if let Some(h) = hists.get_mut(ev.func as usize) {
-                    h.saturating_record(clock::to_ns(ev.dur).max(1));
+                    // `record` grows the histogram as needed (saturating_record
+                    // would not, and clamps long durations wrongly).
+                    let v = clock::to_ns(ev.dur).max(1);
+                    if h.record(v).is_err() {
+                        h.saturating_record(v);
+                    }
                 }
             }
             if let Some(t) = tap {

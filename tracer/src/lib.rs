@@ -58,7 +58,11 @@ pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
 pub use tracer_macros::traceable;
 
 #[cfg(target_arch = "x86_64")]
-tracer_arch_x86::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+tracer_arch_x86::__tracer_define_trampolines!(
+    crate::thread::on_entry,
+    crate::thread::on_exit,
+    crate::thread::LEAN
+);
 
 // The section always exists, even in a program without a traced function:
 // one sentinel record with a null descriptor.
@@ -240,6 +244,11 @@ fn runtime() -> Result<&'static Runtime, Error> {
                     trap::set_policy(TrapPolicy::Skip);
                 }
                 trap::install()?;
+                let check = verify_hooks();
+                if check.is_none() && std::env::var_os("TRACER_FULL_SAVE").is_none() {
+                    thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
+                }
+                let _ = HOOK_CHECK.set(check);
                 Ok(Runtime {
                     registry: reg,
                     engine: Mutex::new(vec![false; reg.funcs.len()]),
@@ -248,6 +257,26 @@ fn runtime() -> Result<&'static Runtime, Error> {
         })
         .as_ref()
         .map_err(|e| Error::Unsupported(e.clone()))
+}
+
+static HOOK_CHECK: OnceLock<Option<String>> = OnceLock::new();
+
+/// Why the trampolines must save vector registers (`None`: they need not).
+#[cfg(target_arch = "x86_64")]
+fn verify_hooks() -> Option<String> {
+    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
+    // SAFETY: the hooks are this program's mapped text.
+    let read = |a: usize, buf: &mut [u8]| unsafe { arch::read_text(a, buf) };
+    let shim = thread::call_saving_shim();
+    for (name, f) in [
+        ("on_entry", thread::on_entry as *const () as usize),
+        ("on_exit", thread::on_exit as *const () as usize),
+    ] {
+        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, &read) {
+            return Some(format!("{name}: {why}"));
+        }
+    }
+    None
 }
 
 fn named(reg: &registry::Registry) -> Vec<Named<'_>> {
@@ -426,6 +455,46 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
     })
 }
 
+/// One bucket of a log2 histogram: durations in `[low, high)` ns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    /// Inclusive lower bound, ns.
+    pub low: u64,
+    /// Exclusive upper bound, ns.
+    pub high: u64,
+    /// Calls in the bucket.
+    pub count: u64,
+}
+
+/// The latency distribution of one function in power-of-two buckets (as
+/// ftrace hist triggers and bpftrace draw them), from the first to the last
+/// non-empty bucket. `None` as for [`latency`].
+pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
+    let rt = runtime().ok()?;
+    let f = lookup(rt.registry, name)?;
+    let mut c = collect::lock();
+    c.drain_all();
+    let h = &c.hists[f];
+    if h.is_empty() {
+        return None;
+    }
+    let mut buckets: Vec<Bucket> = (0..64)
+        .map(|i| Bucket {
+            low: if i == 0 { 0 } else { 1u64 << i },
+            high: 1u64 << (i + 1).min(63),
+            count: 0,
+        })
+        .collect();
+    for v in h.iter_recorded() {
+        let x = v.value_iterated_to();
+        let i = (63 - x.max(1).leading_zeros()) as usize;
+        buckets[i].count += v.count_at_value();
+    }
+    let first = buckets.iter().position(|b| b.count > 0)?;
+    let last = buckets.iter().rposition(|b| b.count > 0)?;
+    Some(buckets[first..=last].to_vec())
+}
+
 /// Forget all latency data collected so far.
 pub fn reset() {
     if runtime().is_ok() {
@@ -435,7 +504,7 @@ pub fn reset() {
 
 /// Ring capacity, in events, for threads that record their first event from
 /// now on (rounded up to a power of two). Also settable with the
-/// `TRACER_BUFFER_EVENTS` environment variable. Default 65536.
+/// `TRACER_BUFFER_EVENTS` environment variable. Default 262144 (6 MiB a thread).
 pub fn set_buffer_events(events: usize) {
     thread::set_capacity(events);
 }
@@ -467,6 +536,11 @@ pub struct Stats {
     pub buffer_events: usize,
     /// Bytes mapped for thread blocks (rings, counters, shadow stacks).
     pub buffer_bytes: usize,
+    /// `lean` when the trampolines skip the vector-register save (the hooks
+    /// were verified not to need it), else `full-save`.
+    pub trampoline: &'static str,
+    /// Why the full save is needed, when it is.
+    pub full_save_reason: Option<String>,
 }
 
 /// Runtime counters.
@@ -477,6 +551,12 @@ pub fn stats() -> Stats {
         clock: clock::source(),
         sync: text::sync_mode_name(),
         buffer_events: thread::capacity(),
+        trampoline: if thread::LEAN.load(Relaxed) {
+            "lean"
+        } else {
+            "full-save"
+        },
+        full_save_reason: HOOK_CHECK.get().cloned().flatten(),
         traps_emulated: trap::EMULATED.load(Relaxed),
         traps_skipped: trap::SKIPPED.load(Relaxed),
         traps_rewound: trap::REWOUND.load(Relaxed),
@@ -543,6 +623,41 @@ pub mod __private {
     }
 
     pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+
+    /// For benches: run one batch over raw pads (5-byte NOPs the caller
+    /// mapped executable), making them call `target` (`on`) or restoring the
+    /// NOP, through the same engine, text writer and trap handler as `enable`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn patch_raw_sites(
+        addrs: &[usize],
+        target: usize,
+        on: bool,
+    ) -> Result<crate::BatchReport, crate::WriteError> {
+        use tracer_core::backend::Backend;
+        use tracer_core::engine::{SiteRequest, Want};
+        if let Err(e) = crate::runtime() {
+            return Err(crate::WriteError {
+                message: e.to_string(),
+            });
+        }
+        let nop = crate::arch::Arch::encode_nop(0);
+        let reqs: Vec<SiteRequest> = addrs
+            .iter()
+            .map(|&addr| SiteRequest {
+                addr,
+                want: if on {
+                    Want::Call { target }
+                } else {
+                    Want::Nop {
+                        original: nop,
+                        from: target,
+                    }
+                },
+            })
+            .collect();
+        let mut w = crate::text::LiveText::default();
+        tracer_core::engine::apply_batch::<crate::arch::Arch, _>(&mut w, &reqs)
+    }
 
     /// For tests and benches: the sites of a function, `(addr, kind)`.
     pub fn sites_of(name: &str) -> Vec<(usize, u32)> {

@@ -21,8 +21,10 @@
 //! belong to calls whose exits were missed (disabled meanwhile) and are
 //! dropped as stale; an exit with no match (its entry ran before the function
 //! was enabled) is counted in `unmatched` and produces no event. An entry
-//! first drops stale frames at or below its own stack pointer (calls that
-//! have returned without a recorded exit). `async fn`s are matched through a
+//! first drops stale frames below its own stack pointer (calls that have
+//! returned without a recorded exit), and a frame of the same function at
+//! its own stack pointer; other frames at the same stack pointer are callers
+//! it was inlined into, and stay. `async fn`s are matched through a
 //! token in the future instead, since they may finish on another thread.
 //!
 //! **Re-entrancy.** The owner sets `busy` while in a hook; a traced function
@@ -42,12 +44,16 @@ use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 /// Deepest traced nesting tracked per thread.
 pub const MAX_DEPTH: usize = 128;
 /// Default ring capacity, in events.
-pub const DEFAULT_EVENTS: usize = 1 << 16;
+pub const DEFAULT_EVENTS: usize = 1 << 18;
 
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
 static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Set once the hooks were verified not to touch vector registers: the
+/// trampolines then skip saving them.
+pub static LEAN: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static STATE: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
@@ -381,11 +387,53 @@ pub fn block_len(st: &ThreadState) -> usize {
     st.map_len
 }
 
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    /// `f(arg)`, with `xmm0`–`xmm15` saved around it (see the x86 trampolines).
+    fn __tracer_v1_call_saving(f: extern "C" fn(usize) -> usize, arg: usize) -> usize;
+}
+
+/// The saving shim's address, for the hook check.
+#[cfg(target_arch = "x86_64")]
+pub fn call_saving_shim() -> usize {
+    __tracer_v1_call_saving as *const () as usize
+}
+
+/// Run a slow path from a hook: through the saving shim on x86-64, so the
+/// hook's own code stays free of vector registers (lean trampolines).
+#[inline(always)]
+fn call_slow(f: extern "C" fn(usize) -> usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the shim calls `f(0)` with the System V ABI and preserves the
+    // vector registers around it.
+    return unsafe { __tracer_v1_call_saving(f, 0) };
+    #[cfg(not(target_arch = "x86_64"))]
+    f(0)
+}
+
+extern "C" fn slow_init_c(_: usize) -> usize {
+    slow_init() as usize
+}
+
+extern "C" fn monotonic_c(_: usize) -> usize {
+    clock::monotonic_ns() as usize
+}
+
+/// Timestamp inside a hook: the TSC inline, anything else through
+/// [`call_slow`].
+#[inline(always)]
+fn hook_now() -> u64 {
+    match clock::fast_now() {
+        Some(t) => t,
+        None => call_slow(monotonic_c) as u64,
+    }
+}
+
 #[inline(always)]
 fn current() -> Option<&'static ThreadState> {
     let mut p = STATE.with(|s| s.get());
     if p.is_null() {
-        p = slow_init();
+        p = call_slow(slow_init_c) as *mut ThreadState;
         if p.is_null() {
             return None;
         }
@@ -436,7 +484,7 @@ fn record_exit(
 /// `rec` must be a site record; for async entries `token` must point at the
 /// future's `u64` slot.
 pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
-    let now = clock::now();
+    let now = hook_now();
     let Some(st) = current() else { return };
     if st.busy.load(Ordering::Relaxed) {
         bump(&st.nested);
@@ -462,16 +510,20 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
             },
         );
     } else {
-        // Frames at or below this one have returned without a recorded exit.
-        while p.depth > 0 {
-            let top = p.shadow[p.depth - 1].sp;
-            if top <= sp && sp - top < STACK_SPAN {
+        // Frames below this one (deeper stack) have returned without a
+        // recorded exit. A frame at the same stack pointer may be a live
+        // caller this function was inlined into, unless it is this very
+        // function (no function is nested in itself within one frame).
+        // (`get` rather than indexing: the hooks contain no panic path.)
+        while let Some(top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+            if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
                 p.depth -= 1;
             } else {
                 break;
             }
         }
-        if p.depth < MAX_DEPTH {
+        if let Some(slot) = p.shadow.get_mut(p.depth) {
+            *slot = Frame { func, ts: now, sp };
             st.ring.push(
                 &mut p.cached_tail,
                 &Event {
@@ -483,7 +535,6 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
                     flags: 0,
                 },
             );
-            p.shadow[p.depth] = Frame { func, ts: now, sp };
             p.depth += 1;
         } else {
             bump(&st.too_deep);
@@ -504,7 +555,7 @@ const EXIT_SEARCH: usize = 8;
 /// # Safety
 /// As [`on_entry`].
 pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
-    let now = clock::now();
+    let now = hook_now();
     let Some(st) = current() else { return };
     if st.busy.load(Ordering::Relaxed) {
         bump(&st.nested);
@@ -537,15 +588,14 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
         let mut found = None;
         let lowest = p.depth.saturating_sub(EXIT_SEARCH);
         for i in (lowest..p.depth).rev() {
-            let f = &p.shadow[i];
+            let Some(f) = p.shadow.get(i) else { continue };
             if f.func == func && f.sp >= sp && f.sp - sp < STACK_SPAN {
-                found = Some(i);
+                found = Some((i, f.ts));
                 break;
             }
         }
         match found {
-            Some(i) => {
-                let t0 = p.shadow[i].ts;
+            Some((i, t0)) => {
                 p.depth = i;
                 record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
             }

@@ -112,16 +112,16 @@ pub fn publish(table: Option<Vec<InflightSite>>) {
         None => std::ptr::null_mut(),
     };
     let old = INFLIGHT.swap(new, Ordering::SeqCst);
-    if new.is_null() {
+    if !old.is_null() || new.is_null() {
+        // Wait until no handler can still be reading the old table.
         while ACTIVE.load(Ordering::SeqCst) != 0 {
             std::hint::spin_loop();
             std::thread::yield_now();
         }
     }
     if !old.is_null() {
-        // SAFETY: `old` came from Box::into_raw above; no handler holds it
-        // (it was swapped out and ACTIVE drained, or it is replaced while the
-        // engine lock serialises batches and only retraction frees it).
+        // SAFETY: `old` came from Box::into_raw above; it was swapped out and
+        // every handler counted in when it was visible has left.
         drop(unsafe { Box::from_raw(old) });
     }
 }

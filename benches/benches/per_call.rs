@@ -1,0 +1,45 @@
+//! Per-call cost: untraced, traced but disabled, traced and enabled
+//! (entry + exit recorded).
+//!
+//! `cargo bench -p tracer-benches --bench per_call`
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use tracer_benches::{traced_disabled, traced_enabled, untraced};
+
+fn per_call(c: &mut Criterion) {
+    // Large rings so the collector keeps up and nothing is dropped: a dropped
+    // event would be cheaper than a written one and flatter the figure.
+    tracer::set_buffer_events(1 << 22);
+    let mut g = c.benchmark_group("per_call");
+    let mut x = 0u64;
+    g.bench_function("untraced", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            untraced(black_box(x))
+        })
+    });
+    g.bench_function("traced_disabled", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            traced_disabled(black_box(x))
+        })
+    });
+    tracer::enable("traced_enabled").expect("enable");
+    g.bench_function("traced_enabled", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            traced_enabled(black_box(x))
+        })
+    });
+    tracer::disable("traced_enabled").expect("disable");
+    g.finish();
+    let s = tracer::stats();
+    let l = tracer::latency("traced_enabled").expect("calls were recorded");
+    eprintln!(
+        "traced_enabled: {} calls recorded, {} events dropped, clock {}",
+        l.count, s.dropped, s.clock
+    );
+}
+
+criterion_group!(benches, per_call);
+criterion_main!(benches);
