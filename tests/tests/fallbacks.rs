@@ -69,5 +69,8 @@ fn patching_works_with_both_fallbacks_and_concurrent_patchers() {
     assert!(l.count >= 1000);
     assert!(l.min <= l.p50 && l.p50 <= l.max);
     let s = tracer::stats();
-    assert!(s.traps_emulated + s.traps_skipped + s.traps_rewound > 0, "{s:?}");
+    assert!(
+        s.traps_emulated + s.traps_skipped + s.traps_rewound > 0,
+        "{s:?}"
+    );
 }

@@ -534,6 +534,7 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
     Interrupted,
+    Excerpt,
     Duration,
     Ended,
 }
@@ -542,6 +543,7 @@ impl End {
     fn text(self, pid: i32) -> String {
         match self {
             End::Interrupted => "interrupted".into(),
+            End::Excerpt => "excerpt shown".into(),
             End::Duration => "duration reached".into(),
             End::Ended => format!("process {pid} ended"),
         }
@@ -565,7 +567,7 @@ fn pump(
         buf.clear();
         let n = reader.poll(&mut buf)?;
         if n > 0 && !each(reader, &buf) {
-            return Ok(End::Interrupted);
+            return Ok(End::Excerpt);
         }
         let end = if STOP.load(Ordering::Relaxed) {
             Some(End::Interrupted)
@@ -669,6 +671,11 @@ fn trace(
     if broken {
         return Ok(End::Interrupted);
     }
+    let end = if STOP.load(Ordering::Relaxed) {
+        End::Interrupted
+    } else {
+        end
+    };
     text.clear();
     if max_lines.is_none() {
         printer.flush(&mut text);

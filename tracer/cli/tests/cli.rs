@@ -628,3 +628,166 @@ fn help_has_an_example_per_verb() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("500ms"), "{}", stderr(&o));
 }
+
+/// Read lines from `r` until one satisfies `f`; returns all lines read.
+fn lines_until(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    f: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let l = lines
+            .next()
+            .unwrap_or_else(|| panic!("output ended early: {seen:?}"))
+            .unwrap();
+        let done = f(&l);
+        seen.push(l);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_ends_a_trace_with_a_summary_and_returns_the_rings() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let p = fx.p();
+    ok(&d.tracer(&["enable", "fast", "-p", &p]));
+    let mut tr = d
+        .cmd(TRACER, &["trace", "--graph", "-p", &p])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tr.stdout.take().unwrap()).lines();
+    lines_until(&mut lines, |l| l.contains("tracer_fixture::fast();"));
+    assert_eq!(
+        json(&d.tracer(&["status", "--json", "-p", &p]))["reader_attached"],
+        true
+    );
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(tr.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(tr.wait().unwrap().success());
+    let last = rest.last().expect("a summary line");
+    assert!(
+        last.starts_with("# ") && last.ends_with("interrupted"),
+        "{last}"
+    );
+    // The agent took the rings back: the in-process collector drains again.
+    poll(
+        || json(&d.tracer(&["status", "--json", "-p", &p]))["reader_attached"] == false,
+        "the rings to be handed back",
+    );
+}
+
+#[test]
+fn record_is_flushed_and_closed_when_the_target_exits() {
+    let d = Dir::new();
+    let mut fx = d.fixture(&[]);
+    let p = fx.p();
+    ok(&d.tracer(&["enable", "outer", "-p", &p]));
+    let rec = d.0.join("exit.rec");
+    let mut r = d
+        .cmd(TRACER, &["record", "-o", rec.to_str().unwrap(), "-p", &p])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some events reached the file (it is flushed as it goes).
+    poll(
+        || {
+            std::fs::metadata(&rec)
+                .map(|m| m.len() > 4096)
+                .unwrap_or(false)
+        },
+        "events in the recording",
+    );
+    fx.child.kill().unwrap();
+    fx.child.wait().unwrap();
+    let mut err = String::new();
+    r.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(r.wait().unwrap().success(), "{err}");
+    assert!(err.contains(&format!("process {p} ended")), "{err}");
+    let rec = tracer_cli::record::Recording::read(&rec).unwrap();
+    let t = rec.trailer.as_ref().expect("a trailer");
+    assert_eq!(t.end, format!("process {p} ended"));
+    assert_eq!(t.events, rec.events.len() as u64);
+    assert!(rec
+        .header
+        .functions
+        .iter()
+        .any(|f| f == "tracer_fixture::outer"));
+}
+
+#[test]
+fn an_enable_whose_client_vanishes_is_still_completed() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let sock = d.0.join("tracer").join(format!("{}.sock", fx.pid()));
+    let mut s = UnixStream::connect(&sock).unwrap();
+    send(&mut s, br#"{"v":1,"op":"enable","pattern":"slow medium"}"#);
+    drop(s);
+    poll(
+        || {
+            let v = json(&d.tracer(&["list", "--json", "-p", &fx.p()]));
+            by_name(&v, "::slow")["enabled"] == true && by_name(&v, "::medium")["enabled"] == true
+        },
+        "the batch to complete",
+    );
+}
+
+#[test]
+fn run_with_trace_streams_until_the_command_exits() {
+    let d = Dir::new();
+    let o = d
+        .cmd(
+            TRACER,
+            &["run", "--enable", "outer", "--trace", "--", FIXTURE, "2"],
+        )
+        .env("TRACER_FIXTURE_ROUNDS", "200")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("tracer_fixture::outer();"), "{out}");
+    assert!(out.lines().last().unwrap().contains("ended"), "{out}");
+}
+
+#[test]
+fn hist_interval_prints_as_it_goes() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let mut h = d
+        .cmd(
+            TRACER,
+            &[
+                "hist",
+                "fast",
+                "--interval",
+                "200ms",
+                "--json",
+                "-p",
+                &fx.p(),
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(h.stdout.take().unwrap()).lines();
+    let got = lines_until(&mut lines, |l| {
+        serde_json::from_str::<Value>(l)
+            .map(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            .unwrap_or(false)
+    });
+    let v: Value = serde_json::from_str(got.last().unwrap()).unwrap();
+    assert!(by_name(&v, "::fast")["count"].as_u64().unwrap() > 0);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(h.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(h.wait().unwrap().success());
+    let last: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert!(
+        by_name(&last, "::fast")["count"].as_u64() >= by_name(&v, "::fast")["count"].as_u64(),
+        "cumulative"
+    );
+}
