@@ -791,3 +791,28 @@ fn hist_interval_prints_as_it_goes() {
         "cumulative"
     );
 }
+
+#[test]
+fn overruns_are_counted_per_thread() {
+    let d = Dir::new();
+    let fx = d.spawn(
+        FIXTURE,
+        &[],
+        &[
+            ("TRACER_BUFFER_EVENTS", "64"),
+            ("TRACER_FIXTURE_BURST", "5000"),
+        ],
+    );
+    let sock = d.0.join("tracer").join(format!("{}.sock", fx.pid()));
+    poll(|| sock.exists(), "the fixture's agent socket");
+    let p = fx.p();
+    ok(&d.tracer(&["enable", "tiny", "-p", &p]));
+    let out = ok(&d.tracer(&["trace", "--graph", "--duration", "500ms", "-p", &p]));
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("lost to full buffers (tid "), "{last}");
+    let st = json(&d.tracer(&["status", "--json", "-p", &p]));
+    assert!(st["dropped"].as_u64().unwrap() > 0, "{st}");
+    let t = &st["threads_detail"][0];
+    assert_eq!(t["capacity"], 64);
+    assert!(t["dropped"].as_u64().unwrap() > 0, "{st}");
+}

@@ -3,7 +3,9 @@
 //!
 //! `tracer-fixture [THREADS]`: runs forever, THREADS workers (default 1).
 //! With `TRACER_FIXTURE_ROUNDS=N` each worker does N rounds, then the
-//! process exits with status 3 (to test `run`'s exit status).
+//! process exits with status 3 (to test `run`'s exit status). With
+//! `TRACER_FIXTURE_BURST=N` each round also calls `tiny` N times in a row
+//! (to overrun small buffers).
 use std::hint::black_box;
 
 fn spin(iters: u64) -> u64 {
@@ -32,6 +34,12 @@ fn slow() -> u64 {
     spin(200_000)
 }
 
+/// Almost nothing.
+#[tracer::traceable]
+fn tiny(i: u64) -> u64 {
+    black_box(i)
+}
+
 /// Calls the others: 4 × fast, 2 × medium, 1 × slow.
 #[tracer::traceable]
 fn outer() -> u64 {
@@ -53,12 +61,19 @@ fn main() {
     let rounds: Option<u64> = std::env::var("TRACER_FIXTURE_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok());
+    let burst: u64 = std::env::var("TRACER_FIXTURE_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while rounds.is_none_or(|r| i < r) {
                     black_box(outer());
+                    for j in 0..burst {
+                        tiny(j);
+                    }
                     std::thread::sleep(std::time::Duration::from_micros(300));
                     i += 1;
                 }
