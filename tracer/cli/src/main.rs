@@ -553,10 +553,12 @@ impl End {
 /// Receives each drained batch; returns false to stop.
 type Sink<'a> = dyn FnMut(&Reader, &[(u64, Event)]) -> bool + 'a;
 
-/// Drain `reader` until Ctrl-C, `duration`, the process's end or `stop()`,
+/// Drain `reader` (time-sorted batches if `sorted`, else thread by thread)
+/// until Ctrl-C, `duration`, the process's end or `stop()`,
 /// handing each batch to `each` (which returns false to stop early).
 fn pump(
     reader: &mut Reader,
+    sorted: bool,
     duration: Option<Duration>,
     stop: &mut dyn FnMut() -> bool,
     each: &mut Sink<'_>,
@@ -565,7 +567,11 @@ fn pump(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.poll(&mut buf)?;
+        let n = if sorted {
+            reader.poll(&mut buf)?
+        } else {
+            reader.poll_each(|t, e| buf.push((t, *e)))?
+        };
         if n > 0 && !each(reader, &buf) {
             return Ok(End::Excerpt);
         }
@@ -647,7 +653,7 @@ fn trace(
     let mut text = String::new();
     let mut broken = false;
     let start = Instant::now();
-    let end = pump(reader, duration, stop, &mut |r, batch| {
+    let end = pump(reader, true, duration, stop, &mut |r, batch| {
         printer.set_ticks_per_ns(r.ticks_per_ns);
         events += batch.len() as u64;
         text.clear();
@@ -756,7 +762,7 @@ fn hist_verb(
     let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
     let mut hists = Hists::default();
     let mut last = Instant::now();
-    let end = pump(&mut reader, duration, stop, &mut |r, batch| {
+    let end = pump(&mut reader, false, duration, stop, &mut |r, batch| {
         for (_, e) in batch {
             if e.kind == KIND_EXIT {
                 hists.record(e.func, r.ns(e.dur));
@@ -821,30 +827,36 @@ fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i
         "tracer: recording process {pid} to {} (Ctrl-C to stop)",
         output.display()
     );
-    let end = pump(&mut reader, duration, &mut || false, &mut |_, batch| {
-        let mut i = 0;
-        while i < batch.len() {
-            let tid = batch[i].0;
-            let j = batch[i..]
-                .iter()
-                .position(|(t, _)| *t != tid)
-                .map_or(batch.len(), |k| i + k);
-            let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
-            if let Err(e) = w.events(tid, &evs) {
-                werr = Some(e);
-                return false;
+    let end = pump(
+        &mut reader,
+        false,
+        duration,
+        &mut || false,
+        &mut |_, batch| {
+            let mut i = 0;
+            while i < batch.len() {
+                let tid = batch[i].0;
+                let j = batch[i..]
+                    .iter()
+                    .position(|(t, _)| *t != tid)
+                    .map_or(batch.len(), |k| i + k);
+                let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+                if let Err(e) = w.events(tid, &evs) {
+                    werr = Some(e);
+                    return false;
+                }
+                i = j;
             }
-            i = j;
-        }
-        if last_flush.elapsed() > Duration::from_millis(200) {
-            last_flush = Instant::now();
-            if let Err(e) = w.flush() {
-                werr = Some(e);
-                return false;
+            if last_flush.elapsed() > Duration::from_millis(200) {
+                last_flush = Instant::now();
+                if let Err(e) = w.flush() {
+                    werr = Some(e);
+                    return false;
+                }
             }
-        }
-        true
-    })?;
+            true
+        },
+    )?;
     if let Some(e) = werr {
         return Err(Error::failed(format!(
             "cannot write {}: {e}; free some space or choose another path",

@@ -117,26 +117,41 @@ impl Reader {
         Ok(())
     }
 
-    /// Drain every ring into `out` as `(tid, event)`, sorted by timestamp;
-    /// refresh the ring list every 100 ms. Returns events added.
-    pub fn poll(&mut self, out: &mut Vec<(u64, Event)>) -> Result<usize, Error> {
+    fn refresh_if_due(&mut self) -> Result<(), Error> {
         if !self.ended && self.last_refresh.elapsed() >= Duration::from_millis(100) {
             self.refresh()?;
             if !crate::client::alive(self.pid) {
                 self.ended = true;
             }
         }
+        Ok(())
+    }
+
+    /// Drain every ring into `out` as `(tid, event)`, sorted by timestamp;
+    /// refresh the ring list every 100 ms. Returns events added.
+    pub fn poll(&mut self, out: &mut Vec<(u64, Event)>) -> Result<usize, Error> {
         let start = out.len();
+        self.poll_each(|tid, e| out.push((tid, *e)))?;
+        out[start..].sort_by_key(|(_, e)| e.ts);
+        Ok(out.len() - start)
+    }
+
+    /// Drain every ring, handing each event to `f` straight from the shared
+    /// memory: in order per thread, threads one after another (the fast path
+    /// for consumers that need no global order). Refreshes the ring list
+    /// every 100 ms. Returns events consumed.
+    pub fn poll_each(&mut self, mut f: impl FnMut(u64, &Event)) -> Result<usize, Error> {
+        self.refresh_if_due()?;
+        let mut n = 0;
         for m in &self.rings {
             let tid = m
                 .ring
                 .header()
                 .tid
                 .load(std::sync::atomic::Ordering::Relaxed);
-            m.ring.drain(usize::MAX, |e| out.push((tid, *e)));
+            n += m.ring.drain(usize::MAX, |e| f(tid, e));
         }
-        out[start..].sort_by_key(|(_, e)| e.ts);
-        Ok(out.len() - start)
+        Ok(n)
     }
 
     /// Events each thread has lost to full rings so far.
