@@ -13,8 +13,11 @@
 //! `BL` may clobber it. [`aarch64::check_pad_head`], [`thumb::check_pad_head`]
 //! and [`a32::check_pad_head`] check that instruction.
 //!
-//! Everything here is a pure function over bytes: no `cfg(target_arch)`, so
-//! the encoders, decoders and protocols build and are tested on any host. The
+//! Everything here but [`pad`] and [`trampoline`] is a pure function over
+//! bytes: no `cfg(target_arch)`, so the encoders, decoders and protocols build
+//! and are tested on any host. [`pad`] and [`trampoline`] hold the macros
+//! `#[traceable]` and the runtime expand on AArch64 and ARMv7; only those of
+//! the target being compiled for exist. The
 //! tests cross-check every encoding with an independent decoder (yaxpeax-arm)
 //! and model-check every protocol with [`tracer_core::model`].
 //!
@@ -38,7 +41,9 @@
 
 pub mod a32;
 pub mod aarch64;
+pub mod pad;
 pub mod thumb;
+pub mod trampoline;
 
 #[cfg(test)]
 mod xcheck;
@@ -46,6 +51,21 @@ mod xcheck;
 pub use a32::A32;
 pub use aarch64::Aarch64;
 pub use thumb::Thumb2;
+
+/// The backend of the code this crate was compiled as: [`Aarch64`] on
+/// AArch64; on ARMv7, [`Thumb2`] when built with
+/// `-C target-feature=+thumb-mode` (see `build.rs`), else [`A32`].
+#[cfg(target_arch = "aarch64")]
+pub type Native = Aarch64;
+/// The backend of the code this crate was compiled as (Thumb-2).
+#[cfg(all(target_arch = "arm", tracer_thumb))]
+pub type Native = Thumb2;
+/// The backend of the code this crate was compiled as (A32).
+#[cfg(all(target_arch = "arm", not(tracer_thumb)))]
+pub type Native = A32;
+
+/// Whether this crate was compiled as Thumb-2 code (`+thumb-mode`).
+pub const THUMB_BUILD: bool = cfg!(tracer_thumb);
 
 use tracer_core::backend::{
     InflightSite, Insn, PadError, Plan, TrapContext, TrapOutcome, TrapPolicy, Write,

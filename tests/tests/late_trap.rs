@@ -12,6 +12,15 @@ fn hot(x: u64) -> u64 {
 
 #[test]
 fn late_handlers_rewind_and_the_program_goes_on() {
+    if !tracer::__private::protocol_traps() {
+        // AArch64 and A32 patch with one aligned store: nothing ever traps,
+        // so there is no late handler to test.
+        println!(
+            "{}: the protocol plants no trap; nothing to test",
+            tracer::__private::backend_name()
+        );
+        return;
+    }
     black_box(hot(1));
     // Each handler spins ~ms before looking at the table: far longer than a batch.
     tracer::__private::set_trap_handler_delay(2_000_000);

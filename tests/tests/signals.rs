@@ -37,8 +37,11 @@ fn traced_functions_work_inside_signal_handlers() {
     let w = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            // One call before the signals start, so the count below is never
+            // empty however the threads are scheduled (qemu-user is slow).
+            black_box(busy(0));
             tx.send(unsafe { libc::pthread_self() }).unwrap();
-            let mut n = 0u64;
+            let mut n = 1u64;
             while !stop.load(Ordering::Relaxed) {
                 black_box(busy(n));
                 n += 1;

@@ -8,9 +8,130 @@ use tracer_core::backend::{TrapContext, TrapOutcome};
 #[cfg(target_arch = "x86_64")]
 pub use tracer_arch_x86::X86_64 as Arch;
 
+/// AArch64, or on ARMv7 Thumb-2 or A32 as the program was compiled.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub use tracer_arch_arm::Native as Arch;
+
 /// The breakpoint's `si_code`: `int3` arrives as `SI_KERNEL`.
 #[cfg(target_arch = "x86_64")]
 pub const TRAP_SI_CODE: i32 = 0x80;
+
+/// The breakpoint's `si_code`: `BRK` and the `UDF` breakpoints arrive as
+/// `TRAP_BRKPT`, with the PC at the instruction. Only the Thumb-2 protocol
+/// plants traps; on AArch64 and A32 every trap is someone else's and is
+/// passed on.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub const TRAP_SI_CODE: i32 = 1;
+
+/// The address of a site from its record. Thumb labels may carry the Thumb
+/// bit; a site is the address of its instruction.
+pub fn canonical_site(raw: usize) -> usize {
+    if thumb_build() {
+        raw & !1
+    } else {
+        raw
+    }
+}
+
+/// The address an enabled site calls, from its record: for Thumb, the
+/// interworking (odd) address, which is what the Thumb-2 backend reports as a
+/// `BL`'s target, so the engine's "is this call ours" check compares like
+/// with like.
+pub fn canonical_stub(raw: usize) -> usize {
+    if thumb_build() {
+        raw | 1
+    } else {
+        raw
+    }
+}
+
+#[cfg(target_arch = "arm")]
+const fn thumb_build() -> bool {
+    tracer_arch_arm::THUMB_BUILD
+}
+
+#[cfg(not(target_arch = "arm"))]
+const fn thumb_build() -> bool {
+    false
+}
+
+/// Check what precedes a site, where the pad has a head the trampoline relies
+/// on: on AArch64 the trampoline puts `x9` back into `x30`, so the
+/// instruction before the site must be `MOV X9, X30`. `None` if all is well.
+pub fn check_head(site: usize) -> Option<String> {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let mut b = [0u8; 4];
+        // SAFETY: the 4 bytes before a registered site are the pad's head, in
+        // this program's mapped text.
+        unsafe { read_text(site - 4, &mut b) };
+        match tracer_arch_arm::aarch64::check_pad_head(site - 4, &b) {
+            Ok(tracer_arch_arm::PadHead::SavesLr) => None,
+            Ok(tracer_arch_arm::PadHead::Nop) => Some(format!(
+                "pad head at {:#x} is a NOP, not MOV X9, X30: the link register would be lost",
+                site - 4
+            )),
+            Err(e) => Some(e.to_string()),
+        }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        let _ = site;
+        None
+    }
+}
+
+/// Make the instruction fetch of every core able to see the bytes just
+/// stored in `start..end` (cache maintenance to the point of unification).
+/// On x86-64 the hardware keeps instruction fetch coherent: nothing to do.
+/// The caller still has to synchronise every core (membarrier) afterwards.
+pub fn flush_icache(start: usize, end: usize) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        // CTR_EL0: IDC (bit 28) = no D-cache clean needed for coherence,
+        // DIC (bit 29) = no I-cache invalidation needed; DminLine (19:16)
+        // and IminLine (3:0) = log2 of the line sizes in words.
+        let ctr: u64;
+        // SAFETY: reading CTR_EL0 is allowed at EL0 on Linux (or emulated by
+        // the kernel); no memory is touched.
+        unsafe { std::arch::asm!("mrs {0}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+        let dline = 4usize << ((ctr >> 16) & 0xf);
+        let iline = 4usize << (ctr & 0xf);
+        if ctr & (1 << 28) == 0 {
+            let mut a = start & !(dline - 1);
+            while a < end {
+                // SAFETY: `a` is in a mapped text range the caller just wrote;
+                // `dc cvau` only cleans a cache line, it changes no data.
+                unsafe { std::arch::asm!("dc cvau, {0}", in(reg) a, options(nostack)) };
+                a += dline;
+            }
+        }
+        // SAFETY: barriers only.
+        unsafe { std::arch::asm!("dsb ish", options(nostack)) };
+        if ctr & (1 << 29) == 0 {
+            let mut a = start & !(iline - 1);
+            while a < end {
+                // SAFETY: as for `dc cvau`; `ic ivau` invalidates an I-cache line.
+                unsafe { std::arch::asm!("ic ivau, {0}", in(reg) a, options(nostack)) };
+                a += iline;
+            }
+        }
+        // SAFETY: barriers only.
+        unsafe { std::arch::asm!("dsb ish", "isb", options(nostack)) };
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        // ARMv7 user mode cannot do cache maintenance: the kernel does it.
+        const ARM_NR_CACHEFLUSH: libc::c_long = 0x0f0002;
+        // SAFETY: cacheflush(start, end, 0) only maintains caches over a
+        // range of this process's mapped memory.
+        unsafe { libc::syscall(ARM_NR_CACHEFLUSH, start, end, 0) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = (start, end);
+    }
+}
 
 /// Read `buf.len()` bytes of text at `addr`.
 ///
@@ -85,6 +206,82 @@ pub unsafe fn resume(uc: *mut libc::c_void, out: &TrapOutcome) {
         uc.uc_mcontext.gregs[libc::REG_RIP as usize] = pc as i64;
         uc.uc_mcontext.gregs[libc::REG_RSP as usize] = sp as i64;
     }
+}
+
+/// The registers of a thread stopped by a signal.
+///
+/// # Safety
+/// `uc` must be the `ucontext_t` the kernel passed to an `SA_SIGINFO` handler.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn context(uc: *mut libc::c_void) -> TrapContext {
+    // SAFETY: per the caller.
+    let m = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext };
+    TrapContext {
+        pc: m.pc as usize,
+        sp: m.sp as usize,
+        lr: m.regs[30] as usize,
+        thumb: false,
+    }
+}
+
+/// Resume a trapped thread as `out` says (`pc`, `sp` and `lr`: an emulated
+/// `BL` sets the link register).
+///
+/// # Safety
+/// As [`context`]; `out` must come from the backend's `on_trap`.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn resume(uc: *mut libc::c_void, out: &TrapOutcome) {
+    if let TrapOutcome::Resume { pc, sp, lr, .. } = *out {
+        // SAFETY: per the caller.
+        let m = unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext };
+        m.pc = pc as u64;
+        m.sp = sp as u64;
+        m.regs[30] = lr as u64;
+    }
+}
+
+/// The CPSR's Thumb state bit.
+#[cfg(target_arch = "arm")]
+const CPSR_T: libc::c_ulong = 1 << 5;
+
+/// The registers of a thread stopped by a signal.
+///
+/// # Safety
+/// `uc` must be the `ucontext_t` the kernel passed to an `SA_SIGINFO` handler.
+#[cfg(target_arch = "arm")]
+pub unsafe fn context(uc: *mut libc::c_void) -> TrapContext {
+    // SAFETY: per the caller.
+    let m = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext };
+    TrapContext {
+        pc: m.arm_pc as usize,
+        sp: m.arm_sp as usize,
+        lr: m.arm_lr as usize,
+        thumb: m.arm_cpsr & CPSR_T != 0,
+    }
+}
+
+/// Resume a trapped thread as `out` says (`pc`, `sp` and `lr`: an emulated
+/// `BL` sets the link register). The CPSR, Thumb bit included, is kept: the
+/// backends never change the instruction set state (`BL` stays in it), and
+/// their `pc` is the instruction's address without the Thumb bit.
+///
+/// # Safety
+/// As [`context`]; `out` must come from the backend's `on_trap`.
+#[cfg(target_arch = "arm")]
+pub unsafe fn resume(uc: *mut libc::c_void, out: &TrapOutcome) {
+    if let TrapOutcome::Resume { pc, sp, lr, .. } = *out {
+        // SAFETY: per the caller.
+        let m = unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext };
+        m.arm_pc = (pc & !1) as libc::c_ulong;
+        m.arm_sp = sp as libc::c_ulong;
+        m.arm_lr = lr as libc::c_ulong;
+    }
+}
+
+/// No shadow stack to worry about outside x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn shadow_stack_active() -> bool {
+    false
 }
 
 /// Is the x86 CET user shadow stack active for this process? Then an

@@ -3,13 +3,27 @@
 //! x86-64 with an invariant TSC (CPUID 0x8000_0007 EDX bit 8): `rdtsc`, no
 //! system call, calibrated against `CLOCK_MONOTONIC`. The calibration keeps
 //! the first (TSC, monotonic) pair and refines the ratio over an ever longer
-//! baseline each time [`refine`] runs (the collector calls it). Elsewhere, or
-//! without an invariant TSC: `clock_gettime(CLOCK_MONOTONIC)` through the vDSO,
-//! already in nanoseconds.
+//! baseline each time [`refine`] runs (the collector calls it).
+//!
+//! AArch64: the generic timer's virtual count `CNTVCT_EL0`, readable at EL0
+//! on Linux, with its frequency from `CNTFRQ_EL0` (exact by definition: no
+//! calibration). An `isb` before the read keeps it from being taken early.
+//!
+//! ARMv7: `clock_gettime(CLOCK_MONOTONIC)` through the vDSO. ARMv7 has no
+//! cycle counter a user program may assume it can read: `PMCCNTR` needs the
+//! kernel to set `PMUSERENR`, which Linux does not, and the generic timer
+//! (`CNTVCT`, `mrrc p15, 1`) is an optional extension (absent on Cortex-A8
+//! and A9, where reading it is an undefined instruction). The vDSO already
+//! reads the generic timer where the kernel found one, so it is the cheapest
+//! honest clock there.
+//!
+//! Elsewhere, or without an invariant TSC (or with `TRACER_CLOCK=monotonic`):
+//! `clock_gettime(CLOCK_MONOTONIC)`, already in nanoseconds.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+/// A hardware counter (TSC, CNTVCT_EL0) is in use, not `CLOCK_MONOTONIC`.
 static USE_TSC: AtomicBool = AtomicBool::new(false);
 /// Ticks per nanosecond, as f64 bits.
 static RATIO: AtomicU64 = AtomicU64::new(0);
@@ -47,6 +61,24 @@ fn invariant_tsc() -> bool {
     edx & (1 << 8) != 0 && std::env::var_os("TRACER_CLOCK").is_none_or(|v| v != "monotonic")
 }
 
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn cntvct() -> u64 {
+    let v: u64;
+    // SAFETY: CNTVCT_EL0 is readable at EL0 on Linux (CNTKCTL_EL1.EL0VCTEN);
+    // `isb` and `mrs` touch no memory.
+    unsafe { core::arch::asm!("isb", "mrs {0}, cntvct_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+#[cfg(target_arch = "aarch64")]
+fn cntfrq() -> u64 {
+    let v: u64;
+    // SAFETY: CNTFRQ_EL0 is readable at EL0; no memory is touched.
+    unsafe { core::arch::asm!("mrs {0}, cntfrq_el0", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
 /// The current timestamp in raw ticks.
 #[inline(always)]
 pub fn now() -> u64 {
@@ -54,29 +86,41 @@ pub fn now() -> u64 {
     if USE_TSC.load(Ordering::Relaxed) {
         return rdtsc();
     }
+    #[cfg(target_arch = "aarch64")]
+    if USE_TSC.load(Ordering::Relaxed) {
+        return cntvct();
+    }
     monotonic_ns()
 }
 
-/// The current timestamp if it can be read inline (the TSC), else `None`.
+/// The current timestamp if it can be read inline (the TSC, CNTVCT_EL0),
+/// else `None`.
 #[inline(always)]
 pub fn fast_now() -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
     if USE_TSC.load(Ordering::Relaxed) {
         return Some(rdtsc());
     }
+    #[cfg(target_arch = "aarch64")]
+    if USE_TSC.load(Ordering::Relaxed) {
+        return Some(cntvct());
+    }
     None
 }
 
 /// Name of the clock in use.
 pub fn source() -> &'static str {
-    if USE_TSC.load(Ordering::Relaxed) {
-        "tsc"
-    } else {
+    if !USE_TSC.load(Ordering::Relaxed) {
         "monotonic"
+    } else if cfg!(target_arch = "aarch64") {
+        "cntvct"
+    } else {
+        "tsc"
     }
 }
 
-/// Choose the clock and take a first calibration (about 10 ms with a TSC).
+/// Choose the clock and take a first calibration (about 10 ms with a TSC;
+/// none with `CNTVCT_EL0`, whose frequency is given).
 pub fn init() {
     BASE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
@@ -89,6 +133,15 @@ pub fn init() {
                 RATIO.store(r.to_bits(), Ordering::Relaxed);
                 USE_TSC.store(true, Ordering::Release);
                 return (t0, m0);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let freq = cntfrq();
+            if freq > 0 && std::env::var_os("TRACER_CLOCK").is_none_or(|v| v != "monotonic") {
+                RATIO.store((freq as f64 / 1e9).to_bits(), Ordering::Relaxed);
+                USE_TSC.store(true, Ordering::Release);
+                return (cntvct(), monotonic_ns());
             }
         }
         RATIO.store(1f64.to_bits(), Ordering::Relaxed);

@@ -3,7 +3,9 @@
 //! Mark functions with [`#[traceable]`](traceable). Each gets a pad at its
 //! entry and its exit that is a no-op until asked for. [`enable`] turns the
 //! pads of the matching functions into calls **while the program keeps
-//! running on all its threads** (x86-64: the kernel's int3 batch protocol);
+//! running on all its threads** (x86-64: the kernel's int3 batch protocol;
+//! AArch64 and A32: one aligned store; Thumb-2: the half-word breakpoint
+//! protocol);
 //! events land in lock-free per-thread rings; [`latency`] gives
 //! hdrhistogram percentiles of every completed call.
 //!
@@ -63,6 +65,8 @@ tracer_arch_x86::__tracer_define_trampolines!(
     crate::thread::on_exit,
     crate::thread::LEAN
 );
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
 
 // The section always exists, even in a program without a traced function:
 // one sentinel record with a null descriptor.
@@ -72,6 +76,22 @@ std::arch::global_asm!(
     ".balign 8",
     ".quad 0, 0, 0",
     ".long 0, 0",
+    ".popsection",
+);
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",%progbits",
+    ".balign 8",
+    ".quad 0, 0, 0",
+    ".word 0, 0",
+    ".popsection",
+);
+// ARMv7: pointers are 4 bytes, a record is 5 words.
+#[cfg(target_arch = "arm")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",%progbits",
+    ".balign 4",
+    ".word 0, 0, 0, 0, 0",
     ".popsection",
 );
 
@@ -227,12 +247,6 @@ fn records() -> &'static [SiteRecord] {
 fn runtime() -> Result<&'static Runtime, Error> {
     RUNTIME
         .get_or_init(|| {
-            #[cfg(not(target_arch = "x86_64"))]
-            return Err(format!(
-                "the tracer runtime has no backend for {} yet",
-                std::env::consts::ARCH
-            ));
-            #[cfg(target_arch = "x86_64")]
             {
                 clock::init();
                 // SAFETY: the records are this program's, valid forever; no pad is enabled yet.
@@ -586,11 +600,30 @@ pub mod __private {
     //! Used by the code `#[traceable]` generates. Not a public API.
     pub use tracer_core::site::{clean_path, FnDesc};
 
+    #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+    pub use tracer_arch_arm::{
+        __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+        __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+    };
     #[cfg(target_arch = "x86_64")]
     pub use tracer_arch_x86::{
         __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
         __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
     };
+
+    /// For tests: whether this architecture's patch protocol plants traps
+    /// (x86-64's int3 and Thumb-2's half-word breakpoint do; AArch64's and
+    /// A32's single aligned store never does).
+    pub fn protocol_traps() -> bool {
+        use tracer_core::backend::Backend;
+        !<crate::arch::Arch as Backend>::TRAP.is_empty()
+    }
+
+    /// For tests: the backend's name (`x86-64`, `aarch64`, `thumb2`, `a32`).
+    pub fn backend_name() -> &'static str {
+        use tracer_core::backend::Backend;
+        <crate::arch::Arch as Backend>::NAME
+    }
 
     /// For tests: spin this many iterations inside the SIGTRAP handler.
     pub fn set_trap_handler_delay(spins: u64) {

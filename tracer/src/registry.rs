@@ -84,22 +84,25 @@ impl Registry {
                 });
                 funcs.len() - 1
             });
+            let (addr, stub) = (
+                arch::canonical_site(rec.pad),
+                arch::canonical_stub(rec.stub),
+            );
             let mut bytes = [0u8; 16];
             let len = Arch::SITE_LEN;
             // SAFETY: the pad is in this program's mapped text, `len` bytes long.
-            unsafe { arch::read_text(rec.pad, &mut bytes[..len]) };
-            let broken = match Arch::classify(rec.pad, &bytes[..len]) {
-                Ok(PadState::Disabled) => None,
+            unsafe { arch::read_text(addr, &mut bytes[..len]) };
+            let broken = match Arch::classify(addr, &bytes[..len]) {
+                Ok(PadState::Disabled) => arch::check_head(addr),
                 Ok(other) => Some(format!(
-                    "pad at {:#x} is {other:?} before the tracer touched it (a debugger or another patcher?)",
-                    rec.pad
+                    "pad at {addr:#x} is {other:?} before the tracer touched it (a debugger or another patcher?)"
                 )),
                 Err(e) => Some(e.to_string()),
             };
             sites.push((
                 Site {
-                    addr: rec.pad,
-                    stub: rec.stub,
+                    addr,
+                    stub,
                     kind: rec.kind,
                     func: fi as u32,
                     original: Insn::new(&bytes[..len]),

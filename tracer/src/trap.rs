@@ -210,6 +210,15 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     }
 }
 
+/// Is this the helper thread of qemu-user (named after the emulator, e.g.
+/// `qemu-arm`, and not the main thread)? qemu's RCU thread shows up in
+/// `/proc/self/task` of an emulated program with every signal blocked, but it
+/// never runs the program's code, so it can never meet a site.
+fn is_emulator_thread(tid: i32, name: &str) -> bool {
+    // SAFETY: getpid has no preconditions.
+    name.starts_with("qemu-") && tid != unsafe { libc::getpid() }
+}
+
 /// A thread that blocks SIGTRAP.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockingThread {
@@ -242,11 +251,9 @@ pub fn threads_blocking_sigtrap() -> Vec<BlockingThread> {
                 blocked = u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & bit != 0);
             }
         }
-        if blocked {
-            out.push(BlockingThread {
-                tid: e.file_name().to_string_lossy().parse().unwrap_or(0),
-                name,
-            });
+        let tid: i32 = e.file_name().to_string_lossy().parse().unwrap_or(0);
+        if blocked && !is_emulator_thread(tid, &name) {
+            out.push(BlockingThread { tid, name });
         }
     }
     out

@@ -1,0 +1,204 @@
+//! Entry and exit trampolines for AArch64, Thumb-2 and A32, in assembly.
+//!
+//! An enabled site calls (`BL`) its stub, which puts the site's record in a
+//! scratch register (`x16` / `r12`) and branches here. The trampoline saves
+//! every register the hook may clobber and the pad's contract says survives
+//! (see [`crate::pad`]), calls the hook
+//! `extern "C" fn(record: *const SiteRecord, sp: usize, token: usize)` with
+//! `sp` the stack pointer at the pad, and returns to the instruction after
+//! the site. Plain `global_asm!` (no naked functions: this builds with 1.85).
+//!
+//! # AArch64
+//!
+//! A frame record (`x29`, `x30`), then `x0`–`x18` and all of `q0`–`q31`: the
+//! hook may clobber `x0`–`x18` and, per AAPCS64, the whole of `v0`–`v7`,
+//! `v16`–`v31` and the *upper* halves of `v8`–`v15`, while an asm block's
+//! undeclared registers must survive in full. 688 bytes, a multiple of 16, so
+//! the hook is called with a 16-aligned stack. On return `x30` (the site's
+//! successor) goes to `x16` and the `x9` the pad head saved goes back into
+//! `x30`: `ret x16`.
+//!
+//! # ARMv7 (Thumb-2 and A32: the same text, assembled in the crate's mode)
+//!
+//! `r0`–`r3`, `r12`, `lr`, then `d0`–`d7` (and `d16`–`d31` when the program
+//! is built with `+d32`/`+neon`; code built for the default
+//! `armv7-unknown-linux-gnueabihf`, which is `-d32`, never holds a value
+//! there). `d8`–`d15` are callee-saved under AAPCS-VFP, and `r4`–`r11` are
+//! callee-saved. 24 + 64 (+ 128) bytes keep the 8-byte alignment AAPCS
+//! requires at the call. The token already sits in `r2`, the hook's third
+//! argument. Returns with `bx lr` (into Thumb state for a Thumb pad, since
+//! `BL` from Thumb code set bit 0 of `lr`).
+
+/// Define `__tracer_v1_tramp_entry` and `__tracer_v1_tramp_exit`, calling the
+/// given hooks. The runtime invokes this exactly once.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_define_trampolines {
+    ($entry_hook:path, $exit_hook:path) => {
+        ::core::arch::global_asm!(
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry", "{entry}"),
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_exit", "{exit}"),
+            entry = sym $entry_hook,
+            exit = sym $exit_hook,
+        );
+    };
+}
+
+/// The text of one trampoline.
+#[cfg(target_arch = "aarch64")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_trampoline_body {
+    ($name:literal, $hook:literal) => {
+        concat!(
+            ".pushsection .text.__tracer_tramp,\"ax\",%progbits\n",
+            ".globl ",
+            $name,
+            "\n",
+            ".hidden ",
+            $name,
+            "\n",
+            ".type ",
+            $name,
+            ",%function\n",
+            ".p2align 4\n",
+            $name,
+            ":\n",
+            "stp x29, x30, [sp, #-16]!\n",
+            "mov x29, sp\n",
+            "sub sp, sp, #672\n",
+            "stp x0, x1, [sp, #0]\n stp x2, x3, [sp, #16]\n",
+            "stp x4, x5, [sp, #32]\n stp x6, x7, [sp, #48]\n",
+            "stp x8, x9, [sp, #64]\n stp x10, x11, [sp, #80]\n",
+            "stp x12, x13, [sp, #96]\n stp x14, x15, [sp, #112]\n",
+            "stp x16, x17, [sp, #128]\n str x18, [sp, #144]\n",
+            "stp q0, q1, [sp, #160]\n stp q2, q3, [sp, #192]\n",
+            "stp q4, q5, [sp, #224]\n stp q6, q7, [sp, #256]\n",
+            "stp q8, q9, [sp, #288]\n stp q10, q11, [sp, #320]\n",
+            "stp q12, q13, [sp, #352]\n stp q14, q15, [sp, #384]\n",
+            "stp q16, q17, [sp, #416]\n stp q18, q19, [sp, #448]\n",
+            "stp q20, q21, [sp, #480]\n stp q22, q23, [sp, #512]\n",
+            "stp q24, q25, [sp, #544]\n stp q26, q27, [sp, #576]\n",
+            "stp q28, q29, [sp, #608]\n stp q30, q31, [sp, #640]\n",
+            "mov x0, x16\n",
+            "add x1, sp, #688\n",
+            "mov x2, x17\n",
+            "bl ",
+            $hook,
+            "\n",
+            "ldp q0, q1, [sp, #160]\n ldp q2, q3, [sp, #192]\n",
+            "ldp q4, q5, [sp, #224]\n ldp q6, q7, [sp, #256]\n",
+            "ldp q8, q9, [sp, #288]\n ldp q10, q11, [sp, #320]\n",
+            "ldp q12, q13, [sp, #352]\n ldp q14, q15, [sp, #384]\n",
+            "ldp q16, q17, [sp, #416]\n ldp q18, q19, [sp, #448]\n",
+            "ldp q20, q21, [sp, #480]\n ldp q22, q23, [sp, #512]\n",
+            "ldp q24, q25, [sp, #544]\n ldp q26, q27, [sp, #576]\n",
+            "ldp q28, q29, [sp, #608]\n ldp q30, q31, [sp, #640]\n",
+            "ldp x0, x1, [sp, #0]\n ldp x2, x3, [sp, #16]\n",
+            "ldp x4, x5, [sp, #32]\n ldp x6, x7, [sp, #48]\n",
+            "ldp x8, x9, [sp, #64]\n ldp x10, x11, [sp, #80]\n",
+            "ldp x12, x13, [sp, #96]\n ldp x14, x15, [sp, #112]\n",
+            "ldp x16, x17, [sp, #128]\n ldr x18, [sp, #144]\n",
+            "add sp, sp, #672\n",
+            "ldp x29, x30, [sp], #16\n",
+            "mov x16, x30\n",
+            "mov x30, x9\n",
+            "ret x16\n",
+            ".size ",
+            $name,
+            ", . - ",
+            $name,
+            "\n",
+            ".popsection\n"
+        )
+    };
+}
+
+/// How the ARMv7 trampolines are assembled: Thumb-2.
+#[cfg(all(target_arch = "arm", tracer_thumb))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_mode {
+    () => {
+        ".thumb\n.thumb_func\n"
+    };
+}
+
+/// How the ARMv7 trampolines are assembled: A32.
+#[cfg(all(target_arch = "arm", not(tracer_thumb)))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_mode {
+    () => {
+        ".arm\n"
+    };
+}
+
+/// Saving and restoring `d16`–`d31` (builds with `+d32`/`+neon`).
+#[cfg(all(target_arch = "arm", tracer_arm_d32))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_d32 {
+    (save) => {
+        "vpush {{d16-d31}}\n add r1, sp, #216\n"
+    };
+    (restore) => {
+        "vpop {{d16-d31}}\n"
+    };
+}
+
+/// Saving and restoring `d16`–`d31`: not needed in `-d32` builds.
+#[cfg(all(target_arch = "arm", not(tracer_arm_d32)))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_d32 {
+    (save) => {
+        "add r1, sp, #88\n"
+    };
+    (restore) => {
+        ""
+    };
+}
+
+/// The text of one trampoline.
+#[cfg(target_arch = "arm")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_trampoline_body {
+    ($name:literal, $hook:literal) => {
+        concat!(
+            ".pushsection .text.__tracer_tramp,\"ax\",%progbits\n",
+            ".globl ",
+            $name,
+            "\n",
+            ".hidden ",
+            $name,
+            "\n",
+            ".type ",
+            $name,
+            ",%function\n",
+            ".p2align 2\n",
+            $crate::__tracer_arm_mode!(),
+            $name,
+            ":\n",
+            "push {{r0-r3, r12, lr}}\n",
+            "vpush {{d0-d7}}\n",
+            $crate::__tracer_arm_d32!(save),
+            "mov r0, r12\n",
+            "bl ",
+            $hook,
+            "\n",
+            $crate::__tracer_arm_d32!(restore),
+            "vpop {{d0-d7}}\n",
+            "pop {{r0-r3, r12, lr}}\n",
+            "bx lr\n",
+            ".size ",
+            $name,
+            ", . - ",
+            $name,
+            "\n",
+            ".popsection\n"
+        )
+    };
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build the tests for AArch64 and ARMv7 (Thumb-2 and A32) and run them under
+# qemu-user on this x86-64 machine. See shared/CROSS-ARM.md.
+#
+#   scripts/cross-test.sh            all three targets
+#   scripts/cross-test.sh aarch64    only some: aarch64, thumb2, a32
+#
+# Sets up the cross toolchain first (scripts/setup-cross.sh, idempotent; needs
+# root the first time). Each target builds into its own directory under
+# target/cross-*, so the runs never rebuild each other, and the host build in
+# target/ is untouched. Debian's rustc 1.85 (/usr/bin/rustc) builds; the
+# runners come from .cargo/config.toml.
+#
+# `--tests`: doctests cannot run cross (rustdoc would run them on the host).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -eq 0 ]; then
+  scripts/setup-cross.sh
+elif ! [ -x /usr/bin/rustc ] || ! [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu ]; then
+  echo "cross-test: the cross toolchain is missing; run scripts/setup-cross.sh as root" >&2
+  exit 1
+fi
+
+PACKAGES=(-p tracer-core -p tracer-arch-arm -p tracer -p tracer-tests)
+export RUSTC=/usr/bin/rustc
+# The test harness's own parallelism is kept: qemu-user runs threads on host
+# threads. Integration tests that toggle live run one at a time anyway.
+
+run() { # name target rustflags
+  local name=$1 target=$2 flags=$3 t0 rc=0
+  t0=$(date +%s)
+  echo "== cross-test: $name ($target${flags:+, RUSTFLAGS=$flags})"
+  RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
+    cargo test --tests --target "$target" "${PACKAGES[@]}" || rc=$?
+  echo "== cross-test: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $(( $(date +%s) - t0 ))s"
+  return "$rc"
+}
+
+want=("$@")
+[ ${#want[@]} -gt 0 ] || want=(aarch64 thumb2 a32)
+failed=()
+for w in "${want[@]}"; do
+  case "$w" in
+    aarch64) run aarch64 aarch64-unknown-linux-gnu "" || failed+=("$w") ;;
+    # rustc warns that thumb-mode is an unstable feature; the warning is harmless.
+    thumb2) run armv7-thumb armv7-unknown-linux-gnueabihf "-C target-feature=+thumb-mode" || failed+=("$w") ;;
+    a32) run armv7-a32 armv7-unknown-linux-gnueabihf "" || failed+=("$w") ;;
+    *) echo "cross-test: unknown target '$w' (aarch64, thumb2, a32)" >&2; exit 2 ;;
+  esac
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "cross-test: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "cross-test: all passed: ${want[*]}"
