@@ -991,10 +991,36 @@ fn run_verb(
     Ok(code)
 }
 
+/// Under `cargo run`, which builds only the `tracer` binary, build the demo
+/// program beside it (same profile).
+fn build_demo(exe: &Path) {
+    let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return;
+    };
+    let release = exe
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
+    eprintln!("tracer: building the demo program (tracer-demo) first");
+    let mut c = std::process::Command::new(cargo);
+    c.args(["build", "--bin", "tracer-demo", "--manifest-path"])
+        .arg(Path::new(&manifest).join("Cargo.toml"));
+    if release {
+        c.arg("--release");
+    }
+    let _ = c.status();
+}
+
 fn demo(duration: Duration) -> Result<i32, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find this program's path: {e}")))?;
     let demo = exe.with_file_name("tracer-demo");
+    if !demo.exists() {
+        build_demo(&exe);
+    }
     if !demo.exists() {
         return Err(Error::failed(format!(
             "the demo program is missing ({}); build it with `cargo build --release -p tracer-cli` \

@@ -816,3 +816,27 @@ fn overruns_are_counted_per_thread() {
     assert_eq!(t["capacity"], 64);
     assert!(t["dropped"].as_u64().unwrap() > 0, "{st}");
 }
+
+#[test]
+fn a_killed_reader_gives_the_rings_back() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let p = fx.p();
+    ok(&d.tracer(&["enable", "fast", "-p", &p]));
+    let mut tr = d
+        .cmd(TRACER, &["trace", "-p", &p])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tr.stdout.take().unwrap()).lines();
+    lines_until(&mut lines, |l| l.contains("tracer_fixture::fast"));
+    tr.kill().unwrap();
+    tr.wait().unwrap();
+    poll(
+        || json(&d.tracer(&["status", "--json", "-p", &p]))["reader_attached"] == false,
+        "the agent to notice the reader is gone",
+    );
+    // A new reader can attach and sees new calls.
+    let out = ok(&d.tracer(&["trace", "--duration", "300ms", "-p", &p]));
+    assert!(out.contains("tracer_fixture::fast <-"), "{out}");
+}
