@@ -70,6 +70,8 @@ pub struct Options {
 #[derive(Default)]
 struct Thread {
     num: usize,
+    name: String,
+    announced: bool,
     pending: Option<Event>,
     stack: Vec<u32>,
 }
@@ -102,6 +104,24 @@ impl Printer {
         }
     }
 
+    /// Give thread `tid` a name (its `comm`) for the task column and banner;
+    /// call before its first event.
+    pub fn name_thread(&mut self, tid: u64, name: &str) {
+        let n = self.threads.len() + 1;
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| Thread {
+                num: n,
+                ..Thread::default()
+            })
+            .name = name.to_string();
+    }
+
+    /// Whether thread `tid` has been seen or named.
+    pub fn knows(&self, tid: u64) -> bool {
+        self.threads.contains_key(&tid)
+    }
+
     /// Update the clock ratio.
     pub fn set_ticks_per_ns(&mut self, t: f64) {
         if t > 0.0 {
@@ -124,16 +144,20 @@ impl Printer {
             return;
         }
         let n = self.threads.len() + 1;
-        let new = !self.threads.contains_key(&tid);
         let th = self.threads.entry(tid).or_insert_with(|| Thread {
             num: n,
             ..Thread::default()
         });
         let num = th.num;
-        if new && self.opts.graph {
+        let task = if th.name.is_empty() {
+            "thread".to_string()
+        } else {
+            th.name.clone()
+        };
+        if !std::mem::replace(&mut th.announced, true) && self.opts.graph {
             let _ = writeln!(
                 out,
-                " ------------------------------------------\n {num}) thread {tid}\n ------------------------------------------"
+                " ------------------------------------------\n {num}) {task}-{tid}\n ------------------------------------------"
             );
         }
         if !self.opts.graph {
@@ -147,8 +171,7 @@ impl Printer {
                     let t = self.ns(ev.ts.saturating_sub(start));
                     let _ = writeln!(
                         out,
-                        "{:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} <-{}",
-                        "thread",
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} <-{}",
                         t / 1_000_000_000,
                         (t / 1000) % 1_000_000,
                         self.name(ev.func),
@@ -162,8 +185,7 @@ impl Printer {
                     let t = self.ns(ev.ts.saturating_sub(start));
                     let _ = writeln!(
                         out,
-                        "{:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} ({})",
-                        "thread",
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} ({})",
                         t / 1_000_000_000,
                         (t / 1000) % 1_000_000,
                         self.name(ev.func),

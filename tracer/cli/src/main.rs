@@ -658,6 +658,12 @@ fn trace(
         events += batch.len() as u64;
         text.clear();
         for (tid, e) in batch {
+            if !printer.knows(*tid) {
+                let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", r.pid))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                printer.name_thread(*tid, &comm);
+            }
             printer.feed(*tid, e, &mut text);
         }
         if let Some(m) = max_lines {
