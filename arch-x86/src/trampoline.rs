@@ -4,24 +4,23 @@
 //! and jumps here. The pad's contract (see [`crate::pad`]) is that everything
 //! but `r11` and the flags survives it, so the trampoline saves every register
 //! the hook may clobber under the System V ABI: the caller-saved general
-//! registers (`rax rcx rdx rsi rdi r8 r9 r10`) always, and `xmm0`–`xmm15`
-//! unless the runtime has *verified* that the hook cannot touch them.
+//! registers (`rax rcx rdx rsi rdi r8 r9 r10`) always, and the extended state
+//! (`xsave64`: every vector, mask and x87 register) unless the runtime has
+//! *verified* that the hook cannot touch any of it.
 //!
 //! **The lean path.** The runtime disassembles its own hooks at start-up
 //! ([`verify_hook`]): every instruction reachable from the hook's entry
 //! (following branches) must use no vector, x87 or MMX register, and every
 //! call in it must go to [`__tracer_define_trampolines`]'s shim
-//! `__tracer_v1_call_saving`, which saves `xmm0`–`xmm15` around its callee
-//! (the slow paths: a thread's first event, the fallback clock). When both
-//! hooks pass, a flag makes the trampolines skip the 32 vector moves; a debug
-//! build, or a compiler that starts using SSE in the hook, simply fails the
-//! check and keeps the full save. The hook is ordinary Rust compiled for the
-//! baseline target, which never touches the upper halves of `ymm`/`zmm`,
-//! `k` masks or x87 state.
+//! `__tracer_v1_call_saving`, which saves the extended state around its
+//! callee (the slow paths: a thread's first event, the fallback clock). When
+//! both hooks pass, a flag makes the trampolines skip the save; a debug build,
+//! or a compiler that starts using vector registers in the hook, fails the
+//! check and keeps the full save.
 //!
 //! Stack: the pad's asm block guarantees `rsp % 16 == 0` before the `call`, so
-//! the trampoline starts at `rsp % 16 == 8`; 8 pushes and 264 (full) or 8
-//! (lean) bytes bring it back to 0 for the hook call.
+//! the trampoline starts at `rsp % 16 == 8`; after 8 pushes the lean path
+//! subtracts 8 and the full path aligns its save area to 64 bytes.
 //!
 //! The hook is `extern "C" fn(record: *const SiteRecord, sp: usize, token: usize)`:
 //! `sp` is the stack pointer at the pad (before its call), `token` is `r10`
@@ -30,13 +29,19 @@
 use iced_x86::{Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, OpKind, Register};
 
 /// Define `__tracer_v1_tramp_entry`, `__tracer_v1_tramp_exit` (calling the
-/// given hooks, skipping the vector saves while the `AtomicBool` `$lean` is
-/// set) and the shim `__tracer_v1_call_saving(f, arg) -> f(arg)` that saves
-/// `xmm0`–`xmm15` around `f`. The runtime invokes this exactly once.
+/// given hooks), and the shim `__tracer_v1_call_saving(f, arg) -> f(arg)`.
+///
+/// `$lean` (an `AtomicBool`) set: the trampolines skip the vector save.
+/// Otherwise they, and the shim always, save the full extended state with
+/// `xsave64` into a 64-aligned stack area of `$xsave_size` (a `u32`: CPUID
+/// leaf 0xD's size for the features enabled in XCR0), so `ymm`/`zmm` upper
+/// halves, `zmm16`–`zmm31` and `k` masks survive a hook or libc routine built
+/// for AVX; where `$xsave_size` is 0 (no XSAVE) they save `xmm0`–`xmm15`.
+/// The runtime invokes this exactly once.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_trampolines {
-    ($entry_hook:path, $exit_hook:path, $lean:path) => {
+    ($entry_hook:path, $exit_hook:path, $lean:path, $xsave_size:path) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry", "{entry}"),
@@ -47,20 +52,77 @@ macro_rules! __tracer_define_trampolines {
             ".type __tracer_v1_call_saving,@function",
             ".p2align 4",
             "__tracer_v1_call_saving:",
-            "sub rsp, 264",
-            $crate::__tracer_save_xmm!(),
-            "mov rax, rdi",
+            // rdi = f, rsi = arg. Entry: rsp % 16 == 8.
+            "mov r11, rdi",
             "mov rdi, rsi",
-            "call rax",
-            $crate::__tracer_restore_xmm!(),
-            "add rsp, 264",
+            $crate::__tracer_saving_call!("call r11", "", "5", "6"),
             "ret",
             ".size __tracer_v1_call_saving, . - __tracer_v1_call_saving",
             ".popsection",
             entry = sym $entry_hook,
             exit = sym $exit_hook,
             lean = sym $lean,
+            xsize = sym $xsave_size,
         );
+    };
+}
+
+/// `$call $target` with the full extended state saved around it. Expects
+/// `rsp % 16 == 8`; preserves `rdi`, `rsi`, `rdx`, `r10`, `r11` for the call
+/// and returns with `rax` from it; clobbers `rcx` and `rdx`. Uses the local
+/// labels `$l1` (the `movaps` path) and `$l2` (the end).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_saving_call {
+    ($call:literal, $target:literal, $l1:literal, $l2:literal) => {
+        concat!(
+            "push rbp\n",
+            "mov rbp, rsp\n",
+            "push rdx\n",
+            "mov ecx, dword ptr [rip + {xsize}]\n",
+            "test ecx, ecx\n",
+            "jz ",
+            $l1,
+            "f\n",
+            "sub rsp, rcx\n",
+            "and rsp, -64\n",
+            // XRSTOR faults unless the header's reserved bytes are zero, and
+            // XSAVE writes only XSTATE_BV: clear the header first.
+            "xor ecx, ecx\n",
+            "mov qword ptr [rsp + 512], rcx\n mov qword ptr [rsp + 520], rcx\n",
+            "mov qword ptr [rsp + 528], rcx\n mov qword ptr [rsp + 536], rcx\n",
+            "mov qword ptr [rsp + 544], rcx\n mov qword ptr [rsp + 552], rcx\n",
+            "mov qword ptr [rsp + 560], rcx\n mov qword ptr [rsp + 568], rcx\n",
+            "push rax\n",
+            "mov eax, -1\n mov edx, -1\n",
+            "xsave64 [rsp + 8]\n",
+            "pop rax\n",
+            "mov rdx, qword ptr [rbp - 8]\n",
+            $call,
+            $target,
+            "\n",
+            "mov rcx, rax\n",
+            "mov eax, -1\n mov edx, -1\n",
+            "xrstor64 [rsp]\n",
+            "mov rax, rcx\n",
+            "jmp ",
+            $l2,
+            "f\n",
+            $l1,
+            ":\n",
+            "sub rsp, 264\n",
+            "and rsp, -16\n",
+            $crate::__tracer_save_xmm!(),
+            "mov rdx, qword ptr [rbp - 8]\n",
+            $call,
+            $target,
+            "\n",
+            $crate::__tracer_restore_xmm!(),
+            $l2,
+            ":\n",
+            "mov rsp, rbp\n",
+            "pop rbp\n",
+        )
     };
 }
 
@@ -122,20 +184,14 @@ macro_rules! __tracer_trampoline_body {
             "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n",
             "mov rdi, r11\n",
             "mov rdx, r10\n",
+            "lea rsi, [rsp + 72]\n",
             "test byte ptr [rip + {lean}], 1\n",
             "jnz 2f\n",
-            "sub rsp, 264\n",
-            $crate::__tracer_save_xmm!(),
-            "lea rsi, [rsp + 336]\n",
-            "call ",
-            $hook,
-            "\n",
-            $crate::__tracer_restore_xmm!(),
-            "add rsp, 264\n",
+            // rsp % 16 == 8 here, as the saving call wants.
+            $crate::__tracer_saving_call!("call ", $hook, "4", "5"),
             "jmp 3f\n",
             "2:\n",
             "sub rsp, 8\n",
-            "lea rsi, [rsp + 80]\n",
             "call ",
             $hook,
             "\n",

@@ -77,3 +77,28 @@ fn percentiles_keep_order_and_ratio() {
         "contiguous buckets"
     );
 }
+
+#[tracer::traceable]
+fn deep(n: u32) -> u32 {
+    if n == 0 {
+        0
+    } else {
+        1 + black_box(deep(n - 1))
+    }
+}
+
+/// Recursion deeper than the per-thread shadow stack: the calls that got a
+/// frame are matched exactly, the deeper ones are counted as too deep and
+/// never steal an outer call's entry.
+#[test]
+fn recursion_deeper_than_the_shadow_stack() {
+    tracer::enable("deep").unwrap();
+    assert_eq!(deep(300), 300);
+    assert_eq!(deep(10), 10);
+    tracer::disable("deep").unwrap();
+    let l = tracer::latency("deep").unwrap();
+    // 128 frames of the first call, all 11 of the second.
+    assert_eq!(l.count, 128 + 11);
+    assert_eq!(l.lost, 0);
+    assert_eq!(tracer::stats().unmatched, 0);
+}

@@ -284,6 +284,30 @@ pub fn shadow_stack_active() -> bool {
     false
 }
 
+/// Size of the `xsave64` area for the state components the OS enabled in
+/// XCR0 (CPUID leaf 0xD, sub-leaf 0, EBX), rounded up to 64; 0 without XSAVE.
+#[cfg(target_arch = "x86_64")]
+pub fn xsave_area_size() -> u32 {
+    // SAFETY: cpuid is available on every x86-64 CPU (an unsafe fn before Rust 1.87).
+    #[allow(unused_unsafe)]
+    let (max, ecx1) = unsafe {
+        (
+            core::arch::x86_64::__cpuid(0).eax,
+            core::arch::x86_64::__cpuid(1).ecx,
+        )
+    };
+    if max < 0xd || ecx1 & (1 << 27) == 0 {
+        return 0; // no OSXSAVE
+    }
+    // SAFETY: leaf 0xD exists (checked above).
+    #[allow(unused_unsafe)]
+    let ebx = unsafe { core::arch::x86_64::__cpuid_count(0xd, 0) }.ebx;
+    if ebx < 576 {
+        return 0;
+    }
+    ebx.div_ceil(64) * 64
+}
+
 /// Is the x86 CET user shadow stack active for this process? Then an
 /// emulated CALL would leave the later RET without its shadow entry.
 #[cfg(target_arch = "x86_64")]

@@ -117,11 +117,23 @@ pub fn init(nfuncs: usize) {
         })
     });
     if !STARTED.swap(true, Ordering::AcqRel) {
-        let h = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name("tracer-collector".into())
             .spawn(run)
-            .expect("cannot start the tracer's collector thread");
-        let _ = WORKER.set(h.thread().clone());
+        {
+            Ok(h) => {
+                let _ = WORKER.set(h.thread().clone());
+            }
+            Err(e) => {
+                // Tracing still works: `latency()` drains synchronously. Only
+                // the background draining (and so rings' headroom) is lost.
+                STARTED.store(false, Ordering::Release);
+                eprintln!(
+                    "tracer: warning: cannot start the collector thread ({e}); rings are drained only \
+                     when latency() is called, so busy threads may drop events"
+                );
+            }
+        }
     }
 }
 

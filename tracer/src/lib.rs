@@ -63,7 +63,8 @@ pub use tracer_macros::traceable;
 tracer_arch_x86::__tracer_define_trampolines!(
     crate::thread::on_entry,
     crate::thread::on_exit,
-    crate::thread::LEAN
+    crate::thread::LEAN,
+    crate::thread::XSAVE_SIZE
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
@@ -253,12 +254,28 @@ fn runtime() -> Result<&'static Runtime, Error> {
                 let reg = REGISTRY.get_or_init(|| unsafe { registry::Registry::build(records()) });
                 thread::init(reg.funcs.len());
                 collect::init(reg.funcs.len());
+                #[cfg(target_arch = "x86_64")]
+                thread::XSAVE_SIZE.store(
+                    arch::xsave_area_size(),
+                    std::sync::atomic::Ordering::Release,
+                );
                 text::init_sync();
+                if !text::sync_available() {
+                    return Err(String::from(
+                        "neither membarrier(SYNC_CORE) nor the mprotect fallback is available, so \
+                         other threads could run half-patched code; the tracer refuses to patch. \
+                         Allow the membarrier system call (Linux >= 4.16) or mmap/mprotect",
+                    ));
+                }
                 if arch::shadow_stack_active() {
                     trap::set_policy(TrapPolicy::Skip);
                 }
                 trap::install()?;
+                #[cfg(target_arch = "x86_64")]
                 let check = verify_hooks();
+                // The ARM trampolines always save what the hook may clobber.
+                #[cfg(not(target_arch = "x86_64"))]
+                let check = Some(String::from("no lean trampoline on this architecture"));
                 if check.is_none() && std::env::var_os("TRACER_FULL_SAVE").is_none() {
                     thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
                 }
@@ -363,12 +380,34 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             .unwrap_or_default();
         report.skipped.push((f, sk.clone()));
     }
+    // A function changed state if at least one of its pads now holds what
+    // was asked for; one whose every pad was broken or skipped did not.
+    let mut done: Vec<usize> = batch
+        .changed
+        .iter()
+        .chain(&batch.unchanged)
+        .copied()
+        .collect();
+    done.sort_unstable();
     for &f in &targets {
-        enabled[f] = on;
-        report.changed.push(reg.funcs[f].path.clone());
+        let any = reg.funcs[f]
+            .sites
+            .iter()
+            .any(|&si| done.binary_search(&reg.sites[si].addr).is_ok());
+        if any || !on {
+            enabled[f] = on;
+        }
+        if any {
+            report.changed.push(reg.funcs[f].path.clone());
+        }
     }
     report.syncs = batch.syncs;
     report.warning = batch.restore_error.map(|e| e.message);
+    if let Some(w) = &report.warning {
+        // Rare and security-relevant (a code page may be left writable):
+        // say it even to callers that only look at the count.
+        eprintln!("tracer: warning: {w}");
+    }
     collect::set_active(enabled.iter().filter(|e| **e).count());
     Ok(report)
 }
@@ -448,7 +487,13 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
         return None;
     }
     let h = &c.hists[f];
-    let (min, max) = (clock::to_ns(t.min), clock::to_ns(t.max));
+    let (mut min, mut max) = (clock::to_ns(t.min), clock::to_ns(t.max));
+    if min > max {
+        // A call completed while `reset` restarted the extremes: take them
+        // from the histogram until the next call sets them again.
+        min = h.min();
+        max = h.max().max(min);
+    }
     let q = |p: f64| {
         if h.is_empty() {
             0
@@ -518,7 +563,8 @@ pub fn reset() {
 
 /// Ring capacity, in events, for threads that record their first event from
 /// now on (rounded up to a power of two). Also settable with the
-/// `TRACER_BUFFER_EVENTS` environment variable. Default 262144 (6 MiB a thread).
+/// `TRACER_BUFFER_EVENTS` environment variable. Default 262144 (6 MiB a
+/// thread); at least 64, at most 2^26.
 pub fn set_buffer_events(events: usize) {
     thread::set_capacity(events);
 }

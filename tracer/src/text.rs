@@ -58,9 +58,9 @@ pub fn init_sync() -> &'static str {
                 0,
             )
         };
-        if r == 0 && std::env::var_os("TRACER_NO_MEMBARRIER").is_none() {
-            SYNC_MODE.store(1, Ordering::Release);
-        } else {
+        // The fallback page is mapped in either mode: membarrier can still
+        // fail later (a seccomp filter installed after start-up).
+        {
             let ps = page_size();
             // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
             let p = unsafe {
@@ -76,10 +76,19 @@ pub fn init_sync() -> &'static str {
             if p != libc::MAP_FAILED {
                 FALLBACK_PAGE.store(p as usize, Ordering::Release);
             }
+        }
+        if r == 0 && std::env::var_os("TRACER_NO_MEMBARRIER").is_none() {
+            SYNC_MODE.store(1, Ordering::Release);
+        } else if FALLBACK_PAGE.load(Ordering::Acquire) != 0 {
             SYNC_MODE.store(2, Ordering::Release);
         }
     }
     sync_mode_name()
+}
+
+/// Is there a way to sync cores? Without one no batch may run.
+pub fn sync_available() -> bool {
+    SYNC_MODE.load(Ordering::Acquire) != 0
 }
 
 /// Which sync is in use.

@@ -58,6 +58,10 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 /// trampolines then skip saving them.
 pub static LEAN: AtomicBool = AtomicBool::new(false);
 
+/// Bytes of the `xsave64` area the x86-64 trampolines and saving shim use (0:
+/// no XSAVE, save `xmm0`–`xmm15` instead). Set before any pad is enabled.
+pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 thread_local! {
     static STATE: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
 }
@@ -87,6 +91,9 @@ struct Frame {
 #[repr(C)]
 struct Private {
     depth: usize,
+    /// Calls deeper than the shadow stack, in progress. Exits are LIFO, so
+    /// the next `overflow` exits belong to them and are not matched.
+    overflow: usize,
     cached_tail: u64,
     shadow: [Frame; MAX_DEPTH],
 }
@@ -173,10 +180,16 @@ pub fn init(nfuncs: usize) {
 }
 
 /// Ring capacity, in events, for threads that start tracing from now on
-/// (rounded up to a power of two, at least 64).
+/// (rounded up to a power of two, clamped to 64..=[`MAX_EVENTS`]).
 pub fn set_capacity(events: usize) {
-    CAPACITY.store(events.max(64).next_power_of_two(), Ordering::Relaxed);
+    CAPACITY.store(
+        events.clamp(64, MAX_EVENTS).next_power_of_two(),
+        Ordering::Relaxed,
+    );
 }
+
+/// Largest ring, in events (1.5 GiB of 24-byte events).
+pub const MAX_EVENTS: usize = 1 << 26;
 
 /// The ring capacity for new threads.
 pub fn capacity() -> usize {
@@ -259,6 +272,7 @@ fn slow_init() -> *mut ThreadState {
         unsafe {
             let p = &mut *(*found).private.get();
             p.depth = 0;
+            p.overflow = 0;
             p.cached_tail = 0;
             (*found).ring.header().tid.store(tid, Ordering::Relaxed);
         }
@@ -303,6 +317,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             too_deep: AtomicU64::new(0),
             private: UnsafeCell::new(Private {
                 depth: 0,
+                overflow: 0,
                 cached_tail: 0,
                 shadow: [Frame::default(); MAX_DEPTH],
             }),
@@ -572,6 +587,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
         while let Some(top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
             if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
                 p.depth -= 1;
+                p.overflow = 0;
             } else {
                 break;
             }
@@ -591,6 +607,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
             );
             p.depth += 1;
         } else {
+            p.overflow += 1;
             bump(&st.too_deep);
         }
     }
@@ -638,6 +655,9 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
                 FLAG_ASYNC,
             );
         }
+    } else if p.overflow > 0 {
+        // The exit of a call too deep to have a frame.
+        p.overflow -= 1;
     } else {
         let mut found = None;
         let lowest = p.depth.saturating_sub(EXIT_SEARCH);

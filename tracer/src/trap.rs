@@ -87,6 +87,14 @@ pub fn install() -> Result<(), String> {
             ));
         }
     }
+    // A child forked while handlers ran on other threads inherits their
+    // count but not the threads: start it from zero there. (The table stays:
+    // sites the parent had in flight are still trapped in the child.)
+    extern "C" fn after_fork_in_child() {
+        ACTIVE.store(0, Ordering::SeqCst);
+    }
+    // SAFETY: registering a plain function as a fork handler.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     INSTALLED.store(true, Ordering::Release);
     Ok(())
 }
