@@ -46,6 +46,11 @@
 //!
 //! An `enable` whose client dies mid-request is still carried out to the end
 //! by this thread: a batch is never left half-written.
+//!
+//! Connections are served one request at a time by the one agent thread
+//! (`poll(2)` over the listener and every client). A client that stops in the
+//! middle of a message holds the agent for at most the 2 s read timeout and is
+//! then dropped; an idle client costs nothing.
 
 use crate::{clock, collect, thread};
 use serde_json::{json, Value};
