@@ -665,6 +665,13 @@ fn ctrl_c_ends_a_trace_with_a_summary_and_returns_the_rings() {
         json(&d.tracer(&["status", "--json", "-p", &p]))["reader_attached"],
         true
     );
+    let second = d.tracer(&["trace", "--duration", "100ms", "-p", &p]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("already reading"),
+        "{}",
+        stderr(&second)
+    );
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(tr.id() as i32, libc::SIGINT) }, 0);
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
