@@ -32,7 +32,7 @@ run() { # name target rustflags
   t0=$(date +%s)
   echo "== cross-test: $name ($target${flags:+, RUSTFLAGS=$flags})"
   RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
-    cargo test --tests --target "$target" "${PACKAGES[@]}" || rc=$?
+    cargo test --no-fail-fast --tests --target "$target" "${PACKAGES[@]}" || rc=$?
   echo "== cross-test: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $(( $(date +%s) - t0 ))s"
   return "$rc"
 }

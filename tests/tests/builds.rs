@@ -3,6 +3,11 @@
 //! one codegen unit. Each configuration builds the fixture program
 //! `tests/fixtures/app`, which enables its traced functions while four
 //! threads run and checks exact counts itself.
+//!
+//! Host only: these check the host toolchain's linkers and the x86-64 lean
+//! trampolines; the cross runs under qemu build nothing themselves.
+#![cfg(target_arch = "x86_64")]
+
 use std::path::PathBuf;
 use std::process::Command;
 
