@@ -7,6 +7,14 @@
 //! large drain), parked otherwise (no CPU while idle). `latency()` also drains synchronously first, so a summary
 //! covers every call completed before it was asked for.
 //!
+//! **Single consumer.** While the `tracer` program reads the rings through
+//! shared memory (the agent calls [`set_external`]), this collector consumes
+//! nothing: it neither drains nor recycles, and parks. `latency()` then still
+//! has exact counts, minimum, maximum and mean from the per-thread counters;
+//! its percentiles cover only what was drained here before the reader came.
+//! When the reader detaches the collector resumes (dead threads' blocks are
+//! recycled only then).
+//!
 //! Counts, minimum and maximum come from the per-thread counters, which are
 //! exact. Percentiles come from the exit events; an exit dropped from a full
 //! ring is missing from the histogram, and the summary says how many in
@@ -72,6 +80,25 @@ static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
 static ACTIVE_FUNCS: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicBool = AtomicBool::new(false);
 static WORKER: OnceLock<std::thread::Thread> = OnceLock::new();
+static EXTERNAL: AtomicBool = AtomicBool::new(false);
+
+/// Hand the rings to an external reader (`true`) or take them back. Returns
+/// once no in-process drain is running any more, so from then on the reader
+/// is the rings' only consumer.
+pub fn set_external(on: bool) {
+    EXTERNAL.store(on, Ordering::Release);
+    if COLLECTOR.get().is_some() {
+        drop(lock());
+    }
+    if let Some(w) = WORKER.get() {
+        w.unpark();
+    }
+}
+
+/// Whether an external reader owns the rings.
+pub fn external() -> bool {
+    EXTERNAL.load(Ordering::Acquire)
+}
 
 fn new_hist() -> Histogram<u64> {
     Histogram::new(3).expect("3 significant digits is a valid precision")
@@ -133,7 +160,7 @@ fn run() {
         if n >= 4096 {
             // Producers are fast: go again at once, only letting others run.
             std::thread::yield_now();
-        } else if ACTIVE_FUNCS.load(Ordering::Acquire) > 0 || n > 0 {
+        } else if (ACTIVE_FUNCS.load(Ordering::Acquire) > 0 || n > 0) && !external() {
             std::thread::sleep(Duration::from_millis(1));
         } else {
             std::thread::park_timeout(Duration::from_secs(1));
@@ -145,6 +172,9 @@ impl Collector {
     /// Drain every ring; retire exited threads. Returns events consumed.
     pub fn drain_all(&mut self) -> usize {
         clock::refine();
+        if external() {
+            return 0;
+        }
         let mut n = 0;
         for st in thread::all() {
             if st.owner.load(Ordering::Acquire) == 0 {

@@ -40,6 +40,7 @@
 //! `enable` (batches are refused if it was replaced).
 #![deny(missing_docs)]
 
+mod agent;
 mod arch;
 pub mod clock;
 mod collect;
@@ -94,6 +95,18 @@ std::arch::global_asm!(
     ".word 0, 0, 0, 0, 0",
     ".popsection",
 );
+
+/// Start the agent (see `agent.rs`) in every program that links this crate,
+/// before `main`, without code in `main`.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static AGENT_CONSTRUCTOR: extern "C" fn() = agent_constructor;
+
+#[cfg(target_os = "linux")]
+extern "C" fn agent_constructor() {
+    agent::start();
+}
 
 extern "C" {
     #[link_name = "__start___tracer_sites"]

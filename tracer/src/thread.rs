@@ -1,7 +1,8 @@
 //! Per-thread state and the hooks the trampolines call: the hot path.
 //!
-//! Each thread that ever hits an enabled pad gets one block of memory (one
-//! `mmap`, at its first event) holding:
+//! Each thread that ever hits an enabled pad gets one block of memory (a
+//! `memfd` mapped shared, at its first event, so the agent can hand it to the
+//! `tracer` program over its socket) holding:
 //!
 //! - the owner-private part: a re-entrancy flag, a shadow stack of the traced
 //!   calls in progress (function, entry timestamp, stack pointer at the pad),
@@ -36,7 +37,9 @@
 
 use crate::clock;
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 use tracer_core::event::{Event, Ring, FLAG_ASYNC, KIND_ENTRY, KIND_EXIT};
 use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 
@@ -49,6 +52,7 @@ static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
 static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
+static ATFORK: AtomicBool = AtomicBool::new(false);
 
 /// Set once the hooks were verified not to touch vector registers: the
 /// trampolines then skip saving them.
@@ -105,6 +109,8 @@ pub struct ThreadState {
     pub dead: AtomicBool,
     busy: AtomicBool,
     map_len: usize,
+    /// The memfd behind the block, or -1 (not shareable).
+    fd: AtomicI32,
     nfuncs: usize,
     counters: *const FuncCounters,
     /// The event ring.
@@ -160,6 +166,10 @@ pub fn init(nfuncs: usize) {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(DEFAULT_EVENTS);
         set_capacity(cap);
+    }
+    if !ATFORK.swap(true, Ordering::AcqRel) {
+        // SAFETY: registering a plain extern "C" fn, once.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     }
     if KEY.load(Ordering::Acquire) == usize::MAX {
         let mut key: libc::pthread_key_t = 0;
@@ -281,17 +291,9 @@ fn slow_init() -> *mut ThreadState {
 
 fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     let (hdr, ring_off, len) = layout(nfuncs, cap);
-    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    // Shared memory (memfd + MAP_SHARED) so the agent can hand the block to
+    // the `tracer` program; anonymous private memory if memfd is unavailable.
+    let (mem, fd) = map_block(len);
     if mem == libc::MAP_FAILED {
         return std::ptr::null_mut();
     }
@@ -307,6 +309,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             dead: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             map_len: len,
+            fd: AtomicI32::new(fd),
             nfuncs,
             counters: base.add(hdr) as *const FuncCounters,
             ring,
@@ -330,6 +333,122 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             }
         }
         st
+    }
+}
+
+/// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
+/// it can be passed to a reader with SCM_RIGHTS), else an anonymous private
+/// mapping with fd -1. Only system calls, no allocation (async-signal-safe).
+fn map_block(len: usize) -> (*mut libc::c_void, i32) {
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"tracer-thread".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
+        let ok = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
+        if ok {
+            // SAFETY: a fresh shared mapping of our own memfd, `len` bytes long.
+            let mem = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if mem != libc::MAP_FAILED {
+                return (mem, fd);
+            }
+        }
+        // SAFETY: `fd` is ours and not used elsewhere.
+        unsafe { libc::close(fd) };
+    }
+    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (mem, -1)
+}
+
+/// In a child after `fork`: blocks mapped `MAP_SHARED` would be shared with
+/// the parent (two producers on one ring), so each becomes a private copy at
+/// the same address, as an anonymous private mapping would have been. Only
+/// `mmap`, `memcpy` and `close` (async-signal-safe; the child has one thread).
+extern "C" fn after_fork_in_child() {
+    for st in all() {
+        let fd = st.fd.load(Ordering::Relaxed);
+        if fd < 0 {
+            continue;
+        }
+        let base = st as *const ThreadState as *mut libc::c_void;
+        let len = st.map_len;
+        // SAFETY: `base..base+len` is exactly this block's mapping; it is
+        // copied out, replaced in place by a private anonymous mapping and
+        // copied back, so every pointer into it stays valid. No other thread
+        // exists in the child.
+        unsafe {
+            let tmp = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if tmp == libc::MAP_FAILED {
+                continue;
+            }
+            std::ptr::copy_nonoverlapping(base as *const u8, tmp as *mut u8, len);
+            let fixed = libc::mmap(
+                base,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            );
+            if fixed == base {
+                std::ptr::copy_nonoverlapping(tmp as *const u8, base as *mut u8, len);
+                st.fd.store(-1, Ordering::Relaxed);
+                libc::close(fd);
+            }
+            libc::munmap(tmp, len);
+        }
+    }
+}
+
+/// Where a block's parts sit, for a reader that maps it from its fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// The memfd, or -1 if the block is not shareable.
+    pub fd: i32,
+    /// Bytes in the block.
+    pub len: usize,
+    /// Offset of the [`FuncCounters`] array.
+    pub counters: usize,
+    /// Offset of the ring.
+    pub ring: usize,
+    /// Functions counted.
+    pub nfuncs: usize,
+}
+
+/// How `st` is laid out in its memfd.
+pub fn block_layout(st: &ThreadState) -> BlockLayout {
+    let (hdr, ring_off, len) = layout(st.nfuncs, st.ring.capacity());
+    BlockLayout {
+        fd: st.fd.load(Ordering::Relaxed),
+        len,
+        counters: hdr,
+        ring: ring_off,
+        nfuncs: st.nfuncs,
     }
 }
 
@@ -560,4 +679,55 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
     }
     compiler_fence(Ordering::SeqCst);
     st.busy.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: u64) -> Event {
+        Event {
+            ts,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn shared_blocks_become_private_in_a_forked_child() {
+        init(1);
+        let st = allocate(1, 64, 0x7fff_fff0);
+        assert!(!st.is_null());
+        // SAFETY: blocks are never unmapped.
+        let st = unsafe { &*st };
+        assert!(block_layout(st).fd >= 0, "memfd available on this kernel");
+        let mut ct = 0;
+        assert!(st.ring.push(&mut ct, &ev(1)));
+        // SAFETY: the child only pushes to a ring (no allocation, no locks)
+        // and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut ct = 0;
+            for i in 0..10 {
+                st.ring.push(&mut ct, &ev(i));
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(i32::from(block_layout(st).fd != -1)) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child's block lost its fd"
+        );
+        assert_eq!(
+            st.ring.written(),
+            1,
+            "the child's events stayed in the child"
+        );
+        assert!(block_layout(st).fd >= 0, "the parent keeps its memfd");
+        st.dead.store(true, Ordering::Release);
+    }
 }

@@ -1,0 +1,89 @@
+//! A fixture for the `tracer` program's tests: functions that spin for known,
+//! widely different amounts of work (1 : 10 : 100), nested under `outer`.
+//!
+//! `tracer-fixture [THREADS]`: runs forever, THREADS workers (default 1).
+//! With `TRACER_FIXTURE_ROUNDS=N` each worker does N rounds, then the
+//! process exits with status 3 (to test `run`'s exit status). With
+//! `TRACER_FIXTURE_BURST=N` each round also calls `tiny` N times in a row
+//! (to overrun small buffers).
+use std::hint::black_box;
+
+fn spin(iters: u64) -> u64 {
+    let mut x = 0u64;
+    for i in 0..iters {
+        x = black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    x
+}
+
+/// 1 unit of work.
+#[tracer::traceable]
+fn fast() -> u64 {
+    spin(2_000)
+}
+
+/// 10 units.
+#[tracer::traceable]
+fn medium() -> u64 {
+    spin(20_000)
+}
+
+/// 100 units.
+#[tracer::traceable]
+fn slow() -> u64 {
+    spin(200_000)
+}
+
+/// Almost nothing.
+#[tracer::traceable]
+fn tiny(i: u64) -> u64 {
+    black_box(i)
+}
+
+/// Calls the others: 4 × fast, 2 × medium, 1 × slow.
+#[tracer::traceable]
+fn outer() -> u64 {
+    let mut x = 0;
+    for _ in 0..4 {
+        x ^= fast();
+    }
+    for _ in 0..2 {
+        x ^= medium();
+    }
+    x ^ slow()
+}
+
+fn main() {
+    let threads: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let rounds: Option<u64> = std::env::var("TRACER_FIXTURE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let burst: u64 = std::env::var("TRACER_FIXTURE_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while rounds.is_none_or(|r| i < r) {
+                    black_box(outer());
+                    for j in 0..burst {
+                        tiny(j);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(300));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    if rounds.is_some() {
+        std::process::exit(3);
+    }
+}

@@ -1,0 +1,353 @@
+//! ftrace's `function` and `function_graph` text.
+//!
+//! function_graph, as `Documentation/trace/ftrace.rst` shows it:
+//!
+//! ```text
+//!  1)               |  handle_request() {
+//!  1)   2.215 us    |    parse();
+//!  1) ! 812.345 us  |    }
+//! ```
+//!
+//! The first column is the thread (numbered in order of appearance; a banner
+//! maps the number to the thread id) where ftrace shows the CPU. A call whose
+//! exit directly follows its entry is printed as one `name();` line. The mark
+//! before a duration is ftrace's: `+` > 10 µs, `!` > 100 µs, `#` > 1 ms,
+//! `*` > 10 ms, `@` > 100 ms, `$` > 1 s.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+
+/// ftrace's latency mark for a duration in nanoseconds.
+pub fn mark(ns: u64) -> char {
+    match ns {
+        n if n > 1_000_000_000 => '$',
+        n if n > 100_000_000 => '@',
+        n if n > 10_000_000 => '*',
+        n if n > 1_000_000 => '#',
+        n if n > 100_000 => '!',
+        n if n > 10_000 => '+',
+        _ => ' ',
+    }
+}
+
+/// The duration column: mark, microseconds with three decimals (at most 7
+/// digits, as ftrace prints), ` us`, padded to ftrace's width, then `|  `.
+pub fn duration_column(ns: u64) -> String {
+    let us = (ns / 1000).to_string();
+    let mut s = format!("{} {us}", mark(ns));
+    let mut len = us.len();
+    if len < 7 {
+        let frac = format!("{:03}", ns % 1000);
+        let keep = frac.len().min(7 - len);
+        s.push('.');
+        s.push_str(&frac[..keep]);
+        len += keep + 1;
+    }
+    s.push_str(" us ");
+    for _ in len..8 {
+        s.push(' ');
+    }
+    s.push_str("|  ");
+    s
+}
+
+/// The column of a line without a duration.
+pub const BLANK: &str = "              |  ";
+
+/// Options of the printer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// function_graph (else the function tracer's one line per entry).
+    pub graph: bool,
+    /// Only show calls at least this long (ns); with `graph`, each as one line
+    /// at its exit.
+    pub threshold_ns: Option<u64>,
+    /// Only show calls nested less deeply than this.
+    pub max_depth: Option<u16>,
+}
+
+#[derive(Default)]
+struct Thread {
+    num: usize,
+    name: String,
+    announced: bool,
+    pending: Option<Event>,
+    stack: Vec<u32>,
+}
+
+/// Turns events into text.
+pub struct Printer {
+    names: Vec<String>,
+    ticks_per_ns: f64,
+    opts: Options,
+    threads: HashMap<u64, Thread>,
+    start: Option<u64>,
+    /// Lines printed.
+    pub lines: u64,
+}
+
+impl Printer {
+    /// A printer for functions `names` (by index) and the clock ratio.
+    pub fn new(names: Vec<String>, ticks_per_ns: f64, opts: Options) -> Printer {
+        Printer {
+            names,
+            ticks_per_ns: if ticks_per_ns > 0.0 {
+                ticks_per_ns
+            } else {
+                1.0
+            },
+            opts,
+            threads: HashMap::new(),
+            start: None,
+            lines: 0,
+        }
+    }
+
+    /// Give thread `tid` a name (its `comm`) for the task column and banner;
+    /// call before its first event.
+    pub fn name_thread(&mut self, tid: u64, name: &str) {
+        let n = self.threads.len() + 1;
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| Thread {
+                num: n,
+                ..Thread::default()
+            })
+            .name = name.to_string();
+    }
+
+    /// Whether thread `tid` has been seen or named.
+    pub fn knows(&self, tid: u64) -> bool {
+        self.threads.contains_key(&tid)
+    }
+
+    /// Update the clock ratio.
+    pub fn set_ticks_per_ns(&mut self, t: f64) {
+        if t > 0.0 {
+            self.ticks_per_ns = t;
+        }
+    }
+
+    fn ns(&self, ticks: u64) -> u64 {
+        (ticks as f64 / self.ticks_per_ns).round() as u64
+    }
+
+    fn name(&self, f: u32) -> &str {
+        self.names.get(f as usize).map_or("?", |s| s.as_str())
+    }
+
+    /// Feed one event of thread `tid`; append any finished lines to `out`.
+    pub fn feed(&mut self, tid: u64, ev: &Event, out: &mut String) {
+        let start = *self.start.get_or_insert(ev.ts.saturating_sub(ev.dur));
+        if self.opts.max_depth.is_some_and(|d| ev.depth >= d) {
+            return;
+        }
+        let n = self.threads.len() + 1;
+        let th = self.threads.entry(tid).or_insert_with(|| Thread {
+            num: n,
+            ..Thread::default()
+        });
+        let num = th.num;
+        let task = if th.name.is_empty() {
+            "thread".to_string()
+        } else {
+            th.name.clone()
+        };
+        if !std::mem::replace(&mut th.announced, true) && self.opts.graph {
+            let _ = writeln!(
+                out,
+                " ------------------------------------------\n {num}) {task}-{tid}\n ------------------------------------------"
+            );
+        }
+        if !self.opts.graph {
+            // The function tracer: one line per entry, with the caller.
+            if ev.kind == KIND_ENTRY {
+                let th = self.threads.get_mut(&tid).expect("inserted above");
+                th.stack.truncate(ev.depth as usize);
+                let parent = th.stack.last().copied();
+                th.stack.push(ev.func);
+                if self.opts.threshold_ns.is_none() {
+                    let t = self.ns(ev.ts.saturating_sub(start));
+                    let _ = writeln!(
+                        out,
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} <-{}",
+                        t / 1_000_000_000,
+                        (t / 1000) % 1_000_000,
+                        self.name(ev.func),
+                        parent.map_or("", |p| self.name(p))
+                    );
+                    self.lines += 1;
+                }
+            } else if let Some(th) = self.opts.threshold_ns {
+                let d = self.ns(ev.dur);
+                if d >= th {
+                    let t = self.ns(ev.ts.saturating_sub(start));
+                    let _ = writeln!(
+                        out,
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} ({})",
+                        t / 1_000_000_000,
+                        (t / 1000) % 1_000_000,
+                        self.name(ev.func),
+                        crate::dur::human_ns(d)
+                    );
+                    self.lines += 1;
+                }
+            }
+            return;
+        }
+        if let Some(th) = self.opts.threshold_ns {
+            if ev.kind == KIND_EXIT {
+                let d = self.ns(ev.dur);
+                if d >= th {
+                    let line = format!(
+                        " {num}) {}{}{}();",
+                        duration_column(d),
+                        indent(ev.depth),
+                        self.name(ev.func)
+                    );
+                    out.push_str(&line);
+                    out.push('\n');
+                    self.lines += 1;
+                }
+            }
+            return;
+        }
+        let pending = self
+            .threads
+            .get_mut(&tid)
+            .expect("inserted above")
+            .pending
+            .take();
+        if ev.kind == KIND_ENTRY {
+            if let Some(p) = pending {
+                self.open_line(num, &p, out);
+            }
+            self.threads.get_mut(&tid).expect("inserted above").pending = Some(*ev);
+        } else if ev.kind == KIND_EXIT {
+            let d = self.ns(ev.dur);
+            match pending {
+                Some(p) if p.func == ev.func && p.depth == ev.depth => {
+                    let _ = writeln!(
+                        out,
+                        " {num}) {}{}{}();",
+                        duration_column(d),
+                        indent(ev.depth),
+                        self.name(ev.func)
+                    );
+                }
+                other => {
+                    if let Some(p) = other {
+                        self.open_line(num, &p, out);
+                    }
+                    let _ = writeln!(
+                        out,
+                        " {num}) {}{}}} /* {} */",
+                        duration_column(d),
+                        indent(ev.depth),
+                        self.name(ev.func)
+                    );
+                }
+            }
+            self.lines += 1;
+        }
+    }
+
+    fn open_line(&mut self, num: usize, p: &Event, out: &mut String) {
+        let _ = writeln!(
+            out,
+            " {num}) {BLANK}{}{}() {{",
+            indent(p.depth),
+            self.name(p.func)
+        );
+        self.lines += 1;
+    }
+
+    /// Print entries still waiting for their exit as open calls.
+    pub fn flush(&mut self, out: &mut String) {
+        let mut pend: Vec<(usize, Event)> = self
+            .threads
+            .values_mut()
+            .filter_map(|t| t.pending.take().map(|p| (t.num, p)))
+            .collect();
+        pend.sort_by_key(|(_, e)| e.ts);
+        for (num, p) in pend {
+            self.open_line(num, &p, out);
+        }
+    }
+}
+
+fn indent(depth: u16) -> String {
+    "  ".repeat(depth as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: u64, dur: u64, func: u32, depth: u16, kind: u8) -> Event {
+        Event {
+            ts,
+            dur,
+            func,
+            depth,
+            kind,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn columns_match_ftrace() {
+        assert_eq!(
+            format!(" 1) {}  parse();", duration_column(215)),
+            " 1)   0.215 us    |    parse();"
+        );
+        assert_eq!(
+            format!(" 1) {}}}", duration_column(12_345)),
+            " 1) + 12.345 us   |  }"
+        );
+        assert_eq!(mark(2_000_000), '#');
+        assert_eq!(BLANK.len(), duration_column(215).len());
+    }
+
+    #[test]
+    fn nested_calls_and_leaves() {
+        let names = vec!["outer".to_string(), "leaf".to_string()];
+        let mut p = Printer::new(
+            names,
+            1.0,
+            Options {
+                graph: true,
+                ..Options::default()
+            },
+        );
+        let mut out = String::new();
+        p.feed(7, &ev(100, 0, 0, 0, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(110, 0, 1, 1, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(120, 10, 1, 1, KIND_EXIT), &mut out);
+        p.feed(7, &ev(20_200, 20_100, 0, 0, KIND_EXIT), &mut out);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains('|')).collect();
+        assert_eq!(lines[0], " 1)               |  outer() {");
+        assert_eq!(lines[1], " 1)   0.010 us    |    leaf();");
+        assert_eq!(lines[2], " 1) + 20.100 us   |  } /* outer */");
+    }
+
+    #[test]
+    fn threshold_and_depth() {
+        let names = vec!["outer".to_string(), "leaf".to_string()];
+        let opts = Options {
+            graph: true,
+            threshold_ns: Some(1000),
+            max_depth: Some(1),
+        };
+        let mut p = Printer::new(names, 1.0, opts);
+        let mut out = String::new();
+        p.feed(7, &ev(100, 0, 0, 0, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(110, 0, 1, 1, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(5000, 4000, 1, 1, KIND_EXIT), &mut out);
+        p.feed(7, &ev(5100, 5000, 0, 0, KIND_EXIT), &mut out);
+        p.feed(7, &ev(5200, 500, 0, 0, KIND_EXIT), &mut out);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains('|')).collect();
+        assert_eq!(lines, vec![" 1)   5.000 us    |  outer();"]);
+    }
+}

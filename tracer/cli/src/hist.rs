@@ -1,0 +1,222 @@
+//! Per-function latency histograms: hdrhistogram percentiles and log2 bars.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One function's latency summary, in nanoseconds (the `hist --json` shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Full path.
+    pub name: String,
+    /// Completed calls seen.
+    pub count: u64,
+    /// Shortest.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Longest.
+    pub max: u64,
+}
+
+/// Durations of one function.
+pub struct FuncHist {
+    h: Histogram<u64>,
+    log2: [u64; 64],
+    min: u64,
+    max: u64,
+    sum: u128,
+}
+
+impl Default for FuncHist {
+    fn default() -> Self {
+        FuncHist {
+            h: Histogram::new_with_bounds(1, 1 << 45, 3).expect("valid bounds and precision"),
+            log2: [0; 64],
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+        }
+    }
+}
+
+impl FuncHist {
+    /// Add one duration.
+    pub fn record(&mut self, ns: u64) {
+        let ns = ns.max(1);
+        self.h.saturating_record(ns);
+        self.log2[63 - ns.leading_zeros() as usize] += 1;
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+        self.sum += ns as u128;
+    }
+
+    /// Calls recorded.
+    pub fn count(&self) -> u64 {
+        self.h.len()
+    }
+
+    /// Total time, ns.
+    pub fn sum(&self) -> u64 {
+        self.sum.min(u64::MAX as u128) as u64
+    }
+
+    /// Value at quantile `q` (exact min and max at the ends).
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.h.is_empty() {
+            0
+        } else {
+            self.h.value_at_quantile(q).clamp(self.min, self.max)
+        }
+    }
+
+    /// The summary of this function under `name`.
+    pub fn summary(&self, name: &str) -> Summary {
+        let empty = self.h.is_empty();
+        Summary {
+            name: name.to_string(),
+            count: self.count(),
+            min: if empty { 0 } else { self.min },
+            p50: self.quantile(0.5),
+            p90: self.quantile(0.9),
+            p99: self.quantile(0.99),
+            p999: self.quantile(0.999),
+            max: self.max,
+        }
+    }
+
+    /// A log2 bar chart as bpftrace's `hist()` draws it.
+    pub fn chart(&self, width: usize) -> String {
+        let mut out = String::new();
+        let Some(lo) = self.log2.iter().position(|&c| c > 0) else {
+            return out;
+        };
+        let hi = self.log2.iter().rposition(|&c| c > 0).unwrap_or(lo);
+        let top = *self.log2.iter().max().unwrap_or(&1);
+        for b in lo..=hi {
+            let c = self.log2[b];
+            let bar = ((c as f64 / top as f64) * width as f64).round() as usize;
+            let bar = if c > 0 { bar.max(1) } else { 0 };
+            let range = format!(
+                "[{}, {})",
+                unit(1u64 << b),
+                unit(1u64.checked_shl(b as u32 + 1).unwrap_or(u64::MAX))
+            );
+            let _ = writeln!(
+                out,
+                "{range:<16} {c:>10} |{}{}|",
+                "@".repeat(bar),
+                " ".repeat(width - bar)
+            );
+        }
+        out
+    }
+}
+
+fn unit(v: u64) -> String {
+    const U: [(u64, &str); 4] = [
+        (1 << 60, "E"),
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+    ];
+    for (d, s) in U {
+        if v >= d && v % d == 0 {
+            return format!("{}{s}", v / d);
+        }
+    }
+    if v >= 1 << 10 && v % (1 << 10) == 0 {
+        return format!("{}K", v >> 10);
+    }
+    v.to_string()
+}
+
+/// Histograms of every function seen, by index.
+#[derive(Default)]
+pub struct Hists {
+    /// Per function index.
+    pub funcs: BTreeMap<u32, FuncHist>,
+}
+
+impl Hists {
+    /// Add one duration of function `func`.
+    pub fn record(&mut self, func: u32, ns: u64) {
+        self.funcs.entry(func).or_default().record(ns);
+    }
+
+    /// Summaries of the functions with at least one call whose index passes
+    /// `keep`, sorted by name.
+    pub fn summaries(&self, names: &[String], keep: impl Fn(u32) -> bool) -> Vec<Summary> {
+        let mut v: Vec<Summary> = self
+            .funcs
+            .iter()
+            .filter(|(f, h)| keep(**f) && h.count() > 0)
+            .map(|(f, h)| h.summary(names.get(*f as usize).map_or("?", |s| s.as_str())))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+/// A table of summaries (times in a human unit).
+pub fn table(rows: &[Summary]) -> String {
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
+    let mut out = format!(
+        "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "function", "count", "min", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for r in rows {
+        let h = crate::dur::human_ns;
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            r.name,
+            r.count,
+            h(r.min),
+            h(r.p50),
+            h(r.p90),
+            h(r.p99),
+            h(r.p999),
+            h(r.max)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_buckets() {
+        let mut h = FuncHist::default();
+        for v in 1..=1000u64 {
+            h.record(v * 1000);
+        }
+        let s = h.summary("f");
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.min, 1000);
+        assert_eq!(s.max, 1_000_000);
+        assert!(s.p50 >= 499_000 && s.p50 <= 501_000, "{s:?}");
+        assert!(s.p50 <= s.p90 && s.p90 <= s.p99 && s.p99 <= s.p999 && s.p999 <= s.max);
+        let c = h.chart(20);
+        assert!(c.starts_with("[512, 1K)"), "{c}");
+        assert!(c.contains("[512K, 1M)"), "{c}");
+        assert!(c.lines().all(|l| l.ends_with('|')));
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(unit(512), "512");
+        assert_eq!(unit(1024), "1K");
+        assert_eq!(unit(1 << 20), "1M");
+        assert_eq!(unit(3 << 30), "3G");
+    }
+}

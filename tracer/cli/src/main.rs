@@ -1,0 +1,1086 @@
+//! `tracer`: attach to a running process that links the `tracer` crate,
+//! enable functions, and watch them: an ftrace-style trace, latency
+//! histograms, recordings, reports and exports. Flags and dispatch only; the
+//! work is in the `tracer_cli` library.
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tracer_cli::client::{self, Client};
+use tracer_cli::graph::{self, Printer};
+use tracer_cli::hist::{self, Hists};
+use tracer_cli::reader::Reader;
+use tracer_cli::record::{self, Recording};
+use tracer_cli::{dur, exit, report, Error};
+use tracer_core::event::{Event, KIND_EXIT};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the target or a file refused: no such function, patching refused, unreadable file
+  2  bad command line
+  3  no traced process found or reachable
+  `tracer run` exits with the command's own status.
+
+Colour is used only on a terminal, never when NO_COLOR is set.";
+
+/// A userspace ftrace: turn traced functions on in a running process and
+/// watch them.
+#[derive(Parser)]
+#[command(name = "tracer", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone, Copy)]
+struct Target {
+    /// The process to attach to (default: the only traced process of this user).
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pid: Option<i32>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List traceable functions with file:line and state.
+    #[command(after_help = "Example:\n  tracer list 'parse*' -p 1234 --json")]
+    List {
+        /// Only functions matching this pattern (glob; with `::` the full path).
+        pattern: Option<String>,
+        /// Print a JSON array of {name, file, line, enabled}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Enable functions (patterns: globs, `!` removes).
+    #[command(after_help = "Example:\n  tracer enable 'app::cache::*' parse -p 1234")]
+    Enable {
+        /// Patterns of functions to enable.
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Disable functions.
+    #[command(after_help = "Example:\n  tracer disable '*' -p 1234")]
+    Disable {
+        /// Patterns of functions to disable.
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Enabled functions, threads, buffer sizes, drops, clock source.
+    #[command(after_help = "Example:\n  tracer status --json")]
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stream enabled functions in ftrace's function or function_graph format.
+    #[command(after_help = "Example:\n  tracer trace --graph --depth 3 --duration 2s -p 1234")]
+    Trace {
+        /// function_graph format (nesting and durations).
+        #[arg(long)]
+        graph: bool,
+        /// Only calls at least this long (e.g. 100us).
+        #[arg(long, value_parser = dur::parse, value_name = "DUR")]
+        threshold: Option<Duration>,
+        /// Only calls nested less than N deep.
+        #[arg(long, value_name = "N")]
+        depth: Option<u16>,
+        /// Stop after this long (default: until Ctrl-C or the process ends).
+        #[arg(long, value_parser = dur::parse, value_name = "DUR")]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Per-function latency: count, min, p50, p90, p99, p99.9, max and a log2 chart.
+    #[command(
+        after_help = "Example:\n  tracer hist 'parse*' --duration 5s\n  tracer hist --interval 1s --json"
+    )]
+    Hist {
+        /// Enable these functions for the collection (disabled again after) and show only them.
+        pattern: Option<String>,
+        /// Collect for this long (default: until Ctrl-C or the process ends).
+        #[arg(long, value_parser = dur::parse, value_name = "DUR")]
+        duration: Option<Duration>,
+        /// Also print the histograms so far every DUR.
+        #[arg(long, value_parser = dur::parse, value_name = "DUR")]
+        interval: Option<Duration>,
+        /// Print one JSON array of {name,count,min,p50,p90,p99,p999,max} (ns).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Record enabled functions to a file.
+    #[command(after_help = "Example:\n  tracer record -o trace.rec --duration 10s")]
+    Record {
+        /// Output file.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Stop after this long (default: until Ctrl-C or the process ends).
+        #[arg(long, value_parser = dur::parse, value_name = "DUR")]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Calls, total, self, avg, p50, p99, max per function of a recording.
+    #[command(after_help = "Example:\n  tracer report trace.rec --sort self")]
+    Report {
+        /// A file written by `tracer record`.
+        file: PathBuf,
+        /// total, self, calls, avg, p50, p99, max or name.
+        #[arg(long, default_value = "total", value_name = "KEY")]
+        sort: String,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert a recording for Perfetto (Chrome trace JSON) or flame graphs (folded stacks).
+    #[command(
+        after_help = "Example:\n  tracer export trace.rec --chrome trace.json --folded trace.folded"
+    )]
+    Export {
+        /// A file written by `tracer record`.
+        file: PathBuf,
+        /// Write Chrome trace event JSON here.
+        #[arg(long, value_name = "OUT.json")]
+        chrome: Option<PathBuf>,
+        /// Write folded stacks (`a;b;c SELF_NS`) here.
+        #[arg(long, value_name = "OUT")]
+        folded: Option<PathBuf>,
+    },
+    /// Start a command, enable functions in it, show them, exit with its status.
+    #[command(
+        after_help = "Example:\n  tracer run --enable 'parse*' --hist -- ./my-service --port 8080"
+    )]
+    Run {
+        /// Patterns to enable once the command's agent is up (repeatable).
+        #[arg(long = "enable", value_name = "PATTERN")]
+        enable: Vec<String>,
+        /// Stream a function_graph trace while it runs.
+        #[arg(long, conflicts_with = "hist")]
+        trace: bool,
+        /// Print latency histograms when it exits.
+        #[arg(long)]
+        hist: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// Run the bundled demo service and show a trace excerpt and histograms.
+    #[command(after_help = "Example:\n  tracer demo")]
+    Demo {
+        /// How long to collect histograms.
+        #[arg(long, value_parser = dur::parse, default_value = "3s", value_name = "DUR")]
+        duration: Duration,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` only stores to an atomic (async-signal-safe).
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_signals();
+    match run(cli.cmd) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("tracer: error: {e}");
+            ExitCode::from(e.code as u8)
+        }
+    }
+}
+
+fn color() -> bool {
+    tracer_cli::use_color(std::io::stdout().is_terminal())
+}
+
+fn bold(s: &str) -> String {
+    if color() {
+        format!("\x1b[1m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+fn connect(t: Target) -> Result<Client, Error> {
+    Client::connect(client::find_target(t.pid)?)
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::failed(format!("cannot write output: {e}"))
+}
+
+fn run(cmd: Cmd) -> Result<i32, Error> {
+    match cmd {
+        Cmd::List {
+            pattern,
+            json,
+            target,
+        } => list(target, pattern, json),
+        Cmd::Enable { patterns, target } => set(target, &patterns, true).map(|_| exit::OK),
+        Cmd::Disable { patterns, target } => set(target, &patterns, false).map(|_| exit::OK),
+        Cmd::Status { json, target } => status(target, json),
+        Cmd::Trace {
+            graph,
+            threshold,
+            depth,
+            duration,
+            target,
+        } => {
+            let mut reader = Reader::attach(connect(target)?)?;
+            let opts = graph::Options {
+                graph,
+                threshold_ns: threshold.map(|d| d.as_nanos() as u64),
+                max_depth: depth,
+            };
+            trace(&mut reader, opts, duration, &mut || false, None)?;
+            Ok(exit::OK)
+        }
+        Cmd::Hist {
+            pattern,
+            duration,
+            interval,
+            json,
+            target,
+        } => {
+            let c = connect(target)?;
+            hist_verb(c, pattern, duration, interval, json, &mut || false)
+        }
+        Cmd::Record {
+            output,
+            duration,
+            target,
+        } => record_verb(connect(target)?, &output, duration),
+        Cmd::Report { file, sort, json } => {
+            let rec = Recording::read(&file)?;
+            let mut rows = report::rows(&rec);
+            report::sort(&mut rows, &sort).map_err(|m| Error {
+                code: exit::USAGE,
+                msg: m,
+            })?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let s = serde_json::to_string_pretty(&rows).expect("rows serialize");
+                writeln!(out, "{s}").map_err(io_err)?;
+            } else {
+                if let Some(t) = &rec.trailer {
+                    let lost: u64 = t.lost.iter().map(|(_, n)| n).sum();
+                    if lost > 0 {
+                        writeln!(out, "# {lost} events were lost while recording (ring overruns); figures are low").map_err(io_err)?;
+                    }
+                } else {
+                    writeln!(
+                        out,
+                        "# the recording has no trailer (recorder killed?); showing what it holds"
+                    )
+                    .map_err(io_err)?;
+                }
+                write!(out, "{}", report::table(&rows)).map_err(io_err)?;
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Export {
+            file,
+            chrome,
+            folded,
+        } => {
+            if chrome.is_none() && folded.is_none() {
+                return Err(Error {
+                    code: exit::USAGE,
+                    msg: "say what to write: --chrome OUT.json and/or --folded OUT".into(),
+                });
+            }
+            let rec = Recording::read(&file)?;
+            let write = |p: &Path, data: &[u8]| {
+                std::fs::write(p, data).map_err(|e| {
+                    Error::failed(format!(
+                        "cannot write {}: {e}; choose a writable path",
+                        p.display()
+                    ))
+                })
+            };
+            if let Some(p) = chrome {
+                let v = report::chrome(&rec);
+                write(&p, &serde_json::to_vec(&v).expect("json serializes"))?;
+                eprintln!(
+                    "wrote {} (Chrome trace JSON: open it in https://ui.perfetto.dev)",
+                    p.display()
+                );
+            }
+            if let Some(p) = folded {
+                write(&p, report::folded(&rec).as_bytes())?;
+                eprintln!(
+                    "wrote {} (folded stacks: flamegraph.pl or inferno-flamegraph)",
+                    p.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Run {
+            enable,
+            trace,
+            hist,
+            cmd,
+        } => run_verb(&enable, trace, hist, &cmd),
+        Cmd::Demo { duration } => demo(duration),
+    }
+}
+
+fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Error> {
+    let mut c = connect(target)?;
+    let extra = match &pattern {
+        Some(p) => json!({ "pattern": p }),
+        None => json!({}),
+    };
+    let v = c.call("list", extra)?;
+    let funcs = v["functions"].as_array().cloned().unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let arr: Vec<Value> = funcs
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f["name"], "file": f["file"], "line": f["line"],
+                    "enabled": f["enabled"], "problems": f["problems"],
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&arr).expect("json")).map_err(io_err)?;
+        return Ok(exit::OK);
+    }
+    if funcs.is_empty() {
+        writeln!(
+            out,
+            "process {} has no traceable functions: mark some with #[tracer::traceable]",
+            c.pid
+        )
+        .map_err(io_err)?;
+    }
+    for f in &funcs {
+        let state = if f["enabled"] == true { "on " } else { "off" };
+        writeln!(
+            out,
+            "{state}  {}  {}:{}",
+            f["name"].as_str().unwrap_or("?"),
+            f["file"].as_str().unwrap_or("?"),
+            f["line"]
+        )
+        .map_err(io_err)?;
+        for p in f["problems"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "     problem: {} (this pad is never written)",
+                p.as_str().unwrap_or("?")
+            )
+            .map_err(io_err)?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// Enable or disable; prints what changed. Returns the changed names.
+fn set_on(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+) -> Result<Vec<String>, Error> {
+    let v = c.call(
+        if on { "enable" } else { "disable" },
+        json!({ "pattern": patterns.join(" ") }),
+    )?;
+    let changed: Vec<String> = v["changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
+    let word = if on { "enabled" } else { "disabled" };
+    if !quiet {
+        if changed.is_empty() {
+            println!("nothing changed: every matching function was already {word}");
+        }
+        for n in &changed {
+            println!("{word} {n}");
+        }
+    }
+    for s in v["skipped"].as_array().into_iter().flatten() {
+        eprintln!(
+            "tracer: warning: left a site of {} alone: {}",
+            s[0].as_str().unwrap_or("?"),
+            s[1].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(w) = v["warning"].as_str() {
+        eprintln!("tracer: warning: {w}");
+    }
+    Ok(changed)
+}
+
+fn set(target: Target, patterns: &[String], on: bool) -> Result<Vec<String>, Error> {
+    let mut c = connect(target)?;
+    set_on(&mut c, patterns, on, false)
+}
+
+fn status(target: Target, json: bool) -> Result<i32, Error> {
+    let mut c = connect(target)?;
+    let mut v = c.call("status", json!({}))?;
+    if let Value::Object(m) = &mut v {
+        m.remove("v");
+        m.remove("ok");
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json")).map_err(io_err)?;
+        return Ok(exit::OK);
+    }
+    let enabled: Vec<&str> = v["enabled"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .collect();
+    let mut s = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        s,
+        "{}",
+        bold(&format!("process {} ({})", c.pid, client::comm(c.pid)))
+    );
+    if let Some(e) = v["runtime_error"].as_str() {
+        let _ = writeln!(s, "runtime:   unavailable: {e}");
+    }
+    let _ = writeln!(
+        s,
+        "clock:     {} ({:.4} ticks/ns); core sync: {}",
+        v["clock"].as_str().unwrap_or("?"),
+        v["ticks_per_ns"].as_f64().unwrap_or(0.0),
+        v["sync"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        s,
+        "enabled:   {} function(s){}{}",
+        enabled.len(),
+        if enabled.is_empty() { "" } else { ": " },
+        enabled.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "threads:   {} with buffers; {} events per new buffer; {} KiB mapped",
+        v["threads"],
+        v["buffer_events"],
+        v["buffer_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    let _ = writeln!(
+        s,
+        "drops:     {} events (full rings); {} unmatched exits; {} nested in handlers",
+        v["dropped"], v["unmatched"], v["nested"]
+    );
+    let _ = writeln!(
+        s,
+        "reader:    {}",
+        if v["reader_attached"] == true {
+            "a tracer program is reading the buffers"
+        } else {
+            "none (the in-process collector drains the buffers)"
+        }
+    );
+    let threads = v["threads_detail"].as_array().cloned().unwrap_or_default();
+    if !threads.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:>8} {:>9} {:>9} {:>12} {:>9}  state",
+            "tid", "capacity", "pending", "written", "dropped"
+        );
+        for t in threads {
+            let _ = writeln!(
+                s,
+                "{:>8} {:>9} {:>9} {:>12} {:>9}  {}",
+                t["tid"],
+                t["capacity"],
+                t["pending"],
+                t["written"],
+                t["dropped"],
+                if t["dead"] == true { "exited" } else { "live" }
+            );
+        }
+    }
+    out.write_all(s.as_bytes()).map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+/// Why a collection ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Interrupted,
+    Excerpt,
+    Duration,
+    Ended,
+}
+
+impl End {
+    fn text(self, pid: i32) -> String {
+        match self {
+            End::Interrupted => "interrupted".into(),
+            End::Excerpt => "excerpt shown".into(),
+            End::Duration => "duration reached".into(),
+            End::Ended => format!("process {pid} ended"),
+        }
+    }
+}
+
+/// Receives each drained batch; returns false to stop.
+type Sink<'a> = dyn FnMut(&Reader, &[(u64, Event)]) -> bool + 'a;
+
+/// Drain `reader` (time-sorted batches if `sorted`, else thread by thread)
+/// until Ctrl-C, `duration`, the process's end or `stop()`,
+/// handing each batch to `each` (which returns false to stop early).
+fn pump(
+    reader: &mut Reader,
+    sorted: bool,
+    duration: Option<Duration>,
+    stop: &mut dyn FnMut() -> bool,
+    each: &mut Sink<'_>,
+) -> Result<End, Error> {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = if sorted {
+            reader.poll(&mut buf)?
+        } else {
+            reader.poll_each(|t, e| buf.push((t, *e)))?
+        };
+        if n > 0 && !each(reader, &buf) {
+            return Ok(End::Excerpt);
+        }
+        let end = if STOP.load(Ordering::Relaxed) {
+            Some(End::Interrupted)
+        } else if duration.is_some_and(|d| start.elapsed() >= d) {
+            Some(End::Duration)
+        } else if reader.ended() || stop() {
+            Some(End::Ended)
+        } else {
+            None
+        };
+        if let Some(end) = end {
+            buf.clear();
+            reader.poll(&mut buf)?;
+            if !buf.is_empty() {
+                each(reader, &buf);
+            }
+            return Ok(end);
+        }
+        // Go again at once only after a big batch: small batches mean the
+        // rings have room, and letting them fill costs the producers less
+        // cache-line traffic than polling them hot.
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        } else if n < 4096 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn losses_text(reader: &Reader) -> String {
+    let l: Vec<String> = reader
+        .losses()
+        .iter()
+        .filter(|l| l.dropped > 0)
+        .map(|l| format!("tid {}: {}", l.tid, l.dropped))
+        .collect();
+    if l.is_empty() {
+        "0 lost".into()
+    } else {
+        let total: u64 = reader.losses().iter().map(|l| l.dropped).sum();
+        format!("{total} lost to full buffers ({})", l.join(", "))
+    }
+}
+
+fn enabled_hint(reader: &mut Reader) {
+    let pid = reader.pid;
+    if let Some(c) = reader.client() {
+        if let Ok(v) = c.call("status", json!({})) {
+            if v["enabled"].as_array().is_some_and(|a| a.is_empty()) {
+                eprintln!(
+                    "tracer: note: no function is enabled in process {pid}; run `tracer enable PATTERN -p {pid}` to see calls"
+                );
+            }
+        }
+    }
+}
+
+/// Stream a trace; `max_lines` stops printing (not collecting) after that many.
+fn trace(
+    reader: &mut Reader,
+    opts: graph::Options,
+    duration: Option<Duration>,
+    stop: &mut dyn FnMut() -> bool,
+    max_lines: Option<u64>,
+) -> Result<End, Error> {
+    enabled_hint(reader);
+    let mut printer = Printer::new(reader.names.clone(), reader.ticks_per_ns, opts);
+    let mut out = std::io::stdout().lock();
+    let title = if opts.graph {
+        "function_graph"
+    } else {
+        "function"
+    };
+    let _ = writeln!(out, "# tracer: {title}, process {}\n#", reader.pid);
+    if opts.graph {
+        let _ = writeln!(out, "# TH  DURATION                  FUNCTION CALLS\n# |   |   |                     |   |   |   |");
+    } else {
+        let _ = writeln!(out, "#           TASK-TID     THREAD  TIMESTAMP  FUNCTION\n#              | |         |         |         |");
+    }
+    let mut events = 0u64;
+    let mut printed = 0u64;
+    let mut text = String::new();
+    let mut broken = false;
+    let start = Instant::now();
+    let end = pump(reader, true, duration, stop, &mut |r, batch| {
+        printer.set_ticks_per_ns(r.ticks_per_ns);
+        events += batch.len() as u64;
+        text.clear();
+        for (tid, e) in batch {
+            if !printer.knows(*tid) {
+                let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", r.pid))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default();
+                printer.name_thread(*tid, &comm);
+            }
+            printer.feed(*tid, e, &mut text);
+        }
+        if let Some(m) = max_lines {
+            let room = m.saturating_sub(printed) as usize;
+            let n = text.lines().count();
+            let keep: String = text.lines().take(room).map(|l| format!("{l}\n")).collect();
+            printed += n.min(room) as u64;
+            let _ = out.write_all(keep.as_bytes());
+            return n < room;
+        }
+        if out.write_all(text.as_bytes()).is_err() {
+            broken = true;
+            return false;
+        }
+        true
+    })?;
+    if broken {
+        return Ok(End::Interrupted);
+    }
+    let end = if STOP.load(Ordering::Relaxed) {
+        End::Interrupted
+    } else {
+        end
+    };
+    text.clear();
+    if max_lines.is_none() {
+        printer.flush(&mut text);
+    }
+    let _ = out.write_all(text.as_bytes());
+    let _ = writeln!(
+        out,
+        "# {events} events from {} thread(s) in {:.1} s; {}; {}",
+        reader.threads(),
+        start.elapsed().as_secs_f64(),
+        losses_text(reader),
+        end.text(reader.pid)
+    );
+    let _ = out.flush();
+    Ok(end)
+}
+
+fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
+    let v = c.call("list", json!({ "pattern": pattern }))?;
+    Ok(v["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["index"].as_u64().map(|i| i as u32))
+        .collect())
+}
+
+fn print_hists(
+    names: &[String],
+    hists: &Hists,
+    keep: &dyn Fn(u32) -> bool,
+    json: bool,
+) -> std::io::Result<()> {
+    let rows = hists.summaries(names, keep);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&rows).expect("json"))?;
+        return out.flush();
+    }
+    if rows.is_empty() {
+        writeln!(out, "no completed calls of traced functions were seen")?;
+        return out.flush();
+    }
+    write!(out, "{}", bold(&hist::table(&rows)))?;
+    for (f, h) in &hists.funcs {
+        if !keep(*f) || h.count() == 0 {
+            continue;
+        }
+        let name = names.get(*f as usize).map_or("?", |s| s.as_str());
+        writeln!(out, "\n@{name} (ns):")?;
+        write!(out, "{}", h.chart(40))?;
+    }
+    out.flush()
+}
+
+fn hist_verb(
+    mut c: Client,
+    pattern: Option<String>,
+    duration: Option<Duration>,
+    interval: Option<Duration>,
+    json: bool,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<i32, Error> {
+    let pid = c.pid;
+    let (keep_set, changed) = match &pattern {
+        Some(p) => {
+            let idx = resolve_indices(&mut c, p)?;
+            let changed = set_on(&mut c, std::slice::from_ref(p), true, true)?;
+            (Some(idx), changed)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut reader = Reader::attach(c)?;
+    if pattern.is_none() {
+        enabled_hint(&mut reader);
+    }
+    let names = reader.names.clone();
+    let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
+    let mut hists = Hists::default();
+    let mut last = Instant::now();
+    let end = pump(&mut reader, false, duration, stop, &mut |r, batch| {
+        for (_, e) in batch {
+            if e.kind == KIND_EXIT {
+                hists.record(e.func, r.ns(e.dur));
+            }
+        }
+        if let Some(iv) = interval {
+            if last.elapsed() >= iv {
+                last = Instant::now();
+                if !json {
+                    println!("{}", bold(&format!("# after {:.1} s", iv.as_secs_f64())));
+                }
+                if print_hists(&names, &hists, &keep, json).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    })?;
+    // Give the rings back before touching the process again.
+    let lost = losses_text(&reader);
+    reader.detach();
+    if !changed.is_empty() && end != End::Ended {
+        if let Ok(mut c) = Client::connect(pid) {
+            let _ = c.call("disable", json!({ "pattern": changed.join(" ") }));
+        }
+    }
+    print_hists(&names, &hists, &keep, json).map_err(io_err)?;
+    if !json {
+        println!("# {lost}; {}", end.text(pid));
+    } else if end == End::Ended {
+        eprintln!("tracer: {}", end.text(pid));
+    }
+    Ok(exit::OK)
+}
+
+fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i32, Error> {
+    let pid = c.pid;
+    let mut reader = Reader::attach(c)?;
+    enabled_hint(&mut reader);
+    let (exe, clock) = reader
+        .client()
+        .and_then(|c| c.call("hello", json!({})).ok())
+        .map(|v| {
+            (
+                v["exe"].as_str().unwrap_or("").to_string(),
+                v["clock"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .unwrap_or_default();
+    let header = record::Header {
+        pid,
+        exe,
+        clock,
+        ticks_per_ns: reader.ticks_per_ns,
+        functions: reader.names.clone(),
+    };
+    let file = record::create(output)?;
+    let mut w = record::Writer::new(file, &header).map_err(io_err)?;
+    let mut werr = None;
+    let mut last_flush = Instant::now();
+    eprintln!(
+        "tracer: recording process {pid} to {} (Ctrl-C to stop)",
+        output.display()
+    );
+    let end = pump(
+        &mut reader,
+        false,
+        duration,
+        &mut || false,
+        &mut |_, batch| {
+            let mut i = 0;
+            while i < batch.len() {
+                let tid = batch[i].0;
+                let j = batch[i..]
+                    .iter()
+                    .position(|(t, _)| *t != tid)
+                    .map_or(batch.len(), |k| i + k);
+                let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+                if let Err(e) = w.events(tid, &evs) {
+                    werr = Some(e);
+                    return false;
+                }
+                i = j;
+            }
+            if last_flush.elapsed() > Duration::from_millis(200) {
+                last_flush = Instant::now();
+                if let Err(e) = w.flush() {
+                    werr = Some(e);
+                    return false;
+                }
+            }
+            true
+        },
+    )?;
+    if let Some(e) = werr {
+        return Err(Error::failed(format!(
+            "cannot write {}: {e}; free some space or choose another path",
+            output.display()
+        )));
+    }
+    let events = w.events;
+    let trailer = record::Trailer {
+        ticks_per_ns: reader.ticks_per_ns,
+        lost: reader.losses().iter().map(|l| (l.tid, l.dropped)).collect(),
+        end: end.text(pid),
+        events,
+    };
+    w.finish(&trailer).map_err(io_err)?;
+    eprintln!(
+        "tracer: recorded {events} events from {} thread(s) to {}; {}; {}",
+        reader.threads(),
+        output.display(),
+        losses_text(&reader),
+        end.text(pid)
+    );
+    Ok(exit::OK)
+}
+
+/// Wait for the agent socket of a child; `None` if the child exited first.
+fn wait_agent(child: &mut std::process::Child) -> Result<Option<Client>, Error> {
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(None);
+        }
+        if client::socket_of(pid).is_some() {
+            if let Ok(c) = Client::connect(pid) {
+                return Ok(Some(c));
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::no_target(format!(
+                "process {pid} did not start a tracer agent within 15 s: make the program depend on \
+                 the `tracer` crate (cargo add tracer) and do not set TRACER_AGENT=0"
+            )));
+        }
+        if STOP.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::failed("interrupted"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills and reaps a child when dropped (also on panic).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status_code(s: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+}
+
+fn run_verb(
+    enable: &[String],
+    trace_on: bool,
+    hist_on: bool,
+    cmd: &[String],
+) -> Result<i32, Error> {
+    let mut child = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .spawn()
+        .map_err(|e| {
+            Error::failed(format!(
+                "cannot start {}: {e}; check the command and its path",
+                cmd[0]
+            ))
+        })?;
+    let pid = child.id() as i32;
+    let Some(mut c) = wait_agent(&mut child)? else {
+        let st = child.wait().map_err(io_err)?;
+        eprintln!(
+            "tracer: {} exited before its tracer agent started (status {})",
+            cmd[0],
+            status_code(st)
+        );
+        return Ok(status_code(st));
+    };
+    if !enable.is_empty() {
+        if let Err(e) = set_on(&mut c, enable, true, false) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
+    let mut status = None;
+    let mut child_done = || {
+        if status.is_none() {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+            }
+        }
+        status.is_some()
+    };
+    if trace_on {
+        let mut reader = Reader::attach(c)?;
+        let opts = graph::Options {
+            graph: true,
+            ..Default::default()
+        };
+        trace(&mut reader, opts, None, &mut child_done, None)?;
+    } else if hist_on {
+        hist_verb(c, None, None, None, false, &mut child_done)?;
+    } else {
+        drop(c);
+    }
+    let st = match status {
+        Some(s) => s,
+        None => child.wait().map_err(io_err)?,
+    };
+    let code = status_code(st);
+    eprintln!(
+        "tracer: process {pid} ({}) exited with status {code}",
+        cmd[0]
+    );
+    Ok(code)
+}
+
+/// Under `cargo run`, which builds only the `tracer` binary, build the demo
+/// program beside it (same profile).
+fn build_demo(exe: &Path) {
+    let (Some(cargo), Some(manifest)) = (
+        std::env::var_os("CARGO"),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
+        return;
+    };
+    let release = exe
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
+    eprintln!("tracer: building the demo program (tracer-demo) first");
+    let mut c = std::process::Command::new(cargo);
+    c.args(["build", "--bin", "tracer-demo", "--manifest-path"])
+        .arg(Path::new(&manifest).join("Cargo.toml"));
+    if release {
+        c.arg("--release");
+    }
+    let _ = c.status();
+}
+
+fn demo(duration: Duration) -> Result<i32, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failed(format!("cannot find this program's path: {e}")))?;
+    let demo = exe.with_file_name("tracer-demo");
+    if !demo.exists() {
+        build_demo(&exe);
+    }
+    if !demo.exists() {
+        return Err(Error::failed(format!(
+            "the demo program is missing ({}); build it with `cargo build --release -p tracer-cli` \
+             and run `cargo run --release -p tracer-cli -- demo`",
+            demo.display()
+        )));
+    }
+    let child = std::process::Command::new(&demo)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", demo.display())))?;
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id() as i32;
+    let Some(mut c) = wait_agent(&mut child.0)? else {
+        return Err(Error::failed(
+            "the demo program exited at once; run tracer-demo alone to see why",
+        ));
+    };
+    println!(
+        "{}",
+        bold(&format!(
+            "tracer demo: a 3-thread service, pid {pid}. Enabling its functions while it runs:"
+        ))
+    );
+    println!("$ tracer enable 'tracer_demo::*' -p {pid}");
+    set_on(&mut c, &["tracer_demo::*".to_string()], true, false)?;
+    println!("\n$ tracer trace --graph -p {pid}   (first 40 lines)");
+    let mut reader = Reader::attach(c)?;
+    let opts = graph::Options {
+        graph: true,
+        ..Default::default()
+    };
+    trace(
+        &mut reader,
+        opts,
+        Some(Duration::from_secs(2)),
+        &mut || false,
+        Some(40),
+    )?;
+    reader.detach();
+    println!(
+        "\n$ tracer hist -p {pid} --duration {}s",
+        duration.as_secs_f64()
+    );
+    let c = Client::connect(pid)?;
+    hist_verb(c, None, Some(duration), None, false, &mut || false)?;
+    println!(
+        "\nparse costs microseconds of CPU, a cache hit almost nothing, a miss waits for the \
+         ~1 ms backend: that is the bimodal lookup histogram above."
+    );
+    Ok(exit::OK)
+}
