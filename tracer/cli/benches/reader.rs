@@ -9,7 +9,10 @@
 //!
 //! It prints per-call cost (entry + exit) in both cases and the reader's
 //! events per second and losses. `cargo bench -p tracer-cli --bench reader`;
-//! `TRACER_BENCH_THREADS=1,2` and `TRACER_BENCH_SECS=2` tune it.
+//! `TRACER_BENCH_THREADS=1,2` and `TRACER_BENCH_SECS=2` tune it, and
+//! `TRACER_BENCH_RATE=20000000` paces the producers to that many events per
+//! second in total (entry + exit each count), to check that the reader keeps
+//! up with a given rate without loss.
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,8 +25,17 @@ fn work(x: u64) -> u64 {
     black_box(x)
 }
 
+/// Total events per second to pace the producers to, if set.
+fn rate() -> Option<f64> {
+    std::env::var("TRACER_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+}
+
 /// Run `threads` producers for `secs`; return total calls and elapsed time.
 fn produce(threads: usize, secs: f64, during: impl FnOnce(&AtomicBool)) -> (u64, Duration) {
+    // Calls per second per thread (two events a call).
+    let pace = rate().map(|r| r / 2.0 / threads as f64);
     let stop = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -37,6 +49,12 @@ fn produce(threads: usize, secs: f64, during: impl FnOnce(&AtomicBool)) -> (u64,
                         black_box(work(i));
                     }
                     n += 1024;
+                    if let Some(cps) = pace {
+                        let due = start + Duration::from_secs_f64(n as f64 / cps);
+                        while Instant::now() < due && !stop.load(Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    }
                 }
                 calls.fetch_add(n, Ordering::Relaxed);
             })
@@ -72,7 +90,13 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     tracer::enable("work").expect("enable the bench function");
-    println!("tracer-cli reader bench: {secs} s per run, default buffer sizes");
+    println!(
+        "tracer-cli reader bench: {secs} s per run, default buffer sizes{}",
+        rate().map_or(String::new(), |r| format!(
+            ", producers paced to {:.1} M events/s",
+            r / 1e6
+        ))
+    );
     for &n in &threads {
         let (calls, t) = produce(n, secs, |_| {});
         let base = t.as_nanos() as f64 * n as f64 / calls as f64;
