@@ -1,0 +1,7 @@
+//! The attribute's compile errors, pinned (trybuild).
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass_*.rs");
+    t.compile_fail("tests/ui/fail_*.rs");
+}

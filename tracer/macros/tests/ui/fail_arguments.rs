@@ -1,0 +1,6 @@
+#[tracer::traceable(level = 3)]
+fn f() {}
+
+fn main() {
+    f();
+}

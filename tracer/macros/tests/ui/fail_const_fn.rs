@@ -1,0 +1,8 @@
+#[tracer::traceable]
+const fn answer() -> u32 {
+    42
+}
+
+fn main() {
+    let _ = answer();
+}

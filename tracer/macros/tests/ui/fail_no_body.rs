@@ -1,0 +1,6 @@
+trait Store {
+    #[tracer::traceable]
+    fn get(&self) -> u32;
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tracer::traceable]
+struct S;
+
+fn main() {}
