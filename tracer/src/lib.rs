@@ -48,6 +48,7 @@ mod registry;
 mod text;
 mod thread;
 mod trap;
+mod veneer;
 
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
@@ -337,14 +338,20 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             if s.broken.is_some() {
                 continue;
             }
+            // Where the call reaches the stub, the stub; else a veneer (the
+            // same one on the way back, so the old bytes check out).
+            let target = match veneer::call_target(s.addr, s.stub) {
+                Ok(t) => t,
+                Err(_) => s.stub, // the engine skips it with the encode error
+            };
             requests.push(SiteRequest {
                 addr: s.addr,
                 want: if on {
-                    Want::Call { target: s.stub }
+                    Want::Call { target }
                 } else {
                     Want::Nop {
                         original: s.original,
-                        from: s.stub,
+                        from: target,
                     }
                 },
             });
@@ -681,6 +688,14 @@ pub mod __private {
         crate::text::protection_of(addr)
     }
 
+    /// For tests: make code written at `start..end` visible to instruction
+    /// fetch (cache maintenance on ARM; nothing to do on x86-64).
+    pub fn flush_code(start: usize, end: usize) {
+        #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+        crate::arch::flush_icache(start, end);
+        let _ = (start, end);
+    }
+
     /// For tests: the registry index of a function (as in events' `func`).
     pub fn func_index(name: &str) -> Option<u32> {
         let rt = crate::runtime().ok()?;
@@ -703,10 +718,11 @@ pub mod __private {
 
     pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
-    /// For benches: run one batch over raw pads (5-byte NOPs the caller
-    /// mapped executable), making them call `target` (`on`) or restoring the
-    /// NOP, through the same engine, text writer and trap handler as `enable`.
-    #[cfg(target_arch = "x86_64")]
+    /// For benches and tests: run one batch over raw pads (the
+    /// architecture's NOP, in memory the caller mapped executable), making
+    /// them call `target` (`on`, through a veneer where it is out of reach)
+    /// or restoring the NOP, through the same engine, text writer and trap
+    /// handler as `enable`.
     pub fn patch_raw_sites(
         addrs: &[usize],
         target: usize,
@@ -722,16 +738,19 @@ pub mod __private {
         let nop = crate::arch::Arch::encode_nop(0);
         let reqs: Vec<SiteRequest> = addrs
             .iter()
-            .map(|&addr| SiteRequest {
-                addr,
-                want: if on {
-                    Want::Call { target }
-                } else {
-                    Want::Nop {
-                        original: nop,
-                        from: target,
-                    }
-                },
+            .map(|&addr| {
+                let target = crate::veneer::call_target(addr, target).unwrap_or(target);
+                SiteRequest {
+                    addr,
+                    want: if on {
+                        Want::Call { target }
+                    } else {
+                        Want::Nop {
+                            original: nop,
+                            from: target,
+                        }
+                    },
+                }
             })
             .collect();
         let mut w = crate::text::LiveText::default();

@@ -1,0 +1,145 @@
+//! Veneers: reachable stepping stones for calls beyond a branch's reach.
+//!
+//! An AArch64 `BL` reaches ±128 MiB. A site whose target is farther gets a
+//! veneer (`LDR X16, #8; BR X16; .quad target`, `tracer_arch_arm::aarch64::
+//! encode_veneer`) in a page mapped within reach of the site, and the site
+//! calls the veneer instead. `X16` (IP0) is the intra-procedure-call scratch
+//! register, which the pad's contract already gives up.
+//!
+//! Veneers are never freed and never rewritten: a page is append-only, a
+//! veneer slot is written (and the instruction cache cleaned) before any site
+//! can branch to it, and [`call_target`] returns the same veneer for the same
+//! (site region, target) every time, so disabling finds the target it enabled.
+//! On other architectures every target is returned as it is.
+
+#[cfg(target_arch = "aarch64")]
+mod imp {
+    use crate::arch::Arch;
+    use std::sync::Mutex;
+    use tracer_core::backend::{Backend, EncodeError};
+
+    const PAGE: usize = 4096;
+    const SLOT: usize = 16;
+    const REACH: usize = 128 << 20;
+
+    struct Pages {
+        /// (page base, bytes used)
+        pages: Vec<(usize, usize)>,
+        /// (veneer address, target)
+        veneers: Vec<(usize, usize)>,
+    }
+
+    static POOL: Mutex<Pages> = Mutex::new(Pages {
+        pages: Vec::new(),
+        veneers: Vec::new(),
+    });
+
+    fn reaches(site: usize, to: usize) -> bool {
+        site.abs_diff(to) < REACH - PAGE
+    }
+
+    fn map_near(site: usize) -> Option<usize> {
+        let base = site & !(PAGE - 1);
+        for k in 1..64usize {
+            for hint in [base.wrapping_sub(k << 20), base.wrapping_add(k << 20)] {
+                // SAFETY: a fresh anonymous mapping at a free address (the
+                // kernel refuses to replace an existing one).
+                let p = unsafe {
+                    libc::mmap(
+                        hint as *mut libc::c_void,
+                        PAGE,
+                        libc::PROT_READ | libc::PROT_EXEC,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    continue;
+                }
+                if reaches(site, p as usize) {
+                    return Some(p as usize);
+                }
+                // An old kernel took the flag as a hint and put it elsewhere.
+                // SAFETY: our own mapping, unused.
+                unsafe { libc::munmap(p, PAGE) };
+            }
+        }
+        None
+    }
+
+    fn write_slot(addr: usize, bytes: &[u8; SLOT]) -> Result<(), String> {
+        let page = addr & !(PAGE - 1);
+        // SAFETY: `page` is one of our veneer pages; the slot is not yet the
+        // target of any branch, so no thread executes these bytes.
+        unsafe {
+            if libc::mprotect(
+                page as *mut _,
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            ) != 0
+            {
+                return Err(format!(
+                    "cannot make the veneer page {page:#x} writable: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, SLOT);
+            libc::mprotect(page as *mut _, PAGE, libc::PROT_READ | libc::PROT_EXEC);
+        }
+        crate::arch::flush_icache(addr, addr + SLOT);
+        Ok(())
+    }
+
+    /// What the site at `site` should call to reach `target`.
+    pub fn call_target(site: usize, target: usize) -> Result<usize, String> {
+        match Arch::encode_call(site, target) {
+            Ok(_) => return Ok(target),
+            Err(EncodeError::OutOfRange { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(v, _)) = pool
+            .veneers
+            .iter()
+            .find(|&&(v, t)| t == target && reaches(site, v))
+        {
+            return Ok(v);
+        }
+        let slot = match pool
+            .pages
+            .iter_mut()
+            .find(|(p, used)| *used + SLOT <= PAGE && reaches(site, *p))
+        {
+            Some((p, used)) => {
+                let a = *p + *used;
+                *used += SLOT;
+                a
+            }
+            None => {
+                let p = map_near(site).ok_or_else(|| {
+                    format!(
+                        "no free address within ±128 MiB of {site:#x} for a veneer to {target:#x}"
+                    )
+                })?;
+                pool.pages.push((p, SLOT));
+                p
+            }
+        };
+        let bytes =
+            tracer_arch_arm::aarch64::encode_veneer(slot, target).map_err(|e| e.to_string())?;
+        write_slot(slot, &bytes)?;
+        pool.veneers.push((slot, target));
+        Ok(slot)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use imp::call_target;
+
+/// What the site at `site` should call to reach `target` (the target itself
+/// where the architecture's call reaches it).
+#[cfg(not(target_arch = "aarch64"))]
+pub fn call_target(_site: usize, target: usize) -> Result<usize, String> {
+    Ok(target)
+}
