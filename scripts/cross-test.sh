@@ -33,6 +33,11 @@ run() { # name target rustflags
   echo "== cross-test: $name ($target${flags:+, RUSTFLAGS=$flags})"
   RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
     cargo test --no-fail-fast --tests --target "$target" "${PACKAGES[@]}" || rc=$?
+  # The tracer program: its unit tests, and the agent + shared-memory reader
+  # in one process (its other integration tests spawn ARM programs, which
+  # qemu-user cannot run from inside a guest without binfmt_misc).
+  RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
+    cargo test --no-fail-fast --target "$target" -p tracer-cli --lib --test self_attach || rc=$?
   echo "== cross-test: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $(( $(date +%s) - t0 ))s"
   return "$rc"
 }
