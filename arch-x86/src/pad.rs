@@ -20,12 +20,13 @@
 //! and the red zone free there: the enabled CALL may push. The trampoline
 //! preserves every other register (see [`crate::trampoline`]).
 
-/// Emit an entry (`$kind = 0`) or exit (`$kind = 1`) pad for the function
-/// described by the static `$desc`.
+/// Emit a pad of kind `$kind` (`tracer_core::site::KIND_*`) for the function
+/// described by the static `$desc`, whose stub jumps to `$tramp`; further
+/// asm operands (the async token's `in("r10")`) follow.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_x86_pad {
-    ($desc:path, $kind:expr, $tramp:literal) => {
+    ($desc:path, $kind:expr, $tramp:literal $(, $($operand:tt)+)?) => {
         ::core::arch::asm!(
             "2:",
             ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
@@ -46,30 +47,7 @@ macro_rules! __tracer_x86_pad {
             desc = sym $desc,
             kind = const $kind,
             out("r11") _,
-        )
-    };
-    ($desc:path, $kind:expr, $tramp:literal, $token:expr) => {
-        ::core::arch::asm!(
-            "2:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
-            ".pushsection .text.__tracer_stubs,\"ax\",@progbits",
-            "3:",
-            "lea r11, [rip + 4f]",
-            concat!("jmp ", $tramp),
-            ".popsection",
-            ".pushsection __tracer_sites,\"awR\",@progbits",
-            ".balign 8",
-            "4:",
-            ".quad 2b",
-            ".quad 3b",
-            ".quad {desc}",
-            ".long {kind}",
-            ".long 0",
-            ".popsection",
-            desc = sym $desc,
-            kind = const $kind,
-            in("r10") $token,
-            out("r11") _,
+            $($($operand)+)?
         )
     };
 }
@@ -97,7 +75,7 @@ macro_rules! __tracer_exit_pad {
 #[doc(hidden)]
 macro_rules! __tracer_async_entry_pad {
     ($desc:path, $token:expr) => {
-        $crate::__tracer_x86_pad!($desc, 2u32, "__tracer_v1_tramp_entry", $token)
+        $crate::__tracer_x86_pad!($desc, 2u32, "__tracer_v1_tramp_entry", in("r10") $token)
     };
 }
 
@@ -106,6 +84,6 @@ macro_rules! __tracer_async_entry_pad {
 #[doc(hidden)]
 macro_rules! __tracer_async_exit_pad {
     ($desc:path, $token:expr) => {
-        $crate::__tracer_x86_pad!($desc, 3u32, "__tracer_v1_tramp_exit", $token)
+        $crate::__tracer_x86_pad!($desc, 3u32, "__tracer_v1_tramp_exit", in("r10") $token)
     };
 }
