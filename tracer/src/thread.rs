@@ -548,12 +548,18 @@ fn record_exit(
     );
 }
 
-/// Called by the entry trampoline.
+/// The part both hooks share: take the timestamp, find the thread's block
+/// (making it on the first event), and run `f` under the re-entrancy guard
+/// (an event raised while the thread is already in a hook is counted as
+/// nested and dropped).
 ///
 /// # Safety
-/// `rec` must be a site record; for async entries `token` must point at the
-/// future's `u64` slot.
-pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
+/// `rec` must be a site record.
+#[inline(always)]
+unsafe fn in_hook(
+    rec: *const SiteRecord,
+    f: impl FnOnce(&ThreadState, &mut Private, &SiteRecord, u32, u64),
+) {
     let now = hook_now();
     let Some(st) = current() else { return };
     if st.busy.load(Ordering::Relaxed) {
@@ -565,36 +571,21 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
     // SAFETY: per the caller; the private part belongs to this thread.
     let (rec, p) = unsafe { (&*rec, &mut *st.private.get()) };
     let func = rec.func.load(Ordering::Relaxed);
-    if rec.kind == KIND_ASYNC_ENTRY {
-        // SAFETY: per the caller.
-        unsafe { *(token as *mut u64) = now.max(1) };
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: now,
-                dur: 0,
-                func,
-                depth: p.depth as u16,
-                kind: KIND_ENTRY,
-                flags: FLAG_ASYNC,
-            },
-        );
-    } else {
-        // Frames below this one (deeper stack) have returned without a
-        // recorded exit. A frame at the same stack pointer may be a live
-        // caller this function was inlined into, unless it is this very
-        // function (no function is nested in itself within one frame).
-        // (`get` rather than indexing: the hooks contain no panic path.)
-        while let Some(top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
-            if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
-                p.depth -= 1;
-                p.overflow = 0;
-            } else {
-                break;
-            }
-        }
-        if let Some(slot) = p.shadow.get_mut(p.depth) {
-            *slot = Frame { func, ts: now, sp };
+    f(st, p, rec, func, now);
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(false, Ordering::Relaxed);
+}
+
+/// Called by the entry trampoline.
+///
+/// # Safety
+/// `rec` must be a site record; for async entries `token` must point at the
+/// future's `u64` slot.
+pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
+    let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
+        if rec.kind == KIND_ASYNC_ENTRY {
+            // SAFETY: per the caller.
+            unsafe { *(token as *mut u64) = now.max(1) };
             st.ring.push(
                 &mut p.cached_tail,
                 &Event {
@@ -603,17 +594,45 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
                     func,
                     depth: p.depth as u16,
                     kind: KIND_ENTRY,
-                    flags: 0,
+                    flags: FLAG_ASYNC,
                 },
             );
-            p.depth += 1;
         } else {
-            p.overflow += 1;
-            bump(&st.too_deep);
+            // Frames below this one (deeper stack) have returned without a
+            // recorded exit. A frame at the same stack pointer may be a live
+            // caller this function was inlined into, unless it is this very
+            // function (no function is nested in itself within one frame).
+            // (`get` rather than indexing: the hooks contain no panic path.)
+            while let Some(top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+                if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
+                    p.depth -= 1;
+                    p.overflow = 0;
+                } else {
+                    break;
+                }
+            }
+            if let Some(slot) = p.shadow.get_mut(p.depth) {
+                *slot = Frame { func, ts: now, sp };
+                st.ring.push(
+                    &mut p.cached_tail,
+                    &Event {
+                        ts: now,
+                        dur: 0,
+                        func,
+                        depth: p.depth as u16,
+                        kind: KIND_ENTRY,
+                        flags: 0,
+                    },
+                );
+                p.depth += 1;
+            } else {
+                p.overflow += 1;
+                bump(&st.too_deep);
+            }
         }
-    }
-    compiler_fence(Ordering::SeqCst);
-    st.busy.store(false, Ordering::Relaxed);
+    };
+    // SAFETY: per the caller.
+    unsafe { in_hook(rec, hook) }
 }
 
 /// Stack pointers farther apart than this are on different stacks (a signal
@@ -627,58 +646,49 @@ const EXIT_SEARCH: usize = 8;
 /// # Safety
 /// As [`on_entry`].
 pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
-    let now = hook_now();
-    let Some(st) = current() else { return };
-    if st.busy.load(Ordering::Relaxed) {
-        bump(&st.nested);
-        return;
-    }
-    st.busy.store(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: per the caller; the private part belongs to this thread.
-    let (rec, p) = unsafe { (&*rec, &mut *st.private.get()) };
-    let func = rec.func.load(Ordering::Relaxed);
-    if rec.kind == KIND_ASYNC_EXIT {
-        // SAFETY: per the caller.
-        let slot = unsafe { &mut *(token as *mut u64) };
-        let t0 = *slot;
-        if t0 == 0 {
-            bump(&st.unmatched);
+    let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
+        if rec.kind == KIND_ASYNC_EXIT {
+            // SAFETY: per the caller.
+            let slot = unsafe { &mut *(token as *mut u64) };
+            let t0 = *slot;
+            if t0 == 0 {
+                bump(&st.unmatched);
+            } else {
+                *slot = 0;
+                record_exit(
+                    st,
+                    p,
+                    func,
+                    now,
+                    now.saturating_sub(t0),
+                    p.depth,
+                    FLAG_ASYNC,
+                );
+            }
+        } else if p.overflow > 0 {
+            // The exit of a call too deep to have a frame.
+            p.overflow -= 1;
         } else {
-            *slot = 0;
-            record_exit(
-                st,
-                p,
-                func,
-                now,
-                now.saturating_sub(t0),
-                p.depth,
-                FLAG_ASYNC,
-            );
-        }
-    } else if p.overflow > 0 {
-        // The exit of a call too deep to have a frame.
-        p.overflow -= 1;
-    } else {
-        let mut found = None;
-        let lowest = p.depth.saturating_sub(EXIT_SEARCH);
-        for i in (lowest..p.depth).rev() {
-            let Some(f) = p.shadow.get(i) else { continue };
-            if f.func == func && f.sp >= sp && f.sp - sp < STACK_SPAN {
-                found = Some((i, f.ts));
-                break;
+            let mut found = None;
+            let lowest = p.depth.saturating_sub(EXIT_SEARCH);
+            for i in (lowest..p.depth).rev() {
+                let Some(f) = p.shadow.get(i) else { continue };
+                if f.func == func && f.sp >= sp && f.sp - sp < STACK_SPAN {
+                    found = Some((i, f.ts));
+                    break;
+                }
+            }
+            match found {
+                Some((i, t0)) => {
+                    p.depth = i;
+                    record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
+                }
+                None => bump(&st.unmatched),
             }
         }
-        match found {
-            Some((i, t0)) => {
-                p.depth = i;
-                record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
-            }
-            None => bump(&st.unmatched),
-        }
-    }
-    compiler_fence(Ordering::SeqCst);
-    st.busy.store(false, Ordering::Relaxed);
+    };
+    // SAFETY: per the caller.
+    unsafe { in_hook(rec, hook) }
 }
 
 #[cfg(test)]
