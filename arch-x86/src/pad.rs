@@ -87,3 +87,43 @@ macro_rules! __tracer_async_exit_pad {
         $crate::__tracer_x86_pad!($desc, 3u32, "__tracer_v1_tramp_exit", in("r10") $token)
     };
 }
+
+/// The entry stub of a compiler pad's function (kept in a page within
+/// ±2 GiB of the pad): `mov r11d, func; jmp qword ptr [rip]; .quad target`,
+/// zero-padded to 32 bytes. An enabled compiler pad calls it; `r11` is free
+/// at a function's entry (not an argument register, not callee-saved), and
+/// the absolute jump reaches the trampoline wherever the runtime was loaded.
+pub fn encode_entry_stub(func: u32, target: usize) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[0] = 0x41;
+    b[1] = 0xbb;
+    b[2..6].copy_from_slice(&func.to_le_bytes());
+    b[6..12].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    b[12..20].copy_from_slice(&(target as u64).to_le_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+
+    #[test]
+    fn entry_stub_decodes_as_mov_and_absolute_jump() {
+        let b = encode_entry_stub(0x1234, 0x7fff_1234_5678);
+        let mut d = Decoder::with_ip(64, &b[..20], 0x1000, DecoderOptions::NONE);
+        let mut f = IntelFormatter::new();
+        let mut out = Vec::new();
+        for i in d.iter() {
+            let mut s = String::new();
+            f.format(&i, &mut s);
+            out.push(s);
+        }
+        assert_eq!(out[0], "mov r11d,1234h");
+        assert_eq!(out[1], "jmp qword ptr [100Ch]");
+        assert_eq!(
+            u64::from_le_bytes(b[12..20].try_into().unwrap()),
+            0x7fff_1234_5678
+        );
+    }
+}

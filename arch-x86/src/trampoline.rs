@@ -67,6 +67,76 @@ macro_rules! __tracer_define_trampolines {
     };
 }
 
+/// Define the trampolines of compiler pads (true function entries):
+/// `__tracer_v1_tramp_fentry`, reached from a pad's entry stub with the
+/// function index in `r11d`, calls `$fentry_hook(func, slot, ret)` where
+/// `slot` is the address of the caller's return address (the hook may
+/// replace it with `__tracer_v1_tramp_fret` to see the return);
+/// `__tracer_v1_tramp_fret`, reached by the traced function's `ret`, calls
+/// `$fret_hook(slot) -> original return address` and jumps there.
+///
+/// Both save every caller-saved general register (arguments on the way in,
+/// return values on the way out, and whatever a caller optimised with
+/// interprocedural register allocation keeps there), and the extended state
+/// unless `$lean` is set, exactly as [`__tracer_define_trampolines`]. The
+/// return trampoline leaves through `jmp [rsp - 8]`: the original return
+/// address is stored in the slot the `ret` just popped, inside the caller's
+/// red zone, which a signal frame never overwrites.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_define_fentry_trampolines {
+    ($fentry_hook:path, $fret_hook:path, $lean:path, $xsave_size:path) => {
+        #[cfg(target_arch = "x86_64")]
+        ::core::arch::global_asm!(
+            ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
+            ".globl __tracer_v1_tramp_fentry",
+            ".hidden __tracer_v1_tramp_fentry",
+            ".type __tracer_v1_tramp_fentry,@function",
+            ".p2align 4",
+            "__tracer_v1_tramp_fentry:",
+            // Entry: rsp % 16 == 0; [rsp] = pad + 5, [rsp + 8] = the caller's return address.
+            "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
+            "mov edi, r11d",
+            "lea rsi, [rsp + 80]",
+            "mov rdx, qword ptr [rsp + 72]",
+            "test byte ptr [rip + {lean}], 1",
+            "jnz 2f",
+            $crate::__tracer_saving_call!("call ", "{fentry}", "4", "5"),
+            "jmp 3f",
+            "2:",
+            "sub rsp, 8\n call {fentry}\n add rsp, 8",
+            "3:",
+            "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
+            "ret",
+            ".size __tracer_v1_tramp_fentry, . - __tracer_v1_tramp_fentry",
+            ".globl __tracer_v1_tramp_fret",
+            ".hidden __tracer_v1_tramp_fret",
+            ".type __tracer_v1_tramp_fret,@function",
+            ".p2align 4",
+            "__tracer_v1_tramp_fret:",
+            // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8.
+            "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
+            "lea rdi, [rsp + 64]",
+            "test byte ptr [rip + {lean}], 1",
+            "jnz 2f",
+            $crate::__tracer_saving_call!("call ", "{fret}", "4", "5"),
+            "jmp 3f",
+            "2:",
+            "sub rsp, 8\n call {fret}\n add rsp, 8",
+            "3:",
+            "mov qword ptr [rsp + 64], rax",
+            "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
+            "jmp qword ptr [rsp - 8]",
+            ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
+            ".popsection",
+            fentry = sym $fentry_hook,
+            fret = sym $fret_hook,
+            lean = sym $lean,
+            xsize = sym $xsave_size,
+        );
+    };
+}
+
 /// `$call $target` with the full extended state saved around it. Expects
 /// `rsp % 16 == 8`; preserves `rdi`, `rsi`, `rdx`, `r10`, `r11` for the call
 /// and returns with `rax` from it; clobbers `rcx` and `rdx`. Uses the local

@@ -34,6 +34,9 @@ pub const KIND_EXIT: u8 = 1;
 
 /// The event came from an `async fn` (entry at first poll, exit at completion).
 pub const FLAG_ASYNC: u8 = 1;
+/// An entry whose exit will not be seen (returns are not hooked where CET
+/// shadow stacks are active).
+pub const FLAG_ENTRY_ONLY: u8 = 2;
 
 /// One fixed-size record.
 #[repr(C)]

@@ -36,11 +36,13 @@
 //! recycles it for the next new thread.
 
 use crate::clock;
-use std::cell::{Cell, UnsafeCell};
+#[cfg(not(target_arch = "x86_64"))]
+use std::cell::Cell;
+use std::cell::UnsafeCell;
 use std::sync::atomic::{
     compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 };
-use tracer_core::event::{Event, Ring, FLAG_ASYNC, KIND_ENTRY, KIND_EXIT};
+use tracer_core::event::{Event, Ring, FLAG_ASYNC, FLAG_ENTRY_ONLY, KIND_ENTRY, KIND_EXIT};
 use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 
 /// Deepest traced nesting tracked per thread.
@@ -63,8 +65,141 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 #[cfg(target_arch = "x86_64")]
 pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+#[cfg(not(target_arch = "x86_64"))]
 thread_local! {
     static STATE: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// This thread's block (null: none yet; [`tp::INIT`]: being made).
+#[inline(always)]
+fn this_thread() -> *mut ThreadState {
+    #[cfg(target_arch = "x86_64")]
+    return tp::get();
+    #[cfg(not(target_arch = "x86_64"))]
+    STATE.with(|s| s.get())
+}
+
+fn set_this_thread(p: *mut ThreadState) {
+    #[cfg(target_arch = "x86_64")]
+    tp::set(p);
+    #[cfg(not(target_arch = "x86_64"))]
+    STATE.with(|s| s.set(p));
+}
+
+/// Thread blocks by thread pointer, on x86-64.
+///
+/// A Rust `thread_local!` in a shared library (the preload library) is
+/// reached through `__tls_get_addr`, a call into libc that the lean
+/// trampolines cannot allow (see `tracer_arch_x86::trampoline`). The thread
+/// pointer (`fs:0`, the address of the thread's control block, unique among
+/// live threads) is one load in any kind of object, so blocks are found in
+/// an open-addressing table keyed by it. Only the owning thread ever reads or
+/// writes its own entry, so a slot is claimed with one CAS and needs no
+/// further synchronisation; a thread's entry is removed when it exits (the
+/// pthread key destructor), before its control block can be reused.
+#[cfg(target_arch = "x86_64")]
+mod tp {
+    use super::ThreadState;
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    /// The value of a thread whose block is being made.
+    pub const INIT: usize = 1;
+    const SLOTS: usize = 1 << 14;
+    const TOMBSTONE: usize = 1;
+
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY_KEY: AtomicUsize = AtomicUsize::new(0);
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY_VAL: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+    static KEYS: [AtomicUsize; SLOTS] = [EMPTY_KEY; SLOTS];
+    static VALS: [AtomicPtr<ThreadState>; SLOTS] = [EMPTY_VAL; SLOTS];
+
+    #[inline(always)]
+    fn thread_pointer() -> usize {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux `fs:0` holds the thread control block's own
+        // address (the TLS ABI); reading it has no side effect.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, readonly, preserves_flags, pure))
+        };
+        tp
+    }
+
+    #[inline(always)]
+    fn home(k: usize) -> usize {
+        (k >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 14)
+    }
+
+    /// This thread's block, [`INIT`], or null.
+    #[inline(always)]
+    pub fn get() -> *mut ThreadState {
+        let k = thread_pointer();
+        let mut i = home(k);
+        for _ in 0..SLOTS {
+            // `get` rather than indexing: the hooks contain no panic path.
+            let Some(key) = KEYS.get(i) else { break };
+            let key = key.load(Ordering::Relaxed);
+            if key == k {
+                return VALS.get(i).map_or(std::ptr::null_mut(), |v| v.load(Ordering::Relaxed));
+            }
+            if key == 0 {
+                break;
+            }
+            i = (i + 1) & (SLOTS - 1);
+        }
+        std::ptr::null_mut()
+    }
+
+    /// Set (or, with null, remove) this thread's entry.
+    pub fn set(p: *mut ThreadState) {
+        let k = thread_pointer();
+        let mut i = home(k);
+        let mut free = None;
+        for _ in 0..SLOTS {
+            let key = KEYS[i].load(Ordering::Relaxed);
+            if key == k {
+                if p.is_null() {
+                    VALS[i].store(std::ptr::null_mut(), Ordering::Relaxed);
+                    KEYS[i].store(TOMBSTONE, Ordering::Relaxed);
+                } else {
+                    VALS[i].store(p, Ordering::Relaxed);
+                }
+                return;
+            }
+            if key == 0 {
+                break;
+            }
+            if key == TOMBSTONE && free.is_none() {
+                free = Some(i);
+            }
+            i = (i + 1) & (SLOTS - 1);
+        }
+        if p.is_null() {
+            return;
+        }
+        // Claim a free slot: a tombstone on our probe path, else the first empty one.
+        let mut j = free.unwrap_or(i);
+        for _ in 0..SLOTS {
+            let cur = KEYS[j].load(Ordering::Relaxed);
+            if (cur == 0 || cur == TOMBSTONE)
+                && KEYS[j]
+                    .compare_exchange(cur, k, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                VALS[j].store(p, Ordering::Relaxed);
+                return;
+            }
+            j = (j + 1) & (SLOTS - 1);
+        }
+        // Full (16384 live threads): this thread is not traced.
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod tp {
+    /// The value of a thread whose block is being made.
+    pub const INIT: usize = 1;
 }
 
 /// Per-function counters of one thread.
@@ -86,8 +221,20 @@ pub struct FuncCounters {
 struct Frame {
     func: u32,
     ts: u64,
+    /// `#[traceable]` frames: the stack pointer at the pad. Compiler-pad
+    /// frames: the address of the caller's return address (the slot).
     sp: usize,
+    /// Compiler-pad frames whose return is hooked: the original return
+    /// address, or [`TAIL`] for a function its caller tail-called (it shares
+    /// the caller's slot). 0 for every other frame.
+    ret: usize,
 }
+
+/// [`Frame::ret`] of a tail-called function: it returns through the frame
+/// below it, which has the same slot.
+const TAIL: usize = 1;
+/// Popped hooked frames remembered, in case one was not dead after all.
+const EVICTED: usize = 16;
 
 #[repr(C)]
 struct Private {
@@ -97,6 +244,9 @@ struct Private {
     overflow: usize,
     cached_tail: u64,
     shadow: [Frame; MAX_DEPTH],
+    /// The last hooked frames popped as stale: `(slot, original return)`.
+    evicted: [(usize, usize); EVICTED],
+    evicted_next: usize,
 }
 
 /// One thread's block.
@@ -121,6 +271,9 @@ pub struct ThreadState {
     pub nested: AtomicU64,
     /// Entries not recorded because the shadow stack was full.
     pub too_deep: AtomicU64,
+    /// Hooked returns given back before an exception or forced unwind went
+    /// through their frames (their exits are not recorded).
+    pub unwound: AtomicU64,
     private: UnsafeCell<Private>,
 }
 
@@ -199,7 +352,7 @@ pub fn capacity() -> usize {
 
 unsafe extern "C" fn thread_exit(p: *mut libc::c_void) {
     // Events after this point (other TLS destructors) get a fresh block.
-    STATE.with(|s| s.set(std::ptr::null_mut()));
+    set_this_thread(std::ptr::null_mut());
     if !p.is_null() {
         // SAFETY: the key's value is our block.
         unsafe { &*(p as *const ThreadState) }
@@ -233,6 +386,7 @@ pub fn recycle(st: &ThreadState) {
     st.unmatched.store(0, Ordering::Relaxed);
     st.nested.store(0, Ordering::Relaxed);
     st.too_deep.store(0, Ordering::Relaxed);
+    st.unwound.store(0, Ordering::Relaxed);
     st.dead.store(false, Ordering::Relaxed);
     st.owner.store(0, Ordering::Release);
 }
@@ -251,9 +405,18 @@ fn slow_init() -> *mut ThreadState {
         return std::ptr::null_mut();
     }
     let tid = gettid();
+    // Anything traced that the set-up below runs on this thread (padded
+    // library code) sees INIT and records nothing, instead of recursing.
+    set_this_thread(tp::INIT as *mut ThreadState);
+    let found = make_block(nfuncs, cap, tid);
+    set_this_thread(found);
+    found
+}
+
+fn make_block(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     let mut found: *mut ThreadState = std::ptr::null_mut();
     for s in all() {
-        if s.nfuncs == nfuncs
+        if s.nfuncs >= nfuncs
             && s.ring.capacity() == cap
             && s.owner
                 .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
@@ -278,7 +441,7 @@ fn slow_init() -> *mut ThreadState {
             (*found).ring.header().tid.store(tid, Ordering::Relaxed);
         }
     }
-    STATE.with(|s| s.set(found));
+    set_this_thread(found);
     let key = KEY.load(Ordering::Acquire);
     if key != usize::MAX {
         // SAFETY: the key was created in init.
@@ -316,11 +479,14 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             unmatched: AtomicU64::new(0),
             nested: AtomicU64::new(0),
             too_deep: AtomicU64::new(0),
+            unwound: AtomicU64::new(0),
             private: UnsafeCell::new(Private {
                 depth: 0,
                 overflow: 0,
                 cached_tail: 0,
                 shadow: [Frame::default(); MAX_DEPTH],
+                evicted: [(0, 0); EVICTED],
+                evicted_next: 0,
             }),
         });
         reset_counters(&*st);
@@ -473,12 +639,18 @@ pub fn call_saving_shim() -> usize {
 /// hook's own code stays free of vector registers (lean trampolines).
 #[inline(always)]
 fn call_slow(f: extern "C" fn(usize) -> usize) -> usize {
+    call_slow_arg(f, 0)
+}
+
+/// [`call_slow`] with an argument.
+#[inline(always)]
+fn call_slow_arg(f: extern "C" fn(usize) -> usize, arg: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the shim calls `f(0)` with the System V ABI and preserves the
+    // SAFETY: the shim calls `f(arg)` with the System V ABI and preserves the
     // vector registers around it.
-    return unsafe { __tracer_v1_call_saving(f, 0) };
+    return unsafe { __tracer_v1_call_saving(f, arg) };
     #[cfg(not(target_arch = "x86_64"))]
-    f(0)
+    f(arg)
 }
 
 extern "C" fn slow_init_c(_: usize) -> usize {
@@ -501,7 +673,10 @@ fn hook_now() -> u64 {
 
 #[inline(always)]
 fn current() -> Option<&'static ThreadState> {
-    let mut p = STATE.with(|s| s.get());
+    let mut p = this_thread();
+    if p as usize == tp::INIT {
+        return None; // in the middle of making this thread's block
+    }
     if p.is_null() {
         p = call_slow(slow_init_c) as *mut ThreadState;
         if p.is_null() {
@@ -603,16 +778,22 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
             // caller this function was inlined into, unless it is this very
             // function (no function is nested in itself within one frame).
             // (`get` rather than indexing: the hooks contain no panic path.)
-            while let Some(top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+            while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
                 if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
                     p.depth -= 1;
                     p.overflow = 0;
+                    evict(p, top);
                 } else {
                     break;
                 }
             }
             if let Some(slot) = p.shadow.get_mut(p.depth) {
-                *slot = Frame { func, ts: now, sp };
+                *slot = Frame {
+                    func,
+                    ts: now,
+                    sp,
+                    ret: 0,
+                };
                 st.ring.push(
                     &mut p.cached_tail,
                     &Event {
@@ -680,6 +861,11 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
             }
             match found {
                 Some((i, t0)) => {
+                    for j in i + 1..p.depth {
+                        if let Some(&f) = p.shadow.get(j) {
+                            evict(p, f);
+                        }
+                    }
                     p.depth = i;
                     record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
                 }
@@ -689,6 +875,242 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
     };
     // SAFETY: per the caller.
     unsafe { in_hook(rec, hook) }
+}
+
+/// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64,
+/// set by the runtime before any compiler pad is enabled; 0 where returns are
+/// not hooked (no such trampoline, or CET shadow stacks: entry-only events).
+pub static FRET: AtomicUsize = AtomicUsize::new(0);
+
+#[inline(always)]
+fn evict(p: &mut Private, f: Frame) {
+    if f.ret > TAIL {
+        let i = p.evicted_next % EVICTED;
+        if let Some(e) = p.evicted.get_mut(i) {
+            *e = (f.sp, f.ret);
+        }
+        p.evicted_next = p.evicted_next.wrapping_add(1);
+    }
+}
+
+/// Called by the compiler-pad entry trampoline: function `func` was entered;
+/// `slot` holds its return address.
+///
+/// Frames at or below `slot` on this stack are gone (they returned without
+/// passing the return trampoline: `longjmp`, an exception, a disabled
+/// `#[traceable]` exit) and are dropped, except the frame a tail call came
+/// from, which shares the slot (the slot then already holds the return
+/// trampoline): the callee gets a [`TAIL`] frame above it and both exits are
+/// recorded when the slot's return comes.
+///
+/// # Safety
+/// `slot` must be the address of the return address of a function being
+/// entered on this thread's stack.
+pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
+    let now = hook_now();
+    let Some(st) = current() else { return };
+    if st.busy.load(Ordering::Relaxed) {
+        bump(&st.nested);
+        return;
+    }
+    st.busy.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the private part belongs to this thread.
+    let p = unsafe { &mut *st.private.get() };
+    let func = func as u32;
+    let fret = FRET.load(Ordering::Relaxed);
+    // SAFETY: per the caller, `slot` is a live stack word.
+    let old = unsafe { *(slot as *const usize) };
+    let tail = fret != 0 && old == fret;
+    while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+        let below = top.sp < slot && slot - top.sp < STACK_SPAN;
+        let same_dead = top.sp == slot && !tail;
+        if below || same_dead {
+            p.depth -= 1;
+            p.overflow = 0;
+            evict(p, top);
+        } else {
+            break;
+        }
+    }
+    let hooked_below = p
+        .depth
+        .checked_sub(1)
+        .and_then(|i| p.shadow.get(i))
+        .is_some_and(|f| f.sp == slot && f.ret != 0);
+    // A tail call whose caller's frame is not on the shadow stack any more
+    // cannot be given an exit: record nothing rather than half a call.
+    let hook = fret != 0 && (!tail || hooked_below);
+    if let Some(sl) = p.shadow.get_mut(p.depth).filter(|_| hook) {
+        *sl = Frame {
+            func,
+            ts: now,
+            sp: slot,
+            ret: if tail { TAIL } else { old },
+        };
+        if !tail {
+            // SAFETY: per the caller; the return now goes through the trampoline.
+            unsafe { *(slot as *mut usize) = fret };
+        }
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: now,
+                dur: 0,
+                func,
+                depth: p.depth as u16,
+                kind: KIND_ENTRY,
+                flags: 0,
+            },
+        );
+        p.depth += 1;
+    } else if fret == 0 {
+        // Returns are not hooked here (CET shadow stacks): entry events only.
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: now,
+                dur: 0,
+                func,
+                depth: p.depth as u16,
+                kind: KIND_ENTRY,
+                flags: FLAG_ENTRY_ONLY,
+            },
+        );
+    } else {
+        bump(&st.too_deep);
+    }
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(false, Ordering::Relaxed);
+}
+
+/// Called by the return trampoline: the function whose return address sat
+/// at `slot` returned. Records the exit(s) and returns where it must go.
+///
+/// # Safety
+/// Only the return trampoline calls it, on the thread whose frame it was.
+pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
+    let now = hook_now();
+    let st = this_thread();
+    if st.is_null() || st as usize == tp::INIT {
+        lost_return(slot);
+    }
+    // SAFETY: blocks are never unmapped; the private part is this thread's.
+    let st = unsafe { &*st };
+    let was_busy = st.busy.swap(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the private part belongs to this thread.
+    let p = unsafe { &mut *st.private.get() };
+    let mut found = None;
+    for i in (0..p.depth).rev() {
+        if let Some(f) = p.shadow.get(i) {
+            if f.sp == slot && f.ret > TAIL {
+                found = Some(i);
+                break;
+            }
+        }
+    }
+    let ret = match found {
+        Some(i) => {
+            // Frames above `i` are the tail-called functions sharing this
+            // slot (recorded) or stale frames (dropped).
+            for j in (i..p.depth).rev() {
+                let Some(&f) = p.shadow.get(j) else { continue };
+                if f.sp == slot && f.ret != 0 && !was_busy {
+                    record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
+                } else if f.sp != slot {
+                    evict(p, f);
+                }
+            }
+            let r = p.shadow.get(i).map_or(0, |f| f.ret);
+            p.depth = i;
+            p.overflow = 0;
+            r
+        }
+        None => {
+            let mut r = 0;
+            for e in p.evicted.iter_mut() {
+                if e.0 == slot && e.1 != 0 {
+                    r = e.1;
+                    *e = (0, 0);
+                    break;
+                }
+            }
+            bump(&st.unmatched);
+            r
+        }
+    };
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(was_busy, Ordering::Relaxed);
+    if ret == 0 {
+        lost_return(slot);
+    }
+    ret
+}
+
+#[cold]
+#[inline(never)]
+fn lost_return(slot: usize) -> ! {
+    extern "C" fn die(slot: usize) -> usize {
+        eprintln!(
+            "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
+             thread's shadow stack, so the return address is unknown. Please report this with the \
+             program; disable return hooking with TRACER_NO_RETURN_HOOK=1 to work around it"
+        );
+        std::process::abort()
+    }
+    call_slow_arg(die, slot);
+    std::process::abort()
+}
+
+/// Give back every hooked return address of this thread (an exception or a
+/// forced unwind is about to walk the stack, and the unwinder must see the
+/// real return addresses). Those frames' exits are not recorded (counted in
+/// `unwound`); their shadow frames stay, unhooked, until later entries drop
+/// them as stale.
+pub fn unhook_returns() {
+    let st = this_thread();
+    if st.is_null() || st as usize == tp::INIT {
+        return;
+    }
+    // SAFETY: blocks are never unmapped.
+    let st = unsafe { &*st };
+    let was_busy = st.busy.swap(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let fret = FRET.load(Ordering::Relaxed);
+    // SAFETY: the private part belongs to this thread.
+    let p = unsafe { &mut *st.private.get() };
+    let mut n = 0;
+    // Newest first: a stale frame may share a live frame's slot.
+    for i in (0..p.depth).rev() {
+        let Some(f) = p.shadow.get_mut(i) else { continue };
+        if f.ret > TAIL {
+            let slot = f.sp as *mut usize;
+            // SAFETY: the slot of a frame entered on this thread's stack; it is
+            // only written where it still holds the trampoline's address.
+            unsafe {
+                if *slot == fret {
+                    *slot = f.ret;
+                    n += 1;
+                }
+            }
+        }
+        // Unhooked: never matched by a return again; dropped as stale later.
+        f.ret = 0;
+    }
+    for e in p.evicted.iter_mut() {
+        let slot = e.0 as *mut usize;
+        // SAFETY: as above.
+        if e.1 != 0 && unsafe { *slot } == fret {
+            unsafe { *slot = e.1 };
+            n += 1;
+        }
+        *e = (0, 0);
+    }
+    st.unwound
+        .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(was_busy, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -10,23 +10,35 @@
 //! veneer slot is written (and the instruction cache cleaned) before any site
 //! can branch to it, and [`call_target`] returns the same veneer for the same
 //! (site region, target) every time, so disabling finds the target it enabled.
-//! On other architectures every target is returned as it is.
+//! On x86-64 the same pages hold the entry stubs of compiler pads
+//! ([`entry_stub`]): `mov r11d, FUNC; jmp [rip]; .quad TRAMPOLINE`, within
+//! ±2 GiB of the pads that call them. On ARMv7 every target is returned as
+//! it is.
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 mod imp {
     use crate::arch::Arch;
     use std::sync::Mutex;
     use tracer_core::backend::{Backend, EncodeError};
 
     const PAGE: usize = 4096;
+    #[cfg(target_arch = "aarch64")]
     const SLOT: usize = 16;
+    #[cfg(target_arch = "aarch64")]
     const REACH: usize = 128 << 20;
+    /// x86-64 slots hold per-function entry stubs (see [`entry_stub`]).
+    #[cfg(target_arch = "x86_64")]
+    const SLOT: usize = 32;
+    #[cfg(target_arch = "x86_64")]
+    const REACH: usize = 1 << 31;
 
     struct Pages {
         /// (page base, bytes used)
         pages: Vec<(usize, usize)>,
-        /// (veneer address, target)
-        veneers: Vec<(usize, usize)>,
+        /// (veneer address, target, tag): the tag tells apart stubs with the
+        /// same target (x86-64 entry stubs: the function index + 1; 0 for a
+        /// plain veneer).
+        veneers: Vec<(usize, usize, u64)>,
     }
 
     static POOL: Mutex<Pages> = Mutex::new(Pages {
@@ -41,7 +53,9 @@ mod imp {
     fn map_near(site: usize) -> Option<usize> {
         let base = site & !(PAGE - 1);
         for k in 1..64usize {
-            for hint in [base.wrapping_sub(k << 20), base.wrapping_add(k << 20)] {
+            // Steps of 1 MiB near the site, then 16 MiB farther out (x86-64).
+            let step = if k < 32 { k << 20 } else { (k - 31) << 24 };
+            for hint in [base.wrapping_sub(step), base.wrapping_add(step)] {
                 // SAFETY: a fresh anonymous mapping at a free address (the
                 // kernel refuses to replace an existing one).
                 let p = unsafe {
@@ -91,18 +105,19 @@ mod imp {
         Ok(())
     }
 
-    /// What the site at `site` should call to reach `target`.
-    pub fn call_target(site: usize, target: usize) -> Result<usize, String> {
-        match Arch::encode_call(site, target) {
-            Ok(_) => return Ok(target),
-            Err(EncodeError::OutOfRange { .. }) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+    /// A slot within reach of `site` holding `encode(slot)`, shared by every
+    /// site in reach that asks for the same `(target, tag)`.
+    fn slot_for(
+        site: usize,
+        target: usize,
+        tag: u64,
+        encode: &dyn Fn(usize) -> Result<[u8; SLOT], String>,
+    ) -> Result<usize, String> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&(v, _)) = pool
+        if let Some(&(v, _, _)) = pool
             .veneers
             .iter()
-            .find(|&&(v, t)| t == target && reaches(site, v))
+            .find(|&&(v, t, g)| t == target && g == tag && reaches(site, v))
         {
             return Ok(v);
         }
@@ -119,27 +134,56 @@ mod imp {
             None => {
                 let p = map_near(site).ok_or_else(|| {
                     format!(
-                        "no free address within ±128 MiB of {site:#x} for a veneer to {target:#x}"
+                        "no free address within reach ({} MiB) of {site:#x} for a stub to {target:#x}",
+                        REACH >> 20
                     )
                 })?;
                 pool.pages.push((p, SLOT));
                 p
             }
         };
-        let bytes =
-            tracer_arch_arm::aarch64::encode_veneer(slot, target).map_err(|e| e.to_string())?;
-        write_slot(slot, &bytes)?;
-        pool.veneers.push((slot, target));
+        write_slot(slot, &encode(slot)?)?;
+        pool.veneers.push((slot, target, tag));
         Ok(slot)
+    }
+
+    /// What the site at `site` should call to reach `target`.
+    pub fn call_target(site: usize, target: usize) -> Result<usize, String> {
+        match Arch::encode_call(site, target) {
+            Ok(_) => return Ok(target),
+            Err(EncodeError::OutOfRange { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        #[cfg(target_arch = "aarch64")]
+        return slot_for(site, target, 0, &|slot| {
+            tracer_arch_arm::aarch64::encode_veneer(slot, target).map_err(|e| e.to_string())
+        });
+        #[cfg(target_arch = "x86_64")]
+        slot_for(site, target, 0, &|_| {
+            Ok(tracer_arch_x86::pad::encode_entry_stub(u32::MAX, target))
+        })
+    }
+
+    /// The entry stub of function `func` for a compiler pad at `site`: it
+    /// loads `func` into `r11d` and jumps to `tramp` (see
+    /// `tracer_arch_x86::pad::encode_entry_stub`). One per function and
+    /// 2 GiB region; never freed.
+    #[cfg(target_arch = "x86_64")]
+    pub fn entry_stub(site: usize, func: u32, tramp: usize) -> Result<usize, String> {
+        slot_for(site, tramp, u64::from(func) + 1, &|_| {
+            Ok(tracer_arch_x86::pad::encode_entry_stub(func, tramp))
+        })
     }
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::call_target;
+#[cfg(target_arch = "x86_64")]
+pub use imp::entry_stub;
 
 /// What the site at `site` should call to reach `target` (the target itself
 /// where the architecture's call reaches it).
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 pub fn call_target(_site: usize, target: usize) -> Result<usize, String> {
     Ok(target)
 }

@@ -1,0 +1,428 @@
+//! Compiler-inserted pads: found in the ELF objects of the running process.
+//!
+//! Compilers leave a table of pad addresses in one of two sections:
+//!
+//! - `__patchable_function_entries`: clang and GCC `-fpatchable-function-entry=N`,
+//!   rustc `-Z patchable-function-entry=N`. One pointer per pad.
+//! - `__mcount_loc`: GCC `-pg -mfentry -mnop-mcount -mrecord-mcount` (only
+//!   without PIC: `-fno-pie -no-pie`). One pointer per pad.
+//!
+//! Both sections are allocated (`SHF_ALLOC`), so they are mapped with the
+//! object. In a PIE or a shared library the file holds zeros or link-time
+//! addresses and the loader fills in the real ones from `R_X86_64_RELATIVE`
+//! relocations, so the table is read from **live memory** (section address +
+//! load bias) after relocation: one path for every link mode. Every entry
+//! must fall inside one of the object's executable segments, or it is ignored
+//! (a file rewritten on disk since it was loaded cannot mislead the tracer
+//! into writing elsewhere).
+//!
+//! Names come from the object's symbol table (`.symtab`, or `.dynsym` when the
+//! object is stripped), demangled: Rust (legacy and v0, without the hash) and
+//! C++ (without parameters). A pad must be the function's first instruction
+//! (after an `endbr64`): the tracer hooks the return address the caller
+//! pushed, which is only where it expects at the true entry.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+/// One loaded ELF object (the executable, a shared library).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedObject {
+    /// Path of the file it was loaded from.
+    pub path: String,
+    /// Load bias: runtime address minus link-time address.
+    pub bias: usize,
+    /// Executable segments, runtime `[start, end)`.
+    pub exec: Vec<(usize, usize)>,
+}
+
+/// The objects currently loaded, and the loader's (adds, subs) counters.
+pub fn loaded_objects() -> (Vec<LoadedObject>, u64, u64) {
+    struct Acc {
+        objs: Vec<LoadedObject>,
+        adds: u64,
+        subs: u64,
+    }
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info for the duration of the
+        // call; `data` is our `Acc`.
+        let (info, acc) = unsafe { (&*info, &mut *(data as *mut Acc)) };
+        acc.adds = info.dlpi_adds;
+        acc.subs = info.dlpi_subs;
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a NUL-terminated string owned by the loader.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut exec = Vec::new();
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
+                exec.push((start, start + ph.p_memsz as usize));
+            }
+        }
+        let path = if name.is_empty() {
+            // The executable (the first object) has no name here.
+            if acc.objs.is_empty() {
+                std::fs::read_link("/proc/self/exe")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new() // the vDSO
+            }
+        } else {
+            name
+        };
+        if !path.is_empty() && !path.starts_with("linux-vdso") && !path.starts_with("linux-gate")
+        {
+            acc.objs.push(LoadedObject {
+                path,
+                bias: info.dlpi_addr as usize,
+                exec,
+            });
+        } else if acc.objs.is_empty() {
+            // Keep the executable first even if its path is unknown.
+            acc.objs.push(LoadedObject {
+                path: String::from("(executable)"),
+                bias: info.dlpi_addr as usize,
+                exec,
+            });
+        }
+        0
+    }
+    let mut acc = Acc {
+        objs: Vec::new(),
+        adds: 0,
+        subs: 0,
+    };
+    // SAFETY: `cb` matches the callback type and only touches `acc`.
+    unsafe { libc::dl_iterate_phdr(Some(cb), &mut acc as *mut Acc as *mut libc::c_void) };
+    (acc.objs, acc.adds, acc.subs)
+}
+
+/// Which table a pad came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadSource {
+    /// `__patchable_function_entries`.
+    PatchableEntry,
+    /// `__mcount_loc`.
+    McountLoc,
+}
+
+/// One function with a compiler pad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundFunc {
+    /// The raw symbol.
+    pub symbol: String,
+    /// Demangled full path (`app::cache::lookup`, `ns::Klass::method`, `leaf`).
+    pub path: String,
+    /// Own name (the path's last segment).
+    pub ident: String,
+    /// Runtime address of the symbol.
+    pub start: usize,
+    /// The pad's runtime address.
+    pub site: usize,
+    /// Where it was recorded.
+    pub source: PadSource,
+    /// Why the pad cannot be used, if so.
+    pub problem: Option<String>,
+}
+
+/// What one object holds.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectScan {
+    /// Functions with pads, by site address.
+    pub funcs: Vec<FoundFunc>,
+    /// Table entries outside the object's code (ignored).
+    pub out_of_range: usize,
+}
+
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn open(path: &str) -> Result<Mapped, String> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
+        let len = f
+            .metadata()
+            .map_err(|e| format!("cannot stat {path}: {e}"))?
+            .len() as usize;
+        if len == 0 {
+            return Err(format!("{path} is empty"));
+        }
+        // SAFETY: a fresh private read-only mapping of a file we opened.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "cannot map {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes, alive while `self` is.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `open` mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+/// Does the object have pad tables at all? (Reads only the section headers.)
+pub fn has_pads(obj: &LoadedObject) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(m) = Mapped::open(&obj.path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(m.bytes()) else {
+        return false;
+    };
+    let found = file.sections().any(|s| {
+        matches!(
+            s.name(),
+            Ok("__patchable_function_entries") | Ok("__mcount_loc")
+        )
+    });
+    found
+}
+
+/// Read the pad tables and name the pads of `obj`. `read(addr, buf)` reads
+/// live memory of this process (the tables, after relocation).
+pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {
+    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+    let m = Mapped::open(&obj.path)?;
+    let file = object::File::parse(m.bytes())
+        .map_err(|e| format!("{} is not an ELF object this tracer can read: {e}", obj.path))?;
+    let word = if file.is_64() { 8 } else { 4 };
+    let in_code = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
+    let mut out = ObjectScan::default();
+    let mut sites: Vec<(usize, PadSource)> = Vec::new();
+    for sec in file.sections() {
+        let source = match sec.name() {
+            Ok("__patchable_function_entries") => PadSource::PatchableEntry,
+            Ok("__mcount_loc") => PadSource::McountLoc,
+            _ => continue,
+        };
+        let (addr, size) = (sec.address() as usize, sec.size() as usize);
+        if addr == 0 || size == 0 {
+            continue;
+        }
+        let mut table = vec![0u8; size];
+        read(obj.bias.wrapping_add(addr), &mut table);
+        for chunk in table.chunks_exact(word) {
+            let mut w = [0u8; 8];
+            w[..word].copy_from_slice(chunk);
+            let a = u64::from_le_bytes(w) as usize;
+            if a == 0 {
+                continue; // a discarded function's slot
+            }
+            if in_code(a) {
+                sites.push((a, source));
+            } else {
+                out.out_of_range += 1;
+            }
+        }
+    }
+    if sites.is_empty() {
+        return Ok(out);
+    }
+    sites.sort_unstable();
+    sites.dedup_by_key(|s| s.0);
+
+    // Function symbols, runtime addresses; prefer .symtab.
+    let mut syms: Vec<(usize, usize, String, bool)> = Vec::new();
+    let mut collect = |it: &mut dyn Iterator<Item = object::Symbol<'_, '_>>| {
+        for s in it {
+            if s.kind() != SymbolKind::Text || s.address() == 0 || s.is_undefined() {
+                continue;
+            }
+            if let Ok(n) = s.name() {
+                if !n.is_empty() {
+                    syms.push((
+                        obj.bias.wrapping_add(s.address() as usize),
+                        s.size() as usize,
+                        n.to_string(),
+                        s.is_global(),
+                    ));
+                }
+            }
+        }
+    };
+    collect(&mut file.symbols());
+    if syms.is_empty() {
+        collect(&mut file.dynamic_symbols());
+    }
+    // One symbol per address: globals first, then the shorter name.
+    syms.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(b.3.cmp(&a.3))
+            .then(a.2.len().cmp(&b.2.len()))
+    });
+    syms.dedup_by_key(|s| s.0);
+
+    for (site, source) in sites {
+        // The last symbol starting at or before the site.
+        let i = syms.partition_point(|s| s.0 <= site);
+        let sym = i.checked_sub(1).map(|i| &syms[i]).filter(|s| {
+            let end = if s.1 == 0 { s.0 + 16 } else { s.0 + s.1 };
+            site < end
+        });
+        let Some(&(start, _, ref raw, _)) = sym else {
+            let path = format!("{}+{:#x}", base_name(&obj.path), site - obj.bias);
+            out.funcs.push(FoundFunc {
+                symbol: String::new(),
+                ident: path.clone(),
+                path,
+                start: site,
+                site,
+                source,
+                problem: Some(format!(
+                    "no symbol covers the pad at {site:#x} in {}; a stripped object cannot be named",
+                    obj.path
+                )),
+            });
+            continue;
+        };
+        let path = demangle(raw);
+        let ident = own_name(&path).to_string();
+        let mut problem = None;
+        if site != start {
+            let mut head = [0u8; 4];
+            read(start, &mut head);
+            if !(site == start + 4 && head == ENDBR64) {
+                problem = Some(format!(
+                    "the pad is {} bytes into {path}, not at its entry; only entry pads can be traced \
+                     (build with -fpatchable-function-entry=N without a second, prefix argument)",
+                    site - start
+                ));
+            }
+        }
+        out.funcs.push(FoundFunc {
+            symbol: raw.clone(),
+            path,
+            ident,
+            start,
+            site,
+            source,
+            problem,
+        });
+    }
+    Ok(out)
+}
+
+/// `endbr64`: the only instruction allowed before a pad.
+pub const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Demangle a symbol: Rust (legacy or v0, without the hash), C++ (without
+/// parameters or return type), or as it is.
+pub fn demangle(raw: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(raw) {
+        return format!("{d:#}");
+    }
+    if raw.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(raw) {
+            let opts = cpp_demangle::DemangleOptions::new()
+                .no_params()
+                .no_return_type();
+            if let Ok(s) = sym.demangle(&opts) {
+                return s;
+            }
+        }
+    }
+    raw.to_string()
+}
+
+/// The last `::` segment of a path, outside any `<...>` or `(...)`.
+pub fn own_name(path: &str) -> &str {
+    let b = path.as_bytes();
+    let mut depth = 0i32;
+    let mut cut = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'<' | b'(' | b'[' => depth += 1,
+            b'>' | b')' | b']' => depth -= 1,
+            b':' if depth == 0 && i + 1 < b.len() && b[i + 1] == b':' => {
+                cut = i + 2;
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    &path[cut..]
+}
+
+/// Functions grouped by path within one object: `path -> indices`.
+pub fn group_by_path(funcs: &[FoundFunc]) -> HashMap<&str, Vec<usize>> {
+    let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, f) in funcs.iter().enumerate() {
+        m.entry(f.path.as_str()).or_default().push(i);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_demangled_without_hashes_or_parameters() {
+        assert_eq!(
+            demangle("_ZN3app5cache6lookup17h0123456789abcdefE"),
+            "app::cache::lookup"
+        );
+        assert_eq!(demangle("_RNvNtCs1234_3app5cache6lookup"), "app::cache::lookup");
+        assert_eq!(demangle("_ZN2ns5Klass6methodEi"), "ns::Klass::method");
+        assert_eq!(demangle("leaf"), "leaf");
+    }
+
+    #[test]
+    fn own_names_skip_generics_and_impls() {
+        assert_eq!(own_name("app::cache::lookup"), "lookup");
+        assert_eq!(own_name("<app::Db as app::Store>::get"), "get");
+        assert_eq!(own_name("ns::Klass<std::pair<int, int>>::m"), "m");
+        assert_eq!(own_name("leaf"), "leaf");
+    }
+
+    #[test]
+    fn the_executable_is_listed_first_with_code_ranges() {
+        let (objs, adds, _) = loaded_objects();
+        assert!(adds >= 1);
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        assert_eq!(objs[0].path, exe.display().to_string());
+        let here = loaded_objects as *const () as usize;
+        assert!(objs[0].exec.iter().any(|&(s, e)| here >= s && here < e));
+    }
+}
