@@ -73,15 +73,15 @@ macro_rules! __tracer_define_trampolines {
 /// `slot` is the address of the caller's return address (the hook may
 /// replace it with `__tracer_v1_tramp_fret` to see the return);
 /// `__tracer_v1_tramp_fret`, reached by the traced function's `ret`, calls
-/// `$fret_hook(slot) -> original return address` and jumps there.
+/// `$fret_hook(slot) -> original return address` and returns there.
 ///
 /// Both save every caller-saved general register (arguments on the way in,
 /// return values on the way out, and whatever a caller optimised with
 /// interprocedural register allocation keeps there), and the extended state
 /// unless `$lean` is set, exactly as [`__tracer_define_trampolines`]. The
-/// return trampoline leaves through `jmp [rsp - 8]`: the original return
-/// address is stored in the slot the `ret` just popped, inside the caller's
-/// red zone, which a signal frame never overwrites.
+/// return trampoline puts the original return address back in the slot the
+/// traced function's `ret` just popped (the first thing it does is to
+/// reserve it again) and leaves with `ret`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
@@ -114,19 +114,23 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".type __tracer_v1_tramp_fret,@function",
             ".p2align 4",
             "__tracer_v1_tramp_fret:",
-            // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8.
+            // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8,
+            // kept free to hold the original return address.
+            "sub rsp, 8",
             "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
-            "lea rdi, [rsp + 64]",
+            "lea rdi, [rsp + 72]",
             "test byte ptr [rip + {lean}], 1",
             "jnz 2f",
+            "sub rsp, 8",
             $crate::__tracer_saving_call!("call ", "{fret}", "4", "5"),
+            "add rsp, 8",
             "jmp 3f",
             "2:",
-            "sub rsp, 8\n call {fret}\n add rsp, 8",
+            "call {fret}",
             "3:",
-            "mov qword ptr [rsp + 64], rax",
+            "mov qword ptr [rsp + 72], rax",
             "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
-            "jmp qword ptr [rsp - 8]",
+            "ret",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
             ".popsection",
             fentry = sym $fentry_hook,
@@ -367,6 +371,61 @@ pub fn verify_hook(entry: usize, shim: usize, read: &dyn Fn(usize, &mut [u8])) -
     HookCheck::Lean {
         instructions: seen.len(),
     }
+}
+
+/// Every direct call target reachable from `roots` (following direct
+/// branches and calls), up to `limit` instructions: the functions that code
+/// may run. `read(addr, buf)` reads code; `inside(addr)` bounds the walk.
+pub fn reachable_calls(
+    roots: &[usize],
+    limit: usize,
+    inside: &dyn Fn(usize) -> bool,
+    read: &dyn Fn(usize, &mut [u8]),
+) -> std::collections::BTreeSet<usize> {
+    let mut todo: Vec<usize> = roots.to_vec();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut calls = std::collections::BTreeSet::new();
+    while let Some(start) = todo.pop() {
+        let mut ip = start;
+        while inside(ip) && seen.len() < limit && seen.insert(ip) {
+            let mut buf = [0u8; 16];
+            read(ip, &mut buf);
+            let mut d = Decoder::with_ip(64, &buf, ip as u64, DecoderOptions::NONE);
+            let insn = d.decode();
+            if insn.is_invalid() {
+                break;
+            }
+            let next = insn.next_ip() as usize;
+            let target = (insn.op0_kind() == OpKind::NearBranch64)
+                .then(|| insn.near_branch_target() as usize);
+            match insn.flow_control() {
+                FlowControl::Next | FlowControl::Interrupt => ip = next,
+                FlowControl::UnconditionalBranch => match target {
+                    Some(t) => {
+                        calls.insert(t);
+                        ip = t;
+                    }
+                    None => break,
+                },
+                FlowControl::ConditionalBranch => {
+                    if let Some(t) = target {
+                        todo.push(t);
+                    }
+                    ip = next;
+                }
+                FlowControl::Call => {
+                    if let Some(t) = target {
+                        calls.insert(t);
+                        todo.push(t);
+                    }
+                    ip = next;
+                }
+                FlowControl::IndirectCall => ip = next,
+                _ => break,
+            }
+        }
+    }
+    calls
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ pub enum SkipReason {
     },
     /// The call cannot be encoded at this site.
     Encode(EncodeError),
+    /// No stub for the site's call could be placed (the reason).
+    NoStub(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -99,6 +101,7 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::Unexpected(e) => write!(f, "{e}"),
             SkipReason::Trapped => f.write_str("a breakpoint that is not the tracer's sits there"),
+            SkipReason::NoStub(m) => f.write_str(m),
             SkipReason::ForeignCall { target } => {
                 write!(
                     f,

@@ -20,6 +20,10 @@ pub const KIND_EXIT: u32 = 1;
 pub const KIND_ASYNC_ENTRY: u32 = 2;
 /// Exit of an `async fn`, with the same token as its entry.
 pub const KIND_ASYNC_EXIT: u32 = 3;
+/// A compiler-inserted pad at a function's true entry (no record: found in
+/// the object's `__patchable_function_entries` or `__mcount_loc`); its exit
+/// is seen by hooking the return address.
+pub const KIND_FENTRY: u32 = 4;
 
 /// The static description of a traceable function.
 #[repr(C)]

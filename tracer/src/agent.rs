@@ -403,9 +403,11 @@ fn handle_one(c: &mut Client) -> bool {
     send(&mut c.stream, &reply, &fds).is_ok() && keep
 }
 
-fn func_json(i: usize, f: &crate::FunctionInfo) -> Value {
+fn func_json(f: &crate::FunctionInfo) -> Value {
     json!({
-        "index": i,
+        "index": f.index,
+        "loaded": f.loaded,
+        "compiler_pad": f.compiler_pad,
         "name": f.name,
         "ident": f.ident,
         "file": f.file,
@@ -418,11 +420,8 @@ fn func_json(i: usize, f: &crate::FunctionInfo) -> Value {
 
 fn hello() -> Value {
     let rt = crate::runtime();
-    let funcs: Vec<Value> = crate::functions()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| func_json(i, f))
-        .collect();
+    // By index: events name functions by their position here.
+    let funcs: Vec<Value> = crate::all_functions().iter().map(func_json).collect();
     ok(json!({
         "pid": std::process::id(),
         "exe": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -456,7 +455,7 @@ fn list(pattern: Option<&str>) -> Value {
             }
         }
     };
-    let funcs: Vec<Value> = picked.iter().map(|&i| func_json(i, &fs[i])).collect();
+    let funcs: Vec<Value> = picked.iter().map(|&i| func_json(&fs[i])).collect();
     ok(json!({ "functions": funcs }))
 }
 
@@ -521,6 +520,9 @@ fn status() -> Value {
         "buffer_events": s.buffer_events,
         "buffer_bytes": s.buffer_bytes,
         "reader_attached": collect::external(),
+        "returns": s.returns,
+        "unwound": s.unwound,
+        "converted_pads": s.converted_pads,
         "threads_detail": threads,
     }))
 }

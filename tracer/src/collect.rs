@@ -185,7 +185,8 @@ impl Collector {
             if dead {
                 n += self.drain_one(st);
                 for (i, c) in st.counters().iter().enumerate() {
-                    self.retired[i].add(
+                    let Some(r) = self.retired.get_mut(i) else { break };
+                    r.add(
                         c.count.load(Ordering::Relaxed),
                         c.sum.load(Ordering::Relaxed),
                         c.min.load(Ordering::Relaxed),
@@ -224,9 +225,18 @@ impl Collector {
         n
     }
 
+    /// Make room for `n` functions (objects loaded later add some).
+    pub fn ensure(&mut self, n: usize) {
+        while self.hists.len() < n {
+            self.hists.push(new_hist());
+        }
+        self.retired.resize(n.max(self.retired.len()), Totals::default());
+        self.baseline.resize(n.max(self.baseline.len()), Totals::default());
+    }
+
     /// Exact totals of function `f` over all threads, live and exited.
     pub fn totals(&self, f: usize) -> Totals {
-        let mut t = self.retired[f];
+        let mut t = self.retired.get(f).copied().unwrap_or_default();
         for st in thread::all() {
             if st.owner.load(Ordering::Acquire) == 0 {
                 continue;
@@ -240,7 +250,7 @@ impl Collector {
                 );
             }
         }
-        let b = self.baseline[f];
+        let b = self.baseline.get(f).copied().unwrap_or_default();
         if b.count > 0 {
             t.count = t.count.saturating_sub(b.count);
             t.sum = t.sum.wrapping_sub(b.sum);

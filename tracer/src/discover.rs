@@ -110,7 +110,7 @@ pub fn loaded_objects() -> (Vec<LoadedObject>, u64, u64) {
 }
 
 /// Which table a pad came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PadSource {
     /// `__patchable_function_entries`.
     PatchableEntry,
@@ -257,16 +257,17 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
     sites.dedup_by_key(|s| s.0);
 
     // Function symbols, runtime addresses; prefer .symtab.
-    let mut syms: Vec<(usize, usize, String, bool)> = Vec::new();
-    let mut collect = |it: &mut dyn Iterator<Item = object::Symbol<'_, '_>>| {
+    let bias = obj.bias;
+    let collect = |it: &mut dyn Iterator<Item = object::Symbol<'_, '_>>| {
+        let mut v = Vec::new();
         for s in it {
             if s.kind() != SymbolKind::Text || s.address() == 0 || s.is_undefined() {
                 continue;
             }
             if let Ok(n) = s.name() {
                 if !n.is_empty() {
-                    syms.push((
-                        obj.bias.wrapping_add(s.address() as usize),
+                    v.push((
+                        bias.wrapping_add(s.address() as usize),
                         s.size() as usize,
                         n.to_string(),
                         s.is_global(),
@@ -274,10 +275,11 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
                 }
             }
         }
+        v
     };
-    collect(&mut file.symbols());
+    let mut syms = collect(&mut file.symbols());
     if syms.is_empty() {
-        collect(&mut file.dynamic_symbols());
+        syms = collect(&mut file.dynamic_symbols());
     }
     // One symbol per address: globals first, then the shorter name.
     syms.sort_by(|a, b| {

@@ -45,6 +45,8 @@ mod arch;
 pub mod clock;
 mod collect;
 mod registry;
+pub mod discover;
+mod whole;
 mod text;
 mod thread;
 mod trap;
@@ -64,6 +66,13 @@ pub use tracer_macros::traceable;
 tracer_arch_x86::__tracer_define_trampolines!(
     crate::thread::on_entry,
     crate::thread::on_exit,
+    crate::thread::LEAN,
+    crate::thread::XSAVE_SIZE
+);
+#[cfg(target_arch = "x86_64")]
+tracer_arch_x86::__tracer_define_fentry_trampolines!(
+    crate::thread::on_fentry,
+    crate::thread::on_fret,
     crate::thread::LEAN,
     crate::thread::XSAVE_SIZE
 );
@@ -106,7 +115,19 @@ static AGENT_CONSTRUCTOR: extern "C" fn() = agent_constructor;
 
 #[cfg(target_os = "linux")]
 extern "C" fn agent_constructor() {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    whole::convert_at_startup();
     agent::start();
+    if let Some(p) = std::env::var_os("TRACER_ENABLE") {
+        // `TRACER_ENABLE=PATTERN`: enable before main, as uftrace's -F does.
+        let p = p.to_string_lossy();
+        if let Err(e) = enable(&p) {
+            eprintln!("tracer: TRACER_ENABLE={p}: {e}");
+        }
+    }
 }
 
 extern "C" {
@@ -184,6 +205,13 @@ pub struct FunctionInfo {
     /// Problems with its pads (bytes that were not what the tracer expected);
     /// such pads are never written.
     pub problems: Vec<String>,
+    /// Its index (as in events, and in the agent's function list).
+    pub index: u32,
+    /// False once the object holding it was unloaded (`dlclose`).
+    pub loaded: bool,
+    /// A compiler-inserted pad (`file` is then the object's path) rather
+    /// than `#[traceable]`.
+    pub compiler_pad: bool,
 }
 
 /// Latency of one function, in nanoseconds.
@@ -224,15 +252,28 @@ pub struct Report {
 }
 
 struct Runtime {
-    registry: &'static registry::Registry,
-    engine: Mutex<Vec<bool>>,
+    state: Mutex<State>,
 }
 
-static REGISTRY: OnceLock<registry::Registry> = OnceLock::new();
+/// The registry and which functions are enabled, under one lock (batches
+/// are serialised by it too).
+struct State {
+    reg: registry::Registry,
+    enabled: Vec<bool>,
+    /// The loader's (adds, subs) counters when the objects were last scanned.
+    loader: (u64, u64),
+}
+
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 
-fn registry() -> Option<&'static registry::Registry> {
-    REGISTRY.get()
+impl Runtime {
+    /// The state, with the registry brought up to date with the objects
+    /// loaded now (`dlopen`/`dlclose` since the last look).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        whole::refresh(&mut st);
+        st
+    }
 }
 
 fn records() -> &'static [SiteRecord] {
@@ -252,9 +293,10 @@ fn runtime() -> Result<&'static Runtime, Error> {
             {
                 clock::init();
                 // SAFETY: the records are this program's, valid forever; no pad is enabled yet.
-                let reg = REGISTRY.get_or_init(|| unsafe { registry::Registry::build(records()) });
-                thread::init(reg.funcs.len());
-                collect::init(reg.funcs.len());
+                let reg = unsafe { registry::Registry::build(records()) };
+                let nfuncs = reg.funcs.len();
+                thread::init(nfuncs);
+                collect::init(nfuncs);
                 #[cfg(target_arch = "x86_64")]
                 thread::XSAVE_SIZE.store(
                     arch::xsave_area_size(),
@@ -281,9 +323,15 @@ fn runtime() -> Result<&'static Runtime, Error> {
                     thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
                 }
                 let _ = HOOK_CHECK.set(check);
+                whole::init_returns();
+                let mut state = State {
+                    enabled: vec![false; nfuncs],
+                    reg,
+                    loader: (0, 0),
+                };
+                whole::refresh(&mut state);
                 Ok(Runtime {
-                    registry: reg,
-                    engine: Mutex::new(vec![false; reg.funcs.len()]),
+                    state: Mutex::new(state),
                 })
             }
         })
@@ -303,6 +351,8 @@ fn verify_hooks() -> Option<String> {
     for (name, f) in [
         ("on_entry", thread::on_entry as *const () as usize),
         ("on_exit", thread::on_exit as *const () as usize),
+        ("on_fentry", thread::on_fentry as *const () as usize),
+        ("on_fret", thread::on_fret as *const () as usize),
     ] {
         if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, &read) {
             return Some(format!("{name}: {why}"));
@@ -311,21 +361,29 @@ fn verify_hooks() -> Option<String> {
     None
 }
 
+/// Every function for pattern matching; unloaded ones get an empty name
+/// (no pattern matches it).
 fn named(reg: &registry::Registry) -> Vec<Named<'_>> {
     reg.funcs
         .iter()
-        .map(|f| Named {
-            path: &f.path,
-            own: f.ident,
+        .map(|f| {
+            if f.loaded {
+                Named {
+                    path: &f.path,
+                    own: &f.ident,
+                }
+            } else {
+                Named { path: "", own: "" }
+            }
         })
         .collect()
 }
 
 fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     let rt = runtime()?;
-    let reg = rt.registry;
+    let mut guard = rt.state();
+    let State { reg, enabled, .. } = &mut *guard;
     let funcs = pattern::resolve(pattern, &named(reg))?;
-    let mut enabled = rt.engine.lock().unwrap_or_else(|e| e.into_inner());
     let targets: Vec<usize> = funcs.into_iter().filter(|&f| enabled[f] != on).collect();
     let mut report = Report::default();
     if targets.is_empty() {
@@ -339,10 +397,27 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
                 continue;
             }
             // Where the call reaches the stub, the stub; else a veneer (the
-            // same one on the way back, so the old bytes check out).
-            let target = match veneer::call_target(s.addr, s.stub) {
-                Ok(t) => t,
-                Err(_) => s.stub, // the engine skips it with the encode error
+            // same one on the way back, so the old bytes check out). A
+            // compiler pad calls its function's entry stub.
+            let target = if s.kind == tracer_core::site::KIND_FENTRY {
+                match whole::entry_stub(s.addr, s.func) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report.skipped.push((
+                            reg.funcs[f].path.clone(),
+                            Skipped {
+                                addr: s.addr,
+                                reason: SkipReason::NoStub(e),
+                            },
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                match veneer::call_target(s.addr, s.stub) {
+                    Ok(t) => t,
+                    Err(_) => s.stub, // the engine skips it with the encode error
+                }
             };
             requests.push(SiteRequest {
                 addr: s.addr,
@@ -445,36 +520,55 @@ pub fn functions() -> Vec<FunctionInfo> {
     let Ok(rt) = runtime() else {
         return Vec::new();
     };
-    let enabled = rt.engine.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    rt.registry
+    let mut all = function_table(&rt.state());
+    all.retain(|f| f.loaded);
+    all.sort_by(|a, b| a.name.cmp(&b.name).then(a.index.cmp(&b.index)));
+    all
+}
+
+/// Every function ever registered, by index (unloaded ones too): what the
+/// agent hands the `tracer` program, whose events name functions by index.
+pub(crate) fn all_functions() -> Vec<FunctionInfo> {
+    match runtime() {
+        Ok(rt) => function_table(&rt.state()),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Every function ever registered, by index (unloaded ones too).
+fn function_table(st: &State) -> Vec<FunctionInfo> {
+    st.reg
         .funcs
         .iter()
         .enumerate()
         .map(|(i, f)| FunctionInfo {
             name: f.path.clone(),
-            ident: f.ident.to_string(),
-            file: f.file.to_string(),
+            ident: f.ident.clone(),
+            file: f.file.clone(),
             line: f.line,
-            enabled: enabled[i],
+            enabled: st.enabled[i],
             sites: f.sites.len(),
             problems: f
                 .sites
                 .iter()
-                .filter_map(|&s| rt.registry.sites[s].broken.clone())
+                .filter_map(|&s| st.reg.sites[s].broken.clone())
                 .collect(),
+            index: i as u32,
+            loaded: f.loaded,
+            compiler_pad: f.object.is_some(),
         })
         .collect()
 }
 
 fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {
-    if let Some(i) = reg.funcs.iter().position(|f| f.path == name) {
+    if let Some(i) = reg.funcs.iter().position(|f| f.loaded && f.path == name) {
         return Some(i);
     }
     let mut it = reg
         .funcs
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.ident == name);
+        .filter(|(_, f)| f.loaded && f.ident == name);
     match (it.next(), it.next()) {
         (Some((i, _)), None) => Some(i),
         _ => None,
@@ -486,7 +580,7 @@ fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {
 /// `None` if no such function exists or it has no completed call.
 pub fn latency(name: &str) -> Option<LatencySummary> {
     let rt = runtime().ok()?;
-    let f = lookup(rt.registry, name)?;
+    let f = lookup(&rt.state().reg, name)?;
     let mut c = collect::lock();
     c.drain_all();
     let t = c.totals(f);
@@ -537,10 +631,10 @@ pub struct Bucket {
 /// non-empty bucket. `None` as for [`latency`].
 pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
     let rt = runtime().ok()?;
-    let f = lookup(rt.registry, name)?;
+    let f = lookup(&rt.state().reg, name)?;
     let mut c = collect::lock();
     c.drain_all();
-    let h = &c.hists[f];
+    let h = c.hists.get(f)?;
     if h.is_empty() {
         return None;
     }
@@ -608,6 +702,14 @@ pub struct Stats {
     pub trampoline: &'static str,
     /// Why the full save is needed, when it is.
     pub full_save_reason: Option<String>,
+    /// How exits of compiler-padded functions are seen: `hooked` (return
+    /// addresses), or `entry-only: ...` with the reason (CET shadow stacks).
+    pub returns: &'static str,
+    /// Hooked returns given back to an exception or forced unwind (their
+    /// exits were not recorded).
+    pub unwound: u64,
+    /// GCC pads of five 1-byte NOPs converted to one 5-byte NOP at start-up.
+    pub converted_pads: usize,
 }
 
 /// Runtime counters.
@@ -628,6 +730,9 @@ pub fn stats() -> Stats {
         traps_skipped: trap::SKIPPED.load(Relaxed),
         traps_rewound: trap::REWOUND.load(Relaxed),
         traps_foreign: trap::FOREIGN.load(Relaxed),
+        returns: whole::returns_mode(),
+        #[cfg(target_arch = "x86_64")]
+        converted_pads: whole::CONVERTED.load(Relaxed),
         ..Stats::default()
     };
     if runtime().is_ok() {
@@ -643,6 +748,7 @@ pub fn stats() -> Stats {
             s.dropped += t.ring.dropped();
             s.unmatched += t.unmatched.load(Relaxed);
             s.nested += t.nested.load(Relaxed);
+            s.unwound += t.unwound.load(Relaxed);
         }
     }
     s
@@ -663,6 +769,14 @@ pub mod __private {
         __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
         __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
     };
+
+    /// What the runtime's ELF constructor does (the preload library calls it
+    /// from its own): convert GCC's NOP pads while single-threaded, start the
+    /// agent, apply `TRACER_ENABLE`. Runs once however often it is called.
+    pub fn start() {
+        #[cfg(target_os = "linux")]
+        crate::agent_constructor();
+    }
 
     /// For tests: whether this architecture's patch protocol plants traps
     /// (x86-64's int3 and Thumb-2's half-word breakpoint do; AArch64's and
@@ -699,7 +813,7 @@ pub mod __private {
     /// For tests: the registry index of a function (as in events' `func`).
     pub fn func_index(name: &str) -> Option<u32> {
         let rt = crate::runtime().ok()?;
-        crate::lookup(rt.registry, name).map(|i| i as u32)
+        crate::lookup(&rt.state().reg, name).map(|i| i as u32)
     }
 
     /// For tests: see every event the collector drains, with the thread id.
@@ -717,6 +831,11 @@ pub mod __private {
     }
 
     pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+
+    /// The unwinder entry points the preload library exports (they give the
+    /// thread's hooked return addresses back, then call the real ones).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    pub use crate::whole::{unwind_forced, unwind_raise, unwind_rethrow};
 
     /// For benches and tests: run one batch over raw pads (the
     /// architecture's NOP, in memory the caller mapped executable), making
@@ -762,13 +881,14 @@ pub mod __private {
         let Ok(rt) = crate::runtime() else {
             return Vec::new();
         };
-        let Some(f) = crate::lookup(rt.registry, name) else {
+        let st = rt.state();
+        let Some(f) = crate::lookup(&st.reg, name) else {
             return Vec::new();
         };
-        rt.registry.funcs[f]
+        st.reg.funcs[f]
             .sites
             .iter()
-            .map(|&s| (rt.registry.sites[s].addr, rt.registry.sites[s].kind))
+            .map(|&s| (st.reg.sites[s].addr, st.reg.sites[s].kind))
             .collect()
     }
 }

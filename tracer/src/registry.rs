@@ -1,9 +1,15 @@
-//! Every site of the program, from the `__tracer_sites` linker section.
+//! Every site of the program: `#[traceable]`'s, from the `__tracer_sites`
+//! linker section, and compiler pads found in the loaded ELF objects
+//! (`crate::discover`).
 //!
-//! Built once, before the first pad is enabled: records are read, the pads'
-//! bytes checked by the backend's decoder (a pad that is not exactly the
-//! expected no-op is marked broken and never written), sites sorted by address
-//! and grouped into functions by their descriptor.
+//! Built before the first pad is enabled: records are read, the pads' bytes
+//! checked by the backend's decoder (a pad that is not exactly the expected
+//! no-op is marked broken and never written), sites sorted by address and
+//! grouped into functions by their descriptor. Objects loaded later
+//! (`dlopen`) add functions; objects unloaded (`dlclose`) take their sites
+//! away and mark their functions unloaded. A function's index never changes
+//! and is never reused (events and per-thread counters refer to it), and a
+//! function that comes back with its object keeps its index.
 
 use crate::arch::{self, Arch};
 use std::collections::HashMap;
@@ -34,13 +40,17 @@ pub struct Func {
     /// Full path.
     pub path: String,
     /// Own name.
-    pub ident: &'static str,
-    /// Source file.
-    pub file: &'static str,
+    pub ident: String,
+    /// Source file (compiler pads: the object's path).
+    pub file: String,
     /// Source line.
     pub line: u32,
     /// Indices into [`Registry::sites`].
     pub sites: Vec<usize>,
+    /// The object a compiler-padded function lives in (`None`: `#[traceable]`).
+    pub object: Option<String>,
+    /// False once its object was unloaded.
+    pub loaded: bool,
 }
 
 /// The registry.
@@ -48,16 +58,15 @@ pub struct Func {
 pub struct Registry {
     /// Sites sorted by address.
     pub sites: Vec<Site>,
-    /// Functions sorted by path.
+    /// Functions, by index (the `#[traceable]` ones first, sorted by path).
     pub funcs: Vec<Func>,
+    /// Objects whose compiler pads are registered: `(path, bias, functions)`.
+    pub objects: Vec<(String, usize, Vec<u32>)>,
+    /// Index of each compiler-padded function by `(object path, path)`.
+    by_name: HashMap<(String, String), u32>,
 }
 
 impl Registry {
-    /// Is `addr` a registered site? (Binary search; async-signal-safe.)
-    pub fn is_site(&self, addr: usize) -> bool {
-        self.sites.binary_search_by_key(&addr, |s| s.addr).is_ok()
-    }
-
     /// Build from the section records.
     ///
     /// # Safety
@@ -77,10 +86,12 @@ impl Registry {
             let fi = *by_desc.entry(rec.desc as usize).or_insert_with(|| {
                 funcs.push(Func {
                     path: (desc.path)().to_string(),
-                    ident: desc.ident,
-                    file: desc.file,
+                    ident: desc.ident.to_string(),
+                    file: desc.file.to_string(),
                     line: desc.line,
                     sites: Vec::new(),
+                    object: None,
+                    loaded: true,
                 });
                 funcs.len() - 1
             });
@@ -129,6 +140,120 @@ impl Registry {
         Registry {
             sites: sites.into_iter().map(|(s, _)| s).collect(),
             funcs: sorted_funcs,
+            objects: Vec::new(),
+            by_name: HashMap::new(),
         }
+    }
+
+    /// Add the compiler pads of one object. `convertible` is called for a
+    /// pad of GCC's five 1-byte NOPs and says why it cannot be used (it is
+    /// converted at start-up only; see `crate::discover`). Returns the
+    /// functions added.
+    pub fn add_object(
+        &mut self,
+        path: &str,
+        bias: usize,
+        found: &[crate::discover::FoundFunc],
+        gcc_nops: &dyn Fn() -> String,
+    ) -> usize {
+        let mut added = Vec::new();
+        for f in found {
+            let key = (path.to_string(), f.path.clone());
+            let fi = match self.by_name.get(&key) {
+                Some(&i) => i,
+                None => {
+                    self.funcs.push(Func {
+                        path: f.path.clone(),
+                        ident: f.ident.clone(),
+                        file: path.to_string(),
+                        line: 0,
+                        sites: Vec::new(),
+                        object: Some(path.to_string()),
+                        loaded: true,
+                    });
+                    let i = (self.funcs.len() - 1) as u32;
+                    self.by_name.insert(key, i);
+                    i
+                }
+            };
+            if let Some(func) = self.funcs.get_mut(fi as usize) {
+                func.loaded = true;
+            }
+            if !added.contains(&fi) {
+                added.push(fi);
+            }
+            let len = Arch::SITE_LEN;
+            let mut bytes = [0u8; 16];
+            // SAFETY: the site lies in an executable segment of a loaded object.
+            unsafe { arch::read_text(f.site, &mut bytes[..len]) };
+            let broken = if let Some(p) = &f.problem {
+                Some(p.clone())
+            } else if bytes[..len].iter().all(|&b| b == 0x90) && len == 5 {
+                Some(gcc_nops())
+            } else {
+                match Arch::classify(f.site, &bytes[..len]) {
+                    Ok(PadState::Disabled) => None,
+                    Ok(other) => Some(format!(
+                        "pad at {:#x} is {other:?} before the tracer touched it (a debugger or another patcher?)",
+                        f.site
+                    )),
+                    Err(e) => Some(e.to_string()),
+                }
+            };
+            self.sites.push(Site {
+                addr: f.site,
+                stub: 0,
+                kind: tracer_core::site::KIND_FENTRY,
+                func: fi,
+                original: Insn::new(&bytes[..len]),
+                broken,
+            });
+        }
+        let n = added.len();
+        self.objects.push((path.to_string(), bias, added));
+        self.reindex();
+        n
+    }
+
+    /// Drop the sites of an unloaded object; its functions stay (unloaded).
+    /// Returns their indices.
+    pub fn remove_object(&mut self, path: &str, bias: usize) -> Vec<u32> {
+        let Some(i) = self
+            .objects
+            .iter()
+            .position(|(p, b, _)| p == path && *b == bias)
+        else {
+            return Vec::new();
+        };
+        let (_, _, funcs) = self.objects.remove(i);
+        for &f in &funcs {
+            if let Some(func) = self.funcs.get_mut(f as usize) {
+                func.loaded = false;
+            }
+        }
+        self.sites.retain(|s| {
+            s.kind != tracer_core::site::KIND_FENTRY || !funcs.contains(&s.func)
+        });
+        self.reindex();
+        funcs
+    }
+
+    /// Re-sort the sites and rebuild each function's site list.
+    fn reindex(&mut self) {
+        self.sites.sort_by_key(|s| s.addr);
+        self.sites.dedup_by_key(|s| s.addr);
+        for f in &mut self.funcs {
+            f.sites.clear();
+        }
+        for (i, s) in self.sites.iter().enumerate() {
+            if let Some(f) = self.funcs.get_mut(s.func as usize) {
+                f.sites.push(i);
+            }
+        }
+    }
+
+    /// Every site address, sorted (for the trap handler).
+    pub fn addresses(&self) -> Vec<usize> {
+        self.sites.iter().map(|s| s.addr).collect()
     }
 }

@@ -333,6 +333,14 @@ pub fn init(nfuncs: usize) {
     }
 }
 
+/// Make room in new threads' blocks for `nfuncs` functions (objects loaded
+/// later add functions). Blocks made before keep their counters; a call of a
+/// function beyond a block's counters is still in the events and the
+/// histograms, only not in that thread's exact counters.
+pub fn reserve(nfuncs: usize) {
+    NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
+}
+
 /// Ring capacity, in events, for threads that start tracing from now on
 /// (rounded up to a power of two, clamped to 64..=[`MAX_EVENTS`]).
 pub fn set_capacity(events: usize) {

@@ -124,6 +124,32 @@ pub fn handler_is_ours() -> bool {
     }
 }
 
+static SITES: AtomicPtr<Vec<usize>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Publish the sorted addresses of every registered site (the handler
+/// rewinds a late trap only at one of them); the old list is freed once no
+/// handler can be reading it.
+pub fn publish_sites(addrs: Vec<usize>) {
+    let new = Box::into_raw(Box::new(addrs));
+    let old = SITES.swap(new, Ordering::SeqCst);
+    if !old.is_null() {
+        while ACTIVE.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        // SAFETY: `old` came from Box::into_raw; swapped out, and every
+        // handler counted in while it was visible has left.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+/// Is `a` a registered site? Only while counted in ACTIVE.
+fn is_registered(a: usize) -> bool {
+    let p = SITES.load(Ordering::SeqCst);
+    // SAFETY: the list stays alive while ACTIVE counts us (publish_sites).
+    !p.is_null() && unsafe { &*p }.binary_search(&a).is_ok()
+}
+
 /// Publish a batch's table (`Some`), or retract it (`None`) and wait until no
 /// handler still uses it.
 pub fn publish(table: Option<Vec<InflightSite>>) {
@@ -169,7 +195,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         };
         // SAFETY: `uc` is the ucontext of an SA_SIGINFO handler.
         let ctx = unsafe { arch::context(uc) };
-        let is_site = |a: usize| crate::registry().is_some_and(|r| r.is_site(a));
+        let is_site = is_registered;
         // SAFETY: a registered site is mapped text.
         let read = |a: usize, buf: &mut [u8]| {
             if is_site(a) || sites.iter().any(|s| s.addr == a) {
