@@ -248,9 +248,12 @@ fn rows(root: &Path, target: &Path, n: u64) -> Vec<Row> {
         || no_gcc().or_else(|| (!uftrace).then(|| format!("uftrace not installed: {APT_UFTRACE}")));
     let xray_runtime = clang && xray_runtime_installed();
     let no_xray = || {
-        no_clang().or_else(|| {
-            (!xray_runtime).then(|| format!("XRay runtime of {CLANG} not installed: {APT_XRAY}"))
-        })
+        (!clang)
+            .then(|| format!("{CLANG} not installed: {APT_XRAY}"))
+            .or_else(|| {
+                (!xray_runtime)
+                    .then(|| format!("XRay runtime of {CLANG} not installed: {APT_XRAY}"))
+            })
     };
     let cc = |compiler: &str, flags: &[&str], out: &str| {
         let mut argv = vec![compiler.to_string()];
@@ -270,6 +273,13 @@ fn rows(root: &Path, target: &Path, n: u64) -> Vec<Row> {
             skip: no_gcc(),
             build: Some(cc("gcc", &["-O2"], "work-gcc")),
             run: Cmd::new([run_exe("work-gcc"), n.clone()]),
+            after: After::Nothing,
+        },
+        Row {
+            label: "untraced (clang-19 -O2)",
+            skip: no_clang(),
+            build: Some(cc(CLANG, &["-O2"], "work-clang")),
+            run: Cmd::new([run_exe("work-clang"), n.clone()]),
             after: After::Nothing,
         },
         Row {
@@ -457,7 +467,7 @@ fn main() {
         }
     }
     println!();
-    println!("Overhead/call = ns/call - untraced ns/call; both time only the loop of calls.");
+    println!("Overhead/call = ns/call - untraced (gcc -O2) ns/call; both time only the loop.");
     println!("Wall s = the whole process (start-up, tracer set-up, trace writing).");
     println!();
     println!("Commands (run from the workspace root; the tracer row needs");
