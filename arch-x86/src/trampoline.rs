@@ -336,7 +336,23 @@ pub fn verify_hook(entry: usize, shim: usize, read: &dyn Fn(usize, &mut [u8])) -
                 FlowControl::Next | FlowControl::Interrupt => ip = next,
                 FlowControl::Return => break,
                 FlowControl::UnconditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
-                    ip = insn.near_branch_target() as usize;
+                    let t = insn.near_branch_target() as usize;
+                    if t == shim {
+                        break; // a tail call of the shim
+                    }
+                    ip = t;
+                }
+                // `jmp [rip + GOT slot]` to the shim: a tail call of it.
+                FlowControl::IndirectBranch
+                    if insn.op0_kind() == OpKind::Memory
+                        && insn.is_ip_rel_memory_operand()
+                        && {
+                            let mut p = [0u8; 8];
+                            read(insn.ip_rel_memory_address() as usize, &mut p);
+                            usize::from_le_bytes(p) == shim
+                        } =>
+                {
+                    break;
                 }
                 FlowControl::ConditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => {
                     todo.push(insn.near_branch_target() as usize);

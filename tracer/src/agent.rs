@@ -521,6 +521,8 @@ fn status() -> Value {
         "buffer_bytes": s.buffer_bytes,
         "reader_attached": collect::external(),
         "returns": s.returns,
+        "trampoline": s.trampoline,
+        "full_save_reason": s.full_save_reason,
         "unwound": s.unwound,
         "converted_pads": s.converted_pads,
         "threads_detail": threads,

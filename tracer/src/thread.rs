@@ -895,7 +895,11 @@ fn evict(p: &mut Private, f: Frame) {
     if f.ret > TAIL {
         let i = p.evicted_next % EVICTED;
         if let Some(e) = p.evicted.get_mut(i) {
-            *e = (f.sp, f.ret);
+            // SAFETY: plain stores to fields of our own array (see on_fret).
+            unsafe {
+                std::ptr::write_volatile(&mut e.0, f.sp);
+                std::ptr::write_volatile(&mut e.1, f.ret);
+            }
         }
         p.evicted_next = p.evicted_next.wrapping_add(1);
     }
@@ -1001,7 +1005,8 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     let now = hook_now();
     let st = this_thread();
     if st.is_null() || st as usize == tp::INIT {
-        lost_return(slot);
+        // Through the shim: the hook itself makes no other call (lean check).
+        return call_slow_arg(lost_return, slot);
     }
     // SAFETY: blocks are never unmapped; the private part is this thread's.
     let st = unsafe { &*st };
@@ -1040,7 +1045,13 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
             for e in p.evicted.iter_mut() {
                 if e.0 == slot && e.1 != 0 {
                     r = e.1;
-                    *e = (0, 0);
+                    // Two word stores (a merged 16-byte store would use a
+                    // vector register, which the lean trampolines do not save).
+                    // SAFETY: plain stores to fields of our own array.
+                    unsafe {
+                        std::ptr::write_volatile(&mut e.0, 0);
+                        std::ptr::write_volatile(&mut e.1, 0);
+                    }
                     break;
                 }
             }
@@ -1051,23 +1062,19 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     compiler_fence(Ordering::SeqCst);
     st.busy.store(was_busy, Ordering::Relaxed);
     if ret == 0 {
-        lost_return(slot);
+        return call_slow_arg(lost_return, slot);
     }
     ret
 }
 
-#[cold]
-#[inline(never)]
-fn lost_return(slot: usize) -> ! {
-    extern "C" fn die(slot: usize) -> usize {
-        eprintln!(
-            "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
-             thread's shadow stack, so the return address is unknown. Please report this with the \
-             program; disable return hooking with TRACER_NO_RETURN_HOOK=1 to work around it"
-        );
-        std::process::abort()
-    }
-    call_slow_arg(die, slot);
+/// A hooked return with no record: the return address is unknown. Never
+/// returns.
+extern "C" fn lost_return(slot: usize) -> usize {
+    eprintln!(
+        "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
+         thread's shadow stack, so the return address is unknown. Please report this with the \
+         program; disable return hooking with TRACER_NO_RETURN_HOOK=1 to work around it"
+    );
     std::process::abort()
 }
 
