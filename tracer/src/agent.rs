@@ -181,7 +181,29 @@ fn remove_stale(dir: &Path) {
     }
 }
 
+/// Blocks handed to the attached reader.
+static HANDED: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// At exit with a reader attached: give it (2 s at most) to take every
+/// thread's ring and drain it, so a short program's last events are seen.
+fn let_reader_finish() {
+    let t0 = std::time::Instant::now();
+    while collect::external() && t0.elapsed() < std::time::Duration::from_secs(2) {
+        let handed = HANDED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pending = thread::all().any(|t| {
+            t.owner.load(Ordering::Acquire) != 0
+                && thread::block_layout(t).fd >= 0
+                && (!handed.contains(&(t as *const thread::ThreadState as u64)) || t.ring.len() > 0)
+        });
+        if !pending {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 extern "C" fn remove_socket_at_exit() {
+    let_reader_finish();
     if let Some(p) = SOCKET_PATH.get() {
         // SAFETY: a valid NUL-terminated path.
         unsafe { libc::unlink(p.as_ptr()) };
@@ -371,6 +393,7 @@ fn handle_one(c: &mut Client) -> bool {
             } else if let Err(e) = crate::runtime() {
                 (error(&e.to_string()), Vec::new(), true)
             } else {
+                HANDED.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 collect::set_external(true);
                 c.attached = true;
                 (ok(json!({})), Vec::new(), true)
@@ -551,6 +574,7 @@ fn rings(req: &Value) -> (Value, Vec<RawFd>) {
             break;
         }
         fds.push(l.fd);
+        HANDED.lock().unwrap_or_else(|e| e.into_inner()).push(id);
         out.push(json!({
             "id": id,
             "tid": t.owner.load(Ordering::Relaxed),

@@ -121,6 +121,14 @@ extern "C" fn agent_constructor() {
     }
     whole::convert_at_startup();
     agent::start();
+    if std::env::var_os("TRACER_WAIT_READER").is_some() {
+        // `tracer run --trace/--hist`: wait (10 s at most) until its reader
+        // has attached, so every event from main on reaches it.
+        let t0 = std::time::Instant::now();
+        while !collect::external() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     if let Some(p) = std::env::var_os("TRACER_ENABLE") {
         // `TRACER_ENABLE=PATTERN`: enable before main, as uftrace's -F does.
         let p = p.to_string_lossy();

@@ -71,3 +71,19 @@ impl std::error::Error for Error {}
 pub fn use_color(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
+
+/// Does the ELF program at `path` link the tracer runtime (does it have the
+/// `__tracer_sites` section)? `false` when it cannot be read.
+pub fn links_runtime(path: &std::path::Path) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return false;
+    };
+    let found = file
+        .sections()
+        .any(|s| s.name() == Ok(tracer_core::site::SECTION));
+    found
+}

@@ -922,6 +922,48 @@ fn wait_agent(child: &mut std::process::Child) -> Result<Option<Client>, Error> 
     }
 }
 
+/// The preload library to add to `program`'s environment: `None` when the
+/// program links the tracer runtime itself (it has a `__tracer_sites`
+/// section), else the library: `$TRACER_PRELOAD`, or `libtracer_preload.so`
+/// next to this `tracer` executable or in `../lib/tracer/`.
+fn preload_for(program: &str) -> Result<Option<PathBuf>, Error> {
+    let path = resolve_program(program);
+    if path.as_deref().is_some_and(tracer_cli::links_runtime) {
+        return Ok(None);
+    }
+    if let Some(p) = std::env::var_os("TRACER_PRELOAD") {
+        return Ok(Some(PathBuf::from(p)));
+    }
+    let exe = std::env::current_exe().map_err(io_err)?;
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    for cand in [
+        dir.join("libtracer_preload.so"),
+        dir.join("../lib/tracer/libtracer_preload.so"),
+    ] {
+        if cand.is_file() {
+            return Ok(Some(cand));
+        }
+    }
+    Err(Error::failed(format!(
+        "{program} does not link the tracer runtime and libtracer_preload.so was not found next to \
+         {} or in ../lib/tracer/; build it (cargo build --release -p tracer-preload) or point \
+         TRACER_PRELOAD at it",
+        exe.display()
+    )))
+}
+
+/// `program` as the shell would find it (a path, or a name on `$PATH`).
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Kills and reaps a child when dropped (also on panic).
 struct KillOnDrop(std::process::Child);
 
@@ -943,8 +985,26 @@ fn run_verb(
     hist_on: bool,
     cmd: &[String],
 ) -> Result<i32, Error> {
-    let mut child = std::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if !enable.is_empty() {
+        // Enabled by the runtime before main, so nothing is missed.
+        command.env("TRACER_ENABLE", enable.join(","));
+    }
+    if trace_on || hist_on {
+        // The program waits (up to 10 s) for our reader before main, so
+        // the in-process collector does not consume the first events.
+        command.env("TRACER_WAIT_READER", "1");
+    }
+    if let Some(lib) = preload_for(&cmd[0])? {
+        let mut v = std::ffi::OsString::from(&lib);
+        if let Some(old) = std::env::var_os("LD_PRELOAD") {
+            v.push(":");
+            v.push(old);
+        }
+        command.env("LD_PRELOAD", v);
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| {
             Error::failed(format!(
