@@ -48,7 +48,7 @@ impl fmt::Display for PatternError {
             PatternError::NoMatch { term, closest } => {
                 write!(f, "no function matches '{term}'")?;
                 if closest.is_empty() {
-                    f.write_str(" (no traceable functions are registered; mark functions with #[tracer::traceable])")
+                    f.write_str(" (no traceable functions are registered: mark functions with #[tracer::traceable], or build the program with compiler pads, e.g. -fpatchable-function-entry=5)")
                 } else {
                     write!(f, "; closest: {}", closest.join(", "))
                 }

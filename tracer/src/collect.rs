@@ -185,7 +185,9 @@ impl Collector {
             if dead {
                 n += self.drain_one(st);
                 for (i, c) in st.counters().iter().enumerate() {
-                    let Some(r) = self.retired.get_mut(i) else { break };
+                    let Some(r) = self.retired.get_mut(i) else {
+                        break;
+                    };
                     r.add(
                         c.count.load(Ordering::Relaxed),
                         c.sum.load(Ordering::Relaxed),
@@ -230,8 +232,10 @@ impl Collector {
         while self.hists.len() < n {
             self.hists.push(new_hist());
         }
-        self.retired.resize(n.max(self.retired.len()), Totals::default());
-        self.baseline.resize(n.max(self.baseline.len()), Totals::default());
+        self.retired
+            .resize(n.max(self.retired.len()), Totals::default());
+        self.baseline
+            .resize(n.max(self.baseline.len()), Totals::default());
     }
 
     /// Exact totals of function `f` over all threads, live and exited.

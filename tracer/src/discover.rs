@@ -82,8 +82,7 @@ pub fn loaded_objects() -> (Vec<LoadedObject>, u64, u64) {
         } else {
             name
         };
-        if !path.is_empty() && !path.starts_with("linux-vdso") && !path.starts_with("linux-gate")
-        {
+        if !path.is_empty() && !path.starts_with("linux-vdso") && !path.starts_with("linux-gate") {
             acc.objs.push(LoadedObject {
                 path,
                 bias: info.dlpi_addr as usize,
@@ -218,8 +217,12 @@ pub fn has_pads(obj: &LoadedObject) -> bool {
 pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {
     use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
     let m = Mapped::open(&obj.path)?;
-    let file = object::File::parse(m.bytes())
-        .map_err(|e| format!("{} is not an ELF object this tracer can read: {e}", obj.path))?;
+    let file = object::File::parse(m.bytes()).map_err(|e| {
+        format!(
+            "{} is not an ELF object this tracer can read: {e}",
+            obj.path
+        )
+    })?;
     let word = if file.is_64() { 8 } else { 4 };
     let in_code = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
     let mut out = ObjectScan::default();
@@ -405,7 +408,10 @@ mod tests {
             demangle("_ZN3app5cache6lookup17h0123456789abcdefE"),
             "app::cache::lookup"
         );
-        assert_eq!(demangle("_RNvNtCs1234_3app5cache6lookup"), "app::cache::lookup");
+        assert_eq!(
+            demangle("_RNvNtCs1234_3app5cache6lookup"),
+            "app::cache::lookup"
+        );
         assert_eq!(demangle("_ZN2ns5Klass6methodEi"), "ns::Klass::method");
         assert_eq!(demangle("leaf"), "leaf");
     }

@@ -44,13 +44,13 @@ mod agent;
 mod arch;
 pub mod clock;
 mod collect;
-mod registry;
 pub mod discover;
-mod whole;
+mod registry;
 mod text;
 mod thread;
 mod trap;
 mod veneer;
+mod whole;
 
 use std::fmt;
 use std::sync::{Mutex, OnceLock};

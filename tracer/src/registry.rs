@@ -231,9 +231,8 @@ impl Registry {
                 func.loaded = false;
             }
         }
-        self.sites.retain(|s| {
-            s.kind != tracer_core::site::KIND_FENTRY || !funcs.contains(&s.func)
-        });
+        self.sites
+            .retain(|s| s.kind != tracer_core::site::KIND_FENTRY || !funcs.contains(&s.func));
         self.reindex();
         funcs
     }

@@ -141,7 +141,9 @@ mod tp {
             let Some(key) = KEYS.get(i) else { break };
             let key = key.load(Ordering::Relaxed);
             if key == k {
-                return VALS.get(i).map_or(std::ptr::null_mut(), |v| v.load(Ordering::Relaxed));
+                return VALS
+                    .get(i)
+                    .map_or(std::ptr::null_mut(), |v| v.load(Ordering::Relaxed));
             }
             if key == 0 {
                 break;
@@ -1098,7 +1100,9 @@ pub fn unhook_returns() {
     let mut n = 0;
     // Newest first: a stale frame may share a live frame's slot.
     for i in (0..p.depth).rev() {
-        let Some(f) = p.shadow.get_mut(i) else { continue };
+        let Some(f) = p.shadow.get_mut(i) else {
+            continue;
+        };
         if f.ret > TAIL {
             let slot = f.sp as *mut usize;
             // SAFETY: the slot of a frame entered on this thread's stack; it is

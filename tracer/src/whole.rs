@@ -89,7 +89,10 @@ pub fn init_returns() {
         } else if std::env::var_os("TRACER_NO_RETURN_HOOK").is_some() {
             3
         } else {
-            thread::FRET.store(__tracer_v1_tramp_fret as *const () as usize, Ordering::Release);
+            thread::FRET.store(
+                __tracer_v1_tramp_fret as *const () as usize,
+                Ordering::Release,
+            );
             1
         };
         RETURNS.store(mode, Ordering::Release);
@@ -305,7 +308,11 @@ pub fn convert_at_startup() {
 mod unwind {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static REAL: [AtomicUsize; 3] = [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
+    static REAL: [AtomicUsize; 3] = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
     const NAMES: [&std::ffi::CStr; 3] = [
         c"_Unwind_RaiseException",
         c"_Unwind_ForcedUnwind",
@@ -330,8 +337,11 @@ mod unwind {
     }
 
     type Raise = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
-    type Forced =
-        unsafe extern "C" fn(*mut libc::c_void, *mut libc::c_void, *mut libc::c_void) -> libc::c_int;
+    type Forced = unsafe extern "C" fn(
+        *mut libc::c_void,
+        *mut libc::c_void,
+        *mut libc::c_void,
+    ) -> libc::c_int;
 
     /// `_Unwind_RaiseException` with the thread's hooked returns given back.
     ///

@@ -1004,14 +1004,12 @@ fn run_verb(
         }
         command.env("LD_PRELOAD", v);
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| {
-            Error::failed(format!(
-                "cannot start {}: {e}; check the command and its path",
-                cmd[0]
-            ))
-        })?;
+    let mut child = command.spawn().map_err(|e| {
+        Error::failed(format!(
+            "cannot start {}: {e}; check the command and its path",
+            cmd[0]
+        ))
+    })?;
     let pid = child.id() as i32;
     let Some(mut c) = wait_agent(&mut child)? else {
         let st = child.wait().map_err(io_err)?;

@@ -1,0 +1,423 @@
+//! Whole C and C++ programs built with compiler pads, through the preload
+//! library: every pad mode of gcc and clang (`-fpatchable-function-entry=5`,
+//! GCC's `-pg -mfentry -mnop-mcount -mrecord-mcount`), the function_graph of
+//! a fixed call tree compared as text, four threads running padded
+//! functions while another process enables and disables them, `dlopen` /
+//! `dlclose` of a padded library, `longjmp` out of traced frames and C++
+//! exceptions through them.
+//!
+//! The fixtures (tests/fixtures/c) are compiled here with gcc, g++, clang-19
+//! and clang++-19 (`.ci/run` installs clang-19; a missing compiler fails
+//! the test with the command to install it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The target directory the `tracer` binary is in (the preload library is
+/// built next to it, where `tracer run` looks).
+fn bin_dir() -> PathBuf {
+    Path::new(TRACER).parent().unwrap().to_path_buf()
+}
+
+fn preload() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = bin_dir();
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(["build", "-q", "-p", "tracer-preload"])
+            .current_dir(root());
+        // Same profile as this test binary (target/<profile>/).
+        if dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo runs");
+        assert!(st.success(), "cargo build -p tracer-preload failed");
+        let lib = dir.join("libtracer_preload.so");
+        assert!(lib.is_file(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// A pad mode: compiler and flags.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    name: &'static str,
+    cc: &'static str,
+    cxx: &'static str,
+    flags: &'static [&'static str],
+}
+
+const GCC_PFE: Mode = Mode {
+    name: "gcc-pfe",
+    cc: "gcc",
+    cxx: "g++",
+    flags: &["-fpatchable-function-entry=5"],
+};
+const GCC_MCOUNT: Mode = Mode {
+    name: "gcc-mcount",
+    cc: "gcc",
+    cxx: "g++",
+    flags: &[
+        "-pg",
+        "-mfentry",
+        "-mnop-mcount",
+        "-mrecord-mcount",
+        "-fno-pie",
+        "-no-pie",
+    ],
+};
+const CLANG_PFE: Mode = Mode {
+    name: "clang-pfe",
+    cc: "clang-19",
+    cxx: "clang++-19",
+    flags: &["-fpatchable-function-entry=5"],
+};
+const MODES: [Mode; 3] = [GCC_PFE, GCC_MCOUNT, CLANG_PFE];
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// Compile `srcs` (in tests/fixtures/c) in `mode` with `extra` flags.
+fn build(mode: Mode, cxx: bool, srcs: &[&str], out: &str, extra: &[&str]) -> PathBuf {
+    let dir = bin_dir().join("c-fixtures").join(mode.name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(out);
+    let cc = if cxx { mode.cxx } else { mode.cc };
+    let mut c = Command::new(cc);
+    c.arg("-O2")
+        .args(mode.flags)
+        .args(extra)
+        .arg("-o")
+        .arg(&exe);
+    for s in srcs {
+        c.arg(root().join("tests/fixtures/c").join(s));
+    }
+    let out = c.output().unwrap_or_else(|e| {
+        panic!("cannot run {cc} ({e}); install it: apt-get install -y gcc g++ clang-19")
+    });
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// A private runtime directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::env::temp_dir().join(format!(
+            "tracer-whole-c-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Dir(p)
+    }
+
+    fn cmd(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.env("XDG_RUNTIME_DIR", &self.0)
+            .env("NO_COLOR", "1")
+            .env_remove("TRACER_AGENT")
+            .env_remove("TRACER_ENABLE")
+            .env_remove("LD_PRELOAD");
+        c
+    }
+
+    fn tracer(&self, args: &[&str]) -> Output {
+        self.cmd(Path::new(TRACER)).args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.tracer(args);
+        assert!(
+            o.status.success(),
+            "tracer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Start `exe` with the preload library, talking over stdin/stdout;
+    /// returns once it printed "ready".
+    fn start(&self, exe: &Path, args: &[&str]) -> Proc {
+        let mut c = self.cmd(exe);
+        c.args(args)
+            .env("LD_PRELOAD", preload())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut p = Proc {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(p.line(), "ready");
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running fixture, killed if the test fails.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.stdout.read_line(&mut s).unwrap();
+        s.trim_end().to_string()
+    }
+
+    fn send(&mut self, cmd: &str) -> String {
+        let i = self.stdin.as_mut().unwrap();
+        writeln!(i, "{cmd}").unwrap();
+        i.flush().unwrap();
+        self.line()
+    }
+
+    fn finish(mut self) -> (i32, String) {
+        drop(self.stdin.take());
+        let mut rest = String::new();
+        for l in (&mut self.stdout).lines() {
+            rest.push_str(&l.unwrap());
+            rest.push('\n');
+        }
+        let st = self.child.wait().unwrap();
+        (st.code().unwrap_or(-1), rest)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tracer run --enable P --trace -- exe`: (exit code, stdout).
+fn run_traced(dir: &Dir, exe: &Path, pattern: &str) -> (i32, String) {
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", pattern, "--trace", "--"])
+        .arg(exe)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// The call-graph part of function_graph lines (after the `|`).
+fn graph(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(" 1)") && l.contains('|'))
+        .map(|l| l.split_once('|').unwrap().1.trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn call_tree_nests_exactly_as_called_in_every_pad_mode() {
+    let expected = [
+        "  a() {",
+        "    b() {",
+        "      c();",
+        "    } /* b */",
+        "    b() {",
+        "      c();",
+        "    } /* b */",
+        "    rec() {",
+        "      rec() {",
+        "        rec();",
+        "      } /* rec */",
+        "    } /* rec */",
+        "  } /* a */",
+    ];
+    for mode in MODES {
+        let exe = build(mode, false, &["tree.c"], "tree", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "a,b,c,rec");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        assert!(
+            out.contains("\n12\n"),
+            "{mode:?}: the program's result:\n{out}"
+        );
+        assert_eq!(graph(&out), expected, "{mode:?}:\n{out}");
+    }
+}
+
+#[test]
+fn threads_keep_correct_results_while_pads_are_toggled() {
+    for mode in MODES {
+        let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
+        let dir = Dir::new();
+        let mut p = dir.start(&exe, &[]);
+        let pid = p.pid();
+        let list = dir.ok(&["list", "-p", &pid, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let names: Vec<&str> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["name"].as_str())
+            .collect();
+        for f in ["w_add", "w_scale", "w_fib", "w_step", "worker", "main"] {
+            assert!(names.contains(&f), "{mode:?}: {f} missing from {names:?}");
+        }
+        assert!(
+            !names.iter().any(|n| n.starts_with("tracer")),
+            "the tracer's own functions are listed: {names:?}"
+        );
+        for _ in 0..25 {
+            dir.ok(&["enable", "-p", &pid, "w_*"]);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            dir.ok(&["disable", "-p", &pid, "w_*"]);
+        }
+        dir.ok(&["enable", "-p", &pid, "w_*"]);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let st: serde_json::Value =
+            serde_json::from_str(&dir.ok(&["status", "-p", &pid, "--json"])).unwrap();
+        assert_eq!(st["returns"], "hooked", "{mode:?}: {st}");
+        assert_eq!(st["enabled"].as_array().unwrap().len(), 4, "{mode:?}: {st}");
+        p.stdin.as_mut().unwrap().write_all(b"stop\n").unwrap();
+        let (code, rest) = p.finish();
+        assert_eq!(rest.trim(), "errors=0", "{mode:?}");
+        assert_eq!(code, 0, "{mode:?}");
+    }
+}
+
+#[test]
+fn gcc_nop_pads_are_converted_at_start_but_not_in_libraries_opened_later() {
+    let lib_dir = bin_dir().join("c-fixtures");
+    for (mode, lib_flags) in [
+        (GCC_PFE, &["-shared", "-fPIC"][..]),
+        (CLANG_PFE, &["-shared", "-fPIC", "-fuse-ld=lld"][..]),
+    ] {
+        let lib = build(mode, false, &["dl_lib.c"], "libdl.so", lib_flags);
+        let exe = build(mode, false, &["dl_main.c"], "dl_main", &["-ldl"]);
+        let _ = &lib_dir;
+        let dir = Dir::new();
+        let mut p = dir.start(&exe, &[lib.to_str().unwrap()]);
+        let pid = p.pid();
+        let listed = |dir: &Dir| -> serde_json::Value {
+            let o = dir.tracer(&["list", "-p", &pid, "lib_*", "--json"]);
+            serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+        };
+        assert!(
+            listed(&dir).is_null(),
+            "{mode:?}: lib_* listed before dlopen"
+        );
+        // main's pad was converted (gcc) or is a 5-byte NOP (clang): enabling works.
+        assert!(dir
+            .ok(&["enable", "-p", &pid, "main"])
+            .contains("enabled main"));
+        assert_eq!(p.send("open"), "ok");
+        let v = listed(&dir);
+        let fns = v.as_array().expect("lib_* listed after dlopen");
+        assert_eq!(fns.len(), 2, "{v}");
+        let gcc = mode.cc == "gcc";
+        for f in fns {
+            let problems = f["problems"].as_array().unwrap();
+            if gcc {
+                assert!(
+                    problems[0].as_str().unwrap().contains("five 1-byte NOPs"),
+                    "{f}"
+                );
+            } else {
+                assert!(problems.is_empty(), "{f}");
+            }
+        }
+        let en = dir.tracer(&["enable", "-p", &pid, "lib_*"]);
+        if gcc {
+            assert!(String::from_utf8_lossy(&en.stdout).contains("nothing changed"));
+        } else {
+            assert!(en.status.success());
+            assert_eq!(listed(&dir)[0]["enabled"], true);
+        }
+        assert_eq!(p.send("call"), "ok");
+        // Unloaded while enabled: gone from the list; the library loaded again
+        // starts with disabled (fresh) pads.
+        assert_eq!(p.send("close"), "ok");
+        assert!(
+            listed(&dir).is_null(),
+            "{mode:?}: still listed after dlclose"
+        );
+        assert_eq!(p.send("open"), "ok");
+        let v = listed(&dir);
+        assert_eq!(v[0]["enabled"], false, "{v}");
+        if !gcc {
+            dir.ok(&["enable", "-p", &pid, "lib_*"]);
+        }
+        assert_eq!(p.send("call"), "ok");
+        assert_eq!(p.send("quit"), "");
+        assert_eq!(p.finish().0, 0);
+    }
+}
+
+#[test]
+fn longjmp_out_of_traced_frames_resynchronises() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, false, &["jmp.c"], "jmp", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "outer,mid,inner,after");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        assert!(out.contains("jumps=200 sum=6"), "{mode:?}:\n{out}");
+        let g = graph(&out);
+        // Every jump left three open frames; the calls after the loop are
+        // back at the top level.
+        assert_eq!(g.iter().filter(|l| l.trim() == "inner() {").count(), 200);
+        assert_eq!(
+            &g[g.len() - 3..],
+            ["  after();", "  after();", "  after();"],
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn cxx_exceptions_through_traced_frames() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, true, &["exc.cpp"], "exc", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "thrower,middle,catcher,after");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        assert!(out.contains("caught=100 sum=6"), "{mode:?}:\n{out}");
+        let g = graph(&out);
+        assert_eq!(g.iter().filter(|l| l.trim() == "thrower() {").count(), 100);
+        assert_eq!(
+            &g[g.len() - 3..],
+            ["  after();", "  after();", "  after();"],
+            "{mode:?}"
+        );
+    }
+}
