@@ -372,19 +372,23 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
     if funcs.is_empty() {
         writeln!(
             out,
-            "process {} has no traceable functions: mark some with #[tracer::traceable]",
+            "process {} has no traceable functions: mark some with #[tracer::traceable], or build it \
+             with compiler pads (-fpatchable-function-entry=5)",
             c.pid
         )
         .map_err(io_err)?;
     }
     for f in &funcs {
         let state = if f["enabled"] == true { "on " } else { "off" };
+        // Compiler pads have no line: their file is the object's path.
+        let place = match f["line"].as_u64() {
+            Some(l) if l > 0 => format!("{}:{l}", f["file"].as_str().unwrap_or("?")),
+            _ => f["file"].as_str().unwrap_or("?").to_string(),
+        };
         writeln!(
             out,
-            "{state}  {}  {}:{}",
+            "{state}  {}  {place}",
             f["name"].as_str().unwrap_or("?"),
-            f["file"].as_str().unwrap_or("?"),
-            f["line"]
         )
         .map_err(io_err)?;
         for p in f["problems"].as_array().into_iter().flatten() {
