@@ -1,0 +1,477 @@
+//! A whole Rust program that does not link the tracer: `tests/fixtures/whole-rust`
+//! built with nightly and `RUSTFLAGS="-Z patchable-function-entry=5"`, run
+//! with `libtracer_preload.so`. Listing and enabling by module pattern, the
+//! function_graph of `tracer run` (recursion, a caught panic), and enabling
+//! and disabling while four threads run.
+//!
+//! Without a nightly toolchain (`rustup run nightly rustc --version` fails)
+//! every test prints "skipped: no nightly toolchain" and passes.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+/// Generous: only bounds how long a broken test takes to fail.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The workspace's target directory (`tracer` is in its `debug/`).
+fn target_dir() -> PathBuf {
+    Path::new(TRACER)
+        .parent()
+        .and_then(Path::parent)
+        .expect("tracer is in <target>/<profile>/")
+        .to_path_buf()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// What the tests run: the preload library and the fixture.
+struct Built {
+    preload: PathBuf,
+    fixture: PathBuf,
+}
+
+/// Remove what `cargo test` (and rustup under it) put in the environment
+/// that would steer a nested cargo: its toolchain, compiler, flags.
+fn scrub(c: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        let cargo_build_var = k.starts_with("CARGO_") && k != "CARGO_HOME";
+        if cargo_build_var
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTDOC")
+            || k == "CARGO"
+            || k == "RUSTUP_TOOLCHAIN"
+            || k == "RUSTFLAGS"
+            || k == "__CARGO_FIX_PLZ"
+        {
+            c.env_remove(&k);
+        }
+    }
+}
+
+#[track_caller]
+fn run_ok(c: &mut Command, what: &str) {
+    let o = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Build the preload library (debug, next to `tracer`) and the fixture
+/// (nightly, release, padded) once per test process; `None` without nightly.
+fn built() -> Option<&'static Built> {
+    static BUILT: OnceLock<Option<Built>> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    // A failed build panics in one test; the others try again.
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    BUILT
+        .get_or_init(|| {
+            let mut v = Command::new("rustup");
+            v.args(["run", "nightly", "rustc", "--version"]);
+            scrub(&mut v);
+            if !v.output().is_ok_and(|o| o.status.success()) {
+                return None;
+            }
+            let target = target_dir();
+            let root = workspace_root();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run_ok(
+                Command::new(cargo)
+                    .args(["build", "-p", "tracer-preload", "--manifest-path"])
+                    .arg(root.join("Cargo.toml"))
+                    .arg("--target-dir")
+                    .arg(&target)
+                    .env_remove("RUSTFLAGS")
+                    .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+                "cargo build -p tracer-preload",
+            );
+            let wr_target = target.join("whole-rust");
+            let mut c = Command::new("rustup");
+            c.args([
+                "run",
+                "nightly",
+                "cargo",
+                "build",
+                "--release",
+                "--manifest-path",
+            ])
+            .arg(root.join("tests/fixtures/whole-rust/Cargo.toml"));
+            scrub(&mut c);
+            c.env("RUSTFLAGS", "-Z patchable-function-entry=5")
+                .env("CARGO_TARGET_DIR", &wr_target);
+            run_ok(&mut c, "the whole-rust fixture's nightly build");
+            let b = Built {
+                preload: target.join("debug/libtracer_preload.so"),
+                fixture: wr_target.join("release/whole-rust"),
+            };
+            assert!(b.preload.is_file(), "{} missing", b.preload.display());
+            assert!(b.fixture.is_file(), "{} missing", b.fixture.display());
+            Some(b)
+        })
+        .as_ref()
+}
+
+macro_rules! built_or_skip {
+    () => {
+        match built() {
+            Some(b) => b,
+            None => {
+                eprintln!("skipped: no nightly toolchain");
+                return;
+            }
+        }
+    };
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A private runtime directory (the agents' sockets), removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::env::temp_dir().join(format!(
+            "tracer-whole-rust-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Dir(p)
+    }
+
+    fn cmd(&self, exe: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(exe);
+        c.env("XDG_RUNTIME_DIR", &self.0)
+            .env("NO_COLOR", "1")
+            .env_remove("TRACER_AGENT")
+            .env_remove("TRACER_ENABLE")
+            .env_remove("TRACER_PRELOAD")
+            .env_remove("LD_PRELOAD");
+        c
+    }
+
+    fn tracer(&self, args: &[&str]) -> Output {
+        self.cmd(TRACER).args(args).output().unwrap()
+    }
+
+    /// `LD_PRELOAD=libtracer_preload.so whole-rust MODE`, once it printed
+    /// "ready" and its agent's socket is there.
+    fn fixture(&self, b: &Built, mode: &str) -> Proc {
+        let child = self
+            .cmd(&b.fixture)
+            .arg(mode)
+            .env("LD_PRELOAD", &b.preload)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut p = Proc { child, out: None };
+        let mut out = BufReader::new(p.child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n", "the fixture's first line");
+        p.out = Some(out);
+        let sock = self.0.join("tracer").join(format!("{}.sock", p.pid()));
+        poll(|| sock.exists(), "the fixture's agent socket");
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fixture process, killed on drop (also when a test fails).
+struct Proc {
+    child: Child,
+    out: Option<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Send the line it waits for; return its status and the rest of its
+    /// stdout once it exits.
+    fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+        let mut out = self.out.take().unwrap();
+        // Reading stdout to its end would hang if the fixture hung: read in
+        // a thread and wait for the exit with a deadline.
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the fixture did not exit within {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        (status, reader.join().unwrap())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn poll(mut f: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+#[track_caller]
+fn json(o: &Output) -> Value {
+    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(&o.stdout)))
+}
+
+/// `tracer list -p PID --json` as (name, enabled).
+fn list(d: &Dir, p: &Proc) -> Vec<(String, bool)> {
+    json(&d.tracer(&["list", "-p", &p.pid(), "--json"]))
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["enabled"] == true,
+            )
+        })
+        .collect()
+}
+
+/// Prefixes of the tracer's own functions, which must never be listed.
+const OWN: &[&str] = &[
+    "tracer::",
+    "tracer_core::",
+    "tracer_arch_x86::",
+    "tracer_preload::",
+    "<tracer",
+    "__tracer",
+];
+
+#[test]
+fn list_and_enable_by_module_pattern() {
+    let b = built_or_skip!();
+    let d = Dir::new();
+    let mut p = d.fixture(b, "wait");
+    let fns = list(&d, &p);
+    let names: Vec<&str> = fns.iter().map(|(n, _)| n.as_str()).collect();
+    for f in [
+        "whole_rust::parse::number",
+        "whole_rust::parse::line",
+        "whole_rust::work::step",
+        "whole_rust::work::fib",
+        "whole_rust::boom::explode",
+        "whole_rust::boom::guarded",
+    ] {
+        assert!(names.contains(&f), "{f} not listed: {names:?}");
+    }
+    let own: Vec<&&str> = names
+        .iter()
+        .filter(|n| OWN.iter().any(|o| n.starts_with(o)))
+        .collect();
+    assert!(own.is_empty(), "the tracer's own functions listed: {own:?}");
+    assert!(fns.iter().all(|(_, on)| !on), "enabled at start: {fns:?}");
+
+    let out = ok(&d.tracer(&["enable", "-p", &p.pid(), "whole_rust::parse::*"]));
+    assert!(out.contains("enabled whole_rust::parse::number"), "{out}");
+    let mut on: Vec<String> = list(&d, &p)
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n)
+        .collect();
+    on.sort();
+    assert_eq!(on, ["whole_rust::parse::line", "whole_rust::parse::number"]);
+
+    let (status, out) = p.finish();
+    assert!(status.success(), "status {status:?}, stdout:\n{out}");
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+/// The function_graph lines of `tracer run --trace`'s output, each without
+/// its thread and duration columns (everything up to the first '|').
+fn graph_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(" 1)"))
+        .filter_map(|l| l.split_once('|').map(|(_, r)| r.trim_end().to_string()))
+        .collect()
+}
+
+fn run_once(b: &Built) -> (Output, Vec<String>) {
+    let d = Dir::new();
+    let fixture = b.fixture.to_str().unwrap();
+    let o = d
+        .cmd(TRACER)
+        .args(["run", "--enable", "whole_rust::*", "--trace", "--", fixture])
+        .arg("once")
+        .output()
+        .unwrap();
+    let out = text(&o.stdout);
+    let lines = graph_lines(&out);
+    (o, lines)
+}
+
+#[test]
+fn run_trace_prints_the_call_graph_with_recursion_and_a_caught_panic() {
+    let b = built_or_skip!();
+    let (o, lines) = run_once(b);
+    let out = ok(&o);
+    assert!(out.contains("caught panic\n"), "{out}");
+    assert!(out.contains("done\n"), "{out}");
+    // Up to the panic; `main::{closure#0}` is the panic hook, which the
+    // panic calls inside `explode`.
+    let expected = "  whole_rust::main() {
+    whole_rust::workload() {
+      whole_rust::parse::line() {
+        whole_rust::parse::number();
+        whole_rust::parse::number();
+      } /* whole_rust::parse::line */
+      whole_rust::work::step() {
+        whole_rust::work::fib() {
+          whole_rust::work::fib() {
+            whole_rust::work::fib();
+            whole_rust::work::fib();
+          } /* whole_rust::work::fib */
+          whole_rust::work::fib();
+        } /* whole_rust::work::fib */
+      } /* whole_rust::work::step */
+      whole_rust::boom::guarded() {
+        whole_rust::boom::explode() {
+          whole_rust::main::{closure#0}();";
+    let expected: Vec<&str> = expected.lines().collect();
+    let got: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert!(
+        got.len() >= expected.len() && got[..expected.len()] == expected[..],
+        "expected the graph to start with\n{}\n\ngot\n{}\n\nwhole output:\n{out}\n{}",
+        expected.join("\n"),
+        got.join("\n"),
+        text(&o.stderr)
+    );
+}
+
+/// The frames a caught panic did not unwind (`guarded`, which catches it,
+/// `workload`, `main`) should still show their exits.
+#[test]
+#[ignore = "runtime limitation: _Unwind_RaiseException gives back every hooked return of the \
+            thread (tracer/src/thread.rs unhook_returns), so no frame outside the caught panic \
+            records its exit"]
+fn run_trace_closes_the_frames_outside_a_caught_panic() {
+    let b = built_or_skip!();
+    let (o, lines) = run_once(b);
+    let out = ok(&o);
+    let closing: Vec<&str> = lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with('}'))
+        .collect();
+    let want = [
+        "} /* whole_rust::boom::guarded */",
+        "} /* whole_rust::workload */",
+        "} /* whole_rust::main */",
+    ];
+    assert!(
+        closing.ends_with(&want),
+        "closing lines {closing:#?}\nwhole output:\n{out}"
+    );
+}
+
+#[test]
+fn enable_and_disable_while_four_threads_run() {
+    let b = built_or_skip!();
+    let d = Dir::new();
+    let mut p = d.fixture(b, "threads");
+    let pid = p.pid();
+    for i in 0..20 {
+        let out = ok(&d.tracer(&["enable", "-p", &pid, "whole_rust::work::*"]));
+        assert!(
+            out.contains("enabled whole_rust::work::fib"),
+            "round {i}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        let out = ok(&d.tracer(&["disable", "-p", &pid, "whole_rust::work::*"]));
+        assert!(
+            out.contains("disabled whole_rust::work::fib"),
+            "round {i}: {out}"
+        );
+    }
+    let st = json(&d.tracer(&["status", "-p", &pid, "--json"]));
+    assert_eq!(st["returns"], "hooked", "{st:#}");
+    assert_eq!(st["enabled"].as_array().map(Vec::len), Some(0), "{st:#}");
+    let (status, out) = p.finish();
+    assert!(status.success(), "status {status:?}, stdout:\n{out}");
+    assert!(out.ends_with("done\n"), "{out}");
+}
+
+/// Everything enabled for a while under four threads: each round panics
+/// through hooked frames on every thread at once.
+#[test]
+fn four_threads_panicking_through_hooked_frames() {
+    let b = built_or_skip!();
+    let d = Dir::new();
+    let mut p = d.fixture(b, "threads");
+    let pid = p.pid();
+    ok(&d.tracer(&["enable", "-p", &pid, "whole_rust::*"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = json(&d.tracer(&["status", "-p", &pid, "--json"]));
+    assert_eq!(st["returns"], "hooked", "{st:#}");
+    assert!(st["unwound"].as_u64().unwrap_or(0) > 0, "{st:#}");
+    ok(&d.tracer(&["disable", "-p", &pid, "*"]));
+    let (status, out) = p.finish();
+    assert!(status.success(), "status {status:?}, stdout:\n{out}");
+    assert!(out.ends_with("done\n"), "{out}");
+}
