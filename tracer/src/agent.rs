@@ -193,7 +193,8 @@ fn let_reader_finish() {
         let pending = thread::all().any(|t| {
             t.owner.load(Ordering::Acquire) != 0
                 && thread::block_layout(t).fd >= 0
-                && (!handed.contains(&(t as *const thread::ThreadState as u64)) || !t.ring.is_empty())
+                && (!handed.contains(&(t as *const thread::ThreadState as u64))
+                    || !t.ring.is_empty())
         });
         if !pending {
             break;

@@ -222,6 +222,9 @@ pub struct FuncCounters {
 #[repr(C)]
 struct Frame {
     func: u32,
+    /// 1: the return address was given back to an unwinder (see
+    /// [`unhook_returns`]); the frame is hooked again if it survives.
+    unhooked: u32,
     ts: u64,
     /// `#[traceable]` frames: the stack pointer at the pad. Compiler-pad
     /// frames: the address of the caller's return address (the slot).
@@ -249,6 +252,8 @@ struct Private {
     /// The last hooked frames popped as stale: `(slot, original return)`.
     evicted: [(usize, usize); EVICTED],
     evicted_next: usize,
+    /// Set by [`unhook_returns`]: frames may wait to be hooked again.
+    rehook: bool,
 }
 
 /// One thread's block.
@@ -497,6 +502,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
                 shadow: [Frame::default(); MAX_DEPTH],
                 evicted: [(0, 0); EVICTED],
                 evicted_next: 0,
+                rehook: false,
             }),
         });
         reset_counters(&*st);
@@ -800,6 +806,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
             if let Some(slot) = p.shadow.get_mut(p.depth) {
                 *slot = Frame {
                     func,
+                    unhooked: 0,
                     ts: now,
                     sp,
                     ret: 0,
@@ -894,7 +901,7 @@ pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
 #[inline(always)]
 fn evict(p: &mut Private, f: Frame) {
-    if f.ret > TAIL {
+    if f.ret > TAIL && f.unhooked == 0 {
         let i = p.evicted_next % EVICTED;
         if let Some(e) = p.evicted.get_mut(i) {
             // SAFETY: plain stores to fields of our own array (see on_fret).
@@ -947,17 +954,21 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
             break;
         }
     }
+    if p.rehook && fret != 0 {
+        rehook_above(p, slot, fret);
+    }
     let hooked_below = p
         .depth
         .checked_sub(1)
         .and_then(|i| p.shadow.get(i))
-        .is_some_and(|f| f.sp == slot && f.ret != 0);
+        .is_some_and(|f| f.sp == slot && f.ret != 0 && f.unhooked == 0);
     // A tail call whose caller's frame is not on the shadow stack any more
     // cannot be given an exit: record nothing rather than half a call.
     let hook = fret != 0 && (!tail || hooked_below);
     if let Some(sl) = p.shadow.get_mut(p.depth).filter(|_| hook) {
         *sl = Frame {
             func,
+            unhooked: 0,
             ts: now,
             sp: slot,
             ret: if tail { TAIL } else { old },
@@ -998,6 +1009,58 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
     st.busy.store(false, Ordering::Relaxed);
 }
 
+/// An exception or panic was caught: the frames above `limit` on this stack
+/// survived it, so their returns are hooked again (any further unwind starts
+/// with [`unhook_returns`] again). A frame whose slot no longer holds its
+/// return address is dead and stays unhooked.
+#[inline(always)]
+fn rehook_above(p: &mut Private, limit: usize, fret: usize) {
+    p.rehook = false;
+    let mut base_ok = false;
+    for i in 0..p.depth {
+        let Some(f) = p.shadow.get_mut(i) else { break };
+        if f.unhooked == 0 {
+            continue;
+        }
+        if f.ret > TAIL {
+            // SAFETY: the slot of a frame entered on this thread's stack,
+            // above `limit` (live), read and written only if it still holds
+            // the frame's own return address.
+            unsafe {
+                base_ok = f.sp > limit && *(f.sp as *const usize) == f.ret;
+                if base_ok {
+                    *(f.sp as *mut usize) = fret;
+                    f.unhooked = 0;
+                }
+            }
+        } else if f.ret == TAIL && base_ok {
+            f.unhooked = 0;
+        }
+    }
+}
+
+/// The exception the unwinder delivered is finished with (`_Unwind_DeleteException`:
+/// the end of a C++ `catch`, or Rust's `catch_unwind`): hook the returns of
+/// the frames that survived it again. `sp` is the caller's stack pointer.
+pub fn rehook_after_catch(sp: usize) {
+    let st = this_thread();
+    if st.is_null() || st as usize == tp::INIT {
+        return;
+    }
+    // SAFETY: blocks are never unmapped.
+    let st = unsafe { &*st };
+    let fret = FRET.load(Ordering::Relaxed);
+    let was_busy = st.busy.swap(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the private part belongs to this thread.
+    let p = unsafe { &mut *st.private.get() };
+    if p.rehook && fret != 0 && !was_busy {
+        rehook_above(p, sp, fret);
+    }
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(was_busy, Ordering::Relaxed);
+}
+
 /// Called by the return trampoline: the function whose return address sat
 /// at `slot` returned. Records the exit(s) and returns where it must go.
 ///
@@ -1019,7 +1082,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     let mut found = None;
     for i in (0..p.depth).rev() {
         if let Some(f) = p.shadow.get(i) {
-            if f.sp == slot && f.ret > TAIL {
+            if f.sp == slot && f.ret > TAIL && f.unhooked == 0 {
                 found = Some(i);
                 break;
             }
@@ -1031,7 +1094,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
             // slot (recorded) or stale frames (dropped).
             for j in (i..p.depth).rev() {
                 let Some(&f) = p.shadow.get(j) else { continue };
-                if f.sp == slot && f.ret != 0 && !was_busy {
+                if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
                     record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
                 } else if f.sp != slot {
                     evict(p, f);
@@ -1082,9 +1145,12 @@ extern "C" fn lost_return(slot: usize) -> usize {
 
 /// Give back every hooked return address of this thread (an exception or a
 /// forced unwind is about to walk the stack, and the unwinder must see the
-/// real return addresses). Those frames' exits are not recorded (counted in
-/// `unwound`); their shadow frames stay, unhooked, until later entries drop
-/// them as stale.
+/// real return addresses). The frames the unwind goes through have no
+/// recorded exit (counted in `unwound`) and are dropped as stale later; the
+/// ones that survive it (above the catch) are hooked again at the next
+/// traced entry, which can only come once the unwinder is done with them
+/// (a cleanup that calls traced code ends in `_Unwind_Resume`, which is
+/// interposed too and gives them back again).
 pub fn unhook_returns() {
     let st = this_thread();
     if st.is_null() || st as usize == tp::INIT {
@@ -1103,7 +1169,7 @@ pub fn unhook_returns() {
         let Some(f) = p.shadow.get_mut(i) else {
             continue;
         };
-        if f.ret > TAIL {
+        if f.ret > TAIL && f.unhooked == 0 {
             let slot = f.sp as *mut usize;
             // SAFETY: the slot of a frame entered on this thread's stack; it is
             // only written where it still holds the trampoline's address.
@@ -1114,8 +1180,12 @@ pub fn unhook_returns() {
                 }
             }
         }
-        // Unhooked: never matched by a return again; dropped as stale later.
-        f.ret = 0;
+        // Not matched by a return until hooked again (the next entry after
+        // the unwind, if the frame survived it).
+        if f.ret != 0 {
+            f.unhooked = 1;
+            p.rehook = true;
+        }
     }
     for e in p.evicted.iter_mut() {
         let slot = e.0 as *mut usize;

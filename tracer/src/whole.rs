@@ -24,8 +24,12 @@
 //! addresses to find its unwind tables): `_Unwind_RaiseException`,
 //! `_Unwind_ForcedUnwind` and `_Unwind_Resume_or_Rethrow` are interposed
 //! (a weak definition in the program, an exported one in the preload
-//! library) and call the real ones (`dlsym(RTLD_NEXT)`) after that. Those
-//! frames' exits are not recorded (`unwound` in the stats). Where CET shadow
+//! library) and call the real ones (`dlsym(RTLD_NEXT)`) after that, and so
+//! is `_Unwind_Resume` (where cleanup code may have hooked frames again).
+//! The frames the unwind goes through have no recorded exit (`unwound` in
+//! the stats); those above the catch are hooked again when the exception is
+//! deleted (`_Unwind_DeleteException`, interposed as well: the end of a C++
+//! `catch` or of Rust's `catch_unwind`), or at the next traced entry. Where CET shadow
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 //!
@@ -308,15 +312,19 @@ pub fn convert_at_startup() {
 mod unwind {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static REAL: [AtomicUsize; 3] = [
+    static REAL: [AtomicUsize; 5] = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     ];
-    const NAMES: [&std::ffi::CStr; 3] = [
+    const NAMES: [&std::ffi::CStr; 5] = [
         c"_Unwind_RaiseException",
         c"_Unwind_ForcedUnwind",
         c"_Unwind_Resume_or_Rethrow",
+        c"_Unwind_Resume",
+        c"_Unwind_DeleteException",
     ];
 
     fn real(i: usize) -> usize {
@@ -377,6 +385,33 @@ mod unwind {
         unsafe { std::mem::transmute::<usize, Raise>(real(2))(exc) }
     }
 
+    /// `_Unwind_Resume` (the end of a cleanup landing pad), likewise: frames
+    /// hooked again by traced calls in the cleanup are given back before the
+    /// unwind goes on. It does not return.
+    ///
+    /// # Safety
+    /// As the unwinder's own.
+    pub unsafe extern "C" fn resume(exc: *mut libc::c_void) {
+        crate::thread::unhook_returns();
+        type Resume = unsafe extern "C" fn(*mut libc::c_void);
+        // SAFETY: the real function has this signature.
+        unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
+    }
+
+    /// `_Unwind_DeleteException` (a caught exception is finished with: the
+    /// end of a C++ `catch`, Rust's `catch_unwind`): the frames that survived
+    /// the unwind are hooked again.
+    ///
+    /// # Safety
+    /// As the unwinder's own.
+    pub unsafe extern "C" fn delete(exc: *mut libc::c_void) {
+        type Delete = unsafe extern "C" fn(*mut libc::c_void);
+        // SAFETY: the real function has this signature.
+        unsafe { std::mem::transmute::<usize, Delete>(real(4))(exc) };
+        let here = 0u8;
+        crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+    }
+
     // Weak definitions: a program linking the tracer resolves its own calls
     // (Rust's panics) to them; a static libgcc_eh would override them.
     std::arch::global_asm!(
@@ -393,12 +428,25 @@ mod unwind {
         ".type _Unwind_Resume_or_Rethrow,@function",
         "_Unwind_Resume_or_Rethrow:",
         "jmp {rethrow}",
+        ".weak _Unwind_Resume",
+        ".type _Unwind_Resume,@function",
+        "_Unwind_Resume:",
+        "jmp {resume}",
+        ".weak _Unwind_DeleteException",
+        ".type _Unwind_DeleteException,@function",
+        "_Unwind_DeleteException:",
+        "jmp {delete}",
         ".popsection",
         raise = sym raise,
         forced = sym forced,
         rethrow = sym rethrow,
+        resume = sym resume,
+        delete = sym delete,
     );
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use unwind::{forced as unwind_forced, raise as unwind_raise, rethrow as unwind_rethrow};
+pub use unwind::{
+    delete as unwind_delete, forced as unwind_forced, raise as unwind_raise,
+    resume as unwind_resume, rethrow as unwind_rethrow,
+};

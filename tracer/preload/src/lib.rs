@@ -9,7 +9,7 @@
 //!
 //! Besides starting the runtime, the library exports the unwinder's entry
 //! points that walk a thread's stack (`_Unwind_RaiseException`,
-//! `_Unwind_ForcedUnwind`, `_Unwind_Resume_or_Rethrow`): preloaded, they come
+//! `_Unwind_ForcedUnwind`, `_Unwind_Resume_or_Rethrow`, `_Unwind_Resume`, `_Unwind_DeleteException`): preloaded, they come
 //! before libgcc_s's, give the thread's hooked return addresses back, and
 //! call the real ones.
 #![deny(missing_docs)]
@@ -58,4 +58,26 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
 pub unsafe extern "C" fn _Unwind_Resume_or_Rethrow(exc: *mut libc::c_void) -> libc::c_int {
     // SAFETY: forwarded unchanged.
     unsafe { tracer::__private::unwind_rethrow(exc) }
+}
+
+/// The unwinder's `_Unwind_Resume` (the end of every cleanup landing pad).
+///
+/// # Safety
+/// As libgcc's.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+pub unsafe extern "C" fn _Unwind_Resume(exc: *mut libc::c_void) {
+    // SAFETY: forwarded unchanged.
+    unsafe { tracer::__private::unwind_resume(exc) }
+}
+
+/// The unwinder's `_Unwind_DeleteException` (a caught exception is done).
+///
+/// # Safety
+/// As libgcc's.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+pub unsafe extern "C" fn _Unwind_DeleteException(exc: *mut libc::c_void) {
+    // SAFETY: forwarded unchanged.
+    unsafe { tracer::__private::unwind_delete(exc) }
 }
