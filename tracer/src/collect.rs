@@ -228,6 +228,7 @@ impl Collector {
     }
 
     /// Make room for `n` functions (objects loaded later add some).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn ensure(&mut self, n: usize) {
         while self.hists.len() < n {
             self.hists.push(new_hist());

@@ -269,6 +269,7 @@ struct State {
     reg: registry::Registry,
     enabled: Vec<bool>,
     /// The loader's (adds, subs) counters when the objects were last scanned.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     loader: (u64, u64),
 }
 
@@ -338,6 +339,9 @@ fn runtime() -> Result<&'static Runtime, Error> {
                     loader: (0, 0),
                 };
                 whole::refresh(&mut state);
+                // The late-trap check's list of sites (refresh keeps it up
+                // to date where objects can add sites).
+                trap::publish_sites(state.reg.addresses());
                 Ok(Runtime {
                     state: Mutex::new(state),
                 })

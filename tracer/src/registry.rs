@@ -61,11 +61,14 @@ pub struct Registry {
     /// Functions, by index (the `#[traceable]` ones first, sorted by path).
     pub funcs: Vec<Func>,
     /// Objects whose compiler pads are registered: `(path, bias, functions)`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub objects: Vec<(String, usize, Vec<u32>)>,
     /// Index of each compiler-padded function by `(object path, path)`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     by_name: HashMap<(String, String), u32>,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Registry {
     /// Build from the section records.
     ///

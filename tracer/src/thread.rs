@@ -344,6 +344,7 @@ pub fn init(nfuncs: usize) {
 /// later add functions). Blocks made before keep their counters; a call of a
 /// function beyond a block's counters is still in the events and the
 /// histograms, only not in that thread's exact counters.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn reserve(nfuncs: usize) {
     NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
 }
@@ -897,9 +898,11 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
 /// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64,
 /// set by the runtime before any compiler pad is enabled; 0 where returns are
 /// not hooked (no such trampoline, or CET shadow stacks: entry-only events).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn evict(p: &mut Private, f: Frame) {
     if f.ret > TAIL && f.unhooked == 0 {
         let i = p.evicted_next % EVICTED;
@@ -927,6 +930,7 @@ fn evict(p: &mut Private, f: Frame) {
 /// # Safety
 /// `slot` must be the address of the return address of a function being
 /// entered on this thread's stack.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
     let now = hook_now();
     let Some(st) = current() else { return };
@@ -1014,6 +1018,7 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
 /// with [`unhook_returns`] again). A frame whose slot no longer holds its
 /// return address is dead and stays unhooked.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn rehook_above(p: &mut Private, limit: usize, fret: usize) {
     p.rehook = false;
     let mut base_ok = false;
@@ -1042,6 +1047,7 @@ fn rehook_above(p: &mut Private, limit: usize, fret: usize) {
 /// The exception the unwinder delivered is finished with (`_Unwind_DeleteException`:
 /// the end of a C++ `catch`, or Rust's `catch_unwind`): hook the returns of
 /// the frames that survived it again. `sp` is the caller's stack pointer.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn rehook_after_catch(sp: usize) {
     let st = this_thread();
     if st.is_null() || st as usize == tp::INIT {
@@ -1066,6 +1072,7 @@ pub fn rehook_after_catch(sp: usize) {
 ///
 /// # Safety
 /// Only the return trampoline calls it, on the thread whose frame it was.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     let now = hook_now();
     let st = this_thread();
@@ -1134,6 +1141,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
 
 /// A hooked return with no record: the return address is unknown. Never
 /// returns.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 extern "C" fn lost_return(slot: usize) -> usize {
     eprintln!(
         "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
@@ -1151,6 +1159,7 @@ extern "C" fn lost_return(slot: usize) -> usize {
 /// traced entry, which can only come once the unwinder is done with them
 /// (a cleanup that calls traced code ends in `_Unwind_Resume`, which is
 /// interposed too and gives them back again).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn unhook_returns() {
     let st = this_thread();
     if st.is_null() || st as usize == tp::INIT {

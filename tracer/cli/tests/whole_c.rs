@@ -169,6 +169,12 @@ impl Dir {
             stdout,
         };
         assert_eq!(p.line(), "ready");
+        // The agent binds its socket on its own thread: wait for it.
+        let t0 = std::time::Instant::now();
+        while !self.tracer(&["status", "-p", &p.pid()]).status.success() {
+            assert!(t0.elapsed().as_secs() < 30, "no agent in the fixture");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         p
     }
 }
