@@ -81,7 +81,7 @@ macro_rules! __tracer_define_trampolines {
 /// unless `$lean` is set, exactly as [`__tracer_define_trampolines`]. The
 /// return trampoline puts the original return address back in the slot the
 /// traced function's `ret` just popped (the first thing it does is to
-/// reserve it again) and leaves with `ret`.
+/// reserve it again) and jumps there through it.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
@@ -130,7 +130,14 @@ macro_rules! __tracer_define_fentry_trampolines {
             "3:",
             "mov qword ptr [rsp + 72], rax",
             "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
-            "ret",
+            // Not `ret`: the return-stack predictor's entry for this return
+            // was consumed by the traced function's own `ret` (which came
+            // here), so a `ret` would mispredict and leave every later
+            // return of the caller chain one entry off. An indirect jump is
+            // predicted from its own history. The slot stays valid below rsp:
+            // it is in the red zone, which signal frames skip.
+            "add rsp, 8",
+            "jmp qword ptr [rsp - 8]",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
             ".popsection",
             fentry = sym $fentry_hook,

@@ -254,6 +254,10 @@ struct Private {
     evicted_next: usize,
     /// Set by [`unhook_returns`]: frames may wait to be hooked again.
     rehook: bool,
+    /// The return address slot of the frame that catches the exception being
+    /// unwound (`usize::MAX`: none, or a forced unwind): frames at or above
+    /// it survive the unwind and keep their hooks.
+    unwind_limit: usize,
 }
 
 /// One thread's block.
@@ -504,6 +508,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
                 evicted: [(0, 0); EVICTED],
                 evicted_next: 0,
                 rehook: false,
+                unwind_limit: usize::MAX,
             }),
         });
         reset_counters(&*st);
@@ -740,18 +745,12 @@ fn record_exit(
     );
 }
 
-/// The part both hooks share: take the timestamp, find the thread's block
-/// (making it on the first event), and run `f` under the re-entrancy guard
-/// (an event raised while the thread is already in a hook is counted as
-/// nested and dropped).
-///
-/// # Safety
-/// `rec` must be a site record.
+/// The part every event hook shares: take the timestamp, find the thread's
+/// block (making it on the first event), and run `f` under the re-entrancy
+/// guard (an event raised while the thread is already in a hook is counted
+/// as nested and dropped).
 #[inline(always)]
-unsafe fn in_hook(
-    rec: *const SiteRecord,
-    f: impl FnOnce(&ThreadState, &mut Private, &SiteRecord, u32, u64),
-) {
+fn guarded(f: impl FnOnce(&ThreadState, &mut Private, u64)) {
     let now = hook_now();
     let Some(st) = current() else { return };
     if st.busy.load(Ordering::Relaxed) {
@@ -760,12 +759,43 @@ unsafe fn in_hook(
     }
     st.busy.store(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
-    // SAFETY: per the caller; the private part belongs to this thread.
-    let (rec, p) = unsafe { (&*rec, &mut *st.private.get()) };
-    let func = rec.func.load(Ordering::Relaxed);
-    f(st, p, rec, func, now);
+    // SAFETY: the private part belongs to this thread.
+    f(st, unsafe { &mut *st.private.get() }, now);
     compiler_fence(Ordering::SeqCst);
     st.busy.store(false, Ordering::Relaxed);
+}
+
+/// [`guarded`] for the `#[traceable]` hooks, with the site's record and
+/// function.
+///
+/// # Safety
+/// `rec` must be a site record.
+#[inline(always)]
+unsafe fn in_hook(
+    rec: *const SiteRecord,
+    f: impl FnOnce(&ThreadState, &mut Private, &SiteRecord, u32, u64),
+) {
+    guarded(|st, p, now| {
+        // SAFETY: per the caller.
+        let rec = unsafe { &*rec };
+        f(st, p, rec, rec.func.load(Ordering::Relaxed), now)
+    })
+}
+
+/// Record an entry of `func` at the current depth.
+#[inline(always)]
+fn push_entry(st: &ThreadState, p: &mut Private, func: u32, now: u64, flags: u8) {
+    st.ring.push(
+        &mut p.cached_tail,
+        &Event {
+            ts: now,
+            dur: 0,
+            func,
+            depth: p.depth as u16,
+            kind: KIND_ENTRY,
+            flags,
+        },
+    );
 }
 
 /// Called by the entry trampoline.
@@ -778,17 +808,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
         if rec.kind == KIND_ASYNC_ENTRY {
             // SAFETY: per the caller.
             unsafe { *(token as *mut u64) = now.max(1) };
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: now,
-                    dur: 0,
-                    func,
-                    depth: p.depth as u16,
-                    kind: KIND_ENTRY,
-                    flags: FLAG_ASYNC,
-                },
-            );
+            push_entry(st, p, func, now, FLAG_ASYNC);
         } else {
             // Frames below this one (deeper stack) have returned without a
             // recorded exit. A frame at the same stack pointer may be a live
@@ -812,17 +832,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
                     sp,
                     ret: 0,
                 };
-                st.ring.push(
-                    &mut p.cached_tail,
-                    &Event {
-                        ts: now,
-                        dur: 0,
-                        func,
-                        depth: p.depth as u16,
-                        kind: KIND_ENTRY,
-                        flags: 0,
-                    },
-                );
+                push_entry(st, p, func, now, 0);
                 p.depth += 1;
             } else {
                 p.overflow += 1;
@@ -932,85 +942,60 @@ fn evict(p: &mut Private, f: Frame) {
 /// entered on this thread's stack.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
-    let now = hook_now();
-    let Some(st) = current() else { return };
-    if st.busy.load(Ordering::Relaxed) {
-        bump(&st.nested);
-        return;
-    }
-    st.busy.store(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: the private part belongs to this thread.
-    let p = unsafe { &mut *st.private.get() };
-    let func = func as u32;
-    let fret = FRET.load(Ordering::Relaxed);
-    // SAFETY: per the caller, `slot` is a live stack word.
-    let old = unsafe { *(slot as *const usize) };
-    let tail = fret != 0 && old == fret;
-    while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
-        let below = top.sp < slot && slot - top.sp < STACK_SPAN;
-        let same_dead = top.sp == slot && !tail;
-        if below || same_dead {
-            p.depth -= 1;
-            p.overflow = 0;
-            evict(p, top);
+    guarded(|st, p, now| {
+        let func = func as u32;
+        let fret = FRET.load(Ordering::Relaxed);
+        // SAFETY: per the caller, `slot` is a live stack word.
+        let old = unsafe { *(slot as *const usize) };
+        let tail = fret != 0 && old == fret;
+        while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+            let below = top.sp < slot && slot - top.sp < STACK_SPAN;
+            let same_dead = top.sp == slot && !tail;
+            if below || same_dead {
+                p.depth -= 1;
+                p.overflow = 0;
+                evict(p, top);
+            } else {
+                break;
+            }
+        }
+        if p.rehook && fret != 0 {
+            let n = rehook_above(p, slot, fret);
+            // They were not unwound after all.
+            st.unwound.store(
+                st.unwound.load(Ordering::Relaxed).saturating_sub(n),
+                Ordering::Relaxed,
+            );
+        }
+        let hooked_below = p
+            .depth
+            .checked_sub(1)
+            .and_then(|i| p.shadow.get(i))
+            .is_some_and(|f| f.sp == slot && f.ret != 0 && f.unhooked == 0);
+        // A tail call whose caller's frame is not on the shadow stack any more
+        // cannot be given an exit: record nothing rather than half a call.
+        let hook = fret != 0 && (!tail || hooked_below);
+        if let Some(sl) = p.shadow.get_mut(p.depth).filter(|_| hook) {
+            *sl = Frame {
+                func,
+                unhooked: 0,
+                ts: now,
+                sp: slot,
+                ret: if tail { TAIL } else { old },
+            };
+            if !tail {
+                // SAFETY: per the caller; the return now goes through the trampoline.
+                unsafe { *(slot as *mut usize) = fret };
+            }
+            push_entry(st, p, func, now, 0);
+            p.depth += 1;
+        } else if fret == 0 {
+            // Returns are not hooked here (CET shadow stacks): entry events only.
+            push_entry(st, p, func, now, FLAG_ENTRY_ONLY);
         } else {
-            break;
+            bump(&st.too_deep);
         }
-    }
-    if p.rehook && fret != 0 {
-        rehook_above(p, slot, fret);
-    }
-    let hooked_below = p
-        .depth
-        .checked_sub(1)
-        .and_then(|i| p.shadow.get(i))
-        .is_some_and(|f| f.sp == slot && f.ret != 0 && f.unhooked == 0);
-    // A tail call whose caller's frame is not on the shadow stack any more
-    // cannot be given an exit: record nothing rather than half a call.
-    let hook = fret != 0 && (!tail || hooked_below);
-    if let Some(sl) = p.shadow.get_mut(p.depth).filter(|_| hook) {
-        *sl = Frame {
-            func,
-            unhooked: 0,
-            ts: now,
-            sp: slot,
-            ret: if tail { TAIL } else { old },
-        };
-        if !tail {
-            // SAFETY: per the caller; the return now goes through the trampoline.
-            unsafe { *(slot as *mut usize) = fret };
-        }
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: now,
-                dur: 0,
-                func,
-                depth: p.depth as u16,
-                kind: KIND_ENTRY,
-                flags: 0,
-            },
-        );
-        p.depth += 1;
-    } else if fret == 0 {
-        // Returns are not hooked here (CET shadow stacks): entry events only.
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: now,
-                dur: 0,
-                func,
-                depth: p.depth as u16,
-                kind: KIND_ENTRY,
-                flags: FLAG_ENTRY_ONLY,
-            },
-        );
-    } else {
-        bump(&st.too_deep);
-    }
-    compiler_fence(Ordering::SeqCst);
-    st.busy.store(false, Ordering::Relaxed);
+    })
 }
 
 /// An exception or panic was caught: the frames above `limit` on this stack
@@ -1019,9 +1004,10 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
 /// return address is dead and stays unhooked.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn rehook_above(p: &mut Private, limit: usize, fret: usize) {
+fn rehook_above(p: &mut Private, limit: usize, fret: usize) -> u64 {
     p.rehook = false;
     let mut base_ok = false;
+    let mut n = 0;
     for i in 0..p.depth {
         let Some(f) = p.shadow.get_mut(i) else { break };
         if f.unhooked == 0 {
@@ -1036,35 +1022,68 @@ fn rehook_above(p: &mut Private, limit: usize, fret: usize) {
                 if base_ok {
                     *(f.sp as *mut usize) = fret;
                     f.unhooked = 0;
+                    n += 1;
                 }
             }
         } else if f.ret == TAIL && base_ok {
             f.unhooked = 0;
         }
     }
+    n
 }
 
-/// The exception the unwinder delivered is finished with (`_Unwind_DeleteException`:
-/// the end of a C++ `catch`, or Rust's `catch_unwind`): hook the returns of
-/// the frames that survived it again. `sp` is the caller's stack pointer.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn rehook_after_catch(sp: usize) {
+/// Run `f` on this thread's own state (if it has a block) with the
+/// re-entrancy flag set, passing whether it was already set; for the paths
+/// that must not skip a busy thread (returns, the unwinder).
+#[inline(always)]
+fn with_own<R>(f: impl FnOnce(&ThreadState, &mut Private, bool) -> R) -> Option<R> {
     let st = this_thread();
     if st.is_null() || st as usize == tp::INIT {
-        return;
+        return None;
     }
     // SAFETY: blocks are never unmapped.
     let st = unsafe { &*st };
-    let fret = FRET.load(Ordering::Relaxed);
     let was_busy = st.busy.swap(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     // SAFETY: the private part belongs to this thread.
-    let p = unsafe { &mut *st.private.get() };
-    if p.rehook && fret != 0 && !was_busy {
-        rehook_above(p, sp, fret);
-    }
+    let r = f(st, unsafe { &mut *st.private.get() }, was_busy);
     compiler_fence(Ordering::SeqCst);
     st.busy.store(was_busy, Ordering::Relaxed);
+    Some(r)
+}
+
+/// Hook again the returns of this thread's frames whose slot lies above
+/// `sp`, that an unwind gave back and that survived it: at the end of a C++
+/// `catch` (`_Unwind_DeleteException`; `sp` is the caller's stack pointer),
+/// or once the catching frame of an exception is known (see
+/// `crate::whole`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn rehook_after_catch(sp: usize) {
+    let fret = FRET.load(Ordering::Relaxed);
+    with_own(|st, p, was_busy| {
+        if p.rehook && fret != 0 && !was_busy {
+            let n = rehook_above(p, sp, fret);
+            // They were not unwound after all.
+            st.unwound.store(
+                st.unwound.load(Ordering::Relaxed).saturating_sub(n),
+                Ordering::Relaxed,
+            );
+        }
+    });
+}
+
+/// Remember the return address slot of the frame that will catch the
+/// exception being raised (`usize::MAX`: none, or a forced unwind), for
+/// [`unhook_returns`] at `_Unwind_Resume`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn set_unwind_limit(limit: usize) {
+    with_own(|_, p, _| p.unwind_limit = limit);
+}
+
+/// The limit [`set_unwind_limit`] remembered.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn unwind_limit() -> usize {
+    with_own(|_, p, _| p.unwind_limit).unwrap_or(usize::MAX)
 }
 
 /// Called by the return trampoline: the function whose return address sat
@@ -1075,65 +1094,56 @@ pub fn rehook_after_catch(sp: usize) {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     let now = hook_now();
-    let st = this_thread();
-    if st.is_null() || st as usize == tp::INIT {
-        // Through the shim: the hook itself makes no other call (lean check).
-        return call_slow_arg(lost_return, slot);
-    }
-    // SAFETY: blocks are never unmapped; the private part is this thread's.
-    let st = unsafe { &*st };
-    let was_busy = st.busy.swap(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: the private part belongs to this thread.
-    let p = unsafe { &mut *st.private.get() };
-    let mut found = None;
-    for i in (0..p.depth).rev() {
-        if let Some(f) = p.shadow.get(i) {
-            if f.sp == slot && f.ret > TAIL && f.unhooked == 0 {
-                found = Some(i);
-                break;
-            }
-        }
-    }
-    let ret = match found {
-        Some(i) => {
-            // Frames above `i` are the tail-called functions sharing this
-            // slot (recorded) or stale frames (dropped).
-            for j in (i..p.depth).rev() {
-                let Some(&f) = p.shadow.get(j) else { continue };
-                if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
-                    record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
-                } else if f.sp != slot {
-                    evict(p, f);
-                }
-            }
-            let r = p.shadow.get(i).map_or(0, |f| f.ret);
-            p.depth = i;
-            p.overflow = 0;
-            r
-        }
-        None => {
-            let mut r = 0;
-            for e in p.evicted.iter_mut() {
-                if e.0 == slot && e.1 != 0 {
-                    r = e.1;
-                    // Two word stores (a merged 16-byte store would use a
-                    // vector register, which the lean trampolines do not save).
-                    // SAFETY: plain stores to fields of our own array.
-                    unsafe {
-                        std::ptr::write_volatile(&mut e.0, 0);
-                        std::ptr::write_volatile(&mut e.1, 0);
-                    }
+    let ret = with_own(|st, p, was_busy| {
+        let mut found = None;
+        for i in (0..p.depth).rev() {
+            if let Some(f) = p.shadow.get(i) {
+                if f.sp == slot && f.ret > TAIL && f.unhooked == 0 {
+                    found = Some(i);
                     break;
                 }
             }
-            bump(&st.unmatched);
-            r
         }
-    };
-    compiler_fence(Ordering::SeqCst);
-    st.busy.store(was_busy, Ordering::Relaxed);
+        match found {
+            Some(i) => {
+                // Frames above `i` are the tail-called functions sharing this
+                // slot (recorded) or stale frames (dropped).
+                for j in (i..p.depth).rev() {
+                    let Some(&f) = p.shadow.get(j) else { continue };
+                    if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
+                        record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
+                    } else if f.sp != slot {
+                        evict(p, f);
+                    }
+                }
+                let r = p.shadow.get(i).map_or(0, |f| f.ret);
+                p.depth = i;
+                p.overflow = 0;
+                r
+            }
+            None => {
+                let mut r = 0;
+                for e in p.evicted.iter_mut() {
+                    if e.0 == slot && e.1 != 0 {
+                        r = e.1;
+                        // Two word stores (a merged 16-byte store would use a
+                        // vector register, which the lean trampolines do not save).
+                        // SAFETY: plain stores to fields of our own array.
+                        unsafe {
+                            std::ptr::write_volatile(&mut e.0, 0);
+                            std::ptr::write_volatile(&mut e.1, 0);
+                        }
+                        break;
+                    }
+                }
+                bump(&st.unmatched);
+                r
+            }
+        }
+    })
+    .unwrap_or(0);
     if ret == 0 {
+        // Through the shim: the hook itself makes no other call (lean check).
         return call_slow_arg(lost_return, slot);
     }
     ret
@@ -1151,64 +1161,57 @@ extern "C" fn lost_return(slot: usize) -> usize {
     std::process::abort()
 }
 
-/// Give back every hooked return address of this thread (an exception or a
-/// forced unwind is about to walk the stack, and the unwinder must see the
-/// real return addresses). The frames the unwind goes through have no
-/// recorded exit (counted in `unwound`) and are dropped as stale later; the
-/// ones that survive it (above the catch) are hooked again at the next
-/// traced entry, which can only come once the unwinder is done with them
-/// (a cleanup that calls traced code ends in `_Unwind_Resume`, which is
-/// interposed too and gives them back again).
+/// Give back the hooked return addresses of this thread's frames whose slot
+/// lies below `limit` (`usize::MAX`: all): an exception or a forced unwind
+/// is about to walk through them, and the unwinder must see the real return
+/// addresses. They have no recorded exit (counted in `unwound`); frames
+/// that survive after all are hooked again by [`rehook_after_catch`] or at
+/// the next traced entry. Returns how many frames it gave back.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn unhook_returns() {
-    let st = this_thread();
-    if st.is_null() || st as usize == tp::INIT {
-        return;
-    }
-    // SAFETY: blocks are never unmapped.
-    let st = unsafe { &*st };
-    let was_busy = st.busy.swap(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
+pub fn unhook_returns(limit: usize) -> usize {
     let fret = FRET.load(Ordering::Relaxed);
-    // SAFETY: the private part belongs to this thread.
-    let p = unsafe { &mut *st.private.get() };
-    let mut n = 0;
-    // Newest first: a stale frame may share a live frame's slot.
-    for i in (0..p.depth).rev() {
-        let Some(f) = p.shadow.get_mut(i) else {
-            continue;
-        };
-        if f.ret > TAIL && f.unhooked == 0 {
-            let slot = f.sp as *mut usize;
-            // SAFETY: the slot of a frame entered on this thread's stack; it is
-            // only written where it still holds the trampoline's address.
+    with_own(|st, p, _| {
+        let mut n = 0;
+        let mut frames = 0;
+        // Newest first: a stale frame may share a live frame's slot.
+        for i in (0..p.depth).rev() {
+            let Some(f) = p.shadow.get_mut(i) else {
+                continue;
+            };
+            if f.ret == 0 || f.sp >= limit {
+                continue;
+            }
+            if f.ret > TAIL && f.unhooked == 0 {
+                let slot = f.sp as *mut usize;
+                // SAFETY: the slot of a frame entered on this thread's stack;
+                // only written where it still holds the trampoline's address.
+                unsafe {
+                    if *slot == fret {
+                        *slot = f.ret;
+                        n += 1;
+                    }
+                }
+            }
+            f.unhooked = 1;
+            p.rehook = true;
+            frames += 1;
+        }
+        for e in p.evicted.iter_mut().filter(|e| e.1 != 0 && e.0 < limit) {
+            let slot = e.0 as *mut usize;
+            // SAFETY: as above.
             unsafe {
                 if *slot == fret {
-                    *slot = f.ret;
+                    *slot = e.1;
                     n += 1;
                 }
             }
+            *e = (0, 0);
         }
-        // Not matched by a return until hooked again (the next entry after
-        // the unwind, if the frame survived it).
-        if f.ret != 0 {
-            f.unhooked = 1;
-            p.rehook = true;
-        }
-    }
-    for e in p.evicted.iter_mut() {
-        let slot = e.0 as *mut usize;
-        // SAFETY: as above.
-        if e.1 != 0 && unsafe { *slot } == fret {
-            unsafe { *slot = e.1 };
-            n += 1;
-        }
-        *e = (0, 0);
-    }
-    st.unwound
-        .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    st.busy.store(was_busy, Ordering::Relaxed);
+        st.unwound
+            .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        frames
+    })
+    .unwrap_or(0)
 }
 
 #[cfg(test)]

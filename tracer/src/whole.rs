@@ -18,18 +18,21 @@
 //! the thread's shadow stack and replaces it with the return trampoline's
 //! (`crate::thread::on_fentry` / `on_fret`). `longjmp` and exceptions leave
 //! shadow frames behind; they are dropped as stale by the next entry at or
-//! above them on the same stack. Before an exception or a forced unwind
-//! (`pthread_cancel`, `pthread_exit`) walks the stack, every hooked return
-//! address of the thread is given back (the unwinder must see real return
-//! addresses to find its unwind tables): `_Unwind_RaiseException`,
-//! `_Unwind_ForcedUnwind` and `_Unwind_Resume_or_Rethrow` are interposed
-//! (a weak definition in the program, an exported one in the preload
-//! library) and call the real ones (`dlsym(RTLD_NEXT)`) after that, and so
-//! is `_Unwind_Resume` (where cleanup code may have hooked frames again).
-//! The frames the unwind goes through have no recorded exit (`unwound` in
-//! the stats); those above the catch are hooked again when the exception is
-//! deleted (`_Unwind_DeleteException`, interposed as well: the end of a C++
-//! `catch` or of Rust's `catch_unwind`), or at the next traced entry. Where CET shadow
+//! above them on the same stack. The unwinder must see real return
+//! addresses to find its tables, so its entry points are interposed (a weak
+//! definition in the program, an exported one in the preload library; each
+//! calls the real one through `dlsym(RTLD_NEXT)` after):
+//! `_Unwind_RaiseException` and `_Unwind_Resume_or_Rethrow` give every
+//! hooked return of the thread back, find the frame that will catch the
+//! exception by running the search phase themselves (each frame's
+//! personality routine asked through `_Unwind_Backtrace`, as libgcc does
+//! first), and hook again that frame and the ones above it, which the unwind
+//! never reads; `_Unwind_Resume` (the end of a cleanup) gives back only what
+//! lies below the catching frame; `_Unwind_ForcedUnwind` (`pthread_cancel`,
+//! `pthread_exit`) gives back everything. The frames the unwind goes through
+//! have no recorded exit (`unwound` in the stats). Frames given back that
+//! survive after all are hooked again at `_Unwind_DeleteException` (the end
+//! of a C++ `catch`) or at the next traced entry. Where CET shadow
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 //!
@@ -351,17 +354,273 @@ mod unwind {
         *mut libc::c_void,
     ) -> libc::c_int;
 
-    /// `_Unwind_RaiseException` with the thread's hooked returns given back.
+    // What finding the catching frame needs from libgcc's unwinder (all
+    // exported by libgcc_s since GCC 3.0 / 4.2).
+    extern "C" {
+        fn _Unwind_Backtrace(
+            step: extern "C" fn(*mut libc::c_void, *mut libc::c_void) -> libc::c_int,
+            arg: *mut libc::c_void,
+        ) -> libc::c_int;
+        fn _Unwind_GetIPInfo(ctx: *mut libc::c_void, before: *mut libc::c_int) -> usize;
+        fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
+        fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
+    }
+
+    #[repr(C)]
+    struct Bases {
+        text: usize,
+        data: usize,
+        func: usize,
+    }
+
+    type Personality = unsafe extern "C" fn(
+        libc::c_int,
+        libc::c_int,
+        u64,
+        *mut libc::c_void,
+        *mut libc::c_void,
+    ) -> libc::c_int;
+
+    const URC_NO_REASON: libc::c_int = 0;
+    const URC_NORMAL_STOP: libc::c_int = 4;
+    const URC_HANDLER_FOUND: libc::c_int = 6;
+    const UA_SEARCH_PHASE: libc::c_int = 1;
+
+    struct Search {
+        exc: *mut libc::c_void,
+        class: u64,
+        cfa: usize,
+        frames: usize,
+        /// The interposer's own functions: the frames up to them are the
+        /// tracer's, whose landing pads (Rust's abort-on-unwind guard of an
+        /// `extern "C"` function) must not be taken for the catch.
+        own: [usize; 2],
+        past_own: bool,
+    }
+
+    /// Read a ULEB128 at `*p`, advancing it.
+    ///
+    /// # Safety
+    /// `*p` points into a mapped CIE.
+    unsafe fn uleb(p: &mut *const u8) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            // SAFETY: per the caller.
+            let b = unsafe { **p };
+            *p = p.wrapping_add(1);
+            if shift < 64 {
+                v |= u64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                return v;
+            }
+        }
+    }
+
+    /// Read a pointer in DWARF EH encoding `enc` at `*p`, advancing it.
+    ///
+    /// # Safety
+    /// `*p` points into a mapped CIE; indirect pointers point at mapped words.
+    unsafe fn encoded(enc: u8, p: &mut *const u8, bases: &Bases) -> Option<usize> {
+        let at = *p as usize;
+        // SAFETY: per the caller (unaligned reads of CIE bytes).
+        let v: usize = unsafe {
+            match enc & 0x0f {
+                0x00 | 0x04 | 0x0c => {
+                    let v = (*p as *const u64).read_unaligned() as usize;
+                    *p = p.wrapping_add(8);
+                    v
+                }
+                0x03 => {
+                    let v = (*p as *const u32).read_unaligned() as usize;
+                    *p = p.wrapping_add(4);
+                    v
+                }
+                0x0b => {
+                    let v = (*p as *const i32).read_unaligned() as isize as usize;
+                    *p = p.wrapping_add(4);
+                    v
+                }
+                0x02 => {
+                    let v = usize::from((*p as *const u16).read_unaligned());
+                    *p = p.wrapping_add(2);
+                    v
+                }
+                0x0a => {
+                    let v = (*p as *const i16).read_unaligned() as isize as usize;
+                    *p = p.wrapping_add(2);
+                    v
+                }
+                0x01 => uleb(p) as usize,
+                _ => return None,
+            }
+        };
+        let v = match enc & 0x70 {
+            0x00 => v,
+            0x10 => v.wrapping_add(at),
+            0x20 => v.wrapping_add(bases.text),
+            0x30 => v.wrapping_add(bases.data),
+            0x40 => v.wrapping_add(bases.func),
+            _ => return None,
+        };
+        if enc & 0x80 != 0 {
+            // SAFETY: an indirect pointer (to the personality's GOT slot).
+            return Some(unsafe { *(v as *const usize) });
+        }
+        Some(v)
+    }
+
+    /// The personality routine of the FDE at `fde` (from its CIE's `P`
+    /// augmentation), if it has one.
+    ///
+    /// # Safety
+    /// `fde` is an FDE `_Unwind_Find_FDE` returned.
+    unsafe fn personality(fde: *const u8, bases: &Bases) -> Option<Personality> {
+        // SAFETY: walking the FDE and its CIE, as the unwinder does.
+        unsafe {
+            if (fde as *const u32).read_unaligned() == 0xffff_ffff {
+                return None; // 64-bit DWARF: not emitted for x86-64 code
+            }
+            let id_at = fde.add(4);
+            let cie = id_at.sub((id_at as *const u32).read_unaligned() as usize);
+            let version = *cie.add(8);
+            let aug = std::ffi::CStr::from_ptr(cie.add(9) as *const libc::c_char).to_bytes();
+            if aug.first() != Some(&b'z') {
+                return None;
+            }
+            let mut p = cie.add(9 + aug.len() + 1);
+            uleb(&mut p); // code alignment
+            uleb(&mut p); // data alignment (sleb: only skipped)
+            if version == 1 {
+                p = p.add(1);
+            } else {
+                uleb(&mut p);
+            }
+            uleb(&mut p); // augmentation data length
+            for &c in &aug[1..] {
+                match c {
+                    b'P' => {
+                        let enc = *p;
+                        p = p.add(1);
+                        let f = encoded(enc, &mut p, bases)?;
+                        return (f != 0).then(|| std::mem::transmute::<usize, Personality>(f));
+                    }
+                    b'L' | b'R' => p = p.add(1),
+                    b'S' | b'B' => {}
+                    _ => return None,
+                }
+            }
+            None
+        }
+    }
+
+    extern "C" fn search_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `Search` of `catching_sp`; `ctx` is the
+        // unwinder's context for this frame.
+        unsafe {
+            let s = &mut *(arg as *mut Search);
+            s.frames += 1;
+            if s.frames > 100_000 {
+                return URC_NORMAL_STOP;
+            }
+            let mut before = 0;
+            let ip = _Unwind_GetIPInfo(ctx, &mut before);
+            if ip == 0 {
+                return URC_NORMAL_STOP;
+            }
+            let pc = if before != 0 { ip } else { ip - 1 };
+            let mut bases = Bases {
+                text: 0,
+                data: 0,
+                func: 0,
+            };
+            let fde = _Unwind_Find_FDE(pc as *mut libc::c_void, &mut bases);
+            if fde.is_null() {
+                return URC_NO_REASON;
+            }
+            if !s.past_own {
+                s.past_own = s.own.contains(&bases.func);
+                return URC_NO_REASON;
+            }
+            if let Some(pers) = personality(fde, &bases) {
+                if pers(1, UA_SEARCH_PHASE, s.class, s.exc, ctx) == URC_HANDLER_FOUND {
+                    s.cfa = _Unwind_GetCFA(ctx);
+                    return URC_NORMAL_STOP;
+                }
+            }
+            URC_NO_REASON
+        }
+    }
+
+    /// The stack pointer of the frame that will catch `exc` (every return
+    /// address slot at or above it survives the unwind), found by
+    /// the unwinder's own search phase (each frame's personality routine
+    /// asked, as `_Unwind_RaiseException` does first), or `usize::MAX` if no
+    /// frame catches it (or the interposer's frames `own` are not seen).
+    /// Call only with every hooked return given back.
+    ///
+    /// # Safety
+    /// `exc` is an exception object about to be raised.
+    unsafe fn catching_sp(exc: *mut libc::c_void, own: [usize; 2]) -> usize {
+        let mut s = Search {
+            exc,
+            // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
+            class: unsafe { *(exc as *const u64) },
+            cfa: 0,
+            frames: 0,
+            own,
+            past_own: false,
+        };
+        // SAFETY: `search_step` matches the callback type and uses only `s`.
+        unsafe { _Unwind_Backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
+        // In a backtrace step the context's CFA is the frame's stack
+        // pointer at its call (its callee's CFA): the callee's return
+        // address slot is just below it and is unwound; the catching
+        // frame's own slot, and every slot above, are not.
+        if s.cfa == 0 {
+            usize::MAX
+        } else {
+            s.cfa
+        }
+    }
+
+    /// Before an exception is raised: give every hooked return back, find
+    /// the frame that will catch it, and hook again the returns of that
+    /// frame and the ones above it, which the unwind does not touch.
+    ///
+    /// # Safety
+    /// As [`catching_sp`].
+    unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
+        if crate::thread::unhook_returns(usize::MAX) == 0 {
+            // No hooked frame on this thread (the usual case without
+            // compiler pads): nothing to search for.
+            crate::thread::set_unwind_limit(usize::MAX);
+            return;
+        }
+        // SAFETY: per the caller.
+        let limit = unsafe { catching_sp(exc, own) };
+        if limit != usize::MAX {
+            crate::thread::rehook_after_catch(limit - 1);
+        }
+        crate::thread::set_unwind_limit(limit);
+    }
+
+    /// `_Unwind_RaiseException`, after [`prepare`]. `wrapper` is the
+    /// function that called this one in place of the unwinder's (the preload
+    /// library's export), or 0 (the program's weak definition jumps here).
     ///
     /// # Safety
     /// As the unwinder's own: `exc` is an exception object.
-    pub unsafe extern "C" fn raise(exc: *mut libc::c_void) -> libc::c_int {
-        crate::thread::unhook_returns();
+    pub unsafe extern "C" fn raise(exc: *mut libc::c_void, wrapper: usize) -> libc::c_int {
+        // SAFETY: per the caller.
+        unsafe { prepare(exc, [raise as *const () as usize, wrapper]) };
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Raise>(real(0))(exc) }
     }
 
-    /// `_Unwind_ForcedUnwind`, likewise.
+    /// `_Unwind_ForcedUnwind` (`pthread_cancel`, `pthread_exit`), with every
+    /// hooked return of the thread given back.
     ///
     /// # Safety
     /// As the unwinder's own.
@@ -370,29 +629,42 @@ mod unwind {
         stop: *mut libc::c_void,
         arg: *mut libc::c_void,
     ) -> libc::c_int {
-        crate::thread::unhook_returns();
+        // Every frame up to the stop function's choice may be unwound.
+        crate::thread::unhook_returns(usize::MAX);
+        crate::thread::set_unwind_limit(usize::MAX);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Forced>(real(1))(exc, stop, arg) }
     }
 
-    /// `_Unwind_Resume_or_Rethrow`, likewise.
+    /// `_Unwind_Resume_or_Rethrow` (C++ `throw;`): a new raise, after
+    /// [`prepare`], unless it continues a forced unwind. `wrapper` as for
+    /// [`raise`].
     ///
     /// # Safety
     /// As the unwinder's own.
-    pub unsafe extern "C" fn rethrow(exc: *mut libc::c_void) -> libc::c_int {
-        crate::thread::unhook_returns();
+    pub unsafe extern "C" fn rethrow(exc: *mut libc::c_void, wrapper: usize) -> libc::c_int {
+        // SAFETY: `_Unwind_Exception` is {class, cleanup, private_1, ...};
+        // private_1 is the stop function of a forced unwind.
+        if unsafe { *(exc as *const usize).add(2) } != 0 {
+            crate::thread::unhook_returns(usize::MAX);
+            crate::thread::set_unwind_limit(usize::MAX);
+        } else {
+            // SAFETY: per the caller.
+            unsafe { prepare(exc, [rethrow as *const () as usize, wrapper]) };
+        }
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Raise>(real(2))(exc) }
     }
 
-    /// `_Unwind_Resume` (the end of a cleanup landing pad), likewise: frames
-    /// hooked again by traced calls in the cleanup are given back before the
-    /// unwind goes on. It does not return.
+    /// `_Unwind_Resume` (the end of a cleanup landing pad): frames below the
+    /// catching one that traced calls in the cleanup hooked again are given
+    /// back before the unwind goes on. It does not return.
     ///
     /// # Safety
     /// As the unwinder's own.
     pub unsafe extern "C" fn resume(exc: *mut libc::c_void) {
-        crate::thread::unhook_returns();
+        // Only below the catching frame: the unwind stops there.
+        crate::thread::unhook_returns(crate::thread::unwind_limit());
         type Resume = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
@@ -419,6 +691,7 @@ mod unwind {
         ".weak _Unwind_RaiseException",
         ".type _Unwind_RaiseException,@function",
         "_Unwind_RaiseException:",
+        "xor esi, esi",
         "jmp {raise}",
         ".weak _Unwind_ForcedUnwind",
         ".type _Unwind_ForcedUnwind,@function",
@@ -427,6 +700,7 @@ mod unwind {
         ".weak _Unwind_Resume_or_Rethrow",
         ".type _Unwind_Resume_or_Rethrow,@function",
         "_Unwind_Resume_or_Rethrow:",
+        "xor esi, esi",
         "jmp {rethrow}",
         ".weak _Unwind_Resume",
         ".type _Unwind_Resume,@function",

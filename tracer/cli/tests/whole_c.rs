@@ -310,9 +310,26 @@ fn threads_keep_correct_results_while_pads_are_toggled() {
             dir.ok(&["disable", "-p", &pid, "w_*"]);
         }
         dir.ok(&["enable", "-p", &pid, "w_*"]);
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let st: serde_json::Value =
-            serde_json::from_str(&dir.ok(&["status", "-p", &pid, "--json"])).unwrap();
+        // Until all four workers have recorded events through the enabled
+        // pads (the deadline only bounds how long a broken build takes to fail).
+        let recording = |st: &serde_json::Value| {
+            st["threads_detail"].as_array().map_or(0, |t| {
+                t.iter().filter(|t| t["written"].as_u64() > Some(0)).count()
+            })
+        };
+        let t0 = std::time::Instant::now();
+        let st = loop {
+            let st: serde_json::Value =
+                serde_json::from_str(&dir.ok(&["status", "-p", &pid, "--json"])).unwrap();
+            if recording(&st) >= 4 || t0.elapsed().as_secs() > 30 {
+                break st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert!(
+            recording(&st) >= 4,
+            "{mode:?}: the workers did not run the enabled pads: {st}"
+        );
         assert_eq!(st["returns"], "hooked", "{mode:?}: {st}");
         assert_eq!(st["enabled"].as_array().unwrap().len(), 4, "{mode:?}: {st}");
         p.stdin.as_mut().unwrap().write_all(b"stop\n").unwrap();
@@ -420,6 +437,16 @@ fn cxx_exceptions_through_traced_frames() {
         assert!(out.contains("caught=100 sum=6"), "{mode:?}:\n{out}");
         let g = graph(&out);
         assert_eq!(g.iter().filter(|l| l.trim() == "thrower() {").count(), 100);
+        // The catching frame survives the unwind and keeps its hooked return:
+        // its exit is seen; the two frames the exception went through have none.
+        assert_eq!(
+            g.iter().filter(|l| l.trim() == "} /* catcher */").count(),
+            100,
+            "{mode:?}:\n{out}"
+        );
+        assert!(!g
+            .iter()
+            .any(|l| l.contains("/* middle */") || l.contains("/* thrower */")));
         assert_eq!(
             &g[g.len() - 3..],
             ["  after();", "  after();", "  after();"],

@@ -31,7 +31,7 @@ extern "C" fn start() {
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_RaiseException(exc: *mut libc::c_void) -> libc::c_int {
     // SAFETY: forwarded unchanged.
-    unsafe { tracer::__private::unwind_raise(exc) }
+    unsafe { tracer::__private::unwind_raise(exc, _Unwind_RaiseException as *const () as usize) }
 }
 
 /// The unwinder's `_Unwind_ForcedUnwind` (`pthread_cancel`, `pthread_exit`).
@@ -57,7 +57,9 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_Resume_or_Rethrow(exc: *mut libc::c_void) -> libc::c_int {
     // SAFETY: forwarded unchanged.
-    unsafe { tracer::__private::unwind_rethrow(exc) }
+    unsafe {
+        tracer::__private::unwind_rethrow(exc, _Unwind_Resume_or_Rethrow as *const () as usize)
+    }
 }
 
 /// The unwinder's `_Unwind_Resume` (the end of every cleanup landing pad).
