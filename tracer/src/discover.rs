@@ -22,7 +22,6 @@
 //! (after an `endbr64`): the tracer hooks the return address the caller
 //! pushed, which is only where it expects at the true entry.
 
-use std::collections::HashMap;
 use std::ffi::CStr;
 
 /// One loaded ELF object (the executable, a shared library).
@@ -387,15 +386,6 @@ pub fn own_name(path: &str) -> &str {
         i += 1;
     }
     &path[cut..]
-}
-
-/// Functions grouped by path within one object: `path -> indices`.
-pub fn group_by_path(funcs: &[FoundFunc]) -> HashMap<&str, Vec<usize>> {
-    let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, f) in funcs.iter().enumerate() {
-        m.entry(f.path.as_str()).or_default().push(i);
-    }
-    m
 }
 
 #[cfg(test)]

@@ -215,7 +215,16 @@ pub(crate) fn refresh(st: &mut State) {
                 continue;
             }
             let found = match discover::scan(o, &read_live) {
-                Ok(s) if !s.funcs.is_empty() => s.funcs,
+                Ok(s) if !s.funcs.is_empty() => {
+                    if s.out_of_range > 0 {
+                        eprintln!(
+                            "tracer: warning: {} pad table entries of {} point outside its code and \
+                             were ignored (was the file replaced after it was loaded?)",
+                            s.out_of_range, o.path
+                        );
+                    }
+                    s.funcs
+                }
                 Ok(_) => {
                     no_pads.insert(key);
                     continue;
@@ -670,9 +679,11 @@ mod unwind {
         unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
     }
 
-    /// `_Unwind_DeleteException` (a caught exception is finished with: the
-    /// end of a C++ `catch`, Rust's `catch_unwind`): the frames that survived
-    /// the unwind are hooked again.
+    /// `_Unwind_DeleteException` (a caught foreign or C++ exception is
+    /// finished with, at the end of a `catch`): frames given back that
+    /// survived are hooked again, where [`prepare`] could not tell the
+    /// catching frame (its search found none; Rust's `catch_unwind` does not
+    /// come here, its frame is found by the search).
     ///
     /// # Safety
     /// As the unwinder's own.

@@ -9,7 +9,8 @@
 //!
 //! Besides starting the runtime, the library exports the unwinder's entry
 //! points that walk a thread's stack (`_Unwind_RaiseException`,
-//! `_Unwind_ForcedUnwind`, `_Unwind_Resume_or_Rethrow`, `_Unwind_Resume`, `_Unwind_DeleteException`): preloaded, they come
+//! `_Unwind_ForcedUnwind`, `_Unwind_Resume_or_Rethrow`, `_Unwind_Resume`,
+//! `_Unwind_DeleteException`): preloaded, they come
 //! before libgcc_s's, give the thread's hooked return addresses back, and
 //! call the real ones.
 #![deny(missing_docs)]
