@@ -50,7 +50,15 @@ fn traced_functions_work_inside_signal_handlers() {
         })
     };
     let t = rx.recv().unwrap();
-    for _ in 0..2000 {
+    // Signal until the handler has run often enough (qemu-user delivers a
+    // guest signal only at its next block boundary, so count, not send).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while IN_HANDLER.load(Ordering::Relaxed) < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of the signals reached the handler in 120 s",
+            IN_HANDLER.load(Ordering::Relaxed)
+        );
         // SAFETY: the thread is alive until `stop` is set below.
         unsafe { libc::pthread_kill(t, libc::SIGUSR1) };
         std::thread::yield_now();
@@ -59,19 +67,20 @@ fn traced_functions_work_inside_signal_handlers() {
     let busy_calls = w.join().unwrap();
     let handled = IN_HANDLER.load(Ordering::Relaxed);
     let s = tracer::stats();
-    let l = tracer::latency("from_handler").unwrap();
+    // No summary means no call was recorded: every handler call interrupted
+    // the hook (possible under qemu, where the hook is most of the loop).
+    let recorded = tracer::latency("from_handler").map_or(0, |l| l.count);
     println!(
-        "handled {handled}, recorded {}, nested {}, busy {busy_calls}",
-        l.count, s.nested
+        "handled {handled}, recorded {recorded}, nested {}, busy {busy_calls}",
+        s.nested
     );
-    assert!(handled > 0);
+    assert!(handled >= 500);
     // Every handler call is recorded, except those that interrupted the
     // tracer's own hook (counted as nested: two events each).
-    assert!(l.count <= handled);
+    assert!(recorded <= handled);
     assert!(
-        handled - l.count <= s.nested,
-        "{handled} handled, {} recorded, {} nested",
-        l.count,
+        handled - recorded <= s.nested,
+        "{handled} handled, {recorded} recorded, {} nested",
         s.nested
     );
     assert_eq!(tracer::latency("busy").unwrap().count, busy_calls);
