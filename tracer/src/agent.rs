@@ -1,6 +1,7 @@
 //! The agent: how the `tracer` program reaches a running process.
 //!
-//! An ELF constructor (see `lib.rs`) calls [`start`] before `main`; it spawns
+//! An ELF constructor (see `lib.rs`) calls [`start`] before `main`; it creates
+//! the socket (so it exists before the program's first line runs), spawns
 //! one thread, `tracer-agent`, and returns. That thread does all control work,
 //! so the program's own threads never run any of it, and it sleeps in
 //! `poll(2)` while nobody talks to it (no CPU while idle). The runtime itself
@@ -93,13 +94,21 @@ pub fn start() {
     if std::env::var_os("TRACER_AGENT").is_some_and(|v| v == "0") {
         return;
     }
-    let _ = std::thread::Builder::new()
+    // The socket exists before `main` runs: a `tracer` started right after
+    // the program (or on its first output) finds it.
+    let listener = match bind() {
+        Ok(l) => l,
+        Err(e) => {
+            log(&format!("not started: {e}"));
+            return;
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
         .name("tracer-agent".into())
-        .spawn(|| {
-            if let Err(e) = run() {
-                log(&format!("not started: {e}"));
-            }
-        });
+        .spawn(move || serve(listener))
+    {
+        log(&format!("not started: cannot create its thread: {e}"));
+    }
 }
 
 fn log(msg: &str) {
@@ -211,7 +220,8 @@ extern "C" fn remove_socket_at_exit() {
     }
 }
 
-fn run() -> Result<(), String> {
+/// Create the agent's socket (and its directory), listening.
+fn bind() -> Result<UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
     let dir = socket_dir();
     prepare_dir(&dir)?;
@@ -227,8 +237,7 @@ fn run() -> Result<(), String> {
             unsafe { libc::atexit(remove_socket_at_exit) };
         }
     }
-    serve(listener);
-    Ok(())
+    Ok(listener)
 }
 
 struct Client {

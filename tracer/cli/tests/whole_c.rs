@@ -169,12 +169,14 @@ impl Dir {
             stdout,
         };
         assert_eq!(p.line(), "ready");
-        // The agent binds its socket on its own thread: wait for it.
-        let t0 = std::time::Instant::now();
-        while !self.tracer(&["status", "-p", &p.pid()]).status.success() {
-            assert!(t0.elapsed().as_secs() < 30, "no agent in the fixture");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        // The preload library's constructor made the socket before main:
+        // it answers as soon as the program has printed anything.
+        let o = self.tracer(&["status", "-p", &p.pid()]);
+        assert!(
+            o.status.success(),
+            "no agent right after the fixture's first line: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         p
     }
 }

@@ -189,7 +189,11 @@ impl Dir {
         assert_eq!(line, "ready\n", "the fixture's first line");
         p.out = Some(out);
         let sock = self.0.join("tracer").join(format!("{}.sock", p.pid()));
-        poll(|| sock.exists(), "the fixture's agent socket");
+        // Made by the preload library's constructor, before main.
+        assert!(
+            sock.exists(),
+            "no agent socket after the fixture's first line"
+        );
         p
     }
 }
@@ -247,14 +251,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn poll(mut f: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
