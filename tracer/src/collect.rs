@@ -64,7 +64,10 @@ pub type EventTap = Box<dyn FnMut(u64, &Event) + Send>;
 pub struct Collector {
     /// Durations in ns, per function.
     pub hists: Vec<Histogram<u64>>,
-    /// Totals of threads that have exited, per function.
+    /// Totals of threads that have exited, per function, and of the calls
+    /// of live threads whose blocks have no counter for the function (made
+    /// before a library with many functions was loaded): those are counted
+    /// here from their exit events.
     pub retired: Vec<Totals>,
     /// Totals taken out by `reset`, subtracted from live counters.
     pub baseline: Vec<Totals>,
@@ -206,11 +209,19 @@ impl Collector {
 
     fn drain_one(&mut self, st: &ThreadState) -> usize {
         let tid = st.owner.load(Ordering::Relaxed);
+        let counted = st.counters().len();
         let hists = &mut self.hists;
+        let retired = &mut self.retired;
         let tap = &mut self.tap;
         let n = st.ring.drain(usize::MAX, |ev| {
             if ev.kind == KIND_EXIT {
-                if let Some(h) = hists.get_mut(ev.func as usize) {
+                let f = ev.func as usize;
+                if f >= counted {
+                    if let Some(r) = retired.get_mut(f) {
+                        r.add(1, ev.dur, ev.dur, ev.dur);
+                    }
+                }
+                if let Some(h) = hists.get_mut(f) {
                     // `record` grows the histogram as needed (saturating_record
                     // would not, and clamps long durations wrongly).
                     let v = clock::to_ns(ev.dur).max(1);

@@ -346,8 +346,8 @@ pub fn init(nfuncs: usize) {
 
 /// Make room in new threads' blocks for `nfuncs` functions (objects loaded
 /// later add functions). Blocks made before keep their counters; a call of a
-/// function beyond a block's counters is still in the events and the
-/// histograms, only not in that thread's exact counters.
+/// function beyond a block's counters is counted by the collector from its
+/// exit event instead (exact unless the ring overflowed).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn reserve(nfuncs: usize) {
     NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
