@@ -7,11 +7,9 @@
 //! it through scripts/setup-whole.sh).
 #![cfg(target_arch = "x86_64")]
 
-use std::ffi::CString;
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::mpsc;
+use tracer_tests::CLib;
 
 const FUNCS: usize = 4000;
 const CALLS: u64 = 1000;
@@ -21,44 +19,8 @@ fn warm_up(x: u64) -> u64 {
     black_box(x * 3)
 }
 
-/// `libmany.so`: `int many_N(int x) { return x + N; }` for N < FUNCS.
-fn build() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tracer-dlopen-many-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut src = String::new();
-    for n in 0..FUNCS {
-        src.push_str(&format!(
-            "__attribute__((noinline)) int many_{n}(int x) {{ return x + {n}; }}\n"
-        ));
-    }
-    let c = dir.join("many.c");
-    std::fs::write(&c, src).unwrap();
-    let so = dir.join("libmany.so");
-    let out = Command::new("clang-19")
-        .args([
-            "-O1",
-            "-shared",
-            "-fPIC",
-            "-fpatchable-function-entry=5",
-            "-o",
-        ])
-        .arg(&so)
-        .arg(&c)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run clang-19 ({e}); install it: apt-get install -y clang-19")
-        });
-    assert!(
-        out.status.success(),
-        "clang-19 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    so
-}
-
 #[test]
 fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
-    let so = build();
     assert_eq!(tracer::enable("warm_up").unwrap(), 1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<usize>();
@@ -74,18 +36,19 @@ fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
             assert_eq!(f(i), i + FUNCS as i32 - 1);
         }
     });
+
     ready_rx.recv().unwrap();
     let before = tracer::functions().len();
-
-    let path = CString::new(so.to_str().unwrap()).unwrap();
-    // SAFETY: a plain C library without constructors.
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
-    assert!(!h.is_null(), "dlopen {}", so.display());
+    // `int many_N(int x) { return x + N; }` for N < FUNCS.
+    let mut src = String::new();
+    for n in 0..FUNCS {
+        src.push_str(&format!(
+            "__attribute__((noinline)) int many_{n}(int x) {{ return x + {n}; }}\n"
+        ));
+    }
+    let lib = CLib::build("many", &src);
     let last = format!("many_{}", FUNCS - 1);
-    let name = CString::new(last.clone()).unwrap();
-    // SAFETY: a valid handle and symbol name.
-    let f = unsafe { libc::dlsym(h, name.as_ptr()) };
-    assert!(!f.is_null());
+    let f = lib.sym(&last);
 
     assert_eq!(tracer::enable(&last).unwrap(), 1);
     let info = tracer::functions()
@@ -98,7 +61,7 @@ fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
         info.index,
         before + FUNCS
     );
-    go_tx.send(f as usize).unwrap();
+    go_tx.send(f).unwrap();
     worker.join().unwrap();
 
     let l = tracer::latency(&last).expect("calls were recorded");
@@ -106,5 +69,4 @@ fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
     let s = tracer::stats();
     assert_eq!(s.dropped, 0, "no event was lost");
     tracer::disable(&format!("warm_up {last}")).unwrap();
-    let _ = std::fs::remove_dir_all(so.parent().unwrap());
 }
