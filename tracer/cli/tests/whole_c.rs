@@ -1,7 +1,7 @@
 //! Whole C and C++ programs built with compiler pads, through the preload
 //! library: every pad mode of gcc and clang (`-fpatchable-function-entry=5`,
 //! GCC's `-pg -mfentry -mnop-mcount -mrecord-mcount`), the function_graph of
-//! a fixed call tree compared as text, four threads running padded
+//! a fixed call tree compared as text, one and four threads running padded
 //! functions while another process enables and disables them, `dlopen` /
 //! `dlclose` of a padded library, `longjmp` out of traced frames and C++
 //! exceptions through them.
@@ -286,10 +286,10 @@ fn call_tree_nests_exactly_as_called_in_every_pad_mode() {
 
 #[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
-    for mode in MODES {
+    for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
         let dir = Dir::new();
-        let mut p = dir.start(&exe, &[]);
+        let mut p = dir.start(&exe, &[&threads.to_string()]);
         let pid = p.pid();
         let list = dir.ok(&["list", "-p", &pid, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -323,21 +323,21 @@ fn threads_keep_correct_results_while_pads_are_toggled() {
         let st = loop {
             let st: serde_json::Value =
                 serde_json::from_str(&dir.ok(&["status", "-p", &pid, "--json"])).unwrap();
-            if recording(&st) >= 4 || t0.elapsed().as_secs() > 30 {
+            if recording(&st) >= threads || t0.elapsed().as_secs() > 30 {
                 break st;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         assert!(
-            recording(&st) >= 4,
-            "{mode:?}: the workers did not run the enabled pads: {st}"
+            recording(&st) >= threads,
+            "{mode:?}, {threads} threads: the workers did not run the enabled pads: {st}"
         );
         assert_eq!(st["returns"], "hooked", "{mode:?}: {st}");
         assert_eq!(st["enabled"].as_array().unwrap().len(), 4, "{mode:?}: {st}");
         p.stdin.as_mut().unwrap().write_all(b"stop\n").unwrap();
         let (code, rest) = p.finish();
-        assert_eq!(rest.trim(), "errors=0", "{mode:?}");
-        assert_eq!(code, 0, "{mode:?}");
+        assert_eq!(rest.trim(), "errors=0", "{mode:?}, {threads} threads");
+        assert_eq!(code, 0, "{mode:?}, {threads} threads");
     }
 }
 
