@@ -848,7 +848,8 @@ pub mod __private {
     /// thread's hooked return addresses back, then call the real ones).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     pub use crate::whole::{
-        unwind_delete, unwind_forced, unwind_raise, unwind_resume, unwind_rethrow,
+        backtrace, unwind_backtrace, unwind_delete, unwind_forced, unwind_raise, unwind_resume,
+        unwind_rethrow, UnwindStep,
     };
 
     /// For benches and tests: run one batch over raw pads (the

@@ -1169,49 +1169,62 @@ extern "C" fn lost_return(slot: usize) -> usize {
 /// the next traced entry. Returns how many frames it gave back.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn unhook_returns(limit: usize) -> usize {
+    with_own(|st, p, _| give_back(st, p, limit)).unwrap_or(0)
+}
+
+/// Give back every hooked return address of this thread before a stack walk
+/// (`backtrace`, `_Unwind_Backtrace`), so the walk sees the real callers;
+/// [`rehook_after_catch`] hooks them again after it. `false` (nothing given
+/// back) when the thread has no hooked frame, or when it is inside a hook (a
+/// signal handler interrupted one): then the walk stops at the return
+/// trampoline.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn unhook_for_walk() -> bool {
+    with_own(|st, p, was_busy| !was_busy && give_back(st, p, usize::MAX) > 0).unwrap_or(false)
+}
+
+/// [`unhook_returns`] on this thread's own state.
+fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
     let fret = FRET.load(Ordering::Relaxed);
-    with_own(|st, p, _| {
-        let mut n = 0;
-        let mut frames = 0;
-        // Newest first: a stale frame may share a live frame's slot.
-        for i in (0..p.depth).rev() {
-            let Some(f) = p.shadow.get_mut(i) else {
-                continue;
-            };
-            if f.ret == 0 || f.sp >= limit {
-                continue;
-            }
-            if f.ret > TAIL && f.unhooked == 0 {
-                let slot = f.sp as *mut usize;
-                // SAFETY: the slot of a frame entered on this thread's stack;
-                // only written where it still holds the trampoline's address.
-                unsafe {
-                    if *slot == fret {
-                        *slot = f.ret;
-                        n += 1;
-                    }
-                }
-            }
-            f.unhooked = 1;
-            p.rehook = true;
-            frames += 1;
+    let mut n = 0;
+    let mut frames = 0;
+    // Newest first: a stale frame may share a live frame's slot.
+    for i in (0..p.depth).rev() {
+        let Some(f) = p.shadow.get_mut(i) else {
+            continue;
+        };
+        if f.ret == 0 || f.sp >= limit {
+            continue;
         }
-        for e in p.evicted.iter_mut().filter(|e| e.1 != 0 && e.0 < limit) {
-            let slot = e.0 as *mut usize;
-            // SAFETY: as above.
+        if f.ret > TAIL && f.unhooked == 0 {
+            let slot = f.sp as *mut usize;
+            // SAFETY: the slot of a frame entered on this thread's stack;
+            // only written where it still holds the trampoline's address.
             unsafe {
                 if *slot == fret {
-                    *slot = e.1;
+                    *slot = f.ret;
                     n += 1;
                 }
             }
-            *e = (0, 0);
         }
-        st.unwound
-            .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-        frames
-    })
-    .unwrap_or(0)
+        f.unhooked = 1;
+        p.rehook = true;
+        frames += 1;
+    }
+    for e in p.evicted.iter_mut().filter(|e| e.1 != 0 && e.0 < limit) {
+        let slot = e.0 as *mut usize;
+        // SAFETY: as above.
+        unsafe {
+            if *slot == fret {
+                *slot = e.1;
+                n += 1;
+            }
+        }
+        *e = (0, 0);
+    }
+    st.unwound
+        .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    frames
 }
 
 #[cfg(test)]

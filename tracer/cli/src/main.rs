@@ -1025,10 +1025,17 @@ fn run_verb(
         return Ok(status_code(st));
     };
     if !enable.is_empty() {
-        if let Err(e) = set_on(&mut c, enable, true, false) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
+        // The runtime may have applied TRACER_ENABLE already (it does not
+        // wait for us without --trace/--hist): report what is enabled, not
+        // which of the two got there first.
+        let on = set_on(&mut c, enable, true, true)
+            .and_then(|_| c.call("status", json!({})))
+            .inspect_err(|_| {
+                let _ = child.kill();
+                let _ = child.wait();
+            })?;
+        for n in on["enabled"].as_array().into_iter().flatten() {
+            println!("enabled {}", n.as_str().unwrap_or("?"));
         }
     }
     let mut status = None;

@@ -285,6 +285,42 @@ fn call_tree_nests_exactly_as_called_in_every_pad_mode() {
 }
 
 #[test]
+fn stack_walks_inside_traced_frames_see_the_real_callers() {
+    for mode in MODES {
+        let exe = build(mode, false, &["bt.c"], "bt", &[]);
+        let walks = |out: &str| -> Vec<String> {
+            out.lines()
+                .filter(|l| l.starts_with("backtrace ") || l.starts_with("unwind "))
+                .map(String::from)
+                .collect()
+        };
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?}");
+        let plain = walks(&String::from_utf8_lossy(&plain.stdout));
+        assert_eq!(plain.len(), 2, "{mode:?}: {plain:?}");
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "main,outer,middle,inner");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        assert!(out.contains("r=4"), "{mode:?}:\n{out}");
+        // Frame for frame what the untraced program saw: no return
+        // trampoline, no frame of the tracer's, nothing cut short.
+        assert_eq!(walks(&out), plain, "{mode:?}:\n{out}");
+        // The walked frames were hooked again: their exits are recorded.
+        let g = graph(&out);
+        for f in ["main", "outer", "middle"] {
+            assert!(
+                g.iter().any(|l| l.trim() == format!("}} /* {f} */")),
+                "{mode:?}: no exit of {f}:\n{out}"
+            );
+        }
+        assert!(
+            g.iter().any(|l| l.trim().starts_with("inner();")),
+            "{mode:?}:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);

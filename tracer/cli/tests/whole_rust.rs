@@ -125,14 +125,14 @@ fn built() -> Option<&'static Built> {
         .as_ref()
 }
 
-macro_rules! built_or_skip {
+macro_rules! built_or_fail {
     () => {
         match built() {
             Some(b) => b,
-            None => {
-                eprintln!("skipped: no nightly toolchain");
-                return;
-            }
+            None => panic!(
+                "no nightly toolchain to build the whole-rust fixture; install it with \
+                 `rustup toolchain install nightly --profile minimal` (scripts/setup-whole.sh does)"
+            ),
         }
     };
 }
@@ -302,7 +302,7 @@ const OWN: &[&str] = &[
 
 #[test]
 fn list_and_enable_by_module_pattern() {
-    let b = built_or_skip!();
+    let b = built_or_fail!();
     let d = Dir::new();
     let mut p = d.fixture(b, "wait");
     let fns = list(&d, &p);
@@ -364,7 +364,7 @@ fn run_once(b: &Built) -> (Output, Vec<String>) {
 
 #[test]
 fn run_trace_prints_the_call_graph_with_recursion_and_a_caught_panic() {
-    let b = built_or_skip!();
+    let b = built_or_fail!();
     let (o, lines) = run_once(b);
     let out = ok(&o);
     assert!(out.contains("caught panic\n"), "{out}");
@@ -404,7 +404,7 @@ fn run_trace_prints_the_call_graph_with_recursion_and_a_caught_panic() {
 /// `workload`, `main`) should still show their exits.
 #[test]
 fn run_trace_closes_the_frames_outside_a_caught_panic() {
-    let b = built_or_skip!();
+    let b = built_or_fail!();
     let (o, lines) = run_once(b);
     let out = ok(&o);
     let closing: Vec<&str> = lines
@@ -425,7 +425,7 @@ fn run_trace_closes_the_frames_outside_a_caught_panic() {
 
 #[test]
 fn enable_and_disable_while_four_threads_run() {
-    let b = built_or_skip!();
+    let b = built_or_fail!();
     let d = Dir::new();
     let mut p = d.fixture(b, "threads");
     let pid = p.pid();
@@ -454,7 +454,7 @@ fn enable_and_disable_while_four_threads_run() {
 /// through hooked frames on every thread at once.
 #[test]
 fn four_threads_panicking_through_hooked_frames() {
-    let b = built_or_skip!();
+    let b = built_or_fail!();
     let d = Dir::new();
     let mut p = d.fixture(b, "threads");
     let pid = p.pid();
@@ -475,4 +475,57 @@ fn four_threads_panicking_through_hooked_frames() {
     let (status, out) = p.finish();
     assert!(status.success(), "status {status:?}, stdout:\n{out}");
     assert!(out.ends_with("done\n"), "{out}");
+}
+
+/// `std::backtrace` inside traced frames walks the real callers: the same
+/// frames as without tracing, none of the tracer's, and the walked frames
+/// still show their exits.
+#[test]
+fn std_backtrace_inside_traced_frames_sees_the_real_callers() {
+    let b = built_or_fail!();
+    let frames = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix("frame "))
+            .map(String::from)
+            .collect()
+    };
+    let plain = Command::new(&b.fixture).arg("backtrace").output().unwrap();
+    let plain_out = ok(&plain);
+    let want = frames(&plain_out);
+    for f in [
+        "whole_rust::walk::inner",
+        "whole_rust::walk::outer",
+        "whole_rust::main",
+    ] {
+        assert!(
+            want.iter().any(|n| n == f),
+            "{f} missing untraced:\n{plain_out}"
+        );
+    }
+    let d = Dir::new();
+    let o = d
+        .cmd(TRACER)
+        .args(["run", "--enable", "whole_rust::*", "--trace", "--"])
+        .arg(&b.fixture)
+        .arg("backtrace")
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    assert!(out.contains("result 4\n"), "{out}");
+    assert_eq!(frames(&out), want, "{out}");
+    let closing: Vec<String> = graph_lines(&out)
+        .iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.starts_with('}'))
+        .collect();
+    for f in [
+        "whole_rust::walk::middle",
+        "whole_rust::walk::outer",
+        "whole_rust::main",
+    ] {
+        assert!(
+            closing.contains(&format!("}} /* {f} */")),
+            "no exit of {f}:\n{out}"
+        );
+    }
 }

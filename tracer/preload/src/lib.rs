@@ -10,9 +10,10 @@
 //! Besides starting the runtime, the library exports the unwinder's entry
 //! points that walk a thread's stack (`_Unwind_RaiseException`,
 //! `_Unwind_ForcedUnwind`, `_Unwind_Resume_or_Rethrow`, `_Unwind_Resume`,
-//! `_Unwind_DeleteException`): preloaded, they come
-//! before libgcc_s's, give the thread's hooked return addresses back, and
-//! call the real ones.
+//! `_Unwind_DeleteException`, `_Unwind_Backtrace`) and glibc's `backtrace`:
+//! preloaded, they come before libgcc_s's and glibc's, give the thread's
+//! hooked return addresses back, and call the real ones (`backtrace` walks
+//! with libgcc's unwinder itself, as glibc's does).
 #![deny(missing_docs)]
 
 /// Start the runtime before `main` (once, however many copies ask).
@@ -83,4 +84,31 @@ pub unsafe extern "C" fn _Unwind_Resume(exc: *mut libc::c_void) {
 pub unsafe extern "C" fn _Unwind_DeleteException(exc: *mut libc::c_void) {
     // SAFETY: forwarded unchanged.
     unsafe { tracer::__private::unwind_delete(exc) }
+}
+
+/// The unwinder's `_Unwind_Backtrace` (Rust's `std::backtrace`).
+///
+/// # Safety
+/// As libgcc's.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+pub unsafe extern "C" fn _Unwind_Backtrace(
+    step: tracer::__private::UnwindStep,
+    arg: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: forwarded unchanged.
+    unsafe {
+        tracer::__private::unwind_backtrace(step, arg, _Unwind_Backtrace as *const () as usize)
+    }
+}
+
+/// glibc's `backtrace(3)`: the real return addresses of the callers.
+///
+/// # Safety
+/// As glibc's: `buf` has room for `size` pointers.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+pub unsafe extern "C" fn backtrace(buf: *mut *mut libc::c_void, size: libc::c_int) -> libc::c_int {
+    // SAFETY: forwarded unchanged.
+    unsafe { tracer::__private::backtrace(buf, size, backtrace as *const () as usize) }
 }
