@@ -68,5 +68,9 @@ fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
     assert_eq!(l.count, CALLS, "every call of {last} is counted");
     let s = tracer::stats();
     assert_eq!(s.dropped, 0, "no event was lost");
+    // Histograms only for what ran enabled (warm_up, many_3999 and whatever
+    // other tests of this binary ran), not for the thousands registered.
+    let made = tracer::__private::histograms_made();
+    assert!((2..10).contains(&made), "{made} histograms");
     tracer::disable(&format!("warm_up {last}")).unwrap();
 }

@@ -62,8 +62,10 @@ pub type EventTap = Box<dyn FnMut(u64, &Event) + Send>;
 
 /// Collected state.
 pub struct Collector {
-    /// Durations in ns, per function.
-    pub hists: Vec<Histogram<u64>>,
+    /// Durations in ns, per function; made at the function's first
+    /// completed call (a histogram is about 16 KiB, and a whole program can
+    /// have tens of thousands of functions, most never enabled).
+    pub hists: Vec<Option<Box<Histogram<u64>>>>,
     /// Totals of threads that have exited, per function, and of the calls
     /// of live threads whose blocks have no counter for the function (made
     /// before a library with many functions was loaded): those are counted
@@ -111,7 +113,7 @@ fn new_hist() -> Histogram<u64> {
 pub fn init(nfuncs: usize) {
     COLLECTOR.get_or_init(|| {
         Mutex::new(Collector {
-            hists: (0..nfuncs).map(|_| new_hist()).collect(),
+            hists: (0..nfuncs).map(|_| None).collect(),
             retired: vec![Totals::default(); nfuncs],
             baseline: vec![Totals::default(); nfuncs],
             events: 0,
@@ -222,6 +224,7 @@ impl Collector {
                     }
                 }
                 if let Some(h) = hists.get_mut(f) {
+                    let h = h.get_or_insert_with(|| Box::new(new_hist()));
                     // `record` grows the histogram as needed (saturating_record
                     // would not, and clamps long durations wrongly).
                     let v = clock::to_ns(ev.dur).max(1);
@@ -241,13 +244,18 @@ impl Collector {
     /// Make room for `n` functions (objects loaded later add some).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn ensure(&mut self, n: usize) {
-        while self.hists.len() < n {
-            self.hists.push(new_hist());
+        if self.hists.len() < n {
+            self.hists.resize_with(n, || None);
         }
         self.retired
             .resize(n.max(self.retired.len()), Totals::default());
         self.baseline
             .resize(n.max(self.baseline.len()), Totals::default());
+    }
+
+    /// The histogram of function `f`, if it has completed a call.
+    pub fn hist(&self, f: usize) -> Option<&Histogram<u64>> {
+        self.hists.get(f).and_then(|h| h.as_deref())
     }
 
     /// Exact totals of function `f` over all threads, live and exited.
@@ -277,7 +285,7 @@ impl Collector {
     /// Forget the latency data of every function.
     pub fn reset(&mut self) {
         self.drain_all();
-        for h in &mut self.hists {
+        for h in self.hists.iter_mut().flatten() {
             h.reset();
         }
         self.baseline = vec![Totals::default(); self.hists.len()];

@@ -599,21 +599,16 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
     if t.count == 0 {
         return None;
     }
-    let h = &c.hists[f];
+    // None: no call was drained here (an attached reader took the events).
+    let h = c.hist(f).filter(|h| !h.is_empty());
     let (mut min, mut max) = (clock::to_ns(t.min), clock::to_ns(t.max));
     if min > max {
         // A call completed while `reset` restarted the extremes: take them
         // from the histogram until the next call sets them again.
-        min = h.min();
-        max = h.max().max(min);
+        min = h.map_or(0, |h| h.min());
+        max = h.map_or(0, |h| h.max()).max(min);
     }
-    let q = |p: f64| {
-        if h.is_empty() {
-            0
-        } else {
-            h.value_at_quantile(p).clamp(min, max)
-        }
-    };
+    let q = |p: f64| h.map_or(0, |h| h.value_at_quantile(p).clamp(min, max));
     Some(LatencySummary {
         count: t.count,
         min,
@@ -623,7 +618,7 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
         p999: q(0.999),
         max,
         mean: clock::to_ns(t.sum / t.count),
-        lost: t.count.saturating_sub(h.len()),
+        lost: t.count.saturating_sub(h.map_or(0, |h| h.len())),
     })
 }
 
@@ -646,10 +641,7 @@ pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
     let f = lookup(&rt.state().reg, name)?;
     let mut c = collect::lock();
     c.drain_all();
-    let h = c.hists.get(f)?;
-    if h.is_empty() {
-        return None;
-    }
+    let h = c.hist(f).filter(|h| !h.is_empty())?;
     let mut buckets: Vec<Bucket> = (0..64)
         .map(|i| Bucket {
             low: if i == 0 { 0 } else { 1u64 << i },
@@ -843,6 +835,15 @@ pub mod __private {
     }
 
     pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+
+    /// For tests: how many functions have a latency histogram (one is made
+    /// at a function's first completed call, not at registration).
+    pub fn histograms_made() -> usize {
+        if crate::runtime().is_err() {
+            return 0;
+        }
+        crate::collect::lock().hists.iter().flatten().count()
+    }
 
     /// The unwinder entry points the preload library exports (they give the
     /// thread's hooked return addresses back, then call the real ones).
