@@ -121,6 +121,16 @@ extern "C" fn agent_constructor() {
     }
     whole::convert_at_startup();
     agent::start();
+    // Under `tracer run` (TRACER_RUN is its pid) only the command itself
+    // takes TRACER_WAIT_READER and TRACER_ENABLE: the programs it starts
+    // inherit them, but nobody waits for them (each would stall 10 s).
+    let run_child = std::env::var("TRACER_RUN").map_or(true, |pid| {
+        // SAFETY: getppid has no preconditions.
+        pid.parse::<i32>().ok() == Some(unsafe { libc::getppid() })
+    });
+    if !run_child {
+        return;
+    }
     if std::env::var_os("TRACER_WAIT_READER").is_some() {
         // `tracer run --trace/--hist`: wait (10 s at most) until its reader
         // has attached, so every event from main on reaches it.

@@ -991,6 +991,9 @@ fn run_verb(
 ) -> Result<i32, Error> {
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
+    // The runtime of the command itself (our child) takes the two below;
+    // the programs it starts inherit them and ignore them.
+    command.env("TRACER_RUN", std::process::id().to_string());
     if !enable.is_empty() {
         // Enabled by the runtime before main, so nothing is missed.
         command.env("TRACER_ENABLE", enable.join(","));

@@ -321,6 +321,30 @@ fn stack_walks_inside_traced_frames_see_the_real_callers() {
 }
 
 #[test]
+fn programs_the_command_starts_are_left_alone() {
+    let exe = build(CLANG_PFE, false, &["sys.c"], "sys", &[]);
+    let dir = Dir::new();
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", "work", "--trace", "--"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("s=6"), "{out}");
+    assert_eq!(graph(&out), ["  work();"; 3], "{out}");
+    // The three `sh -c true` children (preloaded too) did not take
+    // TRACER_ENABLE (they have no such function) nor wait for a reader.
+    assert!(!err.contains("TRACER_ENABLE"), "{err}");
+    assert!(!err.contains("reader"), "{err}");
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
