@@ -88,18 +88,34 @@ macro_rules! __tracer_async_exit_pad {
     };
 }
 
-/// The entry stub of a compiler pad's function (kept in a page within
-/// ±2 GiB of the pad): `mov r11d, func; jmp qword ptr [rip]; .quad target`,
-/// zero-padded to 32 bytes. An enabled compiler pad calls it; `r11` is free
-/// at a function's entry (not an argument register, not callee-saved), and
-/// the absolute jump reaches the trampoline wherever the runtime was loaded.
-pub fn encode_entry_stub(func: u32, target: usize) -> [u8; 32] {
+/// A veneer (kept in a page within ±2 GiB of a pad whose `call` cannot reach
+/// `target` directly): `jmp qword ptr [rip]; .quad target`, zero-padded to
+/// 32 bytes. It touches no register and no stack.
+pub fn encode_jump_veneer(target: usize) -> [u8; 32] {
     let mut b = [0u8; 32];
-    b[0] = 0x41;
-    b[1] = 0xbb;
-    b[2..6].copy_from_slice(&func.to_le_bytes());
-    b[6..12].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-    b[12..20].copy_from_slice(&(target as u64).to_le_bytes());
+    b[0..6].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    b[6..14].copy_from_slice(&(target as u64).to_le_bytes());
+    b
+}
+
+/// The entry stub of a compiler pad's function (kept in a page within
+/// ±2 GiB of the pad): `push func; jmp qword ptr [rip]; .quad target`,
+/// zero-padded to 32 bytes. An enabled compiler pad calls it, so the
+/// trampoline finds the function index on the stack, above the pad's return
+/// address: no register is touched, not even `r11` (which clang's
+/// `preserve_none` convention passes an argument in), and the absolute jump
+/// reaches the trampoline wherever the runtime was loaded. `func` must be
+/// below 2^31 (`push imm32` sign-extends).
+pub fn encode_entry_stub(func: u32, target: usize) -> [u8; 32] {
+    assert!(
+        func < 1 << 31,
+        "function index {func} too large for push imm32"
+    );
+    let mut b = [0u8; 32];
+    b[0] = 0x68;
+    b[1..5].copy_from_slice(&func.to_le_bytes());
+    b[5..11].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    b[11..19].copy_from_slice(&(target as u64).to_le_bytes());
     b
 }
 
@@ -109,9 +125,24 @@ mod tests {
     use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
 
     #[test]
-    fn entry_stub_decodes_as_mov_and_absolute_jump() {
+    fn jump_veneer_decodes_as_one_absolute_jump() {
+        let b = encode_jump_veneer(0x7fff_1234_5678);
+        let mut d = Decoder::with_ip(64, &b[..14], 0x1000, DecoderOptions::NONE);
+        let i = d.decode();
+        assert_eq!(i.len(), 6);
+        let mut s = String::new();
+        IntelFormatter::new().format(&i, &mut s);
+        assert_eq!(s, "jmp qword ptr [1006h]");
+        assert_eq!(
+            u64::from_le_bytes(b[6..14].try_into().unwrap()),
+            0x7fff_1234_5678
+        );
+    }
+
+    #[test]
+    fn entry_stub_decodes_as_push_and_absolute_jump() {
         let b = encode_entry_stub(0x1234, 0x7fff_1234_5678);
-        let mut d = Decoder::with_ip(64, &b[..20], 0x1000, DecoderOptions::NONE);
+        let mut d = Decoder::with_ip(64, &b[..19], 0x1000, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
         let mut out = Vec::new();
         for i in d.iter() {
@@ -119,10 +150,10 @@ mod tests {
             f.format(&i, &mut s);
             out.push(s);
         }
-        assert_eq!(out[0], "mov r11d,1234h");
-        assert_eq!(out[1], "jmp qword ptr [100Ch]");
+        assert_eq!(out[0], "push 1234h");
+        assert_eq!(out[1], "jmp qword ptr [100Bh]");
         assert_eq!(
-            u64::from_le_bytes(b[12..20].try_into().unwrap()),
+            u64::from_le_bytes(b[11..19].try_into().unwrap()),
             0x7fff_1234_5678
         );
     }

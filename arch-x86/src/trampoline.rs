@@ -69,7 +69,8 @@ macro_rules! __tracer_define_trampolines {
 
 /// Define the trampolines of compiler pads (true function entries):
 /// `__tracer_v1_tramp_fentry`, reached from a pad's entry stub with the
-/// function index in `r11d`, calls `$fentry_hook(func, slot, ret)` where
+/// function index pushed on the stack (above the pad's return address; see
+/// [`crate::pad::encode_entry_stub`]), calls `$fentry_hook(func, slot, ret)` where
 /// `slot` is the address of the caller's return address (the hook may
 /// replace it with `__tracer_v1_tramp_fret` to see the return);
 /// `__tracer_v1_tramp_fret`, reached by the traced function's `ret`, calls
@@ -94,19 +95,24 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".type __tracer_v1_tramp_fentry,@function",
             ".p2align 4",
             "__tracer_v1_tramp_fentry:",
-            // Entry: rsp % 16 == 0; [rsp] = pad + 5, [rsp + 8] = the caller's return address.
+            // Entry: rsp % 16 == 8; [rsp] = the function index (the stub's
+            // push), [rsp + 8] = pad + 5, [rsp + 16] = the caller's return address.
             "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
-            "mov edi, r11d",
-            "lea rsi, [rsp + 80]",
-            "mov rdx, qword ptr [rsp + 72]",
+            "mov edi, dword ptr [rsp + 72]",
+            "lea rsi, [rsp + 88]",
+            "mov rdx, qword ptr [rsp + 80]",
             "test byte ptr [rip + {lean}], 1",
             "jnz 2f",
+            "sub rsp, 8",
             $crate::__tracer_saving_call!("call ", "{fentry}", "4", "5"),
+            "add rsp, 8",
             "jmp 3f",
             "2:",
-            "sub rsp, 8\n call {fentry}\n add rsp, 8",
+            "call {fentry}",
             "3:",
             "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
+            // Drop the index (the flags are dead at a function's entry).
+            "add rsp, 8",
             "ret",
             ".size __tracer_v1_tramp_fentry, . - __tracer_v1_tramp_fentry",
             ".globl __tracer_v1_tramp_fret",

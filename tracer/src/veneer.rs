@@ -11,7 +11,7 @@
 //! can branch to it, and [`call_target`] returns the same veneer for the same
 //! (site region, target) every time, so disabling finds the target it enabled.
 //! On x86-64 the same pages hold the entry stubs of compiler pads
-//! ([`entry_stub`]): `mov r11d, FUNC; jmp [rip]; .quad TRAMPOLINE`, within
+//! ([`entry_stub`]): `push FUNC; jmp [rip]; .quad TRAMPOLINE`, within
 //! ±2 GiB of the pads that call them. On ARMv7 every target is returned as
 //! it is.
 
@@ -160,12 +160,12 @@ mod imp {
         });
         #[cfg(target_arch = "x86_64")]
         slot_for(site, target, 0, &|_| {
-            Ok(tracer_arch_x86::pad::encode_entry_stub(u32::MAX, target))
+            Ok(tracer_arch_x86::pad::encode_jump_veneer(target))
         })
     }
 
     /// The entry stub of function `func` for a compiler pad at `site`: it
-    /// loads `func` into `r11d` and jumps to `tramp` (see
+    /// pushes `func` and jumps to `tramp` (see
     /// `tracer_arch_x86::pad::encode_entry_stub`). One per function and
     /// 2 GiB region; never freed.
     #[cfg(target_arch = "x86_64")]

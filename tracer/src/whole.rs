@@ -10,7 +10,7 @@
 //! handler or a hook runs would trap inside the handler).
 //!
 //! **Entries.** An enabled compiler pad calls its function's entry stub
-//! (`crate::veneer::entry_stub`: function index into `r11d`, jump to
+//! (`crate::veneer::entry_stub`: function index pushed, jump to
 //! `__tracer_v1_tramp_fentry`).
 //!
 //! **Exits** are seen by hooking the return address, as ftrace's
