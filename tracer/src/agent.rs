@@ -258,8 +258,19 @@ fn serve(listener: UnixListener) {
                 revents: 0,
             })
             .collect();
+        // While TRACER_ENABLE waits for a library, look for one every 10 ms.
+        let pending = crate::has_pending();
         // SAFETY: `fds` is a valid array of pollfd of the given length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                if pending { 10 } else { -1 },
+            )
+        };
+        if pending {
+            crate::apply_pending();
+        }
         if n < 0 {
             std::thread::sleep(Duration::from_millis(10));
             continue;
@@ -601,6 +612,9 @@ fn rings(req: &Value) -> (Value, Vec<RawFd>) {
             "rings": out,
             "unshared": unshared,
             "ticks_per_ns": clock::ticks_per_ns(),
+            // More than the reader knows: a library was loaded; it asks
+            // `hello` again for the names.
+            "functions": crate::function_count(),
         })),
         fds,
     )

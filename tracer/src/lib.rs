@@ -141,9 +141,97 @@ extern "C" fn agent_constructor() {
     }
     if let Some(p) = std::env::var_os("TRACER_ENABLE") {
         // `TRACER_ENABLE=PATTERN`: enable before main, as uftrace's -F does.
-        let p = p.to_string_lossy();
-        if let Err(e) = enable(&p) {
-            eprintln!("tracer: TRACER_ENABLE={p}: {e}");
+        enable_at_start(&p.to_string_lossy());
+    }
+}
+
+/// `TRACER_ENABLE`'s terms that matched no function at start, and its `!`
+/// terms: a library the program loads later (`dlopen`) may have them. The
+/// agent tries them again every 10 ms while any is left
+/// ([`apply_pending`]).
+static PENDING: Mutex<(Vec<String>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+
+/// Enable `pattern` at start. Terms that match nothing yet are kept for
+/// libraries loaded later rather than failing the whole pattern.
+fn enable_at_start(pattern: &str) {
+    match enable(pattern) {
+        Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {}
+        Err(e) => {
+            eprintln!("tracer: TRACER_ENABLE={pattern}: {e}");
+            return;
+        }
+        Ok(_) => return,
+    }
+    let (mut later, mut negative) = (Vec::new(), Vec::new());
+    for t in tracer_core::pattern::terms(pattern) {
+        if t.starts_with('!') {
+            negative.push(t.to_string());
+            continue;
+        }
+        match enable(t) {
+            Ok(_) => {}
+            Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {
+                later.push(t.to_string())
+            }
+            Err(e) => eprintln!("tracer: TRACER_ENABLE: {t}: {e}"),
+        }
+    }
+    for t in &negative {
+        let _ = disable(&t[1..]);
+    }
+    if !later.is_empty() {
+        eprintln!(
+            "tracer: TRACER_ENABLE: nothing matches {} yet; enabled as soon as a library that has \
+             such functions is loaded",
+            later.join(", ")
+        );
+        *PENDING.lock().unwrap_or_else(|e| e.into_inner()) = (later, negative);
+    }
+}
+
+/// Functions registered now (after looking for libraries loaded or
+/// unloaded since the last look); 0 without a runtime.
+pub(crate) fn function_count() -> usize {
+    runtime().map_or(0, |rt| rt.state().reg.funcs.len())
+}
+
+/// Whether some of `TRACER_ENABLE`'s terms wait for a library to be loaded.
+pub(crate) fn has_pending() -> bool {
+    !PENDING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .is_empty()
+}
+
+/// Enable the waiting `TRACER_ENABLE` terms that match functions now (of a
+/// library loaded since), then apply its `!` terms again.
+pub(crate) fn apply_pending() {
+    static SEEN: Mutex<(u64, u64)> = Mutex::new((0, 0));
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if p.0.is_empty() {
+        return;
+    }
+    // Only when the loader's add/remove counters moved (state() rescans).
+    let Ok(rt) = runtime() else { return };
+    let loader = rt.state().loader;
+    {
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == loader {
+            return;
+        }
+        *seen = loader;
+    }
+    let before = p.0.len();
+    p.0.retain(|t| {
+        !matches!(
+            enable(t),
+            Ok(_) | Err(Error::Pattern(tracer_core::pattern::PatternError::Empty))
+        )
+    });
+    if p.0.len() != before {
+        for t in &p.1 {
+            let _ = disable(&t[1..]);
         }
     }
 }

@@ -88,6 +88,13 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// Take `names` if it knows more functions (a library was loaded).
+    pub fn update_names(&mut self, names: &[String]) {
+        if names.len() > self.names.len() {
+            self.names = names.to_vec();
+        }
+    }
+
     /// A printer for functions `names` (by index) and the clock ratio.
     pub fn new(names: Vec<String>, ticks_per_ns: f64, opts: Options) -> Printer {
         Printer {

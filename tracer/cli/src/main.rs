@@ -664,6 +664,7 @@ fn trace(
     let start = Instant::now();
     let end = pump(reader, true, duration, stop, &mut |r, batch| {
         printer.set_ticks_per_ns(r.ticks_per_ns);
+        printer.update_names(&r.names);
         events += batch.len() as u64;
         text.clear();
         for (tid, e) in batch {
@@ -773,7 +774,6 @@ fn hist_verb(
     if pattern.is_none() {
         enabled_hint(&mut reader);
     }
-    let names = reader.names.clone();
     let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
     let mut hists = Hists::default();
     let mut last = Instant::now();
@@ -789,7 +789,7 @@ fn hist_verb(
                 if !json {
                     println!("{}", bold(&format!("# after {:.1} s", iv.as_secs_f64())));
                 }
-                if print_hists(&names, &hists, &keep, json).is_err() {
+                if print_hists(&r.names, &hists, &keep, json).is_err() {
                     return false;
                 }
             }
@@ -804,7 +804,7 @@ fn hist_verb(
             let _ = c.call("disable", json!({ "pattern": changed.join(" ") }));
         }
     }
-    print_hists(&names, &hists, &keep, json).map_err(io_err)?;
+    print_hists(&reader.names, &hists, &keep, json).map_err(io_err)?;
     if !json {
         println!("# {lost}; {}", end.text(pid));
     } else if end == End::Ended {
@@ -880,6 +880,11 @@ fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i
     }
     let events = w.events;
     let trailer = record::Trailer {
+        functions: if reader.names.len() > header.functions.len() {
+            reader.names.clone()
+        } else {
+            Vec::new()
+        },
         ticks_per_ns: reader.ticks_per_ns,
         lost: reader.losses().iter().map(|l| (l.tid, l.dropped)).collect(),
         end: end.text(pid),
@@ -1031,12 +1036,23 @@ fn run_verb(
         // The runtime may have applied TRACER_ENABLE already (it does not
         // wait for us without --trace/--hist): report what is enabled, not
         // which of the two got there first.
-        let on = set_on(&mut c, enable, true, true)
-            .and_then(|_| c.call("status", json!({})))
-            .inspect_err(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-            })?;
+        let on = match set_on(&mut c, enable, true, true) {
+            // Its runtime keeps TRACER_ENABLE's terms that match nothing yet
+            // and enables them when a library that has them is loaded.
+            Err(e) if e.msg.contains("no function matches") => {
+                eprintln!(
+                    "tracer: note: {}; enabled when the program loads a library that has it",
+                    e.msg
+                );
+                Ok(Vec::new())
+            }
+            r => r,
+        }
+        .and_then(|_| c.call("status", json!({})))
+        .inspect_err(|_| {
+            let _ = child.kill();
+            let _ = child.wait();
+        })?;
         for n in on["enabled"].as_array().into_iter().flatten() {
             println!("enabled {}", n.as_str().unwrap_or("?"));
         }

@@ -58,14 +58,7 @@ impl Reader {
     /// Take over the rings of the process behind `client`.
     pub fn attach(mut client: Client) -> Result<Reader, Error> {
         let hello = client.call("hello", json!({}))?;
-        let names = hello["functions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|f| f["name"].as_str().unwrap_or("?").to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let names = names_of(&hello);
         client.call("attach", json!({}))?;
         let mut r = Reader {
             pid: client.pid,
@@ -108,6 +101,15 @@ impl Reader {
             self.ticks_per_ns = t;
         }
         self.unshared = v["unshared"].as_u64().unwrap_or(0);
+        if v["functions"]
+            .as_u64()
+            .is_some_and(|n| n as usize > self.names.len())
+        {
+            // A library with traceable functions was loaded: their names.
+            if let Ok(h) = c.call("hello", json!({})) {
+                self.names = names_of(&h);
+            }
+        }
         let list = v["rings"].as_array().cloned().unwrap_or_default();
         for (info, fd) in list.iter().zip(fds.iter()) {
             if let Some(m) = map_block(info, fd.as_raw_fd()) {
@@ -194,6 +196,18 @@ impl Reader {
     pub fn client(&mut self) -> Option<&mut Client> {
         self.client.as_mut()
     }
+}
+
+/// Function names by index, from a `hello` reply.
+fn names_of(hello: &Value) -> Vec<String> {
+    hello["functions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["name"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn map_block(info: &Value, fd: i32) -> Option<Mapped> {

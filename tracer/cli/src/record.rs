@@ -50,6 +50,10 @@ pub struct Trailer {
     pub end: String,
     /// Events written.
     pub events: u64,
+    /// Function names by index, when libraries loaded during the recording
+    /// added some (the header has those known at the start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
 }
 
 /// Writes a recording.
@@ -139,10 +143,13 @@ impl Recording {
 
     /// Function name by index.
     pub fn name(&self, f: u32) -> &str {
-        self.header
-            .functions
-            .get(f as usize)
-            .map_or("?", |s| s.as_str())
+        let later = self.trailer.as_ref().map_or(&[][..], |t| &t.functions[..]);
+        let names = if later.len() > self.header.functions.len() {
+            later
+        } else {
+            &self.header.functions[..]
+        };
+        names.get(f as usize).map_or("?", |s| s.as_str())
     }
 
     /// Read a whole file.
@@ -294,14 +301,32 @@ mod tests {
             lost: vec![(7, 3)],
             end: "interrupted".into(),
             events: 2,
+            functions: Vec::new(),
         };
-        let bytes = w.finish(&t).unwrap();
+        let finish = |t: &Trailer| {
+            Writer {
+                w: partial.clone(),
+                events: 2,
+            }
+            .finish(t)
+            .unwrap()
+        };
+        let bytes = finish(&t);
         let r = Recording::parse(&bytes).unwrap();
         assert_eq!(r.header, h);
-        assert_eq!(r.trailer, Some(t));
+        assert_eq!(r.trailer, Some(t.clone()));
         assert_eq!(r.events, vec![(7, evs[0]), (7, evs[1])]);
         assert_eq!(r.ns(20), 10);
+        assert_eq!((r.name(1), r.name(2)), ("b", "?"));
+        // A library loaded during the recording: the trailer's names.
+        let later = Trailer {
+            functions: vec!["a".into(), "b".into(), "lib_c".into()],
+            ..t
+        };
+        let r = Recording::parse(&finish(&later)).unwrap();
+        assert_eq!((r.name(1), r.name(2)), ("b", "lib_c"));
         let r = Recording::parse(&partial[..partial.len() - 5]).unwrap();
+        assert_eq!(r.name(1), "b");
         assert!(r.trailer.is_none() && r.events.is_empty());
         assert_eq!(Recording::parse(&partial).unwrap().events.len(), 2);
         assert!(Recording::parse(b"nope").is_err());

@@ -345,6 +345,42 @@ fn programs_the_command_starts_are_left_alone() {
 }
 
 #[test]
+fn run_enables_functions_of_a_library_loaded_later() {
+    let lib = build(
+        CLANG_PFE,
+        false,
+        &["dl_lib.c"],
+        "libplug.so",
+        &["-shared", "-fPIC", "-fuse-ld=lld"],
+    );
+    let exe = build(CLANG_PFE, false, &["plug_main.c"], "plug_main", &["-ldl"]);
+    let dir = Dir::new();
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", "before,lib_*", "--trace", "--"])
+        .arg(&exe)
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    // lib_fn(i) = 7i + 1: 1 + 8 + 15, plus before(1) = 2.
+    assert!(out.contains("s=26"), "{out}\n{err}");
+    assert!(err.contains("'lib_*'"), "a note about the pattern: {err}");
+    // Named in the trace although the reader attached before the library
+    // was loaded.
+    let mut want = vec!["  before();".to_string()];
+    for _ in 0..3 {
+        want.extend(["  lib_fn() {", "    lib_inner();", "  } /* lib_fn */"].map(String::from));
+    }
+    assert_eq!(graph(&out), want, "{out}\n{err}");
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
