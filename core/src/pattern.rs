@@ -93,10 +93,40 @@ pub fn glob(pat: &str, text: &str) -> bool {
 /// Does one term (without its `!`) match a function?
 pub fn term_matches(term: &str, f: &Named<'_>) -> bool {
     if term.contains("::") {
-        glob(term, f.path)
+        glob(term, f.path) || without_params(f.path).is_some_and(|p| glob(term, p))
     } else {
         glob(term, f.own)
     }
+}
+
+/// A path named with its parameters (`ns::f(int)`, as C++ overloads are
+/// told apart) without them (`ns::f`).
+fn without_params(path: &str) -> Option<&str> {
+    let mut path = path;
+    // Trailing qualifiers of a member function: `f(int) const &`.
+    while let Some(p) = [" const", " volatile", " &&", " &"]
+        .iter()
+        .find_map(|q| path.strip_suffix(q))
+    {
+        path = p;
+    }
+    if !path.ends_with(')') {
+        return None;
+    }
+    let mut depth = 0i32;
+    for (i, c) in path.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&path[..i]).filter(|p| !p.is_empty());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Split a pattern into its terms.
@@ -196,6 +226,28 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_with_parameters_match_without_them() {
+        let f = |path| Named { path, own: "f" };
+        for p in [
+            "ns::f(int)",
+            "ns::f(char const*, double)",
+            "ns::f() const",
+            "ns::f(std::function<void (int)>) const &&",
+        ] {
+            assert!(term_matches("ns::f", &f(p)), "{p}");
+            assert!(term_matches("ns::*", &f(p)), "{p}");
+            assert!(!term_matches("ns::g", &f(p)), "{p}");
+        }
+        assert!(term_matches("ns::f(int)", &f("ns::f(int)")));
+        assert!(!term_matches("ns::f(int)", &f("ns::f(double)")));
+        assert!(term_matches(
+            "(anonymous namespace)::f",
+            &f("(anonymous namespace)::f(int)")
+        ));
+        assert_eq!(without_params("app::cache::lookup"), None);
+    }
+
     use super::*;
 
     const F: &[Named<'static>] = &[

@@ -160,13 +160,14 @@ impl Registry {
         gcc_nops: &dyn Fn() -> String,
     ) -> usize {
         let mut added = Vec::new();
-        for f in found {
-            let key = (path.to_string(), f.path.clone());
+        let names = distinct_names(found);
+        for (f, name) in found.iter().zip(names) {
+            let key = (path.to_string(), name.clone());
             let fi = match self.by_name.get(&key) {
                 Some(&i) => i,
                 None => {
                     self.funcs.push(Func {
-                        path: f.path.clone(),
+                        path: name,
                         ident: f.ident.clone(),
                         file: path.to_string(),
                         line: 0,
@@ -258,4 +259,61 @@ impl Registry {
     pub fn addresses(&self) -> Vec<usize> {
         self.sites.iter().map(|s| s.addr).collect()
     }
+}
+
+/// The name each of an object's functions is registered under: its path,
+/// unless other functions of the object share it (C++ overloads, `static`
+/// functions of the same name in different files), which would mix their
+/// counts. Then C++ functions are named with their parameters
+/// (`ns::f(int)`), and any still alike get `#2`, `#3`… in address order (the
+/// first keeps the plain path). Own names are unchanged, so `f` still
+/// selects them all; so does `ns::f` (see `tracer_core::pattern`).
+fn distinct_names(found: &[crate::discover::FoundFunc]) -> Vec<String> {
+    let mut starts: HashMap<&str, Vec<usize>> = HashMap::new();
+    for f in found {
+        let v = starts.entry(f.path.as_str()).or_default();
+        if !v.contains(&f.start) {
+            v.push(f.start);
+        }
+    }
+    let mut names: Vec<String> = found
+        .iter()
+        .map(|f| {
+            if starts[f.path.as_str()].len() > 1 && f.symbol.starts_with("_Z") {
+                with_params(&f.symbol).unwrap_or_else(|| f.path.clone())
+            } else {
+                f.path.clone()
+            }
+        })
+        .collect();
+    // Whatever is still shared by different functions: number them.
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in names.iter().enumerate() {
+        by_name.entry(n.clone()).or_default().push(i);
+    }
+    for idx in by_name.into_values() {
+        let mut distinct: Vec<usize> = idx.iter().map(|&i| found[i].start).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() < 2 {
+            continue;
+        }
+        for i in idx {
+            let k = distinct.binary_search(&found[i].start).unwrap_or(0);
+            if k > 0 {
+                names[i] = format!("{}#{}", names[i], k + 1);
+            }
+        }
+    }
+    names
+}
+
+/// A C++ symbol demangled with its parameters, without the return type.
+fn with_params(symbol: &str) -> Option<String> {
+    if rustc_demangle::try_demangle(symbol).is_ok() {
+        return None; // Rust's legacy mangling starts with _ZN too
+    }
+    let sym = cpp_demangle::Symbol::new(symbol).ok()?;
+    sym.demangle(&cpp_demangle::DemangleOptions::new().no_return_type())
+        .ok()
 }

@@ -381,6 +381,31 @@ fn run_enables_functions_of_a_library_loaded_later() {
 }
 
 #[test]
+fn overloads_and_same_named_statics_stay_apart() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, true, &["ovl.cpp", "ovl2.cpp"], "ovl", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "ns::f,helper");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        // 1+2+3 + 0+2+4+6+8 + 10+11 + 20+21+22+23
+        assert!(out.contains("s=133"), "{mode:?}:\n{out}");
+        let g = graph(&out);
+        let count = |name: &str| {
+            g.iter()
+                .filter(|l| l.trim() == format!("{name}();"))
+                .count()
+        };
+        assert_eq!(count("ns::f(int)"), 3, "{mode:?}:\n{out}");
+        assert_eq!(count("ns::f(double)"), 5, "{mode:?}:\n{out}");
+        // The two files' `static int helper(int)`: numbered in address
+        // order (which is which depends on the link), counts apart.
+        let mut h = [count("helper(int)"), count("helper(int)#2")];
+        h.sort_unstable();
+        assert_eq!(h, [2, 4], "{mode:?}:\n{out}");
+    }
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
