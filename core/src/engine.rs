@@ -94,6 +94,8 @@ pub enum SkipReason {
     Encode(EncodeError),
     /// No stub for the site's call could be placed (the reason).
     NoStub(String),
+    /// The site can never be written (the reason: how it was built).
+    Unusable(String),
 }
 
 impl fmt::Display for SkipReason {
@@ -101,7 +103,7 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::Unexpected(e) => write!(f, "{e}"),
             SkipReason::Trapped => f.write_str("a breakpoint that is not the tracer's sits there"),
-            SkipReason::NoStub(m) => f.write_str(m),
+            SkipReason::NoStub(m) | SkipReason::Unusable(m) => f.write_str(m),
             SkipReason::ForeignCall { target } => {
                 write!(
                     f,

@@ -515,7 +515,7 @@ fn set(on: bool, req: &Value) -> Value {
     match r {
         Ok(r) => ok(json!({
             "changed": r.changed,
-            "skipped": r.skipped.iter().map(|(f, s)| json!([f, format!("{:?} at {:#x}", s.reason, s.addr)])).collect::<Vec<_>>(),
+            "skipped": r.skipped.iter().map(|(f, s)| json!([f, format!("{} (site {:#x})", s.reason, s.addr)])).collect::<Vec<_>>(),
             "syncs": r.syncs,
             "warning": r.warning,
         })),

@@ -154,13 +154,18 @@ static PENDING: Mutex<(Vec<String>, Vec<String>)> = Mutex::new((Vec::new(), Vec:
 /// Enable `pattern` at start. Terms that match nothing yet are kept for
 /// libraries loaded later rather than failing the whole pattern.
 fn enable_at_start(pattern: &str) {
-    match enable(pattern) {
+    let says = |r: &Report| {
+        for (f, s) in &r.skipped {
+            eprintln!("tracer: TRACER_ENABLE: left {f} alone: {}", s.reason);
+        }
+    };
+    match enable_report(pattern) {
         Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {}
         Err(e) => {
             eprintln!("tracer: TRACER_ENABLE={pattern}: {e}");
             return;
         }
-        Ok(_) => return,
+        Ok(r) => return says(&r),
     }
     let (mut later, mut negative) = (Vec::new(), Vec::new());
     for t in tracer_core::pattern::terms(pattern) {
@@ -168,8 +173,8 @@ fn enable_at_start(pattern: &str) {
             negative.push(t.to_string());
             continue;
         }
-        match enable(t) {
-            Ok(_) => {}
+        match enable_report(t) {
+            Ok(r) => says(&r),
             Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {
                 later.push(t.to_string())
             }
@@ -503,7 +508,16 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     for &f in &targets {
         for &si in &reg.funcs[f].sites {
             let s = &reg.sites[si];
-            if s.broken.is_some() {
+            if let Some(why) = &s.broken {
+                if on {
+                    report.skipped.push((
+                        reg.funcs[f].path.clone(),
+                        Skipped {
+                            addr: s.addr,
+                            reason: SkipReason::Unusable(why.clone()),
+                        },
+                    ));
+                }
                 continue;
             }
             // Where the call reaches the stub, the stub; else a veneer (the

@@ -197,9 +197,10 @@ impl Registry {
             } else {
                 match Arch::classify(f.site, &bytes[..len]) {
                     Ok(PadState::Disabled) => None,
-                    Ok(other) => Some(format!(
-                        "pad at {:#x} is {other:?} before the tracer touched it (a debugger or another patcher?)",
-                        f.site
+                    Ok(other) => Some(not_a_nop(
+                        f.site,
+                        &other,
+                        f.source == crate::discover::PadSource::McountLoc,
                     )),
                     Err(e) => Some(e.to_string()),
                 }
@@ -258,6 +259,55 @@ impl Registry {
     /// Every site address, sorted (for the trap handler).
     pub fn addresses(&self) -> Vec<usize> {
         self.sites.iter().map(|s| s.addr).collect()
+    }
+}
+
+/// Why a compiler pad that is not a NOP cannot be used.
+fn not_a_nop(site: usize, state: &PadState, mcount_loc: bool) -> String {
+    match state {
+        PadState::Enabled { target } => {
+            let mut info: libc::Dl_info = empty_dl_info();
+            // SAFETY: dladdr only reads the loader's tables; `info` is ours.
+            let named = unsafe { libc::dladdr(*target as *const libc::c_void, &mut info) } != 0
+                && !info.dli_sname.is_null();
+            let name = if named {
+                // SAFETY: a NUL-terminated symbol name owned by the loader.
+                unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }
+                    .to_string_lossy()
+                    .into_owned()
+            } else {
+                String::new()
+            };
+            // `__mcount_loc` lists the calls `-pg` makes; through the PLT
+            // in an executable, so the target may have no symbol.
+            if mcount_loc || matches!(name.as_str(), "__fentry__" | "mcount" | "_mcount") {
+                let name = if name.is_empty() { "__fentry__" } else { &name };
+                format!(
+                    "the pad at {site:#x} calls {name} (built with -pg but without -mnop-mcount); \
+                     rebuild with -pg -mfentry -mnop-mcount -mrecord-mcount, or with \
+                     -fpatchable-function-entry=5"
+                )
+            } else {
+                format!(
+                    "the pad at {site:#x} already calls {target:#x}{} before the tracer touched it \
+                     (a debugger or another patcher?)",
+                    if name.is_empty() { String::new() } else { format!(" ({name})") }
+                )
+            }
+        }
+        other => format!(
+            "the pad at {site:#x} is {other:?} before the tracer touched it (a debugger or another \
+             patcher?)"
+        ),
+    }
+}
+
+fn empty_dl_info() -> libc::Dl_info {
+    libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
     }
 }
 

@@ -410,6 +410,18 @@ fn set_on(
     on: bool,
     quiet: bool,
 ) -> Result<Vec<String>, Error> {
+    set_on_warn(c, patterns, on, quiet, true)
+}
+
+/// [`set_on`]; `warn`: print the sites left alone (`run` leaves that to the
+/// program's runtime, which reports them for TRACER_ENABLE).
+fn set_on_warn(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+    warn: bool,
+) -> Result<Vec<String>, Error> {
     let v = c.call(
         if on { "enable" } else { "disable" },
         json!({ "pattern": patterns.join(" ") }),
@@ -421,15 +433,21 @@ fn set_on(
         .filter_map(|s| s.as_str().map(String::from))
         .collect();
     let word = if on { "enabled" } else { "disabled" };
+    let skipped = v["skipped"].as_array().is_some_and(|a| !a.is_empty());
     if !quiet {
-        if changed.is_empty() {
+        if changed.is_empty() && !skipped {
             println!("nothing changed: every matching function was already {word}");
         }
         for n in &changed {
             println!("{word} {n}");
         }
     }
-    for s in v["skipped"].as_array().into_iter().flatten() {
+    for s in v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|_| warn)
+    {
         eprintln!(
             "tracer: warning: left a site of {} alone: {}",
             s[0].as_str().unwrap_or("?"),
@@ -1036,7 +1054,7 @@ fn run_verb(
         // The runtime may have applied TRACER_ENABLE already (it does not
         // wait for us without --trace/--hist): report what is enabled, not
         // which of the two got there first.
-        let on = match set_on(&mut c, enable, true, true) {
+        let on = match set_on_warn(&mut c, enable, true, true, false) {
             // Its runtime keeps TRACER_ENABLE's terms that match nothing yet
             // and enables them when a library that has them is loaded.
             Err(e) if e.msg.contains("no function matches") => {
@@ -1048,13 +1066,21 @@ fn run_verb(
             }
             r => r,
         }
-        .and_then(|_| c.call("status", json!({})))
-        .inspect_err(|_| {
-            let _ = child.kill();
-            let _ = child.wait();
-        })?;
-        for n in on["enabled"].as_array().into_iter().flatten() {
-            println!("enabled {}", n.as_str().unwrap_or("?"));
+        .and_then(|_| c.call("status", json!({})));
+        match on {
+            Ok(on) => {
+                for n in on["enabled"].as_array().into_iter().flatten() {
+                    println!("enabled {}", n.as_str().unwrap_or("?"));
+                }
+            }
+            // A short program may be done before we get to it: its status
+            // is what counts (its runtime applied TRACER_ENABLE itself).
+            Err(_) if matches!(child.try_wait(), Ok(Some(_))) || !client::alive(pid) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
         }
     }
     let mut status = None;

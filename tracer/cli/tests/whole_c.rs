@@ -82,6 +82,14 @@ const CLANG_PFE: Mode = Mode {
     flags: &["-fpatchable-function-entry=5"],
 };
 const MODES: [Mode; 3] = [GCC_PFE, GCC_MCOUNT, CLANG_PFE];
+/// `-pg -mfentry` without `-mnop-mcount`: real calls to `__fentry__`, which
+/// the tracer must refuse with the flags to use instead.
+const GCC_FENTRY_CALLS: Mode = Mode {
+    name: "gcc-fentry-calls",
+    cc: "gcc",
+    cxx: "g++",
+    flags: &["-pg", "-mfentry", "-mrecord-mcount", "-fno-pie", "-no-pie"],
+};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -406,6 +414,32 @@ fn overloads_and_same_named_statics_stay_apart() {
 }
 
 #[test]
+fn calls_to_fentry_are_refused_with_the_flags_to_use() {
+    let exe = build(GCC_FENTRY_CALLS, false, &["tree.c"], "tree", &[]);
+    let dir = Dir::new();
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .current_dir(&dir.0) // -pg writes gmon.out at exit
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", "a", "--"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("\n12\n") || out.starts_with("12\n"), "{out}");
+    assert!(
+        err.contains("calls __fentry__") && err.contains("-mnop-mcount"),
+        "{err}"
+    );
+    assert!(!out.contains("enabled a"), "{out}");
+    assert!(!out.contains("nothing changed"), "{out}");
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
@@ -505,7 +539,13 @@ fn gcc_nop_pads_are_converted_at_start_but_not_in_libraries_opened_later() {
         }
         let en = dir.tracer(&["enable", "-p", &pid, "lib_*"]);
         if gcc {
-            assert!(String::from_utf8_lossy(&en.stdout).contains("nothing changed"));
+            // Refused, and told why (not "already enabled").
+            let (out, err) = (
+                String::from_utf8_lossy(&en.stdout),
+                String::from_utf8_lossy(&en.stderr),
+            );
+            assert!(!out.contains("enabled"), "{out}");
+            assert!(err.contains("five 1-byte NOPs"), "{err}");
         } else {
             assert!(en.status.success());
             assert_eq!(listed(&dir)[0]["enabled"], true);

@@ -5,7 +5,8 @@
 //! and disabling while four threads run.
 //!
 //! Without a nightly toolchain (`rustup run nightly rustc --version` fails)
-//! every test prints "skipped: no nightly toolchain" and passes.
+//! every test fails, saying how to install one (`.ci/run` does, through
+//! scripts/setup-whole.sh).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
