@@ -238,8 +238,10 @@ struct Frame {
 /// [`Frame::ret`] of a tail-called function: it returns through the frame
 /// below it, which has the same slot.
 const TAIL: usize = 1;
-/// Popped hooked frames remembered, in case one was not dead after all.
-const EVICTED: usize = 16;
+/// Popped hooked frames remembered, in case one was not dead after all (a
+/// frame on another stack that only looked stale: a coroutine switched away
+/// from, a signal handler's alternate stack).
+const EVICTED: usize = 128;
 
 #[repr(C)]
 struct Private {
@@ -251,6 +253,9 @@ struct Private {
     shadow: [Frame; MAX_DEPTH],
     /// The last hooked frames popped as stale: `(slot, original return)`.
     evicted: [(usize, usize); EVICTED],
+    /// The call of each `evicted` entry: `(entry timestamp, function |
+    /// shadow depth << 32)`, so its exit is still recorded if it returns.
+    evicted_call: [(u64, u64); EVICTED],
     evicted_next: usize,
     /// Set by [`unhook_returns`]: frames may wait to be hooked again.
     rehook: bool,
@@ -458,6 +463,12 @@ fn make_block(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
             p.depth = 0;
             p.overflow = 0;
             p.cached_tail = 0;
+            // The dead owner's remembered frames mean nothing on this thread.
+            p.evicted = [(0, 0); EVICTED];
+            p.evicted_call = [(0, 0); EVICTED];
+            p.evicted_next = 0;
+            p.rehook = false;
+            p.unwind_limit = usize::MAX;
             (*found).ring.header().tid.store(tid, Ordering::Relaxed);
         }
     }
@@ -506,6 +517,7 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
                 cached_tail: 0,
                 shadow: [Frame::default(); MAX_DEPTH],
                 evicted: [(0, 0); EVICTED],
+                evicted_call: [(0, 0); EVICTED],
                 evicted_next: 0,
                 rehook: false,
                 unwind_limit: usize::MAX,
@@ -751,8 +763,14 @@ fn record_exit(
 /// as nested and dropped).
 #[inline(always)]
 fn guarded(f: impl FnOnce(&ThreadState, &mut Private, u64)) {
-    let now = hook_now();
+    let mut now = hook_now();
+    let fresh = this_thread().is_null();
     let Some(st) = current() else { return };
+    if fresh {
+        // The thread's first event: making its block (memfd, mmap) took
+        // time that is not the traced call's.
+        now = hook_now();
+    }
     if st.busy.load(Ordering::Relaxed) {
         bump(&st.nested);
         return;
@@ -819,7 +837,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
                 if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
                     p.depth -= 1;
                     p.overflow = 0;
-                    evict(p, top);
+                    evict(p, top, p.depth);
                 } else {
                     break;
                 }
@@ -891,7 +909,7 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
                 Some((i, t0)) => {
                     for j in i + 1..p.depth {
                         if let Some(&f) = p.shadow.get(j) {
-                            evict(p, f);
+                            evict(p, f, j);
                         }
                     }
                     p.depth = i;
@@ -913,7 +931,7 @@ pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn evict(p: &mut Private, f: Frame) {
+fn evict(p: &mut Private, f: Frame, depth: usize) {
     if f.ret > TAIL && f.unhooked == 0 {
         let i = p.evicted_next % EVICTED;
         if let Some(e) = p.evicted.get_mut(i) {
@@ -921,6 +939,13 @@ fn evict(p: &mut Private, f: Frame) {
             unsafe {
                 std::ptr::write_volatile(&mut e.0, f.sp);
                 std::ptr::write_volatile(&mut e.1, f.ret);
+            }
+        }
+        if let Some(c) = p.evicted_call.get_mut(i) {
+            // SAFETY: as above.
+            unsafe {
+                std::ptr::write_volatile(&mut c.0, f.ts);
+                std::ptr::write_volatile(&mut c.1, u64::from(f.func) | (depth as u64) << 32);
             }
         }
         p.evicted_next = p.evicted_next.wrapping_add(1);
@@ -954,7 +979,7 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
             if below || same_dead {
                 p.depth -= 1;
                 p.overflow = 0;
-                evict(p, top);
+                evict(p, top, p.depth);
             } else {
                 break;
             }
@@ -1027,6 +1052,8 @@ fn rehook_above(p: &mut Private, limit: usize, fret: usize) -> u64 {
             }
         } else if f.ret == TAIL && base_ok {
             f.unhooked = 0;
+        } else {
+            base_ok = false;
         }
     }
     n
@@ -1113,7 +1140,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
                     if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
                         record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
                     } else if f.sp != slot {
-                        evict(p, f);
+                        evict(p, f, j);
                     }
                 }
                 let r = p.shadow.get(i).map_or(0, |f| f.ret);
@@ -1122,8 +1149,17 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
                 r
             }
             None => {
+                // A frame dropped as stale that was alive after all (it was
+                // on another stack: a coroutine's, an alternate signal
+                // stack). Newest first: the slot may have been reused since.
                 let mut r = 0;
-                for e in p.evicted.iter_mut() {
+                let mut call = None;
+                let next = p.evicted_next;
+                for k in 1..=EVICTED {
+                    let i = next.wrapping_sub(k) % EVICTED;
+                    let Some(e) = p.evicted.get_mut(i) else {
+                        continue;
+                    };
                     if e.0 == slot && e.1 != 0 {
                         r = e.1;
                         // Two word stores (a merged 16-byte store would use a
@@ -1133,10 +1169,17 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
                             std::ptr::write_volatile(&mut e.0, 0);
                             std::ptr::write_volatile(&mut e.1, 0);
                         }
+                        call = p.evicted_call.get(i).copied();
                         break;
                     }
                 }
-                bump(&st.unmatched);
+                match call {
+                    Some((ts, fd)) if !was_busy => {
+                        let (func, depth) = (fd as u32, (fd >> 32) as usize);
+                        record_exit(st, p, func, now, now.saturating_sub(ts), depth, 0);
+                    }
+                    _ => bump(&st.unmatched),
+                }
                 r
             }
         }
@@ -1183,6 +1226,38 @@ pub fn unhook_for_walk() -> bool {
     with_own(|st, p, was_busy| !was_busy && give_back(st, p, usize::MAX) > 0).unwrap_or(false)
 }
 
+/// The word at `addr`, if it can be read: a frame's slot may lie on a
+/// stack that is gone (a coroutine's, unmapped since). A system call, for
+/// the unwinder's paths only.
+fn peek(addr: usize) -> Option<usize> {
+    let mut v = 0usize;
+    let local = libc::iovec {
+        iov_base: &mut v as *mut usize as *mut libc::c_void,
+        iov_len: std::mem::size_of::<usize>(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: std::mem::size_of::<usize>(),
+    };
+    // SAFETY: reads this process's own memory into `v`; the kernel checks
+    // the remote range and fails with EFAULT where it is not mapped.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    (n == std::mem::size_of::<usize>() as isize).then_some(v)
+}
+
+/// Put `ret` back in the slot at `slot` if it still holds the return
+/// trampoline `fret`. `None`: the slot cannot be read (its stack is gone);
+/// else whether it was put back.
+fn restore_slot(slot: usize, fret: usize, ret: usize) -> Option<bool> {
+    if peek(slot)? != fret {
+        return Some(false);
+    }
+    // SAFETY: a mapped stack word holding the trampoline's address, which
+    // only a hooked frame's slot does.
+    unsafe { *(slot as *mut usize) = ret };
+    Some(true)
+}
+
 /// [`unhook_returns`] on this thread's own state.
 fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
     let fret = FRET.load(Ordering::Relaxed);
@@ -1197,14 +1272,12 @@ fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
             continue;
         }
         if f.ret > TAIL && f.unhooked == 0 {
-            let slot = f.sp as *mut usize;
-            // SAFETY: the slot of a frame entered on this thread's stack;
-            // only written where it still holds the trampoline's address.
-            unsafe {
-                if *slot == fret {
-                    *slot = f.ret;
-                    n += 1;
-                }
+            match restore_slot(f.sp, fret, f.ret) {
+                Some(true) => n += 1,
+                Some(false) => {}
+                // Its stack is gone (a coroutine's, freed): the frame is
+                // dead; never look at its slot again.
+                None => f.ret = 0,
             }
         }
         f.unhooked = 1;
@@ -1212,13 +1285,8 @@ fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
         frames += 1;
     }
     for e in p.evicted.iter_mut().filter(|e| e.1 != 0 && e.0 < limit) {
-        let slot = e.0 as *mut usize;
-        // SAFETY: as above.
-        unsafe {
-            if *slot == fret {
-                *slot = e.1;
-                n += 1;
-            }
+        if restore_slot(e.0, fret, e.1) == Some(true) {
+            n += 1;
         }
         *e = (0, 0);
     }

@@ -440,6 +440,27 @@ fn calls_to_fentry_are_refused_with_the_flags_to_use() {
 }
 
 #[test]
+fn coroutines_suspended_in_traced_frames_keep_their_returns() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, false, &["coro.c"], "coro", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "work,walk");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        // sum of 2i + 1 for i < 100
+        assert!(out.contains("sum=10000"), "{mode:?}:\n{out}");
+        assert!(out.contains("walk=1"), "{mode:?}:\n{out}");
+        // Every work() returned through the trampoline: 100 exits (the
+        // abandoned one never returns).
+        let g = graph(&out);
+        let exits = g
+            .iter()
+            .filter(|l| l.trim() == "work();" || l.trim() == "} /* work */")
+            .count();
+        assert_eq!(exits, 100, "{mode:?}:\n{out}");
+    }
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
