@@ -78,6 +78,11 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+#[cfg(target_arch = "aarch64")]
+tracer_arch_arm::__tracer_define_fentry_trampolines!(
+    crate::thread::on_fentry,
+    crate::thread::on_fret
+);
 
 // The section always exists, even in a program without a traced function:
 // one sentinel record with a null descriptor.
@@ -269,7 +274,10 @@ struct State {
     reg: registry::Registry,
     enabled: Vec<bool>,
     /// The loader's (adds, subs) counters when the objects were last scanned.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     loader: (u64, u64),
 }
 
@@ -402,6 +410,10 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         return Ok(report);
     }
     let mut requests = Vec::new();
+    // AArch64 compiler pads become `B stub`, not `BL` (the caller's return
+    // address must stay in x30): their own backend, in a second batch.
+    #[cfg(target_arch = "aarch64")]
+    let mut entry_requests = Vec::new();
     for &f in &targets {
         for &si in &reg.funcs[f].sites {
             let s = &reg.sites[si];
@@ -431,7 +443,7 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
                     Err(_) => s.stub, // the engine skips it with the encode error
                 }
             };
-            requests.push(SiteRequest {
+            let req = SiteRequest {
                 addr: s.addr,
                 want: if on {
                     Want::Call { target }
@@ -441,7 +453,13 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
                         from: target,
                     }
                 },
-            });
+            };
+            #[cfg(target_arch = "aarch64")]
+            if s.kind == tracer_core::site::KIND_FENTRY {
+                entry_requests.push(req);
+                continue;
+            }
+            requests.push(req);
         }
     }
     if !arch::Arch::TRAP.is_empty() {
@@ -465,7 +483,19 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         }
     }
     let mut writer = text::LiveText::default();
-    let batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    #[allow(unused_mut)]
+    let mut batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    #[cfg(target_arch = "aarch64")]
+    if !entry_requests.is_empty() {
+        let mut writer = text::LiveText::default();
+        let b = apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
+            .map_err(Error::Write)?;
+        batch.changed.extend(b.changed);
+        batch.unchanged.extend(b.unchanged);
+        batch.skipped.extend(b.skipped);
+        batch.syncs += b.syncs;
+        batch.restore_error = batch.restore_error.or(b.restore_error);
+    }
     for sk in &batch.skipped {
         let f = reg
             .sites

@@ -45,51 +45,52 @@
 //! functions are listed with the reason.
 
 use crate::State;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::{arch, collect, discover, thread, trap};
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::collections::HashSet;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::Mutex;
 
 /// Path prefixes of the tracer's own functions.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const OWN: &[&str] = &[
     "tracer::",
     "tracer_core::",
     "tracer_arch_x86::",
+    "tracer_arch_arm::",
     "tracer_preload::",
     "<tracer",
     "__tracer",
 ];
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" {
     fn __tracer_v1_tramp_fentry();
     fn __tracer_v1_tramp_fret();
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     return match RETURNS.load(Ordering::Relaxed) {
         1 => "hooked",
         2 => "entry-only: CET shadow stacks are active, a changed return address would be fatal",
         3 => "entry-only: TRACER_NO_RETURN_HOOK is set",
         _ => "not set up yet",
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    "compiler pads are traced on x86-64 only"
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    "compiler pads are traced on x86-64 and AArch64 only"
 }
 
 /// Decide whether returns are hooked (once, at start).
 pub fn init_returns() {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let mode = if arch::shadow_stack_active() {
             2
@@ -108,17 +109,19 @@ pub fn init_returns() {
 
 /// What an enabled compiler pad at `site` of function `func` calls.
 pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     return crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (site, func);
-        Err(String::from("compiler pads are traced on x86-64 only"))
+        Err(String::from(
+            "compiler pads are traced on x86-64 and AArch64 only",
+        ))
     }
 }
 
 /// Objects scanned that have no pads, or could not be read: not again.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static NO_PADS: Mutex<Option<HashSet<(String, usize)>>> = Mutex::new(None);
 
 /// Threads the process had when the constructor ran (0: it has not run).
@@ -128,7 +131,7 @@ static STARTUP_THREADS: AtomicUsize = AtomicUsize::new(0);
 #[cfg(target_arch = "x86_64")]
 pub static CONVERTED: AtomicUsize = AtomicUsize::new(0);
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn read_live(a: usize, buf: &mut [u8]) {
     // SAFETY: callers read only the pad tables and code of loaded objects,
     // which are mapped.
@@ -177,9 +180,32 @@ fn own_functions(obj: &discover::LoadedObject, funcs: &[discover::FoundFunc]) ->
     out
 }
 
+/// The sites of an object's functions that the tracer itself may run, by
+/// function start: on AArch64 only its own crates' functions (by path
+/// prefix, checked by the caller) and the hooks. The reachability walk over
+/// direct calls that x86-64 does (iced-x86) has no AArch64 counterpart yet,
+/// so a padded function outside the tracer's crates that the hooks call
+/// (none in a Rust program built without `-Z patchable-function-entry`)
+/// would be listed.
+#[cfg(target_arch = "aarch64")]
+fn own_functions(obj: &discover::LoadedObject, _: &[discover::FoundFunc]) -> HashSet<usize> {
+    let here = own_functions as *const () as usize;
+    if !obj.exec.iter().any(|&(s, e)| here >= s && here < e) {
+        return HashSet::new();
+    }
+    [
+        crate::thread::on_fentry as *const () as usize,
+        crate::thread::on_fret as *const () as usize,
+        crate::thread::on_entry as *const () as usize,
+        crate::thread::on_exit as *const () as usize,
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// Bring the registry up to date with the objects loaded now.
 pub(crate) fn refresh(st: &mut State) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let (objs, adds, subs) = discover::loaded_objects();
         if (adds, subs) == st.loader {
@@ -248,7 +274,11 @@ pub(crate) fn refresh(st: &mut State) {
                 no_pads.insert(key);
                 continue;
             }
+            #[cfg(target_arch = "x86_64")]
             st.reg.add_object(&o.path, o.bias, &found, &gcc_reason);
+            // No 1-byte NOPs on AArch64: every instruction is 4 bytes.
+            #[cfg(target_arch = "aarch64")]
+            st.reg.add_object(&o.path, o.bias, &found, &String::new);
         }
         let n = st.reg.funcs.len();
         st.enabled.resize(n, false);
@@ -258,7 +288,7 @@ pub(crate) fn refresh(st: &mut State) {
         collect::lock().ensure(n);
         trap::publish_sites(st.reg.addresses());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = st;
 }
 
