@@ -16,6 +16,10 @@ fn main() {
         .flag(pads)
         // Unwind tables: a Rust panic unwinds through the uw_* frames.
         .flag("-fexceptions")
+        // One text section: GCC links its one pad table (SHF_LINK_ORDER) to
+        // the object's first text section, and a linker collecting unused
+        // sections keeps the table only with that section.
+        .flag("-fno-function-sections")
         .warnings(true)
         .compile("tracer_inproc_whole");
 }
