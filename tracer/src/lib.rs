@@ -876,7 +876,10 @@ pub mod __private {
 
     /// The unwinder entry points the preload library exports (they give the
     /// thread's hooked return addresses back, then call the real ones).
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_os = "linux"
+    ))]
     pub use crate::whole::{
         unwind_delete, unwind_forced, unwind_raise, unwind_resume, unwind_rethrow,
     };

@@ -1242,6 +1242,61 @@ pub fn unhook_returns(limit: usize) -> usize {
     .unwrap_or(0)
 }
 
+/// AArch64 unwinder walk (see `crate::whole`): the frame keyed `key` (its
+/// entry stack pointer) returns into the return trampoline and an unwind is
+/// about to go through it. Its shadow frame (and the tail-called ones that
+/// share it) is marked as given back, and its original return address
+/// returned, for the walk to store where the frame saved `x30`. `None` if
+/// this thread has no such hooked frame.
+#[cfg(target_arch = "aarch64")]
+pub fn give_back_return(key: usize) -> Option<usize> {
+    with_own(|st, p, _| {
+        let mut found = None;
+        for i in (0..p.depth).rev() {
+            let Some(f) = p.shadow.get(i) else { continue };
+            if f.sp == key && f.ret > TAIL && f.unhooked == 0 {
+                found = Some((i, f.ret));
+                break;
+            }
+        }
+        let ret = match found {
+            Some((i, ret)) => {
+                for j in i..p.depth {
+                    if let Some(f) = p.shadow.get_mut(j).filter(|f| f.sp == key) {
+                        f.unhooked = 1;
+                    }
+                }
+                ret
+            }
+            None => {
+                let e = p.evicted.iter_mut().find(|e| e.0 == key && e.1 != 0)?;
+                let ret = e.1;
+                *e = (0, 0);
+                ret
+            }
+        };
+        bump(&st.unwound);
+        Some(ret)
+    })
+    .flatten()
+}
+
+/// How many hooked returns this thread has (AArch64 unwinder walks are
+/// skipped when there are none).
+#[cfg(target_arch = "aarch64")]
+pub fn hooked_returns() -> usize {
+    with_own(|_, p, _| {
+        let live = p
+            .shadow
+            .iter()
+            .take(p.depth)
+            .filter(|f| f.ret > TAIL && f.unhooked == 0)
+            .count();
+        live + p.evicted.iter().filter(|e| e.1 != 0).count()
+    })
+    .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -350,7 +350,10 @@ pub fn convert_at_startup() {
 // ---------------------------------------------------------------------------
 // The unwinder: hooked return addresses are given back before it walks.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
 mod unwind {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -403,6 +406,8 @@ mod unwind {
         fn _Unwind_GetIPInfo(ctx: *mut libc::c_void, before: *mut libc::c_int) -> usize;
         fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
         fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
+        #[cfg(target_arch = "aarch64")]
+        fn _Unwind_SetGR(ctx: *mut libc::c_void, reg: libc::c_int, value: usize);
     }
 
     #[repr(C)]
@@ -435,6 +440,22 @@ mod unwind {
         /// `extern "C"` function) must not be taken for the catch.
         own: [usize; 2],
         past_own: bool,
+        /// AArch64: the return trampoline's address (0: returns are not
+        /// hooked).
+        #[cfg(target_arch = "aarch64")]
+        fret: usize,
+        /// AArch64: hooked returns of frames whose CFA is at or below this
+        /// are given back when the walk meets them; meeting one above it
+        /// ends the walk.
+        #[cfg(target_arch = "aarch64")]
+        give_back_to: usize,
+        /// AArch64: this walk gave one hooked return back (and ended there:
+        /// walk again to go on).
+        #[cfg(target_arch = "aarch64")]
+        gave_back: bool,
+        /// AArch64: this walk met a hooked return it could not give back.
+        #[cfg(target_arch = "aarch64")]
+        stuck: bool,
     }
 
     /// Read a ULEB128 at `*p`, advancing it.
@@ -568,6 +589,32 @@ mod unwind {
             if ip == 0 {
                 return URC_NORMAL_STOP;
             }
+            // AArch64: the frame below returns into the return trampoline,
+            // which has no unwind information, so the unwinder cannot go
+            // past it. Give the frame its real return address back, right
+            // where its prologue saved `x30` (the context's register 30 is
+            // that slot, and `_Unwind_SetGR` stores through it); the caller
+            // walks again from the start, and this time gets past it. The
+            // context's CFA is the returning frame's CFA: its entry stack
+            // pointer, which keys its shadow frame.
+            #[cfg(target_arch = "aarch64")]
+            if s.fret != 0 && ip == s.fret {
+                let key = _Unwind_GetCFA(ctx);
+                if key > s.give_back_to {
+                    return URC_NORMAL_STOP;
+                }
+                match crate::thread::give_back_return(key) {
+                    Some(orig) => {
+                        _Unwind_SetGR(ctx, 30, orig);
+                        s.gave_back = true;
+                    }
+                    None => s.stuck = true,
+                }
+                return URC_NORMAL_STOP;
+            }
+            if s.exc.is_null() {
+                return URC_NO_REASON; // only giving returns back
+            }
             let pc = if before != 0 { ip } else { ip - 1 };
             let mut bases = Bases {
                 text: 0,
@@ -592,6 +639,53 @@ mod unwind {
         }
     }
 
+    /// Walk the stack as [`catching_sp`] does, giving back (AArch64) every
+    /// hooked return met below the catching frame, or, with a null `exc`,
+    /// below `give_back_to`; returns the catching frame's stack pointer as
+    /// [`catching_sp`] does (`usize::MAX` without `exc`).
+    ///
+    /// # Safety
+    /// `exc` is null or an exception object about to be raised.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn walk(exc: *mut libc::c_void, own: [usize; 2], give_back_to: usize) -> usize {
+        let fret = crate::thread::FRET.load(Ordering::Relaxed);
+        let mut s = Search {
+            exc,
+            // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
+            class: if exc.is_null() {
+                0
+            } else {
+                unsafe { *(exc as *const u64) }
+            },
+            cfa: 0,
+            frames: 0,
+            own,
+            past_own: false,
+            fret,
+            give_back_to,
+            gave_back: false,
+            stuck: false,
+        };
+        // One walk per hooked return given back (each ends at the return
+        // trampoline): at most the shadow stack's depth, and a margin.
+        for _ in 0..2 * crate::thread::MAX_DEPTH + 16 {
+            s.cfa = 0;
+            s.frames = 0;
+            s.past_own = false;
+            s.gave_back = false;
+            // SAFETY: `search_step` matches the callback type and uses only `s`.
+            unsafe { _Unwind_Backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
+            if !s.gave_back || s.stuck {
+                break;
+            }
+        }
+        if s.cfa == 0 {
+            usize::MAX
+        } else {
+            s.cfa
+        }
+    }
+
     /// The stack pointer of the frame that will catch `exc` (every return
     /// address slot at or above it survives the unwind), found by
     /// the unwinder's own search phase (each frame's personality routine
@@ -601,6 +695,7 @@ mod unwind {
     ///
     /// # Safety
     /// `exc` is an exception object about to be raised.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn catching_sp(exc: *mut libc::c_void, own: [usize; 2]) -> usize {
         let mut s = Search {
             exc,
@@ -624,12 +719,43 @@ mod unwind {
         }
     }
 
+    /// Before an exception is raised (AArch64): find the frame that will
+    /// catch it by the search phase, giving back the hooked returns of the
+    /// frames below it on the way (the unwinder cannot walk past the return
+    /// trampoline); the catching frame and those above keep their hooks.
+    ///
+    /// # Safety
+    /// `exc` is an exception object about to be raised.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
+        if crate::thread::hooked_returns() == 0 {
+            crate::thread::set_unwind_limit(usize::MAX);
+            return;
+        }
+        // SAFETY: per the caller.
+        let limit = unsafe { walk(exc, own, usize::MAX) };
+        crate::thread::set_unwind_limit(limit);
+    }
+
+    /// Give back every hooked return of this thread whose frame lies below
+    /// `limit` (`usize::MAX`: all): the unwinder is about to go through them.
+    fn give_back_below(limit: usize) {
+        #[cfg(target_arch = "x86_64")]
+        crate::thread::unhook_returns(limit);
+        #[cfg(target_arch = "aarch64")]
+        if crate::thread::hooked_returns() != 0 {
+            // SAFETY: a walk that only gives returns back (no exception).
+            unsafe { walk(std::ptr::null_mut(), [0, 0], limit) };
+        }
+    }
+
     /// Before an exception is raised: give every hooked return back, find
     /// the frame that will catch it, and hook again the returns of that
     /// frame and the ones above it, which the unwind does not touch.
     ///
     /// # Safety
     /// As [`catching_sp`].
+    #[cfg(target_arch = "x86_64")]
     unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
         if crate::thread::unhook_returns(usize::MAX) == 0 {
             // No hooked frame on this thread (the usual case without
@@ -669,7 +795,7 @@ mod unwind {
         arg: *mut libc::c_void,
     ) -> libc::c_int {
         // Every frame up to the stop function's choice may be unwound.
-        crate::thread::unhook_returns(usize::MAX);
+        give_back_below(usize::MAX);
         crate::thread::set_unwind_limit(usize::MAX);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Forced>(real(1))(exc, stop, arg) }
@@ -685,7 +811,7 @@ mod unwind {
         // SAFETY: `_Unwind_Exception` is {class, cleanup, private_1, ...};
         // private_1 is the stop function of a forced unwind.
         if unsafe { *(exc as *const usize).add(2) } != 0 {
-            crate::thread::unhook_returns(usize::MAX);
+            give_back_below(usize::MAX);
             crate::thread::set_unwind_limit(usize::MAX);
         } else {
             // SAFETY: per the caller.
@@ -703,7 +829,7 @@ mod unwind {
     /// As the unwinder's own.
     pub unsafe extern "C" fn resume(exc: *mut libc::c_void) {
         // Only below the catching frame: the unwind stops there.
-        crate::thread::unhook_returns(crate::thread::unwind_limit());
+        give_back_below(crate::thread::unwind_limit());
         type Resume = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
@@ -721,12 +847,17 @@ mod unwind {
         type Delete = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Delete>(real(4))(exc) };
-        let here = 0u8;
-        crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+        // AArch64 never takes hooks from frames that survive: nothing to do.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let here = 0u8;
+            crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+        }
     }
 
     // Weak definitions: a program linking the tracer resolves its own calls
     // (Rust's panics) to them; a static libgcc_eh would override them.
+    #[cfg(target_arch = "x86_64")]
     std::arch::global_asm!(
         ".pushsection .text.__tracer_unwind,\"ax\",@progbits",
         ".weak _Unwind_RaiseException",
@@ -758,9 +889,44 @@ mod unwind {
         resume = sym resume,
         delete = sym delete,
     );
+    #[cfg(target_arch = "aarch64")]
+    std::arch::global_asm!(
+        ".pushsection .text.__tracer_unwind,\"ax\",%progbits",
+        ".weak _Unwind_RaiseException",
+        ".type _Unwind_RaiseException,%function",
+        "_Unwind_RaiseException:",
+        "mov x1, xzr",
+        "b {raise}",
+        ".weak _Unwind_ForcedUnwind",
+        ".type _Unwind_ForcedUnwind,%function",
+        "_Unwind_ForcedUnwind:",
+        "b {forced}",
+        ".weak _Unwind_Resume_or_Rethrow",
+        ".type _Unwind_Resume_or_Rethrow,%function",
+        "_Unwind_Resume_or_Rethrow:",
+        "mov x1, xzr",
+        "b {rethrow}",
+        ".weak _Unwind_Resume",
+        ".type _Unwind_Resume,%function",
+        "_Unwind_Resume:",
+        "b {resume}",
+        ".weak _Unwind_DeleteException",
+        ".type _Unwind_DeleteException,%function",
+        "_Unwind_DeleteException:",
+        "b {delete}",
+        ".popsection",
+        raise = sym raise,
+        forced = sym forced,
+        rethrow = sym rethrow,
+        resume = sym resume,
+        delete = sym delete,
+    );
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
 pub use unwind::{
     delete as unwind_delete, forced as unwind_forced, raise as unwind_raise,
     resume as unwind_resume, rethrow as unwind_rethrow,
