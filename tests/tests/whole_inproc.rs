@@ -126,7 +126,19 @@ fn c_functions_are_listed_enabled_and_counted_with_values_intact() {
     assert!(l.min <= l.p50 && l.p50 <= l.max, "{l:?}");
 }
 
+/// Calls a traced C function when dropped: during the unwind, a cleanup
+/// (landing pad, then `_Unwind_Resume`) enters and leaves a hooked frame.
+struct CallOnDrop;
+
+impl Drop for CallOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: a plain C function.
+        assert_eq!(unsafe { c::uw_plain(black_box(5)) }, 15);
+    }
+}
+
 extern "C-unwind" fn boom(x: i32) -> i32 {
+    let _guard = CallOnDrop;
     if x == 42 {
         std::panic::panic_any(x);
     }
@@ -165,7 +177,9 @@ fn a_panic_unwinds_through_hooked_c_frames() {
         }
         assert_eq!(count("uw_outer"), 2 * round);
         assert_eq!(count("uw_call"), 2 * round);
-        assert_eq!(count("uw_plain"), round);
+        // One direct call, and one from each of the three `boom` guards
+        // (two of them dropped by the unwind).
+        assert_eq!(count("uw_plain"), 4 * round);
     }
     assert_eq!(tracer::disable("uw_*").unwrap(), 3);
     let s = tracer::stats();
