@@ -11,7 +11,13 @@
 //!
 //! **Entries.** An enabled compiler pad calls its function's entry stub
 //! (`crate::veneer::entry_stub`: function index into `r11d`, jump to
-//! `__tracer_v1_tramp_fentry`).
+//! `__tracer_v1_tramp_fentry`). On AArch64 the pad's first `NOP` becomes
+//! `B stub` (`tracer_arch_arm::Aarch64Entry`: a `B` leaves the caller's
+//! return address in `x30`); the per-site stub loads the function index
+//! into `w16` and the resume address into `x17` and branches to the
+//! AArch64 `__tracer_v1_tramp_fentry` (`tracer_arch_arm`'s
+//! `__tracer_define_fentry_trampolines!`), which passes the hook the
+//! address of the saved `x30` and the entry stack pointer, the frame's key.
 //!
 //! **Exits** are seen by hooking the return address, as ftrace's
 //! function_graph does: the entry hook saves the caller's return address on
@@ -32,7 +38,15 @@
 //! `pthread_exit`) gives back everything. The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
-//! of a C++ `catch`) or at the next traced entry. Where CET shadow
+//! of a C++ `catch`) or at the next traced entry. On AArch64 the return
+//! address lives wherever the function's prologue saved `x30`, which only
+//! the unwinder knows: the return trampoline has no unwind information, so
+//! a walk stops there, and the interposers' own search walk
+//! (`_Unwind_Backtrace`) stores the real return address through the
+//! unwinder's context (`_Unwind_SetGR(ctx, 30, ..)` writes the frame's save
+//! slot) each time it meets the trampoline, then walks again; it stops at
+//! the catching frame, so the frames that survive keep their hooks and
+//! nothing needs hooking again. Where CET shadow
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 //!
@@ -42,7 +56,12 @@
 //! the runtime's ELF constructor, before `main`, when the process has exactly
 //! one thread (so no other thread can be executing them). Objects loaded later,
 //! or a process that already had threads then, keep them, and those
-//! functions are listed with the reason.
+//! functions are listed with the reason. AArch64 has no such pads (every
+//! instruction is 4 bytes): nothing is converted there.
+//!
+//! **The tracer's own functions** are excluded by path prefix, and on
+//! x86-64 also everything they can call directly (a reachability walk
+//! decoded with iced-x86); AArch64 has the prefix list and the hooks only.
 
 use crate::State;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
