@@ -624,6 +624,8 @@ mod unwind {
                 }
                 match crate::thread::give_back_return(key) {
                     Some(orig) => {
+                        // (Register 30 of this context is a pointer to the
+                        // returning frame's saved `x30`, on its live stack.)
                         _Unwind_SetGR(ctx, 30, orig);
                         s.gave_back = true;
                     }
@@ -668,14 +670,15 @@ mod unwind {
     #[cfg(target_arch = "aarch64")]
     unsafe fn walk(exc: *mut libc::c_void, own: [usize; 2], give_back_to: usize) -> usize {
         let fret = crate::thread::FRET.load(Ordering::Relaxed);
+        let class = if exc.is_null() {
+            0
+        } else {
+            // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
+            unsafe { *(exc as *const u64) }
+        };
         let mut s = Search {
             exc,
-            // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
-            class: if exc.is_null() {
-                0
-            } else {
-                unsafe { *(exc as *const u64) }
-            },
+            class,
             cfa: 0,
             frames: 0,
             own,
