@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn entry_stub_disassembles() {
-        let (at, site, tramp) = (0x10_0000usize, 0x20_0000usize, 0x7f00_1234_5678usize);
+        let (at, site, tramp) = (0x10_0000usize, 0x20_0000usize, 0x7f00_1230usize);
         let v = encode_entry_stub(at, site, 0x1234_5678, tramp).unwrap();
         assert_eq!(disasm(at, &v[0..4]), "ldr x17, $+0x10");
         assert_eq!(disasm(at + 4, &v[4..8]), "ldr x9, $+0x14");
