@@ -793,7 +793,7 @@ mod unwind {
         crate::thread::set_unwind_limit(limit);
     }
 
-    /// `_Unwind_RaiseException`, after [`prepare`]. `wrapper` is the
+    /// `_Unwind_RaiseException`, after `prepare`. `wrapper` is the
     /// function that called this one in place of the unwinder's (the preload
     /// library's export), or 0 (the program's weak definition jumps here).
     ///
@@ -824,7 +824,7 @@ mod unwind {
     }
 
     /// `_Unwind_Resume_or_Rethrow` (C++ `throw;`): a new raise, after
-    /// [`prepare`], unless it continues a forced unwind. `wrapper` as for
+    /// `prepare`, unless it continues a forced unwind. `wrapper` as for
     /// [`raise`].
     ///
     /// # Safety
@@ -859,7 +859,7 @@ mod unwind {
 
     /// `_Unwind_DeleteException` (a caught foreign or C++ exception is
     /// finished with, at the end of a `catch`): frames given back that
-    /// survived are hooked again, where [`prepare`] could not tell the
+    /// survived are hooked again, where `prepare` could not tell the
     /// catching frame (its search found none; Rust's `catch_unwind` does not
     /// come here, its frame is found by the search).
     ///
