@@ -77,6 +77,17 @@ pub mod whole_c {
         pub fn uw_plain(x: i32) -> i32;
     }
 
+    #[cfg(target_arch = "aarch64")]
+    #[allow(missing_docs)]
+    extern "C-unwind" {
+        /// `7x`, with `bti c` before its pad.
+        pub fn bp_bti(x: i32) -> i32;
+        /// `7x + 1`, signing its return address (`paciasp`).
+        pub fn bp_pac(x: i32) -> i32;
+        /// `f(x) + 1`, signing its return address.
+        pub fn bp_call(f: Callback, x: i32) -> i32;
+    }
+
     /// What `mt_leaf` computes.
     pub fn mt_leaf_model(mut x: u64) -> u64 {
         for _ in 0..8 {

@@ -156,6 +156,48 @@ extern "C-unwind" fn catcher(x: i32) -> i32 {
     x + 100
 }
 
+/// `boom` without the guard (the guard calls a function another test counts).
+#[cfg(target_arch = "aarch64")]
+extern "C-unwind" fn bare_boom(x: i32) -> i32 {
+    if x == 42 {
+        std::panic::panic_any(x);
+    }
+    x * 10
+}
+
+/// AArch64: a pad after `bti c`, and functions that sign their return
+/// address (the pad comes before `paciasp`, so the return trampoline's
+/// address is what is signed and authenticated), also through a panic.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn aarch64_bti_and_pac_ret_functions() {
+    let fns = tracer::functions();
+    for n in ["bp_bti", "bp_pac", "bp_call"] {
+        let f = fns.iter().find(|f| f.name == n).expect("listed");
+        assert!(f.problems.is_empty(), "{n}: {:?}", f.problems);
+    }
+    assert_eq!(tracer::enable("bp_*").unwrap(), 3);
+    for i in 0..40 {
+        // SAFETY (all calls): plain C functions of the fixture.
+        unsafe {
+            assert_eq!(c::bp_bti(i), 7 * i);
+            assert_eq!(c::bp_pac(i), 7 * i + 1);
+            assert_eq!(c::bp_call(bare_boom, i), 10 * i + 1);
+        }
+    }
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: a plain C function calling `bare_boom`, which panics.
+        unsafe { c::bp_call(bare_boom, 42) }
+    });
+    assert_eq!(*r.unwrap_err().downcast::<i32>().unwrap(), 42);
+    // SAFETY: as above.
+    assert_eq!(unsafe { c::bp_call(bare_boom, 1) }, 11);
+    assert_eq!(tracer::disable("bp_*").unwrap(), 3);
+    assert_eq!(count("bp_bti"), 80);
+    assert_eq!(count("bp_pac"), 40);
+    assert_eq!(count("bp_call"), 41);
+}
+
 #[test]
 fn a_panic_unwinds_through_hooked_c_frames() {
     assert_eq!(tracer::enable("uw_*").unwrap(), 3);

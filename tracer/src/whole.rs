@@ -46,7 +46,10 @@
 //! unwinder's context (`_Unwind_SetGR(ctx, 30, ..)` writes the frame's save
 //! slot) each time it meets the trampoline, then walks again; it stops at
 //! the catching frame, so the frames that survive keep their hooks and
-//! nothing needs hooking again. Where CET shadow
+//! nothing needs hooking again. A frame that signs its return address
+//! (pac-ret) saved the trampoline's address signed, and the unwinder
+//! authenticates it: the real one goes back signed with the same key and
+//! modifier. Where CET shadow
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 //!
@@ -427,6 +430,41 @@ mod unwind {
         fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
         #[cfg(target_arch = "aarch64")]
         fn _Unwind_SetGR(ctx: *mut libc::c_void, reg: libc::c_int, value: usize);
+        #[cfg(target_arch = "aarch64")]
+        fn _Unwind_GetGR(ctx: *mut libc::c_void, reg: libc::c_int) -> usize;
+    }
+
+    /// `addr` signed as `raw` (what a frame's prologue stored for the return
+    /// trampoline's address `fret`) was: unchanged if `raw` is `fret` itself,
+    /// else signed with the same key (A or B) and modifier (`cfa`, the
+    /// stack pointer at the function's entry, which `paciasp`/`pacibsp`
+    /// used and the unwinder authenticates with). `None` if `raw` is neither.
+    #[cfg(target_arch = "aarch64")]
+    fn signed_like(raw: usize, fret: usize, addr: usize, cfa: usize) -> Option<usize> {
+        if raw == fret {
+            return Some(addr);
+        }
+        let (a_fret, a_addr, b_fret, b_addr): (usize, usize, usize, usize);
+        // SAFETY: PACIA1716 / PACIB1716 (HINT #8 / #10, no-ops without
+        // pointer authentication) compute a signature into x17 from x17 and
+        // x16; no memory is touched.
+        unsafe {
+            std::arch::asm!("hint #8", inout("x17") fret => a_fret, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #8", inout("x17") addr => a_addr, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #10", inout("x17") fret => b_fret, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #10", inout("x17") addr => b_addr, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+        }
+        if raw == a_fret {
+            Some(a_addr)
+        } else if raw == b_fret {
+            Some(b_addr)
+        } else {
+            None
+        }
     }
 
     #[repr(C)]
@@ -622,11 +660,21 @@ mod unwind {
                 if key > s.give_back_to {
                     return URC_NORMAL_STOP;
                 }
+                // A frame built with `-mbranch-protection=pac-ret` saved
+                // the trampoline's address signed (its pad comes before
+                // `paciasp`), and the unwinder authenticates what it reads
+                // there: the real address goes back signed the same way.
+                let raw = _Unwind_GetGR(ctx, 30);
+                if signed_like(raw, s.fret, 0, key).is_none() {
+                    s.stuck = true; // a key or modifier this walk cannot reproduce
+                    return URC_NORMAL_STOP;
+                }
                 match crate::thread::give_back_return(key) {
                     Some(orig) => {
                         // (Register 30 of this context is a pointer to the
                         // returning frame's saved `x30`, on its live stack.)
-                        _Unwind_SetGR(ctx, 30, orig);
+                        let v = signed_like(raw, s.fret, orig, key).unwrap_or(orig);
+                        _Unwind_SetGR(ctx, 30, v);
                         s.gave_back = true;
                     }
                     None => s.stuck = true,
