@@ -745,7 +745,8 @@ pub struct Stats {
     /// Why the full save is needed, when it is.
     pub full_save_reason: Option<String>,
     /// How exits of compiler-padded functions are seen: `hooked` (return
-    /// addresses), or `entry-only: ...` with the reason (CET shadow stacks).
+    /// addresses), or `entry-only: ...` with the reason (CET or arm64 GCS
+    /// shadow stacks).
     pub returns: &'static str,
     /// Hooked returns given back to an exception or forced unwind (their
     /// exits were not recorded).

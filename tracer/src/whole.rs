@@ -102,7 +102,10 @@ pub fn returns_mode() -> &'static str {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     return match RETURNS.load(Ordering::Relaxed) {
         1 => "hooked",
+        #[cfg(target_arch = "x86_64")]
         2 => "entry-only: CET shadow stacks are active, a changed return address would be fatal",
+        #[cfg(target_arch = "aarch64")]
+        2 => "entry-only: the Guarded Control Stack is active, a changed return address would be fatal",
         3 => "entry-only: TRACER_NO_RETURN_HOOK is set",
         _ => "not set up yet",
     };
