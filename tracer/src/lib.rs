@@ -488,8 +488,23 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     #[cfg(target_arch = "aarch64")]
     if !entry_requests.is_empty() {
         let mut writer = text::LiveText::default();
-        let b = apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
-            .map_err(Error::Write)?;
+        let b = match apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
+        {
+            Ok(b) => b,
+            Err(e) if requests.is_empty() => return Err(Error::Write(e)),
+            // The first batch did change its sites: keep its outcome, and
+            // report these as skipped (nothing of this batch was written).
+            Err(e) => tracer_core::engine::BatchReport {
+                skipped: entry_requests
+                    .iter()
+                    .map(|r| Skipped {
+                        addr: r.addr,
+                        reason: SkipReason::NoStub(e.message.clone()),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        };
         batch.changed.extend(b.changed);
         batch.unchanged.extend(b.unchanged);
         batch.skipped.extend(b.skipped);
