@@ -73,3 +73,101 @@ impl Drop for CLib {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The functions of `fixtures/inproc/whole.c`, compiled with compiler pads
+/// by `build.rs` (x86-64 and AArch64 only).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub mod whole_c {
+    /// `c_big`'s result, returned in memory.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Big {
+        /// v
+        pub a: i64,
+        /// v + 1
+        pub b: i64,
+        /// v + 2
+        pub c: i64,
+        /// v + 3
+        pub d: i64,
+        /// v + 4
+        pub e: i64,
+    }
+
+    /// `c_hfa`'s result, returned in four floating-point registers.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Hfa {
+        /// v
+        pub a: f64,
+        /// 2v
+        pub b: f64,
+        /// 3v
+        pub c: f64,
+        /// 4v
+        pub d: f64,
+    }
+
+    /// A callback the C code calls (it may unwind).
+    pub type Callback = extern "C-unwind" fn(i32) -> i32;
+
+    #[allow(missing_docs)]
+    extern "C-unwind" {
+        pub fn c_a(x: i32) -> i32;
+        pub fn c_b(x: i32) -> i32;
+        pub fn c_c(x: i32) -> i32;
+        pub fn c_rec(n: i32) -> i32;
+        pub fn c_tail(x: i32) -> i32;
+        pub fn c_fp(x: f64, y: f32) -> f64;
+        pub fn c_big(v: i64) -> Big;
+        pub fn c_hfa(v: f64) -> Hfa;
+        #[allow(clippy::too_many_arguments)]
+        pub fn c_many(
+            a: i64,
+            b: i64,
+            c: i64,
+            d: i64,
+            e: i64,
+            f: i64,
+            g: i64,
+            h: i64,
+            x0: f64,
+            x1: f64,
+            x2: f64,
+            x3: f64,
+            x4: f64,
+            x5: f64,
+            x6: f64,
+            x7: f64,
+            i: i64,
+            x8: f64,
+        ) -> f64;
+        pub fn mt_leaf(x: u64) -> u64;
+        pub fn mt_mid(x: u64) -> u64;
+        pub fn mt_fp(x: f64) -> f64;
+        pub fn uw_call(f: Callback, x: i32) -> i32;
+        pub fn uw_outer(f: Callback, x: i32) -> i32;
+        pub fn uw_plain(x: i32) -> i32;
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[allow(missing_docs)]
+    extern "C-unwind" {
+        /// `7x`, with `bti c` before its pad.
+        pub fn bp_bti(x: i32) -> i32;
+        /// `7x + 1`, signing its return address (`paciasp`).
+        pub fn bp_pac(x: i32) -> i32;
+        /// `f(x) + 1`, signing its return address.
+        pub fn bp_call(f: Callback, x: i32) -> i32;
+    }
+
+    /// What `mt_leaf` computes.
+    pub fn mt_leaf_model(mut x: u64) -> u64 {
+        for _ in 0..8 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        x
+    }
+}

@@ -143,6 +143,140 @@ pub fn disasm(addr: usize, bytes: &[u8]) -> String {
     }
 }
 
+/// `B` with a zero offset; the low 26 bits hold the offset in words.
+pub const B: u32 = 0x1400_0000;
+/// The bits that make a word a `B`.
+pub const B_MASK: u32 = 0xfc00_0000;
+/// `BTI c`: the landing pad a compiler may put before a function's pad
+/// (`-mbranch-protection=bti`), the AArch64 counterpart of `endbr64`.
+pub const BTI_C: u32 = 0xd503_245f;
+/// Length of an entry stub ([`encode_entry_stub`]).
+pub const ENTRY_STUB_LEN: usize = 40;
+
+/// The `B` at `addr` that jumps to `target` (same reach as `BL`).
+pub fn encode_b(addr: usize, target: usize) -> Result<u32, EncodeError> {
+    Ok(encode_bl(addr, target)? & !BL_MASK | B)
+}
+
+/// The target of `word` at `addr` if it is a `B`.
+pub fn decode_b(addr: usize, word: u32) -> Option<usize> {
+    if word & B_MASK != B {
+        return None;
+    }
+    decode_bl(addr, word & !B_MASK | BL)
+}
+
+/// The entry stub of a compiler pad ("whole program" tracing), placed at
+/// `addr` (8-aligned) within `B` reach of the pad at `site`:
+///
+/// ```text
+///  0: ldr x17, 16      // resume address: site + 4
+///  4: ldr x9, 24       // the entry trampoline
+///  8: ldr w16, 32      // the function's index
+/// 12: br x9
+/// 16: .quad site + 4
+/// 24: .quad tramp
+/// 32: .word func, 0
+/// ```
+///
+/// The pad's first `NOP` becomes `B stub` ([`Aarch64Entry`]), which leaves
+/// `x30` (the caller's return address) alone. At a function's entry `x9`,
+/// `x16` and `x17` hold nothing the function needs (AAPCS64 temporaries;
+/// `x16`/`x17` are also what linker veneers clobber), while `x0`–`x7` are
+/// arguments and `x8` the indirect result address, so those are left alone.
+pub fn encode_entry_stub(
+    addr: usize,
+    site: usize,
+    func: u32,
+    tramp: usize,
+) -> Result<[u8; ENTRY_STUB_LEN], EncodeError> {
+    if addr % 8 != 0 {
+        return Err(EncodeError::Misaligned { addr });
+    }
+    if tramp % 4 != 0 {
+        return Err(EncodeError::Misaligned { addr: tramp });
+    }
+    // LDR (literal): imm19 = word offset, at bits 23:5.
+    const LDR_X: u32 = 0x5800_0000;
+    const LDR_W: u32 = 0x1800_0000;
+    let words: [u32; 4] = [
+        LDR_X | (4 << 5) | 17,
+        LDR_X | (5 << 5) | 9,
+        LDR_W | (6 << 5) | 16,
+        0xd61f_0000 | (9 << 5), // BR X9
+    ];
+    let mut v = [0u8; ENTRY_STUB_LEN];
+    for (i, w) in words.iter().enumerate() {
+        v[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    v[16..24].copy_from_slice(&(site as u64 + 4).to_le_bytes());
+    v[24..32].copy_from_slice(&(tramp as u64).to_le_bytes());
+    v[32..36].copy_from_slice(&func.to_le_bytes());
+    Ok(v)
+}
+
+/// The AArch64 backend of compiler pads (true function entries): the pad's
+/// first `NOP` becomes `B stub` instead of `BL`, so the caller's return
+/// address stays in `x30` for the entry trampoline to hook. `NOP` ↔ `B` is on
+/// the architecture's list of concurrently modifiable instructions, so the
+/// protocol is the same single aligned store as [`Aarch64`]'s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Aarch64Entry;
+
+impl Backend for Aarch64Entry {
+    const NAME: &'static str = "aarch64-entry";
+    const SITE_LEN: usize = SITE_LEN;
+    const TRAP: &'static [u8] = &[];
+
+    fn classify(addr: usize, bytes: &[u8]) -> Result<PadState, PadError> {
+        let err = || pad_error(addr, bytes, "NOP (1f 20 03 d5) or B (.. .. .. 14/17)");
+        let word = le32(bytes).ok_or_else(err)?;
+        if word == NOP {
+            Ok(PadState::Disabled)
+        } else if let Some(target) = decode_b(addr, word) {
+            Ok(PadState::Enabled { target })
+        } else if word & BRK_MASK == BRK {
+            Ok(PadState::Trapped)
+        } else {
+            Err(err())
+        }
+    }
+
+    fn encode_call(addr: usize, target: usize) -> Result<Insn, EncodeError> {
+        Ok(Insn::new(&encode_b(addr, target)?.to_le_bytes()))
+    }
+
+    fn encode_nop(_addr: usize) -> Insn {
+        Insn::new(&NOP.to_le_bytes())
+    }
+
+    /// One aligned single-copy-atomic store, as [`Aarch64::plan`]: `NOP` and
+    /// `B` are both on the list of DDI0487 B2.2.5.
+    fn plan(_addr: usize, _old: &Insn, new: &Insn) -> Plan {
+        one_store_plan(new)
+    }
+
+    fn trap_site(pc: usize) -> usize {
+        pc
+    }
+
+    /// Unused (the protocol never traps): a `B` goes to its target with
+    /// `x30` unchanged, a `NOP` falls through.
+    fn resume_at(ctx: &TrapContext, site: &InflightSite, policy: TrapPolicy) -> TrapOutcome {
+        let next = site.addr.wrapping_add(SITE_LEN);
+        let pc = match (policy, site.call_target) {
+            (TrapPolicy::Emulate, Some(t)) => t,
+            _ => next,
+        };
+        TrapOutcome::Resume {
+            pc,
+            sp: ctx.sp,
+            lr: ctx.lr,
+            push: None,
+        }
+    }
+}
+
 impl Backend for Aarch64 {
     const NAME: &'static str = "aarch64";
     const SITE_LEN: usize = SITE_LEN;
@@ -239,6 +373,52 @@ mod tests {
         let e = check_pad_head(0x10, &[0xfd, 0x7b, 0xbf, 0xa9]).unwrap_err();
         assert_eq!(e.addr, 0x10);
         assert!(e.to_string().contains("fd 7b bf a9"), "{e}");
+    }
+
+    #[test]
+    fn b_round_trips() {
+        let a = 0x4000_0000usize;
+        for t in [a + 8, a - 0x1000, a + (128 << 20) - 4, a - (128 << 20)] {
+            let w = encode_b(a, t).unwrap();
+            assert_eq!(w & B_MASK, B);
+            assert_eq!(decode_b(a, w), Some(t));
+            assert_eq!(decode_bl(a, w), None);
+            assert!(concurrent_modification_allowed(w));
+            assert_eq!(
+                Aarch64Entry::classify(a, &w.to_le_bytes()),
+                Ok(PadState::Enabled { target: t })
+            );
+        }
+        assert!(encode_b(a, a + (128 << 20)).is_err());
+        assert_eq!(
+            Aarch64Entry::classify(a, &NOP.to_le_bytes()),
+            Ok(PadState::Disabled)
+        );
+        let bl = encode_bl(a, a + 8).unwrap().to_le_bytes();
+        assert!(Aarch64Entry::classify(a, &bl).is_err());
+    }
+
+    #[test]
+    fn entry_stub_disassembles() {
+        let (at, site, tramp) = (0x10_0000usize, 0x20_0000usize, 0x7f00_1230usize);
+        let v = encode_entry_stub(at, site, 0x1234_5678, tramp).unwrap();
+        assert_eq!(disasm(at, &v[0..4]), "ldr x17, $+0x10");
+        assert_eq!(disasm(at + 4, &v[4..8]), "ldr x9, $+0x14");
+        assert_eq!(disasm(at + 8, &v[8..12]), "ldr w16, $+0x18");
+        assert_eq!(disasm(at + 12, &v[12..16]), "br x9");
+        assert_eq!(
+            u64::from_le_bytes(v[16..24].try_into().unwrap()),
+            site as u64 + 4
+        );
+        assert_eq!(
+            u64::from_le_bytes(v[24..32].try_into().unwrap()),
+            tramp as u64
+        );
+        assert_eq!(
+            u32::from_le_bytes(v[32..36].try_into().unwrap()),
+            0x1234_5678
+        );
+        assert!(encode_entry_stub(at + 4, site, 1, tramp).is_err());
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub mod trampoline;
 mod xcheck;
 
 pub use a32::A32;
-pub use aarch64::Aarch64;
+pub use aarch64::{Aarch64, Aarch64Entry};
 pub use thumb::Thumb2;
 
 /// The backend of the code this crate was compiled as: [`Aarch64`] on

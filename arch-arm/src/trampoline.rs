@@ -202,3 +202,129 @@ macro_rules! __tracer_trampoline_body {
         )
     };
 }
+
+/// Define the AArch64 trampolines of compiler pads (true function entries),
+/// the counterparts of the x86-64 ones (`tracer_arch_x86`'s
+/// `__tracer_define_fentry_trampolines!`). The runtime invokes this once.
+///
+/// `__tracer_v1_tramp_fentry` is reached from a function's entry stub
+/// (`crate::aarch64::encode_entry_stub`) with the function's index in
+/// `w16`, the address to resume at (after the pad's first instruction) in
+/// `x17` and the caller's return address still in `x30` (the pad is a `B`).
+/// It saves a frame record, `x0`–`x15`, `x17`, `x18` and `q0`–`q31` (the
+/// arguments, and everything the hook may clobber), calls
+/// `$fentry_hook(func, slot, sp)` where `slot` is the address of the saved
+/// `x30` (the hook may replace it with `__tracer_v1_tramp_fret` to see the
+/// return) and `sp` the stack pointer at the function's entry (the frame's
+/// identity: the traced function returns with the same one), restores
+/// them, `x30` possibly replaced, and resumes with `ret x17` (a return, so a
+/// BTI-guarded function body is never the target of an indirect branch).
+///
+/// `__tracer_v1_tramp_fret` is reached by the traced function's `ret`. It
+/// saves `x0`–`x18` and `q0`–`q31` (return values, and what the hook may
+/// clobber), calls `$fret_hook(sp) -> original return address` with the
+/// stack pointer it was entered with, and returns there with `ret`.
+///
+/// Both keep `sp` 16-aligned. The return trampoline has no unwind table
+/// entry and is preceded by padding: an unwinder that reaches it stops
+/// there (see the runtime's unwinder interposers, which give the real
+/// return addresses back before an exception unwinds).
+#[cfg(target_arch = "aarch64")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_define_fentry_trampolines {
+    ($fentry_hook:path, $fret_hook:path) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text.__tracer_tramp,\"ax\",%progbits",
+            ".globl __tracer_v1_tramp_fentry",
+            ".hidden __tracer_v1_tramp_fentry",
+            ".type __tracer_v1_tramp_fentry,%function",
+            ".p2align 4",
+            "__tracer_v1_tramp_fentry:",
+            // BTI JC: a landing pad for the stub's `br x9` should this text
+            // ever be BTI-guarded; a NOP otherwise.
+            "hint #38",
+            "stp x29, x30, [sp, #-16]!",
+            "mov x29, sp",
+            "sub sp, sp, #656",
+            "stp x0, x1, [sp, #0]\n stp x2, x3, [sp, #16]",
+            "stp x4, x5, [sp, #32]\n stp x6, x7, [sp, #48]",
+            "stp x8, x9, [sp, #64]\n stp x10, x11, [sp, #80]",
+            "stp x12, x13, [sp, #96]\n stp x14, x15, [sp, #112]",
+            "stp x17, x18, [sp, #128]",
+            "stp q0, q1, [sp, #144]\n stp q2, q3, [sp, #176]",
+            "stp q4, q5, [sp, #208]\n stp q6, q7, [sp, #240]",
+            "stp q8, q9, [sp, #272]\n stp q10, q11, [sp, #304]",
+            "stp q12, q13, [sp, #336]\n stp q14, q15, [sp, #368]",
+            "stp q16, q17, [sp, #400]\n stp q18, q19, [sp, #432]",
+            "stp q20, q21, [sp, #464]\n stp q22, q23, [sp, #496]",
+            "stp q24, q25, [sp, #528]\n stp q26, q27, [sp, #560]",
+            "stp q28, q29, [sp, #592]\n stp q30, q31, [sp, #624]",
+            "mov w0, w16",
+            "add x1, sp, #664",
+            "add x2, sp, #672",
+            "bl {fentry}",
+            "ldp q0, q1, [sp, #144]\n ldp q2, q3, [sp, #176]",
+            "ldp q4, q5, [sp, #208]\n ldp q6, q7, [sp, #240]",
+            "ldp q8, q9, [sp, #272]\n ldp q10, q11, [sp, #304]",
+            "ldp q12, q13, [sp, #336]\n ldp q14, q15, [sp, #368]",
+            "ldp q16, q17, [sp, #400]\n ldp q18, q19, [sp, #432]",
+            "ldp q20, q21, [sp, #464]\n ldp q22, q23, [sp, #496]",
+            "ldp q24, q25, [sp, #528]\n ldp q26, q27, [sp, #560]",
+            "ldp q28, q29, [sp, #592]\n ldp q30, q31, [sp, #624]",
+            "ldp x0, x1, [sp, #0]\n ldp x2, x3, [sp, #16]",
+            "ldp x4, x5, [sp, #32]\n ldp x6, x7, [sp, #48]",
+            "ldp x8, x9, [sp, #64]\n ldp x10, x11, [sp, #80]",
+            "ldp x12, x13, [sp, #96]\n ldp x14, x15, [sp, #112]",
+            "ldp x17, x18, [sp, #128]",
+            "add sp, sp, #656",
+            "ldp x29, x30, [sp], #16",
+            "ret x17",
+            ".size __tracer_v1_tramp_fentry, . - __tracer_v1_tramp_fentry",
+            // Padding, so that `fret - 1` (where an unwinder looks up the
+            // frame that "called" the return trampoline) is in no function.
+            "nop\n nop\n nop\n nop",
+            ".p2align 4",
+            ".globl __tracer_v1_tramp_fret",
+            ".hidden __tracer_v1_tramp_fret",
+            ".type __tracer_v1_tramp_fret,%function",
+            "__tracer_v1_tramp_fret:",
+            "sub sp, sp, #672",
+            "stp x0, x1, [sp, #0]\n stp x2, x3, [sp, #16]",
+            "stp x4, x5, [sp, #32]\n stp x6, x7, [sp, #48]",
+            "stp x8, x9, [sp, #64]\n stp x10, x11, [sp, #80]",
+            "stp x12, x13, [sp, #96]\n stp x14, x15, [sp, #112]",
+            "stp x16, x17, [sp, #128]\n str x18, [sp, #144]",
+            "stp q0, q1, [sp, #160]\n stp q2, q3, [sp, #192]",
+            "stp q4, q5, [sp, #224]\n stp q6, q7, [sp, #256]",
+            "stp q8, q9, [sp, #288]\n stp q10, q11, [sp, #320]",
+            "stp q12, q13, [sp, #352]\n stp q14, q15, [sp, #384]",
+            "stp q16, q17, [sp, #416]\n stp q18, q19, [sp, #448]",
+            "stp q20, q21, [sp, #480]\n stp q22, q23, [sp, #512]",
+            "stp q24, q25, [sp, #544]\n stp q26, q27, [sp, #576]",
+            "stp q28, q29, [sp, #608]\n stp q30, q31, [sp, #640]",
+            "add x0, sp, #672",
+            "bl {fret}",
+            "mov x30, x0",
+            "ldp q0, q1, [sp, #160]\n ldp q2, q3, [sp, #192]",
+            "ldp q4, q5, [sp, #224]\n ldp q6, q7, [sp, #256]",
+            "ldp q8, q9, [sp, #288]\n ldp q10, q11, [sp, #320]",
+            "ldp q12, q13, [sp, #352]\n ldp q14, q15, [sp, #384]",
+            "ldp q16, q17, [sp, #416]\n ldp q18, q19, [sp, #448]",
+            "ldp q20, q21, [sp, #480]\n ldp q22, q23, [sp, #512]",
+            "ldp q24, q25, [sp, #544]\n ldp q26, q27, [sp, #576]",
+            "ldp q28, q29, [sp, #608]\n ldp q30, q31, [sp, #640]",
+            "ldp x0, x1, [sp, #0]\n ldp x2, x3, [sp, #16]",
+            "ldp x4, x5, [sp, #32]\n ldp x6, x7, [sp, #48]",
+            "ldp x8, x9, [sp, #64]\n ldp x10, x11, [sp, #80]",
+            "ldp x12, x13, [sp, #96]\n ldp x14, x15, [sp, #112]",
+            "ldp x16, x17, [sp, #128]\n ldr x18, [sp, #144]",
+            "add sp, sp, #672",
+            "ret",
+            ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
+            ".popsection",
+            fentry = sym $fentry_hook,
+            fret = sym $fret_hook,
+        );
+    };
+}

@@ -398,6 +398,27 @@ fn a64_model_check_both_ways() {
 }
 
 #[test]
+fn a64_entry_b_decodes_and_model_checks_both_ways() {
+    use crate::Aarch64Entry;
+    for site in [0x4000_1004usize, A64_SITE] {
+        for d in [0x100i64, -0x100, (128 << 20) - 4, -(128 << 20)] {
+            let t = at(site, d);
+            let insn = Aarch64Entry::encode_call(site, t).unwrap();
+            // yaxpeax prints the offset from the instruction.
+            let want = if d < 0 {
+                format!("b $-{:#x}", -d)
+            } else {
+                format!("b $+{d:#x}")
+            };
+            assert_eq!(sem_a64(site, insn.bytes()), Sem::Other(want));
+            let w = u32::from_le_bytes(insn.bytes().try_into().unwrap());
+            assert!(aarch64::concurrent_modification_allowed(w));
+            assert_eq!(check_both_ways::<Aarch64Entry>(&A64, site, t), 6);
+        }
+    }
+}
+
+#[test]
 fn a64_traps_are_never_ours() {
     // The protocol never traps: a BRK at a site belongs to someone else.
     let site = 0x40_1004;

@@ -278,10 +278,32 @@ pub unsafe fn resume(uc: *mut libc::c_void, out: &TrapOutcome) {
     }
 }
 
-/// No shadow stack to worry about outside x86-64.
-#[cfg(not(target_arch = "x86_64"))]
+/// No shadow stack to worry about on ARMv7.
+#[cfg(target_arch = "arm")]
 pub fn shadow_stack_active() -> bool {
     false
+}
+
+/// Is the arm64 Guarded Control Stack enabled for this thread (Linux ≥ 6.13,
+/// `PR_GET_SHADOW_STACK_STATUS`)? Then a changed return address would fault
+/// at the function's `ret`, and an emulated `BL` would leave the later `RET`
+/// without its record. Kernels without it answer `EINVAL`: not active.
+#[cfg(target_arch = "aarch64")]
+pub fn shadow_stack_active() -> bool {
+    const PR_GET_SHADOW_STACK_STATUS: libc::c_int = 74;
+    const PR_SHADOW_STACK_ENABLE: u64 = 1;
+    let mut status: u64 = 0;
+    // SAFETY: the kernel writes one u64 through the pointer, which is ours.
+    let r = unsafe {
+        libc::prctl(
+            PR_GET_SHADOW_STACK_STATUS,
+            &mut status as *mut u64,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    r == 0 && status & PR_SHADOW_STACK_ENABLE != 0
 }
 
 /// Size of the `xsave64` area for the state components the OS enabled in

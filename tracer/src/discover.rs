@@ -19,8 +19,9 @@
 //! Names come from the object's symbol table (`.symtab`, or `.dynsym` when the
 //! object is stripped), demangled: Rust (legacy and v0, without the hash) and
 //! C++ (without parameters). A pad must be the function's first instruction
-//! (after an `endbr64`): the tracer hooks the return address the caller
-//! pushed, which is only where it expects at the true entry.
+//! (after an `endbr64` on x86-64, a `bti c` on AArch64): the tracer hooks
+//! the return address the caller pushed (x86-64) or left in `x30`
+//! (AArch64), which is only where it expects at the true entry.
 
 use std::ffi::CStr;
 
@@ -320,7 +321,7 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
         if site != start {
             let mut head = [0u8; 4];
             read(start, &mut head);
-            if !(site == start + 4 && head == ENDBR64) {
+            if !(site == start + 4 && head == LANDING_PAD) {
                 problem = Some(format!(
                     "the pad is {} bytes into {path}, not at its entry; only entry pads can be traced \
                      (build with -fpatchable-function-entry=N without a second, prefix argument)",
@@ -341,8 +342,18 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
     Ok(out)
 }
 
-/// `endbr64`: the only instruction allowed before a pad.
+/// `endbr64`: the only instruction allowed before a pad on x86-64.
 pub const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+/// `bti c` (`-mbranch-protection=bti`): the only instruction allowed before
+/// a pad on AArch64. (`paciasp` is not: the return address it signs is the
+/// one the entry hook replaces.)
+pub const BTI_C: [u8; 4] = [0x5f, 0x24, 0x03, 0xd5];
+/// The landing pad a compiler may put before the pad on this architecture.
+#[cfg(target_arch = "aarch64")]
+const LANDING_PAD: [u8; 4] = BTI_C;
+/// The landing pad a compiler may put before the pad on this architecture.
+#[cfg(not(target_arch = "aarch64"))]
+const LANDING_PAD: [u8; 4] = ENDBR64;
 
 fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

@@ -78,6 +78,11 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+#[cfg(target_arch = "aarch64")]
+tracer_arch_arm::__tracer_define_fentry_trampolines!(
+    crate::thread::on_fentry,
+    crate::thread::on_fret
+);
 
 // The section always exists, even in a program without a traced function:
 // one sentinel record with a null descriptor.
@@ -372,7 +377,10 @@ struct State {
     reg: registry::Registry,
     enabled: Vec<bool>,
     /// The loader's (adds, subs) counters when the objects were last scanned.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     loader: (u64, u64),
 }
 
@@ -505,6 +513,10 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         return Ok(report);
     }
     let mut requests = Vec::new();
+    // AArch64 compiler pads become `B stub`, not `BL` (the caller's return
+    // address must stay in x30): their own backend, in a second batch.
+    #[cfg(target_arch = "aarch64")]
+    let mut entry_requests = Vec::new();
     for &f in &targets {
         for &si in &reg.funcs[f].sites {
             let s = &reg.sites[si];
@@ -543,7 +555,7 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
                     Err(_) => s.stub, // the engine skips it with the encode error
                 }
             };
-            requests.push(SiteRequest {
+            let req = SiteRequest {
                 addr: s.addr,
                 want: if on {
                     Want::Call { target }
@@ -553,7 +565,13 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
                         from: target,
                     }
                 },
-            });
+            };
+            #[cfg(target_arch = "aarch64")]
+            if s.kind == tracer_core::site::KIND_FENTRY {
+                entry_requests.push(req);
+                continue;
+            }
+            requests.push(req);
         }
     }
     if !arch::Arch::TRAP.is_empty() {
@@ -577,7 +595,34 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         }
     }
     let mut writer = text::LiveText::default();
-    let batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    #[allow(unused_mut)]
+    let mut batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    #[cfg(target_arch = "aarch64")]
+    if !entry_requests.is_empty() {
+        let mut writer = text::LiveText::default();
+        let b = match apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
+        {
+            Ok(b) => b,
+            Err(e) if requests.is_empty() => return Err(Error::Write(e)),
+            // The first batch did change its sites: keep its outcome, and
+            // report these as skipped (nothing of this batch was written).
+            Err(e) => tracer_core::engine::BatchReport {
+                skipped: entry_requests
+                    .iter()
+                    .map(|r| Skipped {
+                        addr: r.addr,
+                        reason: SkipReason::NoStub(e.message.clone()),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        };
+        batch.changed.extend(b.changed);
+        batch.unchanged.extend(b.unchanged);
+        batch.skipped.extend(b.skipped);
+        batch.syncs += b.syncs;
+        batch.restore_error = batch.restore_error.or(b.restore_error);
+    }
     for sk in &batch.skipped {
         let f = reg
             .sites
@@ -819,7 +864,8 @@ pub struct Stats {
     /// Why the full save is needed, when it is.
     pub full_save_reason: Option<String>,
     /// How exits of compiler-padded functions are seen: `hooked` (return
-    /// addresses), or `entry-only: ...` with the reason (CET shadow stacks).
+    /// addresses), or `entry-only: ...` with the reason (CET or arm64 GCS
+    /// shadow stacks).
     pub returns: &'static str,
     /// Hooked returns given back to an exception or forced unwind (their
     /// exits were not recorded).
@@ -959,7 +1005,10 @@ pub mod __private {
 
     /// The unwinder entry points the preload library exports (they give the
     /// thread's hooked return addresses back, then call the real ones).
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_os = "linux"
+    ))]
     pub use crate::whole::{
         backtrace, unwind_backtrace, unwind_delete, unwind_forced, unwind_raise, unwind_resume,
         unwind_rethrow, UnwindStep,

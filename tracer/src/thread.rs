@@ -923,14 +923,17 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
     unsafe { in_hook(rec, hook) }
 }
 
-/// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64,
-/// set by the runtime before any compiler pad is enabled; 0 where returns are
+/// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64
+/// and AArch64, set by the runtime before any compiler pad is enabled; 0 where returns are
 /// not hooked (no such trampoline, or CET shadow stacks: entry-only events).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 fn evict(p: &mut Private, f: Frame, depth: usize) {
     if f.ret > TAIL && f.unhooked == 0 {
         let i = p.evicted_next % EVICTED;
@@ -962,11 +965,26 @@ fn evict(p: &mut Private, f: Frame, depth: usize) {
 /// trampoline): the callee gets a [`TAIL`] frame above it and both exits are
 /// recorded when the slot's return comes.
 ///
+/// `frame` identifies the call on the stack: on x86-64 it is `slot` itself
+/// (the return address is pushed on the stack and popped by `ret`); on
+/// AArch64 the return address arrives in `x30`, `slot` is where the
+/// trampoline saved it, and `frame` is the stack pointer at the function's
+/// entry (the traced function returns, into the return trampoline, with
+/// the same one). Frames are keyed by it.
+///
 /// # Safety
 /// `slot` must be the address of the return address of a function being
-/// entered on this thread's stack.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
+/// entered on this thread's stack (on AArch64: the entry trampoline's saved
+/// `x30`, which the trampoline puts back into `x30`).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
+    #[cfg(target_arch = "x86_64")]
+    let frame = slot;
+    #[cfg(not(target_arch = "x86_64"))]
+    let frame = _frame;
     guarded(|st, p, now| {
         let func = func as u32;
         let fret = FRET.load(Ordering::Relaxed);
@@ -974,8 +992,8 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
         let old = unsafe { *(slot as *const usize) };
         let tail = fret != 0 && old == fret;
         while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
-            let below = top.sp < slot && slot - top.sp < STACK_SPAN;
-            let same_dead = top.sp == slot && !tail;
+            let below = top.sp < frame && frame - top.sp < STACK_SPAN;
+            let same_dead = top.sp == frame && !tail;
             if below || same_dead {
                 p.depth -= 1;
                 p.overflow = 0;
@@ -984,7 +1002,9 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
                 break;
             }
         }
-        if p.rehook && fret != 0 {
+        // (Only on x86-64, where a frame's key is its return address slot;
+        // the AArch64 unwinder interposers never unhook surviving frames.)
+        if cfg!(target_arch = "x86_64") && p.rehook && fret != 0 {
             let n = rehook_above(p, slot, fret);
             // They were not unwound after all.
             st.unwound.store(
@@ -996,7 +1016,7 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
             .depth
             .checked_sub(1)
             .and_then(|i| p.shadow.get(i))
-            .is_some_and(|f| f.sp == slot && f.ret != 0 && f.unhooked == 0);
+            .is_some_and(|f| f.sp == frame && f.ret != 0 && f.unhooked == 0);
         // A tail call whose caller's frame is not on the shadow stack any more
         // cannot be given an exit: record nothing rather than half a call.
         let hook = fret != 0 && (!tail || hooked_below);
@@ -1005,7 +1025,7 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _ret: usize) {
                 func,
                 unhooked: 0,
                 ts: now,
-                sp: slot,
+                sp: frame,
                 ret: if tail { TAIL } else { old },
             };
             if !tail {
@@ -1113,12 +1133,17 @@ pub fn unwind_limit() -> usize {
     with_own(|_, p, _| p.unwind_limit).unwrap_or(usize::MAX)
 }
 
-/// Called by the return trampoline: the function whose return address sat
-/// at `slot` returned. Records the exit(s) and returns where it must go.
+/// Called by the return trampoline: the function whose frame is keyed by
+/// `slot` (see [`on_fentry`]: its return address slot on x86-64, its entry
+/// stack pointer on AArch64) returned. Records the exit(s) and returns
+/// where it must go.
 ///
 /// # Safety
 /// Only the return trampoline calls it, on the thread whose frame it was.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     let now = hook_now();
     let ret = with_own(|st, p, was_busy| {
@@ -1194,7 +1219,10 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
 
 /// A hooked return with no record: the return address is unknown. Never
 /// returns.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 extern "C" fn lost_return(slot: usize) -> usize {
     eprintln!(
         "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
@@ -1293,6 +1321,61 @@ fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
     st.unwound
         .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     frames
+}
+
+/// AArch64 unwinder walk (see `crate::whole`): the frame keyed `key` (its
+/// entry stack pointer) returns into the return trampoline and an unwind is
+/// about to go through it. Its shadow frame (and the tail-called ones that
+/// share it) is marked as given back, and its original return address
+/// returned, for the walk to store where the frame saved `x30`. `None` if
+/// this thread has no such hooked frame.
+#[cfg(target_arch = "aarch64")]
+pub fn give_back_return(key: usize) -> Option<usize> {
+    with_own(|st, p, _| {
+        let mut found = None;
+        for i in (0..p.depth).rev() {
+            let Some(f) = p.shadow.get(i) else { continue };
+            if f.sp == key && f.ret > TAIL && f.unhooked == 0 {
+                found = Some((i, f.ret));
+                break;
+            }
+        }
+        let ret = match found {
+            Some((i, ret)) => {
+                for j in i..p.depth {
+                    if let Some(f) = p.shadow.get_mut(j).filter(|f| f.sp == key) {
+                        f.unhooked = 1;
+                    }
+                }
+                ret
+            }
+            None => {
+                let e = p.evicted.iter_mut().find(|e| e.0 == key && e.1 != 0)?;
+                let ret = e.1;
+                *e = (0, 0);
+                ret
+            }
+        };
+        bump(&st.unwound);
+        Some(ret)
+    })
+    .flatten()
+}
+
+/// How many hooked returns this thread has (AArch64 unwinder walks are
+/// skipped when there are none).
+#[cfg(target_arch = "aarch64")]
+pub fn hooked_returns() -> usize {
+    with_own(|_, p, _| {
+        let live = p
+            .shadow
+            .iter()
+            .take(p.depth)
+            .filter(|f| f.ret > TAIL && f.unhooked == 0)
+            .count();
+        live + p.evicted.iter().filter(|e| e.1 != 0).count()
+    })
+    .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@
 //! (site region, target) every time, so disabling finds the target it enabled.
 //! On x86-64 the same pages hold the entry stubs of compiler pads
 //! ([`entry_stub`]): `push FUNC; jmp [rip]; .quad TRAMPOLINE`, within
-//! ±2 GiB of the pads that call them. On ARMv7 every target is returned as
-//! it is.
+//! ±2 GiB of the pads that call them; on AArch64 they hold those of
+//! compiler pads too (`ldr x17, resume; ldr x9, tramp; ldr w16, func; br x9`
+//! and the literals, [`entry_stub`]), within `B` reach of the pad that jumps
+//! to them. On ARMv7 every target is returned as it is.
 
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 mod imp {
@@ -22,8 +24,10 @@ mod imp {
     use tracer_core::backend::{Backend, EncodeError};
 
     const PAGE: usize = 4096;
+    /// AArch64 slots hold veneers (16 bytes) and the entry stubs of
+    /// compiler pads (`tracer_arch_arm::aarch64::encode_entry_stub`).
     #[cfg(target_arch = "aarch64")]
-    const SLOT: usize = 16;
+    const SLOT: usize = 48;
     #[cfg(target_arch = "aarch64")]
     const REACH: usize = 128 << 20;
     /// x86-64 slots hold per-function entry stubs (see [`entry_stub`]).
@@ -156,7 +160,11 @@ mod imp {
         }
         #[cfg(target_arch = "aarch64")]
         return slot_for(site, target, 0, &|slot| {
-            tracer_arch_arm::aarch64::encode_veneer(slot, target).map_err(|e| e.to_string())
+            let v =
+                tracer_arch_arm::aarch64::encode_veneer(slot, target).map_err(|e| e.to_string())?;
+            let mut b = [0u8; SLOT];
+            b[..v.len()].copy_from_slice(&v);
+            Ok(b)
         });
         #[cfg(target_arch = "x86_64")]
         slot_for(site, target, 0, &|_| {
@@ -174,11 +182,28 @@ mod imp {
             Ok(tracer_arch_x86::pad::encode_entry_stub(func, tramp))
         })
     }
+
+    /// The entry stub of function `func` for the compiler pad at `site`: it
+    /// loads `func` into `w16` and the address after the pad's first
+    /// instruction into `x17`, and branches to `tramp` (see
+    /// `tracer_arch_arm::aarch64::encode_entry_stub`). One per site (the
+    /// resume address is the site's), within `B` reach of it; never freed.
+    #[cfg(target_arch = "aarch64")]
+    pub fn entry_stub(site: usize, func: u32, tramp: usize) -> Result<usize, String> {
+        // The tag: the site itself (never 0, which marks plain veneers).
+        slot_for(site, tramp, site as u64, &|slot| {
+            let v = tracer_arch_arm::aarch64::encode_entry_stub(slot, site, func, tramp)
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; SLOT];
+            b[..v.len()].copy_from_slice(&v);
+            Ok(b)
+        })
+    }
 }
 
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::call_target;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::entry_stub;
 
 /// What the site at `site` should call to reach `target` (the target itself

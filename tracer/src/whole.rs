@@ -11,7 +11,13 @@
 //!
 //! **Entries.** An enabled compiler pad calls its function's entry stub
 //! (`crate::veneer::entry_stub`: function index pushed, jump to
-//! `__tracer_v1_tramp_fentry`).
+//! `__tracer_v1_tramp_fentry`). On AArch64 the pad's first `NOP` becomes
+//! `B stub` (`tracer_arch_arm::Aarch64Entry`: a `B` leaves the caller's
+//! return address in `x30`); the per-site stub loads the function index
+//! into `w16` and the resume address into `x17` and branches to the
+//! AArch64 `__tracer_v1_tramp_fentry` (`tracer_arch_arm`'s
+//! `__tracer_define_fentry_trampolines!`), which passes the hook the
+//! address of the saved `x30` and the entry stack pointer, the frame's key.
 //!
 //! **Exits** are seen by hooking the return address, as ftrace's
 //! function_graph does: the entry hook saves the caller's return address on
@@ -32,7 +38,18 @@
 //! `pthread_exit`) gives back everything. The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
-//! of a C++ `catch`) or at the next traced entry. Where CET shadow
+//! of a C++ `catch`) or at the next traced entry. On AArch64 the return
+//! address lives wherever the function's prologue saved `x30`, which only
+//! the unwinder knows: the return trampoline has no unwind information, so
+//! a walk stops there, and the interposers' own search walk
+//! (`_Unwind_Backtrace`) stores the real return address through the
+//! unwinder's context (`_Unwind_SetGR(ctx, 30, ..)` writes the frame's save
+//! slot) each time it meets the trampoline, then walks again; it stops at
+//! the catching frame, so the frames that survive keep their hooks and
+//! nothing needs hooking again. A frame that signs its return address
+//! (pac-ret) saved the trampoline's address signed, and the unwinder
+//! authenticates it: the real one goes back signed with the same key and
+//! modifier. Where CET shadow
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 //!
@@ -42,54 +59,63 @@
 //! the runtime's ELF constructor, before `main`, when the process has exactly
 //! one thread (so no other thread can be executing them). Objects loaded later,
 //! or a process that already had threads then, keep them, and those
-//! functions are listed with the reason.
+//! functions are listed with the reason. AArch64 has no such pads (every
+//! instruction is 4 bytes): nothing is converted there.
+//!
+//! **The tracer's own functions** are excluded by path prefix, and on
+//! x86-64 also everything they can call directly (a reachability walk
+//! decoded with iced-x86); AArch64 has the prefix list and the hooks only.
 
 use crate::State;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::{arch, collect, discover, thread, trap};
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::collections::HashSet;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::Mutex;
 
 /// Path prefixes of the tracer's own functions.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const OWN: &[&str] = &[
     "tracer::",
     "tracer_core::",
     "tracer_arch_x86::",
+    "tracer_arch_arm::",
     "tracer_preload::",
     "<tracer",
     "__tracer",
 ];
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" {
     fn __tracer_v1_tramp_fentry();
     fn __tracer_v1_tramp_fret();
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     return match RETURNS.load(Ordering::Relaxed) {
         1 => "hooked",
+        #[cfg(target_arch = "x86_64")]
         2 => "entry-only: CET shadow stacks are active, a changed return address would be fatal",
+        #[cfg(target_arch = "aarch64")]
+        2 => "entry-only: the Guarded Control Stack is active, a changed return address would be fatal",
         3 => "entry-only: TRACER_NO_RETURN_HOOK is set",
         _ => "not set up yet",
     };
-    #[cfg(not(target_arch = "x86_64"))]
-    "compiler pads are traced on x86-64 only"
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    "compiler pads are traced on x86-64 and AArch64 only"
 }
 
 /// Decide whether returns are hooked (once, at start).
 pub fn init_returns() {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let mode = if arch::shadow_stack_active() {
             2
@@ -108,17 +134,19 @@ pub fn init_returns() {
 
 /// What an enabled compiler pad at `site` of function `func` calls.
 pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     return crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = (site, func);
-        Err(String::from("compiler pads are traced on x86-64 only"))
+        Err(String::from(
+            "compiler pads are traced on x86-64 and AArch64 only",
+        ))
     }
 }
 
 /// Objects scanned that have no pads, or could not be read: not again.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static NO_PADS: Mutex<Option<HashSet<(String, usize)>>> = Mutex::new(None);
 
 /// Threads the process had when the constructor ran (0: it has not run).
@@ -128,7 +156,7 @@ static STARTUP_THREADS: AtomicUsize = AtomicUsize::new(0);
 #[cfg(target_arch = "x86_64")]
 pub static CONVERTED: AtomicUsize = AtomicUsize::new(0);
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn read_live(a: usize, buf: &mut [u8]) {
     // SAFETY: callers read only the pad tables and code of loaded objects,
     // which are mapped.
@@ -177,9 +205,32 @@ fn own_functions(obj: &discover::LoadedObject, funcs: &[discover::FoundFunc]) ->
     out
 }
 
+/// The sites of an object's functions that the tracer itself may run, by
+/// function start: on AArch64 only its own crates' functions (by path
+/// prefix, checked by the caller) and the hooks. The reachability walk over
+/// direct calls that x86-64 does (iced-x86) has no AArch64 counterpart yet,
+/// so a padded function outside the tracer's crates that the hooks call
+/// (none in a Rust program built without `-Z patchable-function-entry`)
+/// would be listed.
+#[cfg(target_arch = "aarch64")]
+fn own_functions(obj: &discover::LoadedObject, _: &[discover::FoundFunc]) -> HashSet<usize> {
+    let here = own_functions as *const () as usize;
+    if !obj.exec.iter().any(|&(s, e)| here >= s && here < e) {
+        return HashSet::new();
+    }
+    [
+        crate::thread::on_fentry as *const () as usize,
+        crate::thread::on_fret as *const () as usize,
+        crate::thread::on_entry as *const () as usize,
+        crate::thread::on_exit as *const () as usize,
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// Bring the registry up to date with the objects loaded now.
 pub(crate) fn refresh(st: &mut State) {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let (objs, adds, subs) = discover::loaded_objects();
         if (adds, subs) == st.loader {
@@ -248,7 +299,11 @@ pub(crate) fn refresh(st: &mut State) {
                 no_pads.insert(key);
                 continue;
             }
+            #[cfg(target_arch = "x86_64")]
             st.reg.add_object(&o.path, o.bias, &found, &gcc_reason);
+            // No 1-byte NOPs on AArch64: every instruction is 4 bytes.
+            #[cfg(target_arch = "aarch64")]
+            st.reg.add_object(&o.path, o.bias, &found, &String::new);
         }
         let n = st.reg.funcs.len();
         st.enabled.resize(n, false);
@@ -258,7 +313,7 @@ pub(crate) fn refresh(st: &mut State) {
         collect::lock().ensure(n);
         trap::publish_sites(st.reg.addresses());
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = st;
 }
 
@@ -320,7 +375,10 @@ pub fn convert_at_startup() {
 // ---------------------------------------------------------------------------
 // The unwinder: hooked return addresses are given back before it walks.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
 mod unwind {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -386,6 +444,43 @@ mod unwind {
         fn _Unwind_GetIPInfo(ctx: *mut libc::c_void, before: *mut libc::c_int) -> usize;
         fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
         fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
+        #[cfg(target_arch = "aarch64")]
+        fn _Unwind_SetGR(ctx: *mut libc::c_void, reg: libc::c_int, value: usize);
+        #[cfg(target_arch = "aarch64")]
+        fn _Unwind_GetGR(ctx: *mut libc::c_void, reg: libc::c_int) -> usize;
+    }
+
+    /// `addr` signed as `raw` (what a frame's prologue stored for the return
+    /// trampoline's address `fret`) was: unchanged if `raw` is `fret` itself,
+    /// else signed with the same key (A or B) and modifier (`cfa`, the
+    /// stack pointer at the function's entry, which `paciasp`/`pacibsp`
+    /// used and the unwinder authenticates with). `None` if `raw` is neither.
+    #[cfg(target_arch = "aarch64")]
+    fn signed_like(raw: usize, fret: usize, addr: usize, cfa: usize) -> Option<usize> {
+        if raw == fret {
+            return Some(addr);
+        }
+        let (a_fret, a_addr, b_fret, b_addr): (usize, usize, usize, usize);
+        // SAFETY: PACIA1716 / PACIB1716 (HINT #8 / #10, no-ops without
+        // pointer authentication) compute a signature into x17 from x17 and
+        // x16; no memory is touched.
+        unsafe {
+            std::arch::asm!("hint #8", inout("x17") fret => a_fret, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #8", inout("x17") addr => a_addr, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #10", inout("x17") fret => b_fret, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+            std::arch::asm!("hint #10", inout("x17") addr => b_addr, in("x16") cfa,
+                options(nomem, nostack, preserves_flags));
+        }
+        if raw == a_fret {
+            Some(a_addr)
+        } else if raw == b_fret {
+            Some(b_addr)
+        } else {
+            None
+        }
     }
 
     #[repr(C)]
@@ -418,6 +513,22 @@ mod unwind {
         /// `extern "C"` function) must not be taken for the catch.
         own: [usize; 2],
         past_own: bool,
+        /// AArch64: the return trampoline's address (0: returns are not
+        /// hooked).
+        #[cfg(target_arch = "aarch64")]
+        fret: usize,
+        /// AArch64: hooked returns of frames whose CFA is at or below this
+        /// are given back when the walk meets them; meeting one above it
+        /// ends the walk.
+        #[cfg(target_arch = "aarch64")]
+        give_back_to: usize,
+        /// AArch64: this walk gave one hooked return back (and ended there:
+        /// walk again to go on).
+        #[cfg(target_arch = "aarch64")]
+        gave_back: bool,
+        /// AArch64: this walk met a hooked return it could not give back.
+        #[cfg(target_arch = "aarch64")]
+        stuck: bool,
     }
 
     /// Read a ULEB128 at `*p`, advancing it.
@@ -551,6 +662,44 @@ mod unwind {
             if ip == 0 {
                 return URC_NORMAL_STOP;
             }
+            // AArch64: the frame below returns into the return trampoline,
+            // which has no unwind information, so the unwinder cannot go
+            // past it. Give the frame its real return address back, right
+            // where its prologue saved `x30` (the context's register 30 is
+            // that slot, and `_Unwind_SetGR` stores through it); the caller
+            // walks again from the start, and this time gets past it. The
+            // context's CFA is the returning frame's CFA: its entry stack
+            // pointer, which keys its shadow frame.
+            #[cfg(target_arch = "aarch64")]
+            if s.fret != 0 && ip == s.fret {
+                let key = _Unwind_GetCFA(ctx);
+                if key > s.give_back_to {
+                    return URC_NORMAL_STOP;
+                }
+                // A frame built with `-mbranch-protection=pac-ret` saved
+                // the trampoline's address signed (its pad comes before
+                // `paciasp`), and the unwinder authenticates what it reads
+                // there: the real address goes back signed the same way.
+                let raw = _Unwind_GetGR(ctx, 30);
+                if signed_like(raw, s.fret, 0, key).is_none() {
+                    s.stuck = true; // a key or modifier this walk cannot reproduce
+                    return URC_NORMAL_STOP;
+                }
+                match crate::thread::give_back_return(key) {
+                    Some(orig) => {
+                        // (Register 30 of this context is a pointer to the
+                        // returning frame's saved `x30`, on its live stack.)
+                        let v = signed_like(raw, s.fret, orig, key).unwrap_or(orig);
+                        _Unwind_SetGR(ctx, 30, v);
+                        s.gave_back = true;
+                    }
+                    None => s.stuck = true,
+                }
+                return URC_NORMAL_STOP;
+            }
+            if s.exc.is_null() {
+                return URC_NO_REASON; // only giving returns back
+            }
             let pc = if before != 0 { ip } else { ip - 1 };
             let mut bases = Bases {
                 text: 0,
@@ -575,6 +724,54 @@ mod unwind {
         }
     }
 
+    /// Walk the stack as [`catching_sp`] does, giving back (AArch64) every
+    /// hooked return met below the catching frame, or, with a null `exc`,
+    /// below `give_back_to`; returns the catching frame's stack pointer as
+    /// [`catching_sp`] does (`usize::MAX` without `exc`).
+    ///
+    /// # Safety
+    /// `exc` is null or an exception object about to be raised.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn walk(exc: *mut libc::c_void, own: [usize; 2], give_back_to: usize) -> usize {
+        let fret = crate::thread::FRET.load(Ordering::Relaxed);
+        let class = if exc.is_null() {
+            0
+        } else {
+            // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
+            unsafe { *(exc as *const u64) }
+        };
+        let mut s = Search {
+            exc,
+            class,
+            cfa: 0,
+            frames: 0,
+            own,
+            past_own: false,
+            fret,
+            give_back_to,
+            gave_back: false,
+            stuck: false,
+        };
+        // One walk per hooked return given back (each ends at the return
+        // trampoline): at most the shadow stack's depth, and a margin.
+        for _ in 0..2 * crate::thread::MAX_DEPTH + 16 {
+            s.cfa = 0;
+            s.frames = 0;
+            s.past_own = false;
+            s.gave_back = false;
+            // SAFETY: `search_step` matches the callback type and uses only `s`.
+            unsafe { _Unwind_Backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
+            if !s.gave_back || s.stuck {
+                break;
+            }
+        }
+        if s.cfa == 0 {
+            usize::MAX
+        } else {
+            s.cfa
+        }
+    }
+
     /// The stack pointer of the frame that will catch `exc` (every return
     /// address slot at or above it survives the unwind), found by
     /// the unwinder's own search phase (each frame's personality routine
@@ -584,6 +781,7 @@ mod unwind {
     ///
     /// # Safety
     /// `exc` is an exception object about to be raised.
+    #[cfg(target_arch = "x86_64")]
     unsafe fn catching_sp(exc: *mut libc::c_void, own: [usize; 2]) -> usize {
         let mut s = Search {
             exc,
@@ -607,12 +805,43 @@ mod unwind {
         }
     }
 
+    /// Before an exception is raised (AArch64): find the frame that will
+    /// catch it by the search phase, giving back the hooked returns of the
+    /// frames below it on the way (the unwinder cannot walk past the return
+    /// trampoline); the catching frame and those above keep their hooks.
+    ///
+    /// # Safety
+    /// `exc` is an exception object about to be raised.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
+        if crate::thread::hooked_returns() == 0 {
+            crate::thread::set_unwind_limit(usize::MAX);
+            return;
+        }
+        // SAFETY: per the caller.
+        let limit = unsafe { walk(exc, own, usize::MAX) };
+        crate::thread::set_unwind_limit(limit);
+    }
+
+    /// Give back every hooked return of this thread whose frame lies below
+    /// `limit` (`usize::MAX`: all): the unwinder is about to go through them.
+    fn give_back_below(limit: usize) {
+        #[cfg(target_arch = "x86_64")]
+        crate::thread::unhook_returns(limit);
+        #[cfg(target_arch = "aarch64")]
+        if crate::thread::hooked_returns() != 0 {
+            // SAFETY: a walk that only gives returns back (no exception).
+            unsafe { walk(std::ptr::null_mut(), [0, 0], limit) };
+        }
+    }
+
     /// Before an exception is raised: give every hooked return back, find
     /// the frame that will catch it, and hook again the returns of that
     /// frame and the ones above it, which the unwind does not touch.
     ///
     /// # Safety
     /// As [`catching_sp`].
+    #[cfg(target_arch = "x86_64")]
     unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
         if crate::thread::unhook_returns(usize::MAX) == 0 {
             // No hooked frame on this thread (the usual case without
@@ -628,7 +857,7 @@ mod unwind {
         crate::thread::set_unwind_limit(limit);
     }
 
-    /// `_Unwind_RaiseException`, after [`prepare`]. `wrapper` is the
+    /// `_Unwind_RaiseException`, after `prepare`. `wrapper` is the
     /// function that called this one in place of the unwinder's (the preload
     /// library's export), or 0 (the program's weak definition jumps here).
     ///
@@ -652,14 +881,14 @@ mod unwind {
         arg: *mut libc::c_void,
     ) -> libc::c_int {
         // Every frame up to the stop function's choice may be unwound.
-        crate::thread::unhook_returns(usize::MAX);
+        give_back_below(usize::MAX);
         crate::thread::set_unwind_limit(usize::MAX);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Forced>(real(1))(exc, stop, arg) }
     }
 
     /// `_Unwind_Resume_or_Rethrow` (C++ `throw;`): a new raise, after
-    /// [`prepare`], unless it continues a forced unwind. `wrapper` as for
+    /// `prepare`, unless it continues a forced unwind. `wrapper` as for
     /// [`raise`].
     ///
     /// # Safety
@@ -668,7 +897,7 @@ mod unwind {
         // SAFETY: `_Unwind_Exception` is {class, cleanup, private_1, ...};
         // private_1 is the stop function of a forced unwind.
         if unsafe { *(exc as *const usize).add(2) } != 0 {
-            crate::thread::unhook_returns(usize::MAX);
+            give_back_below(usize::MAX);
             crate::thread::set_unwind_limit(usize::MAX);
         } else {
             // SAFETY: per the caller.
@@ -686,7 +915,7 @@ mod unwind {
     /// As the unwinder's own.
     pub unsafe extern "C" fn resume(exc: *mut libc::c_void) {
         // Only below the catching frame: the unwind stops there.
-        crate::thread::unhook_returns(crate::thread::unwind_limit());
+        give_back_below(crate::thread::unwind_limit());
         type Resume = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
@@ -694,7 +923,7 @@ mod unwind {
 
     /// `_Unwind_DeleteException` (a caught foreign or C++ exception is
     /// finished with, at the end of a `catch`): frames given back that
-    /// survived are hooked again, where [`prepare`] could not tell the
+    /// survived are hooked again, where `prepare` could not tell the
     /// catching frame (its search found none; Rust's `catch_unwind` does not
     /// come here, its frame is found by the search).
     ///
@@ -704,8 +933,12 @@ mod unwind {
         type Delete = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Delete>(real(4))(exc) };
-        let here = 0u8;
-        crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+        // AArch64 never takes hooks from frames that survive: nothing to do.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let here = 0u8;
+            crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+        }
     }
 
     /// The function that starts a frame's FDE (0: none).
@@ -860,6 +1093,7 @@ mod unwind {
 
     // Weak definitions: a program linking the tracer resolves its own calls
     // (Rust's panics) to them; a static libgcc_eh would override them.
+    #[cfg(target_arch = "x86_64")]
     std::arch::global_asm!(
         ".pushsection .text.__tracer_unwind,\"ax\",@progbits",
         ".weak _Unwind_RaiseException",
@@ -897,9 +1131,44 @@ mod unwind {
         delete = sym delete,
         walk = sym backtrace_walk,
     );
+    #[cfg(target_arch = "aarch64")]
+    std::arch::global_asm!(
+        ".pushsection .text.__tracer_unwind,\"ax\",%progbits",
+        ".weak _Unwind_RaiseException",
+        ".type _Unwind_RaiseException,%function",
+        "_Unwind_RaiseException:",
+        "mov x1, xzr",
+        "b {raise}",
+        ".weak _Unwind_ForcedUnwind",
+        ".type _Unwind_ForcedUnwind,%function",
+        "_Unwind_ForcedUnwind:",
+        "b {forced}",
+        ".weak _Unwind_Resume_or_Rethrow",
+        ".type _Unwind_Resume_or_Rethrow,%function",
+        "_Unwind_Resume_or_Rethrow:",
+        "mov x1, xzr",
+        "b {rethrow}",
+        ".weak _Unwind_Resume",
+        ".type _Unwind_Resume,%function",
+        "_Unwind_Resume:",
+        "b {resume}",
+        ".weak _Unwind_DeleteException",
+        ".type _Unwind_DeleteException,%function",
+        "_Unwind_DeleteException:",
+        "b {delete}",
+        ".popsection",
+        raise = sym raise,
+        forced = sym forced,
+        rethrow = sym rethrow,
+        resume = sym resume,
+        delete = sym delete,
+    );
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
 pub use unwind::{
     backtrace, backtrace_walk as unwind_backtrace, delete as unwind_delete,
     forced as unwind_forced, raise as unwind_raise, resume as unwind_resume,

@@ -29,7 +29,7 @@ extern "C" fn start() {
 ///
 /// # Safety
 /// As libgcc's: `exc` is an exception object.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_RaiseException(exc: *mut libc::c_void) -> libc::c_int {
     // SAFETY: forwarded unchanged.
@@ -40,7 +40,7 @@ pub unsafe extern "C" fn _Unwind_RaiseException(exc: *mut libc::c_void) -> libc:
 ///
 /// # Safety
 /// As libgcc's.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_ForcedUnwind(
     exc: *mut libc::c_void,
@@ -55,7 +55,7 @@ pub unsafe extern "C" fn _Unwind_ForcedUnwind(
 ///
 /// # Safety
 /// As libgcc's.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_Resume_or_Rethrow(exc: *mut libc::c_void) -> libc::c_int {
     // SAFETY: forwarded unchanged.
@@ -68,7 +68,7 @@ pub unsafe extern "C" fn _Unwind_Resume_or_Rethrow(exc: *mut libc::c_void) -> li
 ///
 /// # Safety
 /// As libgcc's.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_Resume(exc: *mut libc::c_void) {
     // SAFETY: forwarded unchanged.
@@ -79,7 +79,7 @@ pub unsafe extern "C" fn _Unwind_Resume(exc: *mut libc::c_void) {
 ///
 /// # Safety
 /// As libgcc's.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn _Unwind_DeleteException(exc: *mut libc::c_void) {
     // SAFETY: forwarded unchanged.

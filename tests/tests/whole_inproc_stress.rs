@@ -1,0 +1,162 @@
+//! Compiler-padded C functions (`fixtures/inproc/whole.c`) called from four
+//! threads that check every result, while the main thread enables and
+//! disables them again and again: the pads change under running threads,
+//! hooked returns stay balanced, and the counts add up.
+#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracer_tests::whole_c as c;
+
+const WORKERS: usize = 4;
+const FUNCS: [&str; 3] = ["mt_leaf", "mt_mid", "mt_fp"];
+
+/// Per-thread nesting of the event stream: every exit closes the entry at
+/// its depth.
+#[derive(Default)]
+struct Checker {
+    stacks: HashMap<u64, Vec<u32>>,
+    violations: u64,
+    details: Vec<String>,
+    entries: u64,
+    exits: u64,
+}
+
+impl Checker {
+    fn see(&mut self, tid: u64, ev: &tracer::__private::Event) {
+        let st = self.stacks.entry(tid).or_default();
+        let d = ev.depth as usize;
+        if ev.kind == tracer::__private::KIND_ENTRY {
+            self.entries += 1;
+            if st.len() != d {
+                self.violations += 1;
+                self.details.push(format!("entry {ev:?} stack {st:?}"));
+                st.resize(d, u32::MAX);
+            }
+            st.push(ev.func);
+        } else {
+            self.exits += 1;
+            if st.len() == d + 1 && st[d] == ev.func {
+                st.truncate(d);
+            } else {
+                self.violations += 1;
+                self.details.push(format!("exit {ev:?} stack {st:?}"));
+                st.truncate(d);
+            }
+        }
+    }
+}
+
+#[test]
+fn c_functions_called_by_four_threads_while_toggled() {
+    tracer::set_buffer_events(1 << 18);
+    let checker = Arc::new(Mutex::new(Checker::default()));
+    {
+        let c = checker.clone();
+        let funcs: Vec<u32> = FUNCS
+            .iter()
+            .map(|n| tracer::__private::func_index(n).expect("the fixture is listed"))
+            .collect();
+        tracer::__private::set_event_tap(Some(Box::new(move |tid, ev| {
+            if funcs.contains(&ev.func) {
+                c.lock().unwrap().see(tid, ev);
+            }
+        })));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let (stop, calls, errors) = (stop.clone(), calls.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut x = w as u64 * 1_000_003;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..16 {
+                        x = x.wrapping_add(1);
+                        // SAFETY (all calls): plain C functions of the fixture.
+                        let (mid, leaf, fp) = unsafe {
+                            (
+                                c::mt_mid(black_box(x)),
+                                c::mt_leaf(black_box(x)),
+                                c::mt_fp(black_box(x as f64)),
+                            )
+                        };
+                        let ok = mid == c::mt_leaf_model(x) ^ c::mt_leaf_model(x + 1)
+                            && leaf == c::mt_leaf_model(x)
+                            && fp == (x as f64) * 0.5 + 1.0;
+                        if !ok {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    calls.fetch_add(16, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    let toggles = 60;
+    let mut windows_with_calls = 0;
+    for i in 0..toggles {
+        let pat = match i % 3 {
+            0 => "mt_*",
+            1 => "mt_leaf mt_fp",
+            _ => "mt_mid",
+        };
+        assert!(tracer::enable(pat).unwrap() > 0);
+        // Let the workers run into the enabled pads: until they made some
+        // calls, or a deadline (qemu may be slow; never a fixed sleep).
+        let before = calls.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while calls.load(Ordering::Relaxed) < before + 64 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        if calls.load(Ordering::Relaxed) >= before + 64 {
+            windows_with_calls += 1;
+        }
+        assert!(tracer::disable("mt_*").unwrap() > 0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    tracer::__private::drain();
+    tracer::__private::set_event_tap(None);
+
+    let s = tracer::stats();
+    let chk = checker.lock().unwrap();
+    let total = calls.load(Ordering::Relaxed);
+    println!(
+        "calls {total} entries {} exits {} violations {} windows {windows_with_calls} {s:?}",
+        chk.entries, chk.exits, chk.violations
+    );
+    for d in chk.details.iter().take(5) {
+        println!("{d}");
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "wrong results");
+    assert_eq!(windows_with_calls, toggles, "workers stalled");
+    assert!(chk.entries > 0, "the toggling never caught a call");
+    let counts: Vec<tracer::LatencySummary> = FUNCS
+        .iter()
+        .map(|f| tracer::latency(f).unwrap_or_default())
+        .collect();
+    let completed: u64 = counts.iter().map(|l| l.count).sum();
+    let lost: u64 = counts.iter().map(|l| l.lost).sum();
+    // Every completed call is counted, its exit event delivered unless a full
+    // ring dropped it.
+    assert_eq!(completed, chk.exits + lost);
+    if s.dropped == 0 {
+        // A hooked return always comes back: every entry has its exit, even
+        // of calls that were in flight while their function was disabled.
+        assert_eq!(chk.entries, chk.exits, "{s:?}");
+        assert_eq!(chk.violations, 0);
+    } else {
+        assert!(chk.violations <= s.dropped);
+    }
+    assert!(counts[0].count <= 3 * total, "mt_leaf: {:?}", counts[0]);
+    assert!(counts[1].count <= total && counts[2].count <= total);
+    assert_eq!(s.unmatched, 0, "{s:?}");
+}
