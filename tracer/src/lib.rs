@@ -1003,6 +1003,10 @@ pub mod __private {
         crate::collect::lock().hists.iter().flatten().count()
     }
 
+    /// The stack walks the preload library exports (x86-64: hooked returns
+    /// are given back around the walk).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    pub use crate::whole::{backtrace, unwind_backtrace, UnwindStep};
     /// The unwinder entry points the preload library exports (they give the
     /// thread's hooked return addresses back, then call the real ones).
     #[cfg(all(
@@ -1010,8 +1014,8 @@ pub mod __private {
         target_os = "linux"
     ))]
     pub use crate::whole::{
-        backtrace, unwind_backtrace, unwind_delete, unwind_forced, unwind_raise, unwind_resume,
-        unwind_rethrow, UnwindStep,
+        unwind_delete, unwind_forced, unwind_raise, unwind_resume, unwind_rethrow,
+        unwind_thread_exit,
     };
 
     /// For benches and tests: run one batch over raw pads (the

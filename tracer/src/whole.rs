@@ -34,8 +34,14 @@
 //! personality routine asked through `_Unwind_Backtrace`, as libgcc does
 //! first), and hook again that frame and the ones above it, which the unwind
 //! never reads; `_Unwind_Resume` (the end of a cleanup) gives back only what
-//! lies below the catching frame; `_Unwind_ForcedUnwind` (`pthread_cancel`,
-//! `pthread_exit`) gives back everything. The frames the unwind goes through
+//! lies below the catching frame (each exception's own: one thrown and
+//! caught inside a cleanup of another has its own limit);
+//! `_Unwind_ForcedUnwind` gives back everything. glibc reaches libgcc's
+//! `_Unwind_ForcedUnwind` by its own handle, past the interposers, so the
+//! preload library also exports `pthread_exit`, which gives everything back
+//! first; a thread cancelled (`pthread_cancel`) inside hooked frames is
+//! unwound only up to the first of them (its destructors above it do not
+//! run), a known gap. The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
 //! of a C++ `catch`) or at the next traced entry. On AArch64 the return
@@ -382,7 +388,8 @@ pub fn convert_at_startup() {
 mod unwind {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static REAL: [AtomicUsize; 6] = [
+    static REAL: [AtomicUsize; 7] = [
+        AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
@@ -390,13 +397,14 @@ mod unwind {
         AtomicUsize::new(0),
         AtomicUsize::new(0),
     ];
-    const NAMES: [&std::ffi::CStr; 6] = [
+    const NAMES: [&std::ffi::CStr; 7] = [
         c"_Unwind_RaiseException",
         c"_Unwind_ForcedUnwind",
         c"_Unwind_Resume_or_Rethrow",
         c"_Unwind_Resume",
         c"_Unwind_DeleteException",
         c"_Unwind_Backtrace",
+        c"pthread_exit",
     ];
 
     fn real(i: usize) -> usize {
@@ -760,7 +768,7 @@ mod unwind {
             s.past_own = false;
             s.gave_back = false;
             // SAFETY: `search_step` matches the callback type and uses only `s`.
-            unsafe { _Unwind_Backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
+            unsafe { real_backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
             if !s.gave_back || s.stuck {
                 break;
             }
@@ -815,12 +823,56 @@ mod unwind {
     #[cfg(target_arch = "aarch64")]
     unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
         if crate::thread::hooked_returns() == 0 {
-            crate::thread::set_unwind_limit(usize::MAX);
+            in_flight(exc, usize::MAX);
             return;
         }
         // SAFETY: per the caller.
         let limit = unsafe { walk(exc, own, usize::MAX) };
+        in_flight(exc, limit);
+    }
+
+    std::thread_local! {
+        /// This thread's exceptions being raised or unwound, with the stack
+        /// address of the frame that catches each (`usize::MAX`: none, or a
+        /// forced unwind). More than one when a destructor run by an unwind
+        /// throws and catches an exception of its own.
+        static IN_FLIGHT: std::cell::RefCell<Vec<(usize, usize)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Remember that `exc`, being raised, is caught by the frame at `limit`.
+    /// Exceptions whose catching frame lies below this point are over (the
+    /// catch has returned) and forgotten.
+    fn in_flight(exc: *mut libc::c_void, limit: usize) {
         crate::thread::set_unwind_limit(limit);
+        let here = 0u8;
+        let here = std::hint::black_box(&here) as *const u8 as usize;
+        let _ = IN_FLIGHT.try_with(|v| {
+            let mut v = v.borrow_mut();
+            v.retain(|&(e, l)| e != exc as usize && l > here);
+            if v.len() >= 16 {
+                v.remove(0);
+            }
+            v.push((exc as usize, limit));
+        });
+    }
+
+    /// Where the unwind of `exc` stops (as [`in_flight`] recorded it): each
+    /// exception's own limit, not the last raised one's (an exception thrown
+    /// and caught inside a cleanup of another must not make the outer
+    /// unwind meet hooked returns).
+    fn limit_of(exc: *mut libc::c_void) -> usize {
+        IN_FLIGHT
+            .try_with(|v| {
+                v.borrow()
+                    .iter()
+                    .rev()
+                    .find(|&&(e, _)| e == exc as usize)
+                    .map(|&(_, l)| l)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(crate::thread::unwind_limit)
     }
 
     /// Give back every hooked return of this thread whose frame lies below
@@ -846,7 +898,7 @@ mod unwind {
         if crate::thread::unhook_returns(usize::MAX) == 0 {
             // No hooked frame on this thread (the usual case without
             // compiler pads): nothing to search for.
-            crate::thread::set_unwind_limit(usize::MAX);
+            in_flight(exc, usize::MAX);
             return;
         }
         // SAFETY: per the caller.
@@ -854,7 +906,7 @@ mod unwind {
         if limit != usize::MAX {
             crate::thread::rehook_after_catch(limit - 1);
         }
-        crate::thread::set_unwind_limit(limit);
+        in_flight(exc, limit);
     }
 
     /// `_Unwind_RaiseException`, after `prepare`. `wrapper` is the
@@ -882,9 +934,23 @@ mod unwind {
     ) -> libc::c_int {
         // Every frame up to the stop function's choice may be unwound.
         give_back_below(usize::MAX);
-        crate::thread::set_unwind_limit(usize::MAX);
+        in_flight(exc, usize::MAX);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Forced>(real(1))(exc, stop, arg) }
+    }
+
+    /// `pthread_exit`: glibc unwinds the thread (running C++ destructors and
+    /// cleanup handlers) through libgcc's `_Unwind_ForcedUnwind`, which it
+    /// reaches by its own handle, past any interposer; so every hooked
+    /// return is given back here first. Exported by the preload library.
+    ///
+    /// # Safety
+    /// As glibc's.
+    pub unsafe extern "C" fn thread_exit(value: *mut libc::c_void) -> ! {
+        give_back_below(usize::MAX);
+        type Exit = unsafe extern "C" fn(*mut libc::c_void) -> !;
+        // SAFETY: the real function has this signature.
+        unsafe { std::mem::transmute::<usize, Exit>(real(6))(value) }
     }
 
     /// `_Unwind_Resume_or_Rethrow` (C++ `throw;`): a new raise, after
@@ -898,7 +964,7 @@ mod unwind {
         // private_1 is the stop function of a forced unwind.
         if unsafe { *(exc as *const usize).add(2) } != 0 {
             give_back_below(usize::MAX);
-            crate::thread::set_unwind_limit(usize::MAX);
+            in_flight(exc, usize::MAX);
         } else {
             // SAFETY: per the caller.
             unsafe { prepare(exc, [rethrow as *const () as usize, wrapper]) };
@@ -915,7 +981,7 @@ mod unwind {
     /// As the unwinder's own.
     pub unsafe extern "C" fn resume(exc: *mut libc::c_void) {
         // Only below the catching frame: the unwind stops there.
-        give_back_below(crate::thread::unwind_limit());
+        give_back_below(limit_of(exc));
         type Resume = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Resume>(real(3))(exc) }
@@ -933,6 +999,7 @@ mod unwind {
         type Delete = unsafe extern "C" fn(*mut libc::c_void);
         // SAFETY: the real function has this signature.
         unsafe { std::mem::transmute::<usize, Delete>(real(4))(exc) };
+        let _ = IN_FLIGHT.try_with(|v| v.borrow_mut().retain(|&(e, _)| e != exc as usize));
         // AArch64 never takes hooks from frames that survive: nothing to do.
         #[cfg(target_arch = "x86_64")]
         {
@@ -941,155 +1008,165 @@ mod unwind {
         }
     }
 
-    /// The function that starts a frame's FDE (0: none).
-    ///
-    /// # Safety
-    /// `ctx` is the unwinder's context of a frame being walked.
-    unsafe fn frame_func(ctx: *mut libc::c_void) -> usize {
-        let mut before = 0;
-        // SAFETY: per the caller.
-        let ip = unsafe { _Unwind_GetIPInfo(ctx, &mut before) };
-        let pc = if before != 0 { ip } else { ip.wrapping_sub(1) };
-        let mut bases = Bases {
-            text: 0,
-            data: 0,
-            func: 0,
-        };
-        // SAFETY: a lookup by address; `bases` is written only if found.
-        if unsafe { _Unwind_Find_FDE(pc as *mut libc::c_void, &mut bases) }.is_null() {
-            0
-        } else {
-            bases.func
-        }
-    }
+    /// Stack walks (`_Unwind_Backtrace`, glibc's `backtrace`) that see the
+    /// real callers: on x86-64, where hooked returns are given back and
+    /// hooked again around the walk.
+    #[cfg(target_arch = "x86_64")]
+    mod stack_walk {
+        use super::*;
 
-    struct Walk {
-        step: Step,
-        arg: *mut libc::c_void,
-        own: [usize; 4],
-        past_own: bool,
-    }
-
-    extern "C" fn walk_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` is the `Walk` of `walk`; `ctx` the unwinder's context.
-        unsafe {
-            let w = &mut *(arg as *mut Walk);
-            if !w.past_own {
-                if w.own.contains(&frame_func(ctx)) {
-                    return URC_NO_REASON;
-                }
-                w.past_own = true;
-            }
-            (w.step)(ctx, w.arg)
-        }
-    }
-
-    /// Walk this thread's stack with `step`, as `_Unwind_Backtrace`, with
-    /// the hooked return addresses given back for the walk (so it sees the
-    /// real callers, not the return trampoline) and the tracer's own frames
-    /// `own` left out of it.
-    ///
-    /// # Safety
-    /// As libgcc's `_Unwind_Backtrace`.
-    unsafe fn walk(step: Step, arg: *mut libc::c_void, own: [usize; 2]) -> libc::c_int {
-        let mut w = Walk {
-            step,
-            arg,
-            own: [
-                own[0],
-                own[1],
-                walk as *const () as usize,
-                real_backtrace as *const () as usize,
-            ],
-            past_own: false,
-        };
-        let gave = crate::thread::unhook_for_walk();
-        // SAFETY: `walk_step` matches the callback type and uses only `w`.
-        let r = unsafe { real_backtrace(walk_step, &mut w as *mut Walk as *mut libc::c_void) };
-        if gave {
-            let here = 0u8;
-            crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
-        }
-        r
-    }
-
-    /// `_Unwind_Backtrace` (Rust's `std::backtrace`, the `backtrace`
-    /// crate): the walk sees the real return addresses. `wrapper` as for
-    /// [`raise`].
-    ///
-    /// # Safety
-    /// As libgcc's.
-    pub unsafe extern "C" fn backtrace_walk(
-        step: Step,
-        arg: *mut libc::c_void,
-        wrapper: usize,
-    ) -> libc::c_int {
-        // SAFETY: per the caller.
-        unsafe { walk(step, arg, [backtrace_walk as *const () as usize, wrapper]) }
-    }
-
-    struct Collect {
-        buf: *mut *mut libc::c_void,
-        size: usize,
-        n: usize,
-    }
-
-    extern "C" fn collect_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
-        const URC_END_OF_STACK: libc::c_int = 5;
-        // SAFETY: `arg` is the `Collect` of `backtrace`, whose buffer has
-        // `size` entries; `ctx` is the unwinder's context.
-        unsafe {
-            let c = &mut *(arg as *mut Collect);
-            if c.n >= c.size {
-                return URC_END_OF_STACK;
-            }
-            *c.buf.add(c.n) = _Unwind_GetIP(ctx) as *mut libc::c_void;
-            c.n += 1;
-            if c.n == c.size {
-                URC_END_OF_STACK
+        /// The function that starts a frame's FDE (0: none).
+        ///
+        /// # Safety
+        /// `ctx` is the unwinder's context of a frame being walked.
+        unsafe fn frame_func(ctx: *mut libc::c_void) -> usize {
+            let mut before = 0;
+            // SAFETY: per the caller.
+            let ip = unsafe { _Unwind_GetIPInfo(ctx, &mut before) };
+            let pc = if before != 0 { ip } else { ip.wrapping_sub(1) };
+            let mut bases = Bases {
+                text: 0,
+                data: 0,
+                func: 0,
+            };
+            // SAFETY: a lookup by address; `bases` is written only if found.
+            if unsafe { _Unwind_Find_FDE(pc as *mut libc::c_void, &mut bases) }.is_null() {
+                0
             } else {
-                URC_NO_REASON
+                bases.func
             }
         }
-    }
 
-    /// glibc's `backtrace(buf, size)`, which calls libgcc's unwinder
-    /// directly (no interposer sees it): the return addresses of the caller
-    /// and its callers, real ones, into `buf`. Exported by the preload
-    /// library, `wrapper` being its export.
-    ///
-    /// # Safety
-    /// As glibc's: `buf` has room for `size` pointers.
-    pub unsafe extern "C" fn backtrace(
-        buf: *mut *mut libc::c_void,
-        size: libc::c_int,
-        wrapper: usize,
-    ) -> libc::c_int {
-        if buf.is_null() || size <= 0 {
-            return 0;
+        struct Walk {
+            step: Step,
+            arg: *mut libc::c_void,
+            own: [usize; 4],
+            past_own: bool,
         }
-        let mut c = Collect {
-            buf,
-            size: size as usize,
-            n: 0,
-        };
-        let own = [backtrace as *const () as usize, wrapper];
-        // SAFETY: `collect_step` matches the callback type and writes at
-        // most `size` entries of `buf`.
-        unsafe {
-            walk(
-                collect_step,
-                &mut c as *mut Collect as *mut libc::c_void,
-                own,
-            )
-        };
-        // The outermost frame's return address is 0 on some stacks.
-        // SAFETY: entries below `c.n` were written.
-        if c.n > 1 && unsafe { *buf.add(c.n - 1) }.is_null() {
-            c.n -= 1;
+
+        extern "C" fn walk_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
+            // SAFETY: `arg` is the `Walk` of `walk`; `ctx` the unwinder's context.
+            unsafe {
+                let w = &mut *(arg as *mut Walk);
+                if !w.past_own {
+                    if w.own.contains(&frame_func(ctx)) {
+                        return URC_NO_REASON;
+                    }
+                    w.past_own = true;
+                }
+                (w.step)(ctx, w.arg)
+            }
         }
-        c.n as libc::c_int
+
+        /// Walk this thread's stack with `step`, as `_Unwind_Backtrace`, with
+        /// the hooked return addresses given back for the walk (so it sees the
+        /// real callers, not the return trampoline) and the tracer's own frames
+        /// `own` left out of it.
+        ///
+        /// # Safety
+        /// As libgcc's `_Unwind_Backtrace`.
+        unsafe fn walk(step: Step, arg: *mut libc::c_void, own: [usize; 2]) -> libc::c_int {
+            let mut w = Walk {
+                step,
+                arg,
+                own: [
+                    own[0],
+                    own[1],
+                    walk as *const () as usize,
+                    real_backtrace as *const () as usize,
+                ],
+                past_own: false,
+            };
+            let gave = crate::thread::unhook_for_walk();
+            // SAFETY: `walk_step` matches the callback type and uses only `w`.
+            let r = unsafe { real_backtrace(walk_step, &mut w as *mut Walk as *mut libc::c_void) };
+            if gave {
+                let here = 0u8;
+                crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
+            }
+            r
+        }
+
+        /// `_Unwind_Backtrace` (Rust's `std::backtrace`, the `backtrace`
+        /// crate): the walk sees the real return addresses. `wrapper` as for
+        /// [`raise`].
+        ///
+        /// # Safety
+        /// As libgcc's.
+        pub unsafe extern "C" fn backtrace_walk(
+            step: Step,
+            arg: *mut libc::c_void,
+            wrapper: usize,
+        ) -> libc::c_int {
+            // SAFETY: per the caller.
+            unsafe { walk(step, arg, [backtrace_walk as *const () as usize, wrapper]) }
+        }
+
+        struct Collect {
+            buf: *mut *mut libc::c_void,
+            size: usize,
+            n: usize,
+        }
+
+        extern "C" fn collect_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> libc::c_int {
+            const URC_END_OF_STACK: libc::c_int = 5;
+            // SAFETY: `arg` is the `Collect` of `backtrace`, whose buffer has
+            // `size` entries; `ctx` is the unwinder's context.
+            unsafe {
+                let c = &mut *(arg as *mut Collect);
+                if c.n >= c.size {
+                    return URC_END_OF_STACK;
+                }
+                *c.buf.add(c.n) = _Unwind_GetIP(ctx) as *mut libc::c_void;
+                c.n += 1;
+                if c.n == c.size {
+                    URC_END_OF_STACK
+                } else {
+                    URC_NO_REASON
+                }
+            }
+        }
+
+        /// glibc's `backtrace(buf, size)`, which calls libgcc's unwinder
+        /// directly (no interposer sees it): the return addresses of the caller
+        /// and its callers, real ones, into `buf`. Exported by the preload
+        /// library, `wrapper` being its export.
+        ///
+        /// # Safety
+        /// As glibc's: `buf` has room for `size` pointers.
+        pub unsafe extern "C" fn backtrace(
+            buf: *mut *mut libc::c_void,
+            size: libc::c_int,
+            wrapper: usize,
+        ) -> libc::c_int {
+            if buf.is_null() || size <= 0 {
+                return 0;
+            }
+            let mut c = Collect {
+                buf,
+                size: size as usize,
+                n: 0,
+            };
+            let own = [backtrace as *const () as usize, wrapper];
+            // SAFETY: `collect_step` matches the callback type and writes at
+            // most `size` entries of `buf`.
+            unsafe {
+                walk(
+                    collect_step,
+                    &mut c as *mut Collect as *mut libc::c_void,
+                    own,
+                )
+            };
+            // The outermost frame's return address is 0 on some stacks.
+            // SAFETY: entries below `c.n` were written.
+            if c.n > 1 && unsafe { *buf.add(c.n - 1) }.is_null() {
+                c.n -= 1;
+            }
+            c.n as libc::c_int
+        }
     }
+    #[cfg(target_arch = "x86_64")]
+    pub use stack_walk::{backtrace, backtrace_walk};
 
     // Weak definitions: a program linking the tracer resolves its own calls
     // (Rust's panics) to them; a static libgcc_eh would override them.
@@ -1165,12 +1242,13 @@ mod unwind {
     );
 }
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub use unwind::{backtrace, backtrace_walk as unwind_backtrace, Step as UnwindStep};
 #[cfg(all(
     any(target_arch = "x86_64", target_arch = "aarch64"),
     target_os = "linux"
 ))]
 pub use unwind::{
-    backtrace, backtrace_walk as unwind_backtrace, delete as unwind_delete,
-    forced as unwind_forced, raise as unwind_raise, resume as unwind_resume,
-    rethrow as unwind_rethrow, Step as UnwindStep,
+    delete as unwind_delete, forced as unwind_forced, raise as unwind_raise,
+    resume as unwind_resume, rethrow as unwind_rethrow, thread_exit as unwind_thread_exit,
 };

@@ -461,6 +461,36 @@ fn coroutines_suspended_in_traced_frames_keep_their_returns() {
 }
 
 #[test]
+fn an_exception_caught_inside_a_cleanup_of_another() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, true, &["nest.cpp"], "nest", &[]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "inner_throw,thrower,middle,outer,catcher");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        // 50 inner exceptions caught in ~D; 50 outer ones: sum of 100 + i%3.
+        assert!(out.contains("caught=50 sum=5049"), "{mode:?}:\n{out}");
+        let g = graph(&out);
+        assert_eq!(
+            g.iter().filter(|l| l.trim() == "} /* catcher */").count(),
+            50,
+            "{mode:?}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn pthread_exit_inside_traced_frames_runs_every_destructor() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(mode, true, &["texit.cpp"], "texit", &["-pthread"]);
+        let dir = Dir::new();
+        let (code, out) = run_traced(&dir, &exe, "inner,outer");
+        assert_eq!(code, 0, "{mode:?}:\n{out}");
+        // Two destructors per thread (outer's and the thread function's).
+        assert!(out.contains("dtors=40"), "{mode:?}:\n{out}");
+    }
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);

@@ -112,3 +112,16 @@ pub unsafe extern "C" fn backtrace(buf: *mut *mut libc::c_void, size: libc::c_in
     // SAFETY: forwarded unchanged.
     unsafe { tracer::__private::backtrace(buf, size, backtrace as *const () as usize) }
 }
+
+/// glibc's `pthread_exit`: its unwind (C++ destructors, cleanup handlers)
+/// reaches libgcc by glibc's own handle, past the interposers above, so the
+/// thread's hooked returns are given back first.
+///
+/// # Safety
+/// As glibc's.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit(value: *mut libc::c_void) -> ! {
+    // SAFETY: forwarded unchanged.
+    unsafe { tracer::__private::unwind_thread_exit(value) }
+}
