@@ -143,6 +143,9 @@ pub struct ObjectScan {
     pub funcs: Vec<FoundFunc>,
     /// Table entries outside the object's code (ignored).
     pub out_of_range: usize,
+    /// Where the object defines `_Unwind_RaiseException`, if it does (its
+    /// own copy of the unwinder, from `-static-libgcc`, or the runtime's).
+    pub unwinder_at: Option<usize>,
 }
 
 struct Mapped {
@@ -284,6 +287,10 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
     if syms.is_empty() {
         syms = collect(&mut file.dynamic_symbols());
     }
+    out.unwinder_at = syms
+        .iter()
+        .find(|s| s.2 == "_Unwind_RaiseException")
+        .map(|s| s.0);
     // One symbol per address: globals first, then the shorter name.
     syms.sort_by(|a, b| {
         a.0.cmp(&b.0)

@@ -103,6 +103,43 @@ extern "C" {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
+/// Why returns stopped being hooked when an object with its own unwinder
+/// turned up (mode 4).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+static OWN_UNWINDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
+extern "C" {
+    /// The runtime's weak `_Unwind_RaiseException` (same address).
+    static __tracer_v1_unwind_raise: u8;
+}
+
+/// An object with compiler pads defines its own `_Unwind_RaiseException`
+/// (linked with `-static-libgcc`): its exceptions never pass the runtime's
+/// interposers, so a hooked return would make them fail. From now on
+/// returns are not hooked (frames hooked already still return normally).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn own_unwinder(path: &str, at: usize) {
+    #[cfg(target_os = "linux")]
+    let ours = std::ptr::addr_of!(__tracer_v1_unwind_raise) as usize;
+    #[cfg(not(target_os = "linux"))]
+    let ours = 0;
+    if at == ours || RETURNS.load(Ordering::Acquire) != 1 {
+        return;
+    }
+    let why = format!(
+        "entry-only: {path} has its own copy of the unwinder (linked with -static-libgcc), whose \
+         exceptions would meet hooked returns; link libgcc_s dynamically to see exits"
+    );
+    eprintln!("tracer: note: returns are not hooked: {why}");
+    let _ = OWN_UNWINDER.set(why);
+    thread::FRET.store(0, Ordering::Release);
+    RETURNS.store(4, Ordering::Release);
+}
+
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -113,6 +150,7 @@ pub fn returns_mode() -> &'static str {
         #[cfg(target_arch = "aarch64")]
         2 => "entry-only: the Guarded Control Stack is active, a changed return address would be fatal",
         3 => "entry-only: TRACER_NO_RETURN_HOOK is set",
+        4 => OWN_UNWINDER.get().map_or("entry-only", |s| s.as_str()),
         _ => "not set up yet",
     };
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -273,6 +311,9 @@ pub(crate) fn refresh(st: &mut State) {
             }
             let found = match discover::scan(o, &read_live) {
                 Ok(s) if !s.funcs.is_empty() => {
+                    if let Some(at) = s.unwinder_at {
+                        own_unwinder(&o.path, at);
+                    }
                     if s.out_of_range > 0 {
                         eprintln!(
                             "tracer: warning: {} pad table entries of {} point outside its code and \
@@ -1173,6 +1214,9 @@ mod unwind {
     #[cfg(target_arch = "x86_64")]
     std::arch::global_asm!(
         ".pushsection .text.__tracer_unwind,\"ax\",@progbits",
+        ".globl __tracer_v1_unwind_raise",
+        ".hidden __tracer_v1_unwind_raise",
+        "__tracer_v1_unwind_raise:",
         ".weak _Unwind_RaiseException",
         ".type _Unwind_RaiseException,@function",
         "_Unwind_RaiseException:",
@@ -1211,6 +1255,9 @@ mod unwind {
     #[cfg(target_arch = "aarch64")]
     std::arch::global_asm!(
         ".pushsection .text.__tracer_unwind,\"ax\",%progbits",
+        ".globl __tracer_v1_unwind_raise",
+        ".hidden __tracer_v1_unwind_raise",
+        "__tracer_v1_unwind_raise:",
         ".weak _Unwind_RaiseException",
         ".type _Unwind_RaiseException,%function",
         "_Unwind_RaiseException:",

@@ -491,6 +491,51 @@ fn pthread_exit_inside_traced_frames_runs_every_destructor() {
 }
 
 #[test]
+fn a_program_with_its_own_unwinder_gets_entry_events_only() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let exe = build(
+            mode,
+            true,
+            &["exc.cpp"],
+            "exc-static",
+            &["-static-libgcc", "-static-libstdc++"],
+        );
+        let dir = Dir::new();
+        let o = dir
+            .cmd(Path::new(TRACER))
+            .env("TRACER_PRELOAD", preload())
+            .args([
+                "run",
+                "--enable",
+                "thrower,middle,catcher,after",
+                "--trace",
+                "--",
+            ])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        // Its exceptions never pass the interposers: with hooked returns
+        // they would end in std::terminate.
+        assert_eq!(o.status.code(), Some(0), "{mode:?}:\n{out}\n{err}");
+        assert!(out.contains("caught=100 sum=6"), "{mode:?}:\n{out}");
+        assert!(err.contains("-static-libgcc"), "{mode:?}:\n{err}");
+        let g = graph(&out);
+        assert!(
+            g.iter().any(|l| l.trim() == "catcher() {"),
+            "{mode:?}:\n{out}"
+        );
+        assert!(
+            !g.iter().any(|l| l.trim() == "} /* catcher */"),
+            "{mode:?}:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
