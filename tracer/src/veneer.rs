@@ -20,6 +20,7 @@
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 mod imp {
     use crate::arch::Arch;
+    use std::collections::BTreeMap;
     use std::sync::Mutex;
     use tracer_core::backend::{Backend, EncodeError};
 
@@ -39,15 +40,16 @@ mod imp {
     struct Pages {
         /// (page base, bytes used)
         pages: Vec<(usize, usize)>,
-        /// (veneer address, target, tag): the tag tells apart stubs with the
-        /// same target (x86-64 entry stubs: the function index + 1; 0 for a
-        /// plain veneer).
-        veneers: Vec<(usize, usize, u64)>,
+        /// Veneer addresses by (target, tag): the tag tells apart stubs with
+        /// the same target (entry stubs: the function index + 1, or the
+        /// site; 0 for a plain veneer). A map, so enabling tens of thousands
+        /// of functions does not search a list for each.
+        veneers: BTreeMap<(usize, u64), Vec<usize>>,
     }
 
     static POOL: Mutex<Pages> = Mutex::new(Pages {
         pages: Vec::new(),
-        veneers: Vec::new(),
+        veneers: BTreeMap::new(),
     });
 
     fn reaches(site: usize, to: usize) -> bool {
@@ -118,10 +120,10 @@ mod imp {
         encode: &dyn Fn(usize) -> Result<[u8; SLOT], String>,
     ) -> Result<usize, String> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&(v, _, _)) = pool
+        if let Some(&v) = pool
             .veneers
-            .iter()
-            .find(|&&(v, t, g)| t == target && g == tag && reaches(site, v))
+            .get(&(target, tag))
+            .and_then(|vs| vs.iter().find(|&&v| reaches(site, v)))
         {
             return Ok(v);
         }
@@ -147,7 +149,7 @@ mod imp {
             }
         };
         write_slot(slot, &encode(slot)?)?;
-        pool.veneers.push((slot, target, tag));
+        pool.veneers.entry((target, tag)).or_default().push(slot);
         Ok(slot)
     }
 
