@@ -160,6 +160,7 @@ impl Registry {
         gcc_nops: &dyn Fn() -> String,
     ) -> usize {
         let mut added = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let names = distinct_names(found);
         for (f, name) in found.iter().zip(names) {
             let key = (path.to_string(), name.clone());
@@ -183,7 +184,7 @@ impl Registry {
             if let Some(func) = self.funcs.get_mut(fi as usize) {
                 func.loaded = true;
             }
-            if !added.contains(&fi) {
+            if seen.insert(fi) {
                 added.push(fi);
             }
             let len = Arch::SITE_LEN;
