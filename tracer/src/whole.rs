@@ -213,6 +213,9 @@ fn gcc_reason() -> String {
     let why = match STARTUP_THREADS.load(Ordering::Relaxed) {
         0 => String::from("the tracer's start-up conversion did not run"),
         1 => String::from("the object was loaded after start-up (dlopen)"),
+        usize::MAX => String::from(
+            "its thread count could not be read at start-up (/proc/self/task; is /proc mounted?)",
+        ),
         n => format!("the process already had {n} threads at start-up"),
     };
     format!(
@@ -379,7 +382,11 @@ pub fn convert_at_startup() {
     {
         use tracer_core::engine::TextWriter;
         let threads = thread_count();
-        STARTUP_THREADS.store(threads.max(1), Ordering::Relaxed);
+        // 0: /proc/self/task could not be read; nothing is converted then.
+        STARTUP_THREADS.store(
+            if threads == 0 { usize::MAX } else { threads },
+            Ordering::Relaxed,
+        );
         if threads != 1 {
             return;
         }
