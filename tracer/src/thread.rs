@@ -705,20 +705,22 @@ fn hook_now() -> u64 {
     }
 }
 
+/// This thread's block, made on its first event (then `true`).
 #[inline(always)]
-fn current() -> Option<&'static ThreadState> {
+fn current() -> Option<(&'static ThreadState, bool)> {
     let mut p = this_thread();
     if p as usize == tp::INIT {
         return None; // in the middle of making this thread's block
     }
-    if p.is_null() {
+    let fresh = p.is_null();
+    if fresh {
         p = call_slow(slow_init_c) as *mut ThreadState;
         if p.is_null() {
             return None;
         }
     }
     // SAFETY: blocks are never unmapped.
-    Some(unsafe { &*p })
+    Some((unsafe { &*p }, fresh))
 }
 
 #[inline(always)]
@@ -764,8 +766,7 @@ fn record_exit(
 #[inline(always)]
 fn guarded(f: impl FnOnce(&ThreadState, &mut Private, u64)) {
     let mut now = hook_now();
-    let fresh = this_thread().is_null();
-    let Some(st) = current() else { return };
+    let Some((st, fresh)) = current() else { return };
     if fresh {
         // The thread's first event: making its block (memfd, mmap) took
         // time that is not the traced call's.
