@@ -239,19 +239,38 @@ impl Drop for Proc {
     }
 }
 
-/// `tracer run --enable P --trace -- exe`: (exit code, stdout).
-fn run_traced(dir: &Dir, exe: &Path, pattern: &str) -> (i32, String) {
+/// What `tracer run` printed, and its exit code.
+struct Ran {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+/// `tracer run --enable P [--trace] -- exe args…`, in `dir` (where `-pg`
+/// programs write gmon.out).
+fn run_with(dir: &Dir, pattern: &str, trace: bool, exe: &Path, args: &[&Path]) -> Ran {
     let o = dir
         .cmd(Path::new(TRACER))
+        .current_dir(&dir.0)
         .env("TRACER_PRELOAD", preload())
-        .args(["run", "--enable", pattern, "--trace", "--"])
+        .args(["run", "--enable", pattern])
+        .args(trace.then_some("--trace"))
+        .arg("--")
         .arg(exe)
+        .args(args)
         .output()
         .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
+    Ran {
+        code: o.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `tracer run --enable P --trace -- exe`: (exit code, stdout).
+fn run_traced(dir: &Dir, exe: &Path, pattern: &str) -> (i32, String) {
+    let r = run_with(dir, pattern, true, exe, &[]);
+    (r.code, r.out)
 }
 
 /// The call-graph part of function_graph lines (after the `|`).
@@ -332,18 +351,8 @@ fn stack_walks_inside_traced_frames_see_the_real_callers() {
 fn programs_the_command_starts_are_left_alone() {
     let exe = build(CLANG_PFE, false, &["sys.c"], "sys", &[]);
     let dir = Dir::new();
-    let o = dir
-        .cmd(Path::new(TRACER))
-        .env("TRACER_PRELOAD", preload())
-        .args(["run", "--enable", "work", "--trace", "--"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let Ran { code, out, err } = run_with(&dir, "work", true, &exe, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("s=6"), "{out}");
     assert_eq!(graph(&out), ["  work();"; 3], "{out}");
     // The three `sh -c true` children (preloaded too) did not take
@@ -363,19 +372,8 @@ fn run_enables_functions_of_a_library_loaded_later() {
     );
     let exe = build(CLANG_PFE, false, &["plug_main.c"], "plug_main", &["-ldl"]);
     let dir = Dir::new();
-    let o = dir
-        .cmd(Path::new(TRACER))
-        .env("TRACER_PRELOAD", preload())
-        .args(["run", "--enable", "before,lib_*", "--trace", "--"])
-        .arg(&exe)
-        .arg(&lib)
-        .output()
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let Ran { code, out, err } = run_with(&dir, "before,lib_*", true, &exe, &[lib.as_path()]);
+    assert_eq!(code, 0, "{out}\n{err}");
     // lib_fn(i) = 7i + 1: 1 + 8 + 15, plus before(1) = 2.
     assert!(out.contains("s=26"), "{out}\n{err}");
     assert!(err.contains("'lib_*'"), "a note about the pattern: {err}");
@@ -417,19 +415,8 @@ fn overloads_and_same_named_statics_stay_apart() {
 fn calls_to_fentry_are_refused_with_the_flags_to_use() {
     let exe = build(GCC_FENTRY_CALLS, false, &["tree.c"], "tree", &[]);
     let dir = Dir::new();
-    let o = dir
-        .cmd(Path::new(TRACER))
-        .current_dir(&dir.0) // -pg writes gmon.out at exit
-        .env("TRACER_PRELOAD", preload())
-        .args(["run", "--enable", "a", "--"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let Ran { code, out, err } = run_with(&dir, "a", false, &exe, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("\n12\n") || out.starts_with("12\n"), "{out}");
     assert!(
         err.contains("calls __fentry__") && err.contains("-mnop-mcount"),
@@ -501,26 +488,11 @@ fn a_program_with_its_own_unwinder_gets_entry_events_only() {
             &["-static-libgcc", "-static-libstdc++"],
         );
         let dir = Dir::new();
-        let o = dir
-            .cmd(Path::new(TRACER))
-            .env("TRACER_PRELOAD", preload())
-            .args([
-                "run",
-                "--enable",
-                "thrower,middle,catcher,after",
-                "--trace",
-                "--",
-            ])
-            .arg(&exe)
-            .output()
-            .unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-        );
+        let Ran { code, out, err } =
+            run_with(&dir, "thrower,middle,catcher,after", true, &exe, &[]);
         // Its exceptions never pass the interposers: with hooked returns
         // they would end in std::terminate.
-        assert_eq!(o.status.code(), Some(0), "{mode:?}:\n{out}\n{err}");
+        assert_eq!(code, 0, "{mode:?}:\n{out}\n{err}");
         assert!(out.contains("caught=100 sum=6"), "{mode:?}:\n{out}");
         assert!(err.contains("-static-libgcc"), "{mode:?}:\n{err}");
         let g = graph(&out);
