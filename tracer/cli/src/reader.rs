@@ -89,8 +89,15 @@ impl Reader {
         let (v, fds) = match c.call_fds("rings", json!({ "known": known })) {
             Ok(x) => x,
             Err(e) => {
-                if crate::client::alive(self.pid) {
-                    return Err(e);
+                // A killed process closes its socket before it is a zombie:
+                // give it a moment to finish dying before calling this an
+                // error (the agent itself never drops a reader).
+                let t0 = Instant::now();
+                while crate::client::alive(self.pid) {
+                    if t0.elapsed() > Duration::from_secs(2) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 self.ended = true;
                 self.client = None;
