@@ -179,7 +179,7 @@ fn remove_stale(dir: &Path) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|n| n.strip_suffix(".sock").or_else(|| n.strip_suffix(".new")))
             .and_then(|n| n.parse::<i32>().ok())
         else {
             continue;
@@ -227,10 +227,15 @@ fn bind() -> Result<UnixListener, String> {
     prepare_dir(&dir)?;
     remove_stale(&dir);
     let path = dir.join(format!("{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // Bound and listening under another name first, then renamed: a client
+    // that sees `<pid>.sock` can always connect (between bind and listen it
+    // would be refused).
+    let new = dir.join(format!("{}.new", std::process::id()));
+    let _ = std::fs::remove_file(&new);
+    let listener = UnixListener::bind(&new).map_err(|e| format!("{}: {e}", new.display()))?;
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("{}: {e}", new.display()))?;
+    std::fs::rename(&new, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) {
         if SOCKET_PATH.set(c).is_ok() {
             // SAFETY: registering a plain extern "C" fn.
