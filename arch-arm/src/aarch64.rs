@@ -223,23 +223,39 @@ pub fn encode_entry_stub(
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Aarch64Entry;
 
+/// A one-word pad: `NOP` (disabled), the branch `decode` recognises
+/// (enabled, with its target), or a `BRK` (trapped).
+fn classify_with(
+    addr: usize,
+    bytes: &[u8],
+    expected: &str,
+    decode: fn(usize, u32) -> Option<usize>,
+) -> Result<PadState, PadError> {
+    let err = || pad_error(addr, bytes, expected);
+    let word = le32(bytes).ok_or_else(err)?;
+    if word == NOP {
+        Ok(PadState::Disabled)
+    } else if let Some(target) = decode(addr, word) {
+        Ok(PadState::Enabled { target })
+    } else if word & BRK_MASK == BRK {
+        Ok(PadState::Trapped)
+    } else {
+        Err(err())
+    }
+}
+
 impl Backend for Aarch64Entry {
     const NAME: &'static str = "aarch64-entry";
     const SITE_LEN: usize = SITE_LEN;
     const TRAP: &'static [u8] = &[];
 
     fn classify(addr: usize, bytes: &[u8]) -> Result<PadState, PadError> {
-        let err = || pad_error(addr, bytes, "NOP (1f 20 03 d5) or B (.. .. .. 14/17)");
-        let word = le32(bytes).ok_or_else(err)?;
-        if word == NOP {
-            Ok(PadState::Disabled)
-        } else if let Some(target) = decode_b(addr, word) {
-            Ok(PadState::Enabled { target })
-        } else if word & BRK_MASK == BRK {
-            Ok(PadState::Trapped)
-        } else {
-            Err(err())
-        }
+        classify_with(
+            addr,
+            bytes,
+            "NOP (1f 20 03 d5) or B (.. .. .. 14/17)",
+            decode_b,
+        )
     }
 
     fn encode_call(addr: usize, target: usize) -> Result<Insn, EncodeError> {
@@ -283,17 +299,12 @@ impl Backend for Aarch64 {
     const TRAP: &'static [u8] = &[];
 
     fn classify(addr: usize, bytes: &[u8]) -> Result<PadState, PadError> {
-        let err = || pad_error(addr, bytes, "NOP (1f 20 03 d5) or BL (.. .. .. 94/97)");
-        let word = le32(bytes).ok_or_else(err)?;
-        if word == NOP {
-            Ok(PadState::Disabled)
-        } else if let Some(target) = decode_bl(addr, word) {
-            Ok(PadState::Enabled { target })
-        } else if word & BRK_MASK == BRK {
-            Ok(PadState::Trapped)
-        } else {
-            Err(err())
-        }
+        classify_with(
+            addr,
+            bytes,
+            "NOP (1f 20 03 d5) or BL (.. .. .. 94/97)",
+            decode_bl,
+        )
     }
 
     fn encode_call(addr: usize, target: usize) -> Result<Insn, EncodeError> {
