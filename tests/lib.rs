@@ -3,6 +3,60 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Toggle function `name` around the calls of a thread that runs `call` (a
+/// call lasting about `nap`, with a gap of two naps after each) in a loop:
+/// each round enables it, disables it in the middle of a call (that call's
+/// exit is missed), enables it again in the middle of the next call (whose
+/// entry was missed), and lets a third call run whole. `started()` is the
+/// number of calls begun so far. Returns the function's latency summary
+/// (`None`: no call timed).
+///
+/// Without the enabled-window rule, the second call's exit would be timed
+/// against the first call's stale entry: two naps and a gap.
+pub fn toggle_mid_call(
+    name: &str,
+    nap: Duration,
+    rounds: u64,
+    started: fn() -> u64,
+    call: fn(),
+) -> Option<tracer::LatencySummary> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let caller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                call();
+                std::thread::sleep(nap * 2); // the gap a mismatch would span
+            }
+        })
+    };
+    let wait_inside = |n: u64| {
+        // Until the caller is inside call number n (its entry pad has run).
+        while started() < n {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(nap / 3);
+    };
+    let mut next = started() + 1;
+    for _ in 0..rounds {
+        tracer::enable(name).unwrap();
+        wait_inside(next); // entry recorded
+        tracer::disable(name).unwrap(); // its exit is missed
+        wait_inside(next + 1); // entry missed
+        tracer::enable(name).unwrap(); // exit seen, entry stale
+        wait_inside(next + 2); // a call whole in this window
+        std::thread::sleep(nap); // and returned
+        tracer::disable(name).unwrap();
+        next += 3;
+    }
+    stop.store(true, Ordering::SeqCst);
+    caller.join().unwrap();
+    tracer::latency(name)
+}
 
 /// A shared library built from C source with clang-19 and
 /// `-fpatchable-function-entry=5` (one 5-byte NOP per function, patchable
@@ -148,6 +202,8 @@ pub mod whole_c {
         pub fn uw_call(f: Callback, x: i32) -> i32;
         pub fn uw_outer(f: Callback, x: i32) -> i32;
         pub fn uw_plain(x: i32) -> i32;
+        pub fn tw_nap(ms: u32);
+        pub fn tw_started() -> u64;
     }
 
     #[cfg(target_arch = "aarch64")]

@@ -217,3 +217,33 @@ fn counts_are_exact_over_enabled_windows() {
         windows as u64 * per_window * WORKERS as u64
     );
 }
+
+static NAP_CALLS: AtomicU64 = AtomicU64::new(0);
+const NAP: std::time::Duration = std::time::Duration::from_millis(30);
+
+#[tracer::traceable]
+fn nap() {
+    NAP_CALLS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(NAP);
+}
+
+/// A call running when its function is disabled leaves an entry with no
+/// exit; the next call starts while the function is off and is enabled
+/// mid-call. Its exit must not be timed against the stale entry (which would
+/// span two naps and the gap between them), only counted as unmatched.
+#[test]
+fn a_call_toggled_mid_call_is_never_mistimed() {
+    let rounds = 8;
+    let l =
+        tracer_tests::toggle_mid_call("nap", NAP, rounds, || NAP_CALLS.load(Ordering::SeqCst), nap)
+            .expect("the whole calls are timed");
+    println!("{l:?}");
+    // Each round: the second call's exit is unmatched, the third is timed
+    // (more whole calls where a slow toggle lets the caller run ahead).
+    assert!(l.count >= 1, "{l:?}");
+    assert!(l.min >= NAP.as_nanos() as u64, "{l:?}");
+    assert!(
+        l.max < 2 * NAP.as_nanos() as u64,
+        "a call timed across a disable/enable: {l:?}"
+    );
+}

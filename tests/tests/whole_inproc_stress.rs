@@ -160,3 +160,29 @@ fn c_functions_called_by_four_threads_while_toggled() {
     assert!(counts[1].count <= total && counts[2].count <= total);
     assert_eq!(s.unmatched, 0, "{s:?}");
 }
+
+/// The enabled-window rule through hooked returns: a C function that sleeps
+/// is disabled and enabled again in the middle of its calls; no call is
+/// timed longer than it ran.
+#[test]
+fn a_c_call_toggled_mid_call_is_never_mistimed() {
+    const NAP_MS: u32 = 30;
+    let nap = Duration::from_millis(NAP_MS.into());
+    let rounds = 6;
+    // SAFETY: plain C functions of the fixture.
+    let l = tracer_tests::toggle_mid_call(
+        "tw_nap",
+        nap,
+        rounds,
+        || unsafe { c::tw_started() },
+        || unsafe { c::tw_nap(NAP_MS) },
+    )
+    .expect("the whole calls are timed");
+    println!("{l:?}");
+    assert!(l.count >= 1, "{l:?}");
+    assert!(l.min >= nap.as_nanos() as u64, "{l:?}");
+    assert!(
+        l.max < 2 * nap.as_nanos() as u64,
+        "a call timed across a disable/enable: {l:?}"
+    );
+}

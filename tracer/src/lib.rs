@@ -51,6 +51,7 @@ mod thread;
 mod trap;
 mod veneer;
 mod whole;
+mod window;
 
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
@@ -592,6 +593,13 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
         }
         if !trap::handler_is_ours() {
             return Err(Error::HandlerReplaced);
+        }
+    }
+    if on {
+        // Before any pad goes live: entries of earlier windows are older.
+        let now = clock::now();
+        for &f in &targets {
+            window::open(f, now);
         }
     }
     let mut writer = text::LiveText::default();

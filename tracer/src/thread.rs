@@ -26,6 +26,9 @@
 //! its own stack pointer; other frames at the same stack pointer are callers
 //! it was inlined into, and stay. `async fn`s are matched through a
 //! token in the future instead, since they may finish on another thread.
+//! Either way an exit is timed only if its entry was recorded in the
+//! function's current enabled window ([`crate::window`]); an entry left
+//! over from before a disable/enable is never matched to a later call.
 //!
 //! **Re-entrancy.** The owner sets `busy` while in a hook; a traced function
 //! run from a signal handler that interrupted a hook is counted in `nested`
@@ -35,7 +38,7 @@
 //! collector drains it, folds its counters into the retired totals, and
 //! recycles it for the next new thread.
 
-use crate::clock;
+use crate::{clock, window};
 #[cfg(not(target_arch = "x86_64"))]
 use std::cell::Cell;
 use std::cell::UnsafeCell;
@@ -881,6 +884,10 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
             let t0 = *slot;
             if t0 == 0 {
                 bump(&st.unmatched);
+            } else if !window::current(func, t0) {
+                // Its first poll was in an earlier enabled window.
+                *slot = 0;
+                bump(&st.unmatched);
             } else {
                 *slot = 0;
                 record_exit(
@@ -914,7 +921,14 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
                         }
                     }
                     p.depth = i;
-                    record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
+                    if window::current(func, t0) {
+                        record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
+                    } else {
+                        // The entry is from an earlier enabled window: the
+                        // call it began was left while the function was off,
+                        // and this exit's own entry was never seen.
+                        bump(&st.unmatched);
+                    }
                 }
                 None => bump(&st.unmatched),
             }
