@@ -103,10 +103,7 @@ pub fn start() {
             return;
         }
     };
-    if let Err(e) = std::thread::Builder::new()
-        .name("tracer-agent".into())
-        .spawn(move || serve(listener))
-    {
+    if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
         log(&format!("not started: cannot create its thread: {e}"));
     }
 }

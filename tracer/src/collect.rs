@@ -122,10 +122,7 @@ pub fn init(nfuncs: usize) {
         })
     });
     if !STARTED.swap(true, Ordering::AcqRel) {
-        match std::thread::Builder::new()
-            .name("tracer-collector".into())
-            .spawn(run)
-        {
+        match crate::trap::spawn_own_thread("tracer-collector", run) {
             Ok(h) => {
                 let _ = WORKER.set(h.thread().clone());
             }

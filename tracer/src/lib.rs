@@ -578,10 +578,12 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     if !arch::Arch::TRAP.is_empty() {
         // A thread being created runs with every signal blocked for a few
         // microseconds (glibc's pthread_create) and cannot reach a site then:
-        // only a thread that keeps SIGTRAP blocked for ~10 ms is refused.
+        // only a thread that keeps SIGTRAP blocked for ~50 ms is refused (a loaded machine may take
+        // milliseconds to run a new thread; the tracer's own threads are waited
+        // for when they start, see `trap::spawn_own_thread`).
         let mut blocking = trap::threads_blocking_sigtrap();
         let mut tries = 0;
-        while !blocking.is_empty() && tries < 50 {
+        while !blocking.is_empty() && tries < 250 {
             std::thread::sleep(std::time::Duration::from_micros(200));
             blocking = trap::threads_blocking_sigtrap();
             tries += 1;

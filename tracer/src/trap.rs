@@ -264,6 +264,27 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     }
 }
 
+/// Start one of the tracer's own threads (collector, agent) and wait until it
+/// runs its own code. A thread being created runs with every signal blocked
+/// (glibc's `pthread_create`), so until then it counts as a thread blocking
+/// SIGTRAP and an `enable` right after start would be refused because of
+/// the tracer's own threads. The wait is bounded (a new thread that needs a
+/// lock its creator holds, as in a library constructor, is not waited for).
+pub fn spawn_own_thread<F>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let h = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = tx.send(());
+            f()
+        })?;
+    let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+    Ok(h)
+}
+
 /// Is this the helper thread of qemu-user (named after the emulator, e.g.
 /// `qemu-arm`, and not the main thread)? qemu's RCU thread shows up in
 /// `/proc/self/task` of an emulated program with every signal blocked, but it
