@@ -24,6 +24,10 @@ pub struct Summary {
     pub p999: u64,
     /// Longest.
     pub max: u64,
+    /// Events the whole session lost to full rings (all functions and
+    /// threads; the same in every row): when not 0 the counts are low.
+    #[serde(default)]
+    pub lost_events: u64,
 }
 
 /// Durations of one function.
@@ -89,6 +93,7 @@ impl FuncHist {
             p99: self.quantile(0.99),
             p999: self.quantile(0.999),
             max: self.max,
+            lost_events: 0,
         }
     }
 
@@ -167,7 +172,13 @@ impl Hists {
 
 /// A table of summaries (times in a human unit).
 pub fn table(rows: &[Summary]) -> String {
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
+    let name = |r: &str| crate::elide(r, crate::NAME_COLUMN).into_owned();
+    let w = rows
+        .iter()
+        .map(|r| name(&r.name).chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let mut out = format!(
         "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
         "function", "count", "min", "p50", "p90", "p99", "p99.9", "max"
@@ -177,7 +188,7 @@ pub fn table(rows: &[Summary]) -> String {
         let _ = writeln!(
             out,
             "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            r.name,
+            name(&r.name),
             r.count,
             h(r.min),
             h(r.p50),

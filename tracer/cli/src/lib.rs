@@ -87,3 +87,61 @@ pub fn links_runtime(path: &std::path::Path) -> bool {
         .any(|s| s.name() == Ok(tracer_core::site::SECTION));
     found
 }
+
+/// Widest function name shown in a table column, in characters.
+pub const NAME_COLUMN: usize = 72;
+
+/// `name` cut to at most `max` characters by replacing its middle with `…`
+/// (the start says where a function lives, the end which one it is).
+pub fn elide(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let n = name.chars().count();
+    if n <= max || max < 5 {
+        return name.into();
+    }
+    let keep = max - 1;
+    let head = keep / 2;
+    let tail = keep - head;
+    let mut out: String = name.chars().take(head).collect();
+    out.push('…');
+    out.extend(name.chars().skip(n - tail));
+    out.into()
+}
+
+/// A name made fit for one frame of a folded stack (`a;b;c COUNT`): a `;`
+/// inside it (`[u8; 4]`) would split the frame, so it becomes `,`.
+pub fn folded_frame(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(';') {
+        name.replace(';', ",").into()
+    } else {
+        name.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_lose_their_middle() {
+        assert_eq!(elide("short", 10), "short");
+        let long = "<grep_searcher::searcher::Searcher>::search_reader::<grep_printer::Sink>";
+        let e = elide(long, 30);
+        assert_eq!(e.chars().count(), 30);
+        assert!(
+            e.starts_with("<grep_searcher::") && e.ends_with("printer::Sink>"),
+            "{e}"
+        );
+        assert!(e.contains('…'));
+        // Multi-byte characters are never split.
+        assert_eq!(elide("ééééééééééé", 5).chars().count(), 5);
+    }
+
+    #[test]
+    fn folded_frames_have_no_separator() {
+        assert_eq!(
+            folded_frame("<[&PathBuf; 1] as Debug>::fmt"),
+            "<[&PathBuf, 1] as Debug>::fmt"
+        );
+        assert_eq!(folded_frame("plain"), "plain");
+    }
+}

@@ -171,8 +171,20 @@ enum Cmd {
         #[arg(long, conflicts_with = "hist")]
         trace: bool,
         /// Print latency histograms when it exits.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "record")]
         hist: bool,
+        /// Record every event from the program's first call to FILE (read it
+        /// with `tracer report` / `tracer export`).
+        #[arg(long, value_name = "FILE", conflicts_with = "trace")]
+        record: Option<PathBuf>,
+        /// Where --trace and --hist write (default: stderr, so the program's
+        /// stdout stays the program's).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Ring size per thread, in events (24 bytes each; default 262144).
+        /// Raise it when the output says events were lost.
+        #[arg(long, value_name = "EVENTS", value_parser = parse_buffer)]
+        buffer: Option<usize>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -188,6 +200,40 @@ enum Cmd {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Where traces and histograms go: stdout, except under `run`, where stdout
+/// is the program's (then stderr, or `run -o FILE`).
+static SINK: std::sync::OnceLock<OutTo> = std::sync::OnceLock::new();
+
+enum OutTo {
+    Stderr,
+    File(std::sync::Mutex<std::io::BufWriter<std::fs::File>>),
+}
+
+/// A handle on the output of traces and histograms (see [`SINK`]).
+struct Out;
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match SINK.get() {
+            None => std::io::stdout().write(buf),
+            Some(OutTo::Stderr) => std::io::stderr().write(buf),
+            Some(OutTo::File(f)) => f.lock().unwrap_or_else(|e| e.into_inner()).write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match SINK.get() {
+            None => std::io::stdout().flush(),
+            Some(OutTo::Stderr) => std::io::stderr().flush(),
+            Some(OutTo::File(f)) => f.lock().unwrap_or_else(|e| e.into_inner()).flush(),
+        }
+    }
+}
+
+/// The output of traces and histograms (stdout unless `run` chose another).
+fn out() -> std::io::BufWriter<Out> {
+    std::io::BufWriter::with_capacity(64 << 10, Out)
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
@@ -202,8 +248,13 @@ fn install_signals() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_signals();
-    match run(cli.cmd) {
+    let r = run(cli.cmd);
+    let _ = Out.flush();
+    match r {
         Ok(code) => ExitCode::from(code as u8),
+        // The reader of the output went away (`tracer report | head`): end
+        // quietly, as the other tools of a pipeline do.
+        Err(e) if e.msg == BROKEN_PIPE => ExitCode::from(exit::OK as u8),
         Err(e) => {
             eprintln!("tracer: error: {e}");
             ExitCode::from(e.code as u8)
@@ -227,7 +278,13 @@ fn connect(t: Target) -> Result<Client, Error> {
     Client::connect(client::find_target(t.pid)?)
 }
 
+/// [`io_err`]'s message for a closed output pipe (ends the program quietly).
+const BROKEN_PIPE: &str = "the output pipe was closed";
+
 fn io_err(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return Error::failed(BROKEN_PIPE);
+    }
     Error::failed(format!("cannot write output: {e}"))
 }
 
@@ -287,7 +344,7 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
                 if let Some(t) = &rec.trailer {
                     let lost: u64 = t.lost.iter().map(|(_, n)| n).sum();
                     if lost > 0 {
-                        writeln!(out, "# {lost} events were lost while recording (ring overruns); figures are low").map_err(io_err)?;
+                        writeln!(out, "# {lost} events were lost while recording (ring overruns); figures are low. {LOSS_HINT}").map_err(io_err)?;
                     }
                 } else {
                     writeln!(
@@ -341,8 +398,18 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             enable,
             trace,
             hist,
+            record,
+            output,
+            buffer,
             cmd,
-        } => run_verb(&enable, trace, hist, &cmd),
+        } => {
+            let to = match output {
+                Some(p) => OutTo::File(std::sync::Mutex::new(record::create(&p)?)),
+                None => OutTo::Stderr,
+            };
+            let _ = SINK.set(to);
+            run_verb(&enable, trace, hist, record.as_deref(), buffer, &cmd)
+        }
         Cmd::Demo { duration } => demo(duration),
     }
 }
@@ -438,9 +505,7 @@ fn set_on_warn(
         if changed.is_empty() && !skipped {
             println!("nothing changed: every matching function was already {word}");
         }
-        for n in &changed {
-            println!("{word} {n}");
-        }
+        print!("{}", changed_text(word, &changed));
     }
     for s in v["skipped"]
         .as_array()
@@ -458,6 +523,21 @@ fn set_on_warn(
         eprintln!("tracer: warning: {w}");
     }
     Ok(changed)
+}
+
+/// Names listed one a line up to this many; beyond, a count and the first few.
+const LIST_NAMES: usize = 20;
+
+/// `enabled NAME` lines, or for many names a count and the first few.
+fn changed_text(word: &str, names: &[String]) -> String {
+    if names.len() <= LIST_NAMES {
+        return names.iter().map(|n| format!("{word} {n}\n")).collect();
+    }
+    format!(
+        "{word} {} functions: {}, ... (`tracer status --json` lists them all)\n",
+        names.len(),
+        names[..5].join(", ")
+    )
 }
 
 fn set(target: Target, patterns: &[String], on: bool) -> Result<Vec<String>, Error> {
@@ -500,12 +580,20 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
         v["ticks_per_ns"].as_f64().unwrap_or(0.0),
         v["sync"].as_str().unwrap_or("?")
     );
+    let shown = if enabled.len() <= LIST_NAMES {
+        enabled.join(", ")
+    } else {
+        format!(
+            "{}, ... ({} more; --json lists them all)",
+            enabled[..LIST_NAMES].join(", "),
+            enabled.len() - LIST_NAMES
+        )
+    };
     let _ = writeln!(
         s,
-        "enabled:   {} function(s){}{}",
+        "enabled:   {} function(s){}{shown}",
         enabled.len(),
         if enabled.is_empty() { "" } else { ": " },
-        enabled.join(", ")
     );
     let _ = writeln!(
         s,
@@ -625,20 +713,39 @@ fn pump(
     }
 }
 
+/// Events this session lost to full rings, all threads.
+fn lost_events(reader: &Reader) -> u64 {
+    reader.losses().iter().map(|l| l.dropped).sum()
+}
+
 fn losses_text(reader: &Reader) -> String {
-    let l: Vec<String> = reader
+    let mut l: Vec<_> = reader
         .losses()
-        .iter()
+        .into_iter()
         .filter(|l| l.dropped > 0)
-        .map(|l| format!("tid {}: {}", l.tid, l.dropped))
         .collect();
     if l.is_empty() {
-        "0 lost".into()
-    } else {
-        let total: u64 = reader.losses().iter().map(|l| l.dropped).sum();
-        format!("{total} lost to full buffers ({})", l.join(", "))
+        return "0 lost".into();
     }
+    let total: u64 = l.iter().map(|l| l.dropped).sum();
+    l.sort_by_key(|l| std::cmp::Reverse(l.dropped));
+    let mut per: Vec<String> = l
+        .iter()
+        .take(4)
+        .map(|l| format!("tid {}: {}", l.tid, l.dropped))
+        .collect();
+    if l.len() > 4 {
+        per.push(format!("{} more threads", l.len() - 4));
+    }
+    format!(
+        "{total} events lost to full buffers ({}): figures are low. {LOSS_HINT}",
+        per.join(", ")
+    )
 }
+
+/// What to do about lost events.
+const LOSS_HINT: &str = "Give threads bigger rings (tracer run --buffer EVENTS, or \
+     TRACER_BUFFER_EVENTS in the program's environment) or enable fewer functions";
 
 fn enabled_hint(reader: &mut Reader) {
     let pid = reader.pid;
@@ -663,7 +770,7 @@ fn trace(
 ) -> Result<End, Error> {
     enabled_hint(reader);
     let mut printer = Printer::new(reader.names.clone(), reader.ticks_per_ns, opts);
-    let mut out = std::io::stdout().lock();
+    let mut out = out();
     let title = if opts.graph {
         "function_graph"
     } else {
@@ -699,10 +806,14 @@ fn trace(
             let n = text.lines().count();
             let keep: String = text.lines().take(room).map(|l| format!("{l}\n")).collect();
             printed += n.min(room) as u64;
-            let _ = out.write_all(keep.as_bytes());
+            let _ = out.write_all(keep.as_bytes()).and_then(|_| out.flush());
             return n < room;
         }
-        if out.write_all(text.as_bytes()).is_err() {
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             broken = true;
             return false;
         }
@@ -748,9 +859,13 @@ fn print_hists(
     hists: &Hists,
     keep: &dyn Fn(u32) -> bool,
     json: bool,
+    lost_events: u64,
 ) -> std::io::Result<()> {
-    let rows = hists.summaries(names, keep);
-    let mut out = std::io::stdout().lock();
+    let mut rows = hists.summaries(names, keep);
+    for r in &mut rows {
+        r.lost_events = lost_events;
+    }
+    let mut out = out();
     if json {
         writeln!(out, "{}", serde_json::to_string(&rows).expect("json"))?;
         return out.flush();
@@ -805,9 +920,13 @@ fn hist_verb(
             if last.elapsed() >= iv {
                 last = Instant::now();
                 if !json {
-                    println!("{}", bold(&format!("# after {:.1} s", iv.as_secs_f64())));
+                    let _ = writeln!(
+                        out(),
+                        "{}",
+                        bold(&format!("# after {:.1} s", iv.as_secs_f64()))
+                    );
                 }
-                if print_hists(&r.names, &hists, &keep, json).is_err() {
+                if print_hists(&r.names, &hists, &keep, json, lost_events(r)).is_err() {
                     return false;
                 }
             }
@@ -816,22 +935,39 @@ fn hist_verb(
     })?;
     // Give the rings back before touching the process again.
     let lost = losses_text(&reader);
+    let lost_n = lost_events(&reader);
     reader.detach();
     if !changed.is_empty() && end != End::Ended {
         if let Ok(mut c) = Client::connect(pid) {
             let _ = c.call("disable", json!({ "pattern": changed.join(" ") }));
         }
     }
-    print_hists(&reader.names, &hists, &keep, json).map_err(io_err)?;
+    print_hists(&reader.names, &hists, &keep, json, lost_n).map_err(io_err)?;
     if !json {
-        println!("# {lost}; {}", end.text(pid));
-    } else if end == End::Ended {
+        writeln!(out(), "# {lost}; {}", end.text(pid)).map_err(io_err)?;
+    } else if lost_n > 0 {
+        eprintln!("tracer: {lost}");
+    }
+    if json && end == End::Ended {
         eprintln!("tracer: {}", end.text(pid));
     }
     Ok(exit::OK)
 }
 
 fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i32, Error> {
+    let file = record::create(output)?;
+    record_to_file(c, output, file, duration, &mut || false)
+}
+
+/// Record the process behind `c` into `file` (created at `output`) until
+/// `duration`, Ctrl-C, the process's end or `stop()`.
+fn record_to_file(
+    c: Client,
+    output: &Path,
+    file: std::io::BufWriter<std::fs::File>,
+    duration: Option<Duration>,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<i32, Error> {
     let pid = c.pid;
     let mut reader = Reader::attach(c)?;
     enabled_hint(&mut reader);
@@ -852,7 +988,6 @@ fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i
         ticks_per_ns: reader.ticks_per_ns,
         functions: reader.names.clone(),
     };
-    let file = record::create(output)?;
     let mut w = record::Writer::new(file, &header).map_err(io_err)?;
     let mut werr = None;
     let mut last_flush = Instant::now();
@@ -860,36 +995,30 @@ fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i
         "tracer: recording process {pid} to {} (Ctrl-C to stop)",
         output.display()
     );
-    let end = pump(
-        &mut reader,
-        false,
-        duration,
-        &mut || false,
-        &mut |_, batch| {
-            let mut i = 0;
-            while i < batch.len() {
-                let tid = batch[i].0;
-                let j = batch[i..]
-                    .iter()
-                    .position(|(t, _)| *t != tid)
-                    .map_or(batch.len(), |k| i + k);
-                let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
-                if let Err(e) = w.events(tid, &evs) {
-                    werr = Some(e);
-                    return false;
-                }
-                i = j;
+    let end = pump(&mut reader, false, duration, stop, &mut |_, batch| {
+        let mut i = 0;
+        while i < batch.len() {
+            let tid = batch[i].0;
+            let j = batch[i..]
+                .iter()
+                .position(|(t, _)| *t != tid)
+                .map_or(batch.len(), |k| i + k);
+            let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+            if let Err(e) = w.events(tid, &evs) {
+                werr = Some(e);
+                return false;
             }
-            if last_flush.elapsed() > Duration::from_millis(200) {
-                last_flush = Instant::now();
-                if let Err(e) = w.flush() {
-                    werr = Some(e);
-                    return false;
-                }
+            i = j;
+        }
+        if last_flush.elapsed() > Duration::from_millis(200) {
+            last_flush = Instant::now();
+            if let Err(e) = w.flush() {
+                werr = Some(e);
+                return false;
             }
-            true
-        },
-    )?;
+        }
+        true
+    })?;
     if let Some(e) = werr {
         return Err(Error::failed(format!(
             "cannot write {}: {e}; free some space or choose another path",
@@ -1006,10 +1135,28 @@ fn status_code(s: std::process::ExitStatus) -> i32 {
     s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
 }
 
+/// `--buffer`: a ring size the runtime accepts.
+fn parse_buffer(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of events; e.g. --buffer 1048576"))?;
+    if !(64..=MAX_BUFFER).contains(&n) {
+        return Err(format!(
+            "{n} events per thread is outside 64..={MAX_BUFFER} (each event is 24 bytes)"
+        ));
+    }
+    Ok(n)
+}
+
+/// The largest ring the runtime makes, in events.
+const MAX_BUFFER: usize = 1 << 26;
+
 fn run_verb(
     enable: &[String],
     trace_on: bool,
     hist_on: bool,
+    record_to: Option<&Path>,
+    buffer: Option<usize>,
     cmd: &[String],
 ) -> Result<i32, Error> {
     let mut command = std::process::Command::new(&cmd[0]);
@@ -1021,11 +1168,17 @@ fn run_verb(
         // Enabled by the runtime before main, so nothing is missed.
         command.env("TRACER_ENABLE", enable.join(","));
     }
-    if trace_on || hist_on {
+    if trace_on || hist_on || record_to.is_some() {
         // The program waits (up to 10 s) for our reader before main, so
         // the in-process collector does not consume the first events.
         command.env("TRACER_WAIT_READER", "1");
     }
+    if let Some(n) = buffer {
+        command.env("TRACER_BUFFER_EVENTS", n.to_string());
+    }
+    // Made before the program starts: a path that cannot be written is
+    // refused before anything runs.
+    let rec_file = record_to.map(record::create).transpose()?;
     if let Some(lib) = preload_for(&cmd[0])? {
         let mut v = std::ffi::OsString::from(&lib);
         if let Some(old) = std::env::var_os("LD_PRELOAD") {
@@ -1069,9 +1222,14 @@ fn run_verb(
         .and_then(|_| c.call("status", json!({})));
         match on {
             Ok(on) => {
-                for n in on["enabled"].as_array().into_iter().flatten() {
-                    println!("enabled {}", n.as_str().unwrap_or("?"));
-                }
+                let names: Vec<String> = on["enabled"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.as_str().unwrap_or("?").to_string())
+                    .collect();
+                // To stderr: the program's stdout stays the program's.
+                eprint!("{}", changed_text("tracer: enabled", &names));
             }
             // A short program may be done before we get to it: its status
             // is what counts (its runtime applied TRACER_ENABLE itself).
@@ -1101,6 +1259,8 @@ fn run_verb(
         trace(&mut reader, opts, None, &mut child_done, None)?;
     } else if hist_on {
         hist_verb(c, None, None, None, false, &mut child_done)?;
+    } else if let (Some(path), Some(file)) = (record_to, rec_file) {
+        record_to_file(c, path, file, None, &mut child_done)?;
     } else {
         drop(c);
     }

@@ -20,6 +20,9 @@ struct Mapped {
     base: *mut libc::c_void,
     len: usize,
     ring: Ring,
+    /// Events the ring had dropped before this session (subtracted: a
+    /// session reports only its own losses).
+    dropped_before: u64,
 }
 
 impl Drop for Mapped {
@@ -52,6 +55,8 @@ pub struct Reader {
     pub unshared: u64,
     last_refresh: Instant,
     ended: bool,
+    /// The first `rings` reply is being taken: losses so far are not ours.
+    first: bool,
 }
 
 impl Reader {
@@ -69,6 +74,7 @@ impl Reader {
             unshared: 0,
             last_refresh: Instant::now(),
             ended: false,
+            first: true,
         };
         r.refresh()?;
         Ok(r)
@@ -119,10 +125,15 @@ impl Reader {
         }
         let list = v["rings"].as_array().cloned().unwrap_or_default();
         for (info, fd) in list.iter().zip(fds.iter()) {
-            if let Some(m) = map_block(info, fd.as_raw_fd()) {
+            if let Some(mut m) = map_block(info, fd.as_raw_fd()) {
+                // Rings of threads that start later lose only in this session.
+                if self.first {
+                    m.dropped_before = m.ring.dropped();
+                }
                 self.rings.push(m);
             }
         }
+        self.first = false;
         Ok(())
     }
 
@@ -166,7 +177,7 @@ impl Reader {
         Ok(n)
     }
 
-    /// Events each thread has lost to full rings so far.
+    /// Events each thread has lost to full rings in this session.
     pub fn losses(&self) -> Vec<ThreadLoss> {
         self.rings
             .iter()
@@ -176,7 +187,7 @@ impl Reader {
                     .header()
                     .tid
                     .load(std::sync::atomic::Ordering::Relaxed),
-                dropped: m.ring.dropped(),
+                dropped: m.ring.dropped().saturating_sub(m.dropped_before),
             })
             .collect()
     }
@@ -246,6 +257,7 @@ fn map_block(info: &Value, fd: i32) -> Option<Mapped> {
             base,
             len,
             ring,
+            dropped_before: 0,
         }),
         Err(_) => {
             // SAFETY: our own mapping, not used by anything else.

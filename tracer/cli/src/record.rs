@@ -123,6 +123,13 @@ pub struct Recording {
 }
 
 impl Recording {
+    /// Events lost to full rings while recording (0 without a trailer).
+    pub fn lost_events(&self) -> u64 {
+        self.trailer
+            .as_ref()
+            .map_or(0, |t| t.lost.iter().map(|(_, n)| n).sum())
+    }
+
     /// Ticks per nanosecond to use (the trailer's if any).
     pub fn ticks_per_ns(&self) -> f64 {
         let t = self

@@ -37,6 +37,9 @@ pub struct Row {
     pub p99: u64,
     /// Longest.
     pub max: u64,
+    /// Events the recording lost to full rings (all functions and threads;
+    /// the same in every row): when not 0 the figures are low.
+    pub lost_events: u64,
 }
 
 /// Keys `report --sort` accepts.
@@ -95,6 +98,7 @@ pub fn rows(rec: &Recording) -> Vec<Row> {
         e.1 += own;
         e.2 += dur;
     });
+    let lost_events = rec.lost_events();
     let mut v: Vec<Row> = hists
         .iter()
         .map(|(f, (h, own, total))| {
@@ -109,6 +113,7 @@ pub fn rows(rec: &Recording) -> Vec<Row> {
                 p50: s.p50,
                 p99: s.p99,
                 max: s.max,
+                lost_events,
             }
         })
         .collect();
@@ -143,7 +148,13 @@ pub fn sort(rows: &mut [Row], key: &str) -> Result<(), String> {
 
 /// Rows as a table.
 pub fn table(rows: &[Row]) -> String {
-    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
+    let name = |r: &str| crate::elide(r, crate::NAME_COLUMN).into_owned();
+    let w = rows
+        .iter()
+        .map(|r| name(&r.name).chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let h = crate::dur::human_ns;
     let mut out = format!(
         "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
@@ -153,7 +164,7 @@ pub fn table(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            r.name,
+            name(&r.name),
             r.calls,
             h(r.total),
             h(r.self_ns),
@@ -209,7 +220,10 @@ pub fn chrome(rec: &Recording) -> Value {
 pub fn folded(rec: &Recording) -> String {
     let mut acc: BTreeMap<String, u64> = BTreeMap::new();
     walk(rec, |_, _, _, own, path| {
-        let key: Vec<&str> = path.iter().map(|f| rec.name(*f)).collect();
+        let key: Vec<_> = path
+            .iter()
+            .map(|f| crate::folded_frame(rec.name(*f)))
+            .collect();
         *acc.entry(key.join(";")).or_default() += rec.ns(own);
     });
     let mut out = String::new();

@@ -459,16 +459,18 @@ fn run_enables_shows_and_returns_the_status() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    // What the tracer prints goes to stderr: the program's stdout is its own.
     assert!(
-        stdout(&o).contains("enabled tracer_fixture::slow"),
+        stderr(&o).contains("enabled tracer_fixture::slow"),
         "{}",
-        stdout(&o)
+        stderr(&o)
     );
     assert!(
-        stdout(&o).contains("@tracer_fixture::slow (ns):"),
+        stderr(&o).contains("@tracer_fixture::slow (ns):"),
         "{}",
-        stdout(&o)
+        stderr(&o)
     );
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
     assert!(
         stderr(&o).contains("exited with status 3"),
         "{}",
@@ -755,9 +757,39 @@ fn run_with_trace_streams_until_the_command_exits() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    let out = stdout(&o);
+    // The trace goes to stderr; the program's stdout stays the program's.
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("tracer_fixture::outer();"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("# ") && l.contains("ended")),
+        "{err}"
+    );
+    // Or to a file.
+    let file = d.0.join("trace.txt");
+    let o = d
+        .cmd(
+            TRACER,
+            &[
+                "run",
+                "--enable",
+                "outer",
+                "--trace",
+                "-o",
+                file.to_str().unwrap(),
+                "--",
+                FIXTURE,
+            ],
+        )
+        .env("TRACER_FIXTURE_ROUNDS", "100")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let out = std::fs::read_to_string(&file).unwrap();
     assert!(out.contains("tracer_fixture::outer();"), "{out}");
     assert!(out.lines().last().unwrap().contains("ended"), "{out}");
+    assert!(!stderr(&o).contains("tracer_fixture::outer();"));
 }
 
 #[test]
@@ -817,11 +849,57 @@ fn overruns_are_counted_per_thread() {
     let out = ok(&d.tracer(&["trace", "--graph", "--duration", "500ms", "-p", &p]));
     let last = out.lines().last().unwrap();
     assert!(last.contains("lost to full buffers (tid "), "{last}");
+    assert!(last.contains("--buffer"), "says what to do: {last}");
     let st = json(&d.tracer(&["status", "--json", "-p", &p]));
     assert!(st["dropped"].as_u64().unwrap() > 0, "{st}");
     let t = &st["threads_detail"][0];
     assert_eq!(t["capacity"], 64);
     assert!(t["dropped"].as_u64().unwrap() > 0, "{st}");
+    // A later session reports only its own losses: none, with nothing enabled.
+    ok(&d.tracer(&["disable", "*", "-p", &p]));
+    let out = ok(&d.tracer(&["trace", "--duration", "300ms", "-p", &p]));
+    let last = out.lines().last().unwrap();
+    assert!(last.contains("; 0 lost;"), "{last}");
+    let rows = json(&d.tracer(&["hist", "--json", "--duration", "300ms", "-p", &p, "outer"]));
+    let row = by_name(&rows, "outer");
+    assert_eq!(row["lost_events"], 0, "{rows}");
+}
+
+#[test]
+fn run_records_from_the_first_call() {
+    let d = Dir::new();
+    let rec = d.0.join("run.trace");
+    let o = d
+        .cmd(
+            TRACER,
+            &[
+                "run",
+                "--enable",
+                "outer slow",
+                "--buffer",
+                "1048576",
+                "--record",
+                rec.to_str().unwrap(),
+                "--",
+                FIXTURE,
+                "2",
+            ],
+        )
+        .env("TRACER_FIXTURE_ROUNDS", "50")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}\n{}", stdout(&o), stderr(&o));
+    let rows = json(&d.tracer(&["report", "--json", rec.to_str().unwrap()]));
+    // Every call of the two threads, from the very first.
+    for f in ["tracer_fixture::outer", "tracer_fixture::slow"] {
+        let r = by_name(&rows, f);
+        assert_eq!(r["calls"], 100, "{f}: {rows}");
+        assert_eq!(r["lost_events"], 0, "{rows}");
+    }
+    // A ring size the runtime would not make is refused up front.
+    let o = d.tracer(&["run", "--buffer", "3", "--", FIXTURE]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("64..="), "{}", stderr(&o));
 }
 
 #[test]
