@@ -352,12 +352,17 @@ fn graph_lines(out: &str) -> Vec<String> {
 fn run_once(b: &Built) -> (Output, Vec<String>) {
     let d = Dir::new();
     let fixture = b.fixture.to_str().unwrap();
-    let o = d
+    let trace = d.0.join("trace.txt");
+    let mut o = d
         .cmd(TRACER)
-        .args(["run", "--enable", "whole_rust::*", "--trace", "--", fixture])
+        .args(["run", "--enable", "whole_rust::*", "--trace", "-o"])
+        .arg(&trace)
+        .args(["--", fixture])
         .arg("once")
         .output()
         .unwrap();
+    // The program's output, then the trace (`run -o`).
+    o.stdout.extend(std::fs::read(&trace).unwrap_or_default());
     let out = text(&o.stdout);
     let lines = graph_lines(&out);
     (o, lines)
@@ -504,13 +509,18 @@ fn std_backtrace_inside_traced_frames_sees_the_real_callers() {
         );
     }
     let d = Dir::new();
-    let o = d
+    let trace = d.0.join("trace.txt");
+    let mut o = d
         .cmd(TRACER)
-        .args(["run", "--enable", "whole_rust::*", "--trace", "--"])
+        .args(["run", "--enable", "whole_rust::*", "--trace", "-o"])
+        .arg(&trace)
+        .arg("--")
         .arg(&b.fixture)
         .arg("backtrace")
         .output()
         .unwrap();
+    // The program's output, then the trace (`run -o`).
+    o.stdout.extend(std::fs::read(&trace).unwrap_or_default());
     let out = ok(&o);
     assert!(out.contains("result 4\n"), "{out}");
     assert_eq!(frames(&out), want, "{out}");
