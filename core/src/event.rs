@@ -122,8 +122,20 @@ impl std::error::Error for AttachError {}
 
 impl Ring {
     /// Bytes of memory a ring of `capacity` events needs.
+    ///
+    /// Panics if that does not fit in a `usize`; for a capacity read from
+    /// memory someone else wrote, use [`Ring::checked_bytes_for`].
     pub fn bytes_for(capacity: usize) -> usize {
-        std::mem::size_of::<RingHeader>() + capacity * std::mem::size_of::<Event>()
+        Ring::checked_bytes_for(capacity as u64).expect("ring capacity overflows the address space")
+    }
+
+    /// Bytes of memory a ring of `capacity` events needs, or `None` if that
+    /// overflows a `usize` (a capacity from a hostile or corrupt header).
+    pub fn checked_bytes_for(capacity: u64) -> Option<usize> {
+        usize::try_from(capacity)
+            .ok()?
+            .checked_mul(std::mem::size_of::<Event>())?
+            .checked_add(std::mem::size_of::<RingHeader>())
     }
 
     /// Lay out a new, empty ring in `mem`.
@@ -172,18 +184,21 @@ impl Ring {
         if v != RING_VERSION {
             return Err(AttachError::Version(v));
         }
-        let cap = hdr.capacity.load(Ordering::Relaxed) as usize;
+        let cap = hdr.capacity.load(Ordering::Relaxed);
         if !cap.is_power_of_two() {
             return Err(AttachError::BadCapacity);
         }
-        if len < Ring::bytes_for(cap) {
-            return Err(AttachError::TooSmall);
+        // Checked: the header may come from another process, and a capacity
+        // of 2^62 would wrap the size to something small.
+        match Ring::checked_bytes_for(cap) {
+            Some(need) if need <= len => {}
+            _ => return Err(AttachError::TooSmall),
         }
         Ok(Ring {
             hdr,
             // SAFETY: within `len`, checked above.
             slots: unsafe { mem.add(std::mem::size_of::<RingHeader>()) } as *const _,
-            mask: cap as u64 - 1,
+            mask: cap - 1,
         })
     }
 
@@ -252,21 +267,74 @@ impl Ring {
 
     /// Consume up to `max` events, oldest first. Only one thread may drain a
     /// ring at a time. Returns how many were consumed.
-    pub fn drain(&self, max: usize, mut f: impl FnMut(&Event)) -> usize {
+    ///
+    /// Never more than the capacity at once, even if the positions in the
+    /// header say otherwise (a corrupt ring); [`Ring::try_drain`] reports
+    /// such a ring instead.
+    pub fn drain(&self, max: usize, f: impl FnMut(&Event)) -> usize {
         let h = self.hdr();
         let tail = h.tail.0.load(Ordering::Relaxed);
         let head = h.head.0.load(Ordering::Acquire);
-        let n = (head.wrapping_sub(tail) as usize).min(max);
+        let n = head.wrapping_sub(tail).min(self.mask + 1) as usize;
+        self.drain_from(tail, n.min(max), f)
+    }
+
+    /// [`Ring::drain`], but a ring whose producer position is more than the
+    /// capacity ahead of the consumer position (impossible for a ring that
+    /// follows the protocol: its memory is corrupt or hostile) is an error,
+    /// and nothing is consumed.
+    pub fn try_drain(&self, max: usize, f: impl FnMut(&Event)) -> Result<usize, RingCorrupt> {
+        let h = self.hdr();
+        let tail = h.tail.0.load(Ordering::Relaxed);
+        let head = h.head.0.load(Ordering::Acquire);
+        let pending = head.wrapping_sub(tail);
+        if pending > self.mask + 1 {
+            return Err(RingCorrupt {
+                head,
+                tail,
+                capacity: self.mask + 1,
+            });
+        }
+        Ok(self.drain_from(tail, (pending as usize).min(max), f))
+    }
+
+    fn drain_from(&self, tail: u64, n: usize, mut f: impl FnMut(&Event)) -> usize {
+        let h = self.hdr();
         for i in 0..n as u64 {
             // SAFETY: slots in [tail, head) were published by the producer's
             // Release store of head, which our Acquire load observed.
-            let ev = unsafe { *(*self.slots.add(((tail + i) & self.mask) as usize)).get() };
+            let ev = unsafe { *(*self.slots.add((tail.wrapping_add(i) & self.mask) as usize)).get() };
             f(&ev);
         }
-        h.tail.0.store(tail + n as u64, Ordering::Release);
+        h.tail.0.store(tail.wrapping_add(n as u64), Ordering::Release);
         n
     }
 }
+
+/// A ring whose positions cannot be right: the producer is more than the
+/// capacity ahead of the consumer (see [`Ring::try_drain`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingCorrupt {
+    /// The producer position found.
+    pub head: u64,
+    /// The consumer position found.
+    pub tail: u64,
+    /// The ring's capacity, in events.
+    pub capacity: u64,
+}
+
+impl std::fmt::Display for RingCorrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event buffer positions are corrupt: {} events pending in a buffer of {}",
+            self.head.wrapping_sub(self.tail),
+            self.capacity
+        )
+    }
+}
+
+impl std::error::Error for RingCorrupt {}
 
 /// Heap memory for a ring, for tests and for readers that copy.
 pub struct OwnedRing {
@@ -356,6 +424,37 @@ mod tests {
             unsafe { Ring::attach(junk.as_mut_ptr() as *mut u8, 512) }.err(),
             Some(AttachError::BadMagic)
         );
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_not_trusted() {
+        assert_eq!(Ring::checked_bytes_for(8), Some(192 + 8 * 24));
+        assert_eq!(Ring::checked_bytes_for(1 << 62), None);
+        assert_eq!(Ring::checked_bytes_for(u64::MAX), None);
+        let r = OwnedRing::new(8);
+        let mem = r.hdr as *mut u8;
+        // A capacity whose size wraps: refused, not attached over 8 slots.
+        r.header().capacity.store(1 << 62, Ordering::Relaxed);
+        // SAFETY: the owned ring's memory is alive for this test.
+        assert_eq!(
+            unsafe { Ring::attach(mem, Ring::bytes_for(8)) }.err(),
+            Some(AttachError::TooSmall)
+        );
+        r.header().capacity.store(8, Ordering::Relaxed);
+        // SAFETY: as above.
+        let a = unsafe { Ring::attach(mem, Ring::bytes_for(8)) }.unwrap();
+        // The producer claims 2^63 pending events.
+        r.hdr().head.0.store(1 << 63, Ordering::Relaxed);
+        let mut n = 0;
+        let e = a.try_drain(usize::MAX, |_| n += 1).unwrap_err();
+        assert_eq!((e.capacity, n), (8, 0));
+        assert!(e.to_string().contains("corrupt"), "{e}");
+        // `drain` takes at most a ring's worth, whatever the header says.
+        assert_eq!(a.drain(usize::MAX, |_| {}), 8);
+        // Positions near the end of the u64 range wrap, never panic.
+        r.hdr().tail.0.store(u64::MAX - 1, Ordering::Relaxed);
+        r.hdr().head.0.store(2, Ordering::Relaxed);
+        assert_eq!(a.try_drain(usize::MAX, |_| {}), Ok(4));
     }
 
     #[test]

@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-/// Parse `500ms`, `2s`, `1.5s`, `250us`, `100ns`, `1m`, `1h`.
+/// The longest duration accepted: one year (365 days). Beyond it a typo is
+/// far more likely than a wish, and larger values overflow deadlines.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parse `500ms`, `2s`, `1.5s`, `250us`, `100ns`, `1m`, `1h` (at most [`MAX`]).
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -25,7 +29,14 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             ))
         }
     };
-    Ok(Duration::from_nanos((v * ns_per).round() as u64))
+    let ns = (v * ns_per).round();
+    if !ns.is_finite() || ns > MAX.as_nanos() as f64 {
+        return Err(format!(
+            "'{s}' is longer than the one-year limit: give a shorter duration (e.g. 24h), or \
+             leave --duration out and stop with Ctrl-C"
+        ));
+    }
+    Ok(Duration::from_nanos(ns as u64))
 }
 
 /// Nanoseconds in a short human form: `215 ns`, `12.3 us`, `4.56 ms`, `1.20 s`.
@@ -56,6 +67,11 @@ mod tests {
         assert!(parse("5").unwrap_err().contains("no unit"));
         assert!(parse("5 parsecs").unwrap_err().contains("unknown unit"));
         assert!(parse("ms").is_err());
+        assert_eq!(parse("8760h").unwrap(), MAX);
+        for long in ["99999999999s", "8761h", "99999999999999999999999999h"] {
+            let e = parse(long).unwrap_err();
+            assert!(e.contains("one-year limit"), "{long}: {e}");
+        }
     }
 
     #[test]
