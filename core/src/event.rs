@@ -303,10 +303,13 @@ impl Ring {
         for i in 0..n as u64 {
             // SAFETY: slots in [tail, head) were published by the producer's
             // Release store of head, which our Acquire load observed.
-            let ev = unsafe { *(*self.slots.add((tail.wrapping_add(i) & self.mask) as usize)).get() };
+            let ev =
+                unsafe { *(*self.slots.add((tail.wrapping_add(i) & self.mask) as usize)).get() };
             f(&ev);
         }
-        h.tail.0.store(tail.wrapping_add(n as u64), Ordering::Release);
+        h.tail
+            .0
+            .store(tail.wrapping_add(n as u64), Ordering::Release);
         n
     }
 }

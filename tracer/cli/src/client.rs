@@ -4,19 +4,53 @@
 //! `$XDG_RUNTIME_DIR/tracer/<pid>.sock` (else `/tmp/tracer-<uid>/<pid>.sock`).
 //! Messages are a `u32` little-endian length and that many bytes of JSON; see
 //! the `tracer` crate's `agent.rs` for the requests.
+//!
+//! # Whom this program talks to
+//!
+//! Nothing found on disk is trusted by itself. Before connecting, the socket's
+//! directory must be a real directory (not a symbolic link) owned by the user
+//! the target process runs as (the owner of `/proc/PID`), with no permission
+//! bits for group or others: nobody else can then have put a socket there.
+//! After connecting, the peer's credentials (`SO_PEERCRED`, set by the
+//! kernel) must name the target process (or a thread of it) and its user.
+//! Anything else is refused with an error naming the directory or socket.
+//!
+//! Run as root, this program also looks in every user's directories
+//! (`/run/user/*/tracer`, `/tmp/tracer-*`, and the target's own
+//! `XDG_RUNTIME_DIR`) for the target's socket.
+//!
+//! Replies are hostile input too: each has a whole-message deadline, a size
+//! limit ([`MAX_MESSAGE`]) and a cap on attached descriptors.
 
-use crate::Error;
+use crate::{printable, Error};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Protocol version this program speaks.
 pub const PROTOCOL_VERSION: u64 = 1;
-/// Largest reply accepted.
+/// Largest reply accepted, in bytes.
 pub const MAX_MESSAGE: usize = 64 << 20;
+/// Largest request the agent accepts, in bytes (its own `MAX_MESSAGE`):
+/// a larger one is refused here, before it is sent.
+pub const MAX_REQUEST: usize = 1 << 20;
+/// Most descriptors accepted with one reply (the agent sends at most 200).
+pub const MAX_FDS: usize = 1024;
+/// How long a request may take before it is reported as unanswered.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
 
 /// Where agents of this user put their sockets, most likely first.
 pub fn socket_dirs() -> Vec<PathBuf> {
@@ -24,11 +58,102 @@ pub fn socket_dirs() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         v.push(Path::new(&d).join("tracer"));
     }
-    // SAFETY: getuid has no preconditions.
-    v.push(PathBuf::from(format!("/tmp/tracer-{}", unsafe {
-        libc::getuid()
-    })));
+    v.push(PathBuf::from(format!("/tmp/tracer-{}", uid())));
     v
+}
+
+/// The user id process `pid` runs as (the owner of `/proc/PID`).
+pub fn owner_uid(pid: i32) -> Option<u32> {
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+/// `XDG_RUNTIME_DIR` in the initial environment of process `pid`, if this
+/// program may read it.
+fn target_runtime_dir(pid: i32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"XDG_RUNTIME_DIR="))
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(std::ffi::OsStr::from_bytes(d)))
+}
+
+/// Directories the socket of process `pid` may be in, most likely first:
+/// this user's; the target's own `XDG_RUNTIME_DIR`; run as root, every
+/// user's.
+pub fn socket_dirs_for(pid: i32) -> Vec<PathBuf> {
+    let mut v = socket_dirs();
+    if let Some(d) = target_runtime_dir(pid) {
+        v.push(d.join("tracer"));
+    }
+    if euid() == 0 {
+        if let Some(u) = owner_uid(pid) {
+            v.push(PathBuf::from(format!("/run/user/{u}/tracer")));
+            v.push(PathBuf::from(format!("/tmp/tracer-{u}")));
+        }
+        for (parent, keep) in [
+            ("/run/user", &(|_: &str| true) as &dyn Fn(&str) -> bool),
+            ("/tmp", &|n: &str| n.starts_with("tracer-")),
+        ] {
+            let Ok(rd) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            let mut found: Vec<PathBuf> = rd
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(keep))
+                .map(|e| {
+                    if parent == "/run/user" {
+                        e.path().join("tracer")
+                    } else {
+                        e.path()
+                    }
+                })
+                .collect();
+            found.sort();
+            v.extend(found);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|d| seen.insert(d.clone()));
+    v
+}
+
+/// Is `dir` safe to find agent sockets of a process of user `uid` in: a
+/// directory (not a symbolic link) owned by `uid`, with no group or other
+/// permission bits? `Err` says why not and what to do.
+pub fn check_dir(dir: &Path, uid: u32) -> Result<(), Error> {
+    let md = std::fs::symlink_metadata(dir).map_err(|e| {
+        Error::no_target(format!(
+            "cannot inspect the socket directory {}: {e}",
+            printable(&dir.display().to_string())
+        ))
+    })?;
+    let d = printable(&dir.display().to_string()).into_owned();
+    let fix = "remove it (as its owner or root) and restart the traced process, or give both \
+               the process and tracer a private XDG_RUNTIME_DIR";
+    if !md.file_type().is_dir() {
+        return Err(Error::no_target(format!(
+            "refusing the socket directory {d}: it is not a directory (a symbolic link?), so \
+             anyone could have put it there; {fix}"
+        )));
+    }
+    if md.uid() != uid {
+        return Err(Error::no_target(format!(
+            "refusing the socket directory {d}: it belongs to uid {}, not to uid {uid} who runs \
+             the process, so its sockets may impersonate the process's agent; {fix}",
+            md.uid()
+        )));
+    }
+    if md.mode() & 0o077 != 0 {
+        return Err(Error::no_target(format!(
+            "refusing the socket directory {d}: its mode is {:04o}, so other users can put \
+             sockets in it; run `chmod 700 {d}` (or {fix})",
+            md.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Is process `pid` alive (a zombie is not)?
@@ -46,32 +171,58 @@ pub fn alive(pid: i32) -> bool {
             != Some(true)
 }
 
-/// The command name of `pid`, from `/proc`.
+/// The command name of `pid`, from `/proc`, control characters escaped.
 pub fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_string())
+        .map(|s| printable(s.trim()).into_owned())
         .unwrap_or_else(|_| "?".into())
 }
 
-/// The socket of `pid`, if one exists.
+/// The socket of `pid`, if one exists (in any directory, trusted or not:
+/// [`Client::connect`] checks).
 pub fn socket_of(pid: i32) -> Option<PathBuf> {
-    socket_dirs()
+    socket_dirs_for(pid)
         .into_iter()
         .map(|d| d.join(format!("{pid}.sock")))
         .find(|p| p.exists())
 }
 
+/// The socket of `pid` in a directory that passes [`check_dir`] for the
+/// process's user. `Ok(None)`: no socket anywhere; `Err`: only sockets in
+/// untrusted directories (the error names the first).
+fn trusted_socket_of(pid: i32, uid: u32) -> Result<Option<PathBuf>, Error> {
+    let mut refused = None;
+    for d in socket_dirs_for(pid) {
+        let p = d.join(format!("{pid}.sock"));
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        match check_dir(&d, uid) {
+            Ok(()) => return Ok(Some(p)),
+            Err(e) => {
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
 /// Live traced processes of this user, `(pid, command)`, sorted by pid (this
 /// program excluded). Only the directory agents with this program's
 /// environment use is scanned (`$XDG_RUNTIME_DIR/tracer` if set); `-p PID`
-/// also finds sockets in the fallback directory.
-pub fn traced_processes() -> Vec<(i32, String)> {
+/// also finds sockets in the fallback directory. `Err` if that directory
+/// exists but is not safe ([`check_dir`]).
+pub fn traced_processes() -> Result<Vec<(i32, String)>, Error> {
     let me = std::process::id() as i32;
     let mut v: Vec<(i32, String)> = Vec::new();
     for d in socket_dirs().into_iter().take(1) {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
         };
+        check_dir(&d, uid())?;
         for e in rd.flatten() {
             let name = e.file_name();
             let Some(pid) = name
@@ -87,7 +238,7 @@ pub fn traced_processes() -> Vec<(i32, String)> {
         }
     }
     v.sort();
-    v
+    Ok(v)
 }
 
 /// The process to talk to: `pid` if given, else the only traced process of
@@ -96,7 +247,7 @@ pub fn find_target(pid: Option<i32>) -> Result<i32, Error> {
     if let Some(p) = pid {
         return Ok(p);
     }
-    let procs = traced_processes();
+    let procs = traced_processes()?;
     match procs.as_slice() {
         [] => Err(Error::no_target(
             "no traced process of this user is running. Start a program that depends on the \
@@ -129,35 +280,118 @@ fn no_agent(pid: i32) -> Error {
     ))
 }
 
+/// The kernel's record of who is at the other end of `s`.
+fn peer_cred(s: &UnixStream) -> std::io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid out-pointers of the right size.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(cred)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Is the peer `cred` process `pid` (or one of its threads) running as `uid`?
+fn peer_is(cred: &libc::ucred, pid: i32, uid: u32) -> bool {
+    let same_process = cred.pid == pid
+        || (cred.pid > 0 && Path::new(&format!("/proc/{pid}/task/{}", cred.pid)).exists());
+    same_process && cred.uid == uid
+}
+
+/// Why reading a reply failed.
+enum RecvError {
+    Io(std::io::Error),
+    Timeout,
+    TooLarge(usize),
+    TooManyFds,
+    Malformed(String),
+}
+
 /// A connection to one agent.
 pub struct Client {
     stream: UnixStream,
     /// The process.
     pub pid: i32,
+    /// How long each request may take.
+    timeout: Duration,
+    /// No request may run past this (a `--duration`'s end, plus a margin).
+    deadline: Option<Instant>,
 }
 
 impl Client {
-    /// Connect to the agent of `pid`.
+    /// Connect to the agent of `pid`, after checking that its socket's
+    /// directory and the peer are what they must be (see the module docs).
     pub fn connect(pid: i32) -> Result<Client, Error> {
-        let path = socket_of(pid).ok_or_else(|| no_agent(pid))?;
+        let uid = owner_uid(pid).ok_or_else(|| no_agent(pid))?;
+        let path = trusted_socket_of(pid, uid)?.ok_or_else(|| no_agent(pid))?;
+        let shown = printable(&path.display().to_string()).into_owned();
         let stream = UnixStream::connect(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
                 Error::no_target(format!(
-                    "cannot connect to {}: {e}; run tracer as the process's user or as root",
-                    path.display()
+                    "cannot connect to {shown}: {e}; run tracer as the process's user or as root"
                 ))
             } else if alive(pid) {
                 Error::no_target(format!(
-                    "cannot connect to the agent of process {pid} at {}: {e}. Is its tracer-agent \
-                     thread alive? Restart the process",
-                    path.display()
+                    "cannot connect to the agent of process {pid} at {shown}: {e}. Is its \
+                     tracer-agent thread alive? Restart the process"
                 ))
             } else {
                 no_agent(pid)
             }
         })?;
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-        Ok(Client { stream, pid })
+        let cred = peer_cred(&stream).map_err(|e| {
+            Error::no_target(format!(
+                "cannot identify the process behind {shown}: {e}; refusing to talk to it"
+            ))
+        })?;
+        if !peer_is(&cred, pid, uid) {
+            return Err(Error::no_target(format!(
+                "refusing {shown}: it is served by process {} (uid {}), not by process {pid} \
+                 (uid {uid}), so it is not that process's agent. Remove the socket and restart \
+                 process {pid}; if it comes back, someone is impersonating the agent",
+                cred.pid, cred.uid
+            )));
+        }
+        Ok(Client {
+            stream,
+            pid,
+            timeout: REPLY_TIMEOUT,
+            deadline: None,
+        })
+    }
+
+    /// No request may run past `deadline` (it fails as unanswered then);
+    /// `None`: only the per-request timeout applies.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// How long each request may take (default [`REPLY_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    fn request_deadline(&self) -> Instant {
+        let now = Instant::now();
+        let t = now.checked_add(self.timeout).unwrap_or(now);
+        match self.deadline {
+            Some(d) if d < t => d,
+            _ => t,
+        }
     }
 
     /// Send `op` with the fields of `extra`, return the reply and any file
@@ -170,17 +404,25 @@ impl Client {
             }
         }
         let body = serde_json::to_vec(&req).map_err(|e| Error::failed(e.to_string()))?;
-        self.send_raw(&frame(&body)).map_err(|e| self.lost(e))?;
-        let (v, fds) = self.recv().map_err(|e| self.lost(e))?;
+        if body.len() > MAX_REQUEST {
+            return Err(Error::failed(format!(
+                "the '{op}' request is {} bytes, over the agent's limit of {MAX_REQUEST} bytes \
+                 (1 MiB): use fewer or shorter patterns (globs such as 'app::*' cover many \
+                 functions), or split them over several commands",
+                body.len()
+            )));
+        }
+        let deadline = self.request_deadline();
+        self.send_frame(&frame(&body), deadline)
+            .map_err(|e| self.failed(op, e))?;
+        let (v, fds) = self.recv_until(deadline).map_err(|e| self.failed(op, e))?;
         if v["ok"].as_bool() == Some(true) {
             Ok((v, fds))
         } else {
-            Err(Error::failed(
-                v["error"]
-                    .as_str()
-                    .unwrap_or("the agent refused the request")
-                    .to_string(),
-            ))
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("the agent refused the request");
+            Err(Error::failed(printable(msg).into_owned()))
         }
     }
 
@@ -189,35 +431,105 @@ impl Client {
         self.call_fds(op, extra).map(|(v, _)| v)
     }
 
-    fn lost(&self, e: std::io::Error) -> Error {
-        if alive(self.pid) {
-            Error::failed(format!(
-                "lost the connection to process {}: {e}; try again",
-                self.pid
-            ))
-        } else {
-            Error::failed(format!("process {} has ended", self.pid))
+    fn failed(&self, op: &str, e: RecvError) -> Error {
+        let pid = self.pid;
+        match e {
+            RecvError::Timeout => Error::failed(format!(
+                "process {pid} did not answer the '{op}' request in time (it may be stopped or \
+                 busy); the request may still take effect: check with `tracer status -p {pid}` \
+                 before repeating it"
+            )),
+            RecvError::TooLarge(n) => Error::failed(format!(
+                "process {pid} sent a reply of {n} bytes, over this program's limit of \
+                 {MAX_MESSAGE} bytes (64 MiB); it is not speaking the tracer protocol (a \
+                 different tracer version, or not a genuine agent): restart it or use a \
+                 matching tracer"
+            )),
+            RecvError::TooManyFds => Error::failed(format!(
+                "process {pid} attached more than {MAX_FDS} descriptors to one reply; it is \
+                 not speaking the tracer protocol: restart it or use a matching tracer"
+            )),
+            RecvError::Malformed(m) => Error::failed(format!(
+                "process {pid} sent a malformed reply ({}); it is not speaking the tracer \
+                 protocol: restart it or use a matching tracer",
+                printable(&m)
+            )),
+            RecvError::Io(e) if alive(pid) => Error::failed(format!(
+                "lost the connection to process {pid}: {e}; the '{op}' request may or may not \
+                 have taken effect: check with `tracer status -p {pid}` and try again"
+            )),
+            RecvError::Io(_) => Error::failed(format!("process {pid} has ended")),
         }
     }
 
     /// Write raw bytes (for tests of the agent's input checks).
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)
+        let deadline = self.request_deadline();
+        self.send_frame(bytes, deadline).map_err(|e| match e {
+            RecvError::Io(e) => e,
+            _ => std::io::ErrorKind::TimedOut.into(),
+        })
     }
 
-    /// Read one framed reply with its descriptors.
+    /// Write all of `bytes` by `deadline`, without SIGPIPE.
+    fn send_frame(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), RecvError> {
+        while !bytes.is_empty() {
+            wait_fd(&self.stream, libc::POLLOUT, deadline)?;
+            // SAFETY: `bytes` is valid for `bytes.len()` bytes.
+            let n = unsafe {
+                libc::send(
+                    self.stream.as_raw_fd(),
+                    bytes.as_ptr() as *const libc::c_void,
+                    bytes.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                ) {
+                    continue;
+                }
+                return Err(RecvError::Io(e));
+            }
+            bytes = &bytes[n as usize..];
+        }
+        Ok(())
+    }
+
+    /// Read one framed reply with its descriptors (within the request
+    /// timeout).
     pub fn recv(&mut self) -> std::io::Result<(Value, Vec<OwnedFd>)> {
+        let deadline = self.request_deadline();
+        self.recv_until(deadline).map_err(|e| match e {
+            RecvError::Io(e) => e,
+            RecvError::Timeout => std::io::ErrorKind::TimedOut.into(),
+            RecvError::TooLarge(n) => std::io::Error::other(format!(
+                "reply of {n} bytes is over the {MAX_MESSAGE}-byte limit"
+            )),
+            RecvError::TooManyFds => {
+                std::io::Error::other(format!("more than {MAX_FDS} descriptors in one reply"))
+            }
+            RecvError::Malformed(m) => std::io::Error::other(m),
+        })
+    }
+
+    fn recv_until(&mut self, deadline: Instant) -> Result<(Value, Vec<OwnedFd>), RecvError> {
+        let mut fds = Vec::new();
         let mut len = [0u8; 4];
-        let fds = recv_with_fds(&self.stream, &mut len)?;
+        recv_with_fds(&self.stream, &mut len, &mut fds, deadline)?;
         let n = u32::from_le_bytes(len) as usize;
         if n > MAX_MESSAGE {
-            return Err(std::io::Error::other(format!(
-                "reply of {n} bytes is too large"
-            )));
+            return Err(RecvError::TooLarge(n));
         }
         let mut body = vec![0u8; n];
-        self.stream.read_exact(&mut body)?;
-        let v = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
+        recv_with_fds(&self.stream, &mut body, &mut fds, deadline)?;
+        let v = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
+        if !matches!(v, Value::Object(_)) {
+            return Err(RecvError::Malformed("not a JSON object".into()));
+        }
         Ok((v, fds))
     }
 }
@@ -229,11 +541,44 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Fill `buf` from the socket, collecting SCM_RIGHTS descriptors.
-fn recv_with_fds(s: &UnixStream, buf: &mut [u8]) -> std::io::Result<Vec<OwnedFd>> {
-    let mut fds = Vec::new();
+/// Wait until `s` is ready for `events`, or `deadline` passes.
+fn wait_fd(s: &UnixStream, events: libc::c_short, deadline: Instant) -> Result<(), RecvError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(RecvError::Timeout);
+        }
+        let mut p = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(RecvError::Io(e));
+            }
+        }
+    }
+}
+
+/// Fill `buf` from the socket by `deadline`, collecting SCM_RIGHTS
+/// descriptors into `fds` (at most [`MAX_FDS`]).
+fn recv_with_fds(
+    s: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    deadline: Instant,
+) -> Result<(), RecvError> {
     let mut got = 0;
     while got < buf.len() {
+        wait_fd(s, libc::POLLIN, deadline)?;
         let mut cbuf = [0u64; 256];
         let mut iov = libc::iovec {
             iov_base: buf[got..].as_mut_ptr() as *mut libc::c_void,
@@ -246,24 +591,32 @@ fn recv_with_fds(s: &UnixStream, buf: &mut [u8]) -> std::io::Result<Vec<OwnedFd>
         msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
         // SAFETY: the iovec and control buffer are valid for their lengths.
-        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe {
+            libc::recvmsg(
+                s.as_raw_fd(),
+                &mut msg,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+            ) {
                 continue;
             }
-            return Err(e);
+            return Err(RecvError::Io(e));
         }
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        // SAFETY: the kernel filled `msg`; CMSG_* walk only its control buffer.
+        // SAFETY: the kernel filled `msg`; CMSG_* walk only its control
+        // buffer, and each SCM_RIGHTS entry is a descriptor now ours.
         unsafe {
             let mut cm = libc::CMSG_FIRSTHDR(&msg);
             while !cm.is_null() {
                 if (*cm).cmsg_level == libc::SOL_SOCKET && (*cm).cmsg_type == libc::SCM_RIGHTS {
                     let data = libc::CMSG_DATA(cm);
-                    let bytes = (*cm).cmsg_len as usize - (data as usize - cm as usize);
+                    let bytes =
+                        ((*cm).cmsg_len as usize).saturating_sub(data as usize - cm as usize);
                     for i in 0..bytes / 4 {
                         let fd = (data as *const i32).add(i).read_unaligned();
                         fds.push(OwnedFd::from_raw_fd(fd));
@@ -272,7 +625,13 @@ fn recv_with_fds(s: &UnixStream, buf: &mut [u8]) -> std::io::Result<Vec<OwnedFd>
                 cm = libc::CMSG_NXTHDR(&msg, cm);
             }
         }
+        if fds.len() > MAX_FDS {
+            return Err(RecvError::TooManyFds);
+        }
+        if n == 0 {
+            return Err(RecvError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         got += n as usize;
     }
-    Ok(fds)
+    Ok(())
 }

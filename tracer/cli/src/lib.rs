@@ -107,6 +107,34 @@ pub fn elide(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// `s` safe to print on a terminal: C0 control characters (including tab
+/// and newline), DEL and C1 controls (U+0080–U+009F) become `\x{1b}`-style
+/// escapes, and a backslash that would start such an escape is doubled.
+/// Names and messages from an agent or a recording pass through this before
+/// they are printed: they could otherwise move the cursor, retitle the
+/// window or rewrite what is on the screen.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control();
+    if !s.contains(bad) && !s.contains("\\x{") {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if bad(c) {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\x{{{:x}}}", c as u32);
+        } else if rest.starts_with("\\x{") {
+            out.push('\\');
+            out.push('\\');
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out.into()
+}
+
 /// A name made fit for one frame of a folded stack (`a;b;c COUNT`): a `;`
 /// inside it (`[u8; 4]`) would split the frame, so it becomes `,`.
 pub fn folded_frame(name: &str) -> std::borrow::Cow<'_, str> {
@@ -134,6 +162,22 @@ mod tests {
         assert!(e.contains('…'));
         // Multi-byte characters are never split.
         assert_eq!(elide("ééééééééééé", 5).chars().count(), 5);
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("app::parse"), "app::parse");
+        assert!(matches!(
+            printable("plain ünïcode"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("a\x1b[2Jb"), "a\\x{1b}[2Jb");
+        assert_eq!(printable("x\ny\tz\0"), "x\\x{a}y\\x{9}z\\x{0}");
+        assert_eq!(printable("del\u{7f}c1\u{9b}"), "del\\x{7f}c1\\x{9b}");
+        // U+00A0 and above are printable.
+        assert_eq!(printable("\u{a0}é"), "\u{a0}é");
+        // An escape-looking text cannot pass for an escaped one.
+        assert_eq!(printable("\\x{1b}"), "\\\\x{1b}");
     }
 
     #[test]

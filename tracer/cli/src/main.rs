@@ -15,7 +15,7 @@ use tracer_cli::graph::{self, Printer};
 use tracer_cli::hist::{self, Hists};
 use tracer_cli::reader::Reader;
 use tracer_cli::record::{self, Recording};
-use tracer_cli::{dur, exit, report, Error};
+use tracer_cli::{dur, exit, printable, report, Error};
 use tracer_core::event::{Event, KIND_EXIT};
 
 const EXIT_CODES: &str = "\
@@ -278,6 +278,17 @@ fn connect(t: Target) -> Result<Client, Error> {
     Client::connect(client::find_target(t.pid)?)
 }
 
+/// How long past a `--duration` a stalled agent may hold the command.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// [`connect`] for a verb that ends after `duration`: no request to the
+/// agent may run past it (plus [`DEADLINE_MARGIN`]), whatever the agent does.
+fn connect_for(t: Target, duration: Option<Duration>) -> Result<Client, Error> {
+    let mut c = connect(t)?;
+    c.set_deadline(duration.and_then(|d| Instant::now().checked_add(d + DEADLINE_MARGIN)));
+    Ok(c)
+}
+
 /// [`io_err`]'s message for a closed output pipe (ends the program quietly).
 const BROKEN_PIPE: &str = "the output pipe was closed";
 
@@ -305,7 +316,7 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             duration,
             target,
         } => {
-            let mut reader = Reader::attach(connect(target)?)?;
+            let mut reader = Reader::attach(connect_for(target, duration)?)?;
             let opts = graph::Options {
                 graph,
                 threshold_ns: threshold.map(|d| d.as_nanos() as u64),
@@ -321,14 +332,14 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             json,
             target,
         } => {
-            let c = connect(target)?;
+            let c = connect_for(target, duration)?;
             hist_verb(c, pattern, duration, interval, json, &mut || false)
         }
         Cmd::Record {
             output,
             duration,
             target,
-        } => record_verb(connect(target)?, &output, duration),
+        } => record_verb(connect_for(target, duration)?, &output, duration),
         Cmd::Report { file, sort, json } => {
             let rec = Recording::read(&file)?;
             let mut rows = report::rows(&rec);
@@ -449,20 +460,20 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
         let state = if f["enabled"] == true { "on " } else { "off" };
         // Compiler pads have no line: their file is the object's path.
         let place = match f["line"].as_u64() {
-            Some(l) if l > 0 => format!("{}:{l}", f["file"].as_str().unwrap_or("?")),
-            _ => f["file"].as_str().unwrap_or("?").to_string(),
+            Some(l) if l > 0 => format!("{}:{l}", printable(f["file"].as_str().unwrap_or("?"))),
+            _ => printable(f["file"].as_str().unwrap_or("?")).into_owned(),
         };
         writeln!(
             out,
             "{state}  {}  {place}",
-            f["name"].as_str().unwrap_or("?"),
+            printable(f["name"].as_str().unwrap_or("?")),
         )
         .map_err(io_err)?;
         for p in f["problems"].as_array().into_iter().flatten() {
             writeln!(
                 out,
                 "     problem: {} (this pad is never written)",
-                p.as_str().unwrap_or("?")
+                printable(p.as_str().unwrap_or("?"))
             )
             .map_err(io_err)?;
         }
@@ -497,7 +508,7 @@ fn set_on_warn(
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
+        .filter_map(|s| s.as_str().map(|s| printable(s).into_owned()))
         .collect();
     let word = if on { "enabled" } else { "disabled" };
     let skipped = v["skipped"].as_array().is_some_and(|a| !a.is_empty());
@@ -515,12 +526,12 @@ fn set_on_warn(
     {
         eprintln!(
             "tracer: warning: left a site of {} alone: {}",
-            s[0].as_str().unwrap_or("?"),
-            s[1].as_str().unwrap_or("?")
+            printable(s[0].as_str().unwrap_or("?")),
+            printable(s[1].as_str().unwrap_or("?"))
         );
     }
     if let Some(w) = v["warning"].as_str() {
-        eprintln!("tracer: warning: {w}");
+        eprintln!("tracer: warning: {}", printable(w));
     }
     Ok(changed)
 }
@@ -557,11 +568,11 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json")).map_err(io_err)?;
         return Ok(exit::OK);
     }
-    let enabled: Vec<&str> = v["enabled"]
+    let enabled: Vec<String> = v["enabled"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|s| s.as_str())
+        .filter_map(|s| s.as_str().map(|s| printable(s).into_owned()))
         .collect();
     let mut s = String::new();
     use std::fmt::Write as _;
@@ -571,14 +582,14 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
         bold(&format!("process {} ({})", c.pid, client::comm(c.pid)))
     );
     if let Some(e) = v["runtime_error"].as_str() {
-        let _ = writeln!(s, "runtime:   unavailable: {e}");
+        let _ = writeln!(s, "runtime:   unavailable: {}", printable(e));
     }
     let _ = writeln!(
         s,
         "clock:     {} ({:.4} ticks/ns); core sync: {}",
-        v["clock"].as_str().unwrap_or("?"),
+        printable(v["clock"].as_str().unwrap_or("?")),
         v["ticks_per_ns"].as_f64().unwrap_or(0.0),
-        v["sync"].as_str().unwrap_or("?")
+        printable(v["sync"].as_str().unwrap_or("?"))
     );
     let shown = if enabled.len() <= LIST_NAMES {
         enabled.join(", ")
@@ -795,7 +806,7 @@ fn trace(
         for (tid, e) in batch {
             if !printer.knows(*tid) {
                 let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", r.pid))
-                    .map(|s| s.trim().to_string())
+                    .map(|s| printable(s.trim()).into_owned())
                     .unwrap_or_default();
                 printer.name_thread(*tid, &comm);
             }
@@ -1226,7 +1237,7 @@ fn run_verb(
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|n| n.as_str().unwrap_or("?").to_string())
+                    .map(|n| printable(n.as_str().unwrap_or("?")).into_owned())
                     .collect();
                 // To stderr: the program's stdout stays the program's.
                 eprint!("{}", changed_text("tracer: enabled", &names));

@@ -6,13 +6,25 @@
 //! read-write (the consumer position lives in the ring header) and drained
 //! with [`Ring::drain`]. When the process ends its memory stays readable
 //! through these mappings, so the last events are not lost.
+//!
+//! Everything the process hands over is checked before it is used: the
+//! declared lengths against the memfd's real size (`fstat`) before mapping
+//! (a mapping beyond the end of the file would fault on access), the ring
+//! header with checked arithmetic ([`Ring::attach`]), capacities against the
+//! runtime's largest ring ([`MAX_RING_EVENTS`]), and the ring positions on
+//! every drain ([`Ring::try_drain`]). A bad block ends the session with an
+//! error that names the process and thread.
 
 use crate::client::Client;
-use crate::Error;
+use crate::{printable, Error};
 use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use tracer_core::event::{Event, Ring};
+
+/// Largest ring accepted, in events: the runtime's own largest
+/// (`TRACER_BUFFER_EVENTS` is clamped to it), 1.5 GiB of events.
+pub const MAX_RING_EVENTS: u64 = 1 << 26;
 
 /// One mapped thread block.
 struct Mapped {
@@ -69,7 +81,7 @@ impl Reader {
             pid: client.pid,
             client: Some(client),
             rings: Vec::new(),
-            ticks_per_ns: hello["ticks_per_ns"].as_f64().unwrap_or(1.0),
+            ticks_per_ns: ticks_per_ns(&hello).unwrap_or(1.0),
             names,
             unshared: 0,
             last_refresh: Instant::now(),
@@ -110,7 +122,7 @@ impl Reader {
                 return Ok(());
             }
         };
-        if let Some(t) = v["ticks_per_ns"].as_f64().filter(|t| *t > 0.0) {
+        if let Some(t) = ticks_per_ns(&v) {
             self.ticks_per_ns = t;
         }
         self.unshared = v["unshared"].as_u64().unwrap_or(0);
@@ -125,13 +137,21 @@ impl Reader {
         }
         let list = v["rings"].as_array().cloned().unwrap_or_default();
         for (info, fd) in list.iter().zip(fds.iter()) {
-            if let Some(mut m) = map_block(info, fd.as_raw_fd()) {
-                // Rings of threads that start later lose only in this session.
-                if self.first {
-                    m.dropped_before = m.ring.dropped();
-                }
-                self.rings.push(m);
+            let mut m = map_block(info, fd.as_raw_fd()).map_err(|why| {
+                Error::failed(format!(
+                    "process {} handed over a bad event buffer (thread {}): {why}. Its memory \
+                     is corrupt or it is not a genuine tracer agent; restart it",
+                    self.pid, info["tid"]
+                ))
+            })?;
+            if self.rings.iter().any(|r| r.id == m.id) {
+                continue;
             }
+            // Rings of threads that start later lose only in this session.
+            if self.first {
+                m.dropped_before = m.ring.dropped();
+            }
+            self.rings.push(m);
         }
         self.first = false;
         Ok(())
@@ -172,7 +192,14 @@ impl Reader {
                 .header()
                 .tid
                 .load(std::sync::atomic::Ordering::Relaxed);
-            n += m.ring.drain(usize::MAX, |e| f(tid, e));
+            n += m.ring.try_drain(usize::MAX, |e| f(tid, e)).map_err(|e| {
+                Error::failed(format!(
+                    "the event buffer of thread {tid} of process {} is corrupt ({e}); the \
+                     process's memory was overwritten or it is not a genuine tracer agent: \
+                     restart it",
+                    self.pid
+                ))
+            })?;
         }
         Ok(n)
     }
@@ -216,25 +243,64 @@ impl Reader {
     }
 }
 
-/// Function names by index, from a `hello` reply.
+/// The clock ratio of a reply, if it is a usable one (finite, positive).
+fn ticks_per_ns(v: &Value) -> Option<f64> {
+    v["ticks_per_ns"]
+        .as_f64()
+        .filter(|t| t.is_finite() && *t > 0.0)
+}
+
+/// Function names by index, from a `hello` reply, with control characters
+/// escaped (they are printed in traces, tables and recordings).
 fn names_of(hello: &Value) -> Vec<String> {
     hello["functions"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|f| f["name"].as_str().unwrap_or("?").to_string())
+                .map(|f| printable(f["name"].as_str().unwrap_or("?")).into_owned())
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn map_block(info: &Value, fd: i32) -> Option<Mapped> {
-    let len = info["len"].as_u64()? as usize;
-    let ring_off = info["ring"].as_u64()? as usize;
-    if ring_off >= len {
-        return None;
+/// Map the block `info` describes from memfd `fd` and attach its ring,
+/// checking every size it declares first. `Err` says what is wrong.
+fn map_block(info: &Value, fd: i32) -> Result<Mapped, String> {
+    let field = |k: &str| {
+        info[k]
+            .as_u64()
+            .ok_or_else(|| format!("its description has no valid '{k}'"))
+    };
+    let id = field("id")?;
+    let len = field("len")?;
+    let ring_off = field("ring")?;
+    // SAFETY: `stat` is plain data; all-zero is a valid value to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a descriptor we own; `st` is a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(format!(
+            "its descriptor cannot be examined: {}",
+            std::io::Error::last_os_error()
+        ));
     }
-    // SAFETY: mapping a memfd we received; the kernel checks the length.
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err("its descriptor is not shared memory".into());
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if len == 0 || len > size {
+        return Err(format!(
+            "it declares {len} bytes, but its shared memory holds {size}"
+        ));
+    }
+    if ring_off % 64 != 0 || ring_off >= len {
+        return Err(format!(
+            "its ring offset {ring_off} is not a 64-byte-aligned offset inside its {len} bytes"
+        ));
+    }
+    let len = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit in memory"))?;
+    let ring_off = ring_off as usize;
+    // SAFETY: mapping a memfd we received, no longer than the file (checked
+    // above), so no page of the mapping lies beyond its end.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -246,23 +312,35 @@ fn map_block(info: &Value, fd: i32) -> Option<Mapped> {
         )
     };
     if base == libc::MAP_FAILED {
-        return None;
+        return Err(format!(
+            "it cannot be mapped: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: `base` is a live mapping of `len` bytes, page-aligned, so
-    // `base + ring_off` (a 64-aligned offset) is valid for the rest.
+    // `base + ring_off` (64-aligned, inside it: checked above) is valid for
+    // the remaining `len - ring_off` bytes.
     let ring = unsafe { Ring::attach((base as *mut u8).add(ring_off), len - ring_off) };
+    let ring = match ring {
+        Ok(r) if r.capacity() as u64 <= MAX_RING_EVENTS => Ok(r),
+        Ok(r) => Err(format!(
+            "its ring claims {} events, more than the runtime's largest ({MAX_RING_EVENTS})",
+            r.capacity()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
     match ring {
-        Ok(ring) => Some(Mapped {
-            id: info["id"].as_u64()?,
+        Ok(ring) => Ok(Mapped {
+            id,
             base,
             len,
             ring,
             dropped_before: 0,
         }),
-        Err(_) => {
+        Err(e) => {
             // SAFETY: our own mapping, not used by anything else.
             unsafe { libc::munmap(base, len) };
-            None
+            Err(e)
         }
     }
 }

@@ -15,7 +15,7 @@
 //! there is one) for nanoseconds. A file without a trailer (the recorder was
 //! killed) is read up to its last whole frame.
 
-use crate::Error;
+use crate::{printable, Error};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use tracer_core::event::Event;
@@ -207,7 +207,12 @@ impl Recording {
                 .unwrap(),
         );
         let hj = take(hl as usize, &mut b).ok_or("truncated header")?;
-        let header: Header = serde_json::from_slice(&hj).map_err(|e| format!("bad header: {e}"))?;
+        let mut header: Header =
+            serde_json::from_slice(&hj).map_err(|e| format!("bad header: {e}"))?;
+        // The file is input like any other: its strings are printed.
+        clean(&mut header.functions);
+        header.exe = printable(&header.exe).into_owned();
+        header.clock = printable(&header.clock).into_owned();
         let mut rec = Recording {
             header,
             ..Recording::default()
@@ -240,12 +245,25 @@ impl Recording {
                     let l = u32::from_le_bytes(l.try_into().unwrap()) as usize;
                     let Some(j) = take(l, &mut b) else { break };
                     rec.trailer = serde_json::from_slice(&j).ok();
+                    if let Some(t) = &mut rec.trailer {
+                        clean(&mut t.functions);
+                        t.end = printable(&t.end).into_owned();
+                    }
                     break;
                 }
                 t => return Err(format!("unknown frame type {t}: file damaged?")),
             }
         }
         Ok(rec)
+    }
+}
+
+/// Escape control characters in names (see [`printable`]).
+fn clean(names: &mut [String]) {
+    for n in names {
+        if let std::borrow::Cow::Owned(o) = printable(n) {
+            *n = o;
+        }
     }
 }
 
@@ -337,5 +355,14 @@ mod tests {
         assert!(r.trailer.is_none() && r.events.is_empty());
         assert_eq!(Recording::parse(&partial).unwrap().events.len(), 2);
         assert!(Recording::parse(b"nope").is_err());
+        // Escape sequences in a file's names are not passed to the terminal.
+        let evil = Header {
+            functions: vec!["a\x1b]0;owned\x07".into()],
+            exe: "/bin/\x1b[2J".into(),
+            ..h.clone()
+        };
+        let r = Recording::parse(&Writer::new(Vec::new(), &evil).unwrap().w).unwrap();
+        assert_eq!(r.name(0), "a\\x{1b}]0;owned\\x{7}");
+        assert_eq!(r.header.exe, "/bin/\\x{1b}[2J");
     }
 }
