@@ -1,0 +1,547 @@
+//! The `tracer` program against hostile agents and hijacked sockets.
+//!
+//! A fake agent runs inside this test process (so the kernel's `SO_PEERCRED`
+//! names this process, and `-p` is this process's pid): it speaks the
+//! protocol of the `tracer` crate's `agent.rs` and serves crafted replies and
+//! crafted shared memory (rings of absurd capacity, lengths beyond their
+//! memfd, impossible positions, escape sequences in names, replies that are
+//! too large or never come). Every verb must end with a clear message and an
+//! exit code, never by a signal, and within its `--duration` plus a margin.
+//!
+//! Hijacks: a socket directory anyone may write to or owned by another user,
+//! and a socket served by a process other than the target, are refused.
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+/// Generous: only detects a hang; no test asserts a tight bound.
+const HANG: Duration = Duration::from_secs(20);
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A private runtime directory (`XDG_RUNTIME_DIR`), removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::env::temp_dir().join(format!(
+            "tracer-hostile-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("tracer")).unwrap();
+        for d in [p.clone(), p.join("tracer")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Dir(p)
+    }
+
+    fn sockets(&self) -> PathBuf {
+        self.0.join("tracer")
+    }
+
+    /// Run the program to its end (killed and reported if it hangs).
+    fn tracer(&self, args: &[&str]) -> Output {
+        let t0 = Instant::now();
+        let mut child = Command::new(TRACER)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &self.0)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Drain the pipes meanwhile, so a chatty program cannot block.
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let o = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = out.read_to_end(&mut v);
+            v
+        });
+        let e = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = err.read_to_end(&mut v);
+            v
+        });
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > HANG {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tracer {args:?} hung for {HANG:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: o.join().unwrap(),
+            stderr: e.join().unwrap(),
+        }
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The program ended by itself with `code`, and stderr has every `words`.
+#[track_caller]
+fn ended(o: &Output, code: i32, words: &[&str]) {
+    let why = format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    assert_eq!(o.status.signal(), None, "killed by a signal: {why}");
+    assert_eq!(o.status.code(), Some(code), "{why}");
+    for w in words {
+        assert!(stderr(o).contains(w), "no {w:?} in stderr: {why}");
+    }
+}
+
+/// What the fake agent does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scenario {
+    /// Good replies, names full of escape sequences, a ring with one call.
+    Escapes,
+    /// A ring header claiming 2^62 events in a 4 KiB block.
+    HugeCapacity,
+    /// A block declaring 1 MiB in a 4 KiB memfd.
+    BeyondMemfd,
+    /// A ring whose producer is 2^63 events ahead of its consumer.
+    Wrapped,
+    /// Every reply announces 100 MiB.
+    Oversized,
+    /// `hello` is answered; every other request never is.
+    Stall,
+}
+
+const EVIL: &str = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
+
+/// A fake agent serving `scenario` at `<dir>/<as_pid>.sock` until dropped.
+struct Fake {
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl Fake {
+    fn start(dir: &Path, as_pid: u32, scenario: Scenario) -> Fake {
+        let path = dir.join(format!("{as_pid}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || serve(c, scenario, &s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Fake { stop, path }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(mut c: UnixStream, sc: Scenario, stop: &AtomicBool) {
+    c.set_nonblocking(false).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    loop {
+        let mut len = [0u8; 4];
+        match c.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock && !stop.load(Ordering::Relaxed) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        if c.read_exact(&mut body).is_err() {
+            return;
+        }
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let op = req["op"].as_str().unwrap_or("").to_string();
+        if sc == Scenario::Oversized {
+            let _ = c.write_all(&(100u32 << 20).to_le_bytes());
+            return;
+        }
+        if sc == Scenario::Stall && op != "hello" {
+            // Never answer; hold the connection until the client leaves.
+            let mut b = [0u8; 1];
+            while !stop.load(Ordering::Relaxed) && !matches!(c.read(&mut b), Ok(0)) {}
+            return;
+        }
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        let reply = match op.as_str() {
+            "hello" => json!({
+                "pid": std::process::id(), "exe": format!("/bin/{EVIL}"), "clock": EVIL,
+                "ticks_per_ns": 1.0,
+                "functions": [{"index": 0, "name": format!("app::{EVIL}")}],
+            }),
+            "list" => json!({"functions": [{
+                "index": 0, "name": format!("app::{EVIL}"), "file": format!("{EVIL}.rs"),
+                "line": 3, "enabled": true, "problems": [EVIL],
+            }]}),
+            "status" => json!({
+                "enabled": [format!("app::{EVIL}")], "runtime_error": EVIL, "clock": EVIL,
+                "sync": EVIL, "threads": 1, "threads_detail": [],
+            }),
+            "enable" | "disable" => {
+                json!({"ok": false, "error": format!("refused: {EVIL}")})
+            }
+            "rings" if req["known"].as_array().is_some_and(|a| a.is_empty()) => {
+                let (fd, info) = block(sc);
+                fds.push(fd);
+                json!({"rings": [info], "unshared": 0, "ticks_per_ns": 1.0, "functions": 1})
+            }
+            _ => json!({"rings": [], "unshared": 0, "ticks_per_ns": 1.0, "functions": 1}),
+        };
+        let mut reply = reply;
+        if reply.get("ok").is_none() {
+            reply["ok"] = json!(true);
+        }
+        reply["v"] = json!(1);
+        if send(&c, &reply, &fds).is_err() {
+            return;
+        }
+    }
+}
+
+/// A memfd of `size` bytes with `bytes` written at offset 0.
+fn memfd(size: u64, bytes: &[u8]) -> OwnedFd {
+    // SAFETY: a NUL-terminated name and valid flags.
+    let fd = unsafe { libc::memfd_create(c"hostile".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.set_len(size).unwrap();
+    f.write_all_at(bytes, 0).unwrap();
+    f.into()
+}
+
+/// A ring header (`tracer_core::event::RingHeader`'s layout): magic,
+/// version, capacity, tid, dropped, head at 64, tail at 128; 192 bytes.
+fn ring_header(capacity: u64, head: u64, tail: u64) -> Vec<u8> {
+    let mut h = vec![0u8; 192];
+    h[0..4].copy_from_slice(&0x7472_6331u32.to_le_bytes());
+    h[4..8].copy_from_slice(&1u32.to_le_bytes());
+    h[8..16].copy_from_slice(&capacity.to_le_bytes());
+    h[16..24].copy_from_slice(&4242u64.to_le_bytes());
+    h[64..72].copy_from_slice(&head.to_le_bytes());
+    h[128..136].copy_from_slice(&tail.to_le_bytes());
+    h
+}
+
+/// One 24-byte event.
+fn event(ts: u64, dur: u64, kind: u8) -> [u8; 24] {
+    let mut e = [0u8; 24];
+    e[0..8].copy_from_slice(&ts.to_le_bytes());
+    e[8..16].copy_from_slice(&dur.to_le_bytes());
+    e[22] = kind;
+    e
+}
+
+/// The block a `rings` reply hands over in scenario `sc`.
+fn block(sc: Scenario) -> (OwnedFd, Value) {
+    let (size, declared, bytes) = match sc {
+        Scenario::HugeCapacity => (4096, 4096, ring_header(1 << 62, 0, 0)),
+        Scenario::BeyondMemfd => (4096, 1 << 20, ring_header(64, 0, 0)),
+        Scenario::Wrapped => (4096, 4096, ring_header(64, 1 << 63, 0)),
+        _ => {
+            // A good ring: one call of function 0, entry then exit.
+            let mut b = ring_header(64, 2, 0);
+            b.extend_from_slice(&event(1000, 0, 0));
+            b.extend_from_slice(&event(1500, 500, 1));
+            (4096, 4096, b)
+        }
+    };
+    let info = json!({"id": 7, "tid": 4242, "len": declared, "ring": 0, "counters": 0,
+                      "nfuncs": 1, "dead": false});
+    (memfd(size, &bytes), info)
+}
+
+/// Send one framed message with `fds` attached (as the agent does).
+fn send(s: &UnixStream, v: &Value, fds: &[OwnedFd]) -> std::io::Result<()> {
+    let body = serde_json::to_vec(v).unwrap();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let fd_bytes = std::mem::size_of_val(&raw[..]);
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: frame.as_mut_ptr() as *mut libc::c_void,
+        iov_len: frame.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer is `space` bytes, room for one cmsg
+        // holding `raw`; CMSG_* stay inside it.
+        unsafe {
+            let cm = libc::CMSG_FIRSTHDR(&msg);
+            (*cm).cmsg_level = libc::SOL_SOCKET;
+            (*cm).cmsg_type = libc::SCM_RIGHTS;
+            (*cm).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as _;
+            std::ptr::copy_nonoverlapping(raw.as_ptr() as *const u8, libc::CMSG_DATA(cm), fd_bytes);
+        }
+    }
+    // SAFETY: `msg` points at live buffers of the lengths it declares.
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    (&*s).write_all(&frame[n as usize..])
+}
+
+fn me() -> String {
+    std::process::id().to_string()
+}
+
+/// The reading verbs, each bounded by a 1 s duration.
+fn reading_verbs(d: &Dir) -> Vec<(&'static str, Vec<String>)> {
+    let rec = d.0.join("out.rec").display().to_string();
+    let p = me();
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        ("trace", v(&["trace", "--duration", "1s", "-p", &p])),
+        ("hist", v(&["hist", "--duration", "1s", "-p", &p])),
+        (
+            "record",
+            v(&["record", "-o", &rec, "--duration", "1s", "-p", &p]),
+        ),
+    ]
+}
+
+fn run(d: &Dir, args: &[String]) -> Output {
+    let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    d.tracer(&a)
+}
+
+#[test]
+fn crafted_rings_end_every_reading_verb_with_an_error() {
+    for (sc, words) in [
+        (
+            Scenario::HugeCapacity,
+            &["bad event buffer", "smaller than its declared size"][..],
+        ),
+        (
+            Scenario::BeyondMemfd,
+            &["bad event buffer", "declares 1048576 bytes", "holds 4096"],
+        ),
+        (Scenario::Wrapped, &["corrupt", "thread 4242"]),
+    ] {
+        let d = Dir::new();
+        let _fake = Fake::start(&d.sockets(), std::process::id(), sc);
+        // Verbs that do not read rings are unaffected.
+        ended(&d.tracer(&["list", "-p", &me()]), 0, &[]);
+        ended(&d.tracer(&["status", "-p", &me()]), 0, &[]);
+        for (verb, args) in reading_verbs(&d) {
+            let o = run(&d, &args);
+            eprintln!("{sc:?} {verb}: {}", stderr(&o).trim());
+            ended(&o, 1, words);
+            assert!(stderr(&o).contains("restart it"), "{verb}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn escape_sequences_from_an_agent_are_never_printed() {
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Escapes);
+    let p = me();
+    let mut outputs = vec![
+        d.tracer(&["list", "-p", &p]),
+        d.tracer(&["status", "-p", &p]),
+        d.tracer(&["enable", "x", "-p", &p]),
+    ];
+    for (_, args) in reading_verbs(&d) {
+        outputs.push(run(&d, &args));
+    }
+    let rec = d.0.join("out.rec").display().to_string();
+    outputs.push(d.tracer(&["report", &rec]));
+    for (i, o) in outputs.iter().enumerate() {
+        assert_eq!(o.status.signal(), None);
+        let all = [&o.stdout[..], &o.stderr[..]].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            !all.iter().any(|b| *b == 0x1b || *b == 0x07) && !text.contains('\u{9b}'),
+            "output {i} has raw control characters: {text:?}"
+        );
+    }
+    let has = |i: usize, w: &str| {
+        let t = stdout(&outputs[i]) + &stderr(&outputs[i]);
+        assert!(t.contains(w), "output {i} lacks {w:?}: {t}");
+    };
+    has(0, "app::evil\\x{1b}]0;owned\\x{7}\\x{1b}[2J\\x{9b}31m");
+    has(1, "app::evil\\x{1b}");
+    // The agent's refusal is relayed, escaped.
+    ended(&outputs[2], 1, &["refused: evil\\x{1b}"]);
+    // The good ring's call shows under its escaped name.
+    has(3, "app::evil\\x{1b}");
+    has(4, "app::evil\\x{1b}");
+    for o in &outputs[3..] {
+        ended(o, 0, &[]);
+    }
+    has(6, "app::evil\\x{1b}");
+}
+
+#[test]
+fn oversized_and_missing_replies_are_explained() {
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Oversized);
+    let o = d.tracer(&["list", "-p", &me()]);
+    ended(&o, 1, &["104857600 bytes", "limit of 67108864 bytes"]);
+
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Stall);
+    for (verb, args) in reading_verbs(&d) {
+        let t0 = Instant::now();
+        let o = run(&d, &args);
+        eprintln!("stall {verb}: {:?} {}", t0.elapsed(), stderr(&o).trim());
+        ended(
+            &o,
+            1,
+            &[
+                "did not answer",
+                "may still take effect",
+                "tracer status -p",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_request_over_the_agents_limit_is_refused_before_sending() {
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Escapes);
+    // 12 patterns of 100 KB: 1.2 MB, over the agent's 1 MiB.
+    let pat = "a".repeat(100_000);
+    let mut args = vec!["enable"];
+    args.extend(std::iter::repeat_n(pat.as_str(), 12));
+    let p = me();
+    args.extend(["-p", &p]);
+    let o = d.tracer(&args);
+    ended(
+        &o,
+        1,
+        &["limit of 1048576 bytes", "fewer or shorter patterns"],
+    );
+    assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+}
+
+#[test]
+fn durations_beyond_a_year_are_refused() {
+    let d = Dir::new();
+    let o = d.tracer(&["trace", "--duration", "99999999999s", "-p", &me()]);
+    ended(&o, 2, &["one-year limit"]);
+}
+
+#[test]
+fn untrusted_socket_directories_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new();
+    let dir = d.sockets();
+    let _fake = Fake::start(&dir, std::process::id(), Scenario::Escapes);
+    let shown = dir.display().to_string();
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = d.tracer(&["list", "-p", &me()]);
+    ended(
+        &o,
+        3,
+        &[
+            "refusing the socket directory",
+            &shown,
+            "0777",
+            "XDG_RUNTIME_DIR",
+        ],
+    );
+    // Found without -p too: the same refusal, not a list of impostors.
+    let o = d.tracer(&["status"]);
+    ended(&o, 3, &["refusing the socket directory", &shown]);
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let o = d.tracer(&["list", "-p", &me()]);
+    ended(
+        &o,
+        3,
+        &[
+            "refusing the socket directory",
+            &shown,
+            "uid 65534",
+            "remove it",
+        ],
+    );
+
+    // Given back to the process's user: served.
+    std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
+    ended(&d.tracer(&["list", "-p", &me()]), 0, &[]);
+}
+
+#[test]
+fn a_socket_served_by_another_process_is_refused() {
+    let d = Dir::new();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let target = sleeper.id();
+    // This test process answers on the sleeper's socket.
+    let _fake = Fake::start(&d.sockets(), target, Scenario::Escapes);
+    let o = d.tracer(&["status", "-p", &target.to_string()]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    ended(
+        &o,
+        3,
+        &[
+            &format!("served by process {}", std::process::id()),
+            &format!("not by process {target}"),
+            "impersonating",
+        ],
+    );
+}
