@@ -140,6 +140,9 @@ enum Scenario {
     Oversized,
     /// `hello` is answered; every other request never is.
     Stall,
+    /// A full ring of random events: unknown functions, absurd depths and
+    /// durations, exits without entries, unknown kinds.
+    Garbage,
 }
 
 const EVIL: &str = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
@@ -287,6 +290,17 @@ fn block(sc: Scenario) -> (OwnedFd, Value) {
         Scenario::HugeCapacity => (4096, 4096, ring_header(1 << 62, 0, 0)),
         Scenario::BeyondMemfd => (4096, 1 << 20, ring_header(64, 0, 0)),
         Scenario::Wrapped => (4096, 4096, ring_header(64, 1 << 63, 0)),
+        Scenario::Garbage => {
+            let mut b = ring_header(64, 64, 0);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..64 * 24 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                b.push((x >> 56) as u8);
+            }
+            (4096, 4096, b)
+        }
         _ => {
             // A good ring: one call of function 0, entry then exit.
             let mut b = ring_header(64, 2, 0);
@@ -388,6 +402,40 @@ fn crafted_rings_end_every_reading_verb_with_an_error() {
             assert!(stderr(&o).contains("restart it"), "{verb}: {}", stderr(&o));
         }
     }
+}
+
+#[test]
+fn random_events_are_shown_not_crashed_on() {
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Garbage);
+    let p = me();
+    let mut verbs = reading_verbs(&d);
+    verbs.push((
+        "graph",
+        ["trace", "--graph", "--duration", "1s", "-p", &p]
+            .map(String::from)
+            .to_vec(),
+    ));
+    for (verb, args) in verbs {
+        let o = run(&d, &args);
+        eprintln!("garbage {verb}: {}", stderr(&o).trim());
+        ended(&o, 0, &[]);
+    }
+    let rec = d.0.join("out.rec").display().to_string();
+    ended(&d.tracer(&["report", &rec]), 0, &[]);
+    let (chrome, folded) = (d.0.join("c.json"), d.0.join("f.txt"));
+    ended(
+        &d.tracer(&[
+            "export",
+            &rec,
+            "--chrome",
+            &chrome.display().to_string(),
+            "--folded",
+            &folded.display().to_string(),
+        ]),
+        0,
+        &[],
+    );
 }
 
 #[test]
