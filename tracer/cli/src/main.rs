@@ -1063,18 +1063,25 @@ fn record_to_file(
 fn wait_agent(child: &mut std::process::Child) -> Result<Option<Client>, Error> {
     let pid = child.id() as i32;
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut refused = None;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
             return Ok(None);
         }
         if client::socket_of(pid).is_some() {
-            if let Ok(c) = Client::connect(pid) {
-                return Ok(Some(c));
+            match Client::connect(pid) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => refused = Some(e),
             }
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            // A socket was there but refused (an untrusted directory, a
+            // foreign peer): that is the reason, not a missing agent.
+            if let Some(e) = refused {
+                return Err(e);
+            }
             return Err(Error::no_target(format!(
                 "process {pid} did not start a tracer agent within 15 s: make the program depend on \
                  the `tracer` crate (cargo add tracer) and do not set TRACER_AGENT=0"

@@ -593,3 +593,53 @@ fn a_socket_served_by_another_process_is_refused() {
         ],
     );
 }
+
+/// A real traced process running as uid 65534, its socket where that user's
+/// agent puts it (`XDG_RUNTIME_DIR` of its own, or `/tmp/tracer-65534`):
+/// this program, run as root with another runtime directory, finds it, and
+/// checks the directory and the peer against uid 65534, not its own.
+#[test]
+fn root_finds_and_serves_another_users_agent() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
+    let root = Dir::new();
+    let user = Dir::new();
+    std::fs::remove_dir(user.sockets()).unwrap();
+    std::os::unix::fs::chown(&user.0, Some(65534), Some(65534)).unwrap();
+    for xdg in [Some(&user.0), None] {
+        let mut c = Command::new(FIXTURE);
+        c.uid(65534)
+            .gid(65534)
+            .stdout(Stdio::null())
+            .env_remove("TRACER_AGENT");
+        match xdg {
+            Some(d) => c.env("XDG_RUNTIME_DIR", d),
+            None => c.env_remove("XDG_RUNTIME_DIR"),
+        };
+        let mut fx = c.spawn().unwrap();
+        let pid = fx.id();
+        let sock = match xdg {
+            Some(d) => d.join("tracer").join(format!("{pid}.sock")),
+            None => PathBuf::from(format!("/tmp/tracer-65534/{pid}.sock")),
+        };
+        let t0 = Instant::now();
+        while !sock.exists() && t0.elapsed() < HANG {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let o = root.tracer(&["list", "--json", "-p", &pid.to_string()]);
+        let _ = fx.kill();
+        let _ = fx.wait();
+        let _ = std::fs::remove_file(&sock);
+        ended(&o, 0, &[]);
+        assert!(
+            stdout(&o).contains("tracer_fixture::slow"),
+            "{xdg:?}: {}",
+            stdout(&o)
+        );
+    }
+}
