@@ -129,6 +129,26 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
+/// JSON text made safe for a terminal: serde already escapes C0 controls
+/// inside strings, but writes DEL and C1 controls (U+007F–U+009F) as they
+/// are; they become `\u00XX` escapes, which mean the same to any JSON
+/// reader (outside strings, JSON text has no such characters).
+pub fn printable_json(text: String) -> String {
+    if !text.contains(char::is_control) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() && c as u32 >= 0x7f {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A name made fit for one frame of a folded stack (`a;b;c COUNT`): a `;`
 /// inside it (`[u8; 4]`) would split the frame, so it becomes `,`.
 pub fn folded_frame(name: &str) -> std::borrow::Cow<'_, str> {
@@ -172,6 +192,15 @@ mod tests {
         assert_eq!(printable("\u{a0}é"), "\u{a0}é");
         // Idempotent.
         assert_eq!(printable(&printable("a\x1bb")), "a\\x{1b}b");
+    }
+
+    #[test]
+    fn json_text_has_no_raw_controls() {
+        let v = serde_json::json!({"n": "a\u{1b}b\u{9b}c\u{7f}é"});
+        let t = printable_json(serde_json::to_string(&v).unwrap());
+        assert!(!t.contains(char::is_control), "{t}");
+        let back: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(back, v);
     }
 
     #[test]

@@ -444,7 +444,8 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&arr).expect("json")).map_err(io_err)?;
+        let text = tracer_cli::printable_json(serde_json::to_string_pretty(&arr).expect("json"));
+        writeln!(out, "{text}").map_err(io_err)?;
         return Ok(exit::OK);
     }
     if funcs.is_empty() {
@@ -565,7 +566,8 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
     }
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).expect("json")).map_err(io_err)?;
+        let text = tracer_cli::printable_json(serde_json::to_string_pretty(&v).expect("json"));
+        writeln!(out, "{text}").map_err(io_err)?;
         return Ok(exit::OK);
     }
     let enabled: Vec<String> = v["enabled"]

@@ -448,6 +448,20 @@ fn escape_sequences_from_an_agent_are_never_printed() {
         d.tracer(&["status", "-p", &p]),
         d.tracer(&["enable", "x", "-p", &p]),
     ];
+    let json_out = [
+        d.tracer(&["list", "--json", "-p", &p]),
+        d.tracer(&["status", "--json", "-p", &p]),
+    ];
+    for o in &json_out {
+        ended(o, 0, &[]);
+        let t = stdout(o);
+        assert!(
+            !t.contains(|c: char| c.is_control() && c != '\n'),
+            "raw control in JSON: {t:?}"
+        );
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert!(v.to_string().contains("evil"), "{v}");
+    }
     for (_, args) in reading_verbs(&d) {
         outputs.push(run(&d, &args));
     }
