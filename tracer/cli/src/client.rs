@@ -28,6 +28,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Protocol version this program speaks.
@@ -41,6 +42,24 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub const MAX_FDS: usize = 1024;
 /// How long a request may take before it is reported as unanswered.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Interruptions so far (see [`interrupt`]).
+static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+
+/// Make every request now waiting for an agent give up; later requests are
+/// unaffected (so a Ctrl-C'd session can still detach). For a SIGINT
+/// handler: one lock-free atomic add, async-signal-safe.
+pub fn interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// When a request must give up: its deadline, or an [`interrupt`] after it
+/// started.
+#[derive(Clone, Copy)]
+struct Until {
+    deadline: Instant,
+    interrupts: u64,
+}
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -316,6 +335,7 @@ fn peer_is(cred: &libc::ucred, pid: i32, uid: u32) -> bool {
 enum RecvError {
     Io(std::io::Error),
     Timeout,
+    Interrupted,
     TooLarge(usize),
     TooManyFds,
     Malformed(String),
@@ -385,12 +405,15 @@ impl Client {
         self.timeout = timeout;
     }
 
-    fn request_deadline(&self) -> Instant {
+    fn request_deadline(&self) -> Until {
         let now = Instant::now();
         let t = now.checked_add(self.timeout).unwrap_or(now);
-        match self.deadline {
-            Some(d) if d < t => d,
-            _ => t,
+        Until {
+            deadline: match self.deadline {
+                Some(d) if d < t => d,
+                _ => t,
+            },
+            interrupts: INTERRUPTS.load(Ordering::Relaxed),
         }
     }
 
@@ -439,6 +462,10 @@ impl Client {
                  busy); the request may still take effect: check with `tracer status -p {pid}` \
                  before repeating it"
             )),
+            RecvError::Interrupted => Error::failed(format!(
+                "interrupted while waiting for process {pid} to answer '{op}'; the request may \
+                 still take effect: check with `tracer status -p {pid}`"
+            )),
             RecvError::TooLarge(n) => Error::failed(format!(
                 "process {pid} sent a reply of {n} bytes, over this program's limit of \
                  {MAX_MESSAGE} bytes (64 MiB); it is not speaking the tracer protocol (a \
@@ -472,7 +499,7 @@ impl Client {
     }
 
     /// Write all of `bytes` by `deadline`, without SIGPIPE.
-    fn send_frame(&mut self, mut bytes: &[u8], deadline: Instant) -> Result<(), RecvError> {
+    fn send_frame(&mut self, mut bytes: &[u8], deadline: Until) -> Result<(), RecvError> {
         while !bytes.is_empty() {
             wait_fd(&self.stream, libc::POLLOUT, deadline)?;
             // SAFETY: `bytes` is valid for `bytes.len()` bytes.
@@ -506,6 +533,7 @@ impl Client {
         self.recv_until(deadline).map_err(|e| match e {
             RecvError::Io(e) => e,
             RecvError::Timeout => std::io::ErrorKind::TimedOut.into(),
+            RecvError::Interrupted => std::io::ErrorKind::Interrupted.into(),
             RecvError::TooLarge(n) => std::io::Error::other(format!(
                 "reply of {n} bytes is over the {MAX_MESSAGE}-byte limit"
             )),
@@ -516,7 +544,7 @@ impl Client {
         })
     }
 
-    fn recv_until(&mut self, deadline: Instant) -> Result<(Value, Vec<OwnedFd>), RecvError> {
+    fn recv_until(&mut self, deadline: Until) -> Result<(Value, Vec<OwnedFd>), RecvError> {
         let mut fds = Vec::new();
         let mut len = [0u8; 4];
         recv_with_fds(&self.stream, &mut len, &mut fds, deadline)?;
@@ -541,10 +569,13 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Wait until `s` is ready for `events`, or `deadline` passes.
-fn wait_fd(s: &UnixStream, events: libc::c_short, deadline: Instant) -> Result<(), RecvError> {
+/// Wait until `s` is ready for `events`, or `until` says to give up.
+fn wait_fd(s: &UnixStream, events: libc::c_short, until: Until) -> Result<(), RecvError> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        if INTERRUPTS.load(Ordering::Relaxed) != until.interrupts {
+            return Err(RecvError::Interrupted);
+        }
+        let left = until.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(RecvError::Timeout);
         }
@@ -574,7 +605,7 @@ fn recv_with_fds(
     s: &UnixStream,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
-    deadline: Instant,
+    deadline: Until,
 ) -> Result<(), RecvError> {
     let mut got = 0;
     while got < buf.len() {

@@ -236,6 +236,8 @@ fn out() -> std::io::BufWriter<Out> {
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
+    // A request waiting for a stalled agent gives up at once.
+    client::interrupt();
 }
 
 fn install_signals() {

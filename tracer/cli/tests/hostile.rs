@@ -140,6 +140,9 @@ enum Scenario {
     Oversized,
     /// `hello` is answered; every other request never is.
     Stall,
+    /// Good until the first ring is handed over; the next `rings` request
+    /// (in the middle of a session) is never answered.
+    StallLater,
     /// A full ring of random events: unknown functions, absurd depths and
     /// durations, exits without entries, unknown kinds.
     Garbage,
@@ -187,6 +190,7 @@ fn serve(mut c: UnixStream, sc: Scenario, stop: &AtomicBool) {
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    let mut rings = 0;
     loop {
         let mut len = [0u8; 4];
         match c.read_exact(&mut len) {
@@ -208,7 +212,15 @@ fn serve(mut c: UnixStream, sc: Scenario, stop: &AtomicBool) {
             let _ = c.write_all(&(100u32 << 20).to_le_bytes());
             return;
         }
-        if sc == Scenario::Stall && op != "hello" {
+        if op == "rings" {
+            rings += 1;
+        }
+        let stall = match sc {
+            Scenario::Stall => op != "hello",
+            Scenario::StallLater => rings > 1,
+            _ => false,
+        };
+        if stall {
             // Never answer; hold the connection until the client leaves.
             let mut b = [0u8; 1];
             while !stop.load(Ordering::Relaxed) && !matches!(c.read(&mut b), Ok(0)) {}
@@ -500,11 +512,18 @@ fn oversized_and_missing_replies_are_explained() {
     let o = d.tracer(&["list", "-p", &me()]);
     ended(&o, 1, &["104857600 bytes", "limit of 67108864 bytes"]);
 
-    let d = Dir::new();
-    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Stall);
-    for (verb, args) in reading_verbs(&d) {
+    for sc in [Scenario::Stall, Scenario::StallLater] {
+        let d = Dir::new();
+        let _fake = Fake::start(&d.sockets(), std::process::id(), sc);
+        stalled_verbs(&d);
+    }
+}
+
+/// Every reading verb facing a stalled agent ends soon after its duration.
+fn stalled_verbs(d: &Dir) {
+    for (verb, args) in reading_verbs(d) {
         let t0 = Instant::now();
-        let o = run(&d, &args);
+        let o = run(d, &args);
         eprintln!("stall {verb}: {:?} {}", t0.elapsed(), stderr(&o).trim());
         ended(
             &o,
@@ -516,6 +535,29 @@ fn oversized_and_missing_replies_are_explained() {
             ],
         );
     }
+}
+
+#[test]
+fn ctrl_c_ends_a_request_to_a_stalled_agent() {
+    let d = Dir::new();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Stall);
+    let mut child = Command::new(TRACER)
+        .args(["list", "-p", &me()])
+        .env("XDG_RUNTIME_DIR", &d.0)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < HANG, "Ctrl-C did not end a stalled request");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = child.wait_with_output().unwrap();
+    ended(&o, 1, &["interrupted while waiting", "tracer status -p"]);
 }
 
 #[test]
