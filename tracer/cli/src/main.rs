@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracer_cli::calls::Call;
 use tracer_cli::client::{self, Client};
 use tracer_cli::graph::{self, Printer};
 use tracer_cli::hist::{self, Hists};
 use tracer_cli::reader::Reader;
 use tracer_cli::record::{self, Recording};
 use tracer_cli::{dur, exit, report, Error};
-use tracer_core::event::{Event, KIND_EXIT};
+use tracer_core::event::Event;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -924,11 +925,18 @@ fn hist_verb(
     let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
     let mut hists = Hists::default();
     let mut last = Instant::now();
+    // Calls rebuilt per thread, so a call left by `longjmp` is counted too;
+    // only the functions shown get a histogram.
+    let mut walker = tracer_cli::calls::Walker::new();
     let end = pump(&mut reader, false, duration, stop, &mut |r, batch| {
-        for (_, e) in batch {
-            if e.kind == KIND_EXIT {
-                hists.record(e.func, r.ns(e.dur));
-            }
+        for (tid, e) in batch {
+            walker.feed(*tid, e, &mut |c| match c {
+                Call::Returned { func, dur, .. } if keep(func) => hists.record(func, r.ns(dur)),
+                Call::Left { func, .. } | Call::Untracked { func } if keep(func) => {
+                    hists.left(func)
+                }
+                _ => {}
+            });
         }
         if let Some(iv) = interval {
             if last.elapsed() >= iv {
