@@ -13,6 +13,8 @@
 //!   as a concurrent instruction fetch can observe them.
 //! - [`pattern`]: the glob patterns users type (`parse_*`, `app::cache::*`,
 //!   `!slow`), with "did you mean" suggestions.
+//! - [`loghist`]: a compact, sparse log-linear latency histogram (0.8 %
+//!   relative error, exact count, sum, minimum and maximum).
 //! - [`event`]: the fixed-size event record and the single-producer ring that
 //!   carries events from the traced threads to their readers.
 //!
@@ -22,6 +24,7 @@
 pub mod backend;
 pub mod engine;
 pub mod event;
+pub mod loghist;
 pub mod model;
 pub mod pattern;
 pub mod site;

@@ -2,11 +2,23 @@
 //!
 //! A pattern is one or more terms separated by whitespace or commas. A term is
 //! a glob (`*` any run of characters, `?` one character). Without `::` it is
-//! matched against a function's own name (`parse_*`); with `::` against its
-//! full path (`app::cache::*`). A leading `!` removes what the term matches
-//! from the terms before it; a pattern made only of `!` terms starts from every
-//! function. A term that matches nothing is an error naming the closest
-//! functions, as is a pattern whose result is empty.
+//! matched against a function's own name (`parse_*`, `search_reader`: the
+//! last segment of the path, without generic arguments and without the
+//! suffix of a compiler clone such as `.isra.0`); with `::` against its full
+//! path (`app::cache::*`), which also matches as the path reads without
+//! parameters (`ns::f` for `ns::f(int)`), without generic arguments
+//! (`app::Cache::get` for `<app::Cache<u8>>::get::<K>`), and with a
+//! qualified self type read as that type (`<app::Db as app::Store>::get`
+//! also matches `app::Db::get`, so `app::*` selects the methods and trait
+//! impls of `app`'s types).
+//!
+//! A leading `!` removes what the term matches from the terms before it; a
+//! pattern must add something before it removes (`'* !f'`, never `'!f'`
+//! alone). A term in double quotes (`"<usize as core::fmt::Debug>::fmt"`) is
+//! a name taken literally: no globbing, spaces and commas included; and a
+//! whole pattern that is exactly a name `list` prints selects that function.
+//! A term that matches nothing is an error naming the closest functions, as
+//! is a pattern whose result is empty.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -37,6 +49,16 @@ pub enum PatternError {
         /// The whole pattern.
         pattern: String,
     },
+    /// The pattern only removes (`!f`): it would select everything else.
+    OnlyRemovals {
+        /// The whole pattern.
+        pattern: String,
+    },
+    /// A `"` opens a literal name that is never closed.
+    Unterminated {
+        /// The whole pattern.
+        pattern: String,
+    },
 }
 
 impl fmt::Display for PatternError {
@@ -56,6 +78,14 @@ impl fmt::Display for PatternError {
             PatternError::NothingLeft { pattern } => write!(
                 f,
                 "pattern '{pattern}' removes every function it adds; drop a '!' term"
+            ),
+            PatternError::OnlyRemovals { pattern } => write!(
+                f,
+                "pattern '{pattern}' only removes functions; say what to start from, e.g. '* {pattern}' for every function but those"
+            ),
+            PatternError::Unterminated { pattern } => write!(
+                f,
+                "pattern '{pattern}' opens a quoted name with '\"' that is never closed; close it, or drop the quote"
             ),
         }
     }
@@ -93,9 +123,125 @@ pub fn glob(pat: &str, text: &str) -> bool {
 /// Does one term (without its `!`) match a function?
 pub fn term_matches(term: &str, f: &Named<'_>) -> bool {
     if term.contains("::") {
-        glob(term, f.path) || without_params(f.path).is_some_and(|p| glob(term, p))
+        glob(term, f.path)
+            || without_params(f.path).is_some_and(|p| glob(term, p))
+            || plain_path(f.path).is_some_and(|p| glob(term, &p))
     } else {
         glob(term, f.own)
+    }
+}
+
+/// `path` as it reads without generic arguments, with a qualified self type
+/// (`<T as Trait>::f`, `<T>::f`) read as that type (`T::f`) and without a
+/// compiler clone's suffix; `None` when that is `path` itself.
+///
+/// `<grep_searcher::searcher::Searcher>::search_reader::<grep_printer::Sink>`
+/// reads `grep_searcher::searcher::Searcher::search_reader`;
+/// `<alloc::vec::Vec<u8> as core::fmt::Debug>::fmt` reads
+/// `alloc::vec::Vec::fmt`.
+pub fn plain_path(path: &str) -> Option<String> {
+    if !path.contains(['<', '[', '.']) {
+        return None;
+    }
+    let mut s = strip_clone(path).to_string();
+    // A qualified self type: `<T as Trait>::rest` or `<T>::rest`.
+    if s.starts_with('<') {
+        if let Some(close) = matching(&s, 0) {
+            let inner = &s[1..close];
+            let self_ty = top_level_as(inner).map_or(inner, |i| &inner[..i]);
+            let self_ty = self_ty.trim_start_matches('&').trim_start_matches("mut ");
+            s = format!("{self_ty}{}", &s[close + 1..]);
+        }
+    }
+    // Every generic argument list, with the `::` of a turbofish before it.
+    let mut out = String::with_capacity(s.len());
+    let mut depth = 0usize;
+    for c in s.chars() {
+        match c {
+            '<' => {
+                if depth == 0 && out.ends_with("::") {
+                    out.truncate(out.len() - 2);
+                }
+                depth += 1;
+            }
+            '>' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    (out != path && !out.is_empty()).then_some(out)
+}
+
+/// The index of the `>` that closes the `<` at `open`.
+fn matching(s: &str, open: usize) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, c) in s[open..].char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(open + i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Where ` as ` splits `T as Trait` outside any nested `<...>`.
+fn top_level_as(s: &str) -> Option<usize> {
+    let mut depth = 0i32;
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ' ' if depth == 0 && s[i..].starts_with(" as ") => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A name without the suffix GCC and Clang give a function's clones and
+/// parts (`f.isra.0`, `f.constprop.2`, `f.part.0`, `f.cold`,
+/// `f.lto_priv.0`, `f.llvm.1234`, C++'s `f [clone .isra.0]`): the name of
+/// the function they were made from.
+pub fn strip_clone(name: &str) -> &str {
+    let name = match name.find(" [clone .") {
+        Some(i) => &name[..i],
+        None => name,
+    };
+    let Some(dot) = name.find('.') else {
+        return name;
+    };
+    let (head, tail) = (&name[..dot], &name[dot + 1..]);
+    let ident = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let head_ok = head
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '>' || c == ')');
+    let known = [
+        "isra",
+        "constprop",
+        "part",
+        "cold",
+        "lto_priv",
+        "llvm",
+        "localalias",
+        "specialized",
+        "clone",
+        "str",
+        "omp_fn",
+    ];
+    if head_ok
+        && tail.split('.').all(ident)
+        && tail.split('.').next().is_some_and(|p| known.contains(&p))
+    {
+        head
+    } else {
+        name
     }
 }
 
@@ -129,24 +275,51 @@ fn without_params(path: &str) -> Option<&str> {
     None
 }
 
-/// Split a pattern into its terms.
+/// Split a pattern into its terms (a quoted name keeps its quotes).
 pub fn terms(pattern: &str) -> impl Iterator<Item = &str> {
-    pattern
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|t| !t.is_empty())
+    let mut rest = pattern;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        if rest.is_empty() {
+            return None;
+        }
+        let body = rest.strip_prefix('!').unwrap_or(rest);
+        let end = if body.starts_with('"') {
+            // Through the closing quote (or the end, when unterminated).
+            let skip = rest.len() - body.len() + 1;
+            rest[skip..].find('"').map_or(rest.len(), |i| skip + i + 1)
+        } else {
+            rest.find(|c: char| c.is_whitespace() || c == ',')
+                .unwrap_or(rest.len())
+        };
+        let (t, r) = rest.split_at(end);
+        rest = r;
+        Some(t)
+    })
 }
 
 /// The indices (into `funcs`) of the functions a pattern selects, ascending.
 pub fn resolve(pattern: &str, funcs: &[Named<'_>]) -> Result<Vec<usize>, PatternError> {
+    // A whole pattern that is exactly a listed name selects that function.
+    let whole = pattern.trim();
+    if whole.contains([' ', ',', '*', '?', '!', '"']) {
+        let exact: Vec<usize> = (0..funcs.len())
+            .filter(|&i| funcs[i].path == whole)
+            .collect();
+        if !exact.is_empty() {
+            return Ok(exact);
+        }
+    }
     let ts: Vec<&str> = terms(pattern).collect();
     if ts.is_empty() {
         return Err(PatternError::Empty);
     }
-    let mut set: BTreeSet<usize> = if ts.iter().all(|t| t.starts_with('!')) {
-        (0..funcs.len()).collect()
-    } else {
-        BTreeSet::new()
-    };
+    if ts.iter().all(|t| t.starts_with('!')) {
+        return Err(PatternError::OnlyRemovals {
+            pattern: whole.to_string(),
+        });
+    }
+    let mut set: BTreeSet<usize> = BTreeSet::new();
     for t in ts {
         let (neg, body) = match t.strip_prefix('!') {
             Some(b) => (true, b),
@@ -155,13 +328,28 @@ pub fn resolve(pattern: &str, funcs: &[Named<'_>]) -> Result<Vec<usize>, Pattern
         if body.is_empty() {
             return Err(PatternError::Empty);
         }
-        let hits: Vec<usize> = funcs
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| term_matches(body, f))
-            .map(|(i, _)| i)
-            .collect();
+        let hits: Vec<usize> = if let Some(quoted) = body.strip_prefix('"') {
+            let Some(name) = quoted.strip_suffix('"') else {
+                return Err(PatternError::Unterminated {
+                    pattern: whole.to_string(),
+                });
+            };
+            funcs
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.path == name || f.own == name)
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            funcs
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| term_matches(body, f))
+                .map(|(i, _)| i)
+                .collect()
+        };
         if hits.is_empty() {
+            let body = body.trim_matches('"');
             return Err(PatternError::NoMatch {
                 term: body.to_string(),
                 closest: closest(body, funcs, 5),
@@ -181,6 +369,20 @@ pub fn resolve(pattern: &str, funcs: &[Named<'_>]) -> Result<Vec<usize>, Pattern
         });
     }
     Ok(set.into_iter().collect())
+}
+
+/// A pattern that selects exactly the functions named (each quoted).
+pub fn exact_names<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for n in names {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push('"');
+        out.push_str(n);
+        out.push('"');
+    }
+    out
 }
 
 /// The `n` function names closest to `term`, best first.
@@ -297,7 +499,10 @@ mod tests {
     fn negation_and_lists() {
         assert_eq!(resolve("parse_* !parse_body", F).unwrap(), vec![0]);
         assert_eq!(resolve("lookup,insert", F).unwrap(), vec![2, 3]);
-        assert_eq!(resolve("!app::cache::*", F).unwrap(), vec![0, 1, 4]);
+        assert_eq!(resolve("* !app::cache::*", F).unwrap(), vec![0, 1, 4]);
+        let only = resolve("!app::cache::*", F).unwrap_err();
+        assert!(matches!(only, PatternError::OnlyRemovals { .. }));
+        assert!(only.to_string().contains("'* !app::cache::*'"), "{only}");
         assert!(matches!(
             resolve("lookup !lookup", F),
             Err(PatternError::NothingLeft { .. })
@@ -316,5 +521,87 @@ mod tests {
         let msg = resolve("lokup", F).unwrap_err().to_string();
         assert!(msg.contains("app::cache::lookup"), "{msg}");
         assert_eq!(resolve("  ", F), Err(PatternError::Empty));
+    }
+
+    #[test]
+    fn clones_are_named_after_their_function() {
+        for (n, want) in [
+            ("sqlite3BtreeClose.isra.0", "sqlite3BtreeClose"),
+            ("f.constprop.12", "f"),
+            ("f.part.0", "f"),
+            ("f.cold", "f"),
+            ("f.lto_priv.0", "f"),
+            ("f.constprop.0.isra.0", "f"),
+            ("ns::f [clone .isra.0]", "ns::f"),
+            ("plain", "plain"),
+            ("not.a.clone", "not.a.clone"),
+            ("a.b", "a.b"),
+        ] {
+            assert_eq!(strip_clone(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn rust_paths_read_without_generics_and_qualified_self() {
+        let cases = [
+            (
+                "<grep_searcher::searcher::Searcher>::search_reader::<grep_printer::Sink>",
+                "grep_searcher::searcher::Searcher::search_reader",
+            ),
+            (
+                "<alloc::vec::Vec<u8> as core::fmt::Debug>::fmt",
+                "alloc::vec::Vec::fmt",
+            ),
+            ("<&mut app::W as std::io::Write>::write", "app::W::write"),
+            ("app::f::<[u8; 4]>", "app::f"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(plain_path(path).as_deref(), Some(want), "{path}");
+        }
+        assert_eq!(plain_path("app::cache::lookup"), None);
+        let fs = [
+            Named {
+                path: cases[0].0,
+                own: "search_reader",
+            },
+            Named {
+                path: "<grep_searcher::searcher::Searcher as core::fmt::Debug>::fmt",
+                own: "fmt",
+            },
+            Named {
+                path: "grep_searcher::line_buffer::alloc_error",
+                own: "alloc_error",
+            },
+            Named {
+                path: "<usize as core::fmt::Debug>::fmt",
+                own: "fmt",
+            },
+            Named {
+                path: "<[u8; 4] as x::T>::g",
+                own: "g",
+            },
+        ];
+        assert_eq!(resolve("grep_searcher::*", &fs).unwrap(), vec![0, 1, 2]);
+        assert_eq!(
+            resolve("grep_searcher::searcher::*", &fs).unwrap(),
+            vec![0, 1]
+        );
+        assert_eq!(resolve("search_reader", &fs).unwrap(), vec![0]);
+        // Every name round-trips: whole, or quoted among others.
+        for (i, f) in fs.iter().enumerate() {
+            assert_eq!(resolve(f.path, &fs).unwrap(), vec![i], "{}", f.path);
+            let q = exact_names([f.path]);
+            assert_eq!(resolve(&q, &fs).unwrap(), vec![i], "{q}");
+        }
+        let two = exact_names([fs[3].path, fs[4].path]);
+        assert_eq!(resolve(&two, &fs).unwrap(), vec![3, 4]);
+        assert_eq!(
+            resolve(&format!("fmt !{}", exact_names([fs[3].path])), &fs).unwrap(),
+            vec![1]
+        );
+        assert!(matches!(
+            resolve("\"<usize", &fs),
+            Err(PatternError::Unterminated { .. })
+        ));
     }
 }

@@ -385,17 +385,23 @@ pub fn demangle(raw: &str) -> String {
     raw.to_string()
 }
 
-/// The last `::` segment of a path, outside any `<...>` or `(...)`.
+/// A function's own name: the last `::` segment of its path outside any
+/// `<...>` or `(...)`, without generic arguments (`search_reader` for
+/// `<S>::search_reader::<Sink>`, `max` for `ns::max<int>`) and without the
+/// suffix of a compiler clone (`f` for `f.isra.0`).
 pub fn own_name(path: &str) -> &str {
+    let path = tracer_core::pattern::strip_clone(path);
     let b = path.as_bytes();
     let mut depth = 0i32;
     let mut cut = 0;
+    let mut prev = 0;
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'<' | b'(' | b'[' => depth += 1,
             b'>' | b')' | b']' => depth -= 1,
             b':' if depth == 0 && i + 1 < b.len() && b[i + 1] == b':' => {
+                prev = cut;
                 cut = i + 2;
                 i += 1;
             }
@@ -403,7 +409,31 @@ pub fn own_name(path: &str) -> &str {
         }
         i += 1;
     }
-    &path[cut..]
+    let mut own = &path[cut..];
+    // A turbofish segment (`::<Sink>`) names the arguments, not the function.
+    if own.starts_with('<') && cut >= 2 {
+        own = &path[prev..cut - 2];
+    }
+    // Trailing generic arguments (`max<int>`), unless the name is an operator.
+    if own.ends_with('>') && !own.starts_with("operator") {
+        let mut depth = 0i32;
+        for (j, c) in own.char_indices().rev() {
+            match c {
+                '>' => depth += 1,
+                '<' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        if j > 0 {
+                            own = &own[..j];
+                        }
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    own
 }
 
 #[cfg(test)]
@@ -430,6 +460,15 @@ mod tests {
         assert_eq!(own_name("<app::Db as app::Store>::get"), "get");
         assert_eq!(own_name("ns::Klass<std::pair<int, int>>::m"), "m");
         assert_eq!(own_name("leaf"), "leaf");
+        assert_eq!(
+            own_name("<grep_searcher::searcher::Searcher>::search_reader::<grep_printer::Sink>"),
+            "search_reader"
+        );
+        assert_eq!(own_name("ns::max<int>"), "max");
+        assert_eq!(own_name("ns::operator<"), "operator<");
+        assert_eq!(own_name("sqlite3BtreeClose.isra.0"), "sqlite3BtreeClose");
+        assert_eq!(own_name("ns::f [clone .cold]"), "f");
+        assert_eq!(own_name("<app::W>::new"), "new");
     }
 
     #[test]

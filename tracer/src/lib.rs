@@ -7,7 +7,7 @@
 //! AArch64 and A32: one aligned store; Thumb-2: the half-word breakpoint
 //! protocol);
 //! events land in lock-free per-thread rings; [`latency`] gives
-//! hdrhistogram percentiles of every completed call.
+//! percentiles of every completed call (within 0.8 %; count, min, max and mean exact).
 //!
 //! ```no_run
 //! #[tracer::traceable]
@@ -775,7 +775,7 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
         min = h.map_or(0, |h| h.min());
         max = h.map_or(0, |h| h.max()).max(min);
     }
-    let q = |p: f64| h.map_or(0, |h| h.value_at_quantile(p).clamp(min, max));
+    let q = |p: f64| h.map_or(0, |h| h.quantile(p).clamp(min, max));
     Some(LatencySummary {
         count: t.count,
         min,
@@ -785,7 +785,7 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
         p999: q(0.999),
         max,
         mean: clock::to_ns(t.sum / t.count),
-        lost: t.count.saturating_sub(h.map_or(0, |h| h.len())),
+        lost: t.count.saturating_sub(h.map_or(0, |h| h.count())),
     })
 }
 
@@ -816,10 +816,9 @@ pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
             count: 0,
         })
         .collect();
-    for v in h.iter_recorded() {
-        let x = v.value_iterated_to();
-        let i = (63 - x.max(1).leading_zeros()) as usize;
-        buckets[i].count += v.count_at_value();
+    for (low, _, n) in h.buckets() {
+        let i = (63 - low.max(1).leading_zeros()) as usize;
+        buckets[i].count += n;
     }
     let first = buckets.iter().position(|b| b.count > 0)?;
     let last = buckets.iter().rposition(|b| b.count > 0)?;

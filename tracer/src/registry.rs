@@ -319,12 +319,27 @@ fn empty_dl_info() -> libc::Dl_info {
 /// (`ns::f(int)`), and any still alike get `#2`, `#3`… in address order (the
 /// first keeps the plain path). Own names are unchanged, so `f` still
 /// selects them all; so does `ns::f` (see `tracer_core::pattern`).
+///
+/// Copies of one Rust function that the compiler emitted in several codegen
+/// units carry the same mangled symbol (its hash included): they are one
+/// function, registered under one name with a site for each copy, so they
+/// are listed, enabled and counted together.
 fn distinct_names(found: &[crate::discover::FoundFunc]) -> Vec<String> {
-    let mut starts: HashMap<&str, Vec<usize>> = HashMap::new();
+    // What tells two functions apart: the address, except for copies of
+    // one Rust symbol.
+    fn identity(f: &crate::discover::FoundFunc) -> (usize, &str) {
+        if is_rust_symbol(&f.symbol) {
+            (0, f.symbol.as_str())
+        } else {
+            (f.start, "")
+        }
+    }
+    let mut starts: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
     for f in found {
         let v = starts.entry(f.path.as_str()).or_default();
-        if !v.contains(&f.start) {
-            v.push(f.start);
+        let id = identity(f);
+        if !v.contains(&id) {
+            v.push(id);
         }
     }
     let mut names: Vec<String> = found
@@ -337,26 +352,39 @@ fn distinct_names(found: &[crate::discover::FoundFunc]) -> Vec<String> {
             }
         })
         .collect();
-    // Whatever is still shared by different functions: number them.
+    // Whatever is still shared by different functions: number them, in the
+    // order of their lowest address.
     let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in names.iter().enumerate() {
         by_name.entry(n.clone()).or_default().push(i);
     }
     for idx in by_name.into_values() {
-        let mut distinct: Vec<usize> = idx.iter().map(|&i| found[i].start).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() < 2 {
+        let mut first: HashMap<(usize, &str), usize> = HashMap::new();
+        for &i in &idx {
+            let e = first.entry(identity(&found[i])).or_insert(usize::MAX);
+            *e = (*e).min(found[i].start);
+        }
+        if first.len() < 2 {
             continue;
         }
+        let mut order: Vec<usize> = first.values().copied().collect();
+        order.sort_unstable();
         for i in idx {
-            let k = distinct.binary_search(&found[i].start).unwrap_or(0);
+            let k = order
+                .binary_search(&first[&identity(&found[i])])
+                .unwrap_or(0);
             if k > 0 {
                 names[i] = format!("{}#{}", names[i], k + 1);
             }
         }
     }
     names
+}
+
+/// Is `symbol` a Rust mangled name (legacy with its hash, or v0)?
+fn is_rust_symbol(symbol: &str) -> bool {
+    (symbol.starts_with("_R") || (symbol.starts_with("_ZN") && symbol.contains("17h")))
+        && rustc_demangle::try_demangle(symbol).is_ok()
 }
 
 /// A C++ symbol demangled with its parameters, without the return type.
@@ -367,4 +395,49 @@ fn with_params(symbol: &str) -> Option<String> {
     let sym = cpp_demangle::Symbol::new(symbol).ok()?;
     sym.demangle(&cpp_demangle::DemangleOptions::new().no_return_type())
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::{FoundFunc, PadSource};
+
+    fn found(symbol: &str, start: usize) -> FoundFunc {
+        let path = crate::discover::demangle(symbol);
+        FoundFunc {
+            symbol: symbol.to_string(),
+            ident: crate::discover::own_name(&path).to_string(),
+            path,
+            start,
+            site: start,
+            source: PadSource::PatchableEntry,
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn rust_copies_are_one_function_and_c_statics_stay_apart() {
+        let rust = "_ZN3app5cache6lookup17h0123456789abcdefE";
+        let other = "_ZN3app5cache6lookup17hfedcba9876543210E";
+        let fs = [
+            found(rust, 0x1000),
+            found("helper", 0x2000),
+            found(rust, 0x3000),
+            found("helper", 0x4000),
+            found(other, 0x5000),
+        ];
+        let names = distinct_names(&fs);
+        assert_eq!(
+            names,
+            [
+                "app::cache::lookup",
+                "helper",
+                "app::cache::lookup",
+                "helper#2",
+                "app::cache::lookup#2"
+            ]
+        );
+        assert!(!is_rust_symbol("_ZN2ns5Klass6methodEi"));
+        assert!(is_rust_symbol("_RNvNtCs1234_3app5cache6lookup"));
+    }
 }

@@ -1,5 +1,6 @@
 //! The `tracer` program's library: everything but flags and dispatch.
 //!
+//! - [`calls`]: calls rebuilt from events, returned or left (`longjmp`);
 //! - [`client`]: finding traced processes and talking to their agent (the
 //!   protocol is documented in the `tracer` crate's `agent.rs`);
 //! - [`reader`]: mapping the per-thread rings a process hands over and
@@ -11,6 +12,7 @@
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
 
+pub mod calls;
 pub mod client;
 pub mod dur;
 pub mod graph;

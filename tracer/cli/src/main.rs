@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracer_cli::calls::Call;
 use tracer_cli::client::{self, Client};
 use tracer_cli::graph::{self, Printer};
 use tracer_cli::hist::{self, Hists};
 use tracer_cli::reader::Reader;
 use tracer_cli::record::{self, Recording};
 use tracer_cli::{dur, exit, printable, report, Error};
-use tracer_core::event::{Event, KIND_EXIT};
+use tracer_core::event::Event;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -27,6 +28,20 @@ Exit codes:
   `tracer run` exits with the command's own status.
 
 Colour is used only on a terminal, never when NO_COLOR is set.";
+
+const PATTERNS: &str = "\
+Patterns (terms separated by spaces or commas):
+  parse_*            a glob (* and ?) without '::' matches a function's own name: its last
+                     path segment without generic arguments or clone suffixes, so
+                     'search_reader' selects every <S>::search_reader::<T> and
+                     'f' selects f.isra.0 and f.constprop.1
+  app::cache::*      with '::' the full path, also read without generic arguments and
+                     with <T as Trait>::f read as T::f (so 'app::*' selects the methods and
+                     trait impls of app's types)
+  '* !slow_*'        a leading '!' removes; a pattern must add before it removes
+  '\"<usize as core::fmt::Debug>::fmt\"'
+                     a name in double quotes is taken literally, spaces and commas included;
+                     a whole pattern that is exactly a name `tracer list` prints selects it";
 
 /// A userspace ftrace: turn traced functions on in a running process and
 /// watch them.
@@ -47,7 +62,7 @@ struct Target {
 #[derive(Subcommand)]
 enum Cmd {
     /// List traceable functions with file:line and state.
-    #[command(after_help = "Example:\n  tracer list 'parse*' -p 1234 --json")]
+    #[command(after_help = format!("Example:\n  tracer list 'parse*' -p 1234 --json\n\n{PATTERNS}"))]
     List {
         /// Only functions matching this pattern (glob; with `::` the full path).
         pattern: Option<String>,
@@ -58,7 +73,7 @@ enum Cmd {
         target: Target,
     },
     /// Enable functions (patterns: globs, `!` removes).
-    #[command(after_help = "Example:\n  tracer enable 'app::cache::*' parse -p 1234")]
+    #[command(after_help = format!("Example:\n  tracer enable 'app::cache::*' parse -p 1234\n\n{PATTERNS}"))]
     Enable {
         /// Patterns of functions to enable.
         #[arg(required = true)]
@@ -67,7 +82,7 @@ enum Cmd {
         target: Target,
     },
     /// Disable functions.
-    #[command(after_help = "Example:\n  tracer disable '*' -p 1234")]
+    #[command(after_help = format!("Example:\n  tracer disable '*' -p 1234\n\n{PATTERNS}"))]
     Disable {
         /// Patterns of functions to disable.
         #[arg(required = true)]
@@ -925,11 +940,18 @@ fn hist_verb(
     let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
     let mut hists = Hists::default();
     let mut last = Instant::now();
+    // Calls rebuilt per thread, so a call left by `longjmp` is counted too;
+    // only the functions shown get a histogram.
+    let mut walker = tracer_cli::calls::Walker::new();
     let end = pump(&mut reader, false, duration, stop, &mut |r, batch| {
-        for (_, e) in batch {
-            if e.kind == KIND_EXIT {
-                hists.record(e.func, r.ns(e.dur));
-            }
+        for (tid, e) in batch {
+            walker.feed(*tid, e, &mut |c| match c {
+                Call::Returned { func, dur, .. } if keep(func) => hists.record(func, r.ns(dur)),
+                Call::Left { func, .. } | Call::Untracked { func } if keep(func) => {
+                    hists.left(func)
+                }
+                _ => {}
+            });
         }
         if let Some(iv) = interval {
             if last.elapsed() >= iv {
@@ -954,7 +976,7 @@ fn hist_verb(
     reader.detach();
     if !changed.is_empty() && end != End::Ended {
         if let Ok(mut c) = Client::connect(pid) {
-            let _ = c.call("disable", json!({ "pattern": changed.join(" ") }));
+            let _ = c.call("disable", json!({ "pattern": tracer_core::pattern::exact_names(changed.iter().map(String::as_str)) }));
         }
     }
     print_hists(&reader.names, &hists, &keep, json, lost_n).map_err(io_err)?;

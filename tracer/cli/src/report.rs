@@ -2,28 +2,37 @@
 //!
 //! - [`rows`]: calls, total, self, avg, p50, p99, max per function. *Self* is
 //!   the total minus the time spent in traced callees (nesting comes from the
-//!   events' depth).
+//!   events' depth). Calls that never returned (`longjmp`, see
+//!   [`crate::calls`]) are counted among the calls and in `not_returned`;
+//!   the times are those of the calls that returned.
 //! - [`chrome`]: Chrome trace event JSON (`ph: "X"` complete events, `ts` and
 //!   `dur` in microseconds relative to the first event), which Perfetto and
-//!   `chrome://tracing` open.
+//!   `chrome://tracing` open. A call left without returning is a complete
+//!   event up to when it was known to be over, with `args.returned: false`;
+//!   one still running at the end is a `B` event with no `E`.
 //! - [`folded`]: folded stacks, `outer;inner SELF_NS` per line, the input of
 //!   flamegraph.pl and inferno; the weight is self time in nanoseconds.
 
+use crate::calls::{Call, Walker};
 use crate::hist::FuncHist;
 use crate::record::Recording;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use tracer_core::event::{KIND_ENTRY, KIND_EXIT};
 
 /// One function's line in a report; times in nanoseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     /// Full path.
     pub name: String,
-    /// Completed calls.
+    /// Calls: returned, left without returning, and still running at the
+    /// end of the recording.
     pub calls: u64,
+    /// Of `calls`, those left without returning (`longjmp` out of them) or
+    /// still running at the end: not in the times.
+    #[serde(default)]
+    pub not_returned: u64,
     /// Total time inside.
     pub total: u64,
     /// Total minus time in traced callees.
@@ -45,68 +54,42 @@ pub struct Row {
 /// Keys `report --sort` accepts.
 pub const SORT_KEYS: &[&str] = &["total", "self", "calls", "avg", "p50", "p99", "max", "name"];
 
-/// Walk completed calls: `f(tid, func, dur_ticks, self_ticks, path)` where
-/// `path` is the known call stack (function indices, outermost first, ending
-/// with `func`).
-fn walk(rec: &Recording, mut f: impl FnMut(u64, u32, u64, u64, &[u32])) {
-    #[derive(Default)]
-    struct T {
-        acc: Vec<u64>,
-        stack: Vec<u32>,
-    }
-    let mut threads: HashMap<u64, T> = HashMap::new();
+/// Walk every call of a recording (see [`crate::calls`]).
+fn walk(rec: &Recording, mut f: impl FnMut(Call<'_>)) {
+    let mut w = Walker::new();
     for (tid, e) in &rec.events {
-        let t = threads.entry(*tid).or_default();
-        let d = e.depth as usize;
-        if t.acc.len() < d + 2 {
-            t.acc.resize(d + 2, 0);
-        }
-        match e.kind {
-            KIND_ENTRY => {
-                t.acc[d + 1] = 0;
-                t.stack.truncate(d);
-                if t.stack.len() == d {
-                    t.stack.push(e.func);
-                } else {
-                    t.stack.clear();
-                }
-            }
-            KIND_EXIT => {
-                let children = std::mem::take(&mut t.acc[d + 1]);
-                let own = e.dur.saturating_sub(children);
-                t.acc[d] = t.acc[d].saturating_add(e.dur);
-                if t.stack.len() > d && t.stack[d] == e.func {
-                    f(*tid, e.func, e.dur, own, &t.stack[..=d]);
-                } else {
-                    f(*tid, e.func, e.dur, own, &[e.func]);
-                }
-                t.stack.truncate(d);
-            }
-            _ => {}
-        }
+        w.feed(*tid, e, &mut f);
     }
+    w.finish(&mut f);
 }
 
 /// Per-function rows, sorted by total time, longest first.
 pub fn rows(rec: &Recording) -> Vec<Row> {
-    // (durations, self ticks, total ticks): totals are summed in ticks and
-    // converted once, so self == total exactly for a function without callees.
-    let mut hists: BTreeMap<u32, (FuncHist, u64, u64)> = BTreeMap::new();
-    walk(rec, |_, func, dur, own, _| {
-        let e = hists.entry(func).or_default();
-        e.0.record(rec.ns(dur));
-        e.1 += own;
-        e.2 += dur;
+    // (durations, self ticks, total ticks, calls not returned): totals are
+    // summed in ticks and converted once, so self == total exactly for a
+    // function without callees.
+    let mut hists: BTreeMap<u32, (FuncHist, u64, u64, u64)> = BTreeMap::new();
+    walk(rec, |c| match c {
+        Call::Returned { func, dur, own, .. } => {
+            let e = hists.entry(func).or_default();
+            e.0.record(rec.ns(dur));
+            e.1 += own;
+            e.2 += dur;
+        }
+        Call::Left { func, .. } | Call::Running { func, .. } | Call::Untracked { func } => {
+            hists.entry(func).or_default().3 += 1;
+        }
     });
     let lost_events = rec.lost_events();
     let mut v: Vec<Row> = hists
         .iter()
-        .map(|(f, (h, own, total))| {
+        .map(|(f, (h, own, total, gone))| {
             let s = h.summary(rec.name(*f));
             let total = rec.ns(*total);
             Row {
                 name: s.name,
-                calls: s.count,
+                calls: s.count + gone,
+                not_returned: *gone,
                 total,
                 self_ns: rec.ns(*own),
                 avg: total / s.count.max(1),
@@ -156,22 +139,45 @@ pub fn table(rows: &[Row]) -> String {
         .unwrap_or(8)
         .max(8);
     let h = crate::dur::human_ns;
+    // The column of calls that never returned, only when there are some.
+    let noret = rows.iter().any(|r| r.not_returned > 0);
+    let extra = |s: String| {
+        if noret {
+            format!(" {s:>9}")
+        } else {
+            String::new()
+        }
+    };
     let mut out = format!(
-        "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-        "function", "calls", "total", "self", "avg", "p50", "p99", "max"
+        "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+        "function",
+        "calls",
+        extra("no-return".into()),
+        "total",
+        "self",
+        "avg",
+        "p50",
+        "p99",
+        "max"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:<w$} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             name(&r.name),
             r.calls,
+            extra(r.not_returned.to_string()),
             h(r.total),
             h(r.self_ns),
             h(r.avg),
             h(r.p50),
             h(r.p99),
             h(r.max)
+        );
+    }
+    if noret {
+        out.push_str(
+            "# no-return: calls left without returning (longjmp, or still running at the end); the times are those of the calls that returned\n",
         );
     }
     out
@@ -194,21 +200,48 @@ pub fn chrome(rec: &Recording) -> Value {
         "args": {"name": rec.header.exe},
     })];
     let us = |ticks: u64| (ticks as f64 / rec.ticks_per_ns()) / 1000.0;
-    for (tid, e) in &rec.events {
-        if e.kind != KIND_EXIT {
-            continue;
-        }
-        let start = e.ts.saturating_sub(e.dur);
-        evs.push(json!({
-            "name": rec.name(e.func),
+    walk(rec, |c| match c {
+        Call::Returned {
+            tid,
+            func,
+            end,
+            dur,
+            ..
+        } => evs.push(json!({
+            "name": rec.name(func),
             "cat": "function",
             "ph": "X",
-            "ts": us(start - t0),
-            "dur": us(e.dur),
+            "ts": us(end.saturating_sub(dur).saturating_sub(t0)),
+            "dur": us(dur),
             "pid": pid,
             "tid": tid,
-        }));
-    }
+        })),
+        Call::Left {
+            tid,
+            func,
+            entered,
+            left,
+            ..
+        } => evs.push(json!({
+            "name": rec.name(func),
+            "cat": "function",
+            "ph": "X",
+            "ts": us(entered.saturating_sub(t0)),
+            "dur": us(left - entered),
+            "pid": pid,
+            "tid": tid,
+            "args": {"returned": false},
+        })),
+        Call::Running { tid, func, entered } => evs.push(json!({
+            "name": rec.name(func),
+            "cat": "function",
+            "ph": "B",
+            "ts": us(entered.saturating_sub(t0)),
+            "pid": pid,
+            "tid": tid,
+        })),
+        Call::Untracked { .. } => {}
+    });
     json!({
         "traceEvents": evs,
         "displayTimeUnit": "ns",
@@ -219,12 +252,14 @@ pub fn chrome(rec: &Recording) -> Value {
 /// Folded stacks.
 pub fn folded(rec: &Recording) -> String {
     let mut acc: BTreeMap<String, u64> = BTreeMap::new();
-    walk(rec, |_, _, _, own, path| {
-        let key: Vec<_> = path
-            .iter()
-            .map(|f| crate::folded_frame(rec.name(*f)))
-            .collect();
-        *acc.entry(key.join(";")).or_default() += rec.ns(own);
+    walk(rec, |c| {
+        if let Call::Returned { own, path, .. } = c {
+            let key: Vec<_> = path
+                .iter()
+                .map(|f| crate::folded_frame(rec.name(*f)))
+                .collect();
+            *acc.entry(key.join(";")).or_default() += rec.ns(own);
+        }
     });
     let mut out = String::new();
     for (k, v) in acc {
@@ -239,7 +274,7 @@ pub fn folded(rec: &Recording) -> String {
 mod tests {
     use super::*;
     use crate::record::Header;
-    use tracer_core::event::Event;
+    use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
     fn ev(ts: u64, dur: u64, func: u32, depth: u16, kind: u8) -> Event {
         Event {
@@ -299,5 +334,38 @@ mod tests {
         let outer = x.iter().find(|e| e["name"] == "outer").unwrap();
         assert_eq!(outer["ts"].as_f64(), Some(0.0));
         assert_eq!(outer["dur"].as_f64(), Some(1.0));
+    }
+
+    #[test]
+    fn calls_left_by_longjmp_are_counted_and_exported() {
+        let mut rec = sample();
+        // outer { throw { (longjmp) } } then outer's next callee, outer returns.
+        rec.header.functions.push("throw".into());
+        rec.events = vec![
+            (5, ev(1000, 0, 0, 0, KIND_ENTRY)),
+            (5, ev(1100, 0, 2, 1, KIND_ENTRY)),
+            (5, ev(1300, 0, 1, 1, KIND_ENTRY)),
+            (5, ev(1400, 100, 1, 1, KIND_EXIT)),
+            (5, ev(2000, 1000, 0, 0, KIND_EXIT)),
+            (5, ev(2100, 0, 2, 0, KIND_ENTRY)),
+        ];
+        let r = rows(&rec);
+        let throw = r.iter().find(|r| r.name == "throw").unwrap();
+        assert_eq!((throw.calls, throw.not_returned, throw.total), (2, 2, 0));
+        let outer = r.iter().find(|r| r.name == "outer").unwrap();
+        assert_eq!((outer.calls, outer.not_returned), (1, 0));
+        assert!(table(&r).contains("no-return"));
+        let c = chrome(&rec);
+        let evs = c["traceEvents"].as_array().unwrap();
+        let left: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["args"]["returned"] == false)
+            .collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["name"], "throw");
+        assert_eq!(left[0]["dur"].as_f64(), Some(0.2));
+        assert_eq!(evs.iter().filter(|e| e["ph"] == "B").count(), 1);
+        // A report without such calls keeps its columns.
+        assert!(!table(&rows(&sample())).contains("no-return"));
     }
 }

@@ -692,3 +692,188 @@ fn cxx_exceptions_through_traced_frames() {
         );
     }
 }
+
+/// The Lua 5.4 sources the `lua-src` crate (a dev-dependency) bundles.
+fn lua_sources() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let o = Command::new(cargo)
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pkg = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lua-src")
+        .expect("lua-src is a dev-dependency of tracer-cli");
+    let dir = Path::new(pkg["manifest_path"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("lua-5.4"))
+        })
+        .collect();
+    v.sort();
+    v.pop().expect("lua-src bundles Lua 5.4")
+}
+
+/// Lua with `driver` (lua_driver.c, compiled with `driver_flags` and no
+/// pads), the Lua sources compiled at -O0 (no inlining, so both builds make
+/// the same calls) with `lua_flags`. The string hash seed is fixed, so
+/// every run makes the same calls.
+fn build_lua(name: &str, lua_flags: &[&str], driver_flags: &[&str]) -> PathBuf {
+    let src = lua_sources();
+    let dir = bin_dir().join("c-fixtures").join("lua").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("lua");
+    let driver = dir.join("driver.o");
+    let run = |c: &mut Command| {
+        let o = c.output().expect("gcc runs");
+        assert!(
+            o.status.success(),
+            "{c:?} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(Command::new("gcc")
+        .args(["-c", "-O0", "-fno-pie"])
+        .args(driver_flags)
+        .arg("-I")
+        .arg(&src)
+        .arg(root().join("tests/fixtures/c/lua_driver.c"))
+        .arg("-o")
+        .arg(&driver));
+    let mut c = Command::new("gcc");
+    c.args(["-O0", "-fno-pie", "-no-pie", "-DLUA_USE_LINUX"])
+        .arg("-Dluai_makeseed(L)=0")
+        .args(lua_flags)
+        .arg("-I")
+        .arg(&src);
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let n = p.file_name().unwrap().to_str().unwrap().to_string();
+        if n.ends_with(".c") && n != "lua.c" && n != "luac.c" {
+            c.arg(p);
+        }
+    }
+    run(c.arg(&driver).args(["-lm", "-ldl", "-o"]).arg(&exe));
+    exe
+}
+
+/// Function entries per name, as the -finstrument-functions build of Lua
+/// counted them (functions of the same name in different files summed).
+fn oracle_counts(exe: &Path, counts: &Path) -> std::collections::BTreeMap<String, u64> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let data = std::fs::read(exe).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let names: std::collections::HashMap<u64, String> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.name().ok()?.to_string())))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(counts).unwrap().lines() {
+        let (a, n) = line.split_once(' ').unwrap();
+        let a = u64::from_str_radix(a, 16).unwrap();
+        let name = names
+            .get(&a)
+            .unwrap_or_else(|| panic!("no symbol at {a:#x}"));
+        *out.entry(name.clone()).or_default() += n.parse::<u64>().unwrap();
+    }
+    out
+}
+
+/// Real third-party C: Lua 5.4 with compiler pads, every function enabled
+/// from the first call (`run --record`), on a script whose errors (`pcall`)
+/// and coroutine yields leave C functions by `longjmp`. The program's output
+/// is unchanged, nothing is lost at the default settings, and every
+/// function's call count in `report --json` equals the count of an
+/// independent build of the same sources with -finstrument-functions, the
+/// functions that never return (`luaD_throw`, `luaB_error`) included.
+#[test]
+fn real_lua_counts_equal_an_instrumented_build_longjmps_included() {
+    let script = root().join("tests/fixtures/c/lua_work.lua");
+    let padded = build_lua("pads", GCC_MCOUNT.flags, &[]);
+    let counting = build_lua("counting", &["-finstrument-functions"], &["-DCOUNT_CALLS"]);
+    let dir = Dir::new();
+
+    let plain = Command::new(&padded).arg(&script).output().unwrap();
+    assert!(plain.status.success(), "{plain:?}");
+    let want = String::from_utf8_lossy(&plain.stdout).into_owned();
+    assert!(want.starts_with("errors=281 yields=400 "), "{want}");
+
+    let counts = dir.0.join("counts.txt");
+    let o = Command::new(&counting)
+        .arg(&script)
+        .env("LUA_COUNTS", &counts)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want, "the oracle build");
+    let oracle = oracle_counts(&counting, &counts);
+
+    let rec = dir.0.join("lua.rec");
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", "*", "--record"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&padded)
+        .arg(&script)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{err}");
+
+    let rows: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["report", rec.to_str().unwrap(), "--json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    let mut got: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut noret: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in rows {
+        assert_eq!(r["lost_events"], 0, "events were lost: {err}");
+        // `helper#2`: a static function of the same name in another file.
+        let name = r["name"].as_str().unwrap();
+        let name = name.split('#').next().unwrap().to_string();
+        *got.entry(name.clone()).or_default() += r["calls"].as_u64().unwrap();
+        *noret.entry(name).or_default() += r["not_returned"].as_u64().unwrap();
+    }
+    let diff: Vec<String> = oracle
+        .keys()
+        .chain(got.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|n| oracle.get(*n) != got.get(*n))
+        .map(|n| format!("{n}: traced {:?}, counted {:?}", got.get(n), oracle.get(n)))
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "{} of {} functions differ:\n{}",
+        diff.len(),
+        oracle.len(),
+        diff.join("\n")
+    );
+    // Calls that only ever leave by longjmp are all counted, as not returned.
+    for f in ["luaD_throw", "luaB_error"] {
+        assert!(got[f] > 0, "{f}");
+        assert_eq!(noret[f], got[f], "{f} never returns");
+    }
+    assert!(oracle.len() > 300, "{} functions", oracle.len());
+    eprintln!(
+        "lua: {} functions, {} calls equal; luaD_throw {} and luaB_error {} calls, none returned",
+        oracle.len(),
+        oracle.values().sum::<u64>(),
+        got["luaD_throw"],
+        got["luaB_error"]
+    );
+}
