@@ -168,7 +168,8 @@ pub fn check_dir(dir: &Path, uid: u32) -> Result<(), Error> {
     if md.mode() & 0o077 != 0 {
         return Err(Error::no_target(format!(
             "refusing the socket directory {d}: its mode is {:04o}, so other users can put \
-             sockets in it; run `chmod 700 {d}` (or {fix})",
+             sockets in it; make it private (chmod 700 {d}) and restart the traced process, \
+             or {fix}",
             md.mode() & 0o7777
         )));
     }
