@@ -160,13 +160,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Convert a recording for Perfetto (Chrome trace JSON) or flame graphs (folded stacks).
+    /// Convert a recording for Perfetto (its protobuf format, or Chrome trace JSON) or flame graphs (folded stacks).
     #[command(
-        after_help = "Example:\n  tracer export trace.rec --chrome trace.json --folded trace.folded"
+        after_help = "Example:\n  tracer export trace.rec --perfetto trace.pftrace --folded trace.folded\n\nThe files stream: a recording of any size converts in bounded memory. Open a\n.pftrace or a .json in https://ui.perfetto.dev; the protobuf format is far\nsmaller and opens where a big JSON file does not."
     )]
     Export {
         /// A file written by `tracer record`.
         file: PathBuf,
+        /// Write Perfetto's native protobuf trace (TrackEvent slices) here.
+        #[arg(long, value_name = "OUT.pftrace")]
+        perfetto: Option<PathBuf>,
         /// Write Chrome trace event JSON here.
         #[arg(long, value_name = "OUT.json")]
         chrome: Option<PathBuf>,
@@ -358,8 +361,8 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             target,
         } => record_verb(connect_for(target, duration)?, &output, duration),
         Cmd::Report { file, sort, json } => {
-            let rec = Recording::read(&file)?;
-            let mut rows = report::rows(&rec);
+            let rec = Recording::open(&file)?;
+            let mut rows = report::rows(&rec)?;
             report::sort(&mut rows, &sort).map_err(|m| Error {
                 code: exit::USAGE,
                 msg: m,
@@ -387,34 +390,47 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
         }
         Cmd::Export {
             file,
+            perfetto,
             chrome,
             folded,
         } => {
-            if chrome.is_none() && folded.is_none() {
+            if chrome.is_none() && folded.is_none() && perfetto.is_none() {
                 return Err(Error {
                     code: exit::USAGE,
-                    msg: "say what to write: --chrome OUT.json and/or --folded OUT".into(),
+                    msg: "say what to write: --perfetto OUT.pftrace, --chrome OUT.json and/or --folded OUT".into(),
                 });
             }
-            let rec = Recording::read(&file)?;
-            let write = |p: &Path, data: &[u8]| {
-                std::fs::write(p, data).map_err(|e| {
-                    Error::failed(format!(
-                        "cannot write {}: {e}; choose a writable path",
-                        p.display()
-                    ))
-                })
-            };
-            if let Some(p) = chrome {
-                let v = report::chrome(&rec);
-                write(&p, &serde_json::to_vec(&v).expect("json serializes"))?;
+            let rec = Recording::open(&file)?;
+            if rec.trailer.is_none() {
                 eprintln!(
-                    "wrote {} (Chrome trace JSON: open it in https://ui.perfetto.dev)",
+                    "tracer: {} has no trailer (recorder killed?); converting what it holds",
+                    file.display()
+                );
+            }
+            if let Some(p) = perfetto {
+                let n = write_atomically(&p, |w| tracer_cli::perfetto::write(&rec, w))?;
+                eprintln!(
+                    "wrote {} ({n} Perfetto trace packets: open it in https://ui.perfetto.dev)",
+                    p.display()
+                );
+            }
+            if let Some(p) = chrome {
+                let n = write_atomically(&p, |w| report::write_chrome(&rec, w))?;
+                eprintln!(
+                    "wrote {} ({n} Chrome trace events: open it in https://ui.perfetto.dev)",
                     p.display()
                 );
             }
             if let Some(p) = folded {
-                write(&p, report::folded(&rec).as_bytes())?;
+                let text = report::folded(&rec)?;
+                write_atomically(&p, |w| {
+                    w.write_all(text.as_bytes()).map_err(|e| {
+                        Error::failed(format!(
+                            "cannot write {}: {e}; choose a writable path",
+                            p.display()
+                        ))
+                    })
+                })?;
                 eprintln!(
                     "wrote {} (folded stacks: flamegraph.pl or inferno-flamegraph)",
                     p.display()
@@ -991,6 +1007,34 @@ fn hist_verb(
     Ok(exit::OK)
 }
 
+/// Write `path` through a temporary file next to it, renamed over it once
+/// complete: a failed or interrupted export never leaves half a file.
+fn write_atomically<T>(
+    path: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let cannot = |e: std::io::Error| {
+        Error::failed(format!(
+            "cannot write {}: {e}; choose a writable path",
+            path.display()
+        ))
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).map_err(cannot)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let done = f(&mut w).and_then(|v| {
+        w.flush().map_err(cannot)?;
+        std::fs::rename(&tmp, path).map_err(cannot)?;
+        Ok(v)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
 fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i32, Error> {
     let file = record::create(output)?;
     record_to_file(c, output, file, duration, &mut || false)
@@ -1032,10 +1076,18 @@ fn record_to_file(
         "tracer: recording process {pid} to {} (Ctrl-C to stop)",
         output.display()
     );
+    // Thread names, read when a thread is first seen (it may end before
+    // the recording does).
+    let mut threads: std::collections::BTreeMap<u64, String> = Default::default();
     let end = pump(&mut reader, false, duration, stop, &mut |_, batch| {
         let mut i = 0;
         while i < batch.len() {
             let tid = batch[i].0;
+            threads.entry(tid).or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default()
+            });
             let j = batch[i..]
                 .iter()
                 .position(|(t, _)| *t != tid)
@@ -1073,6 +1125,7 @@ fn record_to_file(
         lost: reader.losses().iter().map(|l| (l.tid, l.dropped)).collect(),
         end: end.text(pid),
         events,
+        threads: threads.into_iter().filter(|(_, n)| !n.is_empty()).collect(),
     };
     w.finish(&trailer).map_err(io_err)?;
     eprintln!(
