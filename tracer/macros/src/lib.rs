@@ -222,11 +222,14 @@ fn future_tail(block: &Block) -> Option<FutureTail<'_>> {
         Expr::Call(ExprCall { func, .. }) => {
             let Expr::Path(p) = &**func else { return None };
             let name = p.path.get_ident()?;
-            block.stmts.iter().position(|s| {
-                matches!(s, Stmt::Item(Item::Fn(inner))
+            block
+                .stmts
+                .iter()
+                .position(|s| {
+                    matches!(s, Stmt::Item(Item::Fn(inner))
                     if inner.sig.asyncness.is_some() && inner.sig.ident == *name)
-            })
-            .map(|item| FutureTail::Function { item })
+                })
+                .map(|item| FutureTail::Function { item })
         }
         _ => None,
     }
