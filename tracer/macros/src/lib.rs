@@ -19,6 +19,27 @@ use syn::{AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, Item, ItemFn, 
 /// instantiation is a site of the same function) and `async fn` (the entry is
 /// the first poll, the exit the completion or the drop of the future).
 ///
+/// Functions that return a future without being `async fn` are timed the
+/// same way, from the future's first poll to its completion or drop, when
+/// their last expression builds the future in one of the shapes
+/// `tracing::instrument` recognises:
+///
+/// - `Box::pin(async move { … })`, which is what `#[async_trait]` makes of an
+///   `async fn` in a trait or impl (it runs before `#[traceable]`, so this is
+///   the shape the attribute sees, in whichever order they are written);
+/// - a bare `async { … }` / `async move { … }` block;
+/// - `Box::pin(inner(…))` where `inner` is an `async fn` declared in the same
+///   body (the expansion of async-trait 0.1.43 and older).
+///
+/// Any other `fn` returning a future (`fn f() -> impl Future`, or
+/// `-> Pin<Box<dyn Future>>`, whose body returns, say, `other(x)` or
+/// `future.map(…)`) is an ordinary function to the attribute: the call timed
+/// is the **construction** of the future, not its execution. Write it as an
+/// `async fn`, or end it with an `async move` block, to time the execution.
+///
+/// Inner attributes at the top of the body (`#![allow(unused_variables)]`)
+/// stay inner attributes of the body.
+///
 /// ```ignore
 /// #[tracer::traceable]
 /// fn parse(input: &str) -> Result<u32, std::num::ParseIntError> {
@@ -275,7 +296,7 @@ fn rewrite_tail(block: &Block, tail: FutureTail<'_>, span: Span) -> Vec<TokenStr
                 unreachable!("future_tail returns an expression statement")
             };
             out[stmt] = match e {
-                Expr::Call(ExprCall { func, .. }) => quote! { #func(#new_async) },
+                Expr::Call(ExprCall { attrs, func, .. }) => quote! { #(#attrs)* #func(#new_async) },
                 _ => new_async,
             };
         }
