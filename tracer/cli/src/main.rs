@@ -458,39 +458,58 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
     }
 }
 
+/// Functions asked of the agent at a time.
+const LIST_PAGE: u64 = 10_000;
+
+/// Every function the agent lists for `pattern` (sorted by name), a page at
+/// a time, so no side holds all of a program's functions at once. (An older
+/// agent sends them all at once; that works too.)
+fn each_listed(
+    c: &mut Client,
+    pattern: Option<&str>,
+    f: &mut dyn FnMut(&Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut from = 0u64;
+    loop {
+        let mut req = json!({ "from": from, "max": LIST_PAGE });
+        if let Some(p) = pattern {
+            req["pattern"] = json!(p);
+        }
+        let v = c.call("list", req)?;
+        for func in v["functions"].as_array().into_iter().flatten() {
+            f(func)?;
+        }
+        match v["next"].as_u64() {
+            Some(n) if n > from => from = n,
+            _ => return Ok(()),
+        }
+    }
+}
+
 fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Error> {
     let mut c = connect(target)?;
-    let extra = match &pattern {
-        Some(p) => json!({ "pattern": p }),
-        None => json!({}),
-    };
-    let v = c.call("list", extra)?;
-    let funcs = v["functions"].as_array().cloned().unwrap_or_default();
+    let pid = c.pid;
     let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
     if json {
-        let arr: Vec<Value> = funcs
-            .iter()
-            .map(|f| {
-                json!({
-                    "name": f["name"], "file": f["file"], "line": f["line"],
-                    "enabled": f["enabled"], "problems": f["problems"],
-                })
-            })
-            .collect();
-        let text = tracer_cli::printable_json(serde_json::to_string_pretty(&arr).expect("json"));
-        writeln!(out, "{text}").map_err(io_err)?;
+        // Streamed: one array, written an element at a time.
+        each_listed(&mut c, pattern.as_deref(), &mut |f| {
+            let item = json!({
+                "name": f["name"], "file": f["file"], "line": f["line"],
+                "enabled": f["enabled"], "problems": f["problems"],
+            });
+            let text =
+                tracer_cli::printable_json(serde_json::to_string_pretty(&item).expect("json"));
+            let sep = if n == 0 { "[\n" } else { ",\n" };
+            n += 1;
+            let indented = text.replace('\n', "\n  ");
+            write!(out, "{sep}  {indented}").map_err(io_err)
+        })?;
+        writeln!(out, "{}", if n == 0 { "[]" } else { "\n]" }).map_err(io_err)?;
         return Ok(exit::OK);
     }
-    if funcs.is_empty() {
-        writeln!(
-            out,
-            "process {} has no traceable functions: mark some with #[tracer::traceable], or build it \
-             with compiler pads (-fpatchable-function-entry=5)",
-            c.pid
-        )
-        .map_err(io_err)?;
-    }
-    for f in &funcs {
+    each_listed(&mut c, pattern.as_deref(), &mut |f| {
+        n += 1;
         let state = if f["enabled"] == true { "on " } else { "off" };
         // Compiler pads have no line: their file is the object's path.
         let place = match f["line"].as_u64() {
@@ -511,6 +530,15 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
             )
             .map_err(io_err)?;
         }
+        Ok(())
+    })?;
+    if n == 0 {
+        writeln!(
+            out,
+            "process {pid} has no traceable functions: mark some with #[tracer::traceable], or build it \
+             with compiler pads (-fpatchable-function-entry=5)"
+        )
+        .map_err(io_err)?;
     }
     Ok(exit::OK)
 }
@@ -891,13 +919,12 @@ fn trace(
 }
 
 fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
-    let v = c.call("list", json!({ "pattern": pattern }))?;
-    Ok(v["functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["index"].as_u64().map(|i| i as u32))
-        .collect())
+    let mut v = Vec::new();
+    each_listed(c, Some(pattern), &mut |f| {
+        v.extend(f["index"].as_u64().map(|i| i as u32));
+        Ok(())
+    })?;
+    Ok(v)
 }
 
 fn print_hists(
@@ -953,7 +980,19 @@ fn hist_verb(
     if pattern.is_none() {
         enabled_hint(&mut reader);
     }
-    let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
+    // A bitmap by function index: asked once per event.
+    let keep_set: Option<Vec<bool>> = keep_set.map(|idx| {
+        let mut m = vec![false; idx.iter().max().map_or(0, |&i| i as usize + 1)];
+        for i in idx {
+            m[i as usize] = true;
+        }
+        m
+    });
+    let keep = move |f: u32| {
+        keep_set
+            .as_ref()
+            .is_none_or(|s| s.get(f as usize).copied().unwrap_or(false))
+    };
     let mut hists = Hists::default();
     let mut last = Instant::now();
     // Calls rebuilt per thread, so a call left by `longjmp` is counted too;
