@@ -332,13 +332,22 @@ pub struct FunctionInfo {
 }
 
 /// Latency of one function, in nanoseconds.
+///
+/// `count`, `min`, `max` and `mean` are exact (per-thread counters). The
+/// percentiles are within 0.8 % (see `tracer_core::loghist`) of the calls
+/// whose exit events this process drained itself: `count - lost` of them.
+/// While a `tracer` program reads the rings (`tracer trace`, `hist`,
+/// `record` attached to this process), the events go to it, not here: the
+/// percentiles then cover only the calls before it attached, and are 0 when
+/// there were none (`lost == count`; [`LatencySummary::has_percentiles`]).
+/// Its `Display` says so instead of printing such zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LatencySummary {
     /// Completed calls while enabled (exact).
     pub count: u64,
     /// Shortest (exact).
     pub min: u64,
-    /// Median.
+    /// Median (0 without percentiles: see above).
     pub p50: u64,
     /// 90th percentile.
     pub p90: u64,
@@ -351,8 +360,47 @@ pub struct LatencySummary {
     /// Mean.
     pub mean: u64,
     /// Calls counted in `count` whose duration is missing from the
-    /// percentiles (their exit event was dropped from a full ring).
+    /// percentiles (their exit event was dropped from a full ring, or read
+    /// by an attached `tracer` program).
     pub lost: u64,
+}
+
+impl LatencySummary {
+    /// Whether the percentiles describe any call (not when an attached
+    /// `tracer` program read every event).
+    pub fn has_percentiles(&self) -> bool {
+        self.lost < self.count
+    }
+}
+
+impl std::fmt::Display for LatencySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "count={} min={}ns mean={}ns max={}ns",
+            self.count, self.min, self.mean, self.max
+        )?;
+        if self.has_percentiles() {
+            write!(
+                f,
+                " p50={}ns p90={}ns p99={}ns p99.9={}ns",
+                self.p50, self.p90, self.p99, self.p999
+            )?;
+            if self.lost > 0 {
+                write!(
+                    f,
+                    " (percentiles of {} calls: {} were dropped or read by an attached tracer program)",
+                    self.count - self.lost,
+                    self.lost
+                )?;
+            }
+            Ok(())
+        } else {
+            f.write_str(
+                " (no percentiles here: an attached tracer program read these calls; ask it: tracer hist)",
+            )
+        }
+    }
 }
 
 /// What one `enable`/`disable` did.
@@ -1134,5 +1182,30 @@ pub mod __private {
             .iter()
             .map(|&s| (st.reg.sites[s].addr, st.reg.sites[s].kind))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::LatencySummary;
+
+    #[test]
+    fn a_summary_without_percentiles_says_so() {
+        let mut s = LatencySummary {
+            count: 10,
+            min: 5,
+            max: 50,
+            mean: 20,
+            lost: 10,
+            ..Default::default()
+        };
+        assert!(!s.has_percentiles());
+        let text = s.to_string();
+        assert!(text.contains("no percentiles here"), "{text}");
+        assert!(!text.contains("p50=0"), "{text}");
+        s.lost = 4;
+        s.p50 = 18;
+        let text = s.to_string();
+        assert!(text.contains("p50=18ns") && text.contains("percentiles of 6 calls"), "{text}");
     }
 }
