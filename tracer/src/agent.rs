@@ -31,7 +31,7 @@
 //! | op | fields | reply |
 //! | --- | --- | --- |
 //! | `hello` | `names`? | `pid`, `exe`, `version`, `clock`, `ticks_per_ns`, `functions` (every function by index, as `list` gives them), or with `names: true` only `names` (their names by index: a reader needs no more) |
-//! | `list` | `pattern`?, `from`?, `max`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems}`, sorted by name; with `max`, at most that many from position `from` of the sorted list, and `next`: where the next page starts (`null` after the last), `total` |
+//! | `list` | `pattern`?, `from`?, `max`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems,object_offset}`, sorted by name; with `max`, at most that many from position `from` of the sorted list, and `next`: where the next page starts (`null` after the last), `total` |
 //! | `enable`, `disable` | `pattern` | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
 //! | `status` | | runtime counters, `enabled`, `threads_detail`, `reader_attached` |
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
@@ -461,6 +461,7 @@ fn func_json(f: &crate::FunctionInfo) -> Value {
         "enabled": f.enabled,
         "sites": f.sites,
         "problems": f.problems,
+        "object_offset": f.object_offset,
     })
 }
 

@@ -329,6 +329,12 @@ pub struct FunctionInfo {
     /// A compiler-inserted pad (`file` is then the object's path) rather
     /// than `#[traceable]`.
     pub compiler_pad: bool,
+    /// For a compiler pad: its address in the object as linked (the
+    /// runtime address less the object's load bias), where the object's
+    /// debug information (DWARF) says which source line it is. The `tracer`
+    /// program reads that information itself, so the traced process never
+    /// loads it.
+    pub object_offset: Option<u64>,
 }
 
 /// Latency of one function, in nanoseconds.
@@ -837,6 +843,11 @@ fn function_info(st: &State, i: usize) -> FunctionInfo {
             index: i as u32,
             loaded: f.loaded,
             compiler_pad: f.object.is_some(),
+            object_offset: f.object.as_ref().and_then(|o| {
+                let site = st.reg.sites.get(*f.sites.first()?)?.addr;
+                let (_, bias, _) = st.reg.objects.iter().find(|(p, _, _)| p == o)?;
+                Some(site.checked_sub(*bias)? as u64)
+            }),
         }
     }
 }
@@ -1206,6 +1217,9 @@ mod summary_tests {
         s.lost = 4;
         s.p50 = 18;
         let text = s.to_string();
-        assert!(text.contains("p50=18ns") && text.contains("percentiles of 6 calls"), "{text}");
+        assert!(
+            text.contains("p50=18ns") && text.contains("percentiles of 6 calls"),
+            "{text}"
+        );
     }
 }

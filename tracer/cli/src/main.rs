@@ -491,11 +491,13 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
     let pid = c.pid;
     let mut out = std::io::stdout().lock();
     let mut n = 0u64;
+    let mut lines = tracer_cli::source::SourceLines::new();
     if json {
         // Streamed: one array, written an element at a time.
         each_listed(&mut c, pattern.as_deref(), &mut |f| {
+            let (file, line) = lines.of(f);
             let item = json!({
-                "name": f["name"], "file": f["file"], "line": f["line"],
+                "name": f["name"], "file": file, "line": line,
                 "enabled": f["enabled"], "problems": f["problems"],
             });
             let text =
@@ -511,10 +513,13 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
     each_listed(&mut c, pattern.as_deref(), &mut |f| {
         n += 1;
         let state = if f["enabled"] == true { "on " } else { "off" };
-        // Compiler pads have no line: their file is the object's path.
-        let place = match f["line"].as_u64() {
-            Some(l) if l > 0 => format!("{}:{l}", printable(f["file"].as_str().unwrap_or("?"))),
-            _ => printable(f["file"].as_str().unwrap_or("?")).into_owned(),
+        // Compiler pads without debug information have no line: their file
+        // is the object's path.
+        let (file, line) = lines.of(f);
+        let place = if line > 0 {
+            format!("{}:{line}", printable(&file))
+        } else {
+            printable(&file).into_owned()
         };
         writeln!(
             out,

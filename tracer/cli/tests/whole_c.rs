@@ -903,3 +903,53 @@ fn real_lua_counts_equal_an_instrumented_build_longjmps_included() {
         got["luaB_error"]
     );
 }
+
+/// With debug information (-g), `list` gives each compiler-padded
+/// function's source file and line from DWARF (read by the `tracer`
+/// program, never by the traced process); without it, the object's path.
+#[test]
+fn list_gives_source_lines_from_dwarf() {
+    for mode in MODES {
+        for debug in [true, false] {
+            let flags: &[&str] = if debug {
+                &["-pthread", "-g"]
+            } else {
+                &["-pthread"]
+            };
+            let name = if debug { "mt-g" } else { "mt-nog" };
+            let exe = build(mode, false, &["mt.c"], name, flags);
+            let dir = Dir::new();
+            let p = dir.start(&exe, &["1"]);
+            let pid = p.pid();
+            let v: serde_json::Value =
+                serde_json::from_str(&dir.ok(&["list", "-p", &pid, "--json"])).unwrap();
+            let at = |f: &str| {
+                let e = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == f)
+                    .unwrap_or_else(|| panic!("{mode:?}: {f} not listed"));
+                (
+                    e["file"].as_str().unwrap().to_string(),
+                    e["line"].as_u64().unwrap(),
+                )
+            };
+            let text = dir.ok(&["list", "-p", &pid]);
+            if debug {
+                for (f, line) in [("worker", 24), ("main", 36)] {
+                    let (file, l) = at(f);
+                    assert!(
+                        file.ends_with("tests/fixtures/c/mt.c"),
+                        "{mode:?}: {f}: {file}"
+                    );
+                    assert_eq!(l, line, "{mode:?}: {f}");
+                }
+                assert!(text.contains("mt.c:24"), "{mode:?}:\n{text}");
+            } else {
+                let (file, l) = at("worker");
+                assert_eq!((file.as_str(), l), (exe.to_str().unwrap(), 0), "{mode:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Source lines of compiler-padded functions, from their object's DWARF.
+//!
+//! The agent names a compiler-padded function's object and its address in
+//! it as linked (`object_offset`); the `tracer` program, not the traced
+//! process, reads the object's debug information (`addr2line`) to turn that
+//! into `file:line`, so the traced program never loads it. Each object is
+//! loaded once, lazily, for the functions actually shown. An object without
+//! debug information (or one that cannot be read) keeps its path and no
+//! line.
+
+use std::collections::HashMap;
+
+/// Objects' debug information, loaded as needed.
+#[derive(Default)]
+pub struct SourceLines {
+    objects: HashMap<String, Option<addr2line::Loader>>,
+}
+
+impl SourceLines {
+    /// No object loaded yet.
+    pub fn new() -> SourceLines {
+        SourceLines::default()
+    }
+
+    /// The `(file, line)` of address `offset` in the object at `path`, if
+    /// its debug information says.
+    pub fn locate(&mut self, path: &str, offset: u64) -> Option<(String, u32)> {
+        let loader = self.objects.entry(path.to_string()).or_insert_with(|| {
+            // Only regular files: a name from the agent could be a FIFO or a
+            // device, which must not block or be read.
+            let md = std::fs::metadata(path).ok()?;
+            if !md.is_file() {
+                return None;
+            }
+            addr2line::Loader::new(path).ok()
+        });
+        let loc = loader.as_ref()?.find_location(offset).ok()??;
+        let line = loc.line.filter(|&l| l > 0)?;
+        Some((loc.file?.to_string(), line))
+    }
+
+    /// `(file, line)` for a function as the agent lists it: its DWARF line
+    /// when it is a compiler pad in an object with debug information, else
+    /// the file and line it came with.
+    pub fn of(&mut self, f: &serde_json::Value) -> (String, u64) {
+        let file = f["file"].as_str().unwrap_or("?");
+        let line = f["line"].as_u64().unwrap_or(0);
+        if line == 0 {
+            if let Some(off) = f["object_offset"].as_u64() {
+                if let Some((src, l)) = self.locate(file, off) {
+                    return (src, u64::from(l));
+                }
+            }
+        }
+        (file.to_string(), line)
+    }
+}
