@@ -539,16 +539,71 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     }
 }
 
+/// Descriptors the tracer leaves to the program: a block whose memfd would
+/// be one of the last `FD_RESERVE` below `RLIMIT_NOFILE` stays private (not
+/// visible to the `tracer` program, which `status` explains) instead of
+/// taking a descriptor the program may need. The agent keeps the same
+/// reserve for its connections.
+pub const FD_RESERVE: u64 = 16;
+
+/// `fd` field of a block made private in a forked child.
+const UNSHARED_FORK: i32 = -1;
+/// `fd` field of a block whose memfd would have eaten into [`FD_RESERVE`].
+const UNSHARED_RESERVE: i32 = -2;
+/// `fd` field of a block whose memfd failed: `-(UNSHARED_ERRNO + errno)`.
+const UNSHARED_ERRNO: i32 = 1 << 16;
+
+/// Would descriptor `fd` leave the program fewer than [`FD_RESERVE`] free
+/// ones? Descriptors are allocated lowest first, so all below `fd` are in
+/// use. Only a system call (async-signal-safe).
+pub fn fd_in_reserve(fd: i32) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return false;
+    }
+    // rlim_t is 32 bits on ARMv7.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = lim.rlim_cur as u64;
+    (fd as u64).saturating_add(FD_RESERVE) >= limit
+}
+
 /// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
 /// it can be passed to a reader with SCM_RIGHTS), else an anonymous private
-/// mapping with fd -1. Only system calls, no allocation (async-signal-safe).
+/// mapping whose "fd" says why (see [`unshared_reason`]). The memfd is
+/// close-on-exec and sealed against shrinking, growing and further seals: a
+/// reader's mapping can never SIGBUS because the file got shorter. Only
+/// system calls, no allocation (async-signal-safe).
 fn map_block(len: usize) -> (*mut libc::c_void, i32) {
     // SAFETY: the name is a NUL-terminated literal; the flags are valid.
-    let fd = unsafe { libc::memfd_create(c"tracer-thread".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd >= 0 {
+    let fd = unsafe {
+        libc::memfd_create(
+            c"tracer-thread".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    let why = if fd < 0 {
+        // SAFETY: errno of the failed call, read on this thread.
+        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
+    } else if fd_in_reserve(fd) {
+        UNSHARED_RESERVE
+    } else {
         // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
         let ok = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
         if ok {
+            // Best effort (a kernel without sealing still works; readers
+            // check the size with fstat anyway).
+            // SAFETY: F_ADD_SEALS on our own memfd.
+            unsafe {
+                libc::fcntl(
+                    fd,
+                    libc::F_ADD_SEALS,
+                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+                )
+            };
             // SAFETY: a fresh shared mapping of our own memfd, `len` bytes long.
             let mem = unsafe {
                 libc::mmap(
@@ -564,6 +619,10 @@ fn map_block(len: usize) -> (*mut libc::c_void, i32) {
                 return (mem, fd);
             }
         }
+        // SAFETY: errno of the failed ftruncate or mmap, read on this thread.
+        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
+    };
+    if fd >= 0 {
         // SAFETY: `fd` is ours and not used elsewhere.
         unsafe { libc::close(fd) };
     }
@@ -578,7 +637,36 @@ fn map_block(len: usize) -> (*mut libc::c_void, i32) {
             0,
         )
     };
-    (mem, -1)
+    (mem, why)
+}
+
+/// Why a block is not shared with readers (`None`: it is).
+pub fn unshared_reason(st: &ThreadState) -> Option<String> {
+    let fd = st.fd.load(Ordering::Relaxed);
+    match fd {
+        0.. => None,
+        UNSHARED_FORK => Some(String::from(
+            "made private in a forked child (its parent keeps the shared one)",
+        )),
+        UNSHARED_RESERVE => Some(format!(
+            "its memfd would have taken one of the program's last {FD_RESERVE} file \
+             descriptors (RLIMIT_NOFILE), which the tracer leaves to the program: raise the \
+             limit (ulimit -n) to see this thread"
+        )),
+        _ => {
+            let errno = -fd - UNSHARED_ERRNO;
+            let e = std::io::Error::from_raw_os_error(errno);
+            let hint = if errno == libc::EMFILE || errno == libc::ENFILE {
+                ": the file descriptor table was full; raise the limit (ulimit -n) to see this \
+                 thread"
+            } else {
+                ""
+            };
+            Some(format!(
+                "its shared memory could not be created ({e}){hint}"
+            ))
+        }
+    }
 }
 
 /// In a child after `fork`: blocks mapped `MAP_SHARED` would be shared with
@@ -620,7 +708,7 @@ extern "C" fn after_fork_in_child() {
             );
             if fixed == base {
                 std::ptr::copy_nonoverlapping(tmp as *const u8, base as *mut u8, len);
-                st.fd.store(-1, Ordering::Relaxed);
+                st.fd.store(UNSHARED_FORK, Ordering::Relaxed);
                 libc::close(fd);
             }
             libc::munmap(tmp, len);
