@@ -771,7 +771,7 @@ impl Server {
                 return;
             }
         }
-        if thread::fd_in_reserve(stream.as_raw_fd()) {
+        if thread::fd_in_reserve(stream.as_raw_fd(), thread::FD_RESERVE) {
             self.counters.refused_descriptors += 1;
             // Not kept lingering: its descriptor is the program's.
             let _ = send_now(

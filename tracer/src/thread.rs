@@ -539,12 +539,16 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     }
 }
 
-/// Descriptors the tracer leaves to the program: a block whose memfd would
-/// be one of the last `FD_RESERVE` below `RLIMIT_NOFILE` stays private (not
-/// visible to the `tracer` program, which `status` explains) instead of
-/// taking a descriptor the program may need. The agent keeps the same
-/// reserve for its connections.
+/// Descriptors the tracer leaves to the program: the agent refuses a
+/// connection whose descriptor is one of the last `FD_RESERVE` below
+/// `RLIMIT_NOFILE`.
 pub const FD_RESERVE: u64 = 16;
+/// A block whose memfd would be one of the last `BLOCK_FD_RESERVE` stays
+/// private (not visible to the `tracer` program, which `status` explains)
+/// instead of taking a descriptor the program may need. Twice
+/// [`FD_RESERVE`]: the agent's connections (which come after the blocks)
+/// still find room to say so.
+pub const BLOCK_FD_RESERVE: u64 = 2 * FD_RESERVE;
 
 /// `fd` field of a block made private in a forked child.
 const UNSHARED_FORK: i32 = -1;
@@ -553,10 +557,10 @@ const UNSHARED_RESERVE: i32 = -2;
 /// `fd` field of a block whose memfd failed: `-(UNSHARED_ERRNO + errno)`.
 const UNSHARED_ERRNO: i32 = 1 << 16;
 
-/// Would descriptor `fd` leave the program fewer than [`FD_RESERVE`] free
-/// ones? Descriptors are allocated lowest first, so all below `fd` are in
-/// use. Only a system call (async-signal-safe).
-pub fn fd_in_reserve(fd: i32) -> bool {
+/// Would keeping descriptor `fd` leave the program fewer than `reserve`
+/// free ones? Descriptors are allocated lowest first, so all below `fd` are
+/// in use. Only a system call (async-signal-safe).
+pub fn fd_in_reserve(fd: i32, reserve: u64) -> bool {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -568,7 +572,7 @@ pub fn fd_in_reserve(fd: i32) -> bool {
     // rlim_t is 32 bits on ARMv7.
     #[allow(clippy::unnecessary_cast)]
     let limit = lim.rlim_cur as u64;
-    (fd as u64).saturating_add(FD_RESERVE) >= limit
+    (fd as u64).saturating_add(reserve) >= limit
 }
 
 /// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
@@ -588,7 +592,7 @@ fn map_block(len: usize) -> (*mut libc::c_void, i32) {
     let why = if fd < 0 {
         // SAFETY: errno of the failed call, read on this thread.
         -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
-    } else if fd_in_reserve(fd) {
+    } else if fd_in_reserve(fd, BLOCK_FD_RESERVE) {
         UNSHARED_RESERVE
     } else {
         // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
@@ -649,7 +653,7 @@ pub fn unshared_reason(st: &ThreadState) -> Option<String> {
             "made private in a forked child (its parent keeps the shared one)",
         )),
         UNSHARED_RESERVE => Some(format!(
-            "its memfd would have taken one of the program's last {FD_RESERVE} file \
+            "its memfd would have taken one of the program's last {BLOCK_FD_RESERVE} file \
              descriptors (RLIMIT_NOFILE), which the tracer leaves to the program: raise the \
              limit (ulimit -n) to see this thread"
         )),
