@@ -37,6 +37,7 @@
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
 //! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |
 //! | `detach` | | the rings go back to the in-process collector |
+//! | `retire` | | only from this process itself: another copy of the agent has taken the socket over; this one stops |
 //!
 //! # Single consumer
 //!
@@ -80,9 +81,12 @@
 //! # One agent per process
 //!
 //! A program that links the tracer crate and also has
-//! `libtracer_preload.so` preloaded contains two copies of it; the first to
-//! start finds no agent of its pid and serves, the second finds it and does
-//! not start (see [`start`]).
+//! `libtracer_preload.so` preloaded contains two copies of it, each with
+//! its own constructor. The second to start (the program's own copy: a
+//! preloaded library's constructor runs first) finds an agent of its own
+//! pid on the socket, takes the socket over and sends that agent `retire`,
+//! which stops it: one agent thread, one socket, and it is the copy that
+//! knows the program's `#[traceable]` functions (see [`start`]).
 
 use crate::{clock, collect, thread};
 use serde_json::{json, Value};
@@ -127,11 +131,11 @@ pub fn start() {
     }
     // A program linking this crate that also has `libtracer_preload.so`
     // preloaded holds two copies of it, each with its own statics and its
-    // own constructor: the first to get here serves, the second stays quiet
-    // (it would otherwise replace the first's socket).
-    if already_served() {
-        return;
-    }
+    // own constructor. The last to start serves (the program's own copy,
+    // whose constructor runs after the preloaded library's, knows its
+    // `#[traceable]` functions): it takes the socket over, then tells the
+    // earlier agent to stop.
+    let earlier = earlier_agent();
     // The socket exists before `main` runs: a `tracer` started right after
     // the program (or on its first output) finds it.
     let listener = match bind() {
@@ -141,22 +145,47 @@ pub fn start() {
             return;
         }
     };
+    if let Some(s) = earlier {
+        retire(s);
+    }
     if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
         log(&format!("not started: cannot create its thread: {e}"));
     }
 }
 
-/// Does an agent of this very process already listen on our socket path?
-/// A socket left by the image this process ran before `exec` (same pid)
-/// refuses the connection (its listener was closed on exec), so it does not
-/// count.
-fn already_served() -> bool {
+/// A connection to an agent of this very process already listening on our
+/// socket path (another copy of this crate). A socket left by the image
+/// this process ran before `exec` (same pid) refuses the connection (its
+/// listener was closed on exec), so it does not count.
+fn earlier_agent() -> Option<UnixStream> {
     let path = socket_dir().join(format!("{}.sock", std::process::id()));
-    let Ok(s) = UnixStream::connect(&path) else {
-        return false;
+    let s = UnixStream::connect(&path).ok()?;
+    peer_cred(&s)
+        .is_some_and(|c| c.pid as u32 == std::process::id())
+        .then_some(s)
+}
+
+/// Ask the earlier agent on `s` to stop (our socket has replaced its own),
+/// and wait (2 s at most) for it to say it has.
+fn retire(mut s: UnixStream) {
+    let body = format!(r#"{{"v":{PROTOCOL_VERSION},"op":"retire"}}"#);
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(body.as_bytes());
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    // SAFETY: `frame` is valid for `frame.len()` bytes.
+    let sent = unsafe {
+        libc::send(
+            s.as_raw_fd(),
+            frame.as_ptr() as *const libc::c_void,
+            frame.len(),
+            libc::MSG_NOSIGNAL,
+        )
     };
-    // The other agent accepts this connection later and sees it closed.
-    peer_cred(&s).is_some_and(|c| c.pid as u32 == std::process::id())
+    let mut reply = [0u8; 4];
+    if sent != frame.len() as isize || s.read_exact(&mut reply).is_err() {
+        log("another copy of the tracer runtime in this process did not stop its agent; this one serves");
+    }
 }
 
 fn log(msg: &str) {
@@ -317,7 +346,11 @@ pub fn connection_cap() -> usize {
 /// [`MAX_MESSAGE`] bytes) plus one reply.
 struct Conn {
     stream: UnixStream,
+    /// The peer's process id.
+    peer: i32,
     attached: bool,
+    /// Asked this agent to stop (see [`retire`]).
+    retire: bool,
     /// The request being read: its 4-byte length, then its body.
     inbuf: Vec<u8>,
     /// When the request being read must be complete (set at its first byte).
@@ -339,10 +372,12 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: UnixStream, now: Instant) -> Conn {
+    fn new(stream: UnixStream, peer: i32, now: Instant) -> Conn {
         Conn {
             stream,
+            peer,
             attached: false,
+            retire: false,
             inbuf: Vec::new(),
             read_by: None,
             out: Vec::new(),
@@ -527,6 +562,8 @@ struct Server {
     last_refusal_log: Option<Instant>,
     counters: Counters,
     scratch: Vec<u8>,
+    /// Retired: leave the loop.
+    stop: bool,
 }
 
 fn serve(listener: UnixListener) {
@@ -536,7 +573,7 @@ fn serve(listener: UnixListener) {
         ));
         return;
     }
-    let mut s = Server {
+    let mut server = Server {
         listener,
         // SAFETY: getuid has no preconditions.
         own_uid: unsafe { libc::getuid() },
@@ -549,9 +586,16 @@ fn serve(listener: UnixListener) {
         last_refusal_log: None,
         counters: Counters::default(),
         scratch: vec![0; READ_CHUNK],
+        stop: false,
     };
-    loop {
-        s.turn();
+    while !server.stop {
+        server.turn();
+    }
+    // Retired: another copy of the agent serves this process now.
+    for c in &server.conns {
+        if c.attached {
+            collect::set_external(false);
+        }
     }
 }
 
@@ -674,6 +718,7 @@ impl Server {
         let (reply, fds, keep) = respond(c, &agent);
         c.done_reading();
         c.reply(&reply, fds, !keep, now);
+        self.stop |= c.retire;
     }
 
     fn agent_json(&self) -> Value {
@@ -744,8 +789,8 @@ impl Server {
     /// Serve `stream`, or refuse it saying why.
     fn admit(&mut self, stream: UnixStream, now: Instant) {
         let pid = std::process::id();
-        match peer_cred(&stream) {
-            Some(cred) if peer_allowed(cred.uid, self.own_uid) => {}
+        let peer = match peer_cred(&stream) {
+            Some(cred) if peer_allowed(cred.uid, self.own_uid) => cred.pid,
             Some(cred) => {
                 self.counters.refused_peer += 1;
                 if self
@@ -770,7 +815,7 @@ impl Server {
                 self.counters.refused_peer += 1;
                 return;
             }
-        }
+        };
         if thread::fd_in_reserve(stream.as_raw_fd(), thread::FD_RESERVE) {
             self.counters.refused_descriptors += 1;
             // Not kept lingering: its descriptor is the program's.
@@ -820,7 +865,7 @@ impl Server {
             }
         }
         self.counters.accepted += 1;
-        self.conns.push(Conn::new(stream, now));
+        self.conns.push(Conn::new(stream, peer, now));
     }
 
     /// Send `msg` as an error reply and close `stream`, after its first
@@ -942,6 +987,12 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
             Vec::new(),
             true,
         ),
+        // Only from this process: another copy of the agent took the
+        // socket over (see `start`).
+        "retire" if c.peer as u32 == std::process::id() => {
+            c.retire = true;
+            (ok(json!({})), Vec::new(), false)
+        }
         "detach" => {
             if c.attached {
                 c.attached = false;
