@@ -694,6 +694,11 @@ fn a_program_short_of_descriptors_keeps_its_own() {
         hidden[0]
     );
     assert!(st["agent"]["connections"].as_u64().unwrap() <= 8, "{st}");
+    let human = ok(&d.tracer(&["status", "-p", &p]));
+    assert!(
+        human.contains("not visible: ") && human.contains("ulimit -n"),
+        "{human}"
+    );
     drop(idle);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
