@@ -259,8 +259,14 @@ fn stalled_clients_delay_neither_list_nor_a_running_record() {
         std::thread::spawn(move || {
             let msg = frame(br#"{"v":1,"op":"status","pad":"..............................."}"#);
             let t = Instant::now();
+            // Requests end to end, a byte at a time, until the agent hangs
+            // up (or 15 s, so that an agent that never does fails the test
+            // instead of hanging it).
             for b in msg.iter().cycle() {
-                if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                if stop.load(Ordering::Relaxed)
+                    || t.elapsed() > PROMPT + PROMPT / 2
+                    || s.write_all(&[*b]).is_err()
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
