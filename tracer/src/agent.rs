@@ -33,7 +33,7 @@
 //! | `hello` | | `pid`, `exe`, `version`, `clock`, `ticks_per_ns`, `functions` |
 //! | `list` | `pattern`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems}` |
 //! | `enable`, `disable` | `pattern` | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
-//! | `status` | | runtime counters, `enabled`, `threads_detail`, `reader_attached` |
+//! | `status` | | runtime counters, `enabled`, `threads_detail` (each with `not_visible`: why a reader cannot see it, or null), `not_visible` (how many), `reader_attached`, `agent` (connection counters) |
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
 //! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |
 //! | `detach` | | the rings go back to the in-process collector |
