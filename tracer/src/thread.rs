@@ -278,7 +278,8 @@ pub struct ThreadState {
     pub dead: AtomicBool,
     busy: AtomicBool,
     map_len: usize,
-    /// The memfd behind the block, or -1 (not shareable).
+    /// The memfd behind the block, or negative: not shareable, and why
+    /// (see [`unshared_reason`]).
     fd: AtomicI32,
     nfuncs: usize,
     counters: *const FuncCounters,
@@ -552,7 +553,8 @@ pub const BLOCK_FD_RESERVE: u64 = 2 * FD_RESERVE;
 
 /// `fd` field of a block made private in a forked child.
 const UNSHARED_FORK: i32 = -1;
-/// `fd` field of a block whose memfd would have eaten into [`FD_RESERVE`].
+/// `fd` field of a block whose memfd would have eaten into
+/// [`BLOCK_FD_RESERVE`].
 const UNSHARED_RESERVE: i32 = -2;
 /// `fd` field of a block whose memfd failed: `-(UNSHARED_ERRNO + errno)`.
 const UNSHARED_ERRNO: i32 = 1 << 16;
@@ -723,7 +725,7 @@ extern "C" fn after_fork_in_child() {
 /// Where a block's parts sit, for a reader that maps it from its fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLayout {
-    /// The memfd, or -1 if the block is not shareable.
+    /// The memfd, or negative if the block is not shareable.
     pub fd: i32,
     /// Bytes in the block.
     pub len: usize,

@@ -757,3 +757,62 @@ fn a_program_linking_tracer_and_preloaded_with_it_runs_one_agent() {
     ok(&d.tracer(&["enable", "fast", "-p", &p]));
     ok(&d.tracer(&["hist", "--duration", "300ms", "-p", &p]));
 }
+
+#[test]
+fn ring_memfds_are_sealed_against_resizing() {
+    let d = Dir::new();
+    let fx = d.fixture(&["2"]);
+    let p = fx.p();
+    blocks_then_quiet(&d, &p);
+    // The test process finds the socket through the fixture's environment.
+    let mut c = tracer_cli::client::Client::connect(fx.pid() as i32).unwrap();
+    c.call("attach", json!({})).unwrap();
+    let (v, fds) = c.call_fds("rings", json!({})).unwrap();
+    assert!(!fds.is_empty(), "{v}");
+    for fd in &fds {
+        use std::os::fd::AsRawFd;
+        let fd = fd.as_raw_fd();
+        // SAFETY: fcntl and ftruncate on a descriptor this test owns.
+        let (seals, shrink, grow) = unsafe {
+            (
+                libc::fcntl(fd, libc::F_GET_SEALS),
+                libc::ftruncate(fd, 0),
+                libc::ftruncate(fd, 1 << 40),
+            )
+        };
+        assert!(
+            seals >= 0,
+            "F_GET_SEALS: {}",
+            std::io::Error::last_os_error()
+        );
+        for seal in [libc::F_SEAL_SHRINK, libc::F_SEAL_GROW, libc::F_SEAL_SEAL] {
+            assert_ne!(seals & seal, 0, "seals {seals:#x} lack {seal:#x}");
+        }
+        assert_eq!(shrink, -1, "a reader cannot shrink a ring's memfd");
+        assert_eq!(grow, -1, "a reader cannot grow a ring's memfd");
+    }
+    // The agent's own copies are close-on-exec (a child the program starts
+    // does not inherit them): their /proc entries say so.
+    let fdinfo = std::fs::read_dir(format!("/proc/{}/fdinfo", fx.pid())).unwrap();
+    let mut memfds = 0;
+    for e in fdinfo.flatten() {
+        let target = std::fs::read_link(format!(
+            "/proc/{}/fd/{}",
+            fx.pid(),
+            e.file_name().to_string_lossy()
+        ));
+        if !target.is_ok_and(|t| t.to_string_lossy().contains("memfd:tracer-thread")) {
+            continue;
+        }
+        memfds += 1;
+        let info = std::fs::read_to_string(e.path()).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{info}");
+    }
+    assert!(memfds >= 2, "{memfds} memfds");
+    c.call("detach", json!({})).unwrap();
+}
