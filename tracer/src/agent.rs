@@ -82,11 +82,13 @@
 //!
 //! A program that links the tracer crate and also has
 //! `libtracer_preload.so` preloaded contains two copies of it, each with
-//! its own constructor. The second to start (the program's own copy: a
-//! preloaded library's constructor runs first) finds an agent of its own
-//! pid on the socket, takes the socket over and sends that agent `retire`,
-//! which stops it: one agent thread, one socket, and it is the copy that
-//! knows the program's `#[traceable]` functions (see [`start`]).
+//! its own constructor. The library's copy sees that the executable has the
+//! crate's `__tracer_sites` section and starts no agent; the program's own
+//! copy (whose constructor runs later) serves, knowing the program's
+//! `#[traceable]` functions. Any other pair of copies (two shared libraries
+//! linking the crate): the second to start finds an agent of its own pid on
+//! the socket, takes the socket over and sends that agent `retire`, which
+//! stops it. Either way: one agent thread, one socket (see [`start`]).
 
 use crate::{clock, collect, thread};
 use serde_json::{json, Value};
@@ -131,10 +133,15 @@ pub fn start() {
     }
     // A program linking this crate that also has `libtracer_preload.so`
     // preloaded holds two copies of it, each with its own statics and its
-    // own constructor. The last to start serves (the program's own copy,
-    // whose constructor runs after the preloaded library's, knows its
-    // `#[traceable]` functions): it takes the socket over, then tells the
-    // earlier agent to stop.
+    // own constructor. The program's own copy serves: it knows the
+    // program's `#[traceable]` functions, and its constructor runs after
+    // the library's, which therefore starts no agent.
+    if program_has_its_own() {
+        return;
+    }
+    // Any other pair of copies (two shared libraries linking the crate):
+    // the last to start takes the socket over, then tells the earlier agent
+    // to stop.
     let earlier = earlier_agent();
     // The socket exists before `main` runs: a `tracer` started right after
     // the program (or on its first output) finds it.
@@ -151,6 +158,20 @@ pub fn start() {
     if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
         log(&format!("not started: cannot create its thread: {e}"));
     }
+}
+
+/// Is this copy of the crate in a shared library (such as the preload
+/// library) of a program that links the crate itself (its executable has
+/// the `__tracer_sites` section this crate puts in every object linking
+/// it)?
+fn program_has_its_own() -> bool {
+    let (objs, _, _) = crate::discover::loaded_objects();
+    let Some(exe) = objs.first() else {
+        return false;
+    };
+    let here = program_has_its_own as *const () as usize;
+    !exe.exec.iter().any(|&(s, e)| (s..e).contains(&here))
+        && crate::discover::has_section(exe, "__tracer_sites")
 }
 
 /// A connection to an agent of this very process already listening on our
