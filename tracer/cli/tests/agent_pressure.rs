@@ -562,7 +562,12 @@ fn fuzzing_a_live_agent_leaves_it_serving_with_flat_descriptors_and_memory() {
     let rss0 = rss_kib(fx.pid());
 
     let t = Instant::now();
-    let (sent, conns, replies) = fuzz(&sock, 0x5eed_1234, 20_000, 4);
+    // TRACER_FUZZ_MESSAGES=N runs a longer fuzz (default 20,000).
+    let count = std::env::var("TRACER_FUZZ_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let (sent, conns, replies) = fuzz(&sock, 0x5eed_1234, count, 4);
     let took = t.elapsed();
     settle(&d, &fx);
     let fd1 = fd_count(fx.pid());
