@@ -821,3 +821,81 @@ fn ring_memfds_are_sealed_against_resizing() {
     assert!(memfds >= 2, "{memfds} memfds");
     c.call("detach", json!({})).unwrap();
 }
+
+/// CPU time (user + system, in clock ticks) of process `pid`'s
+/// `tracer-agent` thread.
+fn agent_cpu_ticks(pid: u32) -> u64 {
+    let task = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "tracer-agent")
+        })
+        .expect("an agent thread");
+    let stat = std::fs::read_to_string(task.path().join("stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Set process `pid`'s soft RLIMIT_NOFILE; returns the old one.
+fn set_nofile(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with a valid out-pointer, reading first.
+    assert_eq!(
+        unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
+        0
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: prlimit with valid pointers; same user, soft below hard.
+    assert_eq!(
+        unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) },
+        0,
+        "prlimit: {}",
+        std::io::Error::last_os_error()
+    );
+    old.rlim_cur
+}
+
+#[test]
+fn accept_failures_back_off_instead_of_spinning() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let p = fx.p();
+    settle(&d, &fx);
+    // No descriptor left (the limit at the lowest free one): every accept
+    // fails with EMFILE while clients wait.
+    let used: Vec<u64> = std::fs::read_dir(format!("/proc/{}/fd", fx.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
+    let old = set_nofile(fx.pid(), lowest_free);
+    let waiting: Vec<UnixStream> = (0..5).map(|_| connect(&d.sock(fx.pid()))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = agent_cpu_ticks(fx.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = agent_cpu_ticks(fx.pid()) - t0;
+    set_nofile(fx.pid(), old);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    eprintln!("agent CPU while accept fails: {spent} ticks in 2 s ({hz} ticks/s)");
+    assert!(
+        spent * 4 < 2 * hz,
+        "the agent spent {spent} ticks of 2 s ({hz}/s) retrying accept"
+    );
+    // The limit back, the waiting clients and new ones are served.
+    let (o, t) = d.timed_list(&p);
+    ok(&o);
+    assert!(t < PROMPT);
+    let a = d.status(&fx)["agent"].clone();
+    assert!(a["accept_failures"].as_u64().unwrap() >= 1, "{a}");
+    drop(waiting);
+}
