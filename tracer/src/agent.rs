@@ -30,8 +30,8 @@
 //!
 //! | op | fields | reply |
 //! | --- | --- | --- |
-//! | `hello` | | `pid`, `exe`, `version`, `clock`, `ticks_per_ns`, `functions` |
-//! | `list` | `pattern`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems}` |
+//! | `hello` | `names`? | `pid`, `exe`, `version`, `clock`, `ticks_per_ns`, `functions` (every function by index, as `list` gives them), or with `names: true` only `names` (their names by index: a reader needs no more) |
+//! | `list` | `pattern`?, `from`?, `max`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems}`, sorted by name; with `max`, at most that many from position `from` of the sorted list, and `next`: where the next page starts (`null` after the last), `total` |
 //! | `enable`, `disable` | `pattern` | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
 //! | `status` | | runtime counters, `enabled`, `threads_detail` (each with `not_visible`: why a reader cannot see it, or null), `not_visible` (how many), `reader_attached`, `agent` (connection counters) |
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
@@ -977,8 +977,8 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
     }
     let op = req["op"].as_str().unwrap_or("");
     match op {
-        "hello" => (hello(), Vec::new(), true),
-        "list" => (list(req["pattern"].as_str()), Vec::new(), true),
+        "hello" => (hello(req["names"] == true), Vec::new(), true),
+        "list" => (list(&req), Vec::new(), true),
         "enable" | "disable" => (set(op == "enable", &req), Vec::new(), true),
         "status" => (status(agent), Vec::new(), true),
         "attach" => {
@@ -1046,45 +1046,46 @@ fn func_json(f: &crate::FunctionInfo) -> Value {
     })
 }
 
-fn hello() -> Value {
+fn hello(names_only: bool) -> Value {
     let rt = crate::runtime();
-    // By index: events name functions by their position here.
-    let funcs: Vec<Value> = crate::all_functions().iter().map(func_json).collect();
-    ok(json!({
+    let mut v = json!({
         "pid": std::process::id(),
         "exe": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
         "version": env!("CARGO_PKG_VERSION"),
         "protocol": PROTOCOL_VERSION,
         "clock": clock::source(),
         "ticks_per_ns": clock::ticks_per_ns(),
-        "functions": funcs,
         "runtime_error": rt.err().map(|e| e.to_string()),
-    }))
+    });
+    // By index: events name functions by their position here.
+    if names_only {
+        v["names"] = json!(crate::function_names());
+    } else {
+        let funcs: Vec<Value> = crate::all_functions().iter().map(func_json).collect();
+        v["functions"] = json!(funcs);
+    }
+    ok(v)
 }
 
-fn list(pattern: Option<&str>) -> Value {
-    if let Err(e) = crate::runtime() {
-        return error(&e.to_string());
-    }
-    let fs = crate::functions();
-    let picked: Vec<usize> = match pattern {
-        None => (0..fs.len()).collect(),
-        Some(p) => {
-            let named: Vec<tracer_core::pattern::Named<'_>> = fs
-                .iter()
-                .map(|f| tracer_core::pattern::Named {
-                    path: &f.name,
-                    own: &f.ident,
-                })
-                .collect();
-            match tracer_core::pattern::resolve(p, &named) {
-                Ok(v) => v,
-                Err(e) => return error(&e.to_string()),
-            }
+fn list(req: &Value) -> Value {
+    // A page of the sorted list, so neither side holds all of a program's
+    // 10^5-10^6 functions at once.
+    let from = req["from"].as_u64().map_or(0, |f| f as usize);
+    let max = req["max"]
+        .as_u64()
+        .map_or(usize::MAX, |m| m.max(1) as usize);
+    match crate::functions_page(req["pattern"].as_str(), from, max) {
+        Ok((page, total)) => {
+            let to = from.min(total) + page.len();
+            let funcs: Vec<Value> = page.iter().map(func_json).collect();
+            ok(json!({
+                "functions": funcs,
+                "total": total,
+                "next": (to < total).then_some(to),
+            }))
         }
-    };
-    let funcs: Vec<Value> = picked.iter().map(|&i| func_json(&fs[i])).collect();
-    ok(json!({ "functions": funcs }))
+        Err(e) => error(&e.to_string()),
+    }
 }
 
 fn set(on: bool, req: &Value) -> Value {

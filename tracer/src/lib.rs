@@ -714,13 +714,67 @@ pub(crate) fn all_functions() -> Vec<FunctionInfo> {
     }
 }
 
+/// The name of every function ever registered, by index (unloaded ones
+/// too): all a reader needs to name events.
+pub(crate) fn function_names() -> Vec<String> {
+    match runtime() {
+        Ok(rt) => rt
+            .state()
+            .reg
+            .funcs
+            .iter()
+            .map(|f| f.path.clone())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A page of the loaded functions sorted by name, of those `pattern`
+/// selects (all without one): at most `max` from position `from`, and the
+/// number there are in all. Only the page's entries are built.
+pub(crate) fn functions_page(
+    pattern: Option<&str>,
+    from: usize,
+    max: usize,
+) -> Result<(Vec<FunctionInfo>, usize), Error> {
+    let rt = runtime()?;
+    let st = rt.state();
+    let funcs = &st.reg.funcs;
+    let mut order: Vec<usize> = (0..funcs.len()).filter(|&i| funcs[i].loaded).collect();
+    if let Some(p) = pattern {
+        let named: Vec<Named<'_>> = order
+            .iter()
+            .map(|&i| Named {
+                path: &funcs[i].path,
+                own: &funcs[i].ident,
+            })
+            .collect();
+        let picked = pattern::resolve(p, &named)?;
+        order = picked.into_iter().map(|k| order[k]).collect();
+    }
+    order.sort_unstable_by(|&a, &b| funcs[a].path.cmp(&funcs[b].path).then(a.cmp(&b)));
+    let total = order.len();
+    let from = from.min(total);
+    let to = from.saturating_add(max).min(total);
+    let page = order[from..to]
+        .iter()
+        .map(|&i| function_info(&st, i))
+        .collect();
+    Ok((page, total))
+}
+
 /// Every function ever registered, by index (unloaded ones too).
 fn function_table(st: &State) -> Vec<FunctionInfo> {
-    st.reg
-        .funcs
-        .iter()
-        .enumerate()
-        .map(|(i, f)| FunctionInfo {
+    (0..st.reg.funcs.len())
+        .map(|i| function_info(st, i))
+        .collect()
+}
+
+/// What the API says about function `i`.
+fn function_info(st: &State, i: usize) -> FunctionInfo {
+    let f = &st.reg.funcs[i];
+    {
+        FunctionInfo {
             name: f.path.clone(),
             ident: f.ident.clone(),
             file: f.file.clone(),
@@ -735,8 +789,8 @@ fn function_table(st: &State) -> Vec<FunctionInfo> {
             index: i as u32,
             loaded: f.loaded,
             compiler_pad: f.object.is_some(),
-        })
-        .collect()
+        }
+    }
 }
 
 fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {

@@ -274,10 +274,17 @@ impl TextWriter for LiveText {
     }
 
     fn write(&mut self, addr: usize, bytes: &[u8], atomic: bool) {
-        debug_assert!(self
-            .open
-            .iter()
-            .any(|s| s.start <= addr && addr + bytes.len() <= s.end));
+        debug_assert!(
+            self.open
+                .iter()
+                .any(|s| s.start <= addr && addr + bytes.len() <= s.end),
+            "write of {} bytes at {addr:#x} outside the opened segments {:x?}",
+            bytes.len(),
+            self.open
+                .iter()
+                .map(|s| (s.start, s.end))
+                .collect::<Vec<_>>()
+        );
         // SAFETY: `begin` made the pages writable; the engine writes only
         // sites of the current batch, under the engine lock.
         unsafe { arch::write_text(addr, bytes, atomic) }

@@ -788,17 +788,23 @@ extern "C" fn slow_init_c(_: usize) -> usize {
     slow_init() as usize
 }
 
+#[cfg(target_arch = "x86_64")]
 extern "C" fn monotonic_c(_: usize) -> usize {
     clock::monotonic_ns() as usize
 }
 
 /// Timestamp inside a hook: the TSC inline, anything else through
-/// [`call_slow`].
+/// [`call_slow`] on x86-64 (a `usize` there is the clock's 64 bits), and
+/// directly elsewhere: a `usize` of ARMv7 would cut the nanoseconds to 32
+/// bits, which wrap every 4.3 s.
 #[inline(always)]
 fn hook_now() -> u64 {
     match clock::fast_now() {
         Some(t) => t,
+        #[cfg(target_arch = "x86_64")]
         None => call_slow(monotonic_c) as u64,
+        #[cfg(not(target_arch = "x86_64"))]
+        None => clock::monotonic_ns(),
     }
 }
 

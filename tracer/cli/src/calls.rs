@@ -37,6 +37,9 @@ pub enum Call<'a> {
         /// The known call stack (function indices, outermost first, ending
         /// with `func`).
         path: &'a [u32],
+        /// Whether its entry was seen on this thread (not for `async fn`
+        /// calls, nor when the events began inside the call).
+        matched: bool,
     },
     /// A call left without returning.
     Left {
@@ -149,10 +152,13 @@ impl Walker {
                     dur: e.dur,
                     own: e.dur,
                     path: &path,
+                    matched: false,
                 });
             }
             KIND_EXIT => {
                 t.leave_from(tid, d + 1, e.ts, f);
+                let matched =
+                    t.open.get(d).copied().flatten().is_some() && t.stack.get(d) == Some(&e.func);
                 let children = std::mem::take(&mut t.acc[d + 1]);
                 let own = e.dur.saturating_sub(children);
                 t.acc[d] = t.acc[d].saturating_add(e.dur);
@@ -166,6 +172,7 @@ impl Walker {
                     dur: e.dur,
                     own,
                     path,
+                    matched,
                 });
                 t.stack.truncate(d);
                 t.open.truncate(d);

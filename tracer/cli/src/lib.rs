@@ -9,6 +9,7 @@
 //! - [`hist`]: per-function latency histograms and log2 charts;
 //! - [`record`]: the self-describing recording file;
 //! - [`report`]: per-function reports, Chrome trace JSON and folded stacks;
+//! - [`perfetto`]: Perfetto's native protobuf trace format;
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod dur;
 pub mod graph;
 pub mod hist;
+pub mod perfetto;
 pub mod reader;
 pub mod record;
 pub mod report;

@@ -160,13 +160,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Convert a recording for Perfetto (Chrome trace JSON) or flame graphs (folded stacks).
+    /// Convert a recording for Perfetto (its protobuf format, or Chrome trace JSON) or flame graphs (folded stacks).
     #[command(
-        after_help = "Example:\n  tracer export trace.rec --chrome trace.json --folded trace.folded"
+        after_help = "Example:\n  tracer export trace.rec --perfetto trace.pftrace --folded trace.folded\n\nThe files stream: a recording of any size converts in bounded memory. Open a\n.pftrace or a .json in https://ui.perfetto.dev; the protobuf format is far\nsmaller and opens where a big JSON file does not."
     )]
     Export {
         /// A file written by `tracer record`.
         file: PathBuf,
+        /// Write Perfetto's native protobuf trace (TrackEvent slices) here.
+        #[arg(long, value_name = "OUT.pftrace")]
+        perfetto: Option<PathBuf>,
         /// Write Chrome trace event JSON here.
         #[arg(long, value_name = "OUT.json")]
         chrome: Option<PathBuf>,
@@ -358,8 +361,8 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             target,
         } => record_verb(connect_for(target, duration)?, &output, duration),
         Cmd::Report { file, sort, json } => {
-            let rec = Recording::read(&file)?;
-            let mut rows = report::rows(&rec);
+            let rec = Recording::open(&file)?;
+            let mut rows = report::rows(&rec)?;
             report::sort(&mut rows, &sort).map_err(|m| Error {
                 code: exit::USAGE,
                 msg: m,
@@ -387,34 +390,47 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
         }
         Cmd::Export {
             file,
+            perfetto,
             chrome,
             folded,
         } => {
-            if chrome.is_none() && folded.is_none() {
+            if chrome.is_none() && folded.is_none() && perfetto.is_none() {
                 return Err(Error {
                     code: exit::USAGE,
-                    msg: "say what to write: --chrome OUT.json and/or --folded OUT".into(),
+                    msg: "say what to write: --perfetto OUT.pftrace, --chrome OUT.json and/or --folded OUT".into(),
                 });
             }
-            let rec = Recording::read(&file)?;
-            let write = |p: &Path, data: &[u8]| {
-                std::fs::write(p, data).map_err(|e| {
-                    Error::failed(format!(
-                        "cannot write {}: {e}; choose a writable path",
-                        p.display()
-                    ))
-                })
-            };
-            if let Some(p) = chrome {
-                let v = report::chrome(&rec);
-                write(&p, &serde_json::to_vec(&v).expect("json serializes"))?;
+            let rec = Recording::open(&file)?;
+            if rec.trailer.is_none() {
                 eprintln!(
-                    "wrote {} (Chrome trace JSON: open it in https://ui.perfetto.dev)",
+                    "tracer: {} has no trailer (recorder killed?); converting what it holds",
+                    file.display()
+                );
+            }
+            if let Some(p) = perfetto {
+                let n = write_atomically(&p, |w| tracer_cli::perfetto::write(&rec, w))?;
+                eprintln!(
+                    "wrote {} ({n} Perfetto trace packets: open it in https://ui.perfetto.dev)",
+                    p.display()
+                );
+            }
+            if let Some(p) = chrome {
+                let n = write_atomically(&p, |w| report::write_chrome(&rec, w))?;
+                eprintln!(
+                    "wrote {} ({n} Chrome trace events: open it in https://ui.perfetto.dev)",
                     p.display()
                 );
             }
             if let Some(p) = folded {
-                write(&p, report::folded(&rec).as_bytes())?;
+                let text = report::folded(&rec)?;
+                write_atomically(&p, |w| {
+                    w.write_all(text.as_bytes()).map_err(|e| {
+                        Error::failed(format!(
+                            "cannot write {}: {e}; choose a writable path",
+                            p.display()
+                        ))
+                    })
+                })?;
                 eprintln!(
                     "wrote {} (folded stacks: flamegraph.pl or inferno-flamegraph)",
                     p.display()
@@ -442,39 +458,58 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
     }
 }
 
+/// Functions asked of the agent at a time.
+const LIST_PAGE: u64 = 10_000;
+
+/// Every function the agent lists for `pattern` (sorted by name), a page at
+/// a time, so no side holds all of a program's functions at once. (An older
+/// agent sends them all at once; that works too.)
+fn each_listed(
+    c: &mut Client,
+    pattern: Option<&str>,
+    f: &mut dyn FnMut(&Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut from = 0u64;
+    loop {
+        let mut req = json!({ "from": from, "max": LIST_PAGE });
+        if let Some(p) = pattern {
+            req["pattern"] = json!(p);
+        }
+        let v = c.call("list", req)?;
+        for func in v["functions"].as_array().into_iter().flatten() {
+            f(func)?;
+        }
+        match v["next"].as_u64() {
+            Some(n) if n > from => from = n,
+            _ => return Ok(()),
+        }
+    }
+}
+
 fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Error> {
     let mut c = connect(target)?;
-    let extra = match &pattern {
-        Some(p) => json!({ "pattern": p }),
-        None => json!({}),
-    };
-    let v = c.call("list", extra)?;
-    let funcs = v["functions"].as_array().cloned().unwrap_or_default();
+    let pid = c.pid;
     let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
     if json {
-        let arr: Vec<Value> = funcs
-            .iter()
-            .map(|f| {
-                json!({
-                    "name": f["name"], "file": f["file"], "line": f["line"],
-                    "enabled": f["enabled"], "problems": f["problems"],
-                })
-            })
-            .collect();
-        let text = tracer_cli::printable_json(serde_json::to_string_pretty(&arr).expect("json"));
-        writeln!(out, "{text}").map_err(io_err)?;
+        // Streamed: one array, written an element at a time.
+        each_listed(&mut c, pattern.as_deref(), &mut |f| {
+            let item = json!({
+                "name": f["name"], "file": f["file"], "line": f["line"],
+                "enabled": f["enabled"], "problems": f["problems"],
+            });
+            let text =
+                tracer_cli::printable_json(serde_json::to_string_pretty(&item).expect("json"));
+            let sep = if n == 0 { "[\n" } else { ",\n" };
+            n += 1;
+            let indented = text.replace('\n', "\n  ");
+            write!(out, "{sep}  {indented}").map_err(io_err)
+        })?;
+        writeln!(out, "{}", if n == 0 { "[]" } else { "\n]" }).map_err(io_err)?;
         return Ok(exit::OK);
     }
-    if funcs.is_empty() {
-        writeln!(
-            out,
-            "process {} has no traceable functions: mark some with #[tracer::traceable], or build it \
-             with compiler pads (-fpatchable-function-entry=5)",
-            c.pid
-        )
-        .map_err(io_err)?;
-    }
-    for f in &funcs {
+    each_listed(&mut c, pattern.as_deref(), &mut |f| {
+        n += 1;
         let state = if f["enabled"] == true { "on " } else { "off" };
         // Compiler pads have no line: their file is the object's path.
         let place = match f["line"].as_u64() {
@@ -495,6 +530,15 @@ fn list(target: Target, pattern: Option<String>, json: bool) -> Result<i32, Erro
             )
             .map_err(io_err)?;
         }
+        Ok(())
+    })?;
+    if n == 0 {
+        writeln!(
+            out,
+            "process {pid} has no traceable functions: mark some with #[tracer::traceable], or build it \
+             with compiler pads (-fpatchable-function-entry=5)"
+        )
+        .map_err(io_err)?;
     }
     Ok(exit::OK)
 }
@@ -891,13 +935,12 @@ fn trace(
 }
 
 fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
-    let v = c.call("list", json!({ "pattern": pattern }))?;
-    Ok(v["functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["index"].as_u64().map(|i| i as u32))
-        .collect())
+    let mut v = Vec::new();
+    each_listed(c, Some(pattern), &mut |f| {
+        v.extend(f["index"].as_u64().map(|i| i as u32));
+        Ok(())
+    })?;
+    Ok(v)
 }
 
 fn print_hists(
@@ -953,7 +996,19 @@ fn hist_verb(
     if pattern.is_none() {
         enabled_hint(&mut reader);
     }
-    let keep = move |f: u32| keep_set.as_ref().is_none_or(|s| s.contains(&f));
+    // A bitmap by function index: asked once per event.
+    let keep_set: Option<Vec<bool>> = keep_set.map(|idx| {
+        let mut m = vec![false; idx.iter().max().map_or(0, |&i| i as usize + 1)];
+        for i in idx {
+            m[i as usize] = true;
+        }
+        m
+    });
+    let keep = move |f: u32| {
+        keep_set
+            .as_ref()
+            .is_none_or(|s| s.get(f as usize).copied().unwrap_or(false))
+    };
     let mut hists = Hists::default();
     let mut last = Instant::now();
     // Calls rebuilt per thread, so a call left by `longjmp` is counted too;
@@ -1007,6 +1062,34 @@ fn hist_verb(
     Ok(exit::OK)
 }
 
+/// Write `path` through a temporary file next to it, renamed over it once
+/// complete: a failed or interrupted export never leaves half a file.
+fn write_atomically<T>(
+    path: &Path,
+    f: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let cannot = |e: std::io::Error| {
+        Error::failed(format!(
+            "cannot write {}: {e}; choose a writable path",
+            path.display()
+        ))
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).map_err(cannot)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let done = f(&mut w).and_then(|v| {
+        w.flush().map_err(cannot)?;
+        std::fs::rename(&tmp, path).map_err(cannot)?;
+        Ok(v)
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
 fn record_verb(c: Client, output: &Path, duration: Option<Duration>) -> Result<i32, Error> {
     let file = record::create(output)?;
     record_to_file(c, output, file, duration, &mut || false)
@@ -1048,10 +1131,18 @@ fn record_to_file(
         "tracer: recording process {pid} to {} (Ctrl-C to stop)",
         output.display()
     );
+    // Thread names, read when a thread is first seen (it may end before
+    // the recording does).
+    let mut threads: std::collections::BTreeMap<u64, String> = Default::default();
     let end = pump(&mut reader, false, duration, stop, &mut |_, batch| {
         let mut i = 0;
         while i < batch.len() {
             let tid = batch[i].0;
+            threads.entry(tid).or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default()
+            });
             let j = batch[i..]
                 .iter()
                 .position(|(t, _)| *t != tid)
@@ -1089,6 +1180,7 @@ fn record_to_file(
         lost: reader.losses().iter().map(|l| (l.tid, l.dropped)).collect(),
         end: end.text(pid),
         events,
+        threads: threads.into_iter().filter(|(_, n)| !n.is_empty()).collect(),
     };
     w.finish(&trailer).map_err(io_err)?;
     eprintln!(

@@ -74,7 +74,7 @@ pub struct Reader {
 impl Reader {
     /// Take over the rings of the process behind `client`.
     pub fn attach(mut client: Client) -> Result<Reader, Error> {
-        let hello = client.call("hello", json!({}))?;
+        let hello = client.call("hello", json!({ "names": true }))?;
         let names = names_of(&hello);
         client.call("attach", json!({}))?;
         let mut r = Reader {
@@ -131,7 +131,7 @@ impl Reader {
             .is_some_and(|n| n as usize > self.names.len())
         {
             // A library with traceable functions was loaded: their names.
-            if let Ok(h) = c.call("hello", json!({})) {
+            if let Ok(h) = c.call("hello", json!({ "names": true })) {
                 self.names = names_of(&h);
             }
         }
@@ -253,6 +253,12 @@ fn ticks_per_ns(v: &Value) -> Option<f64> {
 /// Function names by index, from a `hello` reply, with control characters
 /// escaped (they are printed in traces, tables and recordings).
 fn names_of(hello: &Value) -> Vec<String> {
+    if let Some(a) = hello["names"].as_array() {
+        return a
+            .iter()
+            .map(|n| printable(n.as_str().unwrap_or("?")).into_owned())
+            .collect();
+    }
     hello["functions"]
         .as_array()
         .map(|a| {

@@ -14,6 +14,11 @@
 //! Timestamps are raw clock ticks; divide by `ticks_per_ns` (the trailer's if
 //! there is one) for nanoseconds. A file without a trailer (the recorder was
 //! killed) is read up to its last whole frame.
+//!
+//! Reading streams: [`Recording::open`] reads the header and finds the
+//! trailer by skipping over the event frames, and [`Recording::each_event`]
+//! goes through the events a chunk at a time, so a report or an export of a
+//! recording of any size holds only what it computes, never the events.
 
 use crate::{printable, Error};
 use serde::{Deserialize, Serialize};
@@ -54,6 +59,9 @@ pub struct Trailer {
     /// added some (the header has those known at the start).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<String>,
+    /// `(tid, name)` of the recorded threads whose name was known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<(u64, String)>,
 }
 
 /// Writes a recording.
@@ -118,8 +126,178 @@ pub struct Recording {
     pub header: Header,
     /// Trailer, if the recorder finished properly.
     pub trailer: Option<Trailer>,
-    /// `(tid, event)` in file order (per thread: in time order).
+    /// `(tid, event)` in file order (per thread: in time order), for a
+    /// recording held in memory ([`Recording::parse`]); empty for one
+    /// [`Recording::open`]ed, whose events stay in the file.
     pub events: Vec<(u64, Event)>,
+    /// The file the events are read from, when opened.
+    file: Option<std::path::PathBuf>,
+}
+
+/// The largest header or trailer accepted (names of 10^6 functions fit).
+const MAX_JSON: usize = 512 << 20;
+/// Events read from a file at a time.
+const CHUNK: usize = 1 << 16;
+
+fn bad_file(path: &std::path::Path, m: impl std::fmt::Display) -> Error {
+    Error::failed(format!(
+        "{}: {m}; give a file written by `tracer record -o FILE`",
+        path.display()
+    ))
+}
+
+/// Read exactly `buf.len()` bytes; `Ok(false)` at a clean or cut-short end.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn u32_at(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn u64_at(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn event_at(e: &[u8]) -> Event {
+    Event {
+        ts: u64_at(&e[0..8]),
+        dur: u64_at(&e[8..16]),
+        func: u32_at(&e[16..20]),
+        depth: u16::from_le_bytes([e[20], e[21]]),
+        kind: e[22],
+        flags: e[23],
+    }
+}
+
+/// Read a `u32 LE + JSON` block; `None` when the file ends first.
+fn json_block(r: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
+    let mut l = [0u8; 4];
+    if !fill(r, &mut l).map_err(|e| e.to_string())? {
+        return Ok(None);
+    }
+    let l = u32_at(&l) as usize;
+    if l > MAX_JSON {
+        return Err(format!(
+            "a block of {l} bytes, over the {MAX_JSON}-byte limit: file damaged?"
+        ));
+    }
+    let mut j = Vec::new();
+    let got = r
+        .take(l as u64)
+        .read_to_end(&mut j)
+        .map_err(|e| e.to_string())?;
+    Ok((got == l).then_some(j))
+}
+
+/// Read the magic, version and header.
+fn read_header(r: &mut impl Read) -> Result<Header, String> {
+    let mut m = [0u8; 18];
+    if !fill(r, &mut m).map_err(|e| e.to_string())? {
+        return Err("not a tracer recording (too short)".into());
+    }
+    if &m[..14] != MAGIC {
+        return Err("not a tracer recording (wrong magic bytes)".into());
+    }
+    let v = u32_at(&m[14..]);
+    if v != VERSION {
+        return Err(format!(
+            "recording format version {v}; this tracer reads {VERSION}"
+        ));
+    }
+    let hj = json_block(r)?.ok_or("truncated header")?;
+    let mut header: Header = serde_json::from_slice(&hj).map_err(|e| format!("bad header: {e}"))?;
+    // The file is input like any other: its strings are printed.
+    clean(&mut header.functions);
+    header.exe = printable(&header.exe).into_owned();
+    header.clock = printable(&header.clock).into_owned();
+    Ok(header)
+}
+
+fn read_trailer(j: &[u8]) -> Option<Trailer> {
+    let mut t: Trailer = serde_json::from_slice(j).ok()?;
+    clean(&mut t.functions);
+    t.end = printable(&t.end).into_owned();
+    for (_, n) in &mut t.threads {
+        if let std::borrow::Cow::Owned(o) = printable(n) {
+            *n = o;
+        }
+    }
+    Some(t)
+}
+
+/// Takes the events of one frame chunk: `(tid, events)`.
+type EventSink<'a> = dyn FnMut(u64, &[Event]) + 'a;
+
+/// Go through the frames after the header: `events(tid, chunk)` for event
+/// frames (skipped over with `seek` when it is `None`), up to the trailer,
+/// which is returned. A frame cut short ends the walk quietly.
+fn frames<R: Read + std::io::Seek>(
+    r: &mut R,
+    mut events: Option<&mut EventSink<'_>>,
+) -> Result<Option<Trailer>, String> {
+    let mut buf = vec![0u8; 0];
+    let mut evs: Vec<Event> = Vec::new();
+    loop {
+        let mut tag = [0u8; 1];
+        if !fill(r, &mut tag).map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        match tag[0] {
+            1 => {
+                let mut h = [0u8; 12];
+                if !fill(r, &mut h).map_err(|e| e.to_string())? {
+                    return Ok(None);
+                }
+                let tid = u64_at(&h[..8]);
+                let n = u32_at(&h[8..]) as usize;
+                let Some(f) = events.as_mut() else {
+                    let here = r.stream_position().map_err(|e| e.to_string())?;
+                    let end = r
+                        .seek(std::io::SeekFrom::End(0))
+                        .map_err(|e| e.to_string())?;
+                    let next = here + n as u64 * 24;
+                    if next > end {
+                        return Ok(None);
+                    }
+                    r.seek(std::io::SeekFrom::Start(next))
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                };
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(CHUNK);
+                    buf.resize(k * 24, 0);
+                    if !fill(r, &mut buf).map_err(|e| e.to_string())? {
+                        // Cut short: this frame's events are not whole.
+                        return Ok(None);
+                    }
+                    evs.clear();
+                    evs.extend(buf.chunks_exact(24).map(event_at));
+                    f(tid, &evs);
+                    left -= k;
+                }
+            }
+            2 => {
+                return Ok(match json_block(r)? {
+                    Some(j) => read_trailer(&j),
+                    None => None,
+                });
+            }
+            t => return Err(format!("unknown frame type {t}: file damaged?")),
+        }
+    }
 }
 
 impl Recording {
@@ -136,7 +314,7 @@ impl Recording {
             .trailer
             .as_ref()
             .map_or(self.header.ticks_per_ns, |t| t.ticks_per_ns);
-        if t > 0.0 {
+        if t > 0.0 && t.is_finite() {
             t
         } else {
             1.0
@@ -159,7 +337,38 @@ impl Recording {
         names.get(f as usize).map_or("?", |s| s.as_str())
     }
 
-    /// Read a whole file.
+    /// The name of thread `tid`, if the recording knows it.
+    pub fn thread_name(&self, tid: u64) -> Option<&str> {
+        self.trailer
+            .as_ref()?
+            .threads
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map(|(_, n)| n.as_str())
+    }
+
+    /// Open a file: its header and trailer are read, its events stay in the
+    /// file for [`Recording::each_event`].
+    pub fn open(path: &std::path::Path) -> Result<Recording, Error> {
+        let f = std::fs::File::open(path).map_err(|e| {
+            Error::failed(format!(
+                "cannot read {}: {e}; give a file written by `tracer record -o FILE`",
+                path.display()
+            ))
+        })?;
+        let mut r = std::io::BufReader::new(f);
+        let header = read_header(&mut r).map_err(|m| bad_file(path, m))?;
+        let trailer = frames(&mut r, None).map_err(|m| bad_file(path, m))?;
+        Ok(Recording {
+            header,
+            trailer,
+            events: Vec::new(),
+            file: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Read a whole file into memory (small files and tests; reports and
+    /// exports use [`Recording::open`]).
     pub fn read(path: &std::path::Path) -> Result<Recording, Error> {
         let bytes = std::fs::read(path).map_err(|e| {
             Error::failed(format!(
@@ -167,94 +376,48 @@ impl Recording {
                 path.display()
             ))
         })?;
-        Recording::parse(&bytes).map_err(|m| {
-            Error::failed(format!(
-                "{}: {m}; give a file written by `tracer record -o FILE`",
-                path.display()
-            ))
+        Recording::parse(&bytes).map_err(|m| bad_file(path, m))
+    }
+
+    /// Parse a file's bytes into memory.
+    pub fn parse(b: &[u8]) -> Result<Recording, String> {
+        let mut r = std::io::Cursor::new(b);
+        let header = read_header(&mut r)?;
+        let mut events = Vec::new();
+        let trailer = frames(
+            &mut r,
+            Some(&mut |tid, evs: &[Event]| events.extend(evs.iter().map(|e| (tid, *e)))),
+        )?;
+        Ok(Recording {
+            header,
+            trailer,
+            events,
+            file: None,
         })
     }
 
-    /// Parse a file's bytes.
-    pub fn parse(mut b: &[u8]) -> Result<Recording, String> {
-        let take = |n: usize, b: &mut &[u8]| -> Option<Vec<u8>> {
-            if b.len() < n {
-                return None;
+    /// Every event, in file order (per thread: in time order), with its
+    /// thread: from memory, or streamed from the file a chunk at a time.
+    pub fn each_event(&self, mut f: impl FnMut(u64, &Event)) -> Result<(), Error> {
+        let Some(path) = &self.file else {
+            for (tid, e) in &self.events {
+                f(*tid, e);
             }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Some(h.to_vec())
+            return Ok(());
         };
-        let magic = take(14, &mut b).ok_or("not a tracer recording (too short)")?;
-        if magic != MAGIC {
-            return Err("not a tracer recording (wrong magic bytes)".into());
-        }
-        let v = u32::from_le_bytes(
-            take(4, &mut b)
-                .ok_or("truncated header")?
-                .try_into()
-                .unwrap(),
-        );
-        if v != VERSION {
-            return Err(format!(
-                "recording format version {v}; this tracer reads {VERSION}"
-            ));
-        }
-        let hl = u32::from_le_bytes(
-            take(4, &mut b)
-                .ok_or("truncated header")?
-                .try_into()
-                .unwrap(),
-        );
-        let hj = take(hl as usize, &mut b).ok_or("truncated header")?;
-        let mut header: Header =
-            serde_json::from_slice(&hj).map_err(|e| format!("bad header: {e}"))?;
-        // The file is input like any other: its strings are printed.
-        clean(&mut header.functions);
-        header.exe = printable(&header.exe).into_owned();
-        header.clock = printable(&header.clock).into_owned();
-        let mut rec = Recording {
-            header,
-            ..Recording::default()
-        };
-        while let Some(tag) = take(1, &mut b) {
-            match tag[0] {
-                1 => {
-                    let Some(h) = take(12, &mut b) else { break };
-                    let tid = u64::from_le_bytes(h[..8].try_into().unwrap());
-                    let n = u32::from_le_bytes(h[8..].try_into().unwrap()) as usize;
-                    let Some(body) = take(n * 24, &mut b) else {
-                        break;
-                    };
-                    for e in body.chunks_exact(24) {
-                        rec.events.push((
-                            tid,
-                            Event {
-                                ts: u64::from_le_bytes(e[0..8].try_into().unwrap()),
-                                dur: u64::from_le_bytes(e[8..16].try_into().unwrap()),
-                                func: u32::from_le_bytes(e[16..20].try_into().unwrap()),
-                                depth: u16::from_le_bytes(e[20..22].try_into().unwrap()),
-                                kind: e[22],
-                                flags: e[23],
-                            },
-                        ));
-                    }
+        let file = std::fs::File::open(path).map_err(|e| bad_file(path, e))?;
+        let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+        read_header(&mut r).map_err(|m| bad_file(path, m))?;
+        frames(
+            &mut r,
+            Some(&mut |tid, evs: &[Event]| {
+                for e in evs {
+                    f(tid, e);
                 }
-                2 => {
-                    let Some(l) = take(4, &mut b) else { break };
-                    let l = u32::from_le_bytes(l.try_into().unwrap()) as usize;
-                    let Some(j) = take(l, &mut b) else { break };
-                    rec.trailer = serde_json::from_slice(&j).ok();
-                    if let Some(t) = &mut rec.trailer {
-                        clean(&mut t.functions);
-                        t.end = printable(&t.end).into_owned();
-                    }
-                    break;
-                }
-                t => return Err(format!("unknown frame type {t}: file damaged?")),
-            }
-        }
-        Ok(rec)
+            }),
+        )
+        .map_err(|m| bad_file(path, m))?;
+        Ok(())
     }
 }
 
@@ -327,6 +490,7 @@ mod tests {
             end: "interrupted".into(),
             events: 2,
             functions: Vec::new(),
+            threads: vec![(7, "worker".into())],
         };
         let finish = |t: &Trailer| {
             Writer {
@@ -342,6 +506,25 @@ mod tests {
         assert_eq!(r.trailer, Some(t.clone()));
         assert_eq!(r.events, vec![(7, evs[0]), (7, evs[1])]);
         assert_eq!(r.ns(20), 10);
+        assert_eq!(r.thread_name(7), Some("worker"));
+        // Streamed from a file: the same header, trailer and events.
+        let path = std::env::temp_dir().join(format!("tracer-rec-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let o = Recording::open(&path).unwrap();
+        assert!(o.events.is_empty());
+        assert_eq!(
+            (o.header.clone(), o.trailer.clone()),
+            (h.clone(), Some(t.clone()))
+        );
+        let mut streamed = Vec::new();
+        o.each_event(|tid, e| streamed.push((tid, *e))).unwrap();
+        assert_eq!(streamed, r.events);
+        std::fs::write(&path, &partial[..partial.len() - 5]).unwrap();
+        let o = Recording::open(&path).unwrap();
+        let mut n = 0;
+        o.each_event(|_, _| n += 1).unwrap();
+        assert_eq!((o.trailer.is_none(), n), (true, 0));
+        let _ = std::fs::remove_file(&path);
         assert_eq!((r.name(1), r.name(2)), ("b", "?"));
         // A library loaded during the recording: the trailer's names.
         let later = Trailer {

@@ -16,10 +16,12 @@
 use crate::calls::{Call, Walker};
 use crate::hist::FuncHist;
 use crate::record::Recording;
+use crate::Error;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::Write;
 
 /// One function's line in a report; times in nanoseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,17 +56,16 @@ pub struct Row {
 /// Keys `report --sort` accepts.
 pub const SORT_KEYS: &[&str] = &["total", "self", "calls", "avg", "p50", "p99", "max", "name"];
 
-/// Walk every call of a recording (see [`crate::calls`]).
-fn walk(rec: &Recording, mut f: impl FnMut(Call<'_>)) {
+/// Walk every call of a recording (see [`crate::calls`]), streaming it.
+fn walk(rec: &Recording, mut f: impl FnMut(Call<'_>)) -> Result<(), Error> {
     let mut w = Walker::new();
-    for (tid, e) in &rec.events {
-        w.feed(*tid, e, &mut f);
-    }
+    rec.each_event(|tid, e| w.feed(tid, e, &mut f))?;
     w.finish(&mut f);
+    Ok(())
 }
 
 /// Per-function rows, sorted by total time, longest first.
-pub fn rows(rec: &Recording) -> Vec<Row> {
+pub fn rows(rec: &Recording) -> Result<Vec<Row>, Error> {
     // (durations, self ticks, total ticks, calls not returned): totals are
     // summed in ticks and converted once, so self == total exactly for a
     // function without callees.
@@ -79,7 +80,7 @@ pub fn rows(rec: &Recording) -> Vec<Row> {
         Call::Left { func, .. } | Call::Running { func, .. } | Call::Untracked { func } => {
             hists.entry(func).or_default().3 += 1;
         }
-    });
+    })?;
     let lost_events = rec.lost_events();
     let mut v: Vec<Row> = hists
         .iter()
@@ -101,7 +102,7 @@ pub fn rows(rec: &Recording) -> Vec<Row> {
         })
         .collect();
     sort(&mut v, "total").expect("a known key");
-    v
+    Ok(v)
 }
 
 /// Sort rows by `key` (see [`SORT_KEYS`]): numbers largest first, names A–Z.
@@ -183,74 +184,107 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-fn start_ts(rec: &Recording) -> u64 {
-    rec.events
-        .iter()
-        .map(|(_, e)| e.ts.saturating_sub(e.dur))
-        .min()
-        .unwrap_or(0)
+/// The earliest time in the recording (a call's start, or an event).
+fn start_ts(rec: &Recording) -> Result<u64, Error> {
+    let mut t0 = u64::MAX;
+    rec.each_event(|_, e| t0 = t0.min(e.ts.saturating_sub(e.dur)))?;
+    Ok(if t0 == u64::MAX { 0 } else { t0 })
 }
 
-/// Chrome trace event JSON.
-pub fn chrome(rec: &Recording) -> Value {
-    let t0 = start_ts(rec);
+/// Write Chrome trace event JSON to `w`, streaming (two passes over the
+/// recording: its start, then the calls). Returns the events written.
+pub fn chrome(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
+    let t0 = start_ts(rec)?;
     let pid = rec.header.pid;
-    let mut evs = vec![json!({
-        "name": "process_name", "ph": "M", "pid": pid, "tid": 0,
-        "args": {"name": rec.header.exe},
-    })];
-    let us = |ticks: u64| (ticks as f64 / rec.ticks_per_ns()) / 1000.0;
-    walk(rec, |c| match c {
-        Call::Returned {
-            tid,
-            func,
-            end,
-            dur,
-            ..
-        } => evs.push(json!({
-            "name": rec.name(func),
-            "cat": "function",
-            "ph": "X",
-            "ts": us(end.saturating_sub(dur).saturating_sub(t0)),
-            "dur": us(dur),
-            "pid": pid,
-            "tid": tid,
-        })),
-        Call::Left {
-            tid,
-            func,
-            entered,
-            left,
-            ..
-        } => evs.push(json!({
-            "name": rec.name(func),
-            "cat": "function",
-            "ph": "X",
-            "ts": us(entered.saturating_sub(t0)),
-            "dur": us(left - entered),
-            "pid": pid,
-            "tid": tid,
-            "args": {"returned": false},
-        })),
-        Call::Running { tid, func, entered } => evs.push(json!({
-            "name": rec.name(func),
-            "cat": "function",
-            "ph": "B",
-            "ts": us(entered.saturating_sub(t0)),
-            "pid": pid,
-            "tid": tid,
-        })),
-        Call::Untracked { .. } => {}
-    });
-    json!({
-        "traceEvents": evs,
-        "displayTimeUnit": "ns",
-        "otherData": {"tool": "tracer", "pid": pid, "exe": rec.header.exe},
-    })
+    let tpn = rec.ticks_per_ns();
+    let us = |ticks: u64| (ticks as f64 / tpn) / 1000.0;
+    let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let mut err: Option<std::io::Error> = None;
+    let mut n = 0u64;
+    let mut put = |line: std::fmt::Arguments<'_>| {
+        if err.is_none() {
+            let sep = if n == 0 { "" } else { ",\n" };
+            if let Err(e) = write!(w, "{sep}{line}") {
+                err = Some(e);
+            }
+            n += 1;
+        }
+    };
+    put(format_args!(
+        r#"{{"name":"process_name","ph":"M","pid":{pid},"tid":0,"args":{{"name":{}}}}}"#,
+        q(&rec.header.exe)
+    ));
+    let mut named: std::collections::HashSet<u64> = Default::default();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    walk(rec, |c| {
+        let tid = match c {
+            Call::Returned { tid, .. } | Call::Left { tid, .. } | Call::Running { tid, .. } => tid,
+            Call::Untracked { .. } => return,
+        };
+        if named.insert(tid) {
+            if let Some(t) = rec.thread_name(tid) {
+                put(format_args!(
+                    r#"{{"name":"thread_name","ph":"M","pid":{pid},"tid":{tid},"args":{{"name":{}}}}}"#,
+                    q(t)
+                ));
+            }
+        }
+        let func = match c {
+            Call::Returned { func, .. } | Call::Left { func, .. } | Call::Running { func, .. } => {
+                func
+            }
+            Call::Untracked { func } => func,
+        };
+        let name = names.entry(func).or_insert_with(|| q(rec.name(func)));
+        match c {
+            Call::Returned { end, dur, .. } => put(format_args!(
+                r#"{{"name":{name},"cat":"function","ph":"X","ts":{},"dur":{},"pid":{pid},"tid":{tid}}}"#,
+                us(end.saturating_sub(dur).saturating_sub(t0)),
+                us(dur)
+            )),
+            Call::Left { entered, left, .. } => put(format_args!(
+                r#"{{"name":{name},"cat":"function","ph":"X","ts":{},"dur":{},"pid":{pid},"tid":{tid},"args":{{"returned":false}}}}"#,
+                us(entered.saturating_sub(t0)),
+                us(left - entered)
+            )),
+            Call::Running { entered, .. } => put(format_args!(
+                r#"{{"name":{name},"cat":"function","ph":"B","ts":{},"pid":{pid},"tid":{tid}}}"#,
+                us(entered.saturating_sub(t0))
+            )),
+            Call::Untracked { .. } => {}
+        }
+    })?;
+    let io = |e: std::io::Error| Error::failed(format!("cannot write the trace: {e}"));
+    if let Some(e) = err {
+        return Err(io(e));
+    }
+    Ok(n)
+}
+
+/// [`chrome`] into a JSON document (tests and small recordings).
+pub fn chrome_value(rec: &Recording) -> Result<Value, Error> {
+    let mut body = Vec::new();
+    write_chrome(rec, &mut body)?;
+    Ok(serde_json::from_slice(&body).expect("the export is JSON"))
+}
+
+/// The whole Chrome trace document: `{"traceEvents":[...], ...}`.
+pub fn write_chrome(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
+    let io = |e: std::io::Error| Error::failed(format!("cannot write the trace: {e}"));
+    writeln!(w, "{{\"traceEvents\":[").map_err(io)?;
+    let n = chrome(rec, w)?;
+    let pid = rec.header.pid;
+    let exe = serde_json::to_string(&rec.header.exe).expect("a string serializes");
+    write!(
+        w,
+        "\n],\"displayTimeUnit\":\"ns\",\"otherData\":{{\"tool\":\"tracer\",\"pid\":{pid},\"exe\":{exe}}}}}\n"
+    )
+    .map_err(io)?;
+    Ok(n)
 }
 
 /// Folded stacks.
-pub fn folded(rec: &Recording) -> String {
+pub fn folded(rec: &Recording) -> Result<String, Error> {
     let mut acc: BTreeMap<String, u64> = BTreeMap::new();
     walk(rec, |c| {
         if let Call::Returned { own, path, .. } = c {
@@ -260,14 +294,14 @@ pub fn folded(rec: &Recording) -> String {
                 .collect();
             *acc.entry(key.join(";")).or_default() += rec.ns(own);
         }
-    });
+    })?;
     let mut out = String::new();
     for (k, v) in acc {
         if v > 0 {
             let _ = writeln!(out, "{k} {v}");
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -288,29 +322,28 @@ mod tests {
     }
 
     fn sample() -> Recording {
-        Recording {
-            header: Header {
-                pid: 1,
-                exe: "x".into(),
-                clock: "monotonic".into(),
-                ticks_per_ns: 1.0,
-                functions: vec!["outer".into(), "inner".into()],
-            },
-            trailer: None,
-            events: vec![
-                (5, ev(1000, 0, 0, 0, KIND_ENTRY)),
-                (5, ev(1100, 0, 1, 1, KIND_ENTRY)),
-                (5, ev(1400, 300, 1, 1, KIND_EXIT)),
-                (5, ev(1500, 0, 1, 1, KIND_ENTRY)),
-                (5, ev(1600, 100, 1, 1, KIND_EXIT)),
-                (5, ev(2000, 1000, 0, 0, KIND_EXIT)),
-            ],
-        }
+        let mut rec = Recording::default();
+        rec.header = Header {
+            pid: 1,
+            exe: "x".into(),
+            clock: "monotonic".into(),
+            ticks_per_ns: 1.0,
+            functions: vec!["outer".into(), "inner".into()],
+        };
+        rec.events = vec![
+            (5, ev(1000, 0, 0, 0, KIND_ENTRY)),
+            (5, ev(1100, 0, 1, 1, KIND_ENTRY)),
+            (5, ev(1400, 300, 1, 1, KIND_EXIT)),
+            (5, ev(1500, 0, 1, 1, KIND_ENTRY)),
+            (5, ev(1600, 100, 1, 1, KIND_EXIT)),
+            (5, ev(2000, 1000, 0, 0, KIND_EXIT)),
+        ];
+        rec
     }
 
     #[test]
     fn self_time_excludes_callees() {
-        let r = rows(&sample());
+        let r = rows(&sample()).unwrap();
         assert_eq!(r[0].name, "outer");
         assert_eq!((r[0].calls, r[0].total, r[0].self_ns), (1, 1000, 600));
         assert_eq!(
@@ -326,8 +359,8 @@ mod tests {
     #[test]
     fn exports() {
         let rec = sample();
-        assert_eq!(folded(&rec), "outer 600\nouter;inner 400\n");
-        let c = chrome(&rec);
+        assert_eq!(folded(&rec).unwrap(), "outer 600\nouter;inner 400\n");
+        let c = chrome_value(&rec).unwrap();
         let evs = c["traceEvents"].as_array().unwrap();
         let x: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "X").collect();
         assert_eq!(x.len(), 3);
@@ -349,13 +382,13 @@ mod tests {
             (5, ev(2000, 1000, 0, 0, KIND_EXIT)),
             (5, ev(2100, 0, 2, 0, KIND_ENTRY)),
         ];
-        let r = rows(&rec);
+        let r = rows(&rec).unwrap();
         let throw = r.iter().find(|r| r.name == "throw").unwrap();
         assert_eq!((throw.calls, throw.not_returned, throw.total), (2, 2, 0));
         let outer = r.iter().find(|r| r.name == "outer").unwrap();
         assert_eq!((outer.calls, outer.not_returned), (1, 0));
         assert!(table(&r).contains("no-return"));
-        let c = chrome(&rec);
+        let c = chrome_value(&rec).unwrap();
         let evs = c["traceEvents"].as_array().unwrap();
         let left: Vec<&Value> = evs
             .iter()
@@ -366,6 +399,6 @@ mod tests {
         assert_eq!(left[0]["dur"].as_f64(), Some(0.2));
         assert_eq!(evs.iter().filter(|e| e["ph"] == "B").count(), 1);
         // A report without such calls keeps its columns.
-        assert!(!table(&rows(&sample())).contains("no-return"));
+        assert!(!table(&rows(&sample()).unwrap()).contains("no-return"));
     }
 }

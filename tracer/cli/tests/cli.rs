@@ -417,6 +417,42 @@ fn record_report_export_round_trip() {
         folded.to_str().unwrap(),
     ]));
     let c: Value = serde_json::from_slice(&std::fs::read(&chrome).unwrap()).unwrap();
+    // Threads are named in the JSON.
+    let thread_names = c["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name")
+        .count();
+    assert!(thread_names >= 2, "{c}");
+
+    // Perfetto's protobuf format, decoded with Perfetto's own schema: a
+    // slice for every call of the report, nested, threads named.
+    let pf = d.0.join("t.pftrace");
+    ok(&d.tracer(&["export", rec_s, "--perfetto", pf.to_str().unwrap()]));
+    let check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_check.py");
+    let o = Command::new("python3")
+        .arg(&check)
+        .arg(&pf)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "decoding with Perfetto's schema failed (install it: pip install perfetto protobuf):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let p: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["nested"], true, "{p}");
+    for r in rows.as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(
+            p["counts"][name].as_u64(),
+            Some(g(r, "calls")),
+            "{name}: {p}"
+        );
+    }
+    assert!(p["threads"].as_array().unwrap().len() >= 2, "{p}");
+
     let evs: Vec<&Value> = c["traceEvents"]
         .as_array()
         .unwrap()

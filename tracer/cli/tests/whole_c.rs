@@ -869,6 +869,32 @@ fn real_lua_counts_equal_an_instrumented_build_longjmps_included() {
         assert_eq!(noret[f], got[f], "{f} never returns");
     }
     assert!(oracle.len() > 300, "{} functions", oracle.len());
+    // The Perfetto export, decoded with Perfetto's schema: the same calls,
+    // nested, the ones left by longjmp marked so.
+    let pf = dir.0.join("lua.pftrace");
+    dir.ok(&[
+        "export",
+        rec.to_str().unwrap(),
+        "--perfetto",
+        pf.to_str().unwrap(),
+    ]);
+    let o = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perfetto_check.py"))
+        .arg(&pf)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "decoding with Perfetto's schema failed (pip install perfetto protobuf):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["nested"], true);
+    for r in rows {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(p["counts"][name].as_u64(), r["calls"].as_u64(), "{name}");
+    }
+    assert_eq!(p["left"]["luaD_throw"].as_u64(), Some(got["luaD_throw"]));
     eprintln!(
         "lua: {} functions, {} calls equal; luaD_throw {} and luaB_error {} calls, none returned",
         oracle.len(),

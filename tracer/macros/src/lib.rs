@@ -6,9 +6,9 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{quote, quote_spanned};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::ItemFn;
+use syn::{AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, Item, ItemFn, Stmt};
 
 /// Make a function traceable.
 ///
@@ -18,6 +18,27 @@ use syn::ItemFn;
 /// free functions, inherent and trait methods, generic functions (every
 /// instantiation is a site of the same function) and `async fn` (the entry is
 /// the first poll, the exit the completion or the drop of the future).
+///
+/// Functions that return a future without being `async fn` are timed the
+/// same way, from the future's first poll to its completion or drop, when
+/// their last expression builds the future in one of the shapes
+/// `tracing::instrument` recognises:
+///
+/// - `Box::pin(async move { … })`, which is what `#[async_trait]` makes of an
+///   `async fn` in a trait or impl (it runs before `#[traceable]`, so this is
+///   the shape the attribute sees, in whichever order they are written);
+/// - a bare `async { … }` / `async move { … }` block;
+/// - `Box::pin(inner(…))` where `inner` is an `async fn` declared in the same
+///   body (the expansion of async-trait 0.1.43 and older).
+///
+/// Any other `fn` returning a future (`fn f() -> impl Future`, or
+/// `-> Pin<Box<dyn Future>>`, whose body returns, say, `other(x)` or
+/// `future.map(…)`) is an ordinary function to the attribute: the call timed
+/// is the **construction** of the future, not its execution. Write it as an
+/// `async fn`, or end it with an `async move` block, to time the execution.
+///
+/// Inner attributes at the top of the body (`#![allow(unused_variables)]`)
+/// stay inner attributes of the body.
 ///
 /// ```ignore
 /// #[tracer::traceable]
@@ -70,9 +91,19 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
         ));
     }
     let ident_str = sig.ident.to_string();
-    let attrs = &f.attrs;
+    // syn puts the body's inner attributes (`#![allow(unused_variables)]` as
+    // the first thing in the body) into `f.attrs` with `AttrStyle::Inner`.
+    // Re-emitted before the fn they would be rejected ("an inner attribute is
+    // not permitted in this context"), so they go back where they were: at the
+    // top of the generated body. An inner attribute of a fn body applies to the
+    // whole fn, and the generated body *is* that fn's body, so the meaning is
+    // unchanged (it now covers the generated pads too, which only matters for
+    // lints, and the generated code is lint-clean).
+    let (outer, inner): (Vec<&Attribute>, Vec<&Attribute>) = f
+        .attrs
+        .iter()
+        .partition(|a| matches!(a.style, AttrStyle::Outer));
     let vis = &f.vis;
-    let block = &f.block;
     let span = Span::call_site();
 
     let items = quote_spanned! {span=>
@@ -90,30 +121,31 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
     };
 
     let body = if sig.asyncness.is_some() {
+        let guard = async_guard_item(span);
+        let prologue = async_prologue(span);
+        let block = &f.block;
         quote_spanned! {span=>
             #items
-            #[doc(hidden)]
-            struct __TracerAsyncGuard(u64);
-            impl ::core::ops::Drop for __TracerAsyncGuard {
-                #[inline(always)]
-                fn drop(&mut self) {
-                    let __tracer_token = &mut self.0 as *mut u64 as usize;
-                    // SAFETY: the pad is a no-op until enabled; enabled, it calls
-                    // the tracer's stub, which preserves every register but r11.
-                    #[allow(unused_unsafe)]
-                    unsafe { ::tracer::__private::async_exit_pad!(__TRACER_DESC, __tracer_token); }
-                }
-            }
-            let mut __tracer_guard = __TracerAsyncGuard(0);
-            {
-                let __tracer_token = &mut __tracer_guard.0 as *mut u64 as usize;
-                // SAFETY: as above.
-                #[allow(unused_unsafe)]
-                unsafe { ::tracer::__private::async_entry_pad!(__TRACER_DESC, __tracer_token); }
-            }
+            #guard
+            #prologue
             #block
         }
+    } else if let Some(tail) = future_tail(&f.block) {
+        // A fn that returns a future it builds in its tail: `#[async_trait]`'s
+        // expansion (`Box::pin(async move { … })`), a bare `async` block, or
+        // the immediately-called inner `async fn` of async-trait ≤ 0.1.43.
+        // The future is what the call means, so the pads go into it (entry at
+        // its first poll, exit at its completion or drop), exactly as for an
+        // `async fn`; the items stay in the fn, so the path is the method's.
+        let guard = async_guard_item(span);
+        let stmts = rewrite_tail(&f.block, tail, span);
+        quote_spanned! {span=>
+            #items
+            #guard
+            #(#stmts)*
+        }
     } else {
+        let block = &f.block;
         quote_spanned! {span=>
             #items
             #[doc(hidden)]
@@ -135,9 +167,157 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
         }
     };
     Ok(quote! {
-        #(#attrs)*
+        #(#outer)*
         #vis #sig {
+            #(#inner)*
             #body
         }
     })
+}
+
+/// The guard type of an async call: its drop (at completion, or when the
+/// future is dropped unfinished) is the exit.
+fn async_guard_item(span: Span) -> TokenStream2 {
+    quote_spanned! {span=>
+        #[doc(hidden)]
+        struct __TracerAsyncGuard(u64);
+        impl ::core::ops::Drop for __TracerAsyncGuard {
+            #[inline(always)]
+            fn drop(&mut self) {
+                let __tracer_token = &mut self.0 as *mut u64 as usize;
+                // SAFETY: the pad is a no-op until enabled; enabled, it calls
+                // the tracer's stub, which preserves every register but r11.
+                #[allow(unused_unsafe)]
+                unsafe { ::tracer::__private::async_exit_pad!(__TRACER_DESC, __tracer_token); }
+            }
+        }
+    }
+}
+
+/// The first statements of an async body: the guard (its address, stable
+/// once the future is pinned, is the token matching entry and exit across
+/// threads) and the entry pad, run at the first poll.
+fn async_prologue(span: Span) -> TokenStream2 {
+    quote_spanned! {span=>
+        let mut __tracer_guard = __TracerAsyncGuard(0);
+        {
+            let __tracer_token = &mut __tracer_guard.0 as *mut u64 as usize;
+            // SAFETY: as in the guard's drop.
+            #[allow(unused_unsafe)]
+            unsafe { ::tracer::__private::async_entry_pad!(__TRACER_DESC, __tracer_token); }
+        }
+    }
+}
+
+/// Where a non-`async` fn builds the future it returns, in the shapes
+/// `tracing::instrument` recognises.
+enum FutureTail<'a> {
+    /// The tail is `async { … }` (or `async move`), bare or as the argument of
+    /// `Box::pin(…)` (async-trait ≥ 0.1.44).
+    Block { stmt: usize, block: &'a ExprAsync },
+    /// The tail is `Box::pin(inner(…))` where `inner` is an `async fn`
+    /// declared in the same body (async-trait ≤ 0.1.43).
+    Function { item: usize },
+}
+
+fn future_tail(block: &Block) -> Option<FutureTail<'_>> {
+    // The tail: the last statement that is an expression without `;`
+    // (items may follow it).
+    let (stmt, tail) = block
+        .stmts
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, s)| !matches!(s, Stmt::Item(_)))
+        .and_then(|(i, s)| match s {
+            Stmt::Expr(e, None) => Some((i, e)),
+            _ => None,
+        })?;
+    let arg = match tail {
+        Expr::Async(a) => return Some(FutureTail::Block { stmt, block: a }),
+        Expr::Call(ExprCall { func, args, .. }) if args.len() == 1 && is_box_pin(func) => &args[0],
+        _ => return None,
+    };
+    match arg {
+        Expr::Async(a) => Some(FutureTail::Block { stmt, block: a }),
+        Expr::Call(ExprCall { func, .. }) => {
+            let Expr::Path(p) = &**func else { return None };
+            let name = p.path.get_ident()?;
+            block
+                .stmts
+                .iter()
+                .position(|s| {
+                    matches!(s, Stmt::Item(Item::Fn(inner))
+                    if inner.sig.asyncness.is_some() && inner.sig.ident == *name)
+                })
+                .map(|item| FutureTail::Function { item })
+        }
+        _ => None,
+    }
+}
+
+/// `Box::pin`, however qualified (`::std::boxed::Box::pin`, …).
+fn is_box_pin(func: &Expr) -> bool {
+    let Expr::Path(p) = func else { return false };
+    let segs: Vec<_> = p.path.segments.iter().map(|s| &s.ident).collect();
+    segs.len() >= 2 && segs[segs.len() - 1] == "pin" && segs[segs.len() - 2] == "Box"
+}
+
+/// The body's statements with the async prologue put at the top of the
+/// future's body.
+fn rewrite_tail(block: &Block, tail: FutureTail<'_>, span: Span) -> Vec<TokenStream2> {
+    let prologue = async_prologue(span);
+    let mut out: Vec<TokenStream2> = block.stmts.iter().map(|s| s.to_token_stream()).collect();
+    match tail {
+        FutureTail::Block { stmt, block: a } => {
+            let ExprAsync {
+                attrs,
+                async_token,
+                capture,
+                block: inner,
+            } = a;
+            let (a_outer, a_inner): (Vec<&Attribute>, Vec<&Attribute>) = attrs
+                .iter()
+                .partition(|a| matches!(a.style, AttrStyle::Outer));
+            // The block's statements are spliced after the prologue rather
+            // than nested as a block: a nested `{ x + 1 }` in tail position
+            // would draw `unused_braces` on the user's code.
+            let inner = &inner.stmts;
+            let new_async = quote! {
+                #(#a_outer)* #async_token #capture {
+                    #(#a_inner)*
+                    #prologue
+                    #(#inner)*
+                }
+            };
+            // Replace the async block inside the tail expression (bare or in
+            // `Box::pin(…)`), leaving the rest of the expression as it is.
+            let Stmt::Expr(e, _) = &block.stmts[stmt] else {
+                unreachable!("future_tail returns an expression statement")
+            };
+            out[stmt] = match e {
+                Expr::Call(ExprCall { attrs, func, .. }) => quote! { #(#attrs)* #func(#new_async) },
+                _ => new_async,
+            };
+        }
+        FutureTail::Function { item } => {
+            let Stmt::Item(Item::Fn(inner)) = &block.stmts[item] else {
+                unreachable!("future_tail returns an async fn item")
+            };
+            let (i_outer, i_inner): (Vec<&Attribute>, Vec<&Attribute>) = inner
+                .attrs
+                .iter()
+                .partition(|a| matches!(a.style, AttrStyle::Outer));
+            let (vis, sig, body) = (&inner.vis, &inner.sig, &inner.block);
+            out[item] = quote! {
+                #(#i_outer)*
+                #vis #sig {
+                    #(#i_inner)*
+                    #prologue
+                    #body
+                }
+            };
+        }
+    }
+    out
 }
