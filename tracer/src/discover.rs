@@ -215,6 +215,20 @@ pub fn has_pads(obj: &LoadedObject) -> bool {
     found
 }
 
+/// Does the object have a section called `name`? (Reads only the section
+/// headers.)
+pub fn has_section(obj: &LoadedObject, name: &str) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(m) = Mapped::open(&obj.path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(m.bytes()) else {
+        return false;
+    };
+    let found = file.sections().any(|s| s.name() == Ok(name));
+    found
+}
+
 /// Read the pad tables and name the pads of `obj`. `read(addr, buf)` reads
 /// live memory of this process (the tables, after relocation).
 pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {

@@ -278,7 +278,8 @@ pub struct ThreadState {
     pub dead: AtomicBool,
     busy: AtomicBool,
     map_len: usize,
-    /// The memfd behind the block, or -1 (not shareable).
+    /// The memfd behind the block, or negative: not shareable, and why
+    /// (see [`unshared_reason`]).
     fd: AtomicI32,
     nfuncs: usize,
     counters: *const FuncCounters,
@@ -539,16 +540,76 @@ fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState {
     }
 }
 
+/// Descriptors the tracer leaves to the program: the agent refuses a
+/// connection whose descriptor is one of the last `FD_RESERVE` below
+/// `RLIMIT_NOFILE`.
+pub const FD_RESERVE: u64 = 16;
+/// A block whose memfd would be one of the last `BLOCK_FD_RESERVE` stays
+/// private (not visible to the `tracer` program, which `status` explains)
+/// instead of taking a descriptor the program may need. Twice
+/// [`FD_RESERVE`]: the agent's connections (which come after the blocks)
+/// still find room to say so.
+pub const BLOCK_FD_RESERVE: u64 = 2 * FD_RESERVE;
+
+/// `fd` field of a block made private in a forked child.
+const UNSHARED_FORK: i32 = -1;
+/// `fd` field of a block whose memfd would have eaten into
+/// [`BLOCK_FD_RESERVE`].
+const UNSHARED_RESERVE: i32 = -2;
+/// `fd` field of a block whose memfd failed: `-(UNSHARED_ERRNO + errno)`.
+const UNSHARED_ERRNO: i32 = 1 << 16;
+
+/// Would keeping descriptor `fd` leave the program fewer than `reserve`
+/// free ones? Descriptors are allocated lowest first, so all below `fd` are
+/// in use. Only a system call (async-signal-safe).
+pub fn fd_in_reserve(fd: i32, reserve: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return false;
+    }
+    // rlim_t is 32 bits on ARMv7.
+    #[allow(clippy::unnecessary_cast)]
+    let limit = lim.rlim_cur as u64;
+    (fd as u64).saturating_add(reserve) >= limit
+}
+
 /// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
 /// it can be passed to a reader with SCM_RIGHTS), else an anonymous private
-/// mapping with fd -1. Only system calls, no allocation (async-signal-safe).
+/// mapping whose "fd" says why (see [`unshared_reason`]). The memfd is
+/// close-on-exec and sealed against shrinking, growing and further seals: a
+/// reader's mapping can never SIGBUS because the file got shorter. Only
+/// system calls, no allocation (async-signal-safe).
 fn map_block(len: usize) -> (*mut libc::c_void, i32) {
     // SAFETY: the name is a NUL-terminated literal; the flags are valid.
-    let fd = unsafe { libc::memfd_create(c"tracer-thread".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd >= 0 {
+    let fd = unsafe {
+        libc::memfd_create(
+            c"tracer-thread".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    let why = if fd < 0 {
+        // SAFETY: errno of the failed call, read on this thread.
+        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
+    } else if fd_in_reserve(fd, BLOCK_FD_RESERVE) {
+        UNSHARED_RESERVE
+    } else {
         // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
         let ok = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
         if ok {
+            // Best effort (a kernel without sealing still works; readers
+            // check the size with fstat anyway).
+            // SAFETY: F_ADD_SEALS on our own memfd.
+            unsafe {
+                libc::fcntl(
+                    fd,
+                    libc::F_ADD_SEALS,
+                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+                )
+            };
             // SAFETY: a fresh shared mapping of our own memfd, `len` bytes long.
             let mem = unsafe {
                 libc::mmap(
@@ -564,6 +625,10 @@ fn map_block(len: usize) -> (*mut libc::c_void, i32) {
                 return (mem, fd);
             }
         }
+        // SAFETY: errno of the failed ftruncate or mmap, read on this thread.
+        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
+    };
+    if fd >= 0 {
         // SAFETY: `fd` is ours and not used elsewhere.
         unsafe { libc::close(fd) };
     }
@@ -578,7 +643,36 @@ fn map_block(len: usize) -> (*mut libc::c_void, i32) {
             0,
         )
     };
-    (mem, -1)
+    (mem, why)
+}
+
+/// Why a block is not shared with readers (`None`: it is).
+pub fn unshared_reason(st: &ThreadState) -> Option<String> {
+    let fd = st.fd.load(Ordering::Relaxed);
+    match fd {
+        0.. => None,
+        UNSHARED_FORK => Some(String::from(
+            "made private in a forked child (its parent keeps the shared one)",
+        )),
+        UNSHARED_RESERVE => Some(format!(
+            "its memfd would have taken one of the program's last {BLOCK_FD_RESERVE} file \
+             descriptors (RLIMIT_NOFILE), which the tracer leaves to the program: raise the \
+             limit (ulimit -n) to see this thread"
+        )),
+        _ => {
+            let errno = -fd - UNSHARED_ERRNO;
+            let e = std::io::Error::from_raw_os_error(errno);
+            let hint = if errno == libc::EMFILE || errno == libc::ENFILE {
+                ": the file descriptor table was full; raise the limit (ulimit -n) to see this \
+                 thread"
+            } else {
+                ""
+            };
+            Some(format!(
+                "its shared memory could not be created ({e}){hint}"
+            ))
+        }
+    }
 }
 
 /// In a child after `fork`: blocks mapped `MAP_SHARED` would be shared with
@@ -620,7 +714,7 @@ extern "C" fn after_fork_in_child() {
             );
             if fixed == base {
                 std::ptr::copy_nonoverlapping(tmp as *const u8, base as *mut u8, len);
-                st.fd.store(-1, Ordering::Relaxed);
+                st.fd.store(UNSHARED_FORK, Ordering::Relaxed);
                 libc::close(fd);
             }
             libc::munmap(tmp, len);
@@ -631,7 +725,7 @@ extern "C" fn after_fork_in_child() {
 /// Where a block's parts sit, for a reader that maps it from its fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLayout {
-    /// The memfd, or -1 if the block is not shareable.
+    /// The memfd, or negative if the block is not shareable.
     pub fd: i32,
     /// Bytes in the block.
     pub len: usize,

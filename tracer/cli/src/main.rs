@@ -702,7 +702,7 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
             "\n{:>8} {:>9} {:>9} {:>12} {:>9}  state",
             "tid", "capacity", "pending", "written", "dropped"
         );
-        for t in threads {
+        for t in &threads {
             let _ = writeln!(
                 s,
                 "{:>8} {:>9} {:>9} {:>12} {:>9}  {}",
@@ -711,8 +711,24 @@ fn status(target: Target, json: bool) -> Result<i32, Error> {
                 t["pending"],
                 t["written"],
                 t["dropped"],
-                if t["dead"] == true { "exited" } else { "live" }
+                match (t["dead"] == true, t["not_visible"].is_string()) {
+                    (true, _) => "exited",
+                    (false, false) => "live",
+                    (false, true) => "live, not visible to tracer",
+                }
             );
+        }
+        // Threads whose block could not be shared: trace/hist/record do not
+        // see them. Say why (the agent's reason), once per distinct reason.
+        let mut reasons: Vec<(String, usize)> = Vec::new();
+        for t in threads.iter().filter_map(|t| t["not_visible"].as_str()) {
+            match reasons.iter_mut().find(|(r, _)| r == t) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((t.to_string(), 1)),
+            }
+        }
+        for (r, n) in reasons {
+            let _ = writeln!(s, "\nnot visible: {n} thread(s): {}", printable(&r));
         }
     }
     out.write_all(s.as_bytes()).map_err(io_err)?;

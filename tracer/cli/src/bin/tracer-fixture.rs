@@ -5,7 +5,9 @@
 //! With `TRACER_FIXTURE_ROUNDS=N` each worker does N rounds, then the
 //! process exits with status 3 (to test `run`'s exit status). With
 //! `TRACER_FIXTURE_BURST=N` each round also calls `tiny` N times in a row
-//! (to overrun small buffers).
+//! (to overrun small buffers). With `TRACER_FIXTURE_OPEN=1` each round also
+//! opens and closes `/dev/null`; if that fails the process prints why and
+//! exits with status 5 (to test that the tracer leaves it descriptors).
 use std::hint::black_box;
 
 fn spin(iters: u64) -> u64 {
@@ -65,6 +67,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let open = std::env::var_os("TRACER_FIXTURE_OPEN").is_some_and(|v| v == "1");
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
@@ -73,6 +76,12 @@ fn main() {
                     black_box(outer());
                     for j in 0..burst {
                         tiny(j);
+                    }
+                    if open {
+                        if let Err(e) = std::fs::File::open("/dev/null") {
+                            eprintln!("tracer-fixture: open(/dev/null) failed: {e}");
+                            std::process::exit(5);
+                        }
                     }
                     std::thread::sleep(std::time::Duration::from_micros(300));
                     i += 1;
