@@ -86,53 +86,50 @@ fn build(n: usize) -> PathBuf {
     exe
 }
 
-/// Wall time and peak RSS (KiB) of one `tracer` command, and its stdout.
-fn run(tracer: &Path, xdg: &Path, args: &[&str]) -> (Duration, u64, String) {
+/// Wall time and peak RSS (KiB) of one `tracer` command; its stdout goes
+/// to `out` (a file, so this process never holds a big output: a child's
+/// peak RSS starts at its parent's when it is forked).
+fn run(tracer: &Path, xdg: &Path, args: &[&str], out: &Path) -> (Duration, u64) {
     let t = Instant::now();
     let child = Command::new(tracer)
         .args(args)
         .env("XDG_RUNTIME_DIR", xdg)
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id() as libc::pid_t;
-    let out = child.wait_with_output_rusage(pid);
+    drop(child);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let wall = t.elapsed();
     assert!(
-        out.0,
-        "tracer {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.3)
+        r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "tracer {args:?} failed"
     );
-    (wall, out.1, String::from_utf8_lossy(&out.2).into_owned())
+    (wall, ru.ru_maxrss as u64)
 }
 
-trait WaitRusage {
-    /// (success, max RSS KiB, stdout, stderr)
-    fn wait_with_output_rusage(self, pid: libc::pid_t) -> (bool, u64, Vec<u8>, Vec<u8>);
-}
-
-impl WaitRusage for Child {
-    fn wait_with_output_rusage(mut self, pid: libc::pid_t) -> (bool, u64, Vec<u8>, Vec<u8>) {
-        use std::io::Read;
-        let mut so = self.stdout.take().unwrap();
-        let mut se = self.stderr.take().unwrap();
-        let t = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = se.read_to_end(&mut v);
-            v
-        });
-        let mut out = Vec::new();
-        let _ = so.read_to_end(&mut out);
-        let err = t.join().unwrap_or_default();
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it for our child.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: `pid` is our child, not yet waited for.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-        let ok = r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-        (ok, ru.ru_maxrss as u64, out, err)
+/// How many times `needle` occurs in the file at `path`, read in chunks.
+fn count_in(path: &Path, needle: &[u8]) -> usize {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry: Vec<u8> = Vec::new();
+    let mut n = 0;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            return n;
+        }
+        carry.extend_from_slice(&buf[..k]);
+        n += carry.windows(needle.len()).filter(|w| *w == needle).count();
+        let keep = carry.len().min(needle.len() - 1);
+        carry.drain(..carry.len() - keep);
     }
 }
 
@@ -203,20 +200,20 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
         (traced.as_secs_f64() - plain.as_secs_f64()) * 1e3
     );
     println!("  program RSS idle: {:.1} MiB", idle as f64 / 1024.0);
-    let show = |what: &str, r: &(Duration, u64, String)| {
+    let out = xdg.join("out");
+    let show = |what: &str, r: &(Duration, u64)| {
         println!(
             "  {what:<34} {:>8.3} s  tracer peak RSS {:>7.1} MiB",
             r.0.as_secs_f64(),
             r.1 as f64 / 1024.0
         );
     };
-    let r = run(tracer, &xdg, &["status", "-p", &p]);
+    let r = run(tracer, &xdg, &["status", "-p", &p], &out);
     show("tracer status", &r);
-    let r = run(tracer, &xdg, &["list", "--json", "-p", &p]);
-    let listed: serde_json::Value = serde_json::from_str(&r.2).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), n + 1, "f0..f{n} and main");
+    let r = run(tracer, &xdg, &["list", "--json", "-p", &p], &out);
+    assert_eq!(count_in(&out, b"\"name\":"), n + 1, "f0..f{n} and main");
     show("tracer list --json", &r);
-    let r = run(tracer, &xdg, &["enable", "*", "-p", &p]);
+    let r = run(tracer, &xdg, &["enable", "*", "-p", &p], &out);
     show("tracer enable '*'", &r);
     std::thread::sleep(Duration::from_millis(1500));
     let enabled = rss_kib(pid);
@@ -225,9 +222,9 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
         enabled as f64 / 1024.0,
         (enabled.saturating_sub(idle) * 1024) as f64 / n as f64
     );
-    let r = run(tracer, &xdg, &["status", "-p", &p]);
+    let r = run(tracer, &xdg, &["status", "-p", &p], &out);
     show("tracer status (all enabled)", &r);
-    let r = run(tracer, &xdg, &["disable", "*", "-p", &p]);
+    let r = run(tracer, &xdg, &["disable", "*", "-p", &p], &out);
     show("tracer disable '*'", &r);
     let pat = "f1*";
     let matching = (0..n).filter(|i| i.to_string().starts_with('1')).count();
@@ -235,8 +232,10 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
         tracer,
         &xdg,
         &["hist", pat, "--duration", "2s", "--json", "-p", &p],
+        &out,
     );
-    let rows: serde_json::Value = serde_json::from_str(&r.2).unwrap();
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
     // Every matching function is called ten times a second: all are seen.
     assert_eq!(rows.len(), matching, "hist {pat}");

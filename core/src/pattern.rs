@@ -320,6 +320,9 @@ pub fn resolve(pattern: &str, funcs: &[Named<'_>]) -> Result<Vec<usize>, Pattern
         });
     }
     let mut set: BTreeSet<usize> = BTreeSet::new();
+    // Quoted names are looked up, not scanned for: a pattern of 10^4 names
+    // (the tracer program disabling what it enabled) stays linear.
+    let mut by_name: Option<std::collections::HashMap<&str, Vec<usize>>> = None;
     for t in ts {
         let (neg, body) = match t.strip_prefix('!') {
             Some(b) => (true, b),
@@ -334,12 +337,21 @@ pub fn resolve(pattern: &str, funcs: &[Named<'_>]) -> Result<Vec<usize>, Pattern
                     pattern: whole.to_string(),
                 });
             };
-            funcs
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.path == name || f.own == name)
-                .map(|(i, _)| i)
-                .collect()
+            let index = by_name.get_or_insert_with(|| {
+                let mut m: std::collections::HashMap<&str, Vec<usize>> =
+                    std::collections::HashMap::with_capacity(funcs.len() * 2);
+                for (i, f) in funcs.iter().enumerate() {
+                    m.entry(f.path).or_default().push(i);
+                    if f.own != f.path {
+                        m.entry(f.own).or_default().push(i);
+                    }
+                }
+                m
+            });
+            let mut hits = index.get(name).cloned().unwrap_or_default();
+            hits.sort_unstable();
+            hits.dedup();
+            hits
         } else {
             funcs
                 .iter()

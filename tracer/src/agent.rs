@@ -1112,11 +1112,7 @@ fn set(on: bool, req: &Value) -> Value {
 fn status(agent: &Value) -> Value {
     let rt = crate::runtime();
     let s = crate::stats();
-    let enabled: Vec<String> = crate::functions()
-        .into_iter()
-        .filter(|f| f.enabled)
-        .map(|f| f.name)
-        .collect();
+    let enabled: Vec<String> = crate::enabled_names();
     let threads: Vec<Value> = thread::all()
         .filter(|t| t.owner.load(Ordering::Acquire) != 0)
         .map(|t| {

@@ -768,6 +768,25 @@ pub(crate) fn all_functions() -> Vec<FunctionInfo> {
     }
 }
 
+/// The names of the enabled (loaded) functions, sorted; without building the
+/// whole function table.
+pub(crate) fn enabled_names() -> Vec<String> {
+    let Ok(rt) = runtime() else {
+        return Vec::new();
+    };
+    let st = rt.state();
+    let mut v: Vec<String> = st
+        .reg
+        .funcs
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.loaded && st.enabled.get(*i).copied().unwrap_or(false))
+        .map(|(_, f)| f.path.clone())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// The name of every function ever registered, by index (unloaded ones
 /// too): all a reader needs to name events.
 pub(crate) fn function_names() -> Vec<String> {
