@@ -572,6 +572,9 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     // address must stay in x30): their own backend, in a second batch.
     #[cfg(target_arch = "aarch64")]
     let mut entry_requests = Vec::new();
+    // New stubs and veneers are written with one protection change per page;
+    // dropped (pages read-only, caches clean) before any site is patched.
+    let veneers = veneer::Batch::begin();
     for &f in &targets {
         for &si in &reg.funcs[f].sites {
             let s = &reg.sites[si];
@@ -629,6 +632,7 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             requests.push(req);
         }
     }
+    drop(veneers);
     if !arch::Arch::TRAP.is_empty() {
         // A thread being created runs with every signal blocked for a few
         // microseconds (glibc's pthread_create) and cannot reach a site then:

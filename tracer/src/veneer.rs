@@ -40,6 +40,11 @@ mod imp {
     struct Pages {
         /// (page base, bytes used)
         pages: Vec<(usize, usize)>,
+        /// Within a batch ([`Batch`]): the pages made writable so far, left
+        /// so until the batch ends (one `mprotect` pair per page, not per
+        /// slot: 10^5 slots would otherwise cost 2·10^5 of them, each a TLB
+        /// shootdown).
+        open: Option<Vec<usize>>,
         /// Veneer addresses by (target, tag): the tag tells apart stubs with
         /// the same target (entry stubs: the function index + 1, or the
         /// site; 0 for a plain veneer). A map, so enabling tens of thousands
@@ -49,8 +54,56 @@ mod imp {
 
     static POOL: Mutex<Pages> = Mutex::new(Pages {
         pages: Vec::new(),
+        open: None,
         veneers: BTreeMap::new(),
     });
+
+    /// Slots written while this lives stay writable (and executable, as
+    /// other threads may be running stubs of the same pages) until it is
+    /// dropped, which makes their pages read-only again and cleans the
+    /// instruction cache. Drop it before any site can branch to a new slot.
+    pub struct Batch(());
+
+    impl Batch {
+        /// Start a batch of slot writes.
+        pub fn begin() -> Batch {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            pool.open.get_or_insert_with(Vec::new);
+            Batch(())
+        }
+    }
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            for page in pool.open.take().unwrap_or_default() {
+                // SAFETY: one of our veneer pages, made writable by this batch.
+                unsafe { libc::mprotect(page as *mut _, PAGE, libc::PROT_READ | libc::PROT_EXEC) };
+                crate::arch::flush_icache(page, page + PAGE);
+            }
+        }
+    }
+
+    fn make_writable(page: usize) -> Result<(), String> {
+        // SAFETY: `page` is one of our veneer pages; its slots being written
+        // are not yet the target of any branch, and it stays executable for
+        // the stubs other threads may be running.
+        let r = unsafe {
+            libc::mprotect(
+                page as *mut _,
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot make the veneer page {page:#x} writable: {}",
+                std::io::Error::last_os_error()
+            ))
+        }
+    }
 
     fn reaches(site: usize, to: usize) -> bool {
         site.abs_diff(to) < REACH - PAGE
@@ -88,22 +141,22 @@ mod imp {
         None
     }
 
-    fn write_slot(addr: usize, bytes: &[u8; SLOT]) -> Result<(), String> {
+    fn write_slot(pool: &mut Pages, addr: usize, bytes: &[u8; SLOT]) -> Result<(), String> {
         let page = addr & !(PAGE - 1);
-        // SAFETY: `page` is one of our veneer pages; the slot is not yet the
-        // target of any branch, so no thread executes these bytes.
-        unsafe {
-            if libc::mprotect(
-                page as *mut _,
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-            ) != 0
-            {
-                return Err(format!(
-                    "cannot make the veneer page {page:#x} writable: {}",
-                    std::io::Error::last_os_error()
-                ));
+        if let Some(open) = pool.open.as_mut() {
+            if open.last() != Some(&page) && !open.contains(&page) {
+                make_writable(page)?;
+                open.push(page);
             }
+            // SAFETY: the page is writable for this batch; the slot is not
+            // yet the target of any branch, so no thread executes it.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, SLOT) };
+            // Cleaned when the batch ends, before any site branches here.
+            return Ok(());
+        }
+        make_writable(page)?;
+        // SAFETY: as above, for this one slot.
+        unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, SLOT);
             libc::mprotect(page as *mut _, PAGE, libc::PROT_READ | libc::PROT_EXEC);
         }
@@ -127,9 +180,11 @@ mod imp {
         {
             return Ok(v);
         }
+        // The newest pages first: they are the ones with room.
         let slot = match pool
             .pages
             .iter_mut()
+            .rev()
             .find(|(p, used)| *used + SLOT <= PAGE && reaches(site, *p))
         {
             Some((p, used)) => {
@@ -148,7 +203,8 @@ mod imp {
                 p
             }
         };
-        write_slot(slot, &encode(slot)?)?;
+        let bytes = encode(slot)?;
+        write_slot(&mut pool, slot, &bytes)?;
         pool.veneers.entry((target, tag)).or_default().push(slot);
         Ok(slot)
     }
@@ -205,6 +261,20 @@ mod imp {
 
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::call_target;
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+pub use imp::Batch;
+
+/// A batch of veneer writes (nothing to do where there are no veneers).
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+pub struct Batch(());
+
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
+impl Batch {
+    /// Start a batch of slot writes.
+    pub fn begin() -> Batch {
+        Batch(())
+    }
+}
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::entry_stub;
 
