@@ -215,35 +215,19 @@ pub fn has_pads(obj: &LoadedObject) -> bool {
     found
 }
 
-/// Does the object have a section called `name`? (Reads only the section
-/// headers.)
-pub fn has_section(obj: &LoadedObject, name: &str) -> bool {
+/// The pads the object's tables list (`__patchable_function_entries`,
+/// `__mcount_loc`), runtime addresses inside its code, and how many entries
+/// pointed elsewhere.
+fn pad_table(
+    file: &object::File<'_>,
+    obj: &LoadedObject,
+    read: &dyn Fn(usize, &mut [u8]),
+) -> (Vec<(usize, PadSource)>, usize) {
     use object::{Object, ObjectSection};
-    let Ok(m) = Mapped::open(&obj.path) else {
-        return false;
-    };
-    let Ok(file) = object::File::parse(m.bytes()) else {
-        return false;
-    };
-    let found = file.sections().any(|s| s.name() == Ok(name));
-    found
-}
-
-/// Read the pad tables and name the pads of `obj`. `read(addr, buf)` reads
-/// live memory of this process (the tables, after relocation).
-pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {
-    use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
-    let m = Mapped::open(&obj.path)?;
-    let file = object::File::parse(m.bytes()).map_err(|e| {
-        format!(
-            "{} is not an ELF object this tracer can read: {e}",
-            obj.path
-        )
-    })?;
     let word = if file.is_64() { 8 } else { 4 };
     let in_code = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
-    let mut out = ObjectScan::default();
     let mut sites: Vec<(usize, PadSource)> = Vec::new();
+    let mut out_of_range = 0;
     for sec in file.sections() {
         let source = match sec.name() {
             Ok("__patchable_function_entries") => PadSource::PatchableEntry,
@@ -266,10 +250,55 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             if in_code(a) {
                 sites.push((a, source));
             } else {
-                out.out_of_range += 1;
+                out_of_range += 1;
             }
         }
     }
+    (sites, out_of_range)
+}
+
+/// The pad addresses of an object, from its tables alone (no symbols, no
+/// names): cheap enough for start-up.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn pad_sites(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Vec<usize> {
+    let Ok(m) = Mapped::open(&obj.path) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(m.bytes()) else {
+        return Vec::new();
+    };
+    let sites = pad_table(&file, obj, read).0;
+    sites.into_iter().map(|(a, _)| a).collect()
+}
+
+/// Does the object have a section called `name`? (Reads only the section
+/// headers.)
+pub fn has_section(obj: &LoadedObject, name: &str) -> bool {
+    use object::{Object, ObjectSection};
+    let Ok(m) = Mapped::open(&obj.path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(m.bytes()) else {
+        return false;
+    };
+    let found = file.sections().any(|s| s.name() == Ok(name));
+    found
+}
+
+/// Read the pad tables and name the pads of `obj`. `read(addr, buf)` reads
+/// live memory of this process (the tables, after relocation).
+pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let m = Mapped::open(&obj.path)?;
+    let file = object::File::parse(m.bytes()).map_err(|e| {
+        format!(
+            "{} is not an ELF object this tracer can read: {e}",
+            obj.path
+        )
+    })?;
+    let mut out = ObjectScan::default();
+    let (mut sites, out_of_range) = pad_table(&file, obj, read);
+    out.out_of_range = out_of_range;
     if sites.is_empty() {
         return Ok(out);
     }

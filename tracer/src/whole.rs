@@ -396,6 +396,17 @@ pub fn convert_at_startup() {
             if !discover::has_pads(o) {
                 continue;
             }
+            // Only objects with GCC's NOP pads need the full scan (which
+            // names every function): clang's and -pg's pads are left alone,
+            // and start-up stays cheap for them.
+            let gcc_nops = discover::pad_sites(o, &read_live).into_iter().any(|s| {
+                let mut b = [0u8; 5];
+                read_live(s, &mut b);
+                b == [0x90; 5]
+            });
+            if !gcc_nops {
+                continue;
+            }
             let Ok(scan) = discover::scan(o, &read_live) else {
                 continue;
             };

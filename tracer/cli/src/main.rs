@@ -458,8 +458,9 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
     }
 }
 
-/// Functions asked of the agent at a time.
-const LIST_PAGE: u64 = 10_000;
+/// Functions asked of the agent at a time (each page sorts the whole list
+/// again on the agent's side, so not too many pages).
+const LIST_PAGE: u64 = 25_000;
 
 /// Every function the agent lists for `pattern` (sorted by name), a page at
 /// a time, so no side holds all of a program's functions at once. (An older
