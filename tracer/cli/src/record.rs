@@ -2,14 +2,22 @@
 //!
 //! ```text
 //! "TRACER-RECORD\0"  14 bytes
-//! u32 LE             format version (1)
+//! u32 LE             format version (2; version 1 files are read too)
 //! u32 LE + JSON      header: pid, exe, clock, ticks_per_ns, functions (names by index)
 //! frames, each a tag byte:
 //!   1: u64 LE tid, u32 LE n, n events of 24 bytes:
 //!      ts u64, dur u64, func u32, depth u16, kind u8, flags u8 (all LE)
+//!      (version 1; still read)
+//!   3: u64 LE tid, u32 LE n, u32 LE byte length, then n events packed:
+//!      each the LEB128 varints of zigzag(ts - previous ts) (the first
+//!      against 0), dur, func, depth, and one byte kind | flags << 1
 //!   2: u32 LE + JSON trailer: ticks_per_ns (final calibration), lost
 //!      ([tid, dropped] pairs), end ("interrupted", "duration", "process ended")
 //! ```
+//!
+//! The packed frames take 6–10 bytes an event instead of 24: a recording is
+//! written at the rate a busy program makes events (the kernel's copy into
+//! the page cache is most of a recorder's work), and is a third the size.
 //!
 //! Timestamps are raw clock ticks; divide by `ticks_per_ns` (the trailer's if
 //! there is one) for nanoseconds. A file without a trailer (the recorder was
@@ -26,8 +34,74 @@ use std::io::{Read, Write};
 use tracer_core::event::Event;
 
 const MAGIC: &[u8; 14] = b"TRACER-RECORD\0";
-/// Format version.
-pub const VERSION: u32 = 1;
+/// Format version written.
+pub const VERSION: u32 = 2;
+/// Events in one packed frame at most (bounds what a reader allocates).
+const FRAME_EVENTS: usize = 1 << 16;
+/// The most bytes one packed event takes (four 10-byte varints and a byte).
+const MAX_PACKED: usize = 41;
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Pack `evs` (one thread's, in order) into `buf`.
+fn pack(buf: &mut Vec<u8>, evs: &[Event]) {
+    let mut prev = 0u64;
+    for e in evs {
+        let d = e.ts.wrapping_sub(prev) as i64;
+        prev = e.ts;
+        put_varint(buf, ((d << 1) ^ (d >> 63)) as u64);
+        put_varint(buf, e.dur);
+        put_varint(buf, u64::from(e.func));
+        put_varint(buf, u64::from(e.depth));
+        buf.push(e.kind | e.flags << 1);
+    }
+}
+
+/// Unpack `n` events from `b` into `out`; `None` if the bytes are not `n`
+/// whole events (a damaged file).
+fn unpack(b: &[u8], n: usize, out: &mut Vec<Event>) -> Option<()> {
+    let mut at = 0;
+    let mut prev = 0u64;
+    for _ in 0..n {
+        let z = get_varint(b, &mut at)?;
+        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let ts = prev.wrapping_add(d as u64);
+        prev = ts;
+        let dur = get_varint(b, &mut at)?;
+        let func = u32::try_from(get_varint(b, &mut at)?).ok()?;
+        let depth = u16::try_from(get_varint(b, &mut at)?).ok()?;
+        let kf = *b.get(at)?;
+        at += 1;
+        out.push(Event {
+            ts,
+            dur,
+            func,
+            depth,
+            kind: kf & 1,
+            flags: kf >> 1,
+        });
+    }
+    (at == b.len()).then_some(())
+}
 
 /// The file's header.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -82,24 +156,42 @@ impl<W: Write> Writer<W> {
         Ok(Writer { w, events: 0 })
     }
 
-    /// Append events of thread `tid`.
+    /// Append events of thread `tid`, packed (frame type 3).
     pub fn events(&mut self, tid: u64, evs: &[Event]) -> std::io::Result<()> {
-        for chunk in evs.chunks(u32::MAX as usize / 2) {
-            let mut buf = Vec::with_capacity(13 + chunk.len() * 24);
-            buf.push(1u8);
+        let mut buf = Vec::new();
+        for chunk in evs.chunks(FRAME_EVENTS) {
+            buf.clear();
+            buf.push(3u8);
             buf.extend_from_slice(&tid.to_le_bytes());
             buf.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-            for e in chunk {
-                buf.extend_from_slice(&e.ts.to_le_bytes());
-                buf.extend_from_slice(&e.dur.to_le_bytes());
-                buf.extend_from_slice(&e.func.to_le_bytes());
-                buf.extend_from_slice(&e.depth.to_le_bytes());
-                buf.push(e.kind);
-                buf.push(e.flags);
-            }
+            buf.extend_from_slice(&[0; 4]);
+            pack(&mut buf, chunk);
+            let len = (buf.len() - 17) as u32;
+            buf[13..17].copy_from_slice(&len.to_le_bytes());
             self.w.write_all(&buf)?;
             self.events += chunk.len() as u64;
         }
+        Ok(())
+    }
+
+    /// Append events of thread `tid` in the unpacked layout of format
+    /// version 1 (frame type 1), for tests of old files.
+    #[doc(hidden)]
+    pub fn events_v1(&mut self, tid: u64, evs: &[Event]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(13 + evs.len() * 24);
+        buf.push(1u8);
+        buf.extend_from_slice(&tid.to_le_bytes());
+        buf.extend_from_slice(&(evs.len() as u32).to_le_bytes());
+        for e in evs {
+            buf.extend_from_slice(&e.ts.to_le_bytes());
+            buf.extend_from_slice(&e.dur.to_le_bytes());
+            buf.extend_from_slice(&e.func.to_le_bytes());
+            buf.extend_from_slice(&e.depth.to_le_bytes());
+            buf.push(e.kind);
+            buf.push(e.flags);
+        }
+        self.w.write_all(&buf)?;
+        self.events += evs.len() as u64;
         Ok(())
     }
 
@@ -211,9 +303,9 @@ fn read_header(r: &mut impl Read) -> Result<Header, String> {
         return Err("not a tracer recording (wrong magic bytes)".into());
     }
     let v = u32_at(&m[14..]);
-    if v != VERSION {
+    if !(1..=VERSION).contains(&v) {
         return Err(format!(
-            "recording format version {v}; this tracer reads {VERSION}"
+            "recording format version {v}; this tracer reads versions 1 to {VERSION} (a newer tracer wrote it?)"
         ));
     }
     let hj = json_block(r)?.ok_or("truncated header")?;
@@ -288,6 +380,41 @@ fn frames<R: Read + std::io::Seek>(
                     f(tid, &evs);
                     left -= k;
                 }
+            }
+            3 => {
+                let mut h = [0u8; 16];
+                if !fill(r, &mut h).map_err(|e| e.to_string())? {
+                    return Ok(None);
+                }
+                let tid = u64_at(&h[..8]);
+                let n = u32_at(&h[8..12]) as usize;
+                let len = u32_at(&h[12..16]) as usize;
+                if n > FRAME_EVENTS || len > n * MAX_PACKED {
+                    return Err(format!(
+                        "a frame of {n} events in {len} bytes: file damaged?"
+                    ));
+                }
+                let Some(f) = events.as_mut() else {
+                    let here = r.stream_position().map_err(|e| e.to_string())?;
+                    let end = r
+                        .seek(std::io::SeekFrom::End(0))
+                        .map_err(|e| e.to_string())?;
+                    let next = here + len as u64;
+                    if next > end {
+                        return Ok(None);
+                    }
+                    r.seek(std::io::SeekFrom::Start(next))
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                };
+                buf.resize(len, 0);
+                if !fill(r, &mut buf).map_err(|e| e.to_string())? {
+                    return Ok(None);
+                }
+                evs.clear();
+                unpack(&buf, n, &mut evs)
+                    .ok_or("a packed frame that does not decode: file damaged?")?;
+                f(tid, &evs);
             }
             2 => {
                 return Ok(match json_block(r)? {
@@ -525,6 +652,20 @@ mod tests {
         o.each_event(|_, _| n += 1).unwrap();
         assert_eq!((o.trailer.is_none(), n), (true, 0));
         let _ = std::fs::remove_file(&path);
+        // Version 1 files (24-byte events) are still read.
+        let mut v1 = Writer::new(Vec::new(), &h).unwrap();
+        v1.w[14..18].copy_from_slice(&1u32.to_le_bytes());
+        v1.events_v1(7, &evs).unwrap();
+        let old = Recording::parse(&v1.finish(&t).unwrap()).unwrap();
+        assert_eq!(old.events, r.events);
+        // A damaged packed frame is an error, not a crash.
+        let mut bad = partial.clone();
+        let n = bad.len();
+        for b in &mut bad[n - 4..] {
+            *b = 0x80; // varints that never end
+        }
+        let e = Recording::parse(&bad).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
         assert_eq!((r.name(1), r.name(2)), ("b", "?"));
         // A library loaded during the recording: the trailer's names.
         let later = Trailer {
@@ -547,5 +688,36 @@ mod tests {
         let r = Recording::parse(&Writer::new(Vec::new(), &evil).unwrap().w).unwrap();
         assert_eq!(r.name(0), "a\\x{1b}]0;owned\\x{7}");
         assert_eq!(r.header.exe, "/bin/\\x{1b}[2J");
+    }
+
+    #[test]
+    fn packed_events_round_trip_at_the_extremes() {
+        let evs: Vec<Event> = [
+            (0u64, 0u64, 0u32, 0u16, KIND_ENTRY, 0u8),
+            (u64::MAX, u64::MAX, u32::MAX, u16::MAX, KIND_EXIT, 3),
+            (5, 1, 7, 1, KIND_ENTRY, 2),
+            (4, 0, 7, 1, KIND_EXIT, 0),
+        ]
+        .iter()
+        .map(|&(ts, dur, func, depth, kind, flags)| Event {
+            ts,
+            dur,
+            func,
+            depth,
+            kind,
+            flags,
+        })
+        .collect();
+        let mut b = Vec::new();
+        pack(&mut b, &evs);
+        let mut out = Vec::new();
+        unpack(&b, evs.len(), &mut out).unwrap();
+        assert_eq!(out, evs);
+        assert!(unpack(&b[..b.len() - 1], evs.len(), &mut Vec::new()).is_none());
+        assert!(unpack(&b, evs.len() + 1, &mut Vec::new()).is_none());
+        // A typical event: a few bytes.
+        let mut b = Vec::new();
+        pack(&mut b, &evs[2..]);
+        assert!(b.len() <= 12, "{}", b.len());
     }
 }

@@ -74,8 +74,9 @@ pub fn rows(rec: &Recording) -> Result<Vec<Row>, Error> {
         Call::Returned { func, dur, own, .. } => {
             let e = hists.entry(func).or_default();
             e.0.record(rec.ns(dur));
-            e.1 += own;
-            e.2 += dur;
+            // Saturating: a damaged or hostile recording may hold any value.
+            e.1 = e.1.saturating_add(own);
+            e.2 = e.2.saturating_add(dur);
         }
         Call::Left { func, .. } | Call::Running { func, .. } | Call::Untracked { func } => {
             hists.entry(func).or_default().3 += 1;
@@ -89,7 +90,7 @@ pub fn rows(rec: &Recording) -> Result<Vec<Row>, Error> {
             let total = rec.ns(*total);
             Row {
                 name: s.name,
-                calls: s.count + gone,
+                calls: s.count.saturating_add(*gone),
                 not_returned: *gone,
                 total,
                 self_ns: rec.ns(*own),
@@ -292,7 +293,8 @@ pub fn folded(rec: &Recording) -> Result<String, Error> {
                 .iter()
                 .map(|f| crate::folded_frame(rec.name(*f)))
                 .collect();
-            *acc.entry(key.join(";")).or_default() += rec.ns(own);
+            let e = acc.entry(key.join(";")).or_default();
+            *e = e.saturating_add(rec.ns(own));
         }
     })?;
     let mut out = String::new();
