@@ -41,14 +41,6 @@ const FRAME_EVENTS: usize = 1 << 16;
 /// The most bytes one packed event takes (four 10-byte varints and a byte).
 const MAX_PACKED: usize = 41;
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
 fn get_varint(b: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
@@ -62,17 +54,32 @@ fn get_varint(b: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
+/// Write `v` as a LEB128 varint at `b[at..]`; returns the new end.
+#[inline(always)]
+fn varint_at(b: &mut [u8; MAX_PACKED], mut at: usize, mut v: u64) -> usize {
+    while v >= 0x80 {
+        b[at] = v as u8 | 0x80;
+        v >>= 7;
+        at += 1;
+    }
+    b[at] = v as u8;
+    at + 1
+}
+
 /// Pack `evs` (one thread's, in order) into `buf`.
 fn pack(buf: &mut Vec<u8>, evs: &[Event]) {
+    buf.reserve(evs.len() * 8);
     let mut prev = 0u64;
+    let mut e8 = [0u8; MAX_PACKED];
     for e in evs {
         let d = e.ts.wrapping_sub(prev) as i64;
         prev = e.ts;
-        put_varint(buf, ((d << 1) ^ (d >> 63)) as u64);
-        put_varint(buf, e.dur);
-        put_varint(buf, u64::from(e.func));
-        put_varint(buf, u64::from(e.depth));
-        buf.push(e.kind | e.flags << 1);
+        let mut at = varint_at(&mut e8, 0, ((d << 1) ^ (d >> 63)) as u64);
+        at = varint_at(&mut e8, at, e.dur);
+        at = varint_at(&mut e8, at, u64::from(e.func));
+        at = varint_at(&mut e8, at, u64::from(e.depth));
+        e8[at] = e.kind | e.flags << 1;
+        buf.extend_from_slice(&e8[..at + 1]);
     }
 }
 
