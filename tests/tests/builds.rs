@@ -17,8 +17,17 @@ fn root() -> PathBuf {
 
 fn build_and_run(profile: &str, rustflags: Option<&str>, dir: &str, linker_note: Option<&str>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    build_and_run_with(Command::new(cargo), profile, rustflags, dir, linker_note)
+}
+
+fn build_and_run_with(
+    mut cmd: Command,
+    profile: &str,
+    rustflags: Option<&str>,
+    dir: &str,
+    linker_note: Option<&str>,
+) {
     let target_dir = root().join("target").join("fixture-builds").join(dir);
-    let mut cmd = Command::new(cargo);
     cmd.current_dir(root())
         .args([
             "build",
@@ -87,6 +96,41 @@ fn release_build_with_rust_lld() {
 #[test]
 fn fat_lto_one_codegen_unit() {
     build_and_run("fat-lto", None, "default", None);
+}
+
+/// The whole program, the tracer runtime and its dependencies included,
+/// built with compiler pads (nightly `-Z patchable-function-entry`): each
+/// `#[traceable]` function is still one function, traced once (the fixture
+/// checks `enable("fx_*") == 5` and exact counts), and none of the tracer's
+/// own functions is listed.
+#[test]
+fn whole_program_with_pads_lists_each_traceable_function_once() {
+    let mut v = Command::new("rustup");
+    v.args(["run", "nightly", "rustc", "--version"]);
+    assert!(
+        v.output().is_ok_and(|o| o.status.success()),
+        "no nightly toolchain; install it with `rustup toolchain install nightly --profile minimal` \
+         (scripts/setup-whole.sh does)"
+    );
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo"]);
+    // Not this (stable) cargo's variables: the nightly one finds its own.
+    for k in [
+        "CARGO",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_MAKEFLAGS",
+    ] {
+        cmd.env_remove(k);
+    }
+    build_and_run_with(
+        cmd,
+        "release",
+        Some("-Z patchable-function-entry=5"),
+        "nightly-pads",
+        None,
+    );
 }
 
 #[test]

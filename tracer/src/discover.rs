@@ -128,6 +128,9 @@ pub struct FoundFunc {
     pub ident: String,
     /// Runtime address of the symbol.
     pub start: usize,
+    /// Runtime address just past the symbol (its size; 16 bytes when the
+    /// symbol has none).
+    pub end: usize,
     /// The pad's runtime address.
     pub site: usize,
     /// Where it was recorded.
@@ -349,13 +352,14 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             let end = if s.1 == 0 { s.0 + 16 } else { s.0 + s.1 };
             site < end
         });
-        let Some(&(start, _, ref raw, _)) = sym else {
+        let Some(&(start, size, ref raw, _)) = sym else {
             let path = format!("{}+{:#x}", base_name(&obj.path), site - obj.bias);
             out.funcs.push(FoundFunc {
                 symbol: String::new(),
                 ident: path.clone(),
                 path,
                 start: site,
+                end: site + 1,
                 site,
                 source,
                 problem: Some(format!(
@@ -384,12 +388,42 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             path,
             ident,
             start,
+            end: start + if size == 0 { 16 } else { size },
             site,
             source,
             problem,
         });
     }
     Ok(out)
+}
+
+/// Crates of the tracer itself and of what its hooks and patching run
+/// (the instruction decoders, the demanglers): their functions are never
+/// listed, even in a program built whole with pads, as enabling them would
+/// trace the tracer (or patch the code that patches).
+const OWN_CRATES: &[&str] = &[
+    "tracer",
+    "tracer_core",
+    "tracer_arch_x86",
+    "tracer_arch_arm",
+    "tracer_preload",
+    "iced_x86",
+    "yaxpeax_arm",
+    "yaxpeax_arch",
+    "rustc_demangle",
+    "cpp_demangle",
+];
+
+/// Is the function at `path` the tracer's own (see [`OWN_CRATES`]), or one
+/// of its `__tracer` helpers?
+pub fn tracer_owned(path: &str) -> bool {
+    if path.starts_with("__tracer") {
+        return true;
+    }
+    let plain = tracer_core::pattern::plain_path(path);
+    let p = plain.as_deref().unwrap_or(path);
+    let first = p.split("::").next().unwrap_or("");
+    p.contains("::") && OWN_CRATES.contains(&first)
 }
 
 /// `endbr64`: the only instruction allowed before a pad on x86-64.
@@ -512,6 +546,27 @@ mod tests {
         assert_eq!(own_name("sqlite3BtreeClose.isra.0"), "sqlite3BtreeClose");
         assert_eq!(own_name("ns::f [clone .cold]"), "f");
         assert_eq!(own_name("<app::W>::new"), "new");
+    }
+
+    #[test]
+    fn the_tracers_own_functions_are_told_apart() {
+        for own in [
+            "tracer::thread::on_fentry",
+            "<iced_x86::decoder::Decoder as core::iter::Iterator>::next",
+            "__tracer_path_3",
+            "tracer_core::engine::apply_batch::<tracer_arch_x86::X86>",
+        ] {
+            assert!(tracer_owned(own), "{own}");
+        }
+        for theirs in [
+            "app::tracer::run",
+            "tracer_app::main",
+            "core::ptr::drop_in_place::<tracer::Error>",
+            "tracer",
+            "main",
+        ] {
+            assert!(!tracer_owned(theirs), "{theirs}");
+        }
     }
 
     #[test]

@@ -161,6 +161,22 @@ impl Registry {
     ) -> usize {
         let mut added = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        // Not the tracer's own functions, and not a `#[traceable]` function
+        // again (a program that links the runtime and is built with pads
+        // too): its macro's sites already trace it.
+        let traceable = |f: &crate::discover::FoundFunc| {
+            let i = self.sites.partition_point(|s| s.addr < f.start);
+            self.sites[i..]
+                .iter()
+                .take_while(|s| s.addr < f.end)
+                .any(|s| s.kind != tracer_core::site::KIND_FENTRY)
+        };
+        let found: Vec<crate::discover::FoundFunc> = found
+            .iter()
+            .filter(|f| !crate::discover::tracer_owned(&f.path) && !traceable(f))
+            .cloned()
+            .collect();
+        let found = &found[..];
         let names = distinct_names(found);
         for (f, name) in found.iter().zip(names) {
             let key = (path.to_string(), name.clone());
@@ -409,6 +425,7 @@ mod tests {
             ident: crate::discover::own_name(&path).to_string(),
             path,
             start,
+            end: start + 16,
             site: start,
             source: PadSource::PatchableEntry,
             problem: None,
