@@ -540,3 +540,124 @@ fn std_backtrace_inside_traced_frames_sees_the_real_callers() {
         );
     }
 }
+
+/// Rust names as users mean them, on v0-mangled (or legacy) names of a
+/// whole program: a function's own name selects every generic
+/// instantiation; `crate::module::*` selects inherent methods and trait
+/// impls of the module's types; an `#[inline]` function copied into two
+/// codegen units is one function (one row, counted together); every listed
+/// name given back to `enable` selects exactly that function.
+#[test]
+fn names_select_what_rust_users_mean() {
+    let b = built_or_fail!();
+    let d = Dir::new();
+    let mut p = d.fixture(b, "names");
+    let pid = p.pid();
+    let listed: Vec<Value> = json(&d.tracer(&["list", "-p", &pid, "--json"]))
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<String> = listed
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    let enabled_by = |pattern: &str| -> Vec<String> {
+        let out = ok(&d.tracer(&["enable", "-p", &pid, pattern]));
+        ok(&d.tracer(&["disable", "-p", &pid, pattern]));
+        out.lines()
+            .filter_map(|l| l.strip_prefix("enabled "))
+            .map(String::from)
+            .collect()
+    };
+
+    let generic = enabled_by("generic");
+    assert_eq!(generic.len(), 3, "{generic:?}");
+    assert!(
+        generic.iter().all(|n| n.contains("names::generic")),
+        "{generic:?}"
+    );
+
+    let module = enabled_by("whole_rust::names::*");
+    for want in [
+        "whole_rust::names::Cache>::get",
+        "as whole_rust::names::Store>::put",
+        "as core::fmt::Debug>::fmt",
+        "whole_rust::names::shared",
+    ] {
+        assert!(
+            module.iter().any(|n| n.contains(want)),
+            "{want} not selected by whole_rust::names::*: {module:?}"
+        );
+    }
+    assert!(
+        module
+            .iter()
+            .filter(|n| n.contains("names::generic"))
+            .count()
+            == 3
+    );
+    assert!(
+        !module.iter().any(|n| n.contains("cgu_a")),
+        "another module's function selected: {module:?}"
+    );
+
+    let shared: Vec<&String> = names
+        .iter()
+        .filter(|n| n.contains("names::shared"))
+        .collect();
+    assert_eq!(
+        shared.len(),
+        1,
+        "one row for the codegen-unit copies: {shared:?}"
+    );
+    let sites = listed
+        .iter()
+        .find(|f| f["name"].as_str() == Some(shared[0].as_str()))
+        .map(|f| f["problems"].as_array().map_or(0, Vec::len));
+    assert_eq!(sites, Some(0));
+
+    // Every name round-trips (those with usable pads; at most 150 of them).
+    let usable: Vec<&String> = listed
+        .iter()
+        .filter(|f| f["problems"].as_array().is_none_or(|a| a.is_empty()))
+        .filter_map(|f| {
+            names
+                .iter()
+                .find(|n| Some(n.as_str()) == f["name"].as_str())
+        })
+        .take(150)
+        .collect();
+    assert!(usable.len() >= 10, "{usable:?}");
+    for n in usable {
+        let got = enabled_by(n);
+        assert_eq!(got, [n.clone()], "enable {n:?}");
+    }
+    let (status, out) = p.finish();
+    assert!(status.success(), "{out}");
+
+    // The copies are counted together: 100 rounds, two calls each.
+    let d = Dir::new();
+    let hist = d.0.join("hist.txt");
+    let mut c = d
+        .cmd(TRACER)
+        .args(["run", "--enable", shared[0].as_str(), "--hist", "-o"])
+        .arg(&hist)
+        .arg("--")
+        .arg(&b.fixture)
+        .arg("names")
+        .env("TRACER_PRELOAD", &b.preload)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = std::fs::read_to_string(&hist).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.contains("names::shared"))
+        .unwrap_or_else(|| panic!("no row for shared:\n{table}"));
+    let count: u64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(count, 200, "{table}");
+}
