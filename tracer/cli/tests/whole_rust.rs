@@ -630,7 +630,7 @@ fn names_select_what_rust_users_mean() {
     assert!(usable.len() >= 10, "{usable:?}");
     for n in usable {
         let got = enabled_by(n);
-        assert_eq!(got, [n.clone()], "enable {n:?}");
+        assert_eq!(got, std::slice::from_ref(n), "enable {n:?}");
     }
     let (status, out) = p.finish();
     assert!(status.success(), "{out}");
