@@ -953,3 +953,41 @@ fn list_gives_source_lines_from_dwarf() {
         }
     }
 }
+
+/// GCC's clones (`f.isra.0`, `f.constprop.0`, `f.part.0`) of real code
+/// (Lua at -O2) are selected by their function's own name and shown as
+/// the clones they are.
+#[test]
+fn gcc_clones_are_selected_by_their_functions_name() {
+    let script = root().join("tests/fixtures/c/lua_work.lua");
+    let mut flags = vec!["-O2"];
+    flags.extend(GCC_PFE.flags);
+    let lua = build_lua("gcc-o2", &flags, &[]);
+    let dir = Dir::new();
+    let rec = dir.0.join("clones.rec");
+    let o = dir
+        .cmd(Path::new(TRACER))
+        .env("TRACER_PRELOAD", preload())
+        .args(["run", "--enable", "adjust_assign,luaK_codek", "--record"])
+        .arg(&rec)
+        .arg("--")
+        .arg(&lua)
+        .arg(&script)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("errors=281 "));
+    let rows: serde_json::Value =
+        serde_json::from_str(&dir.ok(&["report", rec.to_str().unwrap(), "--json"])).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["calls"].as_u64() > Some(0))
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for want in ["adjust_assign.isra.0", "luaK_codek.isra.0"] {
+        assert!(names.contains(&want), "{want} not traced: {names:?}\n{err}");
+    }
+}
