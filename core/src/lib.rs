@@ -18,6 +18,9 @@
 //! - [`event`]: the fixed-size event record and the single-producer ring that
 //!   carries events from the traced threads to their readers.
 //!
+//! - [`wire`]: the agent ↔ `tracer` program contract (version, limits,
+//!   socket paths, environment variables), written once.
+//!
 //! Nothing here touches a live CPU; everything is unit-tested on any host.
 #![deny(missing_docs)]
 
@@ -28,6 +31,7 @@ pub mod loghist;
 pub mod model;
 pub mod pattern;
 pub mod site;
+pub mod wire;
 
 pub use backend::{
     Backend, EncodeError, InflightSite, Insn, PadError, PadState, Plan, TrapContext, TrapOutcome,

@@ -101,10 +101,10 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Protocol version spoken by this agent.
-pub const PROTOCOL_VERSION: u64 = 1;
 /// Largest message accepted, in bytes.
-pub const MAX_MESSAGE: usize = 1 << 20;
+pub use tracer_core::wire::MAX_REQUEST as MAX_MESSAGE;
+/// Protocol version spoken by this agent.
+pub use tracer_core::wire::PROTOCOL_VERSION;
 /// Most memfds sent in one reply (the kernel's SCM_MAX_FD is 253).
 const MAX_FDS: usize = 200;
 
@@ -118,17 +118,16 @@ pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
 
 /// The directory holding the agents' sockets for this user.
 pub fn socket_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join("tracer"),
-        // SAFETY: getuid has no preconditions.
-        _ => PathBuf::from(format!("/tmp/tracer-{}", unsafe { libc::getuid() })),
-    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR");
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    tracer_core::wire::socket_dir(runtime.as_deref().map(Path::new), uid)
 }
 
 /// Start the agent thread unless `TRACER_AGENT=0`. Called from the ELF
 /// constructor; never panics.
 pub fn start() {
-    if std::env::var_os("TRACER_AGENT").is_some_and(|v| v == "0") {
+    if std::env::var_os(tracer_core::wire::env::AGENT).is_some_and(|v| v == "0") {
         return;
     }
     // A program linking this crate that also has `libtracer_preload.so`
@@ -179,7 +178,7 @@ fn program_has_its_own() -> bool {
 /// this process ran before `exec` (same pid) refuses the connection (its
 /// listener was closed on exec), so it does not count.
 fn earlier_agent() -> Option<UnixStream> {
-    let path = socket_dir().join(format!("{}.sock", std::process::id()));
+    let path = socket_dir().join(tracer_core::wire::socket_name(std::process::id()));
     let s = UnixStream::connect(&path).ok()?;
     peer_cred(&s)
         .is_some_and(|c| c.pid as u32 == std::process::id())
@@ -253,7 +252,10 @@ fn remove_stale(dir: &Path) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_suffix(".sock").or_else(|| n.strip_suffix(".new")))
+            .and_then(|n| {
+                n.strip_suffix(tracer_core::wire::SOCKET_SUFFIX)
+                    .or_else(|| n.strip_suffix(".new"))
+            })
             .and_then(|n| n.parse::<i32>().ok())
         else {
             continue;
@@ -300,7 +302,7 @@ fn bind() -> Result<UnixListener, String> {
     let dir = socket_dir();
     prepare_dir(&dir)?;
     remove_stale(&dir);
-    let path = dir.join(format!("{}.sock", std::process::id()));
+    let path = dir.join(tracer_core::wire::socket_name(std::process::id()));
     // Bound and listening under another name first, then renamed: a client
     // that sees `<pid>.sock` can always connect (between bind and listen it
     // would be refused).

@@ -130,14 +130,14 @@ extern "C" fn agent_constructor() {
     // Under `tracer run` (TRACER_RUN is its pid) only the command itself
     // takes TRACER_WAIT_READER and TRACER_ENABLE: the programs it starts
     // inherit them, but nobody waits for them (each would stall 10 s).
-    let run_child = std::env::var("TRACER_RUN").map_or(true, |pid| {
+    let run_child = std::env::var(tracer_core::wire::env::RUN).map_or(true, |pid| {
         // SAFETY: getppid has no preconditions.
         pid.parse::<i32>().ok() == Some(unsafe { libc::getppid() })
     });
     if !run_child {
         return;
     }
-    if std::env::var_os("TRACER_WAIT_READER").is_some() {
+    if std::env::var_os(tracer_core::wire::env::WAIT_READER).is_some() {
         // `tracer run --trace/--hist`: wait (10 s at most) until its reader
         // has attached, so every event from main on reaches it.
         let t0 = std::time::Instant::now();
@@ -145,7 +145,7 @@ extern "C" fn agent_constructor() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-    if let Some(p) = std::env::var_os("TRACER_ENABLE") {
+    if let Some(p) = std::env::var_os(tracer_core::wire::env::ENABLE) {
         // `TRACER_ENABLE=PATTERN`: enable before main, as uftrace's -F does.
         enable_at_start(&p.to_string_lossy());
     }

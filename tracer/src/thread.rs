@@ -334,7 +334,7 @@ pub fn all() -> impl Iterator<Item = &'static ThreadState> {
 pub fn init(nfuncs: usize) {
     NFUNCS.store(nfuncs, Ordering::Release);
     if CAPACITY.load(Ordering::Relaxed) == 0 {
-        let cap = std::env::var("TRACER_BUFFER_EVENTS")
+        let cap = std::env::var(tracer_core::wire::env::BUFFER_EVENTS)
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(DEFAULT_EVENTS);

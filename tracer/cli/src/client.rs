@@ -31,13 +31,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Protocol version this program speaks.
-pub const PROTOCOL_VERSION: u64 = 1;
 /// Largest reply accepted, in bytes.
-pub const MAX_MESSAGE: usize = 64 << 20;
-/// Largest request the agent accepts, in bytes (its own `MAX_MESSAGE`):
-/// a larger one is refused here, before it is sent.
-pub const MAX_REQUEST: usize = 1 << 20;
+pub use tracer_core::wire::MAX_REPLY as MAX_MESSAGE;
+/// Largest request the agent accepts, in bytes: a larger one is refused
+/// here, before it is sent.
+pub use tracer_core::wire::MAX_REQUEST;
+/// Protocol version this program speaks.
+pub use tracer_core::wire::PROTOCOL_VERSION;
 /// Most descriptors accepted with one reply (the agent sends at most 200).
 pub const MAX_FDS: usize = 1024;
 /// How long a request may take before it is reported as unanswered.
@@ -75,9 +75,9 @@ fn uid() -> u32 {
 pub fn socket_dirs() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        v.push(Path::new(&d).join("tracer"));
+        v.push(tracer_core::wire::socket_dir(Some(Path::new(&d)), uid()));
     }
-    v.push(PathBuf::from(format!("/tmp/tracer-{}", uid())));
+    v.push(tracer_core::wire::fallback_socket_dir(uid()));
     v
 }
 
@@ -105,12 +105,12 @@ fn target_runtime_dir(pid: i32) -> Option<PathBuf> {
 pub fn socket_dirs_for(pid: i32) -> Vec<PathBuf> {
     let mut v = socket_dirs();
     if let Some(d) = target_runtime_dir(pid) {
-        v.push(d.join("tracer"));
+        v.push(d.join(tracer_core::wire::SOCKET_SUBDIR));
     }
     if euid() == 0 {
         if let Some(u) = owner_uid(pid) {
-            v.push(PathBuf::from(format!("/run/user/{u}/tracer")));
-            v.push(PathBuf::from(format!("/tmp/tracer-{u}")));
+            v.push(Path::new(&format!("/run/user/{u}")).join(tracer_core::wire::SOCKET_SUBDIR));
+            v.push(tracer_core::wire::fallback_socket_dir(u));
         }
         for (parent, keep) in [
             ("/run/user", &(|_: &str| true) as &dyn Fn(&str) -> bool),
@@ -203,7 +203,7 @@ pub fn comm(pid: i32) -> String {
 pub fn socket_of(pid: i32) -> Option<PathBuf> {
     socket_dirs_for(pid)
         .into_iter()
-        .map(|d| d.join(format!("{pid}.sock")))
+        .map(|d| d.join(tracer_core::wire::socket_name(pid as u32)))
         .find(|p| p.exists())
 }
 
@@ -213,7 +213,7 @@ pub fn socket_of(pid: i32) -> Option<PathBuf> {
 fn trusted_socket_of(pid: i32, uid: u32) -> Result<Option<PathBuf>, Error> {
     let mut refused = None;
     for d in socket_dirs_for(pid) {
-        let p = d.join(format!("{pid}.sock"));
+        let p = d.join(tracer_core::wire::socket_name(pid as u32));
         if std::fs::symlink_metadata(&p).is_err() {
             continue;
         }
@@ -247,7 +247,7 @@ pub fn traced_processes() -> Result<Vec<(i32, String)>, Error> {
             let name = e.file_name();
             let Some(pid) = name
                 .to_str()
-                .and_then(|n| n.strip_suffix(".sock"))
+                .and_then(|n| n.strip_suffix(tracer_core::wire::SOCKET_SUFFIX))
                 .and_then(|n| n.parse::<i32>().ok())
             else {
                 continue;

@@ -18,6 +18,7 @@ use tracer_cli::reader::Reader;
 use tracer_cli::record::{self, Recording};
 use tracer_cli::{dur, exit, printable, report, Error};
 use tracer_core::event::Event;
+use tracer_core::wire;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -1245,7 +1246,7 @@ fn preload_for(program: &str) -> Result<Option<PathBuf>, Error> {
     if path.as_deref().is_some_and(tracer_cli::links_runtime) {
         return Ok(None);
     }
-    if let Some(p) = std::env::var_os("TRACER_PRELOAD") {
+    if let Some(p) = std::env::var_os(wire::env::PRELOAD) {
         return Ok(Some(PathBuf::from(p)));
     }
     let exe = std::env::current_exe().map_err(io_err)?;
@@ -1321,18 +1322,18 @@ fn run_verb(
     command.args(&cmd[1..]);
     // The runtime of the command itself (our child) takes the two below;
     // the programs it starts inherit them and ignore them.
-    command.env("TRACER_RUN", std::process::id().to_string());
+    command.env(wire::env::RUN, std::process::id().to_string());
     if !enable.is_empty() {
         // Enabled by the runtime before main, so nothing is missed.
-        command.env("TRACER_ENABLE", enable.join(","));
+        command.env(wire::env::ENABLE, enable.join(","));
     }
     if trace_on || hist_on || record_to.is_some() {
         // The program waits (up to 10 s) for our reader before main, so
         // the in-process collector does not consume the first events.
-        command.env("TRACER_WAIT_READER", "1");
+        command.env(wire::env::WAIT_READER, "1");
     }
     if let Some(n) = buffer {
-        command.env("TRACER_BUFFER_EVENTS", n.to_string());
+        command.env(wire::env::BUFFER_EVENTS, n.to_string());
     }
     // Made before the program starts: a path that cannot be written is
     // refused before anything runs.
