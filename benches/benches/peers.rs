@@ -283,6 +283,17 @@ fn rows(root: &Path, target: &Path, n: u64) -> Vec<Row> {
             after: After::Nothing,
         },
         Row {
+            label: "floor: rdtsc + 16 B TLS store, entry+exit",
+            skip: no_clang(),
+            build: Some(cc(
+                CLANG,
+                &["-O2", "-finstrument-functions", "-DWORK_FLOOR"],
+                "work-floor",
+            )),
+            run: Cmd::new([run_exe("work-floor"), n.clone()]),
+            after: After::Nothing,
+        },
+        Row {
             label: "clang pads, not enabled",
             skip: no_clang(),
             build: Some(cc(
