@@ -104,7 +104,11 @@ impl Thread {
 /// The calls of a stream of events, per thread.
 #[derive(Default)]
 pub struct Walker {
-    threads: HashMap<u64, Thread>,
+    threads: Vec<(u64, Thread)>,
+    /// Index in `threads` by thread id.
+    index: HashMap<u64, usize>,
+    /// The last thread fed (events come in runs of one thread's).
+    last: Option<(u64, usize)>,
 }
 
 impl Walker {
@@ -116,7 +120,19 @@ impl Walker {
     /// Feed one event of thread `tid` (each thread's events in order); `f`
     /// gets the calls it completes.
     pub fn feed(&mut self, tid: u64, e: &Event, f: &mut impl FnMut(Call<'_>)) {
-        let t = self.threads.entry(tid).or_default();
+        let i = match self.last {
+            Some((t, i)) if t == tid => i,
+            _ => {
+                let n = self.threads.len();
+                let i = *self.index.entry(tid).or_insert(n);
+                if i == n {
+                    self.threads.push((tid, Thread::default()));
+                }
+                self.last = Some((tid, i));
+                i
+            }
+        };
+        let t = &mut self.threads[i].1;
         let d = e.depth as usize;
         if t.acc.len() < d + 2 {
             t.acc.resize(d + 2, 0);

@@ -2,7 +2,6 @@
 //! `tracer_core::loghist`; count, minimum and maximum exact) and log2 bars.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use tracer_core::loghist::LogHist;
 
@@ -139,32 +138,47 @@ fn unit(v: u64) -> String {
     v.to_string()
 }
 
-/// Histograms of every function seen, by index.
+/// Histograms of every function seen, by index (a slot per index, so a
+/// call costs no map lookup).
 #[derive(Default)]
 pub struct Hists {
-    /// Per function index.
-    pub funcs: BTreeMap<u32, FuncHist>,
+    funcs: Vec<Option<FuncHist>>,
 }
 
 impl Hists {
+    fn slot(&mut self, func: u32) -> &mut FuncHist {
+        let i = func as usize;
+        if self.funcs.len() <= i {
+            self.funcs.resize_with(i + 1, || None);
+        }
+        self.funcs[i].get_or_insert_with(FuncHist::default)
+    }
+
     /// Add one duration of function `func`.
     pub fn record(&mut self, func: u32, ns: u64) {
-        self.funcs.entry(func).or_default().record(ns);
+        self.slot(func).record(ns);
     }
 
     /// Count one call of `func` that never returned.
     pub fn left(&mut self, func: u32) {
-        self.funcs.entry(func).or_default().left();
+        self.slot(func).left();
+    }
+
+    /// The functions with a histogram, by index.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &FuncHist)> {
+        self.funcs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((i as u32, h.as_ref()?)))
     }
 
     /// Summaries of the functions with at least one call whose index passes
     /// `keep`, sorted by name.
     pub fn summaries(&self, names: &[String], keep: impl Fn(u32) -> bool) -> Vec<Summary> {
         let mut v: Vec<Summary> = self
-            .funcs
             .iter()
-            .filter(|(f, h)| keep(**f) && (h.count() > 0 || h.not_returned() > 0))
-            .map(|(f, h)| h.summary(names.get(*f as usize).map_or("?", |s| s.as_str())))
+            .filter(|(f, h)| keep(*f) && (h.count() > 0 || h.not_returned() > 0))
+            .map(|(f, h)| h.summary(names.get(f as usize).map_or("?", |s| s.as_str())))
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v

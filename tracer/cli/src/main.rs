@@ -971,11 +971,11 @@ fn print_hists(
         return out.flush();
     }
     write!(out, "{}", bold(&hist::table(&rows)))?;
-    for (f, h) in &hists.funcs {
-        if !keep(*f) || h.count() == 0 {
+    for (f, h) in hists.iter() {
+        if !keep(f) || h.count() == 0 {
             continue;
         }
-        let name = names.get(*f as usize).map_or("?", |s| s.as_str());
+        let name = names.get(f as usize).map_or("?", |s| s.as_str());
         writeln!(out, "\n@{name} (ns):")?;
         write!(out, "{}", h.chart(40))?;
     }
