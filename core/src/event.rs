@@ -386,6 +386,63 @@ mod tests {
         }
     }
 
+    /// A seeded fuzz of attaching to hostile shared memory: 20,000 headers
+    /// with random bytes changed (magic, version, capacity, indices) attach
+    /// or are refused, and draining an attached one never reads outside the
+    /// memory, never yields more than the capacity, and never panics.
+    #[test]
+    fn hostile_headers_are_refused_or_drained_safely() {
+        const CAP: usize = 16;
+        const LEN: usize = 192 + CAP * 24;
+        #[repr(C, align(64))]
+        struct Block([u8; LEN]);
+        let mut clean = Block([0; LEN]);
+        // SAFETY: `clean` is 64-aligned and LEN = bytes_for(CAP) bytes long.
+        let r = unsafe { Ring::init(clean.0.as_mut_ptr(), CAP, 7) };
+        let mut ct = 0;
+        for i in 0..10 {
+            r.push(&mut ct, &ev(i));
+        }
+        drop(r);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut attached, mut refused, mut corrupt) = (0, 0, 0);
+        for _ in 0..20_000 {
+            let mut b = Block(clean.0);
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % 192) as usize;
+                b.0[at] = next() as u8;
+            }
+            let len = if next() % 8 == 0 {
+                (next() % LEN as u64) as usize
+            } else {
+                LEN
+            };
+            // SAFETY: `b` is 64-aligned, valid for `len` <= LEN bytes, and
+            // outlives the ring.
+            match unsafe { Ring::attach(b.0.as_mut_ptr(), len) } {
+                Err(_) => refused += 1,
+                Ok(r) => {
+                    attached += 1;
+                    let mut n = 0;
+                    match r.try_drain(usize::MAX, |_| n += 1) {
+                        Ok(k) => assert!(k == n && n <= r.capacity()),
+                        Err(_) => corrupt += 1,
+                    }
+                }
+            }
+        }
+        assert!(
+            attached > 0 && refused > 0,
+            "{attached} {refused} {corrupt}"
+        );
+    }
+
     #[test]
     fn layout_is_stable() {
         assert_eq!(std::mem::size_of::<Event>(), 24);

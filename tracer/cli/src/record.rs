@@ -727,4 +727,69 @@ mod tests {
         pack(&mut b, &evs[2..]);
         assert!(b.len() <= 12, "{}", b.len());
     }
+
+    /// A seeded fuzz of the parser: 20,000 damaged copies of a real file
+    /// (bytes changed, cut short, bytes inserted) parse or are refused,
+    /// never panic, and never yield more events than their bytes can hold.
+    /// (`.ci/run` runs it with the rest of the suite.)
+    #[test]
+    fn damaged_files_parse_or_are_refused() {
+        let h = Header {
+            pid: 1,
+            exe: "/bin/x".into(),
+            clock: "tsc".into(),
+            ticks_per_ns: 1.0,
+            functions: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let mut w = Writer::new(Vec::new(), &h).unwrap();
+        for t in 0..3u64 {
+            let evs: Vec<Event> = (0..50u64)
+                .map(|i| Event {
+                    ts: 1000 + i * 37,
+                    dur: if i % 2 == 1 { 37 } else { 0 },
+                    func: (i % 3) as u32,
+                    depth: (i % 4) as u16,
+                    kind: (i % 2) as u8,
+                    flags: 0,
+                })
+                .collect();
+            w.events(t, &evs).unwrap();
+            w.events_v1(t + 10, &evs[..5]).unwrap();
+        }
+        let good = w.finish(&Trailer::default()).unwrap();
+        assert_eq!(Recording::parse(&good).unwrap().events.len(), 165);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            match next() % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 8 {
+                        let at = (next() % b.len() as u64) as usize;
+                        b[at] = next() as u8;
+                    }
+                }
+                1 => b.truncate((next() % b.len() as u64) as usize),
+                _ => {
+                    let at = (next() % b.len() as u64) as usize;
+                    b.insert(at, next() as u8);
+                }
+            }
+            match Recording::parse(&b) {
+                Ok(r) => {
+                    ok += 1;
+                    // At least 5 bytes an event, packed or not.
+                    assert!(r.events.len() * 5 <= b.len());
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(ok > 0 && refused > 0, "{ok} {refused}");
+    }
 }
