@@ -403,7 +403,6 @@ mod tests {
         for i in 0..10 {
             r.push(&mut ct, &ev(i));
         }
-        drop(r);
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             x ^= x << 13;
