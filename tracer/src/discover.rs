@@ -137,6 +137,9 @@ pub struct FoundFunc {
     pub source: PadSource,
     /// Why the pad cannot be used, if so.
     pub problem: Option<String>,
+    /// Other names of the same address (aliases: `__foo` and `foo`),
+    /// demangled; patterns select the function by them too.
+    pub aliases: Vec<String>,
 }
 
 /// What one object holds.
@@ -343,6 +346,13 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             .then(b.3.cmp(&a.3))
             .then(a.2.len().cmp(&b.2.len()))
     });
+    // The other names of each address: aliases a user may know it by.
+    let mut aliases: std::collections::HashMap<usize, Vec<String>> = Default::default();
+    for w in syms.windows(2) {
+        if w[0].0 == w[1].0 && w[0].2 != w[1].2 {
+            aliases.entry(w[0].0).or_default().push(demangle(&w[1].2));
+        }
+    }
     syms.dedup_by_key(|s| s.0);
 
     for (site, source) in sites {
@@ -366,6 +376,7 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
                     "no symbol covers the pad at {site:#x} in {}; a stripped object cannot be named",
                     obj.path
                 )),
+                aliases: Vec::new(),
             });
             continue;
         };
@@ -392,6 +403,7 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             site,
             source,
             problem,
+            aliases: aliases.remove(&start).unwrap_or_default(),
         });
     }
     Ok(out)

@@ -541,19 +541,43 @@ fn verify_hooks() -> Option<String> {
 
 /// Every function for pattern matching; unloaded ones get an empty name
 /// (no pattern matches it).
-fn named(reg: &registry::Registry) -> Vec<Named<'_>> {
-    reg.funcs
-        .iter()
-        .map(|f| {
-            if f.loaded {
-                Named {
-                    path: &f.path,
-                    own: &f.ident,
-                }
-            } else {
-                Named { path: "", own: "" }
-            }
-        })
+/// The functions among `candidates` (indices, ascending) that `pattern`
+/// selects, by their names or their aliases; function indices, ascending.
+fn resolve_in(
+    reg: &registry::Registry,
+    candidates: &[usize],
+    pattern: &str,
+) -> Result<Vec<usize>, PatternError> {
+    let mut named: Vec<Named<'_>> = Vec::with_capacity(candidates.len());
+    let mut owner: Vec<usize> = Vec::with_capacity(candidates.len());
+    for &i in candidates {
+        let f = &reg.funcs[i];
+        named.push(Named {
+            path: &f.path,
+            own: &f.ident,
+        });
+        owner.push(i);
+        for a in &f.aliases {
+            named.push(Named {
+                path: a,
+                own: discover::own_name(a),
+            });
+            owner.push(i);
+        }
+    }
+    let mut v: Vec<usize> = pattern::resolve(pattern, &named)?
+        .into_iter()
+        .map(|k| owner[k])
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
+/// The loaded functions' indices.
+fn loaded(reg: &registry::Registry) -> Vec<usize> {
+    (0..reg.funcs.len())
+        .filter(|&i| reg.funcs[i].loaded)
         .collect()
 }
 
@@ -561,7 +585,7 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     let rt = runtime()?;
     let mut guard = rt.state();
     let State { reg, enabled, .. } = &mut *guard;
-    let funcs = pattern::resolve(pattern, &named(reg))?;
+    let funcs = resolve_in(reg, &loaded(reg), pattern)?;
     let targets: Vec<usize> = funcs.into_iter().filter(|&f| enabled[f] != on).collect();
     let mut report = Report::default();
     if targets.is_empty() {
@@ -817,17 +841,9 @@ pub(crate) fn functions_page(
     let rt = runtime()?;
     let st = rt.state();
     let funcs = &st.reg.funcs;
-    let mut order: Vec<usize> = (0..funcs.len()).filter(|&i| funcs[i].loaded).collect();
+    let mut order = loaded(&st.reg);
     if let Some(p) = pattern {
-        let named: Vec<Named<'_>> = order
-            .iter()
-            .map(|&i| Named {
-                path: &funcs[i].path,
-                own: &funcs[i].ident,
-            })
-            .collect();
-        let picked = pattern::resolve(p, &named)?;
-        order = picked.into_iter().map(|k| order[k]).collect();
+        order = resolve_in(&st.reg, &order, p)?;
     }
     order.sort_unstable_by(|&a, &b| funcs[a].path.cmp(&funcs[b].path).then(a.cmp(&b)));
     let total = order.len();

@@ -49,6 +49,8 @@ pub struct Func {
     pub sites: Vec<usize>,
     /// The object a compiler-padded function lives in (`None`: `#[traceable]`).
     pub object: Option<String>,
+    /// Other names of it (symbol aliases), which patterns also select.
+    pub aliases: Vec<String>,
     /// False once its object was unloaded.
     pub loaded: bool,
 }
@@ -94,6 +96,7 @@ impl Registry {
                     line: desc.line,
                     sites: Vec::new(),
                     object: None,
+                    aliases: Vec::new(),
                     loaded: true,
                 });
                 funcs.len() - 1
@@ -190,6 +193,7 @@ impl Registry {
                         line: 0,
                         sites: Vec::new(),
                         object: Some(path.to_string()),
+                        aliases: f.aliases.clone(),
                         loaded: true,
                     });
                     let i = (self.funcs.len() - 1) as u32;
@@ -429,6 +433,7 @@ mod tests {
             site: start,
             source: PadSource::PatchableEntry,
             problem: None,
+            aliases: Vec::new(),
         }
     }
 

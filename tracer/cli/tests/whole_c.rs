@@ -991,3 +991,20 @@ fn gcc_clones_are_selected_by_their_functions_name() {
         assert!(names.contains(&want), "{want} not traced: {names:?}\n{err}");
     }
 }
+
+/// A function known by two symbols (an alias) is one function, selected by
+/// either name.
+#[test]
+fn aliases_select_their_function() {
+    for mode in MODES {
+        let exe = build(mode, false, &["alias.c"], "alias", &[]);
+        for pattern in ["real_work", "other_name"] {
+            let dir = Dir::new();
+            let (code, out) = run_traced(&dir, &exe, pattern);
+            assert_eq!(code, 0, "{mode:?} {pattern}:\n{out}");
+            assert!(out.lines().any(|l| l == "9"), "{mode:?}: {out}");
+            let calls = graph(&out).iter().filter(|l| l.contains("();")).count();
+            assert_eq!(calls, 3, "{mode:?} {pattern}: {out}");
+        }
+    }
+}
