@@ -13,25 +13,32 @@ use std::time::Duration;
 /// exit is missed), enables it again in the middle of the next call (whose
 /// entry was missed), and lets a third call run whole. `started()` is the
 /// number of calls begun so far. Returns the function's latency summary
-/// (`None`: no call timed).
+/// (`None`: no call timed) and the longest call as the caller itself timed
+/// it, around each call (the oracle: on a loaded machine a nap may oversleep
+/// by far more than the nap).
 ///
 /// Without the enabled-window rule, the second call's exit would be timed
-/// against the first call's stale entry: two naps and a gap.
+/// against the first call's stale entry: two naps and a gap, longer than
+/// any call really was.
 pub fn toggle_mid_call(
     name: &str,
     nap: Duration,
     rounds: u64,
     started: fn() -> u64,
     call: fn(),
-) -> Option<tracer::LatencySummary> {
+) -> (Option<tracer::LatencySummary>, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let caller = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
             while !stop.load(Ordering::SeqCst) {
+                let t = std::time::Instant::now();
                 call();
+                longest = longest.max(t.elapsed());
                 std::thread::sleep(nap * 2); // the gap a mismatch would span
             }
+            longest
         })
     };
     let wait_inside = |n: u64| {
@@ -54,8 +61,8 @@ pub fn toggle_mid_call(
         next += 3;
     }
     stop.store(true, Ordering::SeqCst);
-    caller.join().unwrap();
-    tracer::latency(name)
+    let longest = caller.join().unwrap();
+    (tracer::latency(name), longest)
 }
 
 /// A shared library built from C source with clang-19 and
