@@ -83,10 +83,16 @@ macro_rules! __tracer_define_trampolines {
 /// return trampoline puts the original return address back in the slot the
 /// traced function's `ret` just popped (the first thing it does is to
 /// reserve it again) and jumps there through it.
+///
+/// The return trampoline has unwind information (see the comments in it):
+/// `$fret_personality` is its personality routine, which libgcc calls for
+/// the frame of every hooked return an exception or forced unwind walks
+/// through, with the caller's context; it must put the frame's real return
+/// address back in the slot at the context's CFA − 8.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
-    ($fentry_hook:path, $fret_hook:path, $lean:path, $xsave_size:path) => {
+    ($fentry_hook:path, $fret_hook:path, $fret_personality:path, $lean:path, $xsave_size:path) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
@@ -119,23 +125,59 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".hidden __tracer_v1_tramp_fret",
             ".type __tracer_v1_tramp_fret,@function",
             ".p2align 4",
+            ".skip 8, 0xcc",
+            // Unwind information, for unwinders that meet a hooked return:
+            // the frame that returns into the trampoline has it as its return
+            // address, so an unwinder looks up `__tracer_v1_tramp_fret - 1`,
+            // covered by this FDE (the 8 tag bytes before the code are never
+            // executed). The frame's CFA is the stack pointer after the
+            // traced function's `ret` (its slot is just below). Its return
+            // address, the real caller, is on the thread's shadow stack,
+            // which no unwinding rule can reach: the personality routine
+            // (`$fret_personality`, called by libgcc for every frame of an
+            // exception or a forced unwind, `pthread_cancel` included, before
+            // it reads the caller) gives the frame's real return address
+            // back into its slot. The rule for the return address reads the
+            // slot and yields it if it is a real return address, or 0 (the
+            // end of the stack, cleanly) if it still holds this trampoline
+            // (`*(v - 8)` is the tag): gdb, perf and other walkers, which call
+            // no personality routine, stop here instead of looping.
+            ".cfi_startproc",
+            ".cfi_personality 0x1b, {pers}",
+            ".cfi_def_cfa rsp, 0",
+            // DW_CFA_val_expression rip: CFA 8 - deref; dup 8 - deref;
+            // const8u TAG; ne; mul.
+            ".cfi_escape 0x16, 0x10, 0x12, 0x38, 0x1c, 0x06, 0x12, 0x38, 0x1c, 0x06, 0x0e, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x1e",
+            ".ascii \"tracer.r\"",
             "__tracer_v1_tramp_fret:",
             // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8,
             // kept free to hold the original return address.
             "sub rsp, 8",
-            "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
+            ".cfi_adjust_cfa_offset 8",
+            "push rax\n .cfi_adjust_cfa_offset 8\n push rcx\n .cfi_adjust_cfa_offset 8",
+            "push rdx\n .cfi_adjust_cfa_offset 8\n push rsi\n .cfi_adjust_cfa_offset 8",
+            "push rdi\n .cfi_adjust_cfa_offset 8\n push r8\n .cfi_adjust_cfa_offset 8",
+            "push r9\n .cfi_adjust_cfa_offset 8\n push r10\n .cfi_adjust_cfa_offset 8",
+            "push r11\n .cfi_adjust_cfa_offset 8",
             "lea rdi, [rsp + 72]",
             "test byte ptr [rip + {lean}], 1",
             "jnz 2f",
             "sub rsp, 8",
-            $crate::__tracer_saving_call!("call ", "{fret}", "4", "5"),
+            ".cfi_adjust_cfa_offset 8",
+            $crate::__tracer_saving_call!(cfi: "call ", "{fret}", "4", "5"),
             "add rsp, 8",
+            ".cfi_adjust_cfa_offset -8",
             "jmp 3f",
             "2:",
             "call {fret}",
             "3:",
+            // From here the slot holds the real return address.
             "mov qword ptr [rsp + 72], rax",
-            "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
+            "pop r11\n .cfi_adjust_cfa_offset -8\n pop r10\n .cfi_adjust_cfa_offset -8",
+            "pop r9\n .cfi_adjust_cfa_offset -8\n pop r8\n .cfi_adjust_cfa_offset -8",
+            "pop rdi\n .cfi_adjust_cfa_offset -8\n pop rsi\n .cfi_adjust_cfa_offset -8",
+            "pop rdx\n .cfi_adjust_cfa_offset -8\n pop rcx\n .cfi_adjust_cfa_offset -8",
+            "pop rax\n .cfi_adjust_cfa_offset -8",
             // Not `ret`: the return-stack predictor's entry for this return
             // was consumed by the traced function's own `ret` (which came
             // here), so a `ret` would mispredict and leave every later
@@ -143,11 +185,14 @@ macro_rules! __tracer_define_fentry_trampolines {
             // predicted from its own history. The slot stays valid below rsp:
             // it is in the red zone, which signal frames skip.
             "add rsp, 8",
+            ".cfi_adjust_cfa_offset -8",
             "jmp qword ptr [rsp - 8]",
+            ".cfi_endproc",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
             ".popsection",
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
+            pers = sym $fret_personality,
             lean = sym $lean,
             xsize = sym $xsave_size,
         );
@@ -162,9 +207,26 @@ macro_rules! __tracer_define_fentry_trampolines {
 #[doc(hidden)]
 macro_rules! __tracer_saving_call {
     ($call:literal, $target:literal, $l1:literal, $l2:literal) => {
+        $crate::__tracer_saving_call!(@with "", "", "", "", $call, $target, $l1, $l2)
+    };
+    // The same, with unwind information (inside `.cfi_startproc`).
+    (cfi: $call:literal, $target:literal, $l1:literal, $l2:literal) => {
+        $crate::__tracer_saving_call!(
+            @with
+            ".cfi_adjust_cfa_offset 8\n.cfi_rel_offset rbp, 0\n",
+            ".cfi_def_cfa_register rbp\n",
+            ".cfi_def_cfa_register rsp\n",
+            ".cfi_adjust_cfa_offset -8\n.cfi_restore rbp\n",
+            $call, $target, $l1, $l2
+        )
+    };
+    (@with $pushed:literal, $framed:literal, $unframed:literal, $popped:literal,
+     $call:literal, $target:literal, $l1:literal, $l2:literal) => {
         concat!(
             "push rbp\n",
+            $pushed,
             "mov rbp, rsp\n",
+            $framed,
             "push rdx\n",
             "mov ecx, dword ptr [rip + {xsize}]\n",
             "test ecx, ecx\n",
@@ -208,7 +270,9 @@ macro_rules! __tracer_saving_call {
             $l2,
             ":\n",
             "mov rsp, rbp\n",
+            $unframed,
             "pop rbp\n",
+            $popped,
         )
     };
 }

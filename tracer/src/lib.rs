@@ -74,6 +74,7 @@ tracer_arch_x86::__tracer_define_trampolines!(
 tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
+    crate::whole::fret_personality,
     crate::thread::LEAN,
     crate::thread::XSAVE_SIZE
 );

@@ -140,6 +140,43 @@ fn own_unwinder(path: &str, at: usize) {
     RETURNS.store(4, Ordering::Release);
 }
 
+/// The return trampoline's personality routine (x86-64; the trampoline's
+/// unwind information is in `tracer_arch_x86`'s
+/// `__tracer_define_fentry_trampolines!`). libgcc calls it for the frame of
+/// a hooked return that an unwind walks through before it reads that
+/// frame's caller from the slot: an exception or a forced unwind that no
+/// interposer saw first, above all a thread cancelled with
+/// `pthread_cancel`, which glibc unwinds through libgcc by its own handle.
+/// The frame's real return address goes back into its slot (the frame is
+/// counted as unwound) and the unwind goes on to the real caller. The
+/// context's CFA is the traced function's (the unwinder has not stepped
+/// past the trampoline yet): its return address slot is just below.
+///
+/// # Safety
+/// Only the unwinder calls it, with its context for that frame.
+#[cfg(target_arch = "x86_64")]
+pub unsafe extern "C" fn fret_personality(
+    _version: libc::c_int,
+    _actions: libc::c_int,
+    _class: u64,
+    _exc: *mut libc::c_void,
+    ctx: *mut libc::c_void,
+) -> libc::c_int {
+    const URC_CONTINUE_UNWIND: libc::c_int = 8;
+    extern "C" {
+        fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
+    }
+    let fret = thread::FRET.load(Ordering::Relaxed);
+    // SAFETY: `ctx` is the unwinder's context, per the caller.
+    let slot = unsafe { _Unwind_GetCFA(ctx) }.wrapping_sub(8);
+    if fret != 0 && thread::peek(slot) == Some(fret) {
+        if let Some(ret) = thread::give_back_return(slot) {
+            thread::restore_slot(slot, fret, ret);
+        }
+    }
+    URC_CONTINUE_UNWIND
+}
+
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
