@@ -484,6 +484,49 @@ fn pthread_exit_inside_traced_frames_runs_every_destructor() {
     }
 }
 
+/// A thread cancelled (`pthread_cancel`, deferred, at `pthread_testcancel`
+/// or in `nanosleep`) four traced frames deep: glibc unwinds it through
+/// libgcc by its own handle, past every interposer, so the unwind meets the
+/// hooked returns themselves (the return trampoline's unwind information
+/// and personality routine give each back). Every cleanup runs, in order,
+/// and the output is the untraced program's.
+#[test]
+fn pthread_cancel_inside_traced_frames_runs_every_cleanup() {
+    let cases: [(Mode, bool, &str); 5] = [
+        (GCC_PFE, false, "cancel.c"),
+        (GCC_MCOUNT, false, "cancel.c"),
+        (CLANG_PFE, false, "cancel.c"),
+        (GCC_PFE, true, "cancel.cpp"),
+        (CLANG_PFE, true, "cancel.cpp"),
+    ];
+    for (mode, cxx, src) in cases {
+        let out_name = if cxx { "cancel-cxx" } else { "cancel" };
+        let exe = build(mode, cxx, &[src], out_name, &["-fexceptions", "-pthread"]);
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?} {src}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        let expected = if cxx {
+            "cancelled=20 dtors=80\n"
+        } else {
+            "cancelled=20 cleanups=80\n"
+        };
+        assert_eq!(plain, expected, "{mode:?} {src}: untraced");
+        let dir = Dir::new();
+        let r = run_with(&dir, "l1,l2,l3,point", false, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?} {src}:\n{}\n{}", r.out, r.err);
+        assert_eq!(r.out, plain, "{mode:?} {src}: traced\n{}", r.err);
+        // The four frames were hooked: every thread entered them all.
+        let (code, out) = run_traced(&dir, &exe, "l1,l2,l3,point");
+        assert_eq!(code, 0, "{mode:?} {src}:\n{out}");
+        assert_eq!(
+            out.lines().filter(|l| l.ends_with("|        point() {")).count(),
+            20,
+            "{mode:?} {src}:\n{out}"
+        );
+        assert!(out.contains(expected), "{mode:?} {src}:\n{out}");
+    }
+}
+
 #[test]
 fn a_program_with_its_own_unwinder_gets_entry_events_only() {
     for mode in [GCC_PFE, CLANG_PFE] {
