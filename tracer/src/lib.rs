@@ -1149,6 +1149,15 @@ pub mod __private {
         crate::collect::lock().hists.iter().flatten().count()
     }
 
+    /// What the preload library's `dlsym` and `dlopen` shims call first
+    /// (a tail call from a hooked function gets its real caller back).
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_os = "linux"
+    ))]
+    pub use crate::whole::dl_caller_prep;
+    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+    pub use crate::whole::DlBranch;
     /// The stack walks the preload library exports (x86-64: hooked returns
     /// are given back around the walk).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

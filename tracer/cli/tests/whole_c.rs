@@ -519,11 +519,80 @@ fn pthread_cancel_inside_traced_frames_runs_every_cleanup() {
         let (code, out) = run_traced(&dir, &exe, "l1,l2,l3,point");
         assert_eq!(code, 0, "{mode:?} {src}:\n{out}");
         assert_eq!(
-            out.lines().filter(|l| l.ends_with("|        point() {")).count(),
+            out.lines()
+                .filter(|l| l.ends_with("|        point() {"))
+                .count(),
             20,
             "{mode:?} {src}:\n{out}"
         );
         assert!(out.contains(expected), "{mode:?} {src}:\n{out}");
+    }
+}
+
+/// `dlsym(RTLD_NEXT, ..)` and `dlopen` answer relative to the object their
+/// return address lies in. Tail-called from a hooked function, that return
+/// address would be the return trampoline's, in the preload library (the
+/// next `who` after it is libnext's, and it has no `RUNPATH`); the preload
+/// library's shims give the real one back first. The traced program prints
+/// exactly what the untraced one does.
+#[test]
+fn dlsym_rtld_next_and_dlopen_tail_called_from_traced_functions() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let dir = bin_dir().join("c-fixtures").join(mode.name);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let so = ["-shared", "-fPIC"];
+        build(mode, false, &["next_lib3.c"], "sub/libnext3.so", &so);
+        build(
+            mode,
+            false,
+            &["next_lib.c"],
+            "libnext.so",
+            &[
+                "-shared",
+                "-fPIC",
+                "-Wl,-rpath,$ORIGIN/sub",
+                "-Wl,--enable-new-dtags",
+            ],
+        );
+        build(mode, false, &["next_lib2.c"], "libnext2.so", &so);
+        let l = format!("-L{}", dir.display());
+        let exe = build(
+            mode,
+            false,
+            &["rtld_next.c"],
+            "rtld_next",
+            &[
+                &l,
+                "-Wl,--no-as-needed",
+                "-lnext",
+                "-lnext2",
+                "-Wl,-rpath,$ORIGIN",
+                "-ldl",
+            ],
+        );
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        assert_eq!(
+            plain, "main: next\nlib: next2\nmain_same=1\nopen: next3\n",
+            "{mode:?}: untraced"
+        );
+        let d = Dir::new();
+        let r = run_with(&d, "main_next,lib_next,lib_open", true, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?}:\n{}\n{}", r.out, r.err);
+        assert!(r.out.starts_with(&plain), "{mode:?}:\n{}\n{}", r.out, r.err);
+        // The tail-calling functions were hooked, and their exits recorded
+        // (as the tail call starts).
+        let g = graph(&r.out);
+        for (f, n) in [("main_next", 2), ("lib_next", 1), ("lib_open", 1)] {
+            let leaf = format!("  {f}();");
+            assert_eq!(
+                g.iter().filter(|l| **l == leaf).count(),
+                n,
+                "{mode:?} {f}:\n{}",
+                r.out
+            );
+        }
     }
 }
 
