@@ -92,7 +92,17 @@ macro_rules! __tracer_define_trampolines {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
-    ($fentry_hook:path, $fret_hook:path, $fret_personality:path, $lean:path, $xsave_size:path) => {
+    (
+        $fentry_hook:path,
+        $fret_hook:path,
+        $fret_personality:path,
+        $threads:path,
+        $dead:path,
+        $private:path,
+        $shadow:path,
+        $lean:path,
+        $xsave_size:path
+    ) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
@@ -125,29 +135,42 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".hidden __tracer_v1_tramp_fret",
             ".type __tracer_v1_tramp_fret,@function",
             ".p2align 4",
-            ".skip 8, 0xcc",
             // Unwind information, for unwinders that meet a hooked return:
             // the frame that returns into the trampoline has it as its return
             // address, so an unwinder looks up `__tracer_v1_tramp_fret - 1`,
-            // covered by this FDE (the 8 tag bytes before the code are never
-            // executed). The frame's CFA is the stack pointer after the
-            // traced function's `ret` (its slot is just below). Its return
-            // address, the real caller, is on the thread's shadow stack,
-            // which no unwinding rule can reach: the personality routine
-            // (`$fret_personality`, called by libgcc for every frame of an
-            // exception or a forced unwind, `pthread_cancel` included, before
-            // it reads the caller) gives the frame's real return address
-            // back into its slot. The rule for the return address reads the
-            // slot and yields it if it is a real return address, or 0 (the
-            // end of the stack, cleanly) if it still holds this trampoline
-            // (`*(v - 8)` is the tag): gdb, perf and other walkers, which call
-            // no personality routine, stop here instead of looping.
+            // which this FDE covers (the 16 bytes before the code are data,
+            // never executed). The frame's CFA is the stack pointer after
+            // the traced function's `ret` (its slot is just below).
+            //
+            // The personality routine (`$fret_personality`, which libgcc
+            // calls for every frame an exception or a forced unwind walks
+            // through, `pthread_cancel`'s included, before it reads the
+            // frame's caller) gives the frame's real return address back
+            // into its slot. The rule for the return address (below) reads
+            // the slot: a real return address is the answer. If it still
+            // holds this trampoline (`*(v - 8)` is the tag), the rule looks
+            // the slot up on the shadow stacks itself, as `on_fret` does, for
+            // walkers that call no personality routine (gdb, libgcc's
+            // `_Unwind_Backtrace` from a signal handler that interrupted a
+            // hook): `*(v - 16)` is the offset from there to `$threads`, the
+            // list of every thread's block (never unmapped); each live
+            // block's shadow frames are searched, newest first, for the one
+            // whose slot it is (`$shadow` is the offset of the frames,
+            // 32 bytes each, `sp` at 16 and `ret` at 24; `$private` of the
+            // depth; `$dead` of the dead flag). Nothing found (a walker that
+            // cannot read the process's memory, as perf's): 0, the end of
+            // the stack.
+            ".globl __tracer_v1_hooked_return",
+            ".hidden __tracer_v1_hooked_return",
+            ".type __tracer_v1_hooked_return,@function",
+            "__tracer_v1_hooked_return:",
             ".cfi_startproc",
             ".cfi_personality 0x1b, {pers}",
             ".cfi_def_cfa rsp, 0",
-            // DW_CFA_val_expression rip: CFA 8 - deref; dup 8 - deref;
-            // const8u TAG; ne; mul.
-            ".cfi_escape 0x16, 0x10, 0x12, 0x38, 0x1c, 0x06, 0x12, 0x38, 0x1c, 0x06, 0x0e, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x1e",
+            // DW_CFA_val_expression rip (generated: the program is in
+            // `scripts/fret-cfi.py`).
+            ".cfi_escape 0x16, 0x10, 0x76, 0x38, 0x1c, 0x12, 0x6, 0x12, 0x38, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x61, 0x0, 0x12, 0x40, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
+            ".quad {threads} - .",
             ".ascii \"tracer.r\"",
             "__tracer_v1_tramp_fret:",
             // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8,
@@ -189,10 +212,15 @@ macro_rules! __tracer_define_fentry_trampolines {
             "jmp qword ptr [rsp - 8]",
             ".cfi_endproc",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
+            ".size __tracer_v1_hooked_return, . - __tracer_v1_hooked_return",
             ".popsection",
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
             pers = sym $fret_personality,
+            threads = sym $threads,
+            dead = const $dead,
+            private = const $private,
+            shadow = const $shadow,
             lean = sym $lean,
             xsize = sym $xsave_size,
         );

@@ -75,6 +75,10 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
     crate::whole::fret_personality,
+    crate::thread::THREADS,
+    crate::thread::fret_layout::DEAD,
+    crate::thread::fret_layout::PRIVATE,
+    crate::thread::fret_layout::SHADOW,
     crate::thread::LEAN,
     crate::thread::XSAVE_SIZE
 );

@@ -55,7 +55,9 @@ pub const DEFAULT_EVENTS: usize = 1 << 18;
 
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
-static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+/// Every thread block, newest first (linked by `next`); the x86-64 return
+/// trampoline's unwind rule walks it too (see [`fret_layout`]).
+pub(crate) static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
@@ -266,6 +268,33 @@ struct Private {
     /// unwound (`usize::MAX`: none, or a forced unwind): frames at or above
     /// it survive the unwind and keep their hooks.
     unwind_limit: usize,
+}
+
+/// The offsets the x86-64 return trampoline's unwind rule reads to find a
+/// hooked frame's real return address on the shadow stacks (a DWARF
+/// expression: `scripts/fret-cfi.py`). The rule also relies on what is
+/// checked here: `next` first in a block, `depth` first in [`Private`],
+/// 32-byte frames with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod fret_layout {
+    use super::{Frame, Private, ThreadState};
+    use std::mem::offset_of;
+    /// [`ThreadState::dead`] (one byte).
+    pub const DEAD: usize = offset_of!(ThreadState, dead);
+    /// The shadow stack's depth.
+    pub const PRIVATE: usize = offset_of!(ThreadState, private) + offset_of!(Private, depth);
+    /// The shadow frames.
+    pub const SHADOW: usize = offset_of!(ThreadState, private) + offset_of!(Private, shadow);
+    const _: () = {
+        assert!(offset_of!(ThreadState, next) == 0);
+        assert!(offset_of!(Private, depth) == 0);
+        assert!(std::mem::size_of::<Frame>() == 32);
+        assert!(offset_of!(Frame, sp) == 16);
+        assert!(offset_of!(Frame, ret) == 24);
+        assert!(super::TAIL == 1);
+        assert!(super::MAX_DEPTH == 128);
+        assert!(DEAD < 65536 && PRIVATE < 65536 && SHADOW < 65536);
+    };
 }
 
 /// One thread's block.
