@@ -596,6 +596,62 @@ fn dlsym_rtld_next_and_dlopen_tail_called_from_traced_functions() {
     }
 }
 
+/// gdb's backtrace inside traced frames shows every real caller: the return
+/// trampoline's unwind information finds each hooked frame's return address
+/// on the shadow stack (gdb shows the trampoline as a frame of its own,
+/// `__tracer_v1_hooked_return`, between a hooked function and its caller).
+#[test]
+fn gdb_backtraces_through_hooked_returns() {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        println!("note: gdb is not installed (scripts/setup-whole.sh installs it): skipped");
+        return;
+    }
+    for mode in MODES {
+        let exe = build(mode, false, &["gdb_stop.c"], "gdb_stop", &["-g"]);
+        let dir = Dir::new();
+        let preload = format!("set environment LD_PRELOAD={}", preload().display());
+        let o = dir
+            .cmd(Path::new("gdb"))
+            .args(["-q", "-nx", "-batch"])
+            .args(["-ex", "set startup-with-shell off"])
+            .args(["-ex", &preload])
+            .args(["-ex", "set environment TRACER_ENABLE=outer,middle,inner"])
+            .args(["-ex", "run", "-ex", "bt"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(out.contains("SIGTRAP"), "{mode:?}:\n{out}\n{err}");
+        // The function of each frame, innermost first.
+        let frames: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .filter_map(|l| l.split_once(" in ").map(|(_, r)| r))
+            .filter_map(|r| r.split_once(' ').map(|(f, _)| f))
+            .collect();
+        let ours: Vec<&str> = frames
+            .iter()
+            .copied()
+            .filter(|f| ["inner", "middle", "outer", "main"].contains(f))
+            .collect();
+        assert_eq!(
+            ours,
+            ["inner", "middle", "outer", "main"],
+            "{mode:?}:\n{out}\n{err}"
+        );
+        // The three returns were hooked.
+        assert_eq!(
+            frames
+                .iter()
+                .filter(|f| **f == "__tracer_v1_hooked_return")
+                .count(),
+            3,
+            "{mode:?}:\n{out}\n{err}"
+        );
+    }
+}
+
 #[test]
 fn a_program_with_its_own_unwinder_gets_entry_events_only() {
     for mode in [GCC_PFE, CLANG_PFE] {
