@@ -39,9 +39,11 @@
 //! `_Unwind_ForcedUnwind` gives back everything. glibc reaches libgcc's
 //! `_Unwind_ForcedUnwind` by its own handle, past the interposers, so the
 //! preload library also exports `pthread_exit`, which gives everything back
-//! first; a thread cancelled (`pthread_cancel`) inside hooked frames is
-//! unwound only up to the first of them (its destructors above it do not
-//! run), a known gap. The frames the unwind goes through
+//! first. A thread cancelled (`pthread_cancel`) is unwound from inside glibc,
+//! past every interposer: on x86-64 the return trampoline's own unwind
+//! information and personality routine ([`fret_personality`]) give each
+//! hooked return back as the unwind reaches it (on AArch64 that unwind
+//! still stops at the first hooked frame). The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
 //! of a C++ `catch`) or at the next traced entry. On AArch64 the return
