@@ -8,14 +8,16 @@ and `{shadow}` are asm `const` operands: offsets in `ThreadState`
 (tracer/src/thread.rs, `fret_layout`).
 
 The stack starts with the CFA (the slot S is CFA - 8); the result is the top.
+Comments show the stack above the CFA.
 """
 OPS = dict(lit0=0x30, lit1=0x31, lit8=0x38, lit16=0x40, minus=0x1c, plus=0x22, deref=0x06,
            dup=0x12, drop=0x13, swap=0x16, pick=0x15, eq=0x29, ne=0x2e, lt=0x2d, gt=0x2b,
            mul=0x1e, bra=0x28, skip=0x2f, const8u=0x0e, const1u=0x08, const2u=0x0a,
            deref_size=0x94)
 prog = [
- # [cfa]
- "lit8", "minus",                 # [S]
+ # [cfa]; the CFA stays at the bottom: libgcc's DW_OP_pick refuses to
+ # pick the bottom entry of the stack.
+ "dup", "lit8", "minus",          # [cfa S]
  "dup", "deref",                  # [S v]
  "dup", "lit8", "minus", "deref", # [S v t]
  ("const8u", ["0x74","0x72","0x61","0x63","0x65","0x72","0x2e","0x72"]),

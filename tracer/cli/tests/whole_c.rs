@@ -652,6 +652,31 @@ fn gdb_backtraces_through_hooked_returns() {
     }
 }
 
+/// libgcc's own stack walk, reached past every interposer (as glibc reaches
+/// it), inside traced frames: the return trampoline's unwind rule finds each
+/// hooked frame's return address on the shadow stack (before, the walk
+/// ended at the first hooked return), and the output is the untraced one.
+#[test]
+fn libgccs_own_walk_gets_through_hooked_returns() {
+    for mode in MODES {
+        let exe = build(
+            mode,
+            false,
+            &["raw_walk.c"],
+            "raw_walk",
+            &["-rdynamic", "-ldl"],
+        );
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        assert_eq!(plain, "walk: inner middle outer main\nr=4\n", "{mode:?}");
+        let dir = Dir::new();
+        let r = run_with(&dir, "main,outer,middle,inner", false, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?}:\n{}\n{}", r.out, r.err);
+        assert_eq!(r.out, plain, "{mode:?}:\n{}", r.err);
+    }
+}
+
 #[test]
 fn a_program_with_its_own_unwinder_gets_entry_events_only() {
     for mode in [GCC_PFE, CLANG_PFE] {
