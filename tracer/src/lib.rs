@@ -87,7 +87,11 @@ tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::th
 #[cfg(target_arch = "aarch64")]
 tracer_arch_arm::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
-    crate::thread::on_fret
+    crate::thread::on_fret,
+    crate::thread::THREADS,
+    crate::thread::fret_layout::DEAD,
+    crate::thread::fret_layout::PRIVATE,
+    crate::thread::fret_layout::SHADOW
 );
 
 // The section always exists, even in a program without a traced function:

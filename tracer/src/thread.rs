@@ -55,8 +55,8 @@ pub const DEFAULT_EVENTS: usize = 1 << 18;
 
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
-/// Every thread block, newest first (linked by `next`); the x86-64 return
-/// trampoline's unwind rule walks it too (see [`fret_layout`]).
+/// Every thread block, newest first (linked by `next`); the return
+/// trampoline's unwind rule walks it too (see `fret_layout`).
 pub(crate) static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ATFORK: AtomicBool = AtomicBool::new(false);
@@ -270,12 +270,12 @@ struct Private {
     unwind_limit: usize,
 }
 
-/// The offsets the x86-64 return trampoline's unwind rule reads to find a
-/// hooked frame's real return address on the shadow stacks (a DWARF
-/// expression: `scripts/fret-cfi.py`). The rule also relies on what is
-/// checked here: `next` first in a block, `depth` first in [`Private`],
-/// 32-byte frames with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
-#[cfg(target_arch = "x86_64")]
+/// The offsets the return trampoline's unwind rule reads to find a hooked
+/// frame's real return address on the shadow stacks (a DWARF expression:
+/// `scripts/fret-cfi.py`). The rule also relies on what is checked here:
+/// `next` first in a block, `depth` first in [`Private`], 32-byte frames
+/// with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) mod fret_layout {
     use super::{Frame, Private, ThreadState};
     use std::mem::offset_of;
