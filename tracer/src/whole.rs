@@ -40,16 +40,15 @@
 //! `_Unwind_ForcedUnwind` by its own handle, past the interposers, so the
 //! preload library also exports `pthread_exit`, which gives everything back
 //! first. A thread cancelled (`pthread_cancel`) is unwound from inside glibc,
-//! past every interposer: on x86-64 the return trampoline's own unwind
-//! information and personality routine ([`fret_personality`]) give each
-//! hooked return back as the unwind reaches it (on AArch64 that unwind
-//! still stops at the first hooked frame). The frames the unwind goes through
+//! past every interposer: the return trampoline's own unwind information
+//! finds each hooked frame's real return address on the shadow stacks (and
+//! on x86-64 its personality routine, `fret_personality`, gives it back
+//! into the frame's slot first). The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
 //! of a C++ `catch`) or at the next traced entry. On AArch64 the return
 //! address lives wherever the function's prologue saved `x30`, which only
-//! the unwinder knows: the return trampoline has no unwind information, so
-//! a walk stops there, and the interposers' own search walk
+//! the unwinder knows: the interposers' own search walk
 //! (`_Unwind_Backtrace`) stores the real return address through the
 //! unwinder's context (`_Unwind_SetGR(ctx, 30, ..)` writes the frame's save
 //! slot) each time it meets the trampoline, then walks again; it stops at
