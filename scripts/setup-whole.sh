@@ -7,6 +7,7 @@
 #   clang-19, lld-19       -fpatchable-function-entry=5, a library linked by lld
 #   libclang-rt-19-dev     LLVM XRay (benchmark only), llvm-19
 #   uftrace                (benchmark only)
+#   gdb                    a backtrace through hooked returns (whole_c test)
 #   rustup nightly         -Z patchable-function-entry=5 (whole Rust program test)
 set -euo pipefail
 need=()
@@ -14,6 +15,7 @@ command -v g++ >/dev/null || need+=(g++)
 command -v clang-19 >/dev/null || need+=(clang-19)
 command -v ld.lld-19 >/dev/null || need+=(lld-19)
 command -v uftrace >/dev/null || need+=(uftrace)
+command -v gdb >/dev/null || need+=(gdb)
 [ -e "$(clang-19 --print-file-name=libclang_rt.xray-x86_64.a 2>/dev/null || echo /nonexistent)" ] \
   || need+=(libclang-rt-19-dev llvm-19)
 if [ ${#need[@]} -gt 0 ]; then

@@ -211,6 +211,12 @@ pub mod whole_c {
         pub fn uw_plain(x: i32) -> i32;
         pub fn tw_nap(ms: u32);
         pub fn tw_started() -> u64;
+        /// Runs `n` threads cancelled four hooked frames deep (`pc_*`):
+        /// cancelled threads × 100 + cleanups that ran.
+        pub fn pc_run(n: i32) -> i32;
+        /// libgcc's own stack walk from inside `rw_inner`: 1 if it saw
+        /// `rw_middle`, 2 `rw_outer`, 3 both.
+        pub fn rw_outer(x: i32) -> i32;
     }
 
     #[cfg(target_arch = "aarch64")]

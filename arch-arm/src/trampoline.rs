@@ -225,15 +225,25 @@ macro_rules! __tracer_trampoline_body {
 /// clobber), calls `$fret_hook(sp) -> original return address` with the
 /// stack pointer it was entered with, and returns there with `ret`.
 ///
-/// Both keep `sp` 16-aligned. The return trampoline has no unwind table
-/// entry and is preceded by padding: an unwinder that reaches it stops
-/// there (see the runtime's unwinder interposers, which give the real
-/// return addresses back before an exception unwinds).
+/// Both keep `sp` 16-aligned. The return trampoline has unwind information
+/// whose return address rule finds a hooked frame's real return address on
+/// the shadow stacks (`$threads`, the list of thread blocks; `$dead`,
+/// `$private`, `$shadow`: offsets in a block), so unwinders walk through it
+/// (a thread cancelled inside hooked frames, gdb); the runtime's unwinder
+/// interposers still give the real return addresses back before an
+/// exception unwinds.
 #[cfg(target_arch = "aarch64")]
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
-    ($fentry_hook:path, $fret_hook:path) => {
+    (
+        $fentry_hook:path,
+        $fret_hook:path,
+        $threads:path,
+        $dead:path,
+        $private:path,
+        $shadow:path
+    ) => {
         ::core::arch::global_asm!(
             ".pushsection .text.__tracer_tramp,\"ax\",%progbits",
             ".globl __tracer_v1_tramp_fentry",
@@ -281,15 +291,38 @@ macro_rules! __tracer_define_fentry_trampolines {
             "ldp x29, x30, [sp], #16",
             "ret x17",
             ".size __tracer_v1_tramp_fentry, . - __tracer_v1_tramp_fentry",
-            // Padding, so that `fret - 1` (where an unwinder looks up the
-            // frame that "called" the return trampoline) is in no function.
-            "nop\n nop\n nop\n nop",
             ".p2align 4",
+            // Unwind information, for unwinders that meet a hooked return
+            // (as on x86-64, see `tracer_arch_x86`): an unwinder looks up
+            // `__tracer_v1_tramp_fret - 1`, which this FDE covers (the 16
+            // bytes before the code are data, never executed). The frame's
+            // CFA is the stack pointer the traced function returned with, the
+            // key of its shadow frame. The rule for the return address (x30)
+            // takes x30 as it stands (its pointer authentication code
+            // stripped): a real return address is the answer; the
+            // trampoline's (`*(v - 8)` is the tag) is looked up on the shadow
+            // stacks, through `*(v - 16)`, the offset from there to
+            // `$threads` (generated: `scripts/fret-cfi.py aarch64`). Once the
+            // trampoline has saved x30 (still its own address) at CFA - 520,
+            // the rule reads it there (`aarch64-saved`); once x30 holds the
+            // real return address, x30 is the answer.
+            ".globl __tracer_v1_hooked_return",
+            ".hidden __tracer_v1_hooked_return",
+            ".type __tracer_v1_hooked_return,%function",
+            "__tracer_v1_hooked_return:",
+            ".cfi_startproc",
+            ".cfi_def_cfa sp, 0",
+            ".cfi_escape 0x16, 0x1e, 0x79, 0x12, 0x8e, 0, 0x40, 0x24, 0x40, 0x25, 0x12, 0x38, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x61, 0x0, 0x12, 0x40, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
+            ".quad {threads} - .",
+            ".ascii \"tracer.r\"",
             ".globl __tracer_v1_tramp_fret",
             ".hidden __tracer_v1_tramp_fret",
             ".type __tracer_v1_tramp_fret,%function",
             "__tracer_v1_tramp_fret:",
             "sub sp, sp, #672",
+            ".cfi_def_cfa_offset 672",
+            "str x30, [sp, #152]",
+            ".cfi_escape 0x16, 0x1e, 0x7d, 0x12, 0x12, 0xa, 0x08, 0x02, 0x1c, 0x6, 0x40, 0x24, 0x40, 0x25, 0x12, 0x38, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x61, 0x0, 0x12, 0x40, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
             "stp x0, x1, [sp, #0]\n stp x2, x3, [sp, #16]",
             "stp x4, x5, [sp, #32]\n stp x6, x7, [sp, #48]",
             "stp x8, x9, [sp, #64]\n stp x10, x11, [sp, #80]",
@@ -306,6 +339,7 @@ macro_rules! __tracer_define_fentry_trampolines {
             "add x0, sp, #672",
             "bl {fret}",
             "mov x30, x0",
+            ".cfi_restore 30",
             "ldp q0, q1, [sp, #160]\n ldp q2, q3, [sp, #192]",
             "ldp q4, q5, [sp, #224]\n ldp q6, q7, [sp, #256]",
             "ldp q8, q9, [sp, #288]\n ldp q10, q11, [sp, #320]",
@@ -320,11 +354,18 @@ macro_rules! __tracer_define_fentry_trampolines {
             "ldp x12, x13, [sp, #96]\n ldp x14, x15, [sp, #112]",
             "ldp x16, x17, [sp, #128]\n ldr x18, [sp, #144]",
             "add sp, sp, #672",
+            ".cfi_def_cfa_offset 0",
             "ret",
+            ".cfi_endproc",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
+            ".size __tracer_v1_hooked_return, . - __tracer_v1_hooked_return",
             ".popsection",
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
+            threads = sym $threads,
+            dead = const $dead,
+            private = const $private,
+            shadow = const $shadow,
         );
     };
 }

@@ -83,10 +83,26 @@ macro_rules! __tracer_define_trampolines {
 /// return trampoline puts the original return address back in the slot the
 /// traced function's `ret` just popped (the first thing it does is to
 /// reserve it again) and jumps there through it.
+///
+/// The return trampoline has unwind information (see the comments in it):
+/// `$fret_personality` is its personality routine, which libgcc calls for
+/// the frame of every hooked return an exception or forced unwind walks
+/// through, with the caller's context; it must put the frame's real return
+/// address back in the slot at the context's CFA − 8.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
-    ($fentry_hook:path, $fret_hook:path, $lean:path, $xsave_size:path) => {
+    (
+        $fentry_hook:path,
+        $fret_hook:path,
+        $fret_personality:path,
+        $threads:path,
+        $dead:path,
+        $private:path,
+        $shadow:path,
+        $lean:path,
+        $xsave_size:path
+    ) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
@@ -119,23 +135,72 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".hidden __tracer_v1_tramp_fret",
             ".type __tracer_v1_tramp_fret,@function",
             ".p2align 4",
+            // Unwind information, for unwinders that meet a hooked return:
+            // the frame that returns into the trampoline has it as its return
+            // address, so an unwinder looks up `__tracer_v1_tramp_fret - 1`,
+            // which this FDE covers (the 16 bytes before the code are data,
+            // never executed). The frame's CFA is the stack pointer after
+            // the traced function's `ret` (its slot is just below).
+            //
+            // The personality routine (`$fret_personality`, which libgcc
+            // calls for every frame an exception or a forced unwind walks
+            // through, `pthread_cancel`'s included, before it reads the
+            // frame's caller) gives the frame's real return address back
+            // into its slot. The rule for the return address (below) reads
+            // the slot: a real return address is the answer. If it still
+            // holds this trampoline (`*(v - 8)` is the tag), the rule looks
+            // the slot up on the shadow stacks itself, as `on_fret` does, for
+            // walkers that call no personality routine (gdb, libgcc's
+            // `_Unwind_Backtrace` from a signal handler that interrupted a
+            // hook): `*(v - 16)` is the offset from there to `$threads`, the
+            // list of every thread's block (never unmapped); each live
+            // block's shadow frames are searched, newest first, for the one
+            // whose slot it is (`$shadow` is the offset of the frames,
+            // 32 bytes each, `sp` at 16 and `ret` at 24; `$private` of the
+            // depth; `$dead` of the dead flag). Nothing found (a walker that
+            // cannot read the process's memory, as perf's): 0, the end of
+            // the stack.
+            ".globl __tracer_v1_hooked_return",
+            ".hidden __tracer_v1_hooked_return",
+            ".type __tracer_v1_hooked_return,@function",
+            "__tracer_v1_hooked_return:",
+            ".cfi_startproc",
+            ".cfi_personality 0x1b, {pers}",
+            ".cfi_def_cfa rsp, 0",
+            // DW_CFA_val_expression rip (generated: the program is in
+            // `scripts/fret-cfi.py`).
+            ".cfi_escape 0x16, 0x10, 0x77, 0x12, 0x38, 0x1c, 0x12, 0x6, 0x12, 0x38, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x61, 0x0, 0x12, 0x40, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
+            ".quad {threads} - .",
+            ".ascii \"tracer.r\"",
             "__tracer_v1_tramp_fret:",
             // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8,
             // kept free to hold the original return address.
             "sub rsp, 8",
-            "push rax\n push rcx\n push rdx\n push rsi\n push rdi\n push r8\n push r9\n push r10\n push r11",
+            ".cfi_adjust_cfa_offset 8",
+            "push rax\n .cfi_adjust_cfa_offset 8\n push rcx\n .cfi_adjust_cfa_offset 8",
+            "push rdx\n .cfi_adjust_cfa_offset 8\n push rsi\n .cfi_adjust_cfa_offset 8",
+            "push rdi\n .cfi_adjust_cfa_offset 8\n push r8\n .cfi_adjust_cfa_offset 8",
+            "push r9\n .cfi_adjust_cfa_offset 8\n push r10\n .cfi_adjust_cfa_offset 8",
+            "push r11\n .cfi_adjust_cfa_offset 8",
             "lea rdi, [rsp + 72]",
             "test byte ptr [rip + {lean}], 1",
             "jnz 2f",
             "sub rsp, 8",
-            $crate::__tracer_saving_call!("call ", "{fret}", "4", "5"),
+            ".cfi_adjust_cfa_offset 8",
+            $crate::__tracer_saving_call!(cfi: "call ", "{fret}", "4", "5"),
             "add rsp, 8",
+            ".cfi_adjust_cfa_offset -8",
             "jmp 3f",
             "2:",
             "call {fret}",
             "3:",
+            // From here the slot holds the real return address.
             "mov qword ptr [rsp + 72], rax",
-            "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
+            "pop r11\n .cfi_adjust_cfa_offset -8\n pop r10\n .cfi_adjust_cfa_offset -8",
+            "pop r9\n .cfi_adjust_cfa_offset -8\n pop r8\n .cfi_adjust_cfa_offset -8",
+            "pop rdi\n .cfi_adjust_cfa_offset -8\n pop rsi\n .cfi_adjust_cfa_offset -8",
+            "pop rdx\n .cfi_adjust_cfa_offset -8\n pop rcx\n .cfi_adjust_cfa_offset -8",
+            "pop rax\n .cfi_adjust_cfa_offset -8",
             // Not `ret`: the return-stack predictor's entry for this return
             // was consumed by the traced function's own `ret` (which came
             // here), so a `ret` would mispredict and leave every later
@@ -143,11 +208,19 @@ macro_rules! __tracer_define_fentry_trampolines {
             // predicted from its own history. The slot stays valid below rsp:
             // it is in the red zone, which signal frames skip.
             "add rsp, 8",
+            ".cfi_adjust_cfa_offset -8",
             "jmp qword ptr [rsp - 8]",
+            ".cfi_endproc",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
+            ".size __tracer_v1_hooked_return, . - __tracer_v1_hooked_return",
             ".popsection",
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
+            pers = sym $fret_personality,
+            threads = sym $threads,
+            dead = const $dead,
+            private = const $private,
+            shadow = const $shadow,
             lean = sym $lean,
             xsize = sym $xsave_size,
         );
@@ -162,9 +235,26 @@ macro_rules! __tracer_define_fentry_trampolines {
 #[doc(hidden)]
 macro_rules! __tracer_saving_call {
     ($call:literal, $target:literal, $l1:literal, $l2:literal) => {
+        $crate::__tracer_saving_call!(@with "", "", "", "", $call, $target, $l1, $l2)
+    };
+    // The same, with unwind information (inside `.cfi_startproc`).
+    (cfi: $call:literal, $target:literal, $l1:literal, $l2:literal) => {
+        $crate::__tracer_saving_call!(
+            @with
+            ".cfi_adjust_cfa_offset 8\n.cfi_rel_offset rbp, 0\n",
+            ".cfi_def_cfa_register rbp\n",
+            ".cfi_def_cfa_register rsp\n",
+            ".cfi_adjust_cfa_offset -8\n.cfi_restore rbp\n",
+            $call, $target, $l1, $l2
+        )
+    };
+    (@with $pushed:literal, $framed:literal, $unframed:literal, $popped:literal,
+     $call:literal, $target:literal, $l1:literal, $l2:literal) => {
         concat!(
             "push rbp\n",
+            $pushed,
             "mov rbp, rsp\n",
+            $framed,
             "push rdx\n",
             "mov ecx, dword ptr [rip + {xsize}]\n",
             "test ecx, ecx\n",
@@ -208,7 +298,9 @@ macro_rules! __tracer_saving_call {
             $l2,
             ":\n",
             "mov rsp, rbp\n",
+            $unframed,
             "pop rbp\n",
+            $popped,
         )
     };
 }

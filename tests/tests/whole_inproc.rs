@@ -227,3 +227,38 @@ fn a_panic_unwinds_through_hooked_c_frames() {
     let s = tracer::stats();
     assert!(s.unwound >= 3 * 3, "{s:?}");
 }
+
+/// A thread cancelled (`pthread_cancel`) inside hooked C frames: glibc runs
+/// the forced unwind through libgcc by its own handle, past every
+/// interposer, so it meets the hooked returns; the return trampoline's
+/// unwind information leads it to the real callers and every cleanup runs
+/// (on AArch64 through a frame that signs its return address too).
+#[test]
+fn a_thread_cancelled_inside_hooked_c_frames_runs_every_cleanup() {
+    // SAFETY: a plain C function starting and joining its threads.
+    assert_eq!(unsafe { c::pc_run(4) }, 4 * 100 + 4 * 3, "untraced");
+    const PC: &str = "pc_l1,pc_l2,pc_l3,pc_point";
+    assert_eq!(tracer::enable(PC).unwrap(), 4);
+    // SAFETY: as above.
+    let r = unsafe { c::pc_run(8) };
+    assert_eq!(tracer::disable(PC).unwrap(), 4);
+    assert_eq!(r, 8 * 100 + 8 * 3, "traced");
+    assert_eq!(count("pc_l1"), 0, "no cancelled call returned");
+}
+
+/// libgcc's own stack walk, reached through a handle (as glibc reaches it,
+/// past the interposers that would give the hooked returns back), from
+/// inside hooked C frames sees every caller.
+#[test]
+fn libgccs_own_walk_gets_through_hooked_c_frames() {
+    // SAFETY: a plain C function.
+    assert_eq!(unsafe { c::rw_outer(1) }, 3, "untraced");
+    const RW: &str = "rw_inner,rw_middle,rw_outer";
+    assert_eq!(tracer::enable(RW).unwrap(), 3);
+    for _ in 0..3 {
+        // SAFETY: as above.
+        assert_eq!(unsafe { c::rw_outer(1) }, 3, "traced");
+    }
+    assert_eq!(tracer::disable(RW).unwrap(), 3);
+    assert_eq!(count("rw_outer"), 3);
+}

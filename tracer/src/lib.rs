@@ -74,6 +74,11 @@ tracer_arch_x86::__tracer_define_trampolines!(
 tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
+    crate::whole::fret_personality,
+    crate::thread::THREADS,
+    crate::thread::fret_layout::DEAD,
+    crate::thread::fret_layout::PRIVATE,
+    crate::thread::fret_layout::SHADOW,
     crate::thread::LEAN,
     crate::thread::XSAVE_SIZE
 );
@@ -82,7 +87,11 @@ tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::th
 #[cfg(target_arch = "aarch64")]
 tracer_arch_arm::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
-    crate::thread::on_fret
+    crate::thread::on_fret,
+    crate::thread::THREADS,
+    crate::thread::fret_layout::DEAD,
+    crate::thread::fret_layout::PRIVATE,
+    crate::thread::fret_layout::SHADOW
 );
 
 // The section always exists, even in a program without a traced function:
@@ -1164,6 +1173,15 @@ pub mod __private {
         crate::collect::lock().hists.iter().flatten().count()
     }
 
+    /// What the preload library's `dlsym` and `dlopen` shims call first
+    /// (a tail call from a hooked function gets its real caller back).
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_os = "linux"
+    ))]
+    pub use crate::whole::dl_caller_prep;
+    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+    pub use crate::whole::DlBranch;
     /// The stack walks the preload library exports (x86-64: hooked returns
     /// are given back around the walk).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

@@ -55,7 +55,9 @@ pub const DEFAULT_EVENTS: usize = 1 << 18;
 
 static CAPACITY: AtomicUsize = AtomicUsize::new(0);
 static NFUNCS: AtomicUsize = AtomicUsize::new(0);
-static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
+/// Every thread block, newest first (linked by `next`); the return
+/// trampoline's unwind rule walks it too (see `fret_layout`).
+pub(crate) static THREADS: AtomicPtr<ThreadState> = AtomicPtr::new(std::ptr::null_mut());
 static KEY: AtomicUsize = AtomicUsize::new(usize::MAX);
 static ATFORK: AtomicBool = AtomicBool::new(false);
 
@@ -266,6 +268,33 @@ struct Private {
     /// unwound (`usize::MAX`: none, or a forced unwind): frames at or above
     /// it survive the unwind and keep their hooks.
     unwind_limit: usize,
+}
+
+/// The offsets the return trampoline's unwind rule reads to find a hooked
+/// frame's real return address on the shadow stacks (a DWARF expression:
+/// `scripts/fret-cfi.py`). The rule also relies on what is checked here:
+/// `next` first in a block, `depth` first in [`Private`], 32-byte frames
+/// with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) mod fret_layout {
+    use super::{Frame, Private, ThreadState};
+    use std::mem::offset_of;
+    /// [`ThreadState::dead`] (one byte).
+    pub const DEAD: usize = offset_of!(ThreadState, dead);
+    /// The shadow stack's depth.
+    pub const PRIVATE: usize = offset_of!(ThreadState, private) + offset_of!(Private, depth);
+    /// The shadow frames.
+    pub const SHADOW: usize = offset_of!(ThreadState, private) + offset_of!(Private, shadow);
+    const _: () = {
+        assert!(offset_of!(ThreadState, next) == 0);
+        assert!(offset_of!(Private, depth) == 0);
+        assert!(std::mem::size_of::<Frame>() == 32);
+        assert!(offset_of!(Frame, sp) == 16);
+        assert!(offset_of!(Frame, ret) == 24);
+        assert!(super::TAIL == 1);
+        assert!(super::MAX_DEPTH == 128);
+        assert!(DEAD < 65536 && PRIVATE < 65536 && SHADOW < 65536);
+    };
 }
 
 /// One thread's block.
@@ -1372,7 +1401,7 @@ pub fn unhook_for_walk() -> bool {
 /// The word at `addr`, if it can be read: a frame's slot may lie on a
 /// stack that is gone (a coroutine's, unmapped since). A system call, for
 /// the unwinder's paths only.
-fn peek(addr: usize) -> Option<usize> {
+pub(crate) fn peek(addr: usize) -> Option<usize> {
     let mut v = 0usize;
     let local = libc::iovec {
         iov_base: &mut v as *mut usize as *mut libc::c_void,
@@ -1391,7 +1420,7 @@ fn peek(addr: usize) -> Option<usize> {
 /// Put `ret` back in the slot at `slot` if it still holds the return
 /// trampoline `fret`. `None`: the slot cannot be read (its stack is gone);
 /// else whether it was put back.
-fn restore_slot(slot: usize, fret: usize, ret: usize) -> Option<bool> {
+pub(crate) fn restore_slot(slot: usize, fret: usize, ret: usize) -> Option<bool> {
     if peek(slot)? != fret {
         return Some(false);
     }
@@ -1438,15 +1467,18 @@ fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
     frames
 }
 
-/// AArch64 unwinder walk (see `crate::whole`): the frame keyed `key` (its
-/// entry stack pointer) returns into the return trampoline and an unwind is
-/// about to go through it. Its shadow frame (and the tail-called ones that
-/// share it) is marked as given back, and its original return address
-/// returned, for the walk to store where the frame saved `x30`. `None` if
-/// this thread has no such hooked frame.
-#[cfg(target_arch = "aarch64")]
+/// An unwind is about to go through the frame keyed `key` (its entry stack
+/// pointer on AArch64, its return address slot on x86-64), which returns
+/// into the return trampoline: the AArch64 unwinder walk (see
+/// `crate::whole`), the x86-64 trampoline's personality routine. Its shadow
+/// frame (and the tail-called ones that share it) is marked as given back,
+/// and its original return address returned, for the caller to store where
+/// the frame keeps it. `None` if this thread has no such hooked frame.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub fn give_back_return(key: usize) -> Option<usize> {
     with_own(|st, p, _| {
+        // x86-64: hooked again by `rehook_after_catch` if it survives.
+        p.rehook |= cfg!(target_arch = "x86_64");
         let mut found = None;
         for i in (0..p.depth).rev() {
             let Some(f) = p.shadow.get(i) else { continue };

@@ -39,15 +39,16 @@
 //! `_Unwind_ForcedUnwind` gives back everything. glibc reaches libgcc's
 //! `_Unwind_ForcedUnwind` by its own handle, past the interposers, so the
 //! preload library also exports `pthread_exit`, which gives everything back
-//! first; a thread cancelled (`pthread_cancel`) inside hooked frames is
-//! unwound only up to the first of them (its destructors above it do not
-//! run), a known gap. The frames the unwind goes through
+//! first. A thread cancelled (`pthread_cancel`) is unwound from inside glibc,
+//! past every interposer: the return trampoline's own unwind information
+//! finds each hooked frame's real return address on the shadow stacks (and
+//! on x86-64 its personality routine, `fret_personality`, gives it back
+//! into the frame's slot first). The frames the unwind goes through
 //! have no recorded exit (`unwound` in the stats). Frames given back that
 //! survive after all are hooked again at `_Unwind_DeleteException` (the end
 //! of a C++ `catch`) or at the next traced entry. On AArch64 the return
 //! address lives wherever the function's prologue saved `x30`, which only
-//! the unwinder knows: the return trampoline has no unwind information, so
-//! a walk stops there, and the interposers' own search walk
+//! the unwinder knows: the interposers' own search walk
 //! (`_Unwind_Backtrace`) stores the real return address through the
 //! unwinder's context (`_Unwind_SetGR(ctx, 30, ..)` writes the frame's save
 //! slot) each time it meets the trampoline, then walks again; it stops at
@@ -138,6 +139,43 @@ fn own_unwinder(path: &str, at: usize) {
     let _ = OWN_UNWINDER.set(why);
     thread::FRET.store(0, Ordering::Release);
     RETURNS.store(4, Ordering::Release);
+}
+
+/// The return trampoline's personality routine (x86-64; the trampoline's
+/// unwind information is in `tracer_arch_x86`'s
+/// `__tracer_define_fentry_trampolines!`). libgcc calls it for the frame of
+/// a hooked return that an unwind walks through before it reads that
+/// frame's caller from the slot: an exception or a forced unwind that no
+/// interposer saw first, above all a thread cancelled with
+/// `pthread_cancel`, which glibc unwinds through libgcc by its own handle.
+/// The frame's real return address goes back into its slot (the frame is
+/// counted as unwound) and the unwind goes on to the real caller. The
+/// context's CFA is the traced function's (the unwinder has not stepped
+/// past the trampoline yet): its return address slot is just below.
+///
+/// # Safety
+/// Only the unwinder calls it, with its context for that frame.
+#[cfg(target_arch = "x86_64")]
+pub unsafe extern "C" fn fret_personality(
+    _version: libc::c_int,
+    _actions: libc::c_int,
+    _class: u64,
+    _exc: *mut libc::c_void,
+    ctx: *mut libc::c_void,
+) -> libc::c_int {
+    const URC_CONTINUE_UNWIND: libc::c_int = 8;
+    extern "C" {
+        fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
+    }
+    let fret = thread::FRET.load(Ordering::Relaxed);
+    // SAFETY: `ctx` is the unwinder's context, per the caller.
+    let slot = unsafe { _Unwind_GetCFA(ctx) }.wrapping_sub(8);
+    if fret != 0 && thread::peek(slot) == Some(fret) {
+        if let Some(ret) = thread::give_back_return(slot) {
+            thread::restore_slot(slot, fret, ret);
+        }
+    }
+    URC_CONTINUE_UNWIND
 }
 
 /// How exits of compiler-padded functions are seen, for `status`.
@@ -1306,6 +1344,132 @@ mod unwind {
         delete = sym delete,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Functions that answer relative to their caller's object.
+
+/// `dlsym(RTLD_NEXT, ..)` and `dlopen` look at their own return address to
+/// find the calling object (the next definition after it; its `RUNPATH`).
+/// A hooked function that tail-calls them passes its own return address on,
+/// which is the return trampoline's, in the preload library: they would
+/// answer for the preload library. The preload library exports both as
+/// shims that come here first: if the return address is the trampoline's,
+/// the tail-calling function returns now (its exit is recorded as the tail
+/// call starts) and its real return address goes back into the slot, so the
+/// real function sees the caller the untraced program has, and returns
+/// straight to it.
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
+mod dl_caller {
+    use super::thread;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `dlsym`, `dlopen` (the shims' `which`).
+    static REAL: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+    /// The real function number `which`. `dlsym` itself is found with
+    /// `dlvsym`, which is not interposed (the library's own `dlsym` calls
+    /// come through the shim).
+    fn real(which: usize) -> usize {
+        let Some(slot) = REAL.get(which) else {
+            std::process::abort()
+        };
+        let mut f = slot.load(Ordering::Acquire);
+        if f != 0 {
+            return f;
+        }
+        if which == 0 {
+            #[cfg(target_arch = "x86_64")]
+            const BASE: &std::ffi::CStr = c"GLIBC_2.2.5";
+            #[cfg(target_arch = "aarch64")]
+            const BASE: &std::ffi::CStr = c"GLIBC_2.17";
+            for v in [c"GLIBC_2.34", BASE] {
+                // SAFETY: a symbol lookup with NUL-terminated strings.
+                f = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), v.as_ptr()) }
+                    as usize;
+                if f != 0 {
+                    break;
+                }
+            }
+        } else {
+            type Dlsym =
+                unsafe extern "C" fn(*mut libc::c_void, *const libc::c_char) -> *mut libc::c_void;
+            // SAFETY: the real `dlsym` (called from here: the next
+            // definition after the preload library).
+            f = unsafe {
+                std::mem::transmute::<usize, Dlsym>(real(0))(libc::RTLD_NEXT, c"dlopen".as_ptr())
+            } as usize;
+        }
+        if f == 0 {
+            eprintln!("tracer: fatal: the real dlsym/dlopen cannot be found");
+            std::process::abort();
+        }
+        slot.store(f, Ordering::Release);
+        f
+    }
+
+    /// x86-64 shims: `slot` is the address of the shim's return address
+    /// (the stack pointer at its entry). Returns the real function to jump
+    /// to, with the same stack and arguments.
+    ///
+    /// # Safety
+    /// Only the preload library's shims call it, with their own slot.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe extern "C" fn prep(slot: usize, which: usize) -> usize {
+        let fret = thread::FRET.load(Ordering::Relaxed);
+        // SAFETY: per the caller, a live word of this thread's stack.
+        if fret != 0 && unsafe { *(slot as *const usize) } == fret {
+            // SAFETY: a hooked return whose frame is keyed by its slot, on
+            // this thread, as the return trampoline would pass it.
+            let ret = unsafe { thread::on_fret(slot) };
+            // SAFETY: as above.
+            unsafe { *(slot as *mut usize) = ret };
+        }
+        real(which)
+    }
+
+    /// The real function to branch to, and the return address to branch
+    /// with (in `x30`).
+    #[cfg(target_arch = "aarch64")]
+    #[repr(C)]
+    pub struct Branch {
+        target: usize,
+        ret: usize,
+    }
+
+    /// AArch64 shims: `ret` is `x30` at the shim's entry, `key` the stack
+    /// pointer there (a tail-calling function has restored its entry stack
+    /// pointer, which keys its frame).
+    ///
+    /// # Safety
+    /// Only the preload library's shims call it, with their own `x30` and
+    /// stack pointer.
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe extern "C" fn prep(ret: usize, key: usize, which: usize) -> Branch {
+        let fret = thread::FRET.load(Ordering::Relaxed);
+        let ret = if fret != 0 && ret == fret {
+            // SAFETY: a hooked return whose frame is keyed by `key`, on
+            // this thread, as the return trampoline would pass it.
+            unsafe { thread::on_fret(key) }
+        } else {
+            ret
+        };
+        Branch {
+            target: real(which),
+            ret,
+        }
+    }
+}
+
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    target_os = "linux"
+))]
+pub use dl_caller::prep as dl_caller_prep;
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+pub use dl_caller::Branch as DlBranch;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use unwind::{backtrace, backtrace_walk as unwind_backtrace, Step as UnwindStep};

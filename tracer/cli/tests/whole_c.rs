@@ -484,6 +484,199 @@ fn pthread_exit_inside_traced_frames_runs_every_destructor() {
     }
 }
 
+/// A thread cancelled (`pthread_cancel`, deferred, at `pthread_testcancel`
+/// or in `nanosleep`) four traced frames deep: glibc unwinds it through
+/// libgcc by its own handle, past every interposer, so the unwind meets the
+/// hooked returns themselves (the return trampoline's unwind information
+/// and personality routine give each back). Every cleanup runs, in order,
+/// and the output is the untraced program's.
+#[test]
+fn pthread_cancel_inside_traced_frames_runs_every_cleanup() {
+    let cases: [(Mode, bool, &str); 5] = [
+        (GCC_PFE, false, "cancel.c"),
+        (GCC_MCOUNT, false, "cancel.c"),
+        (CLANG_PFE, false, "cancel.c"),
+        (GCC_PFE, true, "cancel.cpp"),
+        (CLANG_PFE, true, "cancel.cpp"),
+    ];
+    for (mode, cxx, src) in cases {
+        let out_name = if cxx { "cancel-cxx" } else { "cancel" };
+        let exe = build(mode, cxx, &[src], out_name, &["-fexceptions", "-pthread"]);
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?} {src}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        let expected = if cxx {
+            "cancelled=20 dtors=80\n"
+        } else {
+            "cancelled=20 cleanups=80\n"
+        };
+        assert_eq!(plain, expected, "{mode:?} {src}: untraced");
+        let dir = Dir::new();
+        let r = run_with(&dir, "l1,l2,l3,point", false, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?} {src}:\n{}\n{}", r.out, r.err);
+        assert_eq!(r.out, plain, "{mode:?} {src}: traced\n{}", r.err);
+        // The four frames were hooked: every thread entered them all.
+        let (code, out) = run_traced(&dir, &exe, "l1,l2,l3,point");
+        assert_eq!(code, 0, "{mode:?} {src}:\n{out}");
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.ends_with("|        point() {"))
+                .count(),
+            20,
+            "{mode:?} {src}:\n{out}"
+        );
+        assert!(out.contains(expected), "{mode:?} {src}:\n{out}");
+    }
+}
+
+/// `dlsym(RTLD_NEXT, ..)` and `dlopen` answer relative to the object their
+/// return address lies in. Tail-called from a hooked function, that return
+/// address would be the return trampoline's, in the preload library (the
+/// next `who` after it is libnext's, and it has no `RUNPATH`); the preload
+/// library's shims give the real one back first. The traced program prints
+/// exactly what the untraced one does.
+#[test]
+fn dlsym_rtld_next_and_dlopen_tail_called_from_traced_functions() {
+    for mode in [GCC_PFE, CLANG_PFE] {
+        let dir = bin_dir().join("c-fixtures").join(mode.name);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let so = ["-shared", "-fPIC"];
+        build(mode, false, &["next_lib3.c"], "sub/libnext3.so", &so);
+        build(
+            mode,
+            false,
+            &["next_lib.c"],
+            "libnext.so",
+            &[
+                "-shared",
+                "-fPIC",
+                "-Wl,-rpath,$ORIGIN/sub",
+                "-Wl,--enable-new-dtags",
+            ],
+        );
+        build(mode, false, &["next_lib2.c"], "libnext2.so", &so);
+        let l = format!("-L{}", dir.display());
+        let exe = build(
+            mode,
+            false,
+            &["rtld_next.c"],
+            "rtld_next",
+            &[
+                &l,
+                "-Wl,--no-as-needed",
+                "-lnext",
+                "-lnext2",
+                "-Wl,-rpath,$ORIGIN",
+                "-ldl",
+            ],
+        );
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        assert_eq!(
+            plain, "main: next\nlib: next2\nmain_same=1\nopen: next3\n",
+            "{mode:?}: untraced"
+        );
+        let d = Dir::new();
+        let r = run_with(&d, "main_next,lib_next,lib_open", true, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?}:\n{}\n{}", r.out, r.err);
+        assert!(r.out.starts_with(&plain), "{mode:?}:\n{}\n{}", r.out, r.err);
+        // The tail-calling functions were hooked, and their exits recorded
+        // (as the tail call starts).
+        let g = graph(&r.out);
+        for (f, n) in [("main_next", 2), ("lib_next", 1), ("lib_open", 1)] {
+            let leaf = format!("  {f}();");
+            assert_eq!(
+                g.iter().filter(|l| **l == leaf).count(),
+                n,
+                "{mode:?} {f}:\n{}",
+                r.out
+            );
+        }
+    }
+}
+
+/// gdb's backtrace inside traced frames shows every real caller: the return
+/// trampoline's unwind information finds each hooked frame's return address
+/// on the shadow stack (gdb shows the trampoline as a frame of its own,
+/// `__tracer_v1_hooked_return`, between a hooked function and its caller).
+#[test]
+fn gdb_backtraces_through_hooked_returns() {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        println!("note: gdb is not installed (scripts/setup-whole.sh installs it): skipped");
+        return;
+    }
+    for mode in MODES {
+        let exe = build(mode, false, &["gdb_stop.c"], "gdb_stop", &["-g"]);
+        let dir = Dir::new();
+        let preload = format!("set environment LD_PRELOAD={}", preload().display());
+        let o = dir
+            .cmd(Path::new("gdb"))
+            .args(["-q", "-nx", "-batch"])
+            .args(["-ex", "set startup-with-shell off"])
+            .args(["-ex", &preload])
+            .args(["-ex", "set environment TRACER_ENABLE=outer,middle,inner"])
+            .args(["-ex", "run", "-ex", "bt"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(out.contains("SIGTRAP"), "{mode:?}:\n{out}\n{err}");
+        // The function of each frame, innermost first.
+        let frames: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .filter_map(|l| l.split_once(" in ").map(|(_, r)| r))
+            .filter_map(|r| r.split_once(' ').map(|(f, _)| f))
+            .collect();
+        let ours: Vec<&str> = frames
+            .iter()
+            .copied()
+            .filter(|f| ["inner", "middle", "outer", "main"].contains(f))
+            .collect();
+        assert_eq!(
+            ours,
+            ["inner", "middle", "outer", "main"],
+            "{mode:?}:\n{out}\n{err}"
+        );
+        // The three returns were hooked.
+        assert_eq!(
+            frames
+                .iter()
+                .filter(|f| **f == "__tracer_v1_hooked_return")
+                .count(),
+            3,
+            "{mode:?}:\n{out}\n{err}"
+        );
+    }
+}
+
+/// libgcc's own stack walk, reached past every interposer (as glibc reaches
+/// it), inside traced frames: the return trampoline's unwind rule finds each
+/// hooked frame's return address on the shadow stack (before, the walk
+/// ended at the first hooked return), and the output is the untraced one.
+#[test]
+fn libgccs_own_walk_gets_through_hooked_returns() {
+    for mode in MODES {
+        let exe = build(
+            mode,
+            false,
+            &["raw_walk.c"],
+            "raw_walk",
+            &["-rdynamic", "-ldl"],
+        );
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success(), "{mode:?}");
+        let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+        assert_eq!(plain, "walk: inner middle outer main\nr=4\n", "{mode:?}");
+        let dir = Dir::new();
+        let r = run_with(&dir, "main,outer,middle,inner", false, &exe, &[]);
+        assert_eq!(r.code, 0, "{mode:?}:\n{}\n{}", r.out, r.err);
+        assert_eq!(r.out, plain, "{mode:?}:\n{}", r.err);
+    }
+}
+
 #[test]
 fn a_program_with_its_own_unwinder_gets_entry_events_only() {
     for mode in [GCC_PFE, CLANG_PFE] {

@@ -125,3 +125,114 @@ pub unsafe extern "C" fn pthread_exit(value: *mut libc::c_void) -> ! {
     // SAFETY: forwarded unchanged.
     unsafe { tracer::__private::unwind_thread_exit(value) }
 }
+
+/// glibc's `dlsym`: `RTLD_NEXT` is relative to the caller's object, found
+/// from the return address. A hooked function that tail-calls it would pass
+/// on the return trampoline's (in this library): the shim gives the real
+/// one back first, then jumps to glibc's with the same stack.
+///
+/// # Safety
+/// As glibc's.
+#[cfg(all(tracer_naked, target_arch = "x86_64"))]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlsym(
+    handle: *mut libc::c_void,
+    name: *const libc::c_char,
+) -> *mut libc::c_void {
+    // Entry: rsp % 16 == 8; three pushes align it for the call.
+    core::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "lea rdi, [rsp + 24]",
+        "xor esi, esi",
+        "call {prep}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        prep = sym tracer::__private::dl_caller_prep,
+    )
+}
+
+/// glibc's `dlopen`: the caller's object's `RUNPATH` is searched, found
+/// from the return address; as [`dlsym`].
+///
+/// # Safety
+/// As glibc's.
+#[cfg(all(tracer_naked, target_arch = "x86_64"))]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlopen(file: *const libc::c_char, mode: libc::c_int) -> *mut libc::c_void {
+    core::arch::naked_asm!(
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "lea rdi, [rsp + 24]",
+        "mov esi, 1",
+        "call {prep}",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp rax",
+        prep = sym tracer::__private::dl_caller_prep,
+    )
+}
+
+/// glibc's `dlsym` (AArch64), as on x86-64: `x30` is the return address.
+///
+/// # Safety
+/// As glibc's.
+#[cfg(all(tracer_naked, target_arch = "aarch64"))]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlsym(
+    handle: *mut libc::c_void,
+    name: *const libc::c_char,
+) -> *mut libc::c_void {
+    core::arch::naked_asm!(
+        "stp x0, x1, [sp, #-48]!",
+        "stp x2, x3, [sp, #16]",
+        "stp x29, x30, [sp, #32]",
+        "mov x0, x30",
+        "add x1, sp, #48",
+        "mov x2, #0",
+        "bl {prep}",
+        "mov x16, x0",
+        "mov x17, x1",
+        "ldp x29, x30, [sp, #32]",
+        "ldp x2, x3, [sp, #16]",
+        "ldp x0, x1, [sp], #48",
+        "mov x30, x17",
+        "br x16",
+        prep = sym tracer::__private::dl_caller_prep,
+    )
+}
+
+/// glibc's `dlopen` (AArch64), as [`dlsym`].
+///
+/// # Safety
+/// As glibc's.
+#[cfg(all(tracer_naked, target_arch = "aarch64"))]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn dlopen(file: *const libc::c_char, mode: libc::c_int) -> *mut libc::c_void {
+    core::arch::naked_asm!(
+        "stp x0, x1, [sp, #-48]!",
+        "stp x2, x3, [sp, #16]",
+        "stp x29, x30, [sp, #32]",
+        "mov x0, x30",
+        "add x1, sp, #48",
+        "mov x2, #1",
+        "bl {prep}",
+        "mov x16, x0",
+        "mov x17, x1",
+        "ldp x29, x30, [sp, #32]",
+        "ldp x2, x3, [sp, #16]",
+        "ldp x0, x1, [sp], #48",
+        "mov x30, x17",
+        "br x16",
+        prep = sym tracer::__private::dl_caller_prep,
+    )
+}
