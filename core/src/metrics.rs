@@ -123,9 +123,8 @@ impl FixedHist {
 
     /// The fixed buckets rebuilt from a [`LogHist`](crate::loghist::LogHist):
     /// each of its buckets `[low, high)` goes where `low` goes, so only a
-    /// value within one fine bucket (0.8 %) above a bound can land below it
-    /// (bounds up to 2 µs are fine-bucket edges: exact there). Count and sum
-    /// are the histogram's own (exact).
+    /// value less than one fine bucket (1/64 of it) above a bound can be
+    /// counted below the bound. Count and sum are the histogram's own.
     pub fn from_loghist(h: &crate::loghist::LogHist) -> FixedHist {
         let mut f = FixedHist::default();
         for (low, _, n) in h.buckets() {
