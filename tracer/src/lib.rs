@@ -44,6 +44,7 @@ mod agent;
 mod arch;
 pub mod clock;
 mod collect;
+mod metrics;
 pub mod discover;
 mod registry;
 mod text;
@@ -62,6 +63,7 @@ use tracer_core::site::SiteRecord;
 
 pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
 pub use tracer_macros::traceable;
+pub use metrics::serve_metrics;
 
 #[cfg(target_arch = "x86_64")]
 tracer_arch_x86::__tracer_define_trampolines!(
@@ -127,6 +129,7 @@ extern "C" fn agent_constructor() {
     }
     whole::convert_at_startup();
     agent::start();
+    metrics::start_from_env();
     // Under `tracer run` (TRACER_RUN is its pid) only the command itself
     // takes TRACER_WAIT_READER and TRACER_ENABLE: the programs it starts
     // inherit them, but nobody waits for them (each would stall 10 s).
