@@ -4,13 +4,15 @@
 //!
 //! Limits, so that a scraper that stalls or floods stalls nobody else:
 //!
-//! - a fixed pool of worker threads, started once ([`serve`]'s `workers`); a
-//!   connection is served by one worker from accept to close;
-//! - the request head (request line and headers) must arrive whole within
-//!   [`Limits::read`] and fit in [`MAX_HEAD`] bytes, else the connection is
-//!   closed (408 / 431);
-//! - the response must be taken within [`Limits::write`];
-//! - connections waiting for a worker are capped ([`Limits::queue`]); beyond,
+//! - one acceptor thread reads every request head without blocking on any
+//!   connection; the head (request line and headers) must arrive whole
+//!   within [`Limits::read`] and fit in [`MAX_HEAD`] bytes, else the
+//!   connection is closed (408 / 431); at most [`MAX_PENDING`] heads are in
+//!   flight;
+//! - a fixed pool of worker threads, started once ([`serve`]'s `workers`),
+//!   answers complete requests; the response must be taken within
+//!   [`Limits::write`];
+//! - requests waiting for a worker are capped ([`Limits::queue`]); beyond,
 //!   a new one gets `503` at once and is closed.
 //!
 //! Every response closes its connection (`Connection: close`); scrapers
@@ -18,7 +20,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +42,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             read: Duration::from_secs(5),
-            write: Duration::from_secs(30),
+            write: Duration::from_secs(10),
             queue: 32,
         }
     }
@@ -85,8 +87,19 @@ pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 /// Starts a thread (the runtime starts its own threads its own way).
 pub type Spawn<'a> = dyn Fn(&str, Box<dyn FnOnce() + Send>) -> std::io::Result<()> + 'a;
 
-/// Serve `listener` forever: start `workers` worker threads and the accept
-/// loop with `spawn`, then return (errors: a thread could not be started).
+/// Connections whose request head is still arriving, at most (beyond, a
+/// new one gets `503` at once).
+pub const MAX_PENDING: usize = 64;
+
+/// Serve `listener` forever: start `workers` worker threads and the
+/// acceptor with `spawn`, then return (errors: a thread could not be
+/// started).
+///
+/// The acceptor reads every request head itself, without blocking on any
+/// one connection (non-blocking sockets; it sleeps in `accept` while no head
+/// is pending, so an idle server costs no CPU), and hands only complete
+/// requests to the workers: a client that connects and sends nothing, or
+/// half a head, holds no worker, and is dropped at [`Limits::read`].
 pub fn serve(
     listener: TcpListener,
     workers: usize,
@@ -94,7 +107,7 @@ pub fn serve(
     handler: Arc<Handler>,
     spawn: &Spawn<'_>,
 ) -> std::io::Result<()> {
-    let (tx, rx) = sync_channel::<TcpStream>(limits.queue.max(1));
+    let (tx, rx) = sync_channel::<(TcpStream, Request)>(limits.queue.max(1));
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..workers.max(1) {
         let rx = Arc::clone(&rx);
@@ -106,104 +119,150 @@ pub fn serve(
     }
     spawn(
         "tracer-metrics",
-        Box::new(move || {
-            for conn in listener.incoming() {
-                let Ok(s) = conn else {
-                    // EMFILE and the like: do not spin.
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                match tx.try_send(s) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(mut s)) => {
-                        let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-                        let _ = write_response(
-                            &mut s,
-                            &Response::text(503, "too many scrapes at once; try again\n"),
-                            false,
-                            Instant::now() + Duration::from_millis(100),
-                        );
-                    }
-                    Err(TrySendError::Disconnected(_)) => return,
-                }
-            }
-        }),
+        Box::new(move || accept_loop(&listener, &tx, limits)),
     )
 }
 
-fn worker(rx: &Mutex<Receiver<TcpStream>>, limits: Limits, handler: &Handler) {
+/// A connection whose request head is arriving.
+struct Pending {
+    s: TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Answer `status` with a short text and close (best effort, 100 ms).
+fn refuse(mut s: TcpStream, status: u16, why: &str) {
+    let _ = s.set_nonblocking(false);
+    let _ = write_response(
+        &mut s,
+        &Response::text(status, format!("{why}\n")),
+        false,
+        Instant::now() + Duration::from_millis(100),
+    );
+}
+
+fn accept_loop(listener: &TcpListener, tx: &SyncSender<(TcpStream, Request)>, limits: Limits) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut add = |pending: &mut Vec<Pending>, s: TcpStream| {
+        if pending.len() >= MAX_PENDING || s.set_nonblocking(true).is_err() {
+            refuse(s, 503, "too many connections at once; try again");
+            return;
+        }
+        pending.push(Pending {
+            s,
+            buf: Vec::new(),
+            deadline: Instant::now() + limits.read,
+        });
+    };
     loop {
-        let s = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        handle(s, limits, handler);
+        if pending.is_empty() {
+            // Nothing in flight: sleep in accept.
+            if listener.set_nonblocking(false).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match listener.accept() {
+                Ok((s, _)) => add(&mut pending, s),
+                Err(_) => {
+                    // EMFILE and the like: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        if listener.set_nonblocking(true).is_ok() {
+            while let Ok((s, _)) = listener.accept() {
+                add(&mut pending, s);
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            match poll_head(&mut pending[i]) {
+                Poll::Wait if now < pending[i].deadline => i += 1,
+                Poll::Wait => {
+                    let p = pending.swap_remove(i);
+                    refuse(p.s, 408, reason(408));
+                }
+                Poll::Gone => {
+                    pending.swap_remove(i);
+                }
+                Poll::Bad(status) => {
+                    let p = pending.swap_remove(i);
+                    refuse(p.s, status, reason(status));
+                }
+                Poll::Done(req) => {
+                    let p = pending.swap_remove(i);
+                    let _ = p.s.set_nonblocking(false);
+                    match tx.try_send((p.s, req)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full((s, _))) => {
+                            refuse(s, 503, "too many scrapes at once; try again")
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
-/// Serve one connection: read a request head, answer, close.
-pub fn handle(mut s: TcpStream, limits: Limits, handler: &Handler) {
-    let deadline = Instant::now() + limits.read;
-    let req = match read_head(&mut s, deadline) {
-        Ok(r) => r,
-        Err(status) => {
-            if status != 0 {
-                let _ = write_response(
-                    &mut s,
-                    &Response::text(status, format!("{}\n", reason(status))),
-                    false,
-                    Instant::now() + Duration::from_secs(1),
-                );
-            }
-            return;
-        }
-    };
-    let resp = match (req.method.as_str(), req.path.as_str()) {
-        ("GET" | "HEAD", _) => handler(&req),
-        _ => Response::text(405, "only GET is served\n"),
-    };
-    let _ = write_response(
-        &mut s,
-        &resp,
-        req.method == "HEAD",
-        Instant::now() + limits.write,
-    );
-    let _ = s.shutdown(std::net::Shutdown::Write);
+enum Poll {
+    Wait,
+    Gone,
+    Bad(u16),
+    Done(Request),
 }
 
-/// Read and parse a request head by `deadline`. `Err(status)`: the status to
-/// answer with (0: answer nothing, the peer is gone).
-fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<Request, u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let end = loop {
-        if let Some(i) = find_end(&buf) {
-            break i;
+/// Read what has arrived of `p`'s head, without blocking.
+fn poll_head(p: &mut Pending) -> Poll {
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(end) = find_end(&p.buf) {
+            return match parse_head(&p.buf[..end]) {
+                Ok(r) => Poll::Done(r),
+                Err(status) => Poll::Bad(status),
+            };
         }
-        if buf.len() > MAX_HEAD {
-            return Err(431);
+        if p.buf.len() > MAX_HEAD {
+            return Poll::Bad(431);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(408);
-        }
-        let _ = s.set_read_timeout(Some(left));
-        match s.read(&mut chunk) {
-            Ok(0) => return Err(0),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(408)
-            }
+        match p.s.read(&mut chunk) {
+            Ok(0) => return Poll::Gone,
+            Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Wait,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(0),
+            Err(_) => return Poll::Gone,
         }
-    };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| 400u16)?;
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<(TcpStream, Request)>>, limits: Limits, handler: &Handler) {
+    loop {
+        let (mut s, req) = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        let resp = match req.method.as_str() {
+            "GET" | "HEAD" => handler(&req),
+            _ => Response::text(405, "only GET is served\n"),
+        };
+        let _ = write_response(
+            &mut s,
+            &resp,
+            req.method == "HEAD",
+            Instant::now() + limits.write,
+        );
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Parse a request head (without its final empty line).
+fn parse_head(buf: &[u8]) -> Result<Request, u16> {
+    let head = std::str::from_utf8(buf).map_err(|_| 400u16)?;
     let mut lines = head.split("\r\n");
     let first = lines.next().unwrap_or("");
     let mut parts = first.split(' ');
@@ -327,10 +386,20 @@ mod tests {
     #[test]
     fn answers_and_survives_a_stalled_client() {
         let a = start();
-        let _stalled = TcpStream::connect(a).unwrap();
-        let r = get(a, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n");
+        // More stalled clients than workers: none holds a worker.
+        let _stalled: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(a).unwrap()).collect();
+        let t0 = Instant::now();
+        let r = get(
+            a,
+            "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n",
+        );
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.ends_with("ok text/plain\n"), "{r}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
         let r = get(a, "GET /other HTTP/1.0\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get(a, "POST /metrics HTTP/1.1\r\n\r\n");

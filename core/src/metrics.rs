@@ -268,8 +268,12 @@ mod tests {
         let mut h = FixedHist::default();
         h.record(150);
         t.histogram("d_seconds", &[("pid", "1")], &h);
-        assert!(t.out.contains("d_seconds_bucket{pid=\"1\",le=\"0.0000002\"} 1\n"));
-        assert!(t.out.contains("d_seconds_bucket{pid=\"1\",le=\"+Inf\"} 1\n"));
+        assert!(t
+            .out
+            .contains("d_seconds_bucket{pid=\"1\",le=\"0.0000002\"} 1\n"));
+        assert!(t
+            .out
+            .contains("d_seconds_bucket{pid=\"1\",le=\"+Inf\"} 1\n"));
         assert!(t.out.contains("d_seconds_count{pid=\"1\"} 1\n"));
     }
 }

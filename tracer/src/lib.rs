@@ -44,8 +44,8 @@ mod agent;
 mod arch;
 pub mod clock;
 mod collect;
-mod metrics;
 pub mod discover;
+mod metrics;
 mod registry;
 mod text;
 mod thread;
@@ -61,9 +61,9 @@ use tracer_core::engine::{apply_batch, SiteRequest, Want};
 use tracer_core::pattern::{self, Named, PatternError};
 use tracer_core::site::SiteRecord;
 
+pub use metrics::serve_metrics;
 pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
 pub use tracer_macros::traceable;
-pub use metrics::serve_metrics;
 
 #[cfg(target_arch = "x86_64")]
 tracer_arch_x86::__tracer_define_trampolines!(

@@ -138,7 +138,8 @@ impl Collector for Snapshot {
             ]
         };
         {
-            let mut e = enc.encode_descriptor(m::CALLS, m::HELP_CALLS, None, MetricType::Counter)?;
+            let mut e =
+                enc.encode_descriptor(m::CALLS, m::HELP_CALLS, None, MetricType::Counter)?;
             for p in &self.0 {
                 for (name, f) in &p.funcs {
                     let l = fl(p, name);
@@ -290,13 +291,11 @@ pub fn bind(addr: &str, allow_remote: bool) -> Result<std::net::TcpListener, Err
     use std::net::ToSocketAddrs;
     let addrs: Vec<std::net::SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| {
-            Error {
-                code: crate::exit::USAGE,
-                msg: format!(
-                    "--listen {addr}: not an address to listen on ({e}); e.g. --listen 127.0.0.1:9464"
-                ),
-            }
+        .map_err(|e| Error {
+            code: crate::exit::USAGE,
+            msg: format!(
+                "--listen {addr}: not an address to listen on ({e}); e.g. --listen 127.0.0.1:9464"
+            ),
         })?
         .collect();
     if let Some(a) = addrs.iter().find(|a| !http::is_loopback(a)) {

@@ -69,7 +69,8 @@ impl Dir {
 
     /// `tracer serve ARGS --listen 127.0.0.1:0`, once it serves.
     fn serve(&self, args: &[&str]) -> Proc {
-        let mut a = args.to_vec();
+        let mut a = vec!["serve"];
+        a.extend(args);
         a.extend(["--listen", "127.0.0.1:0"]);
         let mut c = self.cmd(TRACER, &a);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -122,6 +123,7 @@ impl Proc {
         poll(
             || {
                 if let Ok(Some(st)) = self.child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(300));
                     panic!("exited with {st}:\n{}", self.stderr());
                 }
                 addr = self
@@ -277,7 +279,13 @@ fn check_histogram(samples: &[Value], func: &str) -> Vec<(f64, f64)> {
     assert_eq!(b.len(), 29, "{func}: {b:?}");
     assert!((b[0].0 - 1e-7).abs() < 1e-12 && (b[27].0 - 100.0).abs() < 1e-9);
     assert!(b.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
-    let count = value(samples, "tracer_function_duration_seconds_count", func, None).unwrap();
+    let count = value(
+        samples,
+        "tracer_function_duration_seconds_count",
+        func,
+        None,
+    )
+    .unwrap();
     assert_eq!(b[28].1, count, "{func}: +Inf bucket and _count differ");
     b
 }
@@ -304,12 +312,24 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
     let mut sv = d.serve(&["-p", &pid, "outer fast medium slow"]);
     let addr = sv.addr();
     poll(
-        || value(&parse(&scrape(&addr)), "tracer_function_calls_total", "::outer", None) == Some(ROUNDS as f64),
+        || {
+            value(
+                &parse(&scrape(&addr)),
+                "tracer_function_calls_total",
+                "::outer",
+                None,
+            ) == Some(ROUNDS as f64)
+        },
         "every round to be counted",
     );
     let body = scrape(&addr);
     let s = parse(&body);
-    for (f, per_round) in [("::outer", 1), ("::fast", 4), ("::medium", 2), ("::slow", 1)] {
+    for (f, per_round) in [
+        ("::outer", 1),
+        ("::fast", 4),
+        ("::medium", 2),
+        ("::slow", 1),
+    ] {
         let want = (ROUNDS * per_round) as f64;
         assert_eq!(
             value(&s, "tracer_function_calls_total", f, None),
@@ -321,13 +341,19 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
             Some(want),
             "{f}"
         );
-        assert_eq!(value(&s, "tracer_function_not_returned_total", f, None), Some(0.0));
+        assert_eq!(
+            value(&s, "tracer_function_not_returned_total", f, None),
+            Some(0.0)
+        );
         assert!(value(&s, "tracer_function_duration_seconds_sum", f, None).unwrap() > 0.0);
         check_histogram(&s, f);
     }
     // 1 : 10 : 100 units of work: the medians are ordered.
     let (fast, slow) = (check_histogram(&s, "::fast"), check_histogram(&s, "::slow"));
-    assert!(median_bound(&fast) < median_bound(&slow), "{fast:?} {slow:?}");
+    assert!(
+        median_bound(&fast) < median_bound(&slow),
+        "{fast:?} {slow:?}"
+    );
     // Labels.
     let one = s
         .iter()
@@ -339,13 +365,26 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
         .as_str()
         .unwrap()
         .starts_with("tracer_fixture::"));
-    assert_eq!(value(&s, "tracer_dropped_events_total", "", None), Some(0.0));
-    assert_eq!(value(&s, "tracer_functions_left_out_total", "", None), Some(0.0));
+    assert_eq!(
+        value(&s, "tracer_dropped_events_total", "", None),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&s, "tracer_functions_left_out_total", "", None),
+        Some(0.0)
+    );
     assert_eq!(value(&s, "tracer_process_up", "", None), Some(1.0));
     // OpenMetrics when asked for.
-    let (status, headers, om) = get(&addr, "/metrics", Some("application/openmetrics-text; version=1.0.0"));
+    let (status, headers, om) = get(
+        &addr,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
     assert!(status.contains(" 200 "));
-    assert!(headers.contains("application/openmetrics-text"), "{headers}");
+    assert!(
+        headers.contains("application/openmetrics-text"),
+        "{headers}"
+    );
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
     assert!(get(&addr, "/nothing", None).0.contains(" 404 "));
     // The process ends: with -p its last figures stay, marked down.
@@ -371,30 +410,41 @@ fn serve_disables_its_pattern_on_exit_and_refuses_bad_input() {
     // A pattern that matches nothing.
     let o = d.tracer(&["serve", "-p", &pid, "--listen", "127.0.0.1:0", "no_such_fn"]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no_such_fn"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no_such_fn"),
+        "{o:?}"
+    );
     // An address in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = taken.local_addr().unwrap().to_string();
     let o = d.tracer(&["serve", "-p", &pid, "--listen", &a]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("cannot listen on") && err.contains(&a), "{err}");
+    assert!(
+        err.contains("cannot listen on") && err.contains(&a),
+        "{err}"
+    );
     // Not an address.
     let o = d.tracer(&["serve", "-p", &pid, "--listen", "nowhere"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     // Not loopback, without --allow-remote.
     let o = d.tracer(&["serve", "-p", &pid, "--listen", "0.0.0.0:0"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--allow-remote"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--allow-remote"),
+        "{o:?}"
+    );
     // No such process.
     let o = d.tracer(&["serve", "-p", "999999999", "--listen", "127.0.0.1:0"]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     // The pattern is enabled while serving and disabled on exit.
     let mut sv = d.serve(&["-p", &pid, "fast"]);
-    let st: Value = serde_json::from_slice(&d.tracer(&["status", "-p", &pid, "--json"]).stdout).unwrap();
+    let st: Value =
+        serde_json::from_slice(&d.tracer(&["status", "-p", &pid, "--json"]).stdout).unwrap();
     assert_eq!(st["enabled"].as_array().unwrap().len(), 1, "{st}");
     assert!(sv.interrupt().success(), "{}", sv.stderr());
-    let st: Value = serde_json::from_slice(&d.tracer(&["status", "-p", &pid, "--json"]).stdout).unwrap();
+    let st: Value =
+        serde_json::from_slice(&d.tracer(&["status", "-p", &pid, "--json"]).stdout).unwrap();
     assert!(st["enabled"].as_array().unwrap().is_empty(), "{st}");
 }
 
@@ -404,8 +454,9 @@ fn a_stalled_scraper_stalls_nobody() {
     let fx = d.fixture(&[("TRACER_ENABLE", "fast")]);
     let sv = d.serve(&["-p", &fx.pid().to_string()]);
     let addr = sv.addr();
-    // Connections that send nothing, or half a request, and never read.
-    let mut stalled: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // More connections than the server has workers (4) that send nothing,
+    // or half a request, and never read.
+    let mut stalled: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let mut half = TcpStream::connect(&addr).unwrap();
     half.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
     stalled.push(half);
@@ -447,11 +498,22 @@ fn all_picks_processes_up_and_drops_them() {
     both.sort();
     poll(|| pids(&addr) == both, "the second process");
     poll(
-        || value(&parse(&scrape(&addr)), "tracer_function_calls_total", "::slow", None).is_some_and(|n| n > 0.0),
+        || {
+            value(
+                &parse(&scrape(&addr)),
+                "tracer_function_calls_total",
+                "::slow",
+                None,
+            )
+            .is_some_and(|n| n > 0.0)
+        },
         "calls of the second process",
     );
     drop(b);
-    poll(|| pids(&addr) == [pa.clone()], "the second process to be dropped");
+    poll(
+        || pids(&addr) == [pa.clone()],
+        "the second process to be dropped",
+    );
     let s = parse(&scrape(&addr));
     assert!(value(&s, "tracer_function_calls_total", "::slow", None).is_none());
     assert!(value(&s, "tracer_function_calls_total", "::fast", None).is_some());
@@ -469,28 +531,51 @@ fn tracer_metrics_serves_from_inside_the_program() {
     ]);
     let addr = fx.wait_addr();
     poll(
-        || value(&parse(&scrape(&addr)), "tracer_function_calls_total", "::outer", None) == Some(ROUNDS as f64),
+        || {
+            value(
+                &parse(&scrape(&addr)),
+                "tracer_function_calls_total",
+                "::outer",
+                None,
+            ) == Some(ROUNDS as f64)
+        },
         "every round to be counted",
     );
     // Durations reach the collector a moment after the counters.
     poll(
-        || value(&parse(&scrape(&addr)), "tracer_function_duration_seconds_count", "::fast", None) == Some((ROUNDS * 4) as f64),
+        || {
+            value(
+                &parse(&scrape(&addr)),
+                "tracer_function_duration_seconds_count",
+                "::fast",
+                None,
+            ) == Some((ROUNDS * 4) as f64)
+        },
         "the collector to drain",
     );
     let body = scrape(&addr);
     let s = parse(&body);
     for (f, per_round) in [("::outer", 1), ("::fast", 4), ("::slow", 1)] {
         let want = (ROUNDS * per_round) as f64;
-        assert_eq!(value(&s, "tracer_function_calls_total", f, None), Some(want), "{f}\n{body}");
+        assert_eq!(
+            value(&s, "tracer_function_calls_total", f, None),
+            Some(want),
+            "{f}\n{body}"
+        );
         check_histogram(&s, f);
     }
     // medium is not enabled: no series.
     assert!(value(&s, "tracer_function_calls_total", "::medium", None).is_none());
-    assert!(median_bound(&check_histogram(&s, "::fast")) < median_bound(&check_histogram(&s, "::slow")));
+    assert!(
+        median_bound(&check_histogram(&s, "::fast")) < median_bound(&check_histogram(&s, "::slow"))
+    );
     assert_eq!(value(&s, "tracer_process_up", "", None), Some(1.0));
-    assert_eq!(value(&s, "tracer_dropped_events_total", "", None), Some(0.0));
+    assert_eq!(
+        value(&s, "tracer_dropped_events_total", "", None),
+        Some(0.0)
+    );
     // A stalled scraper does not stall the endpoint.
-    let _stalled = TcpStream::connect(&addr).unwrap();
+    let _stalled: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     let t0 = Instant::now();
     scrape(&addr);
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -498,8 +583,14 @@ fn tracer_metrics_serves_from_inside_the_program() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = taken.local_addr().unwrap().to_string();
     let fx2 = d.fixture(&[("TRACER_METRICS", &a)]);
-    poll(|| fx2.stderr().contains("TRACER_METRICS="), "the bind error");
+    poll(
+        || fx2.stderr().contains("TRACER_METRICS="),
+        "the bind error",
+    );
     assert!(fx2.stderr().contains("cannot serve"), "{}", fx2.stderr());
     let fx3 = d.fixture(&[("TRACER_METRICS", "0.0.0.0:0")]);
-    poll(|| fx3.stderr().contains("TRACER_METRICS_ALLOW_REMOTE"), "the refusal");
+    poll(
+        || fx3.stderr().contains("TRACER_METRICS_ALLOW_REMOTE"),
+        "the refusal",
+    );
 }
