@@ -143,7 +143,7 @@ fn refuse(mut s: TcpStream, status: u16, why: &str) {
 
 fn accept_loop(listener: &TcpListener, tx: &SyncSender<(TcpStream, Request)>, limits: Limits) {
     let mut pending: Vec<Pending> = Vec::new();
-    let mut add = |pending: &mut Vec<Pending>, s: TcpStream| {
+    let add = |pending: &mut Vec<Pending>, s: TcpStream| {
         if pending.len() >= MAX_PENDING || s.set_nonblocking(true).is_err() {
             refuse(s, 503, "too many connections at once; try again");
             return;
