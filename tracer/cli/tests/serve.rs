@@ -200,7 +200,10 @@ fn scrape(addr: &str) -> String {
 const PARSER: &str = r#"
 import json, sys
 try:
-    from prometheus_client.parser import text_string_to_metric_families
+    if sys.argv[1:] == ["openmetrics"]:
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    else:
+        from prometheus_client.parser import text_string_to_metric_families
 except ImportError:
     print("MISSING")
     sys.exit(3)
@@ -215,8 +218,14 @@ print(json.dumps(out))
 /// The samples of an exposition, as the Python `prometheus_client`
 /// package's text parser reads it.
 fn parse(text: &str) -> Vec<Value> {
+    parse_as(text, "prometheus")
+}
+
+/// [`parse`] with the package's Prometheus text (`prometheus`) or its
+/// OpenMetrics (`openmetrics`) parser.
+fn parse_as(text: &str, format: &str) -> Vec<Value> {
     let mut c = Command::new("python3")
-        .args(["-c", PARSER])
+        .args(["-c", PARSER, format])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -386,6 +395,11 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
         "{headers}"
     );
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
+    let om = parse_as(&om, "openmetrics");
+    assert_eq!(
+        value(&om, "tracer_function_calls_total", "::fast", None),
+        Some((ROUNDS * 4) as f64)
+    );
     assert!(get(&addr, "/nothing", None).0.contains(" 404 "));
     // The process ends: with -p its last figures stay, marked down.
     drop(fx);
