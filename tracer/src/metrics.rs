@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tracer_core::http::{self, Request, Response};
 use tracer_core::metrics::{self as m, FixedHist, Text};
+use tracer_core::wire::env;
 
 /// Functions exported at most, unless `TRACER_METRICS_MAX_FUNCTIONS` says.
 pub const DEFAULT_MAX_FUNCTIONS: usize = 10_000;
@@ -37,7 +38,7 @@ pub const DEFAULT_MAX_FUNCTIONS: usize = 10_000;
 pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
-    let remote_ok = std::env::var_os("TRACER_METRICS_ALLOW_REMOTE").is_some_and(|v| v == "1");
+    let remote_ok = std::env::var_os(env::METRICS_ALLOW_REMOTE).is_some_and(|v| v == "1");
     if let Some(a) = addrs.iter().find(|a| !http::is_loopback(a)) {
         if !remote_ok {
             return Err(std::io::Error::new(
@@ -53,7 +54,7 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
     }
     let listener = std::net::TcpListener::bind(&addrs[..])?;
     let bound = listener.local_addr()?;
-    let max = std::env::var("TRACER_METRICS_MAX_FUNCTIONS")
+    let max = std::env::var(env::METRICS_MAX_FUNCTIONS)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MAX_FUNCTIONS);
@@ -81,7 +82,7 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
 /// `TRACER_METRICS=ADDR`: start serving at program start (an error is
 /// printed on stderr; the program runs on).
 pub(crate) fn start_from_env() {
-    let Some(a) = std::env::var_os("TRACER_METRICS").filter(|a| !a.is_empty()) else {
+    let Some(a) = std::env::var_os(env::METRICS).filter(|a| !a.is_empty()) else {
         return;
     };
     let a = a.to_string_lossy();
