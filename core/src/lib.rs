@@ -17,6 +17,9 @@
 //!   relative error, exact count, sum, minimum and maximum).
 //! - [`event`]: the fixed-size event record and the single-producer ring that
 //!   carries events from the traced threads to their readers.
+//! - [`metrics`]: what the Prometheus `/metrics` endpoints expose (names,
+//!   fixed latency buckets, a minimal text writer), and [`http`]: the small
+//!   HTTP/1.1 responder that serves them.
 //!
 //! - [`wire`]: the agent ↔ `tracer` program contract (version, limits,
 //!   socket paths, environment variables), written once.
@@ -27,7 +30,9 @@
 pub mod backend;
 pub mod engine;
 pub mod event;
+pub mod http;
 pub mod loghist;
+pub mod metrics;
 pub mod model;
 pub mod pattern;
 pub mod site;

@@ -64,6 +64,12 @@ pub mod env {
     /// The preload library `tracer run` should use instead of the one
     /// next to it.
     pub const PRELOAD: &str = "TRACER_PRELOAD";
+    /// `HOST:PORT`: the program serves Prometheus `/metrics` there itself.
+    pub const METRICS: &str = "TRACER_METRICS";
+    /// `1`: let `TRACER_METRICS` be an address that is not loopback.
+    pub const METRICS_ALLOW_REMOTE: &str = "TRACER_METRICS_ALLOW_REMOTE";
+    /// Functions `TRACER_METRICS` exports at most (default 10,000).
+    pub const METRICS_MAX_FUNCTIONS: &str = "TRACER_METRICS_MAX_FUNCTIONS";
 }
 
 #[cfg(test)]

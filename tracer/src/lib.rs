@@ -45,6 +45,7 @@ mod arch;
 pub mod clock;
 mod collect;
 pub mod discover;
+mod metrics;
 mod registry;
 mod text;
 mod thread;
@@ -60,6 +61,7 @@ use tracer_core::engine::{apply_batch, SiteRequest, Want};
 use tracer_core::pattern::{self, Named, PatternError};
 use tracer_core::site::SiteRecord;
 
+pub use metrics::serve_metrics;
 pub use tracer_core::engine::{BatchReport, SkipReason, Skipped, WriteError};
 pub use tracer_macros::traceable;
 
@@ -136,6 +138,7 @@ extern "C" fn agent_constructor() {
     }
     whole::convert_at_startup();
     agent::start();
+    metrics::start_from_env();
     // Under `tracer run` (TRACER_RUN is its pid) only the command itself
     // takes TRACER_WAIT_READER and TRACER_ENABLE: the programs it starts
     // inherit them, but nobody waits for them (each would stall 10 s).

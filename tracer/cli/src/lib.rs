@@ -10,6 +10,7 @@
 //! - [`record`]: the self-describing recording file;
 //! - [`report`]: per-function reports, Chrome trace JSON and folded stacks;
 //! - [`perfetto`]: Perfetto's native protobuf trace format;
+//! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
 //! - [`source`]: `file:line` of compiler-padded functions from DWARF;
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod perfetto;
 pub mod reader;
 pub mod record;
 pub mod report;
+pub mod serve;
 pub mod source;
 
 /// Exit codes of the `tracer` program.

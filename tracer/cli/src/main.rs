@@ -16,7 +16,7 @@ use tracer_cli::graph::{self, Printer};
 use tracer_cli::hist::{self, Hists};
 use tracer_cli::reader::Reader;
 use tracer_cli::record::{self, Recording};
-use tracer_cli::{dur, exit, printable, report, Error};
+use tracer_cli::{dur, exit, printable, report, serve, Error};
 use tracer_core::event::Event;
 use tracer_core::wire;
 
@@ -43,6 +43,22 @@ Patterns (terms separated by spaces or commas):
   '\"<usize as core::fmt::Debug>::fmt\"'
                      a name in double quotes is taken literally, spaces and commas included;
                      a whole pattern that is exactly a name `tracer list` prints selects it";
+
+const SERVE_HELP: &str = "\
+Examples:
+  tracer serve -p 1234 --listen 127.0.0.1:9464
+  tracer serve --all --listen 127.0.0.1:9464 'app::*'
+
+Metrics (labels function, pid, exe):
+  tracer_function_calls_total          calls that returned
+  tracer_function_duration_seconds     their durations (_bucket, _sum, _count; 1-2-5 buckets, 100 ns to 100 s)
+  tracer_function_not_returned_total   calls that never returned (longjmp, entry-only)
+  tracer_dropped_events_total          events lost to full rings (pid, exe): figures are low
+  tracer_functions_left_out_total      functions beyond --max-functions (pid, exe)
+  tracer_process_up                    1 while the process is read, 0 after it ended
+
+Only loopback addresses unless --allow-remote. With -p the last figures of an ended
+process stay (tracer_process_up 0); with --all its series go.";
 
 /// A userspace ftrace: turn traced functions on in a running process and
 /// watch them.
@@ -207,6 +223,26 @@ enum Cmd {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// Serve Prometheus /metrics (call counts, latency histograms) of one or every traced process.
+    #[command(after_help = SERVE_HELP)]
+    Serve {
+        /// Enable these functions in each process (disabled again on exit) and export only them.
+        pattern: Option<String>,
+        /// Where to listen (HOST:PORT; port 0 picks a free one, printed on stderr).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Every traced process of this user, picked up as they start and dropped as they end.
+        #[arg(long, conflicts_with = "pid")]
+        all: bool,
+        /// Allow a --listen address that is not loopback.
+        #[arg(long)]
+        allow_remote: bool,
+        /// Functions exported per process, at most (the label cardinality cap).
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        max_functions: usize,
+        #[command(flatten)]
+        target: Target,
     },
     /// Run the bundled demo service and show a trace excerpt and histograms.
     #[command(after_help = "Example:\n  tracer demo")]
@@ -456,6 +492,26 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             run_verb(&enable, trace, hist, record.as_deref(), buffer, &cmd)
         }
         Cmd::Demo { duration } => demo(duration),
+        Cmd::Serve {
+            pattern,
+            listen,
+            all,
+            allow_remote,
+            max_functions,
+            target,
+        } => {
+            let listener = serve::bind(&listen, allow_remote)?;
+            let pid = if all {
+                None
+            } else {
+                Some(client::find_target(target.pid)?)
+            };
+            let opts = serve::Options {
+                pattern,
+                max_functions,
+            };
+            serve::run(listener, pid, &opts, &STOP)
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! `tracer-fixture [THREADS]`: runs forever, THREADS workers (default 1).
 //! With `TRACER_FIXTURE_ROUNDS=N` each worker does N rounds, then the
-//! process exits with status 3 (to test `run`'s exit status). With
+//! process exits with status 3 (to test `run`'s exit status), or with
+//! `TRACER_FIXTURE_LINGER=1` stays, idle (to compare exact counts). With
 //! `TRACER_FIXTURE_BURST=N` each round also calls `tiny` N times in a row
 //! (to overrun small buffers). With `TRACER_FIXTURE_OPEN=1` each round also
 //! opens and closes `/dev/null`; if that fails the process prints why and
@@ -93,6 +94,11 @@ fn main() {
         let _ = h.join();
     }
     if rounds.is_some() {
+        if std::env::var_os("TRACER_FIXTURE_LINGER").is_some_and(|v| v == "1") {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         std::process::exit(3);
     }
 }

@@ -1,0 +1,416 @@
+//! A minimal HTTP/1.1 responder for `GET /metrics`, on a std `TcpListener`,
+//! with no dependency: the runtime serves `TRACER_METRICS` with it, and
+//! `tracer serve` too (so both get the same limits).
+//!
+//! Limits, so that a scraper that stalls or floods stalls nobody else:
+//!
+//! - one acceptor thread reads every request head without blocking on any
+//!   connection; the head (request line and headers) must arrive whole
+//!   within [`Limits::read`] and fit in [`MAX_HEAD`] bytes, else the
+//!   connection is closed (408 / 431); at most [`MAX_PENDING`] heads are in
+//!   flight;
+//! - a fixed pool of worker threads, started once ([`serve`]'s `workers`),
+//!   answers complete requests; the response must be taken within
+//!   [`Limits::write`];
+//! - requests waiting for a worker are capped ([`Limits::queue`]); beyond,
+//!   a new one gets `503` at once and is closed.
+//!
+//! Every response closes its connection (`Connection: close`); scrapers
+//! reconnect, and no idle keep-alive connection holds a worker.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Largest request head accepted, bytes.
+pub const MAX_HEAD: usize = 8192;
+
+/// Time and size limits of a server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The whole request head must arrive within this.
+    pub read: Duration,
+    /// The whole response must be taken within this.
+    pub write: Duration,
+    /// Connections accepted and waiting for a worker, at most.
+    pub queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            read: Duration::from_secs(5),
+            write: Duration::from_secs(10),
+            queue: 32,
+        }
+    }
+}
+
+/// A request, as far as a metrics endpoint cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `HEAD`, ...
+    pub method: String,
+    /// The path, query string removed.
+    pub path: String,
+    /// The `Accept` header (empty if none).
+    pub accept: String,
+}
+
+/// A response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A plain-text response.
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: body.into().into_bytes(),
+        }
+    }
+}
+
+/// What answers requests (called on a worker thread).
+pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// Starts a thread (the runtime starts its own threads its own way).
+pub type Spawn<'a> = dyn Fn(&str, Box<dyn FnOnce() + Send>) -> std::io::Result<()> + 'a;
+
+/// Connections whose request head is still arriving, at most (beyond, a
+/// new one gets `503` at once).
+pub const MAX_PENDING: usize = 64;
+
+/// Serve `listener` forever: start `workers` worker threads and the
+/// acceptor with `spawn`, then return (errors: a thread could not be
+/// started).
+///
+/// The acceptor reads every request head itself, without blocking on any
+/// one connection (non-blocking sockets; it sleeps in `accept` while no head
+/// is pending, so an idle server costs no CPU), and hands only complete
+/// requests to the workers: a client that connects and sends nothing, or
+/// half a head, holds no worker, and is dropped at [`Limits::read`].
+pub fn serve(
+    listener: TcpListener,
+    workers: usize,
+    limits: Limits,
+    handler: Arc<Handler>,
+    spawn: &Spawn<'_>,
+) -> std::io::Result<()> {
+    let (tx, rx) = sync_channel::<(TcpStream, Request)>(limits.queue.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..workers.max(1) {
+        let rx = Arc::clone(&rx);
+        let handler = Arc::clone(&handler);
+        spawn(
+            "tracer-metrics",
+            Box::new(move || worker(&rx, limits, &*handler)),
+        )?;
+    }
+    spawn(
+        "tracer-metrics",
+        Box::new(move || accept_loop(&listener, &tx, limits)),
+    )
+}
+
+/// A connection whose request head is arriving.
+struct Pending {
+    s: TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Answer `status` with a short text and close (best effort, 100 ms).
+fn refuse(mut s: TcpStream, status: u16, why: &str) {
+    let _ = s.set_nonblocking(false);
+    let _ = write_response(
+        &mut s,
+        &Response::text(status, format!("{why}\n")),
+        false,
+        Instant::now() + Duration::from_millis(100),
+    );
+}
+
+fn accept_loop(listener: &TcpListener, tx: &SyncSender<(TcpStream, Request)>, limits: Limits) {
+    let mut pending: Vec<Pending> = Vec::new();
+    let add = |pending: &mut Vec<Pending>, s: TcpStream| {
+        if pending.len() >= MAX_PENDING || s.set_nonblocking(true).is_err() {
+            refuse(s, 503, "too many connections at once; try again");
+            return;
+        }
+        pending.push(Pending {
+            s,
+            buf: Vec::new(),
+            deadline: Instant::now() + limits.read,
+        });
+    };
+    loop {
+        if pending.is_empty() {
+            // Nothing in flight: sleep in accept.
+            if listener.set_nonblocking(false).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            match listener.accept() {
+                Ok((s, _)) => add(&mut pending, s),
+                Err(_) => {
+                    // EMFILE and the like: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        if listener.set_nonblocking(true).is_ok() {
+            while let Ok((s, _)) = listener.accept() {
+                add(&mut pending, s);
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            match poll_head(&mut pending[i]) {
+                Poll::Wait if now < pending[i].deadline => i += 1,
+                Poll::Wait => {
+                    let p = pending.swap_remove(i);
+                    refuse(p.s, 408, reason(408));
+                }
+                Poll::Gone => {
+                    pending.swap_remove(i);
+                }
+                Poll::Bad(status) => {
+                    let p = pending.swap_remove(i);
+                    refuse(p.s, status, reason(status));
+                }
+                Poll::Done(req) => {
+                    let p = pending.swap_remove(i);
+                    let _ = p.s.set_nonblocking(false);
+                    match tx.try_send((p.s, req)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full((s, _))) => {
+                            refuse(s, 503, "too many scrapes at once; try again")
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+enum Poll {
+    Wait,
+    Gone,
+    Bad(u16),
+    Done(Request),
+}
+
+/// Read what has arrived of `p`'s head, without blocking.
+fn poll_head(p: &mut Pending) -> Poll {
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some(end) = find_end(&p.buf) {
+            return match parse_head(&p.buf[..end]) {
+                Ok(r) => Poll::Done(r),
+                Err(status) => Poll::Bad(status),
+            };
+        }
+        if p.buf.len() > MAX_HEAD {
+            return Poll::Bad(431);
+        }
+        match p.s.read(&mut chunk) {
+            Ok(0) => return Poll::Gone,
+            Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Poll::Wait,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Poll::Gone,
+        }
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<(TcpStream, Request)>>, limits: Limits, handler: &Handler) {
+    loop {
+        let (mut s, req) = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        let resp = match req.method.as_str() {
+            "GET" | "HEAD" => handler(&req),
+            _ => Response::text(405, "only GET is served\n"),
+        };
+        let _ = write_response(
+            &mut s,
+            &resp,
+            req.method == "HEAD",
+            Instant::now() + limits.write,
+        );
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Parse a request head (without its final empty line).
+fn parse_head(buf: &[u8]) -> Result<Request, u16> {
+    let head = std::str::from_utf8(buf).map_err(|_| 400u16)?;
+    let mut lines = head.split("\r\n");
+    let first = lines.next().unwrap_or("");
+    let mut parts = first.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(400);
+    };
+    if !version.starts_with("HTTP/1.") || method.is_empty() {
+        return Err(400);
+    }
+    let mut accept = String::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("accept") {
+                accept = v.trim().to_string();
+            }
+        }
+    }
+    let path = target.split('?').next().unwrap_or("").to_string();
+    Ok(Request {
+        method: method.to_string(),
+        path,
+        accept,
+    })
+}
+
+fn find_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Write `r` by `deadline` (a scraper that does not read is dropped then).
+fn write_response(
+    s: &mut TcpStream,
+    r: &Response,
+    head_only: bool,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
+    );
+    let body: &[u8] = if head_only { &[] } else { &r.body };
+    for part in [head.as_bytes(), body] {
+        let mut off = 0;
+        while off < part.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            s.set_write_timeout(Some(left))?;
+            let end = (off + (256 << 10)).min(part.len());
+            match s.write(&part[off..end]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    s.flush()
+}
+
+/// Is `addr` a loopback address (127.0.0.0/8, ::1)?
+pub fn is_loopback(addr: &std::net::SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let h: Arc<Handler> = Arc::new(|r: &Request| {
+            if r.path == "/metrics" {
+                Response::text(200, format!("ok {}\n", r.accept))
+            } else {
+                Response::text(404, "no\n")
+            }
+        });
+        let limits = Limits {
+            read: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        serve(l, 2, limits, h, &|name, f| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map(|_| ())
+        })
+        .unwrap();
+        a
+    }
+
+    fn get(a: std::net::SocketAddr, req: &str) -> String {
+        let mut s = TcpStream::connect(a).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn answers_and_survives_a_stalled_client() {
+        let a = start();
+        // More stalled clients than workers: none holds a worker.
+        let _stalled: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(a).unwrap()).collect();
+        let t0 = Instant::now();
+        let r = get(
+            a,
+            "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nAccept: text/plain\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.ends_with("ok text/plain\n"), "{r}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t0.elapsed()
+        );
+        let r = get(a, "GET /other HTTP/1.0\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        let r = get(a, "POST /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+        let r = get(a, "garbage\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        // A client that sends half a head is cut off after the read limit.
+        let mut s = TcpStream::connect(a).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+}
