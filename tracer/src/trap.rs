@@ -274,14 +274,22 @@ pub fn spawn_own_thread<F>(name: &str, f: F) -> std::io::Result<std::thread::Joi
 where
     F: FnOnce() + Send + 'static,
 {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    // A flag and a sleep rather than a channel: this runs in the ELF
+    // constructor, before `main`, where a blocking `recv` would park the
+    // thread through `thread::current()`, which std refuses before `main`
+    // (it aborts the process).
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = running.clone();
     let h = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = tx.send(());
+            flag.store(true, Ordering::Release);
             f()
         })?;
-    let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    while !running.load(Ordering::Acquire) && t0.elapsed() < std::time::Duration::from_millis(500) {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
     Ok(h)
 }
 
