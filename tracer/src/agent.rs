@@ -164,13 +164,13 @@ pub fn start() {
 /// the `__tracer_sites` section this crate puts in every object linking
 /// it)?
 fn program_has_its_own() -> bool {
-    let (objs, _, _) = crate::discover::loaded_objects();
+    let (objs, _, _) = crate::pads::discover::loaded_objects();
     let Some(exe) = objs.first() else {
         return false;
     };
     let here = program_has_its_own as *const () as usize;
     !exe.exec.iter().any(|&(s, e)| (s..e).contains(&here))
-        && crate::discover::has_section(exe, "__tracer_sites")
+        && crate::pads::discover::has_section(exe, "__tracer_sites")
 }
 
 /// A connection to an agent of this very process already listening on our

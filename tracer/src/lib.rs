@@ -44,14 +44,15 @@ mod agent;
 mod arch;
 pub mod clock;
 mod collect;
-pub mod discover;
 mod metrics;
-mod registry;
+mod pads;
 mod text;
 mod thread;
 mod trap;
 mod veneer;
-mod whole;
+pub use pads::discover;
+use pads::registry;
+mod returns;
 mod window;
 
 use std::fmt;
@@ -76,7 +77,7 @@ tracer_arch_x86::__tracer_define_trampolines!(
 tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
-    crate::whole::fret_personality,
+    crate::returns::fret_personality,
     crate::thread::THREADS,
     crate::thread::fret_layout::DEAD,
     crate::thread::fret_layout::PRIVATE,
@@ -136,7 +137,7 @@ extern "C" fn agent_constructor() {
     if ONCE.swap(true, std::sync::atomic::Ordering::AcqRel) {
         return;
     }
-    whole::convert_at_startup();
+    pads::convert_at_startup();
     agent::start();
     metrics::start_from_env();
     // Under `tracer run` (TRACER_RUN is its pid) only the command itself
@@ -458,7 +459,7 @@ impl Runtime {
     /// loaded now (`dlopen`/`dlclose` since the last look).
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        whole::refresh(&mut st);
+        pads::refresh(&mut st);
         st
     }
 }
@@ -510,13 +511,13 @@ fn runtime() -> Result<&'static Runtime, Error> {
                     thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
                 }
                 let _ = HOOK_CHECK.set(check);
-                whole::init_returns();
+                returns::init_returns();
                 let mut state = State {
                     enabled: vec![false; nfuncs],
                     reg,
                     loader: (0, 0),
                 };
-                whole::refresh(&mut state);
+                pads::refresh(&mut state);
                 // The late-trap check's list of sites (refresh keeps it up
                 // to date where objects can add sites).
                 trap::publish_sites(state.reg.addresses());
@@ -630,7 +631,7 @@ fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             // same one on the way back, so the old bytes check out). A
             // compiler pad calls its function's entry stub.
             let target = if s.kind == tracer_core::site::KIND_FENTRY {
-                match whole::entry_stub(s.addr, s.func) {
+                match returns::entry_stub(s.addr, s.func) {
                     Ok(t) => t,
                     Err(e) => {
                         report.skipped.push((
@@ -1065,9 +1066,9 @@ pub fn stats() -> Stats {
         traps_skipped: trap::SKIPPED.load(Relaxed),
         traps_rewound: trap::REWOUND.load(Relaxed),
         traps_foreign: trap::FOREIGN.load(Relaxed),
-        returns: whole::returns_mode(),
+        returns: returns::returns_mode(),
         #[cfg(target_arch = "x86_64")]
-        converted_pads: whole::CONVERTED.load(Relaxed),
+        converted_pads: pads::CONVERTED.load(Relaxed),
         ..Stats::default()
     };
     if runtime().is_ok() {
@@ -1182,20 +1183,20 @@ pub mod __private {
         any(target_arch = "x86_64", target_arch = "aarch64"),
         target_os = "linux"
     ))]
-    pub use crate::whole::dl_caller_prep;
+    pub use crate::returns::dl_caller_prep;
     #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
-    pub use crate::whole::DlBranch;
+    pub use crate::returns::DlBranch;
     /// The stack walks the preload library exports (x86-64: hooked returns
     /// are given back around the walk).
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    pub use crate::whole::{backtrace, unwind_backtrace, UnwindStep};
+    pub use crate::returns::{backtrace, unwind_backtrace, UnwindStep};
     /// The unwinder entry points the preload library exports (they give the
     /// thread's hooked return addresses back, then call the real ones).
     #[cfg(all(
         any(target_arch = "x86_64", target_arch = "aarch64"),
         target_os = "linux"
     ))]
-    pub use crate::whole::{
+    pub use crate::returns::{
         unwind_delete, unwind_forced, unwind_raise, unwind_resume, unwind_rethrow,
         unwind_thread_exit,
     };
