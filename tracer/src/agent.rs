@@ -664,7 +664,7 @@ impl Server {
         }
         // Sleep until the next deadline; while TRACER_ENABLE waits for a
         // library, look for one every 10 ms.
-        let pending = crate::has_pending();
+        let pending = crate::pending::has_pending();
         let mut timeout = if pending { 10 } else { -1 };
         let deadlines = self
             .conns
@@ -682,7 +682,7 @@ impl Server {
         // SAFETY: `fds` is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if pending {
-            crate::apply_pending();
+            crate::pending::apply_pending();
         }
         if n < 0 {
             // EINTR (or ENOMEM): nothing was reported; go round again.
@@ -992,7 +992,7 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
                     Vec::new(),
                     true,
                 )
-            } else if let Err(e) = crate::runtime() {
+            } else if let Err(e) = crate::runtime::runtime() {
                 (error(&e.to_string()), Vec::new(), true)
             } else {
                 HANDED.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -1050,7 +1050,7 @@ fn func_json(f: &crate::FunctionInfo) -> Value {
 }
 
 fn hello(names_only: bool) -> Value {
-    let rt = crate::runtime();
+    let rt = crate::runtime::runtime();
     let mut v = json!({
         "pid": std::process::id(),
         "exe": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -1062,9 +1062,12 @@ fn hello(names_only: bool) -> Value {
     });
     // By index: events name functions by their position here.
     if names_only {
-        v["names"] = json!(crate::function_names());
+        v["names"] = json!(crate::runtime::function_names());
     } else {
-        let funcs: Vec<Value> = crate::all_functions().iter().map(func_json).collect();
+        let funcs: Vec<Value> = crate::runtime::all_functions()
+            .iter()
+            .map(func_json)
+            .collect();
         v["functions"] = json!(funcs);
     }
     ok(v)
@@ -1077,7 +1080,7 @@ fn list(req: &Value) -> Value {
     let max = req["max"]
         .as_u64()
         .map_or(usize::MAX, |m| m.max(1) as usize);
-    match crate::functions_page(req["pattern"].as_str(), from, max) {
+    match crate::runtime::functions_page(req["pattern"].as_str(), from, max) {
         Ok((page, total)) => {
             let to = from.min(total) + page.len();
             let funcs: Vec<Value> = page.iter().map(func_json).collect();
@@ -1112,9 +1115,9 @@ fn set(on: bool, req: &Value) -> Value {
 }
 
 fn status(agent: &Value) -> Value {
-    let rt = crate::runtime();
+    let rt = crate::runtime::runtime();
     let s = crate::stats();
-    let enabled: Vec<String> = crate::enabled_names();
+    let enabled: Vec<String> = crate::runtime::enabled_names();
     let threads: Vec<Value> = thread::all()
         .filter(|t| t.owner.load(Ordering::Acquire) != 0)
         .map(|t| {
@@ -1213,7 +1216,7 @@ fn rings(req: &Value) -> (Value, Vec<RawFd>) {
             "ticks_per_ns": clock::ticks_per_ns(),
             // More than the reader knows: a library was loaded; it asks
             // `hello` again for the names.
-            "functions": crate::function_count(),
+            "functions": crate::runtime::function_count(),
         })),
         fds,
     )

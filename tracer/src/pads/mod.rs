@@ -26,7 +26,6 @@
 pub mod discover;
 pub(crate) mod registry;
 
-use crate::State;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::{arch, collect, thread, trap};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -135,24 +134,27 @@ fn own_functions(obj: &discover::LoadedObject, _: &[discover::FoundFunc]) -> Has
 }
 
 /// Bring the registry up to date with the objects loaded now.
-pub(crate) fn refresh(st: &mut State) {
+pub(crate) fn refresh(
+    reg: &mut registry::Registry,
+    enabled: &mut Vec<bool>,
+    loader: &mut (u64, u64),
+) {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         let (objs, adds, subs) = discover::loaded_objects();
-        if (adds, subs) == st.loader {
+        if (adds, subs) == *loader {
             return;
         }
-        st.loader = (adds, subs);
-        let gone: Vec<(String, usize)> = st
-            .reg
+        *loader = (adds, subs);
+        let gone: Vec<(String, usize)> = reg
             .objects
             .iter()
             .filter(|(p, b, _)| !objs.iter().any(|o| &o.path == p && o.bias == *b))
             .map(|(p, b, _)| (p.clone(), *b))
             .collect();
         for (p, b) in gone {
-            for f in st.reg.remove_object(&p, b) {
-                if let Some(e) = st.enabled.get_mut(f as usize) {
+            for f in reg.remove_object(&p, b) {
+                if let Some(e) = enabled.get_mut(f as usize) {
                     *e = false;
                 }
             }
@@ -163,8 +165,7 @@ pub(crate) fn refresh(st: &mut State) {
         for o in &objs {
             let key = (o.path.clone(), o.bias);
             if no_pads.contains(&key)
-                || st
-                    .reg
+                || reg
                     .objects
                     .iter()
                     .any(|(p, b, _)| p == &o.path && *b == o.bias)
@@ -209,21 +210,21 @@ pub(crate) fn refresh(st: &mut State) {
                 continue;
             }
             #[cfg(target_arch = "x86_64")]
-            st.reg.add_object(&o.path, o.bias, &found, &gcc_reason);
+            reg.add_object(&o.path, o.bias, &found, &gcc_reason);
             // No 1-byte NOPs on AArch64: every instruction is 4 bytes.
             #[cfg(target_arch = "aarch64")]
-            st.reg.add_object(&o.path, o.bias, &found, &String::new);
+            reg.add_object(&o.path, o.bias, &found, &String::new);
         }
-        let n = st.reg.funcs.len();
-        st.enabled.resize(n, false);
+        let n = reg.funcs.len();
+        enabled.resize(n, false);
         // Headroom, so threads made from now on have counters for functions
         // of libraries loaded a little later too.
         thread::reserve((n + 1024).next_multiple_of(1024));
         collect::lock().ensure(n);
-        trap::publish_sites(st.reg.addresses());
+        trap::publish_sites(reg.addresses());
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    let _ = st;
+    let _ = (reg, enabled, loader);
 }
 
 /// Number of threads of this process (from `/proc/self/task`).
