@@ -91,7 +91,7 @@
 //! stops it. Either way: one agent thread, one socket (see [`start`]).
 
 use crate::{clock, collect, thread};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
@@ -100,6 +100,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use tracer_core::wire::msg::{self, AgentCounters, Request};
 
 /// Largest message accepted, in bytes.
 pub use tracer_core::wire::MAX_REQUEST as MAX_MESSAGE;
@@ -188,7 +189,7 @@ fn earlier_agent() -> Option<UnixStream> {
 /// Ask the earlier agent on `s` to stop (our socket has replaced its own),
 /// and wait (2 s at most) for it to say it has.
 fn retire(mut s: UnixStream) {
-    let body = format!(r#"{{"v":{PROTOCOL_VERSION},"op":"retire"}}"#);
+    let body = Request::Retire.to_json().to_string();
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(body.as_bytes());
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -736,7 +737,7 @@ impl Server {
 
     /// Answer the complete request in connection `i`.
     fn handle(&mut self, i: usize, now: Instant) {
-        let agent = self.agent_json();
+        let agent = self.agent_counters();
         let c = &mut self.conns[i];
         let (reply, fds, keep) = respond(c, &agent);
         c.done_reading();
@@ -744,20 +745,20 @@ impl Server {
         self.stop |= c.retire;
     }
 
-    fn agent_json(&self) -> Value {
+    fn agent_counters(&self) -> AgentCounters {
         let k = &self.counters;
-        json!({
-            "connections": self.conns.len(),
-            "max_connections": self.cap,
-            "accepted": k.accepted,
-            "refused_peer": k.refused_peer,
-            "refused_full": k.refused_full,
-            "refused_descriptors": k.refused_descriptors,
-            "evicted_idle": k.evicted_idle,
-            "dropped_slow_request": k.dropped_slow_request,
-            "dropped_unread_reply": k.dropped_unread_reply,
-            "accept_failures": k.accept_failures,
-        })
+        AgentCounters {
+            connections: self.conns.len(),
+            max_connections: self.cap,
+            accepted: k.accepted,
+            refused_peer: k.refused_peer,
+            refused_full: k.refused_full,
+            refused_descriptors: k.refused_descriptors,
+            evicted_idle: k.evicted_idle,
+            dropped_slow_request: k.dropped_slow_request,
+            dropped_unread_reply: k.dropped_unread_reply,
+            accept_failures: k.accept_failures,
+        }
     }
 
     /// Take the waiting connections (a few per turn).
@@ -944,19 +945,15 @@ fn peer_cred(s: &UnixStream) -> Option<libc::ucred> {
     (r == 0).then_some(cred)
 }
 
-fn error(msg: &str) -> Value {
-    json!({"v": PROTOCOL_VERSION, "ok": false, "error": msg})
+fn error(e: &str) -> Value {
+    msg::reply::<msg::Done>(Err(e.to_string()))
 }
 
-fn ok(mut v: Value) -> Value {
-    v["v"] = json!(PROTOCOL_VERSION);
-    v["ok"] = json!(true);
-    v
+fn done() -> Value {
+    msg::reply(Ok(msg::Done {}))
 }
 
-/// The reply to the complete request in `c.inbuf`, the descriptors to
-/// attach to it, and whether to keep the connection open after it.
-fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
+fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>, bool) {
     let req: Value = match serde_json::from_slice(c.inbuf.get(4..).unwrap_or(&[])) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) | Err(_) => {
@@ -977,15 +974,37 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
             false,
         );
     }
-    let op = req["op"].as_str().unwrap_or("");
-    match op {
-        "hello" => (hello(req["names"] == true), Vec::new(), true),
-        "list" => (list(&req), Vec::new(), true),
-        "enable" | "disable" => (set(op == "enable", &req), Vec::new(), true),
-        "status" => (status(agent), Vec::new(), true),
-        "attach" => {
+    let op = req["op"].as_str().unwrap_or("").to_string();
+    if !Request::OPS.contains(&op.as_str()) {
+        return (
+            error(&format!(
+                "unknown request '{op}'; closing (is the tracer program newer than this process's tracer crate?)"
+            )),
+            Vec::new(),
+            false,
+        );
+    }
+    let req: Request = match serde_json::from_value(req) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                error(&format!("malformed '{op}' request: {e}; closing")),
+                Vec::new(),
+                false,
+            )
+        }
+    };
+    match req {
+        Request::Hello { names } => (hello(names), Vec::new(), true),
+        Request::List { pattern, from, max } => {
+            (list(pattern.as_deref(), from, max), Vec::new(), true)
+        }
+        Request::Enable { pattern } => (set(true, pattern.as_deref()), Vec::new(), true),
+        Request::Disable { pattern } => (set(false, pattern.as_deref()), Vec::new(), true),
+        Request::Status => (status(agent), Vec::new(), true),
+        Request::Attach => {
             if c.attached {
-                (ok(json!({})), Vec::new(), true)
+                (done(), Vec::new(), true)
             } else if collect::external() {
                 (
                     error("another tracer program is already reading this process; stop it first"),
@@ -998,104 +1017,105 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
                 HANDED.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 collect::set_external(true);
                 c.attached = true;
-                (ok(json!({})), Vec::new(), true)
+                (done(), Vec::new(), true)
             }
         }
-        "rings" if c.attached => {
-            let (v, fds) = rings(&req);
+        Request::Rings { known } if c.attached => {
+            let (v, fds) = rings(known);
             (v, fds, true)
         }
-        "rings" => (
+        Request::Rings { .. } => (
             error("send 'attach' before 'rings'"),
             Vec::new(),
             true,
         ),
         // Only from this process: another copy of the agent took the
         // socket over (see `start`).
-        "retire" if c.peer as u32 == std::process::id() => {
+        Request::Retire if c.peer as u32 == std::process::id() => {
             c.retire = true;
-            (ok(json!({})), Vec::new(), false)
+            (done(), Vec::new(), false)
         }
-        "detach" => {
+        Request::Retire => (
+            error("unknown request 'retire'; closing (is the tracer program newer than this process's tracer crate?)"),
+            Vec::new(),
+            false,
+        ),
+        Request::Detach => {
             if c.attached {
                 c.attached = false;
                 collect::set_external(false);
             }
-            (ok(json!({})), Vec::new(), true)
+            (done(), Vec::new(), true)
         }
-        _ => (
-            error(&format!(
-                "unknown request '{op}'; closing (is the tracer program newer than this process's tracer crate?)"
-            )),
-            Vec::new(),
-            false,
-        ),
     }
 }
 
-fn func_json(f: &crate::FunctionInfo) -> Value {
-    json!({
-        "index": f.index,
-        "loaded": f.loaded,
-        "compiler_pad": f.compiler_pad,
-        "name": f.name,
-        "ident": f.ident,
-        "file": f.file,
-        "line": f.line,
-        "enabled": f.enabled,
-        "sites": f.sites,
-        "problems": f.problems,
-        "object_offset": f.object_offset,
-    })
+fn func_msg(f: &crate::FunctionInfo) -> msg::Function {
+    msg::Function {
+        index: f.index,
+        loaded: f.loaded,
+        compiler_pad: f.compiler_pad,
+        name: f.name.clone(),
+        ident: f.ident.clone(),
+        file: f.file.clone(),
+        line: f.line,
+        enabled: f.enabled,
+        sites: f.sites,
+        problems: f.problems.clone(),
+        object_offset: f.object_offset,
+    }
 }
 
 fn hello(names_only: bool) -> Value {
     let rt = crate::runtime::runtime();
-    let mut v = json!({
-        "pid": std::process::id(),
-        "exe": std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "protocol": PROTOCOL_VERSION,
-        "clock": clock::source(),
-        "ticks_per_ns": clock::ticks_per_ns(),
-        "runtime_error": rt.err().map(|e| e.to_string()),
-    });
     // By index: events name functions by their position here.
-    if names_only {
-        v["names"] = json!(crate::runtime::function_names());
+    let (names, functions) = if names_only {
+        (Some(crate::runtime::function_names()), None)
     } else {
-        let funcs: Vec<Value> = crate::runtime::all_functions()
+        let funcs = crate::runtime::all_functions()
             .iter()
-            .map(func_json)
+            .map(func_msg)
             .collect();
-        v["functions"] = json!(funcs);
-    }
-    ok(v)
+        (None, Some(funcs))
+    };
+    msg::reply(Ok(msg::Hello {
+        pid: std::process::id(),
+        exe: std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+        clock: clock::source().into(),
+        ticks_per_ns: clock::ticks_per_ns(),
+        runtime_error: rt.err().map(|e| e.to_string()),
+        names,
+        functions,
+    }))
 }
 
-fn list(req: &Value) -> Value {
+fn list(pattern: Option<&str>, from: Option<u64>, max: Option<u64>) -> Value {
     // A page of the sorted list, so neither side holds all of a program's
     // 10^5-10^6 functions at once.
-    let from = req["from"].as_u64().map_or(0, |f| f as usize);
-    let max = req["max"]
-        .as_u64()
-        .map_or(usize::MAX, |m| m.max(1) as usize);
-    match crate::runtime::functions_page(req["pattern"].as_str(), from, max) {
-        Ok((page, total)) => {
-            let to = from.min(total) + page.len();
-            let funcs: Vec<Value> = page.iter().map(func_json).collect();
-            ok(json!({
-                "functions": funcs,
-                "total": total,
-                "next": (to < total).then_some(to),
-            }))
-        }
-        Err(e) => error(&e.to_string()),
-    }
+    let from = from.map_or(0, |f| usize::try_from(f).unwrap_or(usize::MAX));
+    let max = max.map_or(usize::MAX, |m| {
+        usize::try_from(m.max(1)).unwrap_or(usize::MAX)
+    });
+    msg::reply(
+        crate::runtime::functions_page(pattern, from, max)
+            .map(|(page, total)| {
+                let to = from.min(total) + page.len();
+                msg::List {
+                    functions: page.iter().map(func_msg).collect(),
+                    total,
+                    next: (to < total).then_some(to),
+                }
+            })
+            .map_err(|e| e.to_string()),
+    )
 }
 
-fn set(on: bool, req: &Value) -> Value {
-    let Some(p) = req["pattern"].as_str() else {
+fn set(on: bool, pattern: Option<&str>) -> Value {
+    let Some(p) = pattern else {
         return error("missing 'pattern'");
     };
     let r = if on {
@@ -1103,77 +1123,71 @@ fn set(on: bool, req: &Value) -> Value {
     } else {
         crate::disable_report(p)
     };
-    match r {
-        Ok(r) => ok(json!({
-            "changed": r.changed,
-            "skipped": r.skipped.iter().map(|(f, s)| json!([f, format!("{} (site {:#x})", s.reason, s.addr)])).collect::<Vec<_>>(),
-            "syncs": r.syncs,
-            "warning": r.warning,
-        })),
-        Err(e) => error(&e.to_string()),
-    }
+    msg::reply(
+        r.map(|r| msg::Changed {
+            changed: r.changed,
+            skipped: r
+                .skipped
+                .iter()
+                .map(|(f, s)| (f.clone(), format!("{} (site {:#x})", s.reason, s.addr)))
+                .collect(),
+            syncs: r.syncs,
+            warning: r.warning,
+        })
+        .map_err(|e| e.to_string()),
+    )
 }
 
-fn status(agent: &Value) -> Value {
+fn status(agent: &AgentCounters) -> Value {
     let rt = crate::runtime::runtime();
     let s = crate::stats();
-    let enabled: Vec<String> = crate::runtime::enabled_names();
-    let threads: Vec<Value> = thread::all()
+    let threads: Vec<msg::ThreadDetail> = thread::all()
         .filter(|t| t.owner.load(Ordering::Acquire) != 0)
-        .map(|t| {
-            json!({
-                "tid": t.owner.load(Ordering::Relaxed),
-                "capacity": t.ring.capacity(),
-                "pending": t.ring.len(),
-                "written": t.ring.written(),
-                "dropped": t.ring.dropped(),
-                "bytes": thread::block_len(t),
-                "dead": t.dead.load(Ordering::Relaxed),
-                "shared": thread::block_layout(t).fd >= 0,
-                "not_visible": thread::unshared_reason(t),
-            })
+        .map(|t| msg::ThreadDetail {
+            tid: t.owner.load(Ordering::Relaxed),
+            capacity: t.ring.capacity() as u64,
+            pending: t.ring.len() as u64,
+            written: t.ring.written(),
+            dropped: t.ring.dropped(),
+            bytes: thread::block_len(t),
+            dead: t.dead.load(Ordering::Relaxed),
+            shared: thread::block_layout(t).fd >= 0,
+            not_visible: thread::unshared_reason(t),
         })
         .collect();
-    let not_visible = threads
-        .iter()
-        .filter(|t| !t["not_visible"].is_null())
-        .count();
-    ok(json!({
-        "pid": std::process::id(),
-        "runtime_error": rt.err().map(|e| e.to_string()),
-        "enabled": enabled,
-        "threads": s.threads,
-        "dropped": s.dropped,
-        "unmatched": s.unmatched,
-        "nested": s.nested,
-        "traps_emulated": s.traps_emulated,
-        "traps_skipped": s.traps_skipped,
-        "traps_rewound": s.traps_rewound,
-        "traps_foreign": s.traps_foreign,
-        "clock": s.clock,
-        "ticks_per_ns": clock::ticks_per_ns(),
-        "sync": s.sync,
-        "buffer_events": s.buffer_events,
-        "buffer_bytes": s.buffer_bytes,
-        "reader_attached": collect::external(),
-        "returns": s.returns,
-        "trampoline": s.trampoline,
-        "full_save_reason": s.full_save_reason,
-        "unwound": s.unwound,
-        "converted_pads": s.converted_pads,
-        "threads_detail": threads,
-        "not_visible": not_visible,
-        "agent": agent,
+    let not_visible = threads.iter().filter(|t| t.not_visible.is_some()).count();
+    msg::reply(Ok(msg::Status {
+        pid: std::process::id(),
+        runtime_error: rt.err().map(|e| e.to_string()),
+        enabled: crate::runtime::enabled_names(),
+        threads: s.threads,
+        dropped: s.dropped,
+        unmatched: s.unmatched,
+        nested: s.nested,
+        traps_emulated: s.traps_emulated,
+        traps_skipped: s.traps_skipped,
+        traps_rewound: s.traps_rewound,
+        traps_foreign: s.traps_foreign,
+        clock: s.clock.into(),
+        ticks_per_ns: clock::ticks_per_ns(),
+        sync: s.sync.into(),
+        buffer_events: s.buffer_events,
+        buffer_bytes: s.buffer_bytes,
+        reader_attached: collect::external(),
+        returns: s.returns.into(),
+        trampoline: s.trampoline.into(),
+        full_save_reason: s.full_save_reason,
+        unwound: s.unwound,
+        converted_pads: s.converted_pads,
+        threads_detail: threads,
+        not_visible,
+        agent: agent.clone(),
     }))
 }
 
-fn rings(req: &Value) -> (Value, Vec<RawFd>) {
+fn rings(mut known: Vec<u64>) -> (Value, Vec<RawFd>) {
     // Sorted, for a binary search per block (`known` may hold up to a
     // message's worth of ids).
-    let mut known: Vec<u64> = req["known"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        .unwrap_or_default();
     known.sort_unstable();
     let mut out = Vec::new();
     let mut fds = Vec::new();
@@ -1198,25 +1212,25 @@ fn rings(req: &Value) -> (Value, Vec<RawFd>) {
         if !handed.contains(&id) {
             handed.push(id);
         }
-        out.push(json!({
-            "id": id,
-            "tid": t.owner.load(Ordering::Relaxed),
-            "len": l.len,
-            "ring": l.ring,
-            "counters": l.counters,
-            "nfuncs": l.nfuncs,
-            "dead": t.dead.load(Ordering::Relaxed),
-        }));
+        out.push(msg::RingInfo {
+            id,
+            tid: t.owner.load(Ordering::Relaxed),
+            len: l.len,
+            ring: l.ring,
+            counters: l.counters,
+            nfuncs: l.nfuncs,
+            dead: t.dead.load(Ordering::Relaxed),
+        });
     }
     clock::refine();
     (
-        ok(json!({
-            "rings": out,
-            "unshared": unshared,
-            "ticks_per_ns": clock::ticks_per_ns(),
+        msg::reply(Ok(msg::Rings {
+            rings: out,
+            unshared,
+            ticks_per_ns: clock::ticks_per_ns(),
             // More than the reader knows: a library was loaded; it asks
             // `hello` again for the names.
-            "functions": crate::runtime::function_count(),
+            functions: crate::runtime::function_count(),
         })),
         fds,
     )
