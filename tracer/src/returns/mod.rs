@@ -1,4 +1,6 @@
-//! Compiler-padded functions: their entries and how their exits are seen.
+//! Compiler-padded functions: their entries and how their exits are seen
+//! (x86-64 and AArch64; on ARMv7 only `#[traceable]` functions are traced,
+//! see `unsupported.rs`).
 //!
 //! **Entries.** An enabled compiler pad calls its function's entry stub
 //! (`crate::veneer::entry_stub`: function index pushed, jump to
@@ -51,40 +53,26 @@
 //! stacks are active a changed return address would kill the process, so
 //! returns are not hooked there: entry events only (`status` says so).
 
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
 mod dl_caller;
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
 mod unwind;
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::{arch, thread};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" {
     fn __tracer_v1_tramp_fentry();
     fn __tracer_v1_tramp_fret();
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why returns stopped being hooked when an object with its own unwinder
 /// turned up (mode 4).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 static OWN_UNWINDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
 extern "C" {
     /// The runtime's weak `_Unwind_RaiseException` (same address).
     static __tracer_v1_unwind_raise: u8;
@@ -94,7 +82,6 @@ extern "C" {
 /// (linked with `-static-libgcc`): its exceptions never pass the runtime's
 /// interposers, so a hooked return would make them fail. From now on
 /// returns are not hooked (frames hooked already still return normally).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) fn own_unwinder(path: &str, at: usize) {
     #[cfg(target_os = "linux")]
     let ours = std::ptr::addr_of!(__tracer_v1_unwind_raise) as usize;
@@ -152,67 +139,44 @@ pub unsafe extern "C" fn fret_personality(
 
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    return match RETURNS.load(Ordering::Relaxed) {
+    match RETURNS.load(Ordering::Relaxed) {
         1 => "hooked",
-        #[cfg(target_arch = "x86_64")]
-        2 => "entry-only: CET shadow stacks are active, a changed return address would be fatal",
-        #[cfg(target_arch = "aarch64")]
-        2 => "entry-only: the Guarded Control Stack is active, a changed return address would be fatal",
+        2 => arch::SHADOW_STACK_ENTRY_ONLY,
         3 => "entry-only: TRACER_NO_RETURN_HOOK is set",
         4 => OWN_UNWINDER.get().map_or("entry-only", |s| s.as_str()),
         _ => "not set up yet",
-    };
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    "compiler pads are traced on x86-64 and AArch64 only"
+    }
 }
 
 /// Decide whether returns are hooked (once, at start).
 pub fn init_returns() {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    {
-        let mode = if arch::shadow_stack_active() {
-            2
-        } else if std::env::var_os("TRACER_NO_RETURN_HOOK").is_some() {
-            3
-        } else {
-            thread::FRET.store(
-                __tracer_v1_tramp_fret as *const () as usize,
-                Ordering::Release,
-            );
-            1
-        };
-        RETURNS.store(mode, Ordering::Release);
-    }
+    let mode = if arch::shadow_stack_active() {
+        2
+    } else if std::env::var_os("TRACER_NO_RETURN_HOOK").is_some() {
+        3
+    } else {
+        thread::FRET.store(
+            __tracer_v1_tramp_fret as *const () as usize,
+            Ordering::Release,
+        );
+        1
+    };
+    RETURNS.store(mode, Ordering::Release);
 }
 
 /// What an enabled compiler pad at `site` of function `func` calls.
 pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    return crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize);
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        let _ = (site, func);
-        Err(String::from(
-            "compiler pads are traced on x86-64 and AArch64 only",
-        ))
-    }
+    crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize)
 }
 
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
 pub use dl_caller::prep as dl_caller_prep;
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
 pub use dl_caller::Branch as DlBranch;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use unwind::{backtrace, backtrace_walk as unwind_backtrace, Step as UnwindStep};
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
 pub use unwind::{
     delete as unwind_delete, forced as unwind_forced, raise as unwind_raise,
     resume as unwind_resume, rethrow as unwind_rethrow, thread_exit as unwind_thread_exit,

@@ -16,6 +16,17 @@ pub use tracer_arch_arm::Native as Arch;
 #[cfg(target_arch = "x86_64")]
 pub const TRAP_SI_CODE: i32 = 0x80;
 
+/// What `status` says when the hardware's shadow stack keeps returns from
+/// being hooked.
+#[cfg(target_arch = "x86_64")]
+pub const SHADOW_STACK_ENTRY_ONLY: &str =
+    "entry-only: CET shadow stacks are active, a changed return address would be fatal";
+/// What `status` says when the hardware's shadow stack keeps returns from
+/// being hooked.
+#[cfg(target_arch = "aarch64")]
+pub const SHADOW_STACK_ENTRY_ONLY: &str =
+    "entry-only: the Guarded Control Stack is active, a changed return address would be fatal";
+
 /// The breakpoint's `si_code`: `BRK` and the `UDF` breakpoints arrive as
 /// `TRAP_BRKPT`, with the PC at the instruction. Only the Thumb-2 protocol
 /// plants traps; on AArch64 and A32 every trap is someone else's and is
