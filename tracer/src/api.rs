@@ -133,8 +133,7 @@ pub fn stats() -> Stats {
         traps_rewound: trap::REWOUND.load(Relaxed),
         traps_foreign: trap::FOREIGN.load(Relaxed),
         returns: returns::returns_mode(),
-        #[cfg(target_arch = "x86_64")]
-        converted_pads: pads::CONVERTED.load(Relaxed),
+        converted_pads: pads::converted(),
         ..Stats::default()
     };
     if runtime().is_ok() {

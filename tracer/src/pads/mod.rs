@@ -31,7 +31,15 @@ mod objects;
 pub(crate) mod registry;
 
 #[cfg(target_arch = "x86_64")]
-pub use gcc::{convert_at_startup, CONVERTED};
+pub use gcc::convert_at_startup;
+
+/// GCC pads converted at start-up (x86-64 only has them).
+pub fn converted() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    return gcc::CONVERTED.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use objects::refresh;
 
