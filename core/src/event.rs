@@ -23,9 +23,13 @@
 //!
 //! The memory is plain bytes with a `#[repr(C)]` header, so it can live in a
 //! shared mapping and be read by another process.
+//!
+//! The protocol is model-checked with loom (`core/tests/loom.rs`: every
+//! interleaving of a producer and a consumer on a two-slot ring, slot
+//! accesses included); the atomics and the slot cell come from
+//! [`sync`](crate::sync) for that.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
 /// A function was entered.
 pub const KIND_ENTRY: u8 = 0;
@@ -134,7 +138,7 @@ impl Ring {
     pub fn checked_bytes_for(capacity: u64) -> Option<usize> {
         usize::try_from(capacity)
             .ok()?
-            .checked_mul(std::mem::size_of::<Event>())?
+            .checked_mul(std::mem::size_of::<UnsafeCell<Event>>())?
             .checked_add(std::mem::size_of::<RingHeader>())
     }
 
@@ -159,10 +163,17 @@ impl Ring {
                 tail: Line(AtomicU64::new(0)),
             });
         }
+        // SAFETY: within the region the caller sized with bytes_for.
+        let slots = unsafe { mem.add(std::mem::size_of::<RingHeader>()) } as *mut UnsafeCell<Event>;
+        // Zeroed memory is a valid std slot; a loom slot must be constructed.
+        #[cfg(loom)]
+        for i in 0..capacity {
+            // SAFETY: slot `i` is within the region, aligned, and unused.
+            unsafe { slots.add(i).write(UnsafeCell::new(Event::default())) };
+        }
         Ring {
             hdr,
-            // SAFETY: within the region the caller sized with bytes_for.
-            slots: unsafe { mem.add(std::mem::size_of::<RingHeader>()) } as *const _,
+            slots,
             mask: capacity as u64 - 1,
         }
     }
@@ -236,7 +247,7 @@ impl Ring {
         // SAFETY: slot `head` is not visible to the consumer until `head` is
         // published below, and the consumer has released it (tail > head - cap).
         unsafe {
-            *(*self.slots.add((head & self.mask) as usize)).get() = *ev;
+            (*self.slots.add((head & self.mask) as usize)).with_mut(|p| *p = *ev);
         }
         h.head.0.store(head + 1, Ordering::Release);
         true
@@ -303,8 +314,9 @@ impl Ring {
         for i in 0..n as u64 {
             // SAFETY: slots in [tail, head) were published by the producer's
             // Release store of head, which our Acquire load observed.
-            let ev =
-                unsafe { *(*self.slots.add((tail.wrapping_add(i) & self.mask) as usize)).get() };
+            let ev = unsafe {
+                (*self.slots.add((tail.wrapping_add(i) & self.mask) as usize)).with(|p| *p)
+            };
             f(&ev);
         }
         h.tail
@@ -370,7 +382,8 @@ impl Clone for Line<[u8; 64]> {
     }
 }
 
-#[cfg(test)]
+// Under loom only the model tests run (`core/tests/loom.rs`).
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
