@@ -14,7 +14,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use tracer_core::event::{Event, OwnedRing, KIND_EXIT};
+use tracer_core::event::{Event, OwnedRing, Ring, KIND_EXIT};
 use tracer_core::publish::{Published, Readers};
 
 fn ev(i: u64) -> Event {
@@ -42,7 +42,8 @@ fn check(seen: &[Event], last: &mut Option<u64>) {
 
 /// The ring: the traced thread pushes `n` events into a 2-slot ring (so it
 /// wraps and fills) while the consumer drains concurrently, with `drain` (the
-/// in-process collector) or `try_drain` (the `tracer` program's reader).
+/// in-process collector) or as the `tracer` program's reader does: through
+/// its own `Ring::attach` to the memory, with `try_drain`.
 /// Every slot the consumer reads was completely written before (no data
 /// race on any slot: loom checks each access), events come out in order and
 /// untorn, and every event is either consumed or counted as dropped.
@@ -60,12 +61,18 @@ fn ring_model(n: u64, drains: usize, try_drain: bool) {
                 pushed
             })
         };
+        // The reader's view: attached to the same memory, header checked.
+        let mem = r.header() as *const _ as *mut u8;
+        // SAFETY: the ring's memory, `bytes_for(2)` bytes, 64-aligned, kept
+        // alive by `r` for the whole model.
+        let reader = unsafe { Ring::attach(mem, Ring::bytes_for(2)) }.unwrap();
         let mut seen = Vec::new();
         let mut last = None;
         for _ in 0..drains {
             let mut got = Vec::new();
             if try_drain {
-                r.try_drain(usize::MAX, |e| got.push(*e))
+                reader
+                    .try_drain(usize::MAX, |e| got.push(*e))
                     .expect("a ring that follows the protocol is never corrupt");
             } else {
                 r.drain(usize::MAX, |e| got.push(*e));
