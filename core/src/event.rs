@@ -27,7 +27,7 @@
 //! The protocol is model-checked with loom (`core/tests/loom.rs`: every
 //! interleaving of a producer and a consumer on a two-slot ring, slot
 //! accesses included); the atomics and the slot cell come from
-//! [`sync`](crate::sync) for that.
+//! `core/src/sync.rs` for that.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 
