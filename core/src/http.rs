@@ -384,6 +384,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "TCP sockets: Miri runs isolated from the network")]
     fn answers_and_survives_a_stalled_client() {
         let a = start();
         // More stalled clients than workers: none holds a worker.

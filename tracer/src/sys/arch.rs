@@ -164,7 +164,7 @@ pub unsafe fn read_text(addr: usize, buf: &mut [u8]) {
 /// owns for the current batch.
 pub unsafe fn write_text(addr: usize, bytes: &[u8], atomic: bool) {
     use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
-    // SAFETY (all arms): the caller guarantees the range is writable; atomic
+    // SAFETY: (all arms) the caller guarantees the range is writable; atomic
     // stores are used because other threads execute (fetch) these bytes.
     unsafe {
         match (atomic, bytes.len()) {
