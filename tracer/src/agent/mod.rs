@@ -370,7 +370,6 @@ pub fn connection_cap() -> usize {
         .clamp(4, MAX_CONNECTIONS)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
