@@ -52,6 +52,12 @@ pub enum Request {
     },
     /// Give the rings back to the in-process collector.
     Detach,
+    /// Ring size, in events, for threads that record their first event
+    /// from now on (threads that have a ring keep it).
+    Buffer {
+        /// Events (rounded up to a power of two, between 64 and 2^26).
+        events: u64,
+    },
     /// Only from the process itself: another copy of the agent has taken
     /// the socket over; this one stops.
     Retire,
@@ -59,8 +65,9 @@ pub enum Request {
 
 impl Request {
     /// Every `op` there is.
-    pub const OPS: [&'static str; 9] = [
+    pub const OPS: [&'static str; 10] = [
         "hello", "list", "enable", "disable", "status", "attach", "rings", "detach", "retire",
+        "buffer",
     ];
 
     /// The request as a message body: `{"v": PROTOCOL_VERSION, "op": .., ..}`.
@@ -282,6 +289,15 @@ pub struct Rings {
     pub ticks_per_ns: f64,
     /// Functions registered now (more than the reader knows: ask `hello`).
     pub functions: usize,
+}
+
+/// `buffer`'s reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Buffer {
+    /// Ring size for new threads now, in events (as rounded).
+    pub events: usize,
+    /// Threads that have a ring already, of the size they were given.
+    pub threads_with_rings: usize,
 }
 
 /// A reply with nothing more to say than that it worked.

@@ -37,6 +37,7 @@
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
 //! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |
 //! | `detach` | | the rings go back to the in-process collector |
+//! | `buffer` | `events` | ring size for threads that start recording from now on: `events` (as rounded), `threads_with_rings` (they keep theirs) |
 //! | `retire` | | only from this process itself: another copy of the agent has taken the socket over; this one stops |
 //!
 //! # Single consumer

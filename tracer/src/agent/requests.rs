@@ -97,6 +97,14 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
             Vec::new(),
             false,
         ),
+        Request::Buffer { events } => {
+            crate::set_buffer_events(usize::try_from(events).unwrap_or(usize::MAX));
+            let reply = msg::reply(Ok(msg::Buffer {
+                events: thread::capacity(),
+                threads_with_rings: crate::stats().threads,
+            }));
+            (reply, Vec::new(), true)
+        }
         Request::Detach => {
             if c.attached {
                 c.attached = false;
