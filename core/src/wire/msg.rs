@@ -80,6 +80,34 @@ impl Request {
     }
 }
 
+/// Read a request's body (the bytes after the length prefix) as the agent
+/// does: a JSON object with `"v"` = [`super::PROTOCOL_VERSION`] and a known
+/// `"op"` whose fields have the right types. `Err` is the error reply's
+/// message; the agent closes the connection after it.
+pub fn parse_request(body: &[u8]) -> Result<Request, String> {
+    use serde_json::Value;
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) | Err(_) => return Err("malformed request: expected a JSON object; closing".into()),
+    };
+    if req["v"].as_u64() != Some(super::PROTOCOL_VERSION) {
+        return Err(format!(
+            "unsupported protocol version {}; this agent speaks {}: use a tracer program of the \
+             same version",
+            req["v"],
+            super::PROTOCOL_VERSION
+        ));
+    }
+    let op = req["op"].as_str().unwrap_or("").to_string();
+    if !Request::OPS.contains(&op.as_str()) {
+        return Err(format!(
+            "unknown request '{op}'; closing (is the tracer program newer than this process's \
+             tracer crate?)"
+        ));
+    }
+    serde_json::from_value(req).map_err(|e| format!("malformed '{op}' request: {e}; closing"))
+}
+
 /// A function, as `hello` and `list` give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Function {
@@ -346,9 +374,38 @@ mod tests {
         // Unknown fields are ignored; a missing optional one is its default.
         let r: Request = serde_json::from_value(json!({"op": "hello", "pad": "x"})).unwrap();
         assert_eq!(r, Request::Hello { names: false });
+        // Every op there is parses with its required fields.
         for op in Request::OPS {
-            let r: Result<Request, _> = serde_json::from_value(json!({ "op": op }));
+            let r: Result<Request, _> =
+                serde_json::from_value(json!({ "op": op, "pattern": "x", "events": 64 }));
             assert!(r.is_ok(), "{op}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_as_the_agent_does() {
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"hello"}"#),
+            Ok(Request::Hello { names: false })
+        );
+        for (body, says) in [
+            (&b"[1]"[..], "expected a JSON object"),
+            (b"{\"v\":1", "expected a JSON object"),
+            (br#"{"v":"1","op":"hello"}"#, "protocol version"),
+            (br#"{"v":2,"op":"hello"}"#, "protocol version"),
+            (
+                br#"{"v":1,"op":"format_disk"}"#,
+                "unknown request 'format_disk'",
+            ),
+            (br#"{"v":1}"#, "unknown request ''"),
+            (
+                br#"{"v":1,"op":"rings","known":"all"}"#,
+                "malformed 'rings' request",
+            ),
+            (br#"{"v":1,"op":"buffer"}"#, "malformed 'buffer' request"),
+        ] {
+            let e = parse_request(body).unwrap_err();
+            assert!(e.contains(says), "{e}");
         }
     }
 

@@ -11,45 +11,9 @@ pub(crate) fn done() -> Value {
 }
 
 pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>, bool) {
-    let req: Value = match serde_json::from_slice(c.inbuf.get(4..).unwrap_or(&[])) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) | Err(_) => {
-            return (
-                error("malformed request: expected a JSON object; closing"),
-                Vec::new(),
-                false,
-            )
-        }
-    };
-    if req["v"].as_u64() != Some(PROTOCOL_VERSION) {
-        return (
-            error(&format!(
-                "unsupported protocol version {}; this agent speaks {PROTOCOL_VERSION}: use a tracer program of the same version",
-                req["v"]
-            )),
-            Vec::new(),
-            false,
-        );
-    }
-    let op = req["op"].as_str().unwrap_or("").to_string();
-    if !Request::OPS.contains(&op.as_str()) {
-        return (
-            error(&format!(
-                "unknown request '{op}'; closing (is the tracer program newer than this process's tracer crate?)"
-            )),
-            Vec::new(),
-            false,
-        );
-    }
-    let req: Request = match serde_json::from_value(req) {
+    let req = match msg::parse_request(c.inbuf.get(4..).unwrap_or(&[])) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                error(&format!("malformed '{op}' request: {e}; closing")),
-                Vec::new(),
-                false,
-            )
-        }
+        Err(e) => return (error(&e), Vec::new(), false),
     };
     match req {
         Request::Hello { names } => (hello(names), Vec::new(), true),
