@@ -3,8 +3,8 @@
 //! the protocol described in the agent's documentation
 //! (`tracer/src/agent.rs`): a request is `{"v": 1, "op": .., fields}`, a
 //! reply `{"v": 1, "ok": true, fields}` or `{"v": 1, "ok": false, "error":
-//! ..}`. Fields a side does not know are ignored, so either side may add
-//! optional ones.
+//! ..}`. Fields a side does not know are ignored and a reply's missing
+//! fields take their defaults, so either side may add optional ones.
 
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, String> {
 
 /// A function, as `hello` and `list` give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Function {
     /// Its index: events name functions by it.
     pub index: u32,
@@ -137,6 +138,7 @@ pub struct Function {
 
 /// `hello`'s reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Hello {
     /// The process.
     pub pid: u32,
@@ -162,6 +164,7 @@ pub struct Hello {
 
 /// `list`'s reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct List {
     /// The page.
     pub functions: Vec<Function>,
@@ -173,6 +176,7 @@ pub struct List {
 
 /// `enable`'s and `disable`'s reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Changed {
     /// Functions that changed state.
     pub changed: Vec<String>,
@@ -186,6 +190,7 @@ pub struct Changed {
 
 /// One thread, in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct ThreadDetail {
     /// Kernel thread id.
     pub tid: u64,
@@ -209,6 +214,7 @@ pub struct ThreadDetail {
 
 /// What the agent has done with its connections (`status`'s `agent`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct AgentCounters {
     /// Connections open now.
     pub connections: usize,
@@ -234,6 +240,7 @@ pub struct AgentCounters {
 
 /// `status`'s reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Status {
     /// The process.
     pub pid: u32,
@@ -289,6 +296,7 @@ pub struct Status {
 
 /// A thread block handed to a reader (its memfd attached in order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct RingInfo {
     /// The block's id (stable while the process lives).
     pub id: u64,
@@ -308,6 +316,7 @@ pub struct RingInfo {
 
 /// `rings`' reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Rings {
     /// Blocks new to the reader.
     pub rings: Vec<RingInfo>,
@@ -321,6 +330,7 @@ pub struct Rings {
 
 /// `buffer`'s reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Buffer {
     /// Ring size for new threads now, in events (as rounded).
     pub events: usize,
@@ -330,6 +340,7 @@ pub struct Buffer {
 
 /// A reply with nothing more to say than that it worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Done {}
 
 /// A reply: `ok` and the body's fields, or the error.
