@@ -38,6 +38,7 @@
 //! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |
 //! | `detach` | | the rings go back to the in-process collector |
 //! | `retire` | | only from this process itself: another copy of the agent has taken the socket over; this one stops |
+//! | `quit` | | `disabled` (how many functions were enabled): every function is disabled, the rings go back, the agent and collector threads end and the socket is removed (`tracer detach`); [`start_again`] starts a new agent |
 //!
 //! # Single consumer
 //!
@@ -109,6 +110,29 @@ pub use tracer_core::wire::PROTOCOL_VERSION;
 const MAX_FDS: usize = 200;
 
 static SOCKET_PATH: OnceLock<CString> = OnceLock::new();
+/// Set while this copy's agent thread serves.
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `quit` was asked: the agent thread ends after this turn.
+static QUIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Start the agent again after `quit` (`tracer attach` of a process whose
+/// library is loaded already): 0 if it serves now, 1 if not (the reason is
+/// on standard error).
+pub fn start_again() -> i32 {
+    if !SERVING.load(Ordering::Acquire) {
+        start();
+        collect::restart();
+    }
+    i32::from(!SERVING.load(Ordering::Acquire))
+}
+
+/// Every enabled function disabled (for `quit`): how many were.
+fn disable_everything() -> usize {
+    if crate::RUNTIME.get().is_none() || crate::enabled_names().is_empty() {
+        return 0;
+    }
+    crate::disable_report("*").map_or(0, |r| r.changed.len())
+}
 
 /// Is a peer with user id `peer_uid` allowed to control a process running as
 /// `own_uid`? The same user, or root.
@@ -154,7 +178,9 @@ pub fn start() {
     if let Some(s) = earlier {
         retire(s);
     }
+    SERVING.store(true, Ordering::Release);
     if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
+        SERVING.store(false, Ordering::Release);
         log(&format!("not started: cannot create its thread: {e}"));
     }
 }
@@ -620,6 +646,20 @@ fn serve(listener: UnixListener) {
             collect::set_external(false);
         }
     }
+    if QUIT.swap(false, Ordering::AcqRel) {
+        // `quit`: its reply out (small: it fits the socket's buffer), the
+        // socket gone, the collector ended, this thread too.
+        for c in &mut server.conns {
+            let _ = c.stream.set_nonblocking(false);
+            c.flush(Instant::now());
+        }
+        if let Some(p) = SOCKET_PATH.get() {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::unlink(p.as_ptr()) };
+        }
+        collect::stop();
+    }
+    SERVING.store(false, Ordering::Release);
 }
 
 /// Milliseconds from `now` to `t`, rounded up, for `poll`.
@@ -741,7 +781,7 @@ impl Server {
         let (reply, fds, keep) = respond(c, &agent);
         c.done_reading();
         c.reply(&reply, fds, !keep, now);
-        self.stop |= c.retire;
+        self.stop |= c.retire || QUIT.load(Ordering::Acquire);
     }
 
     fn agent_json(&self) -> Value {
@@ -1015,6 +1055,15 @@ fn respond(c: &mut Conn, agent: &Value) -> (Value, Vec<RawFd>, bool) {
         "retire" if c.peer as u32 == std::process::id() => {
             c.retire = true;
             (ok(json!({})), Vec::new(), false)
+        }
+        "quit" => {
+            let disabled = disable_everything();
+            if c.attached {
+                c.attached = false;
+                collect::set_external(false);
+            }
+            QUIT.store(true, Ordering::Release);
+            (ok(json!({"disabled": disabled})), Vec::new(), false)
         }
         "detach" => {
             if c.attached {
