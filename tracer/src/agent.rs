@@ -166,6 +166,7 @@ pub fn start() {
     // the last to start takes the socket over, then tells the earlier agent
     // to stop.
     let earlier = earlier_agent();
+    let first = SOCKET_PATH.get().is_none();
     // The socket exists before `main` runs: a `tracer` started right after
     // the program (or on its first output) finds it.
     let listener = match bind() {
@@ -179,7 +180,15 @@ pub fn start() {
         retire(s);
     }
     SERVING.store(true, Ordering::Release);
-    if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
+    // Loaded late by `tracer attach` (the process has threads already):
+    // the new thread may not run before `dlopen` returns (it may need a
+    // lock the loader holds while it runs this constructor), so do not
+    // wait for it; `tracer attach` waits for the agent to answer instead.
+    let late = first && std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) > 1;
+    let wait = Duration::from_millis(if late { 0 } else { 500 });
+    if let Err(e) =
+        crate::trap::spawn_own_thread_waiting("tracer-agent", move || serve(listener), wait)
+    {
         SERVING.store(false, Ordering::Release);
         log(&format!("not started: cannot create its thread: {e}"));
     }

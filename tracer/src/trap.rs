@@ -274,6 +274,18 @@ pub fn spawn_own_thread<F>(name: &str, f: F) -> std::io::Result<std::thread::Joi
 where
     F: FnOnce() + Send + 'static,
 {
+    spawn_own_thread_waiting(name, f, std::time::Duration::from_millis(500))
+}
+
+/// [`spawn_own_thread`], waiting at most `wait` for the thread to run.
+pub fn spawn_own_thread_waiting<F>(
+    name: &str,
+    f: F,
+    wait: std::time::Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
     let h = std::thread::Builder::new()
         .name(name.into())
@@ -281,7 +293,7 @@ where
             let _ = tx.send(());
             f()
         })?;
-    let _ = rx.recv_timeout(std::time::Duration::from_millis(500));
+    let _ = rx.recv_timeout(wait);
     Ok(h)
 }
 

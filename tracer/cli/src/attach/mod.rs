@@ -330,12 +330,20 @@ impl Stopped {
             if new.is_empty() {
                 break;
             }
+            // Seize and interrupt them all first, then wait: the stops
+            // overlap (a busy thread may need a scheduler tick to stop).
+            let mut waiting = Vec::new();
             for tid in new {
                 seized.push(tid);
                 if let Err(e) = ptrace::seize(tid) {
                     match e.raw_os_error() {
                         Some(libc::ESRCH) => continue,
                         Some(libc::EPERM) => {
+                            for &t in &waiting {
+                                if let Ok(Some(t)) = Self::wait_stop(t) {
+                                    st.threads.push(t);
+                                }
+                            }
                             st.release();
                             let traced =
                                 procfs::status_field(pid, "TracerPid").filter(|t| t != "0");
@@ -345,6 +353,11 @@ impl Stopped {
                             return Err(perm_error(pid, "ptrace", &e));
                         }
                         _ => {
+                            for &t in &waiting {
+                                if let Ok(Some(t)) = Self::wait_stop(t) {
+                                    st.threads.push(t);
+                                }
+                            }
                             st.release();
                             return Err(Error::failed(format!(
                                 "cannot ptrace thread {tid} of process {pid}: {e}"
@@ -352,17 +365,21 @@ impl Stopped {
                         }
                     }
                 }
-                if ptrace::interrupt(tid).is_err() {
-                    continue;
+                if ptrace::interrupt(tid).is_ok() {
+                    waiting.push(tid);
                 }
+            }
+            let mut failed = None;
+            for tid in waiting {
                 match Self::wait_stop(tid) {
                     Ok(Some(t)) => st.threads.push(t),
                     Ok(None) => {}
-                    Err(e) => {
-                        st.release();
-                        return Err(e);
-                    }
+                    Err(e) => failed = Some(e),
                 }
+            }
+            if let Some(e) = failed {
+                st.release();
+                return Err(e);
             }
         }
         if !st.threads.iter().any(|t| t.tid == pid) {
@@ -448,15 +465,16 @@ fn already_traced(pid: i32, tracer_pid: &str) -> Error {
     ))
 }
 
-/// Turn GCC's five 1-byte NOPs into one 5-byte NOP where no thread is
-/// inside them. Returns (converted, left).
-fn convert_gcc_pads(objs: &[Object], mem: &procfs::Mem, ips: &[usize]) -> (usize, Vec<usize>) {
+/// GCC's pads (five 1-byte NOPs) in the process's objects: found before
+/// the threads are stopped (parsing the files takes a while), converted
+/// while they are ([`convert_gcc_pads`]).
+fn gcc_pads(objs: &[Object], mem: &procfs::Mem) -> Vec<usize> {
     let read = |a: usize, buf: &mut [u8]| {
         if mem.read(a, buf).is_err() {
             buf.fill(0);
         }
     };
-    let (mut converted, mut left) = (0, Vec::new());
+    let mut out = Vec::new();
     for o in objs {
         if file_name(&o.loaded.path) == LIBRARY || !tracer::discover::has_pads(&o.loaded) {
             continue;
@@ -464,16 +482,29 @@ fn convert_gcc_pads(objs: &[Object], mem: &procfs::Mem, ips: &[usize]) -> (usize
         for site in tracer::discover::pad_sites(&o.loaded, &read) {
             let mut b = [0u8; 5];
             read(site, &mut b);
-            if b != arch::GCC_PAD {
-                continue;
+            if b == arch::GCC_PAD {
+                out.push(site);
             }
-            if ips.iter().any(|&ip| ip > site && ip < site + b.len()) {
-                left.push(site);
-                continue;
-            }
-            if mem.write(site, &arch::NOP5).is_ok() {
-                converted += 1;
-            }
+        }
+    }
+    out
+}
+
+/// Turn GCC's five 1-byte NOPs at `sites` into one 5-byte NOP where no
+/// thread is inside them (every thread stopped). Returns (converted, left).
+fn convert_gcc_pads(sites: &[usize], mem: &procfs::Mem, ips: &[usize]) -> (usize, Vec<usize>) {
+    let (mut converted, mut left) = (0, Vec::new());
+    for &site in sites {
+        let mut b = [0u8; 5];
+        if mem.read(site, &mut b).is_err() || b != arch::GCC_PAD {
+            continue;
+        }
+        if ips.iter().any(|&ip| ip > site && ip < site + b.len()) {
+            left.push(site);
+            continue;
+        }
+        if mem.write(site, &arch::NOP5).is_ok() {
+            converted += 1;
         }
     }
     (converted, left)
@@ -704,6 +735,7 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
         }
     })?;
 
+    let mut gcc = gcc_pads(&objs, &mem);
     let mut out = Attached {
         restarted: loaded.is_some(),
         ..Default::default()
@@ -711,11 +743,15 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
     let (mut stopped, chosen) = loop {
         out.tries += 1;
         let mut stopped = Stopped::all(pid, &mem)?;
-        if out.tries == 1 {
-            let ips: Vec<usize> = stopped.threads.iter().map(|t| arch::pc(&t.regs)).collect();
-            (out.converted, out.left) = convert_gcc_pads(&objs, &mem, &ips);
-        }
-        if let Some(i) = choose(&stopped.threads, &maps) {
+        let ips: Vec<usize> = stopped.threads.iter().map(|t| arch::pc(&t.regs)).collect();
+        let (n, left) = convert_gcc_pads(&gcc, &mem, &ips);
+        out.converted += n;
+        out.left = left;
+        gcc.retain(|s| out.left.contains(s));
+        // A pad a thread was inside: let the threads go on a little and
+        // stop them again (a few times at most).
+        let retry_pads = !out.left.is_empty() && out.tries < 5;
+        if let Some(i) = choose(&stopped.threads, &maps).filter(|_| !retry_pads) {
             break (stopped, i);
         }
         stopped.release();
@@ -726,7 +762,7 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
                  hold a lock); try again when it is less busy"
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(if retry_pads { 1 } else { 20 }));
     };
     out.threads = stopped.threads.len();
     out.restarted_calls = stopped.threads.iter().filter(|t| t.restarted).count();
