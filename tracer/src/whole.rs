@@ -350,6 +350,13 @@ pub(crate) fn refresh(st: &mut State) {
             {
                 continue;
             }
+            // The program may `dlclose` the object while its tables are read
+            // (a thread of its own loading and unloading a library): hold a
+            // reference meanwhile; one already gone is skipped.
+            let _pin = match Pin::new(o, objs.first()) {
+                Some(p) => p,
+                None => continue,
+            };
             let found = match discover::scan(o, &read_live) {
                 Ok(s) if !s.funcs.is_empty() => {
                     if let Some(at) = s.unwinder_at {
@@ -403,6 +410,44 @@ pub(crate) fn refresh(st: &mut State) {
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     let _ = st;
+}
+
+/// A reference on a loaded object (`dlopen` with `RTLD_NOLOAD`), so that
+/// it stays mapped while the registry reads it; `None` if it is unloaded
+/// already. The executable is never unloaded and needs none.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+struct Pin(*mut libc::c_void);
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl Pin {
+    fn new(o: &discover::LoadedObject, exe: Option<&discover::LoadedObject>) -> Option<Pin> {
+        if exe.is_some_and(|e| std::ptr::eq(e, o)) {
+            return Some(Pin(std::ptr::null_mut()));
+        }
+        let path = std::ffi::CString::new(o.path.as_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path; RTLD_NOLOAD loads nothing, it only
+        // takes a reference on an object loaded already.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if h.is_null() {
+            return None;
+        }
+        let pin = Pin(h);
+        // Still the same copy (not unloaded and loaded again elsewhere)?
+        let (now, _, _) = discover::loaded_objects();
+        now.iter()
+            .any(|n| n.path == o.path && n.bias == o.bias)
+            .then_some(pin)
+    }
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: a handle `dlopen` returned, closed once.
+            unsafe { libc::dlclose(self.0) };
+        }
+    }
 }
 
 /// Number of threads of this process (from `/proc/self/task`).
