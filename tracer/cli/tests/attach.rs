@@ -414,3 +414,37 @@ fn refuses_a_process_traced_already() {
     let (lines, ok) = p.finish();
     assert!(ok, "{lines:?}");
 }
+
+/// Another user may not ptrace the process: the refusal names what to do.
+/// (Runs as root only: it drops to `nobody` with setpriv.)
+#[test]
+fn refuses_without_permission() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run tracer as another user");
+        return;
+    }
+    let dir = Dir::new();
+    let exe = build(
+        "clang-19",
+        &["-fpatchable-function-entry=5", "-pthread"],
+        &["attach_target.c"],
+        "attach_perm",
+    );
+    let p = dir.start(&exe, &[]);
+    let o = dir
+        .cmd(Path::new("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", TRACER])
+        .args(["attach", "-p", &p.pid()])
+        .env("XDG_RUNTIME_DIR", "/nonexistent")
+        .output()
+        .expect("setpriv runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no permission to ptrace") && err.contains("CAP_SYS_PTRACE"),
+        "{err}"
+    );
+    let (_, ok) = p.finish();
+    assert!(ok);
+}
