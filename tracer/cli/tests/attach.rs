@@ -448,3 +448,135 @@ fn refuses_without_permission() {
     let (_, ok) = p.finish();
     assert!(ok);
 }
+
+/// Remove what `cargo test` put in the environment that would steer a
+/// nested cargo (as tests/whole_rust.rs does).
+fn scrub(c: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTDOC")
+            || k == "CARGO"
+            || k == "RUSTUP_TOOLCHAIN"
+            || k == "RUSTFLAGS"
+        {
+            c.env_remove(&k);
+        }
+    }
+}
+
+/// tests/fixtures/whole-rust built with nightly and `-Z
+/// patchable-function-entry=5` (where tests/whole_rust.rs builds it).
+fn whole_rust() -> PathBuf {
+    let target = bin_dir().parent().unwrap().join("whole-rust");
+    let mut c = Command::new("rustup");
+    c.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--manifest-path",
+    ])
+    .arg(root().join("tests/fixtures/whole-rust/Cargo.toml"));
+    scrub(&mut c);
+    c.env("RUSTFLAGS", "-Z patchable-function-entry=5")
+        .env("CARGO_TARGET_DIR", &target);
+    let o = c.output().expect(
+        "rustup runs (install a nightly: rustup toolchain install nightly --profile minimal)",
+    );
+    assert!(
+        o.status.success(),
+        "the whole-rust fixture's nightly build failed (scripts/setup-whole.sh installs \
+         nightly):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    target.join("release/whole-rust")
+}
+
+/// A whole Rust program (every function padded, no tracer linked) started
+/// plainly: attached, traced (panics caught through traced frames
+/// included), detached, twice; it ends normally.
+#[test]
+fn attach_a_whole_rust_program() {
+    let exe = whole_rust();
+    let dir = Dir::new();
+    // Its four threads spin on one CPU (taskset execs it: same pid), so a
+    // debug-built tracer on a small, busy machine keeps up with the events.
+    let mut c = dir.cmd(Path::new("taskset"));
+    c.args(["-c", "0"])
+        .arg(&exe)
+        .arg("threads")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let stdin = child.stdin.take();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut l = String::new();
+    stdout.read_line(&mut l).unwrap();
+    assert_eq!(l, "ready\n");
+    let p = Proc {
+        child,
+        stdin,
+        stdout,
+    };
+    let pid = p.pid();
+    for _ in 0..2 {
+        dir.ok(&["attach", "-p", &pid]);
+        dir.ok(&[
+            "enable",
+            "-p",
+            &pid,
+            "whole_rust::work::*",
+            "whole_rust::parse::*",
+            "whole_rust::boom::*",
+        ]);
+        let trace = dir.ok(&["trace", "--graph", "--duration", "300ms", "-p", &pid]);
+        let nested = trace.lines().collect::<Vec<_>>().windows(2).any(|w| {
+            w[0].contains("whole_rust::parse::line() {")
+                && w[1].contains("whole_rust::parse::number();")
+        });
+        assert!(
+            nested,
+            "no parse::line > parse::number nesting in:\n{trace}"
+        );
+        let hist = dir.ok(&["hist", "--duration", "200ms", "-p", &pid]);
+        assert!(hist.contains("whole_rust::boom::guarded"), "{hist}");
+        let d = dir.ok(&["detach", "-p", &pid]);
+        assert!(d.contains("6 functions disabled"), "{d}");
+        assert!(!threads_named(&pid).iter().any(|n| n.starts_with("tracer-")));
+    }
+    let (lines, ok) = p.finish();
+    assert_eq!(lines, ["done"]);
+    assert!(ok, "the program failed");
+}
+
+/// Attach and detach in a loop, nothing else, while the program's threads
+/// are in malloc-heavy code and open and close a padded library.
+#[test]
+fn attach_detach_stress() {
+    let dir = Dir::new();
+    let exe = build(
+        "gcc",
+        &["-fpatchable-function-entry=5", "-pthread"],
+        &["attach_target.c"],
+        "attach_stress",
+    );
+    let lib = build(
+        "gcc",
+        &["-fpatchable-function-entry=5", "-shared", "-fPIC"],
+        &["dl_lib.c"],
+        "libattach_stress_dl.so",
+    );
+    let p = dir.start(&exe, &[lib.to_str().unwrap()]);
+    let pid = p.pid();
+    for _ in 0..10 {
+        dir.ok(&["attach", "-p", &pid]);
+        dir.ok(&["status", "-p", &pid]);
+        dir.ok(&["detach", "-p", &pid]);
+    }
+    let (lines, ok) = p.finish();
+    assert!(lines.contains(&"all ok".to_string()), "{lines:?}");
+    assert!(ok, "the program noticed: {lines:?}");
+}
