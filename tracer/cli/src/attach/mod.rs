@@ -150,10 +150,75 @@ pub fn find_library() -> Result<PathBuf, Error> {
     )))
 }
 
+/// An ELF object as the process loaded it.
+#[derive(Debug, Clone)]
+struct LoadedObject {
+    /// The file it was loaded from.
+    path: String,
+    /// Load bias: runtime address minus link-time address.
+    bias: usize,
+    /// Executable segments, runtime `[start, end)`.
+    exec: Vec<(usize, usize)>,
+}
+
 /// One ELF object mapped in the process.
 #[derive(Debug, Clone)]
 struct Object {
-    loaded: tracer::discover::LoadedObject,
+    loaded: LoadedObject,
+}
+
+/// The sections compilers list their pads in (as the runtime's
+/// `discover.rs`; the `tracer` program does not link the runtime, whose
+/// constructor would start an agent in it).
+const PAD_TABLES: [&str; 2] = ["__patchable_function_entries", "__mcount_loc"];
+
+/// Does the object have pad tables?
+fn has_pads(obj: &LoadedObject) -> bool {
+    use object::{Object as _, ObjectSection};
+    let Ok(data) = std::fs::read(&obj.path) else {
+        return false;
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return false;
+    };
+    let found = file
+        .sections()
+        .any(|s| s.name().is_ok_and(|n| PAD_TABLES.contains(&n)));
+    found
+}
+
+/// The pads an object's tables list, read from the process's memory (in a
+/// PIE or shared library the loader relocated them), inside its code.
+fn pad_sites(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Vec<usize> {
+    use object::{Object as _, ObjectSection};
+    let Ok(data) = std::fs::read(&obj.path) else {
+        return Vec::new();
+    };
+    let Ok(file) = object::File::parse(&*data) else {
+        return Vec::new();
+    };
+    let in_code = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
+    let mut out = Vec::new();
+    for sec in file.sections() {
+        if !sec.name().is_ok_and(|n| PAD_TABLES.contains(&n)) {
+            continue;
+        }
+        let (addr, size) = (sec.address() as usize, sec.size() as usize);
+        if addr == 0 || size == 0 {
+            continue;
+        }
+        let mut table = vec![0u8; size];
+        read(obj.bias.wrapping_add(addr), &mut table);
+        for w in table.chunks_exact(8) {
+            let a = u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) as usize;
+            if a != 0 && in_code(a) {
+                out.push(a);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The file-backed objects of `maps`, with their load bias and executable
@@ -184,7 +249,7 @@ fn objects(maps: &[procfs::Mapping]) -> Vec<Object> {
         let bias = first.start.wrapping_sub((lowest & !0xfff) as usize);
         let exec = exec_segments(&data, bias);
         out.push(Object {
-            loaded: tracer::discover::LoadedObject {
+            loaded: LoadedObject {
                 path: m.path.clone(),
                 bias,
                 exec,
@@ -476,10 +541,10 @@ fn gcc_pads(objs: &[Object], mem: &procfs::Mem) -> Vec<usize> {
     };
     let mut out = Vec::new();
     for o in objs {
-        if file_name(&o.loaded.path) == LIBRARY || !tracer::discover::has_pads(&o.loaded) {
+        if file_name(&o.loaded.path) == LIBRARY || !has_pads(&o.loaded) {
             continue;
         }
-        for site in tracer::discover::pad_sites(&o.loaded, &read) {
+        for site in pad_sites(&o.loaded, &read) {
             let mut b = [0u8; 5];
             read(site, &mut b);
             if b == arch::GCC_PAD {
@@ -683,7 +748,7 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
     }
     let padded = objs
         .iter()
-        .any(|o| file_name(&o.loaded.path) != LIBRARY && tracer::discover::has_pads(&o.loaded));
+        .any(|o| file_name(&o.loaded.path) != LIBRARY && has_pads(&o.loaded));
     if !padded {
         return Err(Error::failed(format!(
             "process {pid} ({}) has no compiler pads in its executable or libraries: nothing \
