@@ -819,6 +819,13 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
         if let Some(i) = choose(&stopped.threads, &maps).filter(|_| !retry_pads) {
             break (stopped, i);
         }
+        if stopped.threads.iter().all(|t| t.group_stop) {
+            stopped.release();
+            return Err(Error::failed(format!(
+                "process {pid} is stopped (SIGSTOP, Ctrl-Z, a debugger's stop): no thread can run \
+                 the loader. Continue it (kill -CONT {pid}) and attach again"
+            )));
+        }
         stopped.release();
         if out.tries >= 25 {
             return Err(Error::failed(format!(
