@@ -161,10 +161,12 @@ struct LoadedObject {
     exec: Vec<(usize, usize)>,
 }
 
-/// One ELF object mapped in the process.
+/// One ELF object mapped in the process, with its file's bytes (read
+/// once: they are parsed for pads, symbols and segments).
 #[derive(Debug, Clone)]
 struct Object {
     loaded: LoadedObject,
+    data: std::rc::Rc<Vec<u8>>,
 }
 
 /// The sections compilers list their pads in (as the runtime's
@@ -173,12 +175,9 @@ struct Object {
 const PAD_TABLES: [&str; 2] = ["__patchable_function_entries", "__mcount_loc"];
 
 /// Does the object have pad tables?
-fn has_pads(obj: &LoadedObject) -> bool {
+fn has_pads(obj: &Object) -> bool {
     use object::{Object as _, ObjectSection};
-    let Ok(data) = std::fs::read(&obj.path) else {
-        return false;
-    };
-    let Ok(file) = object::File::parse(&*data) else {
+    let Ok(file) = object::File::parse(&**obj.data) else {
         return false;
     };
     let found = file
@@ -189,14 +188,12 @@ fn has_pads(obj: &LoadedObject) -> bool {
 
 /// The pads an object's tables list, read from the process's memory (in a
 /// PIE or shared library the loader relocated them), inside its code.
-fn pad_sites(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Vec<usize> {
+fn pad_sites(o: &Object, read: &dyn Fn(usize, &mut [u8])) -> Vec<usize> {
     use object::{Object as _, ObjectSection};
-    let Ok(data) = std::fs::read(&obj.path) else {
+    let Ok(file) = object::File::parse(&**o.data) else {
         return Vec::new();
     };
-    let Ok(file) = object::File::parse(&*data) else {
-        return Vec::new();
-    };
+    let obj = &o.loaded;
     let in_code = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
     let mut out = Vec::new();
     for sec in file.sections() {
@@ -254,6 +251,7 @@ fn objects(maps: &[procfs::Mapping]) -> Vec<Object> {
                 bias,
                 exec,
             },
+            data: std::rc::Rc::new(data),
         });
     }
     out
@@ -286,8 +284,7 @@ fn exec_segments(data: &[u8], bias: usize) -> Vec<(usize, usize)> {
 /// The runtime address of the dynamic symbol `name` in `obj`.
 fn symbol(obj: &Object, name: &str) -> Option<usize> {
     use object::{Object as _, ObjectSymbol};
-    let data = std::fs::read(&obj.loaded.path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+    let file = object::File::parse(&**obj.data).ok()?;
     file.dynamic_symbols()
         .chain(file.symbols())
         .find(|s| s.name() == Ok(name) && !s.is_undefined() && s.address() != 0)
@@ -541,10 +538,10 @@ fn gcc_pads(objs: &[Object], mem: &procfs::Mem) -> Vec<usize> {
     };
     let mut out = Vec::new();
     for o in objs {
-        if file_name(&o.loaded.path) == LIBRARY || !has_pads(&o.loaded) {
+        if file_name(&o.loaded.path) == LIBRARY || !has_pads(o) {
             continue;
         }
-        for site in pad_sites(&o.loaded, &read) {
+        for site in pad_sites(o, &read) {
             let mut b = [0u8; 5];
             read(site, &mut b);
             if b == arch::GCC_PAD {
@@ -748,7 +745,7 @@ pub fn attach(pid: i32, lib: &Path) -> Result<Attached, Error> {
     }
     let padded = objs
         .iter()
-        .any(|o| file_name(&o.loaded.path) != LIBRARY && has_pads(&o.loaded));
+        .any(|o| file_name(&o.loaded.path) != LIBRARY && has_pads(o));
     if !padded {
         return Err(Error::failed(format!(
             "process {pid} ({}) has no compiler pads in its executable or libraries: nothing \
