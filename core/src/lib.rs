@@ -20,6 +20,8 @@
 //! - [`metrics`]: what the Prometheus `/metrics` endpoints expose (names,
 //!   fixed latency buckets, a minimal text writer), and [`http`]: the small
 //!   HTTP/1.1 responder that serves them.
+//! - [`publish`]: tables published to signal handlers and freed only once no
+//!   handler can hold them (the trap table's publish/retract protocol).
 //!
 //! - [`wire`]: the agent ↔ `tracer` program contract (version, limits,
 //!   socket paths, environment variables), written once.
@@ -35,7 +37,9 @@ pub mod loghist;
 pub mod metrics;
 pub mod model;
 pub mod pattern;
+pub mod publish;
 pub mod site;
+mod sync;
 pub mod wire;
 
 pub use backend::{

@@ -40,6 +40,7 @@ fn traced_functions_work_inside_signal_handlers() {
             // One call before the signals start, so the count below is never
             // empty however the threads are scheduled (qemu-user is slow).
             black_box(busy(0));
+            // SAFETY: pthread_self has no preconditions.
             tx.send(unsafe { libc::pthread_self() }).unwrap();
             let mut n = 1u64;
             while !stop.load(Ordering::Relaxed) {

@@ -43,7 +43,7 @@ fn c_functions_are_listed_enabled_and_counted_with_values_intact() {
 
     const N: i32 = 200;
     for i in 0..N {
-        // SAFETY (all calls): plain C functions of the fixture.
+        // SAFETY: (all calls) plain C functions of the fixture.
         unsafe {
             assert_eq!(c::c_a(black_box(i)), 4 * i + 9);
             assert_eq!(c::c_tail(black_box(i)), i + 11);
@@ -178,7 +178,7 @@ fn aarch64_bti_and_pac_ret_functions() {
     }
     assert_eq!(tracer::enable("bp_*").unwrap(), 3);
     for i in 0..40 {
-        // SAFETY (all calls): plain C functions of the fixture.
+        // SAFETY: (all calls) plain C functions of the fixture.
         unsafe {
             assert_eq!(c::bp_bti(i), 7 * i);
             assert_eq!(c::bp_pac(i), 7 * i + 1);
@@ -208,7 +208,7 @@ fn a_panic_unwinds_through_hooked_c_frames() {
             unsafe { c::uw_outer(boom, 41) }
         });
         assert_eq!(*r.unwrap_err().downcast::<i32>().unwrap(), 42);
-        // SAFETY (all calls): plain C functions.
+        // SAFETY: (all calls) plain C functions.
         unsafe {
             // Normal calls still work and are counted.
             assert_eq!(c::uw_outer(boom, 1), 22);

@@ -77,7 +77,7 @@ fn c_functions_called_by_four_threads_while_toggled() {
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..16 {
                         x = x.wrapping_add(1);
-                        // SAFETY (all calls): plain C functions of the fixture.
+                        // SAFETY: (all calls) plain C functions of the fixture.
                         let (mid, leaf, fp) = unsafe {
                             (
                                 c::mt_mid(black_box(x)),

@@ -21,7 +21,8 @@
 //!
 //! Only loopback addresses are served unless `TRACER_METRICS_ALLOW_REMOTE=1`.
 
-use crate::{collect, runtime};
+use crate::collect;
+use crate::runtime::runtime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracer_core::http::{self, Request, Response};
@@ -110,7 +111,7 @@ pub(crate) fn render(max: usize) -> String {
     let mut funcs: Vec<(usize, String)> = Vec::new();
     let mut left_out = 0u64;
     if let Ok(rt) = runtime() {
-        let st = rt.state();
+        let st = rt.lock_refreshed();
         for (i, f) in st.reg.funcs.iter().enumerate() {
             if f.loaded && st.enabled.get(i).copied().unwrap_or(false) {
                 if funcs.len() < max {

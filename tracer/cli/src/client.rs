@@ -30,6 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+pub use tracer_core::wire::msg::{self, Request};
 
 /// Largest reply accepted, in bytes.
 pub use tracer_core::wire::MAX_REPLY as MAX_MESSAGE;
@@ -418,8 +419,46 @@ impl Client {
         }
     }
 
+    /// Send `req`, return the reply and any file descriptors attached to
+    /// it. An agent error becomes `Err`.
+    pub fn request_fds(&mut self, req: &Request) -> Result<(Value, Vec<OwnedFd>), Error> {
+        let v = req.to_json();
+        let op = v["op"].as_str().unwrap_or("?").to_string();
+        self.send_value(&op, &v)
+    }
+
+    /// [`Client::request_fds`] without descriptors.
+    pub fn request(&mut self, req: &Request) -> Result<Value, Error> {
+        self.request_fds(req).map(|(v, _)| v)
+    }
+
+    /// [`Client::request`], the reply read as `T` (one of
+    /// [`tracer_core::wire::msg`]'s replies).
+    pub fn request_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        req: &Request,
+    ) -> Result<T, Error> {
+        let v = self.request(req)?;
+        self.reply_as(req, v)
+    }
+
+    /// A reply to `req` read as `T`.
+    pub fn reply_as<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &Request,
+        v: Value,
+    ) -> Result<T, Error> {
+        serde_json::from_value(v).map_err(|e| {
+            self.failed(
+                req.to_json()["op"].as_str().unwrap_or("?"),
+                RecvError::Malformed(e.to_string()),
+            )
+        })
+    }
+
     /// Send `op` with the fields of `extra`, return the reply and any file
-    /// descriptors attached to it. An agent error becomes `Err`.
+    /// descriptors attached to it. An agent error becomes `Err`. For
+    /// requests outside [`Request`] (tests of the agent's checks).
     pub fn call_fds(&mut self, op: &str, extra: Value) -> Result<(Value, Vec<OwnedFd>), Error> {
         let mut req = json!({"v": PROTOCOL_VERSION, "op": op});
         if let Value::Object(m) = extra {
@@ -427,7 +466,11 @@ impl Client {
                 req[k] = v;
             }
         }
-        let body = serde_json::to_vec(&req).map_err(|e| Error::failed(e.to_string()))?;
+        self.send_value(op, &req)
+    }
+
+    fn send_value(&mut self, op: &str, req: &Value) -> Result<(Value, Vec<OwnedFd>), Error> {
+        let body = serde_json::to_vec(req).map_err(|e| Error::failed(e.to_string()))?;
         if body.len() > MAX_REQUEST {
             return Err(Error::failed(format!(
                 "the '{op}' request is {} bytes, over the agent's limit of {MAX_REQUEST} bytes \

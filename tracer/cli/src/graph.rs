@@ -13,10 +13,16 @@
 //! exit directly follows its entry is printed as one `name();` line. The mark
 //! before a duration is ftrace's: `+` > 10 µs, `!` > 100 µs, `#` > 1 ms,
 //! `*` > 10 ms, `@` > 100 ms, `$` > 1 s.
+//!
+//! A call left without returning (`longjmp` out of it, as Lua's errors and
+//! coroutines do) has no exit: when the thread's next event comes at its
+//! depth or shallower, it is closed with `} /* name: not returned */` (or
+//! `name(); /* not returned */` when it called nothing traced), the time
+//! until that event in the duration column as the bound of its duration.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+use tracer_core::event::{Event, FLAG_ASYNC, FLAG_ENTRY_ONLY, KIND_ENTRY, KIND_EXIT};
 
 /// ftrace's latency mark for a duration in nanoseconds.
 pub fn mark(ns: u64) -> char {
@@ -74,6 +80,9 @@ struct Thread {
     announced: bool,
     pending: Option<Event>,
     stack: Vec<u32>,
+    /// Calls printed open (`name() {`) and not closed yet: (function,
+    /// depth, entry time).
+    open: Vec<(u32, u16, u64)>,
 }
 
 /// Turns events into text.
@@ -220,6 +229,13 @@ impl Printer {
             }
             return;
         }
+        // Calls at this depth or deeper (an exit: deeper) that are still
+        // open were left without returning. Entry-only and `async fn`
+        // events have no exit on this thread to wait for.
+        if ev.flags & (FLAG_ENTRY_ONLY | FLAG_ASYNC) == 0 {
+            let beyond = ev.depth + u16::from(ev.kind == KIND_EXIT);
+            self.close_left(tid, num, beyond, ev.ts, out);
+        }
         let pending = self
             .threads
             .get_mut(&tid)
@@ -228,7 +244,7 @@ impl Printer {
             .take();
         if ev.kind == KIND_ENTRY {
             if let Some(p) = pending {
-                self.open_line(num, &p, out);
+                self.open_call(tid, num, &p, out);
             }
             self.threads.get_mut(&tid).expect("inserted above").pending = Some(*ev);
         } else if ev.kind == KIND_EXIT {
@@ -245,7 +261,15 @@ impl Printer {
                 }
                 other => {
                     if let Some(p) = other {
-                        self.open_line(num, &p, out);
+                        self.open_call(tid, num, &p, out);
+                    }
+                    let th = self.threads.get_mut(&tid).expect("inserted above");
+                    if th
+                        .open
+                        .last()
+                        .is_some_and(|o| o.0 == ev.func && o.1 == ev.depth)
+                    {
+                        th.open.pop();
                     }
                     let _ = writeln!(
                         out,
@@ -256,6 +280,57 @@ impl Printer {
                     );
                 }
             }
+            self.lines += 1;
+        }
+    }
+
+    /// Print `p` as an open call (`name() {`) and remember it, unless it
+    /// is an entry whose exit never comes on this thread.
+    fn open_call(&mut self, tid: u64, num: usize, p: &Event, out: &mut String) {
+        self.open_line(num, p, out);
+        if p.flags & (FLAG_ENTRY_ONLY | FLAG_ASYNC) == 0 {
+            if let Some(th) = self.threads.get_mut(&tid) {
+                th.open.push((p.func, p.depth, p.ts));
+            }
+        }
+    }
+
+    /// Close the calls of thread `tid` at depth `beyond` or deeper as left
+    /// without returning, known to be over at `now`.
+    fn close_left(&mut self, tid: u64, num: usize, beyond: u16, now: u64, out: &mut String) {
+        let Some(th) = self.threads.get_mut(&tid) else {
+            return;
+        };
+        let pending = th
+            .pending
+            .filter(|p| p.depth >= beyond && p.flags & (FLAG_ENTRY_ONLY | FLAG_ASYNC) == 0);
+        if pending.is_some() {
+            th.pending = None;
+        }
+        let mut left = Vec::new();
+        while th.open.last().is_some_and(|o| o.1 >= beyond) {
+            left.push(th.open.pop().expect("checked"));
+        }
+        if let Some(p) = pending {
+            let d = self.ns(now.saturating_sub(p.ts));
+            let _ = writeln!(
+                out,
+                " {num}) {}{}{}(); /* not returned */",
+                duration_column(d),
+                indent(p.depth),
+                self.name(p.func)
+            );
+            self.lines += 1;
+        }
+        for (func, depth, ts) in left {
+            let d = self.ns(now.saturating_sub(ts));
+            let _ = writeln!(
+                out,
+                " {num}) {}{}}} /* {}: not returned */",
+                duration_column(d),
+                indent(depth),
+                self.name(func)
+            );
             self.lines += 1;
         }
     }
@@ -337,6 +412,64 @@ mod tests {
         assert_eq!(lines[0], " 1)               |  outer() {");
         assert_eq!(lines[1], " 1)   0.010 us    |    leaf();");
         assert_eq!(lines[2], " 1) + 20.100 us   |  } /* outer */");
+    }
+
+    #[test]
+    fn calls_left_by_longjmp_are_closed() {
+        // pcall { throw { raise } } and back in pcall's caller: throw and
+        // raise never return (longjmp), pcall does.
+        let names: Vec<String> = ["main", "pcall", "throw", "raise", "next"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut p = Printer::new(
+            names,
+            1.0,
+            Options {
+                graph: true,
+                ..Options::default()
+            },
+        );
+        let mut out = String::new();
+        p.feed(7, &ev(1000, 0, 0, 0, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(2000, 0, 1, 1, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(3000, 0, 2, 2, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(4000, 0, 3, 3, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(9000, 7000, 1, 1, KIND_EXIT), &mut out);
+        p.feed(7, &ev(9500, 0, 4, 1, KIND_ENTRY), &mut out);
+        p.feed(7, &ev(9600, 100, 4, 1, KIND_EXIT), &mut out);
+        p.feed(7, &ev(20_000, 19_000, 0, 0, KIND_EXIT), &mut out);
+        let lines: Vec<&str> = out.lines().filter(|l| l.contains('|')).collect();
+        assert_eq!(
+            lines,
+            vec![
+                " 1)               |  main() {",
+                " 1)               |    pcall() {",
+                " 1)               |      throw() {",
+                " 1)   5.000 us    |        raise(); /* not returned */",
+                " 1)   6.000 us    |      } /* throw: not returned */",
+                " 1)   7.000 us    |    } /* pcall */",
+                " 1)   0.100 us    |    next();",
+                " 1) + 19.000 us   |  } /* main */",
+            ]
+        );
+        // Entry-only events (returns not hooked) are never "not returned".
+        let mut p = Printer::new(
+            vec!["a".into(), "b".into()],
+            1.0,
+            Options {
+                graph: true,
+                ..Options::default()
+            },
+        );
+        let mut out = String::new();
+        let only = |ts, func| Event {
+            flags: FLAG_ENTRY_ONLY,
+            ..ev(ts, 0, func, 0, KIND_ENTRY)
+        };
+        p.feed(7, &only(100, 0), &mut out);
+        p.feed(7, &only(200, 1), &mut out);
+        assert!(!out.contains("not returned"), "{out}");
     }
 
     #[test]

@@ -15,9 +15,8 @@
 //! every drain ([`Ring::try_drain`]). A bad block ends the session with an
 //! error that names the process and thread.
 
-use crate::client::Client;
+use crate::client::{msg, Client, Request};
 use crate::{printable, Error};
-use serde_json::{json, Value};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use tracer_core::event::{Event, Ring};
@@ -74,14 +73,15 @@ pub struct Reader {
 impl Reader {
     /// Take over the rings of the process behind `client`.
     pub fn attach(mut client: Client) -> Result<Reader, Error> {
-        let hello = client.call("hello", json!({ "names": true }))?;
+        let req = Request::Hello { names: true };
+        let hello: msg::Hello = client.request_as(&req)?;
         let names = names_of(&hello);
-        client.call("attach", json!({}))?;
+        client.request(&Request::Attach)?;
         let mut r = Reader {
             pid: client.pid,
             client: Some(client),
             rings: Vec::new(),
-            ticks_per_ns: ticks_per_ns(&hello).unwrap_or(1.0),
+            ticks_per_ns: ticks_per_ns(hello.ticks_per_ns).unwrap_or(1.0),
             names,
             unshared: 0,
             last_refresh: Instant::now(),
@@ -104,7 +104,11 @@ impl Reader {
             return Ok(());
         };
         let known: Vec<u64> = self.rings.iter().map(|m| m.id).collect();
-        let (v, fds) = match c.call_fds("rings", json!({ "known": known })) {
+        let req = Request::Rings { known };
+        let (v, fds) = match c
+            .request_fds(&req)
+            .and_then(|(v, fds)| Ok((c.reply_as::<msg::Rings>(&req, v)?, fds)))
+        {
             Ok(x) => x,
             Err(e) => {
                 // A killed process closes its socket before it is a zombie:
@@ -122,26 +126,22 @@ impl Reader {
                 return Ok(());
             }
         };
-        if let Some(t) = ticks_per_ns(&v) {
+        if let Some(t) = ticks_per_ns(v.ticks_per_ns) {
             self.ticks_per_ns = t;
         }
-        self.unshared = v["unshared"].as_u64().unwrap_or(0);
-        if v["functions"]
-            .as_u64()
-            .is_some_and(|n| n as usize > self.names.len())
-        {
+        self.unshared = v.unshared as u64;
+        if v.functions > self.names.len() {
             // A library with traceable functions was loaded: their names.
-            if let Ok(h) = c.call("hello", json!({ "names": true })) {
+            if let Ok(h) = c.request_as::<msg::Hello>(&Request::Hello { names: true }) {
                 self.names = names_of(&h);
             }
         }
-        let list = v["rings"].as_array().cloned().unwrap_or_default();
-        for (info, fd) in list.iter().zip(fds.iter()) {
+        for (info, fd) in v.rings.iter().zip(fds.iter()) {
             let mut m = map_block(info, fd.as_raw_fd()).map_err(|why| {
                 Error::failed(format!(
                     "process {} handed over a bad event buffer (thread {}): {why}. Its memory \
                      is corrupt or it is not a genuine tracer agent; restart it",
-                    self.pid, info["tid"]
+                    self.pid, info.tid
                 ))
             })?;
             if self.rings.iter().any(|r| r.id == m.id) {
@@ -228,7 +228,7 @@ impl Reader {
     /// or the program dies: the agent notices the closed connection).
     pub fn detach(&mut self) {
         if let Some(mut c) = self.client.take() {
-            let _ = c.call("detach", json!({}));
+            let _ = c.request(&Request::Detach);
         }
     }
 
@@ -244,42 +244,30 @@ impl Reader {
 }
 
 /// The clock ratio of a reply, if it is a usable one (finite, positive).
-fn ticks_per_ns(v: &Value) -> Option<f64> {
-    v["ticks_per_ns"]
-        .as_f64()
-        .filter(|t| t.is_finite() && *t > 0.0)
+fn ticks_per_ns(t: f64) -> Option<f64> {
+    Some(t).filter(|t| t.is_finite() && *t > 0.0)
 }
 
 /// Function names by index, from a `hello` reply, with control characters
 /// escaped (they are printed in traces, tables and recordings).
-fn names_of(hello: &Value) -> Vec<String> {
-    if let Some(a) = hello["names"].as_array() {
-        return a
-            .iter()
-            .map(|n| printable(n.as_str().unwrap_or("?")).into_owned())
-            .collect();
+fn names_of(hello: &msg::Hello) -> Vec<String> {
+    if let Some(a) = &hello.names {
+        return a.iter().map(|n| printable(n).into_owned()).collect();
     }
-    hello["functions"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| printable(f["name"].as_str().unwrap_or("?")).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    hello
+        .functions
+        .iter()
+        .flatten()
+        .map(|f| printable(&f.name).into_owned())
+        .collect()
 }
 
 /// Map the block `info` describes from memfd `fd` and attach its ring,
 /// checking every size it declares first. `Err` says what is wrong.
-fn map_block(info: &Value, fd: i32) -> Result<Mapped, String> {
-    let field = |k: &str| {
-        info[k]
-            .as_u64()
-            .ok_or_else(|| format!("its description has no valid '{k}'"))
-    };
-    let id = field("id")?;
-    let len = field("len")?;
-    let ring_off = field("ring")?;
+fn map_block(info: &msg::RingInfo, fd: i32) -> Result<Mapped, String> {
+    let id = info.id;
+    let len = info.len as u64;
+    let ring_off = info.ring as u64;
     // SAFETY: `stat` is plain data; all-zero is a valid value to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is a descriptor we own; `st` is a valid out-pointer.

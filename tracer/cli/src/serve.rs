@@ -16,14 +16,13 @@
 //! `tracer_functions_left_out_total`.
 
 use crate::calls::{Call, Walker};
-use crate::client::{self, Client};
+use crate::client::{self, msg, Client, Request as AgentRequest};
 use crate::reader::Reader;
 use crate::{printable, Error};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -334,14 +333,13 @@ fn resolve(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
     let mut v = Vec::new();
     let mut from = 0u64;
     loop {
-        let r = c.call(
-            "list",
-            json!({ "from": from, "max": 25_000u64, "pattern": pattern }),
-        )?;
-        for f in r["functions"].as_array().into_iter().flatten() {
-            v.extend(f["index"].as_u64().map(|i| i as u32));
-        }
-        match r["next"].as_u64() {
+        let r: msg::List = c.request_as(&AgentRequest::List {
+            pattern: Some(pattern.to_string()),
+            from: Some(from),
+            max: Some(25_000),
+        })?;
+        v.extend(r.functions.iter().map(|f| f.index));
+        match r.next.map(|n| n as u64) {
             Some(n) if n > from => from = n,
             _ => return Ok(v),
         }
@@ -367,13 +365,10 @@ fn read_process(
         let keep = match &opts.pattern {
             Some(p) => {
                 let idx = resolve(&mut c, p)?;
-                let v = c.call("enable", json!({ "pattern": p }))?;
-                changed = v["changed"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect();
+                let v: msg::Changed = c.request_as(&AgentRequest::Enable {
+                    pattern: Some(p.clone()),
+                })?;
+                changed = v.changed;
                 let mut m = vec![false; idx.iter().max().map_or(0, |&i| i as usize + 1)];
                 for i in &idx {
                     m[*i as usize] = true;
@@ -383,12 +378,11 @@ fn read_process(
             None => None,
         };
         let enabled: Vec<String> = c
-            .call("status", json!({}))
-            .ok()
-            .and_then(|v| v["enabled"].as_array().cloned())
+            .request_as::<msg::Status>(&AgentRequest::Status)
+            .map(|s| s.enabled)
             .unwrap_or_default()
             .iter()
-            .filter_map(|n| n.as_str().map(|s| printable(s).into_owned()))
+            .map(|s| printable(s).into_owned())
             .collect();
         let reader = Reader::attach(c)?;
         let mut p = lock(proc);
@@ -490,10 +484,11 @@ fn read_process(
 
 fn disable(pid: i32, changed: &[String]) {
     if let Ok(mut c) = Client::connect(pid) {
-        let _ = c.call(
-            "disable",
-            json!({ "pattern": tracer_core::pattern::exact_names(changed.iter().map(String::as_str)) }),
-        );
+        let _ = c.request(&AgentRequest::Disable {
+            pattern: Some(tracer_core::pattern::exact_names(
+                changed.iter().map(String::as_str),
+            )),
+        });
     }
 }
 

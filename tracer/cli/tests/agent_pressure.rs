@@ -844,8 +844,8 @@ fn set_nofile(pid: u32, soft: u64) -> u64 {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: prlimit with a valid out-pointer, reading first.
     assert_eq!(
+        // SAFETY: prlimit with a valid out-pointer, reading first.
         unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) },
         0
     );
@@ -853,8 +853,8 @@ fn set_nofile(pid: u32, soft: u64) -> u64 {
         rlim_cur: soft,
         rlim_max: old.rlim_max,
     };
-    // SAFETY: prlimit with valid pointers; same user, soft below hard.
     assert_eq!(
+        // SAFETY: prlimit with valid pointers; same user, soft below hard.
         unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) },
         0,
         "prlimit: {}",

@@ -16,6 +16,17 @@ pub use tracer_arch_arm::Native as Arch;
 #[cfg(target_arch = "x86_64")]
 pub const TRAP_SI_CODE: i32 = 0x80;
 
+/// What `status` says when the hardware's shadow stack keeps returns from
+/// being hooked.
+#[cfg(target_arch = "x86_64")]
+pub const SHADOW_STACK_ENTRY_ONLY: &str =
+    "entry-only: CET shadow stacks are active, a changed return address would be fatal";
+/// What `status` says when the hardware's shadow stack keeps returns from
+/// being hooked.
+#[cfg(target_arch = "aarch64")]
+pub const SHADOW_STACK_ENTRY_ONLY: &str =
+    "entry-only: the Guarded Control Stack is active, a changed return address would be fatal";
+
 /// The breakpoint's `si_code`: `BRK` and the `UDF` breakpoints arrive as
 /// `TRAP_BRKPT`, with the PC at the instruction. Only the Thumb-2 protocol
 /// plants traps; on AArch64 and A32 every trap is someone else's and is
@@ -153,7 +164,7 @@ pub unsafe fn read_text(addr: usize, buf: &mut [u8]) {
 /// owns for the current batch.
 pub unsafe fn write_text(addr: usize, bytes: &[u8], atomic: bool) {
     use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU8, Ordering::Relaxed};
-    // SAFETY (all arms): the caller guarantees the range is writable; atomic
+    // SAFETY: (all arms) the caller guarantees the range is writable; atomic
     // stores are used because other threads execute (fetch) these bytes.
     unsafe {
         match (atomic, bytes.len()) {

@@ -1,6 +1,6 @@
 //! Every site of the program: `#[traceable]`'s, from the `__tracer_sites`
 //! linker section, and compiler pads found in the loaded ELF objects
-//! (`crate::discover`).
+//! (`crate::pads::discover`).
 //!
 //! Built before the first pad is enabled: records are read, the pads' bytes
 //! checked by the backend's decoder (a pad that is not exactly the expected
@@ -153,13 +153,13 @@ impl Registry {
 
     /// Add the compiler pads of one object. `convertible` is called for a
     /// pad of GCC's five 1-byte NOPs and says why it cannot be used (it is
-    /// converted at start-up only; see `crate::discover`). Returns the
+    /// converted at start-up only; see `crate::pads::discover`). Returns the
     /// functions added.
     pub fn add_object(
         &mut self,
         path: &str,
         bias: usize,
-        found: &[crate::discover::FoundFunc],
+        found: &[crate::pads::discover::FoundFunc],
         gcc_nops: &dyn Fn() -> String,
     ) -> usize {
         let mut added = Vec::new();
@@ -167,16 +167,16 @@ impl Registry {
         // Not the tracer's own functions, and not a `#[traceable]` function
         // again (a program that links the runtime and is built with pads
         // too): its macro's sites already trace it.
-        let traceable = |f: &crate::discover::FoundFunc| {
+        let traceable = |f: &crate::pads::discover::FoundFunc| {
             let i = self.sites.partition_point(|s| s.addr < f.start);
             self.sites[i..]
                 .iter()
                 .take_while(|s| s.addr < f.end)
                 .any(|s| s.kind != tracer_core::site::KIND_FENTRY)
         };
-        let found: Vec<crate::discover::FoundFunc> = found
+        let found: Vec<crate::pads::discover::FoundFunc> = found
             .iter()
-            .filter(|f| !crate::discover::tracer_owned(&f.path) && !traceable(f))
+            .filter(|f| !crate::pads::discover::tracer_owned(&f.path) && !traceable(f))
             .cloned()
             .collect();
         let found = &found[..];
@@ -221,7 +221,7 @@ impl Registry {
                     Ok(other) => Some(not_a_nop(
                         f.site,
                         &other,
-                        f.source == crate::discover::PadSource::McountLoc,
+                        f.source == crate::pads::discover::PadSource::McountLoc,
                     )),
                     Err(e) => Some(e.to_string()),
                 }
@@ -344,10 +344,10 @@ fn empty_dl_info() -> libc::Dl_info {
 /// units carry the same mangled symbol (its hash included): they are one
 /// function, registered under one name with a site for each copy, so they
 /// are listed, enabled and counted together.
-fn distinct_names(found: &[crate::discover::FoundFunc]) -> Vec<String> {
+fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Vec<String> {
     // What tells two functions apart: the address, except for copies of
     // one Rust symbol.
-    fn identity(f: &crate::discover::FoundFunc) -> (usize, &str) {
+    fn identity(f: &crate::pads::discover::FoundFunc) -> (usize, &str) {
         if is_rust_symbol(&f.symbol) {
             (0, f.symbol.as_str())
         } else {
@@ -420,13 +420,13 @@ fn with_params(symbol: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::{FoundFunc, PadSource};
+    use crate::pads::discover::{FoundFunc, PadSource};
 
     fn found(symbol: &str, start: usize) -> FoundFunc {
-        let path = crate::discover::demangle(symbol);
+        let path = crate::pads::discover::demangle(symbol);
         FoundFunc {
             symbol: symbol.to_string(),
-            ident: crate::discover::own_name(&path).to_string(),
+            ident: crate::pads::discover::own_name(&path).to_string(),
             path,
             start,
             end: start + 16,

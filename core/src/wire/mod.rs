@@ -1,12 +1,14 @@
 //! The contract between a traced process's agent and the `tracer` program,
 //! written once: both sides take these from here.
 //!
-//! The messages themselves (length-prefixed JSON over a Unix socket, memfds
-//! attached with `SCM_RIGHTS`) are described with the agent
-//! (`tracer/src/agent.rs`); their keys are spelled in the two places that
-//! build and read them. What both must agree on byte for byte is here: the
-//! protocol version, the size limits, where the sockets live and what they
-//! are called, and the environment variables `tracer run` hands a program.
+//! The messages (length-prefixed JSON over a Unix socket, memfds attached
+//! with `SCM_RIGHTS`) are described with the agent (`tracer/src/agent.rs`)
+//! and typed in [`msg`]. What both sides must agree on is here: the
+//! messages, the protocol version, the size limits, where the sockets live
+//! and what they are called, and the environment variables `tracer run`
+//! hands a program.
+
+pub mod msg;
 
 use std::path::{Path, PathBuf};
 

@@ -6,12 +6,12 @@
 //! a late trap whose trap byte is already gone, or pass on a trap that is not
 //! ours to the handler installed before this one (or to the default action).
 //!
-//! The batch's table is published through an atomic pointer. Handlers count
-//! themselves in and out around their use of it, and [`publish`] retracts a
-//! table by swapping in null and then waiting until no handler is counted in,
-//! so a table is never freed under a running handler (both sides use SeqCst:
-//! a handler either sees the new null or is counted before the swap is
-//! checked).
+//! The batch's table and the list of registered sites are published through
+//! atomic pointers. Handlers count themselves in and out around their use of
+//! them, and [`publish`] retracts a table by swapping in null and then
+//! waiting until no handler is counted in, so a table is never freed under a
+//! running handler. The protocol is `tracer_core::publish` (documented and
+//! loom-checked there); this file only holds its two tables and its count.
 //!
 //! The handler is installed with `SA_NODEFER`, so a trap inside a chained
 //! handler does not meet a blocked SIGTRAP (which the kernel would turn into
@@ -20,11 +20,14 @@
 use crate::arch::{self, Arch};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use tracer_core::backend::{Backend, InflightSite, TrapKind, TrapOutcome, TrapPolicy};
+use tracer_core::publish::{Published, Readers};
 
-static INFLIGHT: AtomicPtr<Vec<InflightSite>> = AtomicPtr::new(std::ptr::null_mut());
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Handlers counted in: they may be reading [`INFLIGHT`] or [`SITES`].
+static ACTIVE: Readers = Readers::new();
+/// The table of the batch in flight, sorted by address.
+static INFLIGHT: Published<'static, Vec<InflightSite>> = Published::new(&ACTIVE);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -106,7 +109,9 @@ pub fn install() -> Result<(), String> {
     // count but not the threads: start it from zero there. (The table stays:
     // sites the parent had in flight are still trapped in the child.)
     extern "C" fn after_fork_in_child() {
-        ACTIVE.store(0, Ordering::SeqCst);
+        // SAFETY: in the child only the forking thread runs, outside any
+        // handler: no handler counted in is still running.
+        unsafe { ACTIVE.reset() };
     }
     // SAFETY: registering a plain function as a fork handler.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
@@ -124,54 +129,27 @@ pub fn handler_is_ours() -> bool {
     }
 }
 
-static SITES: AtomicPtr<Vec<usize>> = AtomicPtr::new(std::ptr::null_mut());
+/// The sorted addresses of every registered site.
+static SITES: Published<'static, Vec<usize>> = Published::new(&ACTIVE);
 
 /// Publish the sorted addresses of every registered site (the handler
 /// rewinds a late trap only at one of them); the old list is freed once no
 /// handler can be reading it.
 pub fn publish_sites(addrs: Vec<usize>) {
-    let new = Box::into_raw(Box::new(addrs));
-    let old = SITES.swap(new, Ordering::SeqCst);
-    if !old.is_null() {
-        while ACTIVE.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
-            std::thread::yield_now();
-        }
-        // SAFETY: `old` came from Box::into_raw; swapped out, and every
-        // handler counted in while it was visible has left.
-        drop(unsafe { Box::from_raw(old) });
-    }
-}
-
-/// Is `a` a registered site? Only while counted in ACTIVE.
-fn is_registered(a: usize) -> bool {
-    let p = SITES.load(Ordering::SeqCst);
-    // SAFETY: the list stays alive while ACTIVE counts us (publish_sites).
-    !p.is_null() && unsafe { &*p }.binary_search(&a).is_ok()
+    SITES.replace(Some(Box::new(addrs)));
 }
 
 /// Publish a batch's table (`Some`), or retract it (`None`) and wait until no
 /// handler still uses it.
 pub fn publish(table: Option<Vec<InflightSite>>) {
-    let new = match table {
-        Some(mut t) => {
-            t.sort_by_key(|s| s.addr);
-            Box::into_raw(Box::new(t))
-        }
-        None => std::ptr::null_mut(),
-    };
-    let old = INFLIGHT.swap(new, Ordering::SeqCst);
-    if !old.is_null() || new.is_null() {
-        // Wait until no handler can still be reading the old table.
-        while ACTIVE.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
-            std::thread::yield_now();
-        }
-    }
-    if !old.is_null() {
-        // SAFETY: `old` came from Box::into_raw above; it was swapped out and
-        // every handler counted in when it was visible has left.
-        drop(unsafe { Box::from_raw(old) });
+    let table = table.map(|mut t| {
+        t.sort_by_key(|s| s.addr);
+        Box::new(t)
+    });
+    let retract = table.is_none();
+    if !INFLIGHT.replace(table) && retract {
+        // Nothing to free, but the caller counts on no handler running.
+        ACTIVE.wait_idle();
     }
 }
 
@@ -185,27 +163,24 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         for _ in 0..spins {
             std::hint::spin_loop();
         }
-        ACTIVE.fetch_add(1, Ordering::SeqCst);
-        let table = INFLIGHT.load(Ordering::SeqCst);
-        // SAFETY: the table stays alive while ACTIVE counts us (see publish).
-        let sites: &[InflightSite] = if table.is_null() {
-            &[]
-        } else {
-            unsafe { &*table }
-        };
+        let guard = ACTIVE.enter();
+        // The tables stay alive while `guard` counts us in (see publish).
+        let sites: &[InflightSite] = INFLIGHT.get(&guard).map_or(&[], |t| t);
+        let registered = SITES.get(&guard);
         // SAFETY: `uc` is the ucontext of an SA_SIGINFO handler.
         let ctx = unsafe { arch::context(uc) };
-        let is_site = is_registered;
-        // SAFETY: a registered site is mapped text.
+        let is_site = |a: usize| registered.is_some_and(|r| r.binary_search(&a).is_ok());
         let read = |a: usize, buf: &mut [u8]| {
             if is_site(a) || sites.iter().any(|s| s.addr == a) {
+                // SAFETY: a registered site or one of the batch's is mapped
+                // text.
                 unsafe { arch::read_text(a, buf) }
             } else {
                 buf.fill(0)
             }
         };
         let (out, kind) = Arch::on_trap(&ctx, sites, &is_site, &read, policy());
-        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
         match kind {
             TrapKind::Emulated => &EMULATED,
             TrapKind::Skipped => &SKIPPED,
@@ -286,14 +261,22 @@ pub fn spawn_own_thread_waiting<F>(
 where
     F: FnOnce() + Send + 'static,
 {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    // A flag and a sleep rather than a channel: this runs in the ELF
+    // constructor, before `main`, where a blocking `recv` would park the
+    // thread through `thread::current()`, which std refuses before `main`
+    // (it aborts the process).
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = running.clone();
     let h = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = tx.send(());
+            flag.store(true, Ordering::Release);
             f()
         })?;
-    let _ = rx.recv_timeout(wait);
+    let t0 = std::time::Instant::now();
+    while !running.load(Ordering::Acquire) && t0.elapsed() < wait {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
     Ok(h)
 }
 

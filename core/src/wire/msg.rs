@@ -1,0 +1,439 @@
+//! The messages, typed: every request the agent accepts and every reply it
+//! gives, as serde types both sides use. The JSON they (de)serialize to is
+//! the protocol described in the agent's documentation
+//! (`tracer/src/agent.rs`): a request is `{"v": 1, "op": .., fields}`, a
+//! reply `{"v": 1, "ok": true, fields}` or `{"v": 1, "ok": false, "error":
+//! ..}`. Fields a side does not know are ignored, so either side may add
+//! optional ones.
+
+use serde::{Deserialize, Serialize};
+
+/// A request's body; its `op` is the variant's name in snake case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Who the process is, and its functions by index (or only their names).
+    Hello {
+        /// Only the names, by index (all a reader needs).
+        #[serde(default)]
+        names: bool,
+    },
+    /// A page of the functions sorted by name.
+    List {
+        /// Only those this pattern selects.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
+        /// Position in the sorted list of the first one to give.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+        /// At most this many (all without it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
+    },
+    /// Enable the functions `pattern` selects.
+    Enable {
+        /// The pattern (see `tracer_core::pattern`).
+        pattern: Option<String>,
+    },
+    /// Disable the functions `pattern` selects.
+    Disable {
+        /// The pattern.
+        pattern: Option<String>,
+    },
+    /// Runtime counters.
+    Status,
+    /// Take the rings: this connection becomes the process's one reader.
+    Attach,
+    /// Blocks the reader does not have yet (their memfds come attached).
+    Rings {
+        /// Ids of the blocks the reader has already.
+        #[serde(default)]
+        known: Vec<u64>,
+    },
+    /// Give the rings back to the in-process collector.
+    Detach,
+    /// Ring size, in events, for threads that record their first event
+    /// from now on (threads that have a ring keep it).
+    Buffer {
+        /// Events (rounded up to a power of two, between 64 and 2^26).
+        events: u64,
+    },
+    /// Only from the process itself: another copy of the agent has taken
+    /// the socket over; this one stops.
+    Retire,
+    /// `tracer detach`: disable every function, give the rings back, end
+    /// the agent's threads and remove the socket.
+    Quit,
+}
+
+impl Request {
+    /// Every `op` there is.
+    pub const OPS: [&'static str; 11] = [
+        "hello", "list", "enable", "disable", "status", "attach", "rings", "detach", "retire",
+        "buffer", "quit",
+    ];
+
+    /// The request as a message body: `{"v": PROTOCOL_VERSION, "op": .., ..}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("v".into(), super::PROTOCOL_VERSION.into());
+        }
+        v
+    }
+}
+
+/// Read a request's body (the bytes after the length prefix) as the agent
+/// does: a JSON object with `"v"` = [`super::PROTOCOL_VERSION`] and a known
+/// `"op"` whose fields have the right types. `Err` is the error reply's
+/// message; the agent closes the connection after it.
+pub fn parse_request(body: &[u8]) -> Result<Request, String> {
+    use serde_json::Value;
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) | Err(_) => return Err("malformed request: expected a JSON object; closing".into()),
+    };
+    if req["v"].as_u64() != Some(super::PROTOCOL_VERSION) {
+        return Err(format!(
+            "unsupported protocol version {}; this agent speaks {}: use a tracer program of the \
+             same version",
+            req["v"],
+            super::PROTOCOL_VERSION
+        ));
+    }
+    let op = req["op"].as_str().unwrap_or("").to_string();
+    if !Request::OPS.contains(&op.as_str()) {
+        return Err(format!(
+            "unknown request '{op}'; closing (is the tracer program newer than this process's \
+             tracer crate?)"
+        ));
+    }
+    serde_json::from_value(req).map_err(|e| format!("malformed '{op}' request: {e}; closing"))
+}
+
+/// `quit`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Quit {
+    /// How many functions were enabled (and are not any more).
+    pub disabled: u64,
+}
+
+/// A function, as `hello` and `list` give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Function {
+    /// Its index: events name functions by it.
+    pub index: u32,
+    /// Its object is loaded now.
+    pub loaded: bool,
+    /// A compiler pad (not `#[traceable]`).
+    pub compiler_pad: bool,
+    /// Full path (demangled).
+    pub name: String,
+    /// Its own name.
+    pub ident: String,
+    /// Source file, where known (empty otherwise).
+    pub file: String,
+    /// Source line (0: unknown).
+    pub line: u32,
+    /// Enabled now.
+    pub enabled: bool,
+    /// Pads it has.
+    pub sites: usize,
+    /// Why some of its pads cannot be used.
+    pub problems: Vec<String>,
+    /// Offset of its pad in its object file, for debug information.
+    pub object_offset: Option<u64>,
+}
+
+/// `hello`'s reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Hello {
+    /// The process.
+    pub pid: u32,
+    /// Its executable.
+    pub exe: String,
+    /// The tracer crate's version in it.
+    pub version: String,
+    /// The protocol version it speaks.
+    pub protocol: u64,
+    /// Its clock (`tsc`, `monotonic`).
+    pub clock: String,
+    /// Clock ticks per nanosecond.
+    pub ticks_per_ns: f64,
+    /// Why its runtime could not start, if it could not.
+    pub runtime_error: Option<String>,
+    /// With `names: true`: every function's name, by index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// Otherwise: every function, by index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<Function>>,
+}
+
+/// `list`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct List {
+    /// The page.
+    pub functions: Vec<Function>,
+    /// How many there are in all.
+    pub total: usize,
+    /// Where the next page starts (`None` after the last).
+    pub next: Option<usize>,
+}
+
+/// `enable`'s and `disable`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Changed {
+    /// Functions that changed state.
+    pub changed: Vec<String>,
+    /// Sites left alone: `[function, reason]`.
+    pub skipped: Vec<(String, String)>,
+    /// Cross-core syncs the batch did.
+    pub syncs: usize,
+    /// Set when a page's protection could not be restored.
+    pub warning: Option<String>,
+}
+
+/// One thread, in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ThreadDetail {
+    /// Kernel thread id.
+    pub tid: u64,
+    /// Ring capacity, in events.
+    pub capacity: u64,
+    /// Events waiting in the ring.
+    pub pending: u64,
+    /// Events ever written.
+    pub written: u64,
+    /// Events dropped (ring full).
+    pub dropped: u64,
+    /// Bytes of its block.
+    pub bytes: usize,
+    /// Its thread has exited.
+    pub dead: bool,
+    /// Its block is a shared memfd a reader can map.
+    pub shared: bool,
+    /// Why a reader cannot see it, if it cannot.
+    pub not_visible: Option<String>,
+}
+
+/// What the agent has done with its connections (`status`'s `agent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AgentCounters {
+    /// Connections open now.
+    pub connections: usize,
+    /// The most it keeps open.
+    pub max_connections: usize,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Refused: the peer is neither this user nor root.
+    pub refused_peer: u64,
+    /// Refused: as many connections as allowed were open.
+    pub refused_full: u64,
+    /// Refused: the process is short of descriptors.
+    pub refused_descriptors: u64,
+    /// Idle connections closed to make room.
+    pub evicted_idle: u64,
+    /// Closed: a request did not arrive in time.
+    pub dropped_slow_request: u64,
+    /// Closed: a reply was not read in time.
+    pub dropped_unread_reply: u64,
+    /// `accept` failures.
+    pub accept_failures: u64,
+}
+
+/// `status`'s reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Status {
+    /// The process.
+    pub pid: u32,
+    /// Why its runtime could not start, if it could not.
+    pub runtime_error: Option<String>,
+    /// Names of the enabled functions, sorted.
+    pub enabled: Vec<String>,
+    /// Threads with a ring.
+    pub threads: usize,
+    /// Events dropped, all threads.
+    pub dropped: u64,
+    /// Exits with no matching entry.
+    pub unmatched: u64,
+    /// Events skipped: the thread was inside the tracer already.
+    pub nested: u64,
+    /// Traps emulated.
+    pub traps_emulated: u64,
+    /// Traps skipped as no-ops.
+    pub traps_skipped: u64,
+    /// Late traps rewound.
+    pub traps_rewound: u64,
+    /// Traps passed on (not the tracer's).
+    pub traps_foreign: u64,
+    /// Clock in use.
+    pub clock: String,
+    /// Clock ticks per nanosecond.
+    pub ticks_per_ns: f64,
+    /// How cores are synchronised.
+    pub sync: String,
+    /// Ring capacity for new threads, in events.
+    pub buffer_events: usize,
+    /// Bytes mapped for thread blocks.
+    pub buffer_bytes: usize,
+    /// A reader has the rings.
+    pub reader_attached: bool,
+    /// How exits of compiler-padded functions are seen.
+    pub returns: String,
+    /// `lean` or `full-save`.
+    pub trampoline: String,
+    /// Why the full save is needed.
+    pub full_save_reason: Option<String>,
+    /// Hooked returns given back to an unwind.
+    pub unwound: u64,
+    /// GCC pads converted at start-up.
+    pub converted_pads: usize,
+    /// Every thread with a ring.
+    pub threads_detail: Vec<ThreadDetail>,
+    /// Threads a reader cannot see.
+    pub not_visible: usize,
+    /// The agent's connection counters.
+    pub agent: AgentCounters,
+}
+
+/// A thread block handed to a reader (its memfd attached in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RingInfo {
+    /// The block's id (stable while the process lives).
+    pub id: u64,
+    /// Its thread.
+    pub tid: u64,
+    /// Bytes to map.
+    pub len: usize,
+    /// Offset of the ring.
+    pub ring: usize,
+    /// Offset of the per-function counters.
+    pub counters: usize,
+    /// Functions it has counters for.
+    pub nfuncs: usize,
+    /// Its thread has exited.
+    pub dead: bool,
+}
+
+/// `rings`' reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Rings {
+    /// Blocks new to the reader.
+    pub rings: Vec<RingInfo>,
+    /// Blocks a reader cannot map (not shared).
+    pub unshared: usize,
+    /// Clock ticks per nanosecond (refined).
+    pub ticks_per_ns: f64,
+    /// Functions registered now (more than the reader knows: ask `hello`).
+    pub functions: usize,
+}
+
+/// `buffer`'s reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Buffer {
+    /// Ring size for new threads now, in events (as rounded).
+    pub events: usize,
+    /// Threads that have a ring already, of the size they were given.
+    pub threads_with_rings: usize,
+}
+
+/// A reply with nothing more to say than that it worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Done {}
+
+/// A reply: `ok` and the body's fields, or the error.
+pub fn reply<T: Serialize>(body: Result<T, String>) -> serde_json::Value {
+    match body {
+        Ok(b) => {
+            let mut v = serde_json::to_value(b).unwrap_or_default();
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("v".into(), super::PROTOCOL_VERSION.into());
+                m.insert("ok".into(), true.into());
+            }
+            v
+        }
+        Err(e) => serde_json::json!({"v": super::PROTOCOL_VERSION, "ok": false, "error": e}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_have_the_documented_shape() {
+        assert_eq!(
+            Request::Hello { names: true }.to_json(),
+            json!({"v": 1, "op": "hello", "names": true})
+        );
+        assert_eq!(
+            Request::List {
+                pattern: Some("f*".into()),
+                from: None,
+                max: Some(10)
+            }
+            .to_json(),
+            json!({"v": 1, "op": "list", "pattern": "f*", "max": 10})
+        );
+        assert_eq!(Request::Status.to_json(), json!({"v": 1, "op": "status"}));
+        let r: Request =
+            serde_json::from_value(json!({"v": 1, "op": "rings", "known": [1, 2]})).unwrap();
+        assert_eq!(r, Request::Rings { known: vec![1, 2] });
+        // Unknown fields are ignored; a missing optional one is its default.
+        let r: Request = serde_json::from_value(json!({"op": "hello", "pad": "x"})).unwrap();
+        assert_eq!(r, Request::Hello { names: false });
+        // Every op there is parses with its required fields.
+        for op in Request::OPS {
+            let r: Result<Request, _> =
+                serde_json::from_value(json!({ "op": op, "pattern": "x", "events": 64 }));
+            assert!(r.is_ok(), "{op}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_checked_as_the_agent_does() {
+        assert_eq!(
+            parse_request(br#"{"v":1,"op":"hello"}"#),
+            Ok(Request::Hello { names: false })
+        );
+        for (body, says) in [
+            (&b"[1]"[..], "expected a JSON object"),
+            (b"{\"v\":1", "expected a JSON object"),
+            (br#"{"v":"1","op":"hello"}"#, "protocol version"),
+            (br#"{"v":2,"op":"hello"}"#, "protocol version"),
+            (
+                br#"{"v":1,"op":"format_disk"}"#,
+                "unknown request 'format_disk'",
+            ),
+            (br#"{"v":1}"#, "unknown request ''"),
+            (
+                br#"{"v":1,"op":"rings","known":"all"}"#,
+                "malformed 'rings' request",
+            ),
+            (br#"{"v":1,"op":"buffer"}"#, "malformed 'buffer' request"),
+        ] {
+            let e = parse_request(body).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let s = Status {
+            pid: 7,
+            enabled: vec!["a".into()],
+            ..Default::default()
+        };
+        let v = reply(Ok(&s));
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["agent"]["accepted"], 0);
+        let back: Status = serde_json::from_value(v).unwrap();
+        assert_eq!(back, s);
+        let e = reply::<Done>(Err("no".into()));
+        assert_eq!(e, json!({"v": 1, "ok": false, "error": "no"}));
+        assert_eq!(reply(Ok(Done {})), json!({"v": 1, "ok": true}));
+    }
+}

@@ -1,0 +1,182 @@
+//! Enabling and disabling: select the functions, make one request per site,
+//! check that a batch is safe to run, run it, record the outcome.
+
+use crate::runtime::{loaded, resolve_in, runtime, State};
+use crate::{arch, clock, collect, returns, text, trap, veneer, window, Error, Report};
+use crate::{SkipReason, Skipped};
+use tracer_core::backend::Backend;
+use tracer_core::engine::{apply_batch, SiteRequest, Want};
+
+pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
+    let rt = runtime()?;
+    let mut guard = rt.lock_refreshed();
+    let State { reg, enabled, .. } = &mut *guard;
+    let funcs = resolve_in(reg, &loaded(reg), pattern)?;
+    let targets: Vec<usize> = funcs.into_iter().filter(|&f| enabled[f] != on).collect();
+    let mut report = Report::default();
+    if targets.is_empty() {
+        return Ok(report);
+    }
+    let mut requests = Vec::new();
+    // AArch64 compiler pads become `B stub`, not `BL` (the caller's return
+    // address must stay in x30): their own backend, in a second batch.
+    #[cfg(target_arch = "aarch64")]
+    let mut entry_requests = Vec::new();
+    // New stubs and veneers are written with one protection change per page;
+    // dropped (pages read-only, caches clean) before any site is patched.
+    let veneers = veneer::Batch::begin();
+    for &f in &targets {
+        for &si in &reg.funcs[f].sites {
+            let s = &reg.sites[si];
+            if let Some(why) = &s.broken {
+                if on {
+                    report.skipped.push((
+                        reg.funcs[f].path.clone(),
+                        Skipped {
+                            addr: s.addr,
+                            reason: SkipReason::Unusable(why.clone()),
+                        },
+                    ));
+                }
+                continue;
+            }
+            // Where the call reaches the stub, the stub; else a veneer (the
+            // same one on the way back, so the old bytes check out). A
+            // compiler pad calls its function's entry stub.
+            let target = if s.kind == tracer_core::site::KIND_FENTRY {
+                match returns::entry_stub(s.addr, s.func) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report.skipped.push((
+                            reg.funcs[f].path.clone(),
+                            Skipped {
+                                addr: s.addr,
+                                reason: SkipReason::NoStub(e),
+                            },
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                match veneer::call_target(s.addr, s.stub) {
+                    Ok(t) => t,
+                    Err(_) => s.stub, // the engine skips it with the encode error
+                }
+            };
+            let req = SiteRequest {
+                addr: s.addr,
+                want: if on {
+                    Want::Call { target }
+                } else {
+                    Want::Nop {
+                        original: s.original,
+                        from: target,
+                    }
+                },
+            };
+            #[cfg(target_arch = "aarch64")]
+            if s.kind == tracer_core::site::KIND_FENTRY {
+                entry_requests.push(req);
+                continue;
+            }
+            requests.push(req);
+        }
+    }
+    drop(veneers);
+    if !arch::Arch::TRAP.is_empty() {
+        // A thread being created runs with every signal blocked for a few
+        // microseconds (glibc's pthread_create) and cannot reach a site then:
+        // only a thread that keeps SIGTRAP blocked for ~50 ms is refused (a loaded machine may take
+        // milliseconds to run a new thread; the tracer's own threads are waited
+        // for when they start, see `trap::spawn_own_thread`).
+        let mut blocking = trap::threads_blocking_sigtrap();
+        let mut tries = 0;
+        while !blocking.is_empty() && tries < 250 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            blocking = trap::threads_blocking_sigtrap();
+            tries += 1;
+        }
+        if !blocking.is_empty() {
+            return Err(Error::SigtrapBlocked {
+                threads: blocking.into_iter().map(|t| (t.tid, t.name)).collect(),
+            });
+        }
+        if !trap::handler_is_ours() {
+            return Err(Error::HandlerReplaced);
+        }
+    }
+    if on {
+        // Before any pad goes live: entries of earlier windows are older.
+        let now = clock::now();
+        for &f in &targets {
+            window::open(f, now);
+        }
+    }
+    let mut writer = text::LiveText::default();
+    #[allow(unused_mut)]
+    let mut batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
+    #[cfg(target_arch = "aarch64")]
+    if !entry_requests.is_empty() {
+        let mut writer = text::LiveText::default();
+        let b = match apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
+        {
+            Ok(b) => b,
+            Err(e) if requests.is_empty() => return Err(Error::Write(e)),
+            // The first batch did change its sites: keep its outcome, and
+            // report these as skipped (nothing of this batch was written).
+            Err(e) => tracer_core::engine::BatchReport {
+                skipped: entry_requests
+                    .iter()
+                    .map(|r| Skipped {
+                        addr: r.addr,
+                        reason: SkipReason::NoStub(e.message.clone()),
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        };
+        batch.changed.extend(b.changed);
+        batch.unchanged.extend(b.unchanged);
+        batch.skipped.extend(b.skipped);
+        batch.syncs += b.syncs;
+        batch.restore_error = batch.restore_error.or(b.restore_error);
+    }
+    for sk in &batch.skipped {
+        let f = reg
+            .sites
+            .binary_search_by_key(&sk.addr, |s| s.addr)
+            .map(|i| reg.funcs[reg.sites[i].func as usize].path.clone())
+            .unwrap_or_default();
+        report.skipped.push((f, sk.clone()));
+    }
+    // A function changed state if at least one of its pads now holds what
+    // was asked for; one whose every pad was broken or skipped did not.
+    let mut done: Vec<usize> = batch
+        .changed
+        .iter()
+        .chain(&batch.unchanged)
+        .copied()
+        .collect();
+    done.sort_unstable();
+    for &f in &targets {
+        let any = reg.funcs[f]
+            .sites
+            .iter()
+            .any(|&si| done.binary_search(&reg.sites[si].addr).is_ok());
+        if any || !on {
+            enabled[f] = on;
+        }
+        if any {
+            report.changed.push(reg.funcs[f].path.clone());
+        }
+    }
+    report.syncs = batch.syncs;
+    report.warning = batch.restore_error.map(|e| e.message);
+    if let Some(w) = &report.warning {
+        // Rare and security-relevant (a code page may be left writable):
+        // say it even to callers that only look at the count.
+        eprintln!("tracer: warning: {w}");
+    }
+    collect::set_active(enabled.iter().filter(|e| **e).count());
+    Ok(report)
+}

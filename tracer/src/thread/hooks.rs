@@ -1,0 +1,289 @@
+//! The hot path: the hooks the `#[traceable]` trampolines call at a
+//! function's entry and exit. After a thread's first event they take no lock,
+//! allocate nothing and make no system call.
+
+use super::*;
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    /// `f(arg)`, with `xmm0`–`xmm15` saved around it (see the x86 trampolines).
+    fn __tracer_v1_call_saving(f: extern "C" fn(usize) -> usize, arg: usize) -> usize;
+}
+
+/// The saving shim's address, for the hook check.
+#[cfg(target_arch = "x86_64")]
+pub fn call_saving_shim() -> usize {
+    __tracer_v1_call_saving as *const () as usize
+}
+
+/// Run a slow path from a hook: through the saving shim on x86-64, so the
+/// hook's own code stays free of vector registers (lean trampolines).
+#[inline(always)]
+pub(crate) fn call_slow(f: extern "C" fn(usize) -> usize) -> usize {
+    call_slow_arg(f, 0)
+}
+
+/// [`call_slow`] with an argument.
+#[inline(always)]
+pub(crate) fn call_slow_arg(f: extern "C" fn(usize) -> usize, arg: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the shim calls `f(arg)` with the System V ABI and preserves the
+    // vector registers around it.
+    return unsafe { __tracer_v1_call_saving(f, arg) };
+    #[cfg(not(target_arch = "x86_64"))]
+    f(arg)
+}
+
+pub(crate) extern "C" fn slow_init_c(_: usize) -> usize {
+    slow_init() as usize
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) extern "C" fn monotonic_c(_: usize) -> usize {
+    clock::monotonic_ns() as usize
+}
+
+/// Timestamp inside a hook: the TSC inline, anything else through
+/// [`call_slow`] on x86-64 (a `usize` there is the clock's 64 bits), and
+/// directly elsewhere: a `usize` of ARMv7 would cut the nanoseconds to 32
+/// bits, which wrap every 4.3 s.
+#[inline(always)]
+pub(crate) fn hook_now() -> u64 {
+    match clock::fast_now() {
+        Some(t) => t,
+        #[cfg(target_arch = "x86_64")]
+        None => call_slow(monotonic_c) as u64,
+        #[cfg(not(target_arch = "x86_64"))]
+        None => clock::monotonic_ns(),
+    }
+}
+
+/// This thread's block, made on its first event (then `true`).
+#[inline(always)]
+pub(crate) fn current() -> Option<(&'static ThreadState, bool)> {
+    let mut p = this_thread();
+    if p as usize == tp::INIT {
+        return None; // in the middle of making this thread's block
+    }
+    let fresh = p.is_null();
+    if fresh {
+        p = call_slow(slow_init_c) as *mut ThreadState;
+        if p.is_null() {
+            return None;
+        }
+    }
+    // SAFETY: blocks are never unmapped.
+    Some((unsafe { &*p }, fresh))
+}
+
+#[inline(always)]
+pub(crate) fn record_exit(
+    st: &ThreadState,
+    p: &mut Private,
+    func: u32,
+    now: u64,
+    dur: u64,
+    depth: usize,
+    flags: u8,
+) {
+    if let Some(c) = st.counters().get(func as usize) {
+        bump(&c.count);
+        c.sum.store(
+            c.sum.load(Ordering::Relaxed).wrapping_add(dur),
+            Ordering::Relaxed,
+        );
+        if dur < c.min.load(Ordering::Relaxed) {
+            c.min.store(dur, Ordering::Relaxed);
+        }
+        if dur > c.max.load(Ordering::Relaxed) {
+            c.max.store(dur, Ordering::Relaxed);
+        }
+    }
+    st.ring.push(
+        &mut p.cached_tail,
+        &Event {
+            ts: now,
+            dur,
+            func,
+            depth: depth as u16,
+            kind: KIND_EXIT,
+            flags,
+        },
+    );
+}
+
+/// The part every event hook shares: take the timestamp, find the thread's
+/// block (making it on the first event), and run `f` under the re-entrancy
+/// guard (an event raised while the thread is already in a hook is counted
+/// as nested and dropped).
+#[inline(always)]
+pub(crate) fn guarded(f: impl FnOnce(&ThreadState, &mut Private, u64)) {
+    let mut now = hook_now();
+    let Some((st, fresh)) = current() else { return };
+    if fresh {
+        // The thread's first event: making its block (memfd, mmap) took
+        // time that is not the traced call's.
+        now = hook_now();
+    }
+    if st.busy.load(Ordering::Relaxed) {
+        bump(&st.nested);
+        return;
+    }
+    st.busy.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the private part belongs to this thread.
+    f(st, unsafe { &mut *st.private.get() }, now);
+    compiler_fence(Ordering::SeqCst);
+    st.busy.store(false, Ordering::Relaxed);
+}
+
+/// [`guarded`] for the `#[traceable]` hooks, with the site's record and
+/// function.
+///
+/// # Safety
+/// `rec` must be a site record.
+#[inline(always)]
+pub(crate) unsafe fn in_hook(
+    rec: *const SiteRecord,
+    f: impl FnOnce(&ThreadState, &mut Private, &SiteRecord, u32, u64),
+) {
+    guarded(|st, p, now| {
+        // SAFETY: per the caller.
+        let rec = unsafe { &*rec };
+        f(st, p, rec, rec.func.load(Ordering::Relaxed), now)
+    })
+}
+
+/// Record an entry of `func` at the current depth.
+#[inline(always)]
+pub(crate) fn push_entry(st: &ThreadState, p: &mut Private, func: u32, now: u64, flags: u8) {
+    st.ring.push(
+        &mut p.cached_tail,
+        &Event {
+            ts: now,
+            dur: 0,
+            func,
+            depth: p.depth as u16,
+            kind: KIND_ENTRY,
+            flags,
+        },
+    );
+}
+
+/// Called by the entry trampoline.
+///
+/// # Safety
+/// `rec` must be a site record; for async entries `token` must point at the
+/// future's `u64` slot.
+pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
+    let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
+        if rec.kind == KIND_ASYNC_ENTRY {
+            // SAFETY: per the caller.
+            unsafe { *(token as *mut u64) = now.max(1) };
+            push_entry(st, p, func, now, FLAG_ASYNC);
+        } else {
+            // Frames below this one (deeper stack) have returned without a
+            // recorded exit. A frame at the same stack pointer may be a live
+            // caller this function was inlined into, unless it is this very
+            // function (no function is nested in itself within one frame).
+            // (`get` rather than indexing: the hooks contain no panic path.)
+            while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+                if (top.sp < sp && sp - top.sp < STACK_SPAN) || (top.sp == sp && top.func == func) {
+                    p.depth -= 1;
+                    p.overflow = 0;
+                    evict(p, top, p.depth);
+                } else {
+                    break;
+                }
+            }
+            if let Some(slot) = p.shadow.get_mut(p.depth) {
+                *slot = Frame {
+                    func,
+                    unhooked: 0,
+                    ts: now,
+                    sp,
+                    ret: 0,
+                };
+                push_entry(st, p, func, now, 0);
+                p.depth += 1;
+            } else {
+                p.overflow += 1;
+                bump(&st.too_deep);
+            }
+        }
+    };
+    // SAFETY: per the caller.
+    unsafe { in_hook(rec, hook) }
+}
+
+/// Stack pointers farther apart than this are on different stacks (a signal
+/// handler on its alternate stack): never treat such frames as stale.
+pub(crate) const STACK_SPAN: usize = 64 << 20;
+/// How far down the shadow stack an exit looks for its entry.
+pub(crate) const EXIT_SEARCH: usize = 8;
+
+/// Called by the exit trampoline.
+///
+/// # Safety
+/// As [`on_entry`].
+pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
+    let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
+        if rec.kind == KIND_ASYNC_EXIT {
+            // SAFETY: per the caller.
+            let slot = unsafe { &mut *(token as *mut u64) };
+            let t0 = *slot;
+            if t0 == 0 {
+                bump(&st.unmatched);
+            } else if !window::current(func, t0) {
+                // Its first poll was in an earlier enabled window.
+                *slot = 0;
+                bump(&st.unmatched);
+            } else {
+                *slot = 0;
+                record_exit(
+                    st,
+                    p,
+                    func,
+                    now,
+                    now.saturating_sub(t0),
+                    p.depth,
+                    FLAG_ASYNC,
+                );
+            }
+        } else if p.overflow > 0 {
+            // The exit of a call too deep to have a frame.
+            p.overflow -= 1;
+        } else {
+            let mut found = None;
+            let lowest = p.depth.saturating_sub(EXIT_SEARCH);
+            for i in (lowest..p.depth).rev() {
+                let Some(f) = p.shadow.get(i) else { continue };
+                if f.func == func && f.sp >= sp && f.sp - sp < STACK_SPAN {
+                    found = Some((i, f.ts));
+                    break;
+                }
+            }
+            match found {
+                Some((i, t0)) => {
+                    for j in i + 1..p.depth {
+                        if let Some(&f) = p.shadow.get(j) {
+                            evict(p, f, j);
+                        }
+                    }
+                    p.depth = i;
+                    if window::current(func, t0) {
+                        record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
+                    } else {
+                        // The entry is from an earlier enabled window: the
+                        // call it began was left while the function was off,
+                        // and this exit's own entry was never seen.
+                        bump(&st.unmatched);
+                    }
+                }
+                None => bump(&st.unmatched),
+            }
+        }
+    };
+    // SAFETY: per the caller.
+    unsafe { in_hook(rec, hook) }
+}
