@@ -85,7 +85,15 @@ pub struct Collector {
 static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
 static ACTIVE_FUNCS: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicBool = AtomicBool::new(false);
-static WORKER: OnceLock<std::thread::Thread> = OnceLock::new();
+static WORKER: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
+/// Set by [`stop`]: the collector thread ends at its next turn.
+static QUIT: AtomicBool = AtomicBool::new(false);
+
+fn wake_worker() {
+    if let Some(w) = WORKER.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        w.unpark();
+    }
+}
 static EXTERNAL: AtomicBool = AtomicBool::new(false);
 
 /// Hand the rings to an external reader (`true`) or take them back. Returns
@@ -96,9 +104,7 @@ pub fn set_external(on: bool) {
     if COLLECTOR.get().is_some() {
         drop(lock());
     }
-    if let Some(w) = WORKER.get() {
-        w.unpark();
-    }
+    wake_worker();
 }
 
 /// Whether an external reader owns the rings.
@@ -118,10 +124,14 @@ pub fn init(nfuncs: usize) {
             tap: None,
         })
     });
+    spawn();
+}
+
+fn spawn() {
     if !STARTED.swap(true, Ordering::AcqRel) {
         match crate::trap::spawn_own_thread("tracer-collector", run) {
             Ok(h) => {
-                let _ = WORKER.set(h.thread().clone());
+                *WORKER.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.thread().clone());
             }
             Err(e) => {
                 // Tracing still works: `latency()` drains synchronously. Only
@@ -148,13 +158,37 @@ pub fn lock() -> MutexGuard<'static, Collector> {
 /// Tell the collector how many functions are enabled (wakes it up).
 pub fn set_active(n: usize) {
     ACTIVE_FUNCS.store(n, Ordering::Release);
-    if let Some(w) = WORKER.get() {
-        w.unpark();
+    wake_worker();
+}
+
+/// End the collector thread (the agent quits, `tracer detach`); waits (2 s
+/// at most) until it has. [`restart`] starts it again.
+pub fn stop() {
+    if !STARTED.load(Ordering::Acquire) {
+        return;
+    }
+    QUIT.store(true, Ordering::Release);
+    wake_worker();
+    let t0 = std::time::Instant::now();
+    while STARTED.load(Ordering::Acquire) && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Start the collector thread again after [`stop`] (if the runtime was
+/// set up).
+pub fn restart() {
+    if COLLECTOR.get().is_some() && !STARTED.load(Ordering::Acquire) {
+        spawn();
     }
 }
 
 fn run() {
     loop {
+        if QUIT.swap(false, Ordering::AcqRel) {
+            STARTED.store(false, Ordering::Release);
+            return;
+        }
         let n = lock().drain_all();
         if n >= 4096 {
             // Producers are fast: go again at once, only letting others run.

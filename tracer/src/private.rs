@@ -21,6 +21,15 @@ pub fn start() {
     crate::startup::agent_constructor();
 }
 
+/// `tracer attach` of a process whose preload library is loaded already
+/// (attached, then detached): start its agent again. 0: it serves.
+pub fn start_agent_again() -> i32 {
+    #[cfg(target_os = "linux")]
+    return crate::agent::start_again();
+    #[cfg(not(target_os = "linux"))]
+    1
+}
+
 /// For tests: whether this architecture's patch protocol plants traps
 /// (x86-64's int3 and Thumb-2's half-word breakpoint do; AArch64's and
 /// A32's single aligned store never does).

@@ -61,13 +61,16 @@ pub enum Request {
     /// Only from the process itself: another copy of the agent has taken
     /// the socket over; this one stops.
     Retire,
+    /// `tracer detach`: disable every function, give the rings back, end
+    /// the agent's threads and remove the socket.
+    Quit,
 }
 
 impl Request {
     /// Every `op` there is.
-    pub const OPS: [&'static str; 10] = [
+    pub const OPS: [&'static str; 11] = [
         "hello", "list", "enable", "disable", "status", "attach", "rings", "detach", "retire",
-        "buffer",
+        "buffer", "quit",
     ];
 
     /// The request as a message body: `{"v": PROTOCOL_VERSION, "op": .., ..}`.
@@ -106,6 +109,13 @@ pub fn parse_request(body: &[u8]) -> Result<Request, String> {
         ));
     }
     serde_json::from_value(req).map_err(|e| format!("malformed '{op}' request: {e}; closing"))
+}
+
+/// `quit`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Quit {
+    /// How many functions were enabled (and are not any more).
+    pub disabled: u64,
 }
 
 /// A function, as `hello` and `list` give it.

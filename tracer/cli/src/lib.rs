@@ -1,5 +1,7 @@
 //! The `tracer` program's library: everything but flags and dispatch.
 //!
+//! - `attach`: `tracer attach` and `tracer detach` (x86-64): load the agent
+//!   into a process started without the tracer, and stop it again;
 //! - [`calls`]: calls rebuilt from events, returned or left (`longjmp`);
 //! - [`client`]: finding traced processes and talking to their agent (the
 //!   protocol is documented in the `tracer` crate's `agent.rs`);
@@ -15,6 +17,8 @@
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
 
+#[cfg(target_arch = "x86_64")]
+pub mod attach;
 pub mod calls;
 pub mod client;
 pub mod dur;

@@ -244,6 +244,28 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Load the agent into a running process started without the tracer (ptrace, x86-64).
+    #[command(
+        after_help = "Example:\n  tracer attach -p 1234 && tracer enable 'parse*' -p 1234\n\nThe process needs compiler pads, a dynamic loader, and no other tracer;\nsee the README's \"Attach\" section."
+    )]
+    Attach {
+        /// The process.
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pid: i32,
+        /// The preload library to load (default: next to this program).
+        #[arg(long, value_name = "FILE")]
+        library: Option<PathBuf>,
+        /// Print JSON (timings, threads, converted pads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the agent of an attached process: all disabled, its threads and socket gone.
+    #[command(after_help = "Example:\n  tracer detach -p 1234")]
+    Detach {
+        /// The process.
+        #[arg(short = 'p', long = "pid", value_name = "PID")]
+        pid: i32,
+    },
     /// Run the bundled demo service and show a trace excerpt and histograms.
     #[command(after_help = "Example:\n  tracer demo")]
     Demo {
@@ -492,6 +514,14 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             run_verb(&enable, trace, hist, record.as_deref(), buffer, &cmd)
         }
         Cmd::Demo { duration } => demo(duration),
+        #[cfg(target_arch = "x86_64")]
+        Cmd::Attach { pid, library, json } => tracer_cli::attach::attach_verb(pid, library, json),
+        #[cfg(target_arch = "x86_64")]
+        Cmd::Detach { pid } => tracer_cli::attach::detach_verb(pid),
+        #[cfg(not(target_arch = "x86_64"))]
+        Cmd::Attach { .. } | Cmd::Detach { .. } => Err(Error::failed(
+            "tracer attach and detach are implemented on x86-64 only",
+        )),
         Cmd::Serve {
             pattern,
             listen,

@@ -25,6 +25,13 @@ extern "C" fn start() {
     tracer::__private::start();
 }
 
+/// What `tracer attach` calls in a process that has this library loaded
+/// already (attached, then detached): start the agent again. 0: it serves.
+#[no_mangle]
+pub extern "C" fn tracer_preload_attach() -> libc::c_int {
+    tracer::__private::start_agent_again()
+}
+
 /// The unwinder's `_Unwind_RaiseException` (C++ `throw`, Rust panics).
 ///
 /// # Safety

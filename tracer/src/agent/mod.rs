@@ -39,6 +39,7 @@
 //! | `detach` | | the rings go back to the in-process collector |
 //! | `buffer` | `events` | ring size for threads that start recording from now on: `events` (as rounded), `threads_with_rings` (they keep theirs) |
 //! | `retire` | | only from this process itself: another copy of the agent has taken the socket over; this one stops |
+//! | `quit` | | `disabled` (how many functions were enabled): every function is disabled, the rings go back, the agent and collector threads end and the socket is removed (`tracer detach`); [`start_again`] starts a new agent |
 //!
 //! # Single consumer
 //!
@@ -111,6 +112,38 @@ pub use tracer_core::wire::PROTOCOL_VERSION;
 const MAX_FDS: usize = 200;
 
 static SOCKET_PATH: OnceLock<CString> = OnceLock::new();
+/// Set while this copy's agent thread serves.
+pub(crate) static SERVING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+/// `quit` was asked: the agent thread ends after this turn.
+pub(crate) static QUIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Start the agent again after `quit` (`tracer attach` of a process whose
+/// library is loaded already): 0 if it serves now, 1 if not (the reason is
+/// on standard error).
+pub fn start_again() -> i32 {
+    if !SERVING.load(Ordering::Acquire) {
+        start();
+        collect::restart();
+    }
+    i32::from(!SERVING.load(Ordering::Acquire))
+}
+
+/// Every enabled function disabled (for `quit`): how many were.
+pub(crate) fn disable_everything() -> usize {
+    if crate::runtime::RUNTIME.get().is_none() || crate::runtime::enabled_names().is_empty() {
+        return 0;
+    }
+    crate::disable_report("*").map_or(0, |r| r.changed.len())
+}
+
+/// Remove the socket (`quit`).
+pub(crate) fn remove_socket() {
+    if let Some(p) = SOCKET_PATH.get() {
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+}
 
 /// Is a peer with user id `peer_uid` allowed to control a process running as
 /// `own_uid`? The same user, or root.
@@ -144,6 +177,7 @@ pub fn start() {
     // the last to start takes the socket over, then tells the earlier agent
     // to stop.
     let earlier = earlier_agent();
+    let first = SOCKET_PATH.get().is_none();
     // The socket exists before `main` runs: a `tracer` started right after
     // the program (or on its first output) finds it.
     let listener = match bind() {
@@ -156,7 +190,17 @@ pub fn start() {
     if let Some(s) = earlier {
         retire(s);
     }
-    if let Err(e) = crate::trap::spawn_own_thread("tracer-agent", move || serve(listener)) {
+    SERVING.store(true, Ordering::Release);
+    // Loaded late by `tracer attach` (the process has threads already):
+    // the new thread may not run before `dlopen` returns (it may need a
+    // lock the loader holds while it runs this constructor), so do not
+    // wait for it; `tracer attach` waits for the agent to answer instead.
+    let late = first && std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) > 1;
+    let wait = Duration::from_millis(if late { 0 } else { 500 });
+    if let Err(e) =
+        crate::trap::spawn_own_thread_waiting("tracer-agent", move || serve(listener), wait)
+    {
+        SERVING.store(false, Ordering::Release);
         log(&format!("not started: cannot create its thread: {e}"));
     }
 }

@@ -69,6 +69,15 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
             }));
             (reply, Vec::new(), true)
         }
+        Request::Quit => {
+            let disabled = disable_everything() as u64;
+            if c.attached {
+                c.attached = false;
+                collect::set_external(false);
+            }
+            QUIT.store(true, Ordering::Release);
+            (msg::reply(Ok(msg::Quit { disabled })), Vec::new(), false)
+        }
         Request::Detach => {
             if c.attached {
                 c.attached = false;

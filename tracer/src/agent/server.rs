@@ -69,6 +69,17 @@ pub(crate) fn serve(listener: UnixListener) {
             collect::set_external(false);
         }
     }
+    if QUIT.swap(false, Ordering::AcqRel) {
+        // `quit`: its reply out (small: it fits the socket's buffer), the
+        // socket gone, the collector ended, this thread too.
+        for c in &mut server.conns {
+            let _ = c.stream.set_nonblocking(false);
+            c.flush(Instant::now());
+        }
+        remove_socket();
+        collect::stop();
+    }
+    SERVING.store(false, Ordering::Release);
 }
 
 /// Milliseconds from `now` to `t`, rounded up, for `poll`.
@@ -190,7 +201,7 @@ impl Server {
         let (reply, fds, keep) = respond(c, &agent);
         c.done_reading();
         c.reply(&reply, fds, !keep, now);
-        self.stop |= c.retire;
+        self.stop |= c.retire || QUIT.load(Ordering::Acquire);
     }
 
     pub(crate) fn agent_counters(&self) -> AgentCounters {

@@ -70,6 +70,42 @@ fn own_functions(obj: &discover::LoadedObject, _: &[discover::FoundFunc]) -> Has
     .collect()
 }
 
+/// A reference on a loaded object (`dlopen` with `RTLD_NOLOAD`), so that
+/// it stays mapped while the registry reads it; `None` if it is unloaded
+/// already (or loaded again elsewhere). The executable is never unloaded
+/// and needs none.
+struct Pin(*mut libc::c_void);
+
+impl Pin {
+    fn new(o: &discover::LoadedObject, exe: Option<&discover::LoadedObject>) -> Option<Pin> {
+        if exe.is_some_and(|e| std::ptr::eq(e, o)) {
+            return Some(Pin(std::ptr::null_mut()));
+        }
+        let path = std::ffi::CString::new(o.path.as_bytes()).ok()?;
+        // SAFETY: a NUL-terminated path; RTLD_NOLOAD loads nothing, it only
+        // takes a reference on an object loaded already.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if h.is_null() {
+            return None;
+        }
+        let pin = Pin(h);
+        // Still the same copy (not unloaded and loaded again elsewhere)?
+        let (now, _, _) = discover::loaded_objects();
+        now.iter()
+            .any(|n| n.path == o.path && n.bias == o.bias)
+            .then_some(pin)
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: a handle `dlopen` returned, closed once.
+            unsafe { libc::dlclose(self.0) };
+        }
+    }
+}
+
 /// Bring the registry up to date with the objects loaded now.
 pub(crate) fn refresh(
     reg: &mut registry::Registry,
@@ -107,6 +143,12 @@ pub(crate) fn refresh(
         {
             continue;
         }
+        // The program may `dlclose` the object while its tables are read
+        // (a thread of its own loading and unloading a library): hold a
+        // reference meanwhile; one already gone is skipped.
+        let Some(_pin) = Pin::new(o, objs.first()) else {
+            continue;
+        };
         let found = match discover::scan(o, &read_live) {
             Ok(s) if !s.funcs.is_empty() => {
                 if let Some(at) = s.unwinder_at {

@@ -249,6 +249,18 @@ pub fn spawn_own_thread<F>(name: &str, f: F) -> std::io::Result<std::thread::Joi
 where
     F: FnOnce() + Send + 'static,
 {
+    spawn_own_thread_waiting(name, f, std::time::Duration::from_millis(500))
+}
+
+/// [`spawn_own_thread`], waiting at most `wait` for the thread to run.
+pub fn spawn_own_thread_waiting<F>(
+    name: &str,
+    f: F,
+    wait: std::time::Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
     // A flag and a sleep rather than a channel: this runs in the ELF
     // constructor, before `main`, where a blocking `recv` would park the
     // thread through `thread::current()`, which std refuses before `main`
@@ -262,7 +274,7 @@ where
             f()
         })?;
     let t0 = std::time::Instant::now();
-    while !running.load(Ordering::Acquire) && t0.elapsed() < std::time::Duration::from_millis(500) {
+    while !running.load(Ordering::Acquire) && t0.elapsed() < wait {
         std::thread::sleep(std::time::Duration::from_micros(50));
     }
     Ok(h)
