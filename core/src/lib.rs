@@ -21,6 +21,8 @@
 //!   fixed latency buckets, a minimal text writer), and [`http`]: the small
 //!   HTTP/1.1 responder that serves them.
 //!
+//! - [`capture`]: which argument and return values a function is enabled
+//!   with, and how they travel in the ring.
 //! - [`wire`]: the agent ↔ `tracer` program contract (version, limits,
 //!   socket paths, environment variables), written once.
 //!
@@ -28,6 +30,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod capture;
 pub mod engine;
 pub mod event;
 pub mod http;

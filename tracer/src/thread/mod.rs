@@ -71,10 +71,12 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 mod block;
+mod capture;
 mod hooks;
 mod returns;
 mod tls;
 pub(crate) use block::*;
+pub(crate) use capture::*;
 pub(crate) use hooks::*;
 pub(crate) use returns::*;
 pub(crate) use tls::*;
