@@ -10,7 +10,7 @@
 //! event, so a reader attaches the values it holds for a thread to that
 //! thread's next entry or exit of the same function.
 //!
-//! The argument words, in order: `ints` integer argument registers (x86-64:
+//! The argument words, in order: the spec ([`Capture::encode`]), `ints` integer argument registers (x86-64:
 //! `rdi rsi rdx rcx r8 r9`), then `floats` floating-point argument registers
 //! (`xmm0`.., their low 64 bits), then `stack` words of the caller's
 //! outgoing arguments on the stack (the first above the return address).
@@ -23,8 +23,8 @@ pub const MAX_INTS: u8 = 8;
 pub const MAX_FLOATS: u8 = 8;
 /// Stack words at most.
 pub const MAX_STACK: u8 = 8;
-/// Argument words a reader keeps for one call at most (hostile input is
-/// bounded by it).
+/// Argument words of one call at most, the spec not counted (hostile input
+/// is bounded by it).
 pub const MAX_WORDS: usize = (MAX_INTS + MAX_FLOATS + MAX_STACK) as usize;
 
 /// What a function is enabled with.
@@ -95,13 +95,34 @@ impl Capture {
     }
 }
 
-/// The values a reader gathered for one call.
+/// One call's argument words, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Values {
-    /// Argument words, in the order of the module docs (empty: none captured).
-    pub args: Vec<u64>,
-    /// `(integer register, floating-point register)` at the return.
-    pub ret: Option<(u64, u64)>,
+pub struct Args {
+    /// The integer argument registers, in calling-convention order.
+    pub ints: Vec<u64>,
+    /// The floating-point argument registers (low 64 bits).
+    pub floats: Vec<u64>,
+    /// The stack argument words, the first above the return address.
+    pub stack: Vec<u64>,
+}
+
+impl Args {
+    /// Decode the words of a `KIND_ARGS` set (the spec first); `None` if
+    /// they are fewer than the spec says (a set cut by a full ring, or
+    /// hostile input).
+    pub fn decode(words: &[u64]) -> Option<Args> {
+        let (&spec, rest) = words.split_first()?;
+        let cap = Capture::decode(u32::try_from(spec).ok()?);
+        let (i, f, s) = (cap.ints as usize, cap.floats as usize, cap.stack as usize);
+        if rest.len() < i + f + s {
+            return None;
+        }
+        Some(Args {
+            ints: rest[..i].to_vec(),
+            floats: rest[i..i + f].to_vec(),
+            stack: rest[i + f..i + f + s].to_vec(),
+        })
+    }
 }
 
 /// Gathers the values events of one thread and hands them to the entry or
@@ -124,7 +145,7 @@ impl Pending {
                     self.args.clear();
                     self.func = ev.func;
                 }
-                if self.args.len() + 2 <= MAX_WORDS + 1 {
+                if self.args.len() + 2 <= MAX_WORDS + 2 {
                     self.args.push(ev.ts);
                     self.args.push(ev.dur);
                 }
@@ -183,9 +204,29 @@ mod tests {
             flags,
         };
         let mut p = Pending::default();
-        p.feed(&ev(KIND_ARGS, 4, 0, 1, 2));
+        let spec = u64::from(
+            Capture {
+                ints: 2,
+                floats: 1,
+                stack: 0,
+                retval: false,
+            }
+            .encode(),
+        );
+        p.feed(&ev(KIND_ARGS, 4, 0, spec, 2));
         p.feed(&ev(KIND_ARGS, 4, 1, 3, 4));
-        assert_eq!(p.take_args(4), vec![1, 2, 3, 4]);
+        let w = p.take_args(4);
+        assert_eq!(w, vec![spec, 2, 3, 4]);
+        assert_eq!(
+            Args::decode(&w),
+            Some(Args {
+                ints: vec![2, 3],
+                floats: vec![4],
+                stack: vec![]
+            })
+        );
+        assert_eq!(Args::decode(&w[..3]), None);
+        assert_eq!(Args::decode(&[]), None);
         assert!(p.take_args(4).is_empty());
         p.feed(&ev(KIND_ARGS, 4, 0, 1, 2));
         assert!(p.take_args(5).is_empty());
@@ -195,6 +236,6 @@ mod tests {
         for i in 0..1000 {
             p.feed(&ev(KIND_ARGS, 9, (i % 200 + 1) as u8, 0, 0));
         }
-        assert!(p.take_args(9).len() <= MAX_WORDS + 1);
+        assert!(p.take_args(9).len() <= MAX_WORDS + 2);
     }
 }

@@ -50,8 +50,10 @@ pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline
     let cap = Capture::decode(r.spec as u32);
     let slot = std::ptr::addr_of!(r.ret) as usize;
     let fret_args = FRET_ARGS.load(Ordering::Relaxed);
-    let mut words = [0u64; MAX_WORDS];
-    let mut n = 0;
+    // The spec first: the reader decodes the words with it.
+    let mut words = [0u64; MAX_WORDS + 1];
+    words[0] = r.spec;
+    let mut n = 1;
     for v in r.int_args().iter().take(cap.ints as usize) {
         words[n] = *v;
         n += 1;
@@ -81,7 +83,7 @@ pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline
                 }
             },
             |st, p| {
-                if n > 0 {
+                if cap.args() {
                     push_values(st, p, KIND_ARGS, func, p.depth, &words[..n]);
                 }
             },
