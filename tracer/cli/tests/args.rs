@@ -1,0 +1,297 @@
+//! Arguments and return values (issue 14) through the `tracer` program:
+//! the C fixture `tests/fixtures/c/args.c`, built with `-g` by gcc and
+//! clang-19 in each pad mode, run under `tracer run --args --retval
+//! --trace`; the function_graph text is compared exactly (pointers
+//! masked). `--where` on `hist` and `trace`, its errors, and `--args=N`
+//! without debug information.
+#![cfg(target_arch = "x86_64")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(TRACER).parent().unwrap().to_path_buf()
+}
+
+fn preload() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let dir = bin_dir();
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.args(["build", "-q", "-p", "tracer-preload"])
+            .current_dir(root());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        assert!(c.status().expect("cargo runs").success());
+        let lib = dir.join("libtracer_preload.so");
+        assert!(lib.is_file(), "{} was not built", lib.display());
+        lib
+    })
+}
+
+/// Compiler and pad flags.
+struct Mode(&'static str, &'static str, &'static [&'static str]);
+
+const MODES: [Mode; 3] = [
+    Mode("gcc-pfe", "gcc", &["-fpatchable-function-entry=5"]),
+    Mode(
+        "gcc-mcount",
+        "gcc",
+        &[
+            "-pg",
+            "-mfentry",
+            "-mnop-mcount",
+            "-mrecord-mcount",
+            "-fno-pie",
+            "-no-pie",
+        ],
+    ),
+    Mode("clang-pfe", "clang-19", &["-fpatchable-function-entry=5"]),
+];
+
+fn build(mode: &Mode, debug: bool) -> PathBuf {
+    let dir = bin_dir().join("args-fixtures").join(mode.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(if debug { "args" } else { "args-nodebug" });
+    let mut c = Command::new(mode.1);
+    c.arg("-O2")
+        .args(mode.2)
+        .args(debug.then_some("-g"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(root().join("tests/fixtures/c/args.c"));
+    let out = c.output().unwrap_or_else(|e| {
+        panic!("cannot run {} ({e}); install it: apt-get install -y gcc clang-19", mode.1)
+    });
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// `tracer run ARGS -o FILE -- exe ROUNDS` in a private runtime directory:
+/// (exit code, the program's stdout then the file, stderr).
+fn run(args: &[&str], exe: &Path, rounds: &str) -> (i32, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "tracer-args-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join("out.txt");
+    let o = Command::new(TRACER)
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("TRACER_PRELOAD", preload())
+        .env_remove("TRACER_ENABLE")
+        .env_remove("TRACER_CAPTURE")
+        .env_remove("LD_PRELOAD")
+        .arg("run")
+        .args(args)
+        .arg("-o")
+        .arg(&file)
+        .arg("--")
+        .arg(exe)
+        .arg(rounds)
+        .output()
+        .unwrap();
+    let mut out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        o.status.code().unwrap_or(-1),
+        out,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The call-graph part of function_graph lines, pointers masked.
+fn graph(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(" 1)") && l.contains('|'))
+        .map(|l| {
+            let g = l.split_once('|').unwrap().1.trim_end();
+            match g.find("buf=0x").map(|i| i + 3) {
+                Some(i) => {
+                    let end = g[i + 3..]
+                        .find(|c: char| !c.is_ascii_hexdigit())
+                        .map_or(g.len(), |j| i + 3 + j);
+                    format!("{}=0x…{}", &g[..i], &g[end..])
+                }
+                None => g.to_string(),
+            }
+        })
+        .collect()
+}
+
+const ALL: &str = "parse,crc32,scale,norm,fact,work,grade,handle";
+
+#[test]
+fn function_graph_shows_arguments_and_return_values_in_every_pad_mode() {
+    let expected = [
+        "  parse(len=1024, flags=2); /* = 514 */",
+        "  parse(len=5000, flags=0); /* = -22 */",
+        "  crc32(buf=0x…, n=8); /* = 3607554180 */",
+        "  scale(x=2.5, f=4); /* = 10 */",
+        "  norm(p: struct point, c=BLUE); /* = 12 */",
+        "  fact(n=3) {",
+        "    fact(n=2) {",
+        "      fact(n=1); /* = 1 */",
+        "    } /* fact = 2 */",
+        "  } /* fact = 6 */",
+        "  grade(g='A', ok=true); /* = 'A' */",
+        "  handle(len=8192) {",
+        "    parse(len=8192, flags=1); /* = -22 */",
+        "  } /* handle = -22 */",
+        "  work(i=0); /* = 0 */",
+        "  work(i=1); /* = 1 */",
+        "  work(i=2); /* = 2 */",
+    ];
+    for mode in &MODES {
+        let exe = build(mode, true);
+        let (code, out, err) = run(
+            &["--enable", ALL, "--args", "--retval", "--trace"],
+            &exe,
+            "3",
+        );
+        assert_eq!(code, 0, "{}: {out}\n{err}", mode.0);
+        assert!(out.starts_with("3607554746\n"), "{}: {out}", mode.0);
+        assert_eq!(graph(&out), expected, "{}:\n{out}\n{err}", mode.0);
+    }
+}
+
+#[test]
+fn return_values_alone_and_functions_without_capture_side_by_side() {
+    let exe = build(&MODES[0], true);
+    // `work` without capture: its lines have no values; `parse` with.
+    let (code, out, err) = run(&["--enable", "work", "--trace"], &exe, "2");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(graph(&out), ["  work();", "  work();"], "{out}");
+    let (code, out, err) = run(&["--enable", "parse", "--retval", "--trace"], &exe, "0");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        graph(&out),
+        [
+            "  parse(); /* = 514 */",
+            "  parse(); /* = -22 */",
+            "  parse(); /* = -22 */"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn hist_where_counts_exactly_the_failing_calls() {
+    let exe = build(&MODES[2], true);
+    let (code, out, err) = run(
+        &[
+            "--enable", "work", "--retval", "--hist", "--where", "ret < 0",
+        ],
+        &exe,
+        "100",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("work "))
+        .unwrap_or_else(|| panic!("no row for work:\n{out}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("10"), "{out}");
+    assert!(
+        out.contains("# --where: 10 of 100 calls matched 'ret < 0'"),
+        "{out}"
+    );
+    // By name and by position, on arguments.
+    for cond in ["i >= 95", "arg1 >= 95"] {
+        let (code, out, err) = run(
+            &["--enable", "work", "--args", "--hist", "--where", cond],
+            &exe,
+            "100",
+        );
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains("# --where: 5 of 100 calls matched"), "{cond}: {out}");
+    }
+}
+
+#[test]
+fn trace_where_shows_matching_calls_and_says_what_cannot_apply() {
+    let exe = build(&MODES[0], true);
+    let (code, out, err) = run(
+        &[
+            "--enable", "parse", "--args", "--retval", "--trace", "--where", "len > 4096",
+        ],
+        &exe,
+        "0",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        graph(&out),
+        [
+            "  parse(len=5000, flags=0); /* = -22 */",
+            "  parse(len=8192, flags=1); /* = -22 */"
+        ],
+        "{out}"
+    );
+    let (_, out, _) = run(
+        &[
+            "--enable", "work", "--args", "--trace", "--where", "size > 1",
+        ],
+        &exe,
+        "2",
+    );
+    assert!(
+        out.contains("# tracer: --where: work has no argument 'size': its arguments are i (arg1: int32)"),
+        "{out}"
+    );
+    let (_, out, _) = run(
+        &["--enable", "norm", "--args", "--trace", "--where", "p > 1"],
+        &exe,
+        "0",
+    );
+    assert!(out.contains("cannot compare norm's argument 'p' (struct point)"), "{out}");
+    // Names without debug information.
+    let bare = build(&MODES[0], false);
+    let (_, out, _) = run(
+        &["--enable", "work", "--args", "--trace", "--where", "i > 1"],
+        &bare,
+        "2",
+    );
+    assert!(out.contains("work has no debug information"), "{out}");
+    let (code, out, err) = run(&["--trace", "--where", "len >"], &bare, "0");
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(err.contains("write NAME OP NUMBER"), "{err}");
+}
+
+#[test]
+fn without_debug_information_registers_show_as_hex() {
+    let bare = build(&MODES[0], false);
+    let (code, out, err) = run(
+        &["--enable", "parse", "--args=2", "--retval", "--trace"],
+        &bare,
+        "0",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        graph(&out),
+        [
+            "  parse(arg1=0x400, arg2=0x2); /* = 0x202 */",
+            "  parse(arg1=0x1388, arg2=0x0); /* = -22 */",
+            "  parse(arg1=0x2000, arg2=0x1); /* = -22 */"
+        ],
+        "{out}"
+    );
+}
