@@ -1152,7 +1152,11 @@ fn where_filter(
     if let Some(p) = pattern {
         let idx = resolve_indices(c, p)?;
         for i in idx {
-            let name = f.sigs.origins().find(|(j, _)| *j == i).map(|(_, o)| o.name.clone());
+            let name = f
+                .sigs
+                .origins()
+                .find(|(j, _)| *j == i)
+                .map(|(_, o)| o.name.clone());
             if let Some(name) = name {
                 f.check(i, &name).map_err(|m| Error {
                     code: exit::USAGE,

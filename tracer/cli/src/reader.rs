@@ -18,9 +18,9 @@
 use crate::client::Client;
 use crate::{printable, Error};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use std::collections::HashMap;
 use tracer_core::event::{Event, Ring};
 
 /// Largest ring accepted, in events: the runtime's own largest

@@ -117,7 +117,9 @@ pub enum Ty {
 impl Ty {
     fn name(&self) -> String {
         match self {
-            Ty::Int { signed, size } => format!("{}int{}", if *signed { "" } else { "u" }, size * 8),
+            Ty::Int { signed, size } => {
+                format!("{}int{}", if *signed { "" } else { "u" }, size * 8)
+            }
             Ty::Float { size } => format!("float{}", size * 8),
             Ty::Bool => "bool".into(),
             Ty::Char => "char".into(),
@@ -237,7 +239,11 @@ fn show(ty: &Ty, v: u64) -> String {
     match ty {
         Ty::Int { signed, size } => {
             let bits = u32::from(*size).min(8) * 8;
-            let v = if bits < 64 { v & ((1u64 << bits) - 1) } else { v };
+            let v = if bits < 64 {
+                v & ((1u64 << bits) - 1)
+            } else {
+                v
+            };
             if *signed && bits > 0 {
                 let sh = 64 - bits;
                 (((v << sh) as i64) >> sh).to_string()
@@ -261,7 +267,11 @@ fn show(ty: &Ty, v: u64) -> String {
             let bits = u32::from(*size).clamp(1, 8) * 8;
             let sh = 64 - bits;
             let n = ((v << sh) as i64) >> sh;
-            let u = if bits < 64 { v & ((1u64 << bits) - 1) } else { v };
+            let u = if bits < 64 {
+                v & ((1u64 << bits) - 1)
+            } else {
+                v
+            };
             values
                 .iter()
                 .find(|(k, _)| *k == n || *k as u64 == u)
@@ -406,12 +416,10 @@ impl Object {
                 }
                 let low = match e.attr_value(gimli::DW_AT_low_pc) {
                     Ok(Some(AttributeValue::Addr(a))) => a,
-                    Ok(Some(AttributeValue::DebugAddrIndex(i))) => {
-                        match dwarf.address(&unit, i) {
-                            Ok(a) => a,
-                            Err(_) => continue,
-                        }
-                    }
+                    Ok(Some(AttributeValue::DebugAddrIndex(i))) => match dwarf.address(&unit, i) {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
                     _ => continue,
                 };
                 by_addr.entry(low).or_insert((units.len(), e.offset()));
@@ -606,9 +614,7 @@ impl Object {
                     values,
                 }
             }
-            gimli::DW_TAG_structure_type
-            | gimli::DW_TAG_union_type
-            | gimli::DW_TAG_class_type => {
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
                 let kw = match e.tag() {
                     gimli::DW_TAG_union_type => "union",
                     gimli::DW_TAG_class_type => "class",
@@ -828,11 +834,7 @@ impl Cond {
         } else {
             Subject::Name(name.to_string())
         };
-        Ok(Cond {
-            subject,
-            op,
-            value,
-        })
+        Ok(Cond { subject, op, value })
     }
 
     /// Whether the condition needs the arguments (else the return value).
@@ -885,12 +887,15 @@ impl Cond {
                 "{name} has no debug information: --where sees its first 6 (integer-register) \
                  arguments only, arg1..arg6"
             )),
-            (Subject::Ret, Some(Signature { ret: None, .. })) => {
-                Err(format!("{name} returns nothing (void): --where 'ret …' cannot apply"))
+            (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
+                "{name} returns nothing (void): --where 'ret …' cannot apply"
+            )),
+            (Subject::Ret, Some(Signature { ret: Some(t), .. })) if !t.comparable() => {
+                Err(format!(
+                    "--where cannot compare {name}'s return value ({})",
+                    t.name()
+                ))
             }
-            (Subject::Ret, Some(Signature { ret: Some(t), .. })) if !t.comparable() => Err(
-                format!("--where cannot compare {name}'s return value ({})", t.name()),
-            ),
             _ => Ok(()),
         }
     }
@@ -1104,7 +1109,10 @@ mod tests {
     #[test]
     fn conditions_parse_and_match() {
         let c = Cond::parse("ret < 0").unwrap();
-        assert_eq!((c.subject.clone(), c.op, c.value), (Subject::Ret, Op::Lt, 0.0));
+        assert_eq!(
+            (c.subject.clone(), c.op, c.value),
+            (Subject::Ret, Op::Lt, 0.0)
+        );
         assert_eq!(Cond::parse("len>=0x10").unwrap().value, 16.0);
         assert_eq!(Cond::parse("arg2 != -3").unwrap().subject, Subject::Pos(2));
         assert!(Cond::parse("ret <").is_err());

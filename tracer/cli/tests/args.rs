@@ -70,7 +70,10 @@ fn build(mode: &Mode, debug: bool) -> PathBuf {
         .arg(&exe)
         .arg(root().join("tests/fixtures/c/args.c"));
     let out = c.output().unwrap_or_else(|e| {
-        panic!("cannot run {} ({e}); install it: apt-get install -y gcc clang-19", mode.1)
+        panic!(
+            "cannot run {} ({e}); install it: apt-get install -y gcc clang-19",
+            mode.1
+        )
     });
     assert!(
         out.status.success(),
@@ -223,7 +226,10 @@ fn hist_where_counts_exactly_the_failing_calls() {
             "100",
         );
         assert_eq!(code, 0, "{out}\n{err}");
-        assert!(out.contains("# --where: 5 of 100 calls matched"), "{cond}: {out}");
+        assert!(
+            out.contains("# --where: 5 of 100 calls matched"),
+            "{cond}: {out}"
+        );
     }
 }
 
@@ -232,7 +238,13 @@ fn trace_where_shows_matching_calls_and_says_what_cannot_apply() {
     let exe = build(&MODES[0], true);
     let (code, out, err) = run(
         &[
-            "--enable", "parse", "--args", "--retval", "--trace", "--where", "len > 4096",
+            "--enable",
+            "parse",
+            "--args",
+            "--retval",
+            "--trace",
+            "--where",
+            "len > 4096",
         ],
         &exe,
         "0",
@@ -254,7 +266,9 @@ fn trace_where_shows_matching_calls_and_says_what_cannot_apply() {
         "2",
     );
     assert!(
-        out.contains("# tracer: --where: work has no argument 'size': its arguments are i (arg1: int32)"),
+        out.contains(
+            "# tracer: --where: work has no argument 'size': its arguments are i (arg1: int32)"
+        ),
         "{out}"
     );
     let (_, out, _) = run(
@@ -262,7 +276,10 @@ fn trace_where_shows_matching_calls_and_says_what_cannot_apply() {
         &exe,
         "0",
     );
-    assert!(out.contains("cannot compare norm's argument 'p' (struct point)"), "{out}");
+    assert!(
+        out.contains("cannot compare norm's argument 'p' (struct point)"),
+        "{out}"
+    );
     // Names without debug information.
     let bare = build(&MODES[0], false);
     let (_, out, _) = run(
