@@ -92,7 +92,7 @@ macro_rules! __tracer_define_trampolines {
 ///
 /// `$fret_args_hook` is the hook of the capturing return trampoline
 /// `__tracer_v1_tramp_fret_args` (see [`crate::trampoline_args`]), which
-/// lives in the same unwind entry.
+/// lives in the same unwind entry; `$capture_lean` its lean flag.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
@@ -100,6 +100,7 @@ macro_rules! __tracer_define_fentry_trampolines {
         $fentry_hook:path,
         $fret_hook:path,
         $fret_args_hook:path,
+        $capture_lean:path,
         $fret_personality:path,
         $threads:path,
         $dead:path,
@@ -225,6 +226,7 @@ macro_rules! __tracer_define_fentry_trampolines {
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
             fret_args = sym $fret_args_hook,
+            capture_lean = sym $capture_lean,
             pers = sym $fret_personality,
             threads = sym $threads,
             dead = const $dead,

@@ -7,9 +7,10 @@
 //! ([`encode_capture_stub`]: `push SPEC; push FUNC; jmp TRAMPOLINE`). It
 //! saves the caller-saved general registers as the plain trampoline does,
 //! stores the low 64 bits of `xmm0`–`xmm7` below them, and calls
-//! `$hook(regs)` through the saving shim (always the full vector save: the
-//! capturing hook is not checked for the lean path). `regs` points at a
-//! [`Regs`] frame.
+//! `$hook(regs)`; `regs` points at a [`Regs`] frame.
+//!
+//! Both take the lean path (no vector save) when the runtime verified the
+//! capturing hooks as it verifies the plain ones.
 //!
 //! **Return** (`__tracer_v1_tramp_fret_args`): a copy of the plain return
 //! trampoline inside the same unwind entry (see
@@ -72,11 +73,13 @@ pub fn encode_capture_stub(func: u32, spec: u32, target: usize) -> [u8; 32] {
 }
 
 /// Define `__tracer_v1_tramp_fentry_args`, calling `$hook(regs: *const
-/// Regs)`. The runtime invokes this exactly once.
+/// Regs)`: directly when `$lean` (an `AtomicBool`: the capturing hooks were
+/// verified free of vector registers, as the plain ones are) is set, else
+/// through the full save. The runtime invokes this exactly once.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_capture_trampolines {
-    ($hook:path, $xsave_size:path) => {
+    ($hook:path, $lean:path, $xsave_size:path) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             ".pushsection .text.__tracer_tramp,\"ax\",@progbits",
@@ -94,8 +97,16 @@ macro_rules! __tracer_define_capture_trampolines {
             "movq qword ptr [rsp + 32], xmm4\n movq qword ptr [rsp + 40], xmm5",
             "movq qword ptr [rsp + 48], xmm6\n movq qword ptr [rsp + 56], xmm7",
             "mov rdi, rsp",
+            "test byte ptr [rip + {lean}], 1",
+            "jnz 2f",
             // rsp % 16 == 8, as the saving call wants.
             $crate::__tracer_saving_call!("call ", "{hook}", "4", "5"),
+            "jmp 3f",
+            "2:",
+            "sub rsp, 8",
+            "call {hook}",
+            "add rsp, 8",
+            "3:",
             "add rsp, 64",
             "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
             // Drop the function index and the spec.
@@ -104,6 +115,7 @@ macro_rules! __tracer_define_capture_trampolines {
             ".size __tracer_v1_tramp_fentry_args, . - __tracer_v1_tramp_fentry_args",
             ".popsection",
             hook = sym $hook,
+            lean = sym $lean,
             xsize = sym $xsave_size,
         );
     };
@@ -133,11 +145,17 @@ macro_rules! __tracer_fret_args_body {
             "movq r11, xmm0\n",
             "push r11\n .cfi_adjust_cfa_offset 8\n",
             "lea rdi, [rsp + 72]\n",
+            "test byte ptr [rip + {capture_lean}], 1\n",
+            "jnz 8f\n",
             "sub rsp, 8\n",
             ".cfi_adjust_cfa_offset 8\n",
             $crate::__tracer_saving_call!(cfi: "call ", "{fret_args}", "6", "7"),
             "add rsp, 8\n",
             ".cfi_adjust_cfa_offset -8\n",
+            "jmp 9f\n",
+            "8:\n",
+            "call {fret_args}\n",
+            "9:\n",
             "mov qword ptr [rsp + 72], rax\n",
             "pop r11\n .cfi_adjust_cfa_offset -8\n pop r10\n .cfi_adjust_cfa_offset -8\n",
             "pop r9\n .cfi_adjust_cfa_offset -8\n pop r8\n .cfi_adjust_cfa_offset -8\n",

@@ -139,6 +139,11 @@ pub fn stats() -> Stats {
         } else {
             "full-save"
         },
+        capture_trampoline: if thread::CAPTURE_LEAN.load(Relaxed) {
+            "lean"
+        } else {
+            "full-save"
+        },
         full_save_reason: HOOK_CHECK.get().cloned().flatten(),
         traps_emulated: trap::EMULATED.load(Relaxed),
         traps_skipped: trap::SKIPPED.load(Relaxed),

@@ -13,6 +13,7 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
     crate::thread::on_fret_args,
+    crate::thread::CAPTURE_LEAN,
     crate::returns::fret_personality,
     crate::thread::THREADS,
     crate::thread::fret_layout::DEAD,
@@ -24,6 +25,7 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
 #[cfg(target_arch = "x86_64")]
 tracer_arch_x86::__tracer_define_capture_trampolines!(
     crate::thread::on_fentry_args,
+    crate::thread::CAPTURE_LEAN,
     crate::thread::XSAVE_SIZE
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
