@@ -64,6 +64,9 @@ fn capture(c: &mut Criterion) {
         "capture: {} events dropped, trampoline {}, capturing trampoline {}, clock {}",
         s.dropped, s.trampoline, s.capture_trampoline, s.clock
     );
+    if let Some(why) = s.capture_full_save_reason {
+        eprintln!("capturing trampolines save vector registers: {why}");
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]

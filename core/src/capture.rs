@@ -61,22 +61,26 @@ impl Capture {
     }
 
     /// Whether anything is captured (a capturing target is needed).
+    #[inline]
     pub fn any(&self) -> bool {
         self.args() || self.retval
     }
 
     /// Whether arguments are captured.
+    #[inline]
     pub fn args(&self) -> bool {
         self.ints + self.floats + self.stack > 0
     }
 
     /// Argument words per call.
+    #[inline]
     pub fn words(&self) -> usize {
         (self.ints + self.floats + self.stack) as usize
     }
 
     /// The compact form carried in the entry stub and over the wire:
     /// bits 0–3 `ints`, 4–7 `floats`, 8–11 `stack`, bit 12 `retval`.
+    #[inline]
     pub fn encode(&self) -> u32 {
         u32::from(self.ints.min(MAX_INTS))
             | u32::from(self.floats.min(MAX_FLOATS)) << 4
@@ -85,6 +89,7 @@ impl Capture {
     }
 
     /// The inverse of [`Capture::encode`]; out-of-range counts are clamped.
+    #[inline]
     pub fn decode(v: u32) -> Capture {
         Capture {
             ints: ((v & 15) as u8).min(MAX_INTS),

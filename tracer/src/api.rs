@@ -144,6 +144,7 @@ pub fn stats() -> Stats {
         } else {
             "full-save"
         },
+        capture_full_save_reason: thread::CAPTURE_CHECK.get().cloned().flatten(),
         full_save_reason: HOOK_CHECK.get().cloned().flatten(),
         traps_emulated: trap::EMULATED.load(Relaxed),
         traps_skipped: trap::SKIPPED.load(Relaxed),

@@ -97,11 +97,14 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                     // The capturing hooks (issue 14) take the lean path too
                     // only if they pass the same check.
                     #[cfg(target_arch = "x86_64")]
-                    if thread::verify_capture_hooks(&|a, buf| {
-                        // SAFETY: the hooks are this program's mapped text.
-                        unsafe { arch::read_text(a, buf) }
-                    })
-                    .is_none()
+                    if thread::CAPTURE_CHECK
+                        .get_or_init(|| {
+                            thread::verify_capture_hooks(&|a, buf| {
+                                // SAFETY: the hooks are this program's mapped text.
+                                unsafe { arch::read_text(a, buf) }
+                            })
+                        })
+                        .is_none()
                     {
                         thread::CAPTURE_LEAN.store(true, std::sync::atomic::Ordering::Release);
                     }

@@ -24,6 +24,9 @@ pub(crate) fn is_fret(v: usize, fret: usize) -> bool {
 /// registers (with the plain ones): their trampolines skip saving them.
 pub static CAPTURE_LEAN: AtomicBool = AtomicBool::new(false);
 
+/// What [`verify_capture_hooks`] found (`None`: lean).
+pub(crate) static CAPTURE_CHECK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 /// Why the capturing trampolines must save vector registers (`None`: they
 /// need not).
 #[cfg(target_arch = "x86_64")]
@@ -41,31 +44,107 @@ pub(crate) fn verify_capture_hooks(read: &dyn Fn(usize, &mut [u8])) -> Option<St
     None
 }
 
-/// Push `n` words (`word(i)`) as values events of `kind`, two a slot.
-#[inline(always)]
-fn push_values(
-    st: &ThreadState,
-    p: &mut Private,
-    kind: u8,
+/// The capturing entry hook's values: `n` argument words (the spec first).
+#[cfg(target_arch = "x86_64")]
+struct ArgsOut<'a> {
+    r: &'a tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
     func: u32,
-    depth: usize,
+    ni: usize,
+    nf: usize,
     n: usize,
-    word: impl Fn(usize) -> u64,
-) {
-    let mut i = 0;
-    while i < n {
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Values for ArgsOut<'_> {
+    #[inline(always)]
+    fn entry(&self, st: &ThreadState, p: &mut Private) {
+        let depth = p.depth as u16;
+        let mut i = 0;
+        while i < self.n {
+            // SAFETY: `r` is the trampoline's frame at a function's entry,
+            // `slot` its return address slot (see `on_fentry_args`).
+            let (a, b) = unsafe {
+                (
+                    arg_word(self.r, self.slot, self.ni, self.nf, i),
+                    if i + 1 < self.n {
+                        arg_word(self.r, self.slot, self.ni, self.nf, i + 1)
+                    } else {
+                        0
+                    },
+                )
+            };
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: a,
+                    dur: b,
+                    func: self.func,
+                    depth,
+                    kind: KIND_ARGS,
+                    flags: (i / 2) as u8,
+                },
+            );
+            i += 2;
+        }
+    }
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+}
+
+/// The capturing return hook's values: the return registers.
+struct RetOut {
+    rax: u64,
+    xmm0: u64,
+}
+
+impl Values for RetOut {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize) {
         st.ring.push(
             &mut p.cached_tail,
             &Event {
-                ts: word(i),
-                dur: if i + 1 < n { word(i + 1) } else { 0 },
+                ts: self.rax,
+                dur: self.xmm0,
                 func,
                 depth: depth as u16,
-                kind,
-                flags: (i / 2) as u8,
+                kind: KIND_RETVAL,
+                flags: 0,
             },
         );
-        i += 2;
+    }
+}
+
+/// Argument word `k` of the frame `r` (0: the spec; then `ni` integer
+/// registers, `nf` floating-point ones, then stack words above `slot`).
+///
+/// # Safety
+/// `r` must be the capturing trampoline's frame at a function's entry and
+/// `slot` the address of its return address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn arg_word(
+    r: &tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
+    ni: usize,
+    nf: usize,
+    k: usize,
+) -> u64 {
+    /// `Regs::gpr` indices of `rdi rsi rdx rcx r8 r9`.
+    const INT: [usize; 6] = [4, 5, 6, 7, 3, 2];
+    match k {
+        0 => r.spec,
+        k if k <= ni => INT
+            .get(k - 1)
+            .and_then(|&g| r.gpr.get(g))
+            .copied()
+            .unwrap_or(0),
+        k if k <= ni + nf => r.xmm.get(k - 1 - ni).copied().unwrap_or(0),
+        // SAFETY: per the caller: the caller's outgoing argument area (or
+        // its frame) lies just above the return address on a live stack.
+        k => unsafe { *((slot + 8 * (k - ni - nf)) as *const u64) },
     }
 }
 
@@ -76,8 +155,6 @@ fn push_values(
 /// `regs` must be that frame, on this thread's stack, at a function's entry.
 #[cfg(target_arch = "x86_64")]
 pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline_args::Regs) {
-    /// `Regs::gpr` indices of `rdi rsi rdx rcx r8 r9`.
-    const INT: [usize; 6] = [4, 5, 6, 7, 3, 2];
     // SAFETY: per the caller.
     let r = unsafe { &*regs };
     let func = r.func as u32;
@@ -86,21 +163,6 @@ pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline
     let fret_args = FRET_ARGS.load(Ordering::Relaxed);
     let (ni, nf) = ((cap.ints as usize).min(6), cap.floats as usize);
     let n = 1 + ni + nf + cap.stack as usize;
-    // The spec first: the reader decodes the words with it.
-    let word = |k: usize| -> u64 {
-        match k {
-            0 => r.spec,
-            k if k <= ni => INT
-                .get(k - 1)
-                .and_then(|&g| r.gpr.get(g))
-                .copied()
-                .unwrap_or(0),
-            k if k <= ni + nf => r.xmm.get(k - 1 - ni).copied().unwrap_or(0),
-            // SAFETY: the caller's outgoing argument area (or its frame)
-            // lies just above the return address on a live stack.
-            k => unsafe { *((slot + 8 * (k - ni - nf)) as *const u64) },
-        }
-    };
     // SAFETY: `slot` is the traced function's return address slot.
     unsafe {
         fentry_body(
@@ -115,10 +177,13 @@ pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline
                     fret
                 }
             },
-            |st, p| {
-                if cap.args() {
-                    push_values(st, p, KIND_ARGS, func, p.depth, n, word);
-                }
+            ArgsOut {
+                r,
+                slot,
+                func,
+                ni,
+                nf,
+                n: if cap.args() { n } else { 0 },
             },
         )
     }
@@ -142,15 +207,5 @@ pub unsafe extern "C" fn on_fret_args(slot: usize) -> usize {
         )
     };
     // SAFETY: per the caller.
-    unsafe {
-        fret_body(slot, |st, p, func, depth| {
-            push_values(st, p, KIND_RETVAL, func, depth, 2, |i| {
-                if i == 0 {
-                    rax
-                } else {
-                    xmm0
-                }
-            });
-        })
-    }
+    unsafe { fret_body(slot, RetOut { rax, xmm0 }) }
 }

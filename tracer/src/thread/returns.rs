@@ -74,15 +74,36 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
             frame,
             |old, fret| old == fret,
             |fret| fret,
-            |_, _| {},
+            NoValues,
         )
     }
 }
 
+/// What the hooks' bodies write besides the entry and exit events: the
+/// capturing hooks' values events (`super::capture`), nothing for the
+/// plain ones. A trait rather than closures so the calls are inlined (the
+/// lean check allows no call in a hook).
+pub(crate) trait Values {
+    /// Just before an entry event is pushed.
+    fn entry(&self, st: &ThreadState, p: &mut Private);
+    /// Just before the exit event of `func` at `depth` is pushed.
+    fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize);
+}
+
+/// The plain hooks: no values.
+pub(crate) struct NoValues;
+
+impl Values for NoValues {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+}
+
 /// The body of [`on_fentry`], shared with the capturing hook
 /// (`super::capture`): `is_tail(old, fret)` says whether the slot's old
-/// value is a hooked return, `hook_with(fret)` what the slot gets, and `before`
-/// runs just before the entry event is pushed. The plain hook passes the
+/// value is a hooked return, `hook_with(fret)` what the slot gets, and `before`'s
+/// `entry` runs just before the entry event is pushed. The plain hook passes the
 /// identities, which inline to its former code.
 ///
 /// # Safety
@@ -98,7 +119,7 @@ pub(crate) unsafe fn fentry_body(
     frame: usize,
     is_tail: impl FnOnce(usize, usize) -> bool,
     hook_with: impl FnOnce(usize) -> usize,
-    before: impl FnOnce(&ThreadState, &mut Private),
+    before: impl Values,
 ) {
     guarded(|st, p, now| {
         let fret = FRET.load(Ordering::Relaxed);
@@ -146,12 +167,12 @@ pub(crate) unsafe fn fentry_body(
                 // SAFETY: per the caller; the return now goes through the trampoline.
                 unsafe { *(slot as *mut usize) = hook_with(fret) };
             }
-            before(st, p);
+            before.entry(st, p);
             push_entry(st, p, func, now, 0);
             p.depth += 1;
         } else if fret == 0 {
             // Returns are not hooked here (CET shadow stacks): entry events only.
-            before(st, p);
+            before.entry(st, p);
             push_entry(st, p, func, now, FLAG_ENTRY_ONLY);
         } else {
             bump(&st.too_deep);
@@ -262,11 +283,11 @@ pub fn unwind_limit() -> usize {
 )]
 pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     // SAFETY: per the caller.
-    unsafe { fret_body(slot, |_, _, _, _| {}) }
+    unsafe { fret_body(slot, NoValues) }
 }
 
-/// The body of [`on_fret`], shared with the capturing hook: `before(st, p,
-/// func, depth)` runs just before each exit event is pushed.
+/// The body of [`on_fret`], shared with the capturing hook: `before`'s
+/// `exit` runs just before each exit event is pushed.
 ///
 /// # Safety
 /// As [`on_fret`].
@@ -275,10 +296,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub(crate) unsafe fn fret_body(
-    slot: usize,
-    before: impl Fn(&ThreadState, &mut Private, u32, usize),
-) -> usize {
+pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     let now = hook_now();
     let ret = with_own(|st, p, was_busy| {
         let mut found = None;
@@ -297,7 +315,7 @@ pub(crate) unsafe fn fret_body(
                 for j in (i..p.depth).rev() {
                     let Some(&f) = p.shadow.get(j) else { continue };
                     if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
-                        before(st, p, f.func, j);
+                        before.exit(st, p, f.func, j);
                         record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
                     } else if f.sp != slot {
                         evict(p, f, j);
@@ -336,7 +354,7 @@ pub(crate) unsafe fn fret_body(
                 match call {
                     Some((ts, fd)) if !was_busy => {
                         let (func, depth) = (fd as u32, (fd >> 32) as usize);
-                        before(st, p, func, depth);
+                        before.exit(st, p, func, depth);
                         record_exit(st, p, func, now, now.saturating_sub(ts), depth, 0);
                     }
                     _ => bump(&st.unmatched),
