@@ -1349,12 +1349,33 @@ fn record_to_file(
             )
         })
         .unwrap_or_default();
+    // Where the enabled compiler-padded functions' debug information is,
+    // for the names and types of captured values.
+    let mut origins = Vec::new();
+    if let Some(c) = reader.client() {
+        let _ = each_listed(c, None, &mut |f| {
+            if let (true, Some(i), Some(o), Some(off)) = (
+                f["enabled"].as_bool().unwrap_or(false),
+                f["index"].as_u64(),
+                f["file"].as_str(),
+                f["object_offset"].as_u64(),
+            ) {
+                origins.push(record::RecordedOrigin {
+                    index: i as u32,
+                    object: o.to_string(),
+                    offset: off,
+                });
+            }
+            Ok(())
+        });
+    }
     let header = record::Header {
         pid,
         exe,
         clock,
         ticks_per_ns: reader.ticks_per_ns,
         functions: reader.names.clone(),
+        origins,
     };
     let mut w = record::Writer::new(file, &header).map_err(io_err)?;
     let mut werr = None;

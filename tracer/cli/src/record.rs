@@ -127,6 +127,21 @@ pub struct Header {
     pub ticks_per_ns: f64,
     /// Function names by index (events' `func`).
     pub functions: Vec<String>,
+    /// Where compiler-padded functions' debug information is (names and
+    /// types of captured values); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<RecordedOrigin>,
+}
+
+/// A function's object and address there, for its debug information.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RecordedOrigin {
+    /// Function index.
+    pub index: u32,
+    /// The object's path.
+    pub object: String,
+    /// The function's address in it, as linked.
+    pub offset: u64,
 }
 
 /// The file's trailer.
@@ -659,6 +674,7 @@ mod tests {
             clock: "tsc".into(),
             ticks_per_ns: 2.5,
             functions: vec!["a".into(), "b".into()],
+            origins: Vec::new(),
         };
         let evs = [
             Event {
@@ -752,6 +768,7 @@ mod tests {
         // Escape sequences in a file's names are not passed to the terminal.
         let evil = Header {
             functions: vec!["a\x1b]0;owned\x07".into()],
+            origins: Vec::new(),
             exe: "/bin/\x1b[2J".into(),
             ..h.clone()
         };
@@ -803,6 +820,7 @@ mod tests {
             clock: "tsc".into(),
             ticks_per_ns: 1.0,
             functions: vec!["a".into(), "b".into(), "c".into()],
+            origins: Vec::new(),
         };
         let mut w = Writer::new(Vec::new(), &h).unwrap();
         for t in 0..3u64 {

@@ -689,6 +689,26 @@ impl Signatures {
         );
     }
 
+    /// Take a recording's origins.
+    pub fn from_recording(h: &crate::record::Header) -> Signatures {
+        let mut s = Signatures::default();
+        for o in &h.origins {
+            s.origins.insert(
+                o.index,
+                Origin {
+                    name: h
+                        .functions
+                        .get(o.index as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    object: o.object.clone(),
+                    offset: o.offset,
+                },
+            );
+        }
+        s
+    }
+
     /// The functions known, by index.
     pub fn origins(&self) -> impl Iterator<Item = (u32, &Origin)> {
         self.origins.iter().map(|(i, o)| (*i, o))

@@ -312,3 +312,74 @@ fn without_debug_information_registers_show_as_hex() {
         "{out}"
     );
 }
+
+#[test]
+fn recordings_carry_the_values_into_the_exports() {
+    let exe = build(&MODES[0], true);
+    let dir = std::env::temp_dir().join(format!("tracer-args-rec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("r.rec");
+    let (code, out, err) = run(
+        &[
+            "--enable",
+            "fact,handle,parse",
+            "--args",
+            "--retval",
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+        &exe,
+        "0",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let json = dir.join("r.json");
+    let o = Command::new(TRACER)
+        .args([
+            "export",
+            rec.to_str().unwrap(),
+            "--chrome",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let calls: Vec<String> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| {
+            format!(
+                "{}({}) = {}",
+                e["name"].as_str().unwrap(),
+                e["args"]["args"].as_str().unwrap_or("?"),
+                e["args"]["ret"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "parse(len=1024, flags=2) = 514",
+            "parse(len=5000, flags=0) = -22",
+            "fact(n=1) = 1",
+            "fact(n=2) = 2",
+            "fact(n=3) = 6",
+            "parse(len=8192, flags=1) = -22",
+            "handle(len=8192) = -22",
+        ]
+    );
+    // The report reads it as any recording.
+    let o = Command::new(TRACER)
+        .args(["report", rec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("fact ") && text.contains("parse "),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
