@@ -172,6 +172,10 @@ enum Cmd {
         /// Stop after this long (default: until Ctrl-C or the process ends).
         #[arg(long, value_parser = dur::parse, value_name = "DUR")]
         duration: Option<Duration>,
+        /// Record only the calls whose argument or return value matches
+        /// (each as a call of its own, without its nesting).
+        #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
+        where_: Option<tracer_cli::values::Cond>,
         #[command(flatten)]
         target: Target,
     },
@@ -232,7 +236,7 @@ enum Cmd {
         buffer: Option<usize>,
         #[command(flatten)]
         capture: tracer_cli::values::CaptureFlags,
-        /// With --trace or --hist: only calls whose argument or return value
+        /// With --trace, --hist or --record: only calls whose argument or return value
         /// matches (`ret < 0`, `len > 4096`, `arg2 == 0x10`).
         #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
         where_: Option<tracer_cli::values::Cond>,
@@ -431,8 +435,14 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
         Cmd::Record {
             output,
             duration,
+            where_,
             target,
-        } => record_verb(connect_for(target, duration)?, &output, duration),
+        } => {
+            if let Some(c) = where_ {
+                let _ = WHERE.set(c);
+            }
+            record_verb(connect_for(target, duration)?, &output, duration)
+        }
         Cmd::Report { file, sort, json } => {
             let rec = Recording::open(&file)?;
             let mut rows = report::rows(&rec)?;
@@ -1378,6 +1388,10 @@ fn record_to_file(
         origins,
     };
     let mut w = record::Writer::new(file, &header).map_err(io_err)?;
+    let mut filter = match (WHERE.get(), reader.client()) {
+        (Some(cond), Some(c)) => Some(where_filter(c, cond, None)?),
+        _ => None,
+    };
     let mut werr = None;
     let mut last_flush = Instant::now();
     eprintln!(
@@ -1400,7 +1414,17 @@ fn record_to_file(
                 .iter()
                 .position(|(t, _)| *t != tid)
                 .map_or(batch.len(), |k| i + k);
-            let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+            let mut evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+            if let Some(f) = filter.as_mut() {
+                // --where: only the matching calls, each whole at its exit.
+                let mut kept = Vec::new();
+                for e in &evs {
+                    if let (tracer_cli::values::Seen::Exit(a, r), Some(true)) = f.feed(tid, e) {
+                        kept.extend(tracer_cli::values::call_events(e, a.as_deref(), r));
+                    }
+                }
+                evs = kept;
+            }
             if let Err(e) = w.events(tid, &evs) {
                 werr = Some(e);
                 return false;

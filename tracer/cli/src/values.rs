@@ -1060,6 +1060,37 @@ impl Tracker {
     }
 }
 
+/// The events of one whole call, rebuilt at its exit `exit` for a
+/// recording of matching calls only: its argument words (spec first), its
+/// entry, its return value and its exit, at depth 0 (the calls around it
+/// are not recorded).
+pub fn call_events(exit: &Event, args: Option<&[u64]>, ret: Option<(u64, u64)>) -> Vec<Event> {
+    use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
+    let mut v = Vec::new();
+    let ev = |ts, dur, kind, flags| Event {
+        ts,
+        dur,
+        func: exit.func,
+        depth: 0,
+        kind,
+        flags,
+    };
+    for (i, pair) in args.unwrap_or(&[]).chunks(2).enumerate() {
+        v.push(ev(
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+            KIND_ARGS,
+            i as u8,
+        ));
+    }
+    v.push(ev(exit.ts.saturating_sub(exit.dur), 0, KIND_ENTRY, 0));
+    if let Some((a, b)) = ret {
+        v.push(ev(a, b, KIND_RETVAL, 0));
+    }
+    v.push(ev(exit.ts, exit.dur, KIND_EXIT, exit.flags));
+    v
+}
+
 /// `--where` over a stream of events of many threads.
 pub struct Filter {
     /// The condition.

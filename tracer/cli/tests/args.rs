@@ -383,3 +383,41 @@ fn recordings_carry_the_values_into_the_exports() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn record_where_keeps_only_the_matching_calls() {
+    let exe = build(&MODES[0], true);
+    let dir = std::env::temp_dir().join(format!("tracer-args-recw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = dir.join("w.rec");
+    let (code, out, err) = run(
+        &[
+            "--enable",
+            "work,parse",
+            "--retval",
+            "--where",
+            "ret < 0",
+            "--record",
+            rec.to_str().unwrap(),
+        ],
+        &exe,
+        "100",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let o = Command::new(TRACER)
+        .args(["report", rec.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let calls = |n: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == n)
+            .map_or(0, |r| r["calls"].as_u64().unwrap())
+    };
+    // One failing work() in ten; parse fails twice (5000, and 8192 from handle).
+    assert_eq!((calls("work"), calls("parse")), (10, 2), "{rows}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
