@@ -130,6 +130,12 @@ macro_rules! __tracer_fret_args_body {
     () => {
         concat!(
             // The same tag as before the plain one: the unwind rule reads it.
+            // (Debuggers name the frame of a hooked return by the symbol
+            // before the return address: this one.)
+            ".globl __tracer_v1_hooked_return_args\n",
+            ".hidden __tracer_v1_hooked_return_args\n",
+            ".type __tracer_v1_hooked_return_args,@function\n",
+            "__tracer_v1_hooked_return_args:\n",
             ".quad {threads} - .\n",
             ".ascii \"tracer.r\"\n",
             ".globl __tracer_v1_tramp_fret_args\n",
@@ -165,6 +171,7 @@ macro_rules! __tracer_fret_args_body {
             "add rsp, 8\n",
             ".cfi_adjust_cfa_offset -8\n",
             "jmp qword ptr [rsp - 8]\n",
+            ".size __tracer_v1_hooked_return_args, . - __tracer_v1_hooked_return_args\n",
         )
     };
 }

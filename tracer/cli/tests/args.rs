@@ -421,3 +421,110 @@ fn record_where_keeps_only_the_matching_calls() {
     assert_eq!((calls("work"), calls("parse")), (10, 2), "{rows}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Build another fixture of tests/fixtures/c (`cxx`: with the C++ driver).
+fn build_other(src: &str, cxx: bool, extra: &[&str]) -> PathBuf {
+    let dir = bin_dir().join("args-fixtures").join("gcc-pfe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(src.split('.').next().unwrap());
+    let mut c = Command::new(if cxx { "g++" } else { "gcc" });
+    c.args(["-O2", "-fpatchable-function-entry=5"])
+        .args(extra)
+        .arg("-o")
+        .arg(&exe)
+        .arg(root().join("tests/fixtures/c").join(src));
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Exceptions, libgcc's own stack walk and gdb's backtrace go through
+/// capturing frames as through plain ones: the capturing return
+/// trampoline shares the plain one's unwind information.
+#[test]
+fn unwinders_walk_through_capturing_returns() {
+    // C++ exceptions: the catching frame keeps its hooked return (and its
+    // return value), the frames thrown through have no exit.
+    let exe = build_other("exc.cpp", true, &[]);
+    let (code, out, err) = run(
+        &[
+            "--enable",
+            "thrower,middle,catcher,after",
+            "--retval",
+            "--trace",
+        ],
+        &exe,
+        "",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("caught=100 sum=6"), "{out}");
+    let g = graph(&out);
+    assert_eq!(
+        g.iter()
+            .filter(|l| l.trim().starts_with("} /* catcher = "))
+            .count(),
+        100,
+        "{out}"
+    );
+    assert!(!g
+        .iter()
+        .any(|l| l.contains("/* middle") || l.contains("/* thrower")));
+    // libgcc's own walk from inside capturing frames.
+    let exe = build_other("raw_walk.c", false, &["-rdynamic", "-ldl"]);
+    let (code, out, err) = run(
+        &["--enable", "main,outer,middle,inner", "--args", "--retval"],
+        &exe,
+        "",
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.starts_with("walk: inner middle outer main\nr=4\n"),
+        "{out}\n{err}"
+    );
+    // gdb, stopped inside three capturing frames.
+    if Command::new("gdb").arg("--version").output().is_err() {
+        println!("note: gdb is not installed: its part skipped");
+        return;
+    }
+    let exe = build_other("gdb_stop.c", false, &["-g"]);
+    let cap = tracer_core::capture::Capture::all_registers(true).encode();
+    let o = Command::new("gdb")
+        .args(["-q", "-nx", "-batch"])
+        .args(["-ex", "set startup-with-shell off"])
+        .args([
+            "-ex",
+            &format!("set environment LD_PRELOAD={}", preload().display()),
+        ])
+        .args(["-ex", "set environment TRACER_ENABLE=outer,middle,inner"])
+        .args(["-ex", &format!("set environment TRACER_CAPTURE={cap}")])
+        .args(["-ex", "set environment TRACER_AGENT=0"])
+        .args(["-ex", "run", "-ex", "bt"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let frames: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| l.split_once(" in ").map(|(_, r)| r))
+        .filter_map(|r| r.split_once(' ').map(|(f, _)| f))
+        .collect();
+    let ours: Vec<&str> = frames
+        .iter()
+        .copied()
+        .filter(|f| ["inner", "middle", "outer", "main"].contains(f))
+        .collect();
+    assert_eq!(ours, ["inner", "middle", "outer", "main"], "{out}");
+    assert_eq!(
+        frames
+            .iter()
+            .filter(|f| **f == "__tracer_v1_hooked_return_args")
+            .count(),
+        3,
+        "{out}"
+    );
+}

@@ -53,12 +53,19 @@ struct ArgsOut<'a> {
     ni: usize,
     nf: usize,
     n: usize,
+    /// The return goes to the capturing return trampoline.
+    ret: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Values for ArgsOut<'_> {
     #[inline(always)]
     fn entry(&self, st: &ThreadState, p: &mut Private) {
+        if self.ret {
+            if let Some(c) = p.captured.get_mut(p.depth) {
+                *c = (self.slot, self.func);
+            }
+        }
         let depth = p.depth as u16;
         let mut i = 0;
         while i < self.n {
@@ -184,6 +191,7 @@ pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline
                 ni,
                 nf,
                 n: if cap.args() { n } else { 0 },
+                ret: cap.retval && fret_args != 0,
             },
         )
     }

@@ -140,6 +140,11 @@ pub(crate) struct Private {
     /// unwound (`usize::MAX`: none, or a forced unwind): frames at or above
     /// it survive the unwind and keep their hooks.
     unwind_limit: usize,
+    /// Shadow frames whose return goes to the capturing return trampoline,
+    /// by depth: `(slot, function)` as its capturing entry set it, so a
+    /// frame given back to an unwinder is hooked again with that trampoline
+    /// (a stale pair only makes a plain frame's return value recorded).
+    captured: [(usize, u32); MAX_DEPTH],
 }
 
 /// The offsets the return trampoline's unwind rule reads to find a hooked

@@ -196,13 +196,20 @@ pub(crate) fn rehook_above(p: &mut Private, limit: usize, fret: usize) -> u64 {
             continue;
         }
         if f.ret > TAIL {
+            // A capturing frame returns through its own trampoline again.
+            let fa = FRET_ARGS.load(Ordering::Relaxed);
+            let to = if fa != 0 && p.captured.get(i) == Some(&(f.sp, f.func)) {
+                fa
+            } else {
+                fret
+            };
             // SAFETY: the slot of a frame entered on this thread's stack,
             // above `limit` (live), read and written only if it still holds
             // the frame's own return address.
             unsafe {
                 base_ok = f.sp > limit && *(f.sp as *const usize) == f.ret;
                 if base_ok {
-                    *(f.sp as *mut usize) = fret;
+                    *(f.sp as *mut usize) = to;
                     f.unhooked = 0;
                     n += 1;
                 }
