@@ -58,7 +58,21 @@ const MODES: [Mode; 3] = [
     Mode("clang-pfe", "clang-19", &["-fpatchable-function-entry=5"]),
 ];
 
+/// Each fixture is compiled once per test process (tests run in parallel
+/// and must not run a binary another is rewriting).
 fn build(mode: &Mode, debug: bool) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{}-{debug}", mode.0);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(k, _)| *k == key) {
+        return p.clone();
+    }
+    let p = compile(mode, debug);
+    built.push((key, p.clone()));
+    p
+}
+
+fn compile(mode: &Mode, debug: bool) -> PathBuf {
     let dir = bin_dir().join("args-fixtures").join(mode.0);
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(if debug { "args" } else { "args-nodebug" });
@@ -424,7 +438,8 @@ fn record_where_keeps_only_the_matching_calls() {
 
 /// Build another fixture of tests/fixtures/c (`cxx`: with the C++ driver).
 fn build_other(src: &str, cxx: bool, extra: &[&str]) -> PathBuf {
-    let dir = bin_dir().join("args-fixtures").join("gcc-pfe");
+    // Only one test uses these: no sharing to guard.
+    let dir = bin_dir().join("args-fixtures").join("gcc-pfe-other");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(src.split('.').next().unwrap());
     let mut c = Command::new(if cxx { "g++" } else { "gcc" });
@@ -527,4 +542,164 @@ fn unwinders_walk_through_capturing_returns() {
         3,
         "{out}"
     );
+}
+
+/// `enable --args` reads the selected functions' DWARF first and captures
+/// exactly the registers they use: the signatures and the capture they
+/// need, from each compiler's debug information.
+#[test]
+fn enable_captures_what_the_debug_information_says() {
+    use tracer_cli::values::{capture_for, CaptureFlags, Signatures};
+    for mode in &MODES {
+        let exe = build(mode, true);
+        let nm = Command::new("nm").arg(&exe).output().unwrap();
+        let syms = String::from_utf8_lossy(&nm.stdout).into_owned();
+        let addr = |name: &str| {
+            syms.lines()
+                .find_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (a, _, n) = (w.next()?, w.next()?, w.next()?);
+                    (n == name).then(|| u64::from_str_radix(a, 16).ok())?
+                })
+                .unwrap_or_else(|| panic!("{}: no symbol {name}", mode.0))
+        };
+        let mut sigs = Signatures::default();
+        let path = exe.to_str().unwrap();
+        let mut shape = |name: &str| {
+            let s = sigs
+                .of_object(path, addr(name))
+                .unwrap_or_else(|| panic!("{}: no DWARF for {name}", mode.0));
+            let c = s.capture();
+            let params: Vec<String> = s
+                .params
+                .iter()
+                .map(|p| format!("{}:{:?}", p.name, p.ty))
+                .collect();
+            (
+                params.join(" "),
+                (c.ints, c.floats, c.stack),
+                s.ret.is_some(),
+            )
+        };
+        assert_eq!(
+            shape("parse"),
+            (
+                "len:Int { signed: true, size: 4 } flags:Int { signed: false, size: 4 }".into(),
+                (2, 0, 0),
+                true
+            ),
+            "{}",
+            mode.0
+        );
+        assert_eq!(shape("scale").1, (0, 2, 0), "{}", mode.0);
+        // The struct (24 bytes) goes on the stack, the enum in a register.
+        assert_eq!(shape("norm").1, (1, 0, 0), "{}", mode.0);
+        let flags = CaptureFlags {
+            args: Some("auto".into()),
+            retval: true,
+        };
+        let all = [
+            sigs.of_object(path, addr("parse")),
+            sigs.of_object(path, addr("scale")),
+        ];
+        let c = capture_for(&flags, &all).unwrap();
+        assert_eq!((c.ints, c.floats, c.stack, c.retval), (2, 2, 0, true));
+    }
+}
+
+/// `tracer enable --args --retval -p PID` on a running program (the
+/// capture its DWARF asks for), recorded while it runs.
+#[test]
+fn enable_with_capture_on_a_running_program() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    let exe = build(&MODES[2], true);
+    let dir = std::env::temp_dir().join(format!("tracer-args-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cmd = |prog: &Path| {
+        let mut c = Command::new(prog);
+        c.env("XDG_RUNTIME_DIR", &dir)
+            .env_remove("TRACER_ENABLE")
+            .env_remove("TRACER_CAPTURE")
+            .env_remove("TRACER_AGENT")
+            .env_remove("LD_PRELOAD");
+        c
+    };
+    let mut prog = cmd(&exe)
+        .arg("wait")
+        .env("LD_PRELOAD", preload())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = prog.stdin.take().unwrap();
+    let mut stdout = BufReader::new(prog.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = prog.id().to_string();
+    let o = cmd(Path::new(TRACER))
+        .args([
+            "enable", "parse", "handle", "--args", "--retval", "-p", &pid,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec = dir.join("live.rec");
+    let mut recorder = cmd(Path::new(TRACER))
+        .args(["record", "-o", rec.to_str().unwrap(), "-p", &pid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(recorder.stderr.take().unwrap());
+    let mut said = String::new();
+    err.read_line(&mut said).unwrap();
+    assert!(said.contains("recording process"), "{said}");
+    writeln!(stdin, "0").unwrap();
+    stdin.flush().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    drop(stdin);
+    assert!(prog.wait().unwrap().success());
+    assert!(recorder.wait().unwrap().success());
+    let json = dir.join("live.json");
+    let o = Command::new(TRACER)
+        .args([
+            "export",
+            rec.to_str().unwrap(),
+            "--chrome",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let calls: Vec<String> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .map(|e| {
+            format!(
+                "{}({}) = {}",
+                e["name"].as_str().unwrap(),
+                e["args"]["args"].as_str().unwrap_or("?"),
+                e["args"]["ret"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "parse(len=1024, flags=2) = 514",
+            "parse(len=5000, flags=0) = -22",
+            "parse(len=8192, flags=1) = -22",
+            "handle(len=8192) = -22",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
