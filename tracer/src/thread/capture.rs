@@ -5,7 +5,9 @@
 //! have no branch for capture.
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
 use tracer_core::capture::Capture;
+#[cfg(target_arch = "x86_64")]
 use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
 
 /// Address of the capturing return trampoline
@@ -100,11 +102,13 @@ impl Values for ArgsOut<'_> {
 }
 
 /// The capturing return hook's values: the return registers.
+#[cfg(target_arch = "x86_64")]
 struct RetOut {
     rax: u64,
     xmm0: u64,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Values for RetOut {
     #[inline(always)]
     fn entry(&self, _: &ThreadState, _: &mut Private) {}
