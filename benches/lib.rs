@@ -3,6 +3,19 @@
 #![deny(missing_docs)]
 use std::hint::black_box;
 
+/// Compiler-padded C twins (`c/pads.c`), for the capture benchmark.
+#[cfg(target_arch = "x86_64")]
+pub mod pads {
+    extern "C" {
+        /// Never enabled.
+        pub fn cp_disabled(x: i64, n: i32) -> i64;
+        /// Enabled without capture.
+        pub fn cp_enabled(x: i64, n: i32) -> i64;
+        /// Enabled with `--args --retval`.
+        pub fn cp_capture(x: i64, n: i32) -> i64;
+    }
+}
+
 /// A small function of typical size, untraced.
 #[inline(never)]
 pub fn untraced(x: u64) -> u64 {

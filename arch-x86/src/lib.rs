@@ -5,7 +5,8 @@
 //!   protocol is the kernel's int3 batch protocol (seeds 000 and 002).
 //! - [`pad`] holds the macros that `#[traceable]` expands to: the pad itself,
 //!   its stub and its record in the `__tracer_sites` linker section.
-//! - [`trampoline`] holds the entry and exit trampolines the stubs jump to.
+//! - [`trampoline`] holds the entry and exit trampolines the stubs jump to;
+//!   [`trampoline_args`] their capturing variants (arguments, return values).
 //!
 //! Pads, stubs and trampolines only exist when compiling for x86-64; the
 //! encoders and the protocol are plain functions over bytes, tested anywhere.
@@ -13,6 +14,7 @@
 
 pub mod pad;
 pub mod trampoline;
+pub mod trampoline_args;
 
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
 use tracer_core::backend::{

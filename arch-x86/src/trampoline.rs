@@ -89,12 +89,18 @@ macro_rules! __tracer_define_trampolines {
 /// the frame of every hooked return an exception or forced unwind walks
 /// through, with the caller's context; it must put the frame's real return
 /// address back in the slot at the context's CFA − 8.
+///
+/// `$fret_args_hook` is the hook of the capturing return trampoline
+/// `__tracer_v1_tramp_fret_args` (see [`crate::trampoline_args`]), which
+/// lives in the same unwind entry; `$capture_lean` its lean flag.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_fentry_trampolines {
     (
         $fentry_hook:path,
         $fret_hook:path,
+        $fret_args_hook:path,
+        $capture_lean:path,
         $fret_personality:path,
         $threads:path,
         $dead:path,
@@ -210,12 +216,17 @@ macro_rules! __tracer_define_fentry_trampolines {
             "add rsp, 8",
             ".cfi_adjust_cfa_offset -8",
             "jmp qword ptr [rsp - 8]",
+            // The capturing variant (`crate::trampoline_args`), in the
+            // same unwind entry.
+            $crate::__tracer_fret_args_body!(),
             ".cfi_endproc",
             ".size __tracer_v1_tramp_fret, . - __tracer_v1_tramp_fret",
             ".size __tracer_v1_hooked_return, . - __tracer_v1_hooked_return",
             ".popsection",
             fentry = sym $fentry_hook,
             fret = sym $fret_hook,
+            fret_args = sym $fret_args_hook,
+            capture_lean = sym $capture_lean,
             pers = sym $fret_personality,
             threads = sym $threads,
             dead = const $dead,

@@ -35,6 +35,22 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 pub const KIND_ENTRY: u8 = 0;
 /// A function returned (or was unwound through).
 pub const KIND_EXIT: u8 = 1;
+/// Argument values of the call whose entry follows (see
+/// [`crate::capture`]): `ts` and `dur` carry two words, `flags` the pair's
+/// index (0 starts a new set), `func` and `depth` those of the entry.
+/// Written only for functions enabled with capture; readers that do not
+/// know the kind skip it.
+pub const KIND_ARGS: u8 = 2;
+/// The return value of the call whose exit follows: `ts` is the integer
+/// return register, `dur` the floating-point one (its low 64 bits);
+/// `func` and `depth` those of the exit.
+pub const KIND_RETVAL: u8 = 3;
+
+/// Whether `kind` is a function entry or exit (not a values event).
+#[inline]
+pub fn is_call(kind: u8) -> bool {
+    kind == KIND_ENTRY || kind == KIND_EXIT
+}
 
 /// The event came from an `async fn` (entry at first poll, exit at completion).
 pub const FLAG_ASYNC: u8 = 1;

@@ -23,6 +23,8 @@
 //! - [`publish`]: tables published to signal handlers and freed only once no
 //!   handler can hold them (the trap table's publish/retract protocol).
 //!
+//! - [`capture`]: which argument and return values a function is enabled
+//!   with, and how they travel in the ring.
 //! - [`wire`]: the agent ↔ `tracer` program contract (version, limits,
 //!   socket paths, environment variables), written once.
 //!
@@ -30,6 +32,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod capture;
 pub mod engine;
 pub mod event;
 pub mod http;

@@ -18,6 +18,18 @@ pub fn disable(pattern: &str) -> Result<usize, Error> {
     disable_report(pattern).map(|r| r.changed.len())
 }
 
+/// [`enable_report`], capturing values: each call of the selected
+/// compiler-padded functions records the argument registers `cap` names at
+/// its entry and, with `cap.retval`, its return value at its exit (shown by
+/// `tracer trace`, filtered by `--where`). A function enabled already with
+/// another capture is switched to this one. Functions enabled without
+/// capture keep their hot path: a capturing function calls its own entry
+/// stub and trampolines. `#[traceable]` functions are enabled without
+/// capture for now; capture at compiler pads needs x86-64.
+pub fn enable_with(pattern: &str, cap: crate::Capture) -> Result<Report, Error> {
+    crate::patch::set_state_with(pattern, true, cap)
+}
+
 /// [`enable`], with the details: functions changed, sites skipped and why.
 pub fn enable_report(pattern: &str) -> Result<Report, Error> {
     set_state(pattern, true)
@@ -127,6 +139,12 @@ pub fn stats() -> Stats {
         } else {
             "full-save"
         },
+        capture_trampoline: if thread::CAPTURE_LEAN.load(Relaxed) {
+            "lean"
+        } else {
+            "full-save"
+        },
+        capture_full_save_reason: thread::CAPTURE_CHECK.get().cloned().flatten(),
         full_save_reason: HOOK_CHECK.get().cloned().flatten(),
         traps_emulated: trap::EMULATED.load(Relaxed),
         traps_skipped: trap::SKIPPED.load(Relaxed),

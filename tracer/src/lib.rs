@@ -58,6 +58,7 @@
 pub mod __private;
 mod agent;
 mod api;
+mod capture;
 mod collect;
 mod metrics;
 mod pads;
@@ -79,6 +80,7 @@ pub use api::*;
 pub use metrics::serve_metrics;
 pub use pads::discover;
 pub use sys::clock;
+pub use tracer_core::capture::Capture;
 pub use tracer_macros::traceable;
 pub use types::*;
 

@@ -1,18 +1,46 @@
 //! Enabling and disabling: select the functions, make one request per site,
 //! check that a batch is safe to run, run it, record the outcome.
 
+use crate::capture;
 use crate::runtime::{loaded, resolve_in, runtime, State};
 use crate::{arch, clock, collect, returns, text, trap, veneer, window, Error, Report};
 use crate::{SkipReason, Skipped};
 use tracer_core::backend::Backend;
+use tracer_core::capture::Capture;
 use tracer_core::engine::{apply_batch, SiteRequest, Want};
 
 pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
+    set_state_with(pattern, on, Capture::NONE)
+}
+
+/// [`set_state`]; enabled functions get capture `cap` (a function enabled
+/// already with another capture is disabled and enabled again with it).
+pub(crate) fn set_state_with(pattern: &str, on: bool, cap: Capture) -> Result<Report, Error> {
     let rt = runtime()?;
     let mut guard = rt.lock_refreshed();
     let State { reg, enabled, .. } = &mut *guard;
     let funcs = resolve_in(reg, &loaded(reg), pattern)?;
+    if on {
+        let other: Vec<usize> = funcs
+            .iter()
+            .copied()
+            .filter(|&f| enabled[f] && capture::of(f) != cap)
+            .collect();
+        if !other.is_empty() {
+            apply(reg, enabled, other, false, Capture::NONE)?;
+        }
+    }
     let targets: Vec<usize> = funcs.into_iter().filter(|&f| enabled[f] != on).collect();
+    apply(reg, enabled, targets, on, cap)
+}
+
+fn apply(
+    reg: &crate::registry::Registry,
+    enabled: &mut [bool],
+    targets: Vec<usize>,
+    on: bool,
+    cap: Capture,
+) -> Result<Report, Error> {
     let mut report = Report::default();
     if targets.is_empty() {
         return Ok(report);
@@ -43,8 +71,16 @@ pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             // Where the call reaches the stub, the stub; else a veneer (the
             // same one on the way back, so the old bytes check out). A
             // compiler pad calls its function's entry stub.
+            // A function with capture calls its capturing stub (on the way
+            // back, the one it was enabled with).
+            let cap_f = if on { cap } else { capture::of(f) };
             let target = if s.kind == tracer_core::site::KIND_FENTRY {
-                match returns::entry_stub(s.addr, s.func) {
+                let stub = if cap_f.any() {
+                    returns::capture_stub(s.addr, s.func, cap_f)
+                } else {
+                    returns::entry_stub(s.addr, s.func)
+                };
+                match stub {
                     Ok(t) => t,
                     Err(e) => {
                         report.skipped.push((
@@ -165,6 +201,7 @@ pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
             .any(|&si| done.binary_search(&reg.sites[si].addr).is_ok());
         if any || !on {
             enabled[f] = on;
+            capture::set(f, if on { cap } else { Capture::NONE });
         }
         if any {
             report.changed.push(reg.funcs[f].path.clone());

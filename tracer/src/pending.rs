@@ -2,7 +2,7 @@
 //! start-up, tried again by the agent's loop.
 
 use crate::runtime::runtime;
-use crate::{disable, enable, Error};
+use crate::{disable, Error};
 use std::sync::Mutex;
 
 /// `TRACER_ENABLE`'s terms that matched no function at start, and its `!`
@@ -45,9 +45,10 @@ pub(crate) fn apply_pending() {
         *seen = loader;
     }
     let before = p.0.len();
+    let cap = crate::capture::from_env();
     p.0.retain(|t| {
         !matches!(
-            enable(t),
+            crate::enable_with(t, cap),
             Ok(_) | Err(Error::Pattern(tracer_core::pattern::PatternError::Empty))
         )
     });

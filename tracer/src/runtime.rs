@@ -94,6 +94,20 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                 let check = Some(String::from("no lean trampoline on this architecture"));
                 if check.is_none() && std::env::var_os("TRACER_FULL_SAVE").is_none() {
                     thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
+                    // The capturing hooks (issue 14) take the lean path too
+                    // only if they pass the same check.
+                    #[cfg(target_arch = "x86_64")]
+                    if thread::CAPTURE_CHECK
+                        .get_or_init(|| {
+                            thread::verify_capture_hooks(&|a, buf| {
+                                // SAFETY: the hooks are this program's mapped text.
+                                unsafe { arch::read_text(a, buf) }
+                            })
+                        })
+                        .is_none()
+                    {
+                        thread::CAPTURE_LEAN.store(true, std::sync::atomic::Ordering::Release);
+                    }
                 }
                 let _ = HOOK_CHECK.set(check);
                 crate::returns::init_returns();

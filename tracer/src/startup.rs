@@ -1,7 +1,7 @@
 //! Start-up: the ELF constructor (GCC pad conversion, agent, metrics
 //! endpoint, `TRACER_WAIT_READER`, `TRACER_ENABLE`).
 
-use crate::{agent, collect, disable, enable_report, metrics, pads, pending, Error, Report};
+use crate::{agent, collect, disable, metrics, pads, pending, Error, Report};
 
 /// Start the agent (see `agent.rs`) in every program that links this crate,
 /// before `main`, without code in `main`.
@@ -51,7 +51,8 @@ pub(crate) fn enable_at_start(pattern: &str) {
             eprintln!("tracer: TRACER_ENABLE: left {f} alone: {}", s.reason);
         }
     };
-    match enable_report(pattern) {
+    let cap = crate::capture::from_env();
+    match crate::enable_with(pattern, cap) {
         Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {}
         Err(e) => {
             eprintln!("tracer: TRACER_ENABLE={pattern}: {e}");
@@ -65,7 +66,7 @@ pub(crate) fn enable_at_start(pattern: &str) {
             negative.push(t.to_string());
             continue;
         }
-        match enable_report(t) {
+        match crate::enable_with(t, cap) {
             Ok(r) => says(&r),
             Err(Error::Pattern(tracer_core::pattern::PatternError::NoMatch { .. })) => {
                 later.push(t.to_string())

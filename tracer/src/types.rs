@@ -213,6 +213,10 @@ pub struct Stats {
     /// `lean` when the trampolines skip the vector-register save (the hooks
     /// were verified not to need it), else `full-save`.
     pub trampoline: &'static str,
+    /// The same for the capturing trampolines (`--args`/`--retval`).
+    pub capture_trampoline: &'static str,
+    /// Why the capturing trampolines need the full save, when they do.
+    pub capture_full_save_reason: Option<String>,
     /// Why the full save is needed, when it is.
     pub full_save_reason: Option<String>,
     /// How exits of compiler-padded functions are seen: `hooked` (return

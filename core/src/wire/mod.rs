@@ -55,6 +55,9 @@ pub mod env {
     pub const AGENT: &str = "TRACER_AGENT";
     /// A pattern to enable before `main` (as uftrace's `-F`).
     pub const ENABLE: &str = "TRACER_ENABLE";
+    /// `tracer run --args/--retval`: the capture `ENABLE`'s functions are
+    /// enabled with (`tracer_core::capture::Capture::encode`'s number).
+    pub const CAPTURE: &str = "TRACER_CAPTURE";
     /// Ring size per thread, in events.
     pub const BUFFER_EVENTS: &str = "TRACER_BUFFER_EVENTS";
     /// Set by `tracer run` to its own pid: the command it starts (and only

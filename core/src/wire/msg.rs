@@ -34,6 +34,10 @@ pub enum Request {
     Enable {
         /// The pattern (see `tracer_core::pattern`).
         pattern: Option<String>,
+        /// What to capture of their calls: `crate::capture::Capture::encode`'s
+        /// number (none without it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capture: Option<u64>,
     },
     /// Disable the functions `pattern` selects.
     Disable {

@@ -79,10 +79,15 @@ struct Thread {
     name: String,
     announced: bool,
     pending: Option<Event>,
+    /// The pending entry's arguments, as shown (`len=3, flags=2`).
+    pending_args: String,
     stack: Vec<u32>,
     /// Calls printed open (`name() {`) and not closed yet: (function,
     /// depth, entry time).
     open: Vec<(u32, u16, u64)>,
+    /// Captured values waiting for their entry or exit, and the arguments
+    /// of the calls in progress.
+    vals: crate::values::Tracker,
 }
 
 /// Turns events into text.
@@ -92,6 +97,12 @@ pub struct Printer {
     opts: Options,
     threads: HashMap<u64, Thread>,
     start: Option<u64>,
+    /// Names and types of captured values.
+    sigs: crate::values::Signatures,
+    /// `--where`: only calls that match are shown, each as one line at its exit.
+    cond: Option<crate::values::Cond>,
+    /// Functions `--where` does not apply to, already said.
+    refused: std::collections::HashSet<u32>,
     /// Lines printed.
     pub lines: u64,
 }
@@ -116,8 +127,28 @@ impl Printer {
             opts,
             threads: HashMap::new(),
             start: None,
+            sigs: crate::values::Signatures::default(),
+            cond: None,
+            refused: Default::default(),
             lines: 0,
         }
+    }
+
+    /// Name and type captured values with `sigs` (else they are shown as
+    /// raw registers).
+    pub fn set_signatures(&mut self, sigs: crate::values::Signatures) {
+        self.sigs = sigs;
+    }
+
+    /// More functions' origins (a library was loaded).
+    pub fn add_list(&mut self, list: &serde_json::Value) {
+        self.sigs.add_list(list);
+    }
+
+    /// `--where`: show only the calls that match, each as one line at its
+    /// exit (with its arguments and return value).
+    pub fn set_where(&mut self, cond: crate::values::Cond) {
+        self.cond = Some(cond);
     }
 
     /// Give thread `tid` a name (its `comm`) for the task column and banner;
@@ -155,6 +186,78 @@ impl Printer {
 
     /// Feed one event of thread `tid`; append any finished lines to `out`.
     pub fn feed(&mut self, tid: u64, ev: &Event, out: &mut String) {
+        use crate::values::Seen;
+        let n = self.threads.len() + 1;
+        let seen = self
+            .threads
+            .entry(tid)
+            .or_insert_with(|| Thread {
+                num: n,
+                ..Thread::default()
+            })
+            .vals
+            .feed(ev);
+        let (args, ret) = match seen {
+            Seen::Values | Seen::Other => return,
+            Seen::Entry(a) => (a, None),
+            Seen::Exit(a, r) => (a, r),
+        };
+        if let Some(c) = self.cond.clone() {
+            self.feed_where(tid, ev, &c, args, ret, out);
+            return;
+        }
+        let args = args.map(|w| self.sigs.args(ev.func, &w));
+        let ret = ret.and_then(|r| self.sigs.ret(ev.func, r));
+        self.feed_call(tid, ev, args, ret, out);
+    }
+
+    /// `--where`: one line at the exit of each matching call.
+    fn feed_where(
+        &mut self,
+        tid: u64,
+        ev: &Event,
+        c: &crate::values::Cond,
+        args: Option<Vec<u64>>,
+        ret: Option<(u64, u64)>,
+        out: &mut String,
+    ) {
+        if ev.kind != KIND_EXIT {
+            return;
+        }
+        let name = self.name(ev.func).to_string();
+        let sig = self.sigs.get(ev.func).cloned();
+        if let Err(e) = c.check(&name, sig.as_ref()) {
+            if self.refused.insert(ev.func) {
+                let _ = writeln!(out, "# tracer: --where: {e}; its calls are not shown");
+            }
+            return;
+        }
+        if c.matches(sig.as_ref(), args.as_deref(), ret) != Some(true) {
+            return;
+        }
+        let th = &self.threads[&tid];
+        let a = args.map_or_else(String::new, |w| crate::values::args_text(sig.as_ref(), &w));
+        let r = ret
+            .and_then(|r| crate::values::ret_text(sig.as_ref(), r))
+            .map_or_else(String::new, |r| format!(" /* = {r} */"));
+        let _ = writeln!(
+            out,
+            " {}) {}{}{name}({a});{r}",
+            th.num,
+            duration_column(self.ns(ev.dur)),
+            indent(ev.depth),
+        );
+        self.lines += 1;
+    }
+
+    fn feed_call(
+        &mut self,
+        tid: u64,
+        ev: &Event,
+        args: Option<String>,
+        ret: Option<String>,
+        out: &mut String,
+    ) {
         let start = *self.start.get_or_insert(ev.ts.saturating_sub(ev.dur));
         if self.opts.max_depth.is_some_and(|d| ev.depth >= d) {
             return;
@@ -217,10 +320,11 @@ impl Printer {
                 let d = self.ns(ev.dur);
                 if d >= th {
                     let line = format!(
-                        " {num}) {}{}{}();",
+                        " {num}) {}{}{}();{}",
                         duration_column(d),
                         indent(ev.depth),
-                        self.name(ev.func)
+                        self.name(ev.func),
+                        ret.map_or_else(String::new, |r| format!(" /* = {r} */"))
                     );
                     out.push_str(&line);
                     out.push('\n');
@@ -242,26 +346,36 @@ impl Printer {
             .expect("inserted above")
             .pending
             .take();
+        let pending_args = std::mem::take(
+            &mut self
+                .threads
+                .get_mut(&tid)
+                .expect("inserted above")
+                .pending_args,
+        );
         if ev.kind == KIND_ENTRY {
             if let Some(p) = pending {
-                self.open_call(tid, num, &p, out);
+                self.open_call(tid, num, &p, &pending_args, out);
             }
-            self.threads.get_mut(&tid).expect("inserted above").pending = Some(*ev);
+            let th = self.threads.get_mut(&tid).expect("inserted above");
+            th.pending = Some(*ev);
+            th.pending_args = args.unwrap_or_default();
         } else if ev.kind == KIND_EXIT {
             let d = self.ns(ev.dur);
             match pending {
                 Some(p) if p.func == ev.func && p.depth == ev.depth => {
                     let _ = writeln!(
                         out,
-                        " {num}) {}{}{}();",
+                        " {num}) {}{}{}({pending_args});{}",
                         duration_column(d),
                         indent(ev.depth),
-                        self.name(ev.func)
+                        self.name(ev.func),
+                        ret.map_or_else(String::new, |r| format!(" /* = {r} */"))
                     );
                 }
                 other => {
                     if let Some(p) = other {
-                        self.open_call(tid, num, &p, out);
+                        self.open_call(tid, num, &p, &pending_args, out);
                     }
                     let th = self.threads.get_mut(&tid).expect("inserted above");
                     if th
@@ -273,10 +387,11 @@ impl Printer {
                     }
                     let _ = writeln!(
                         out,
-                        " {num}) {}{}}} /* {} */",
+                        " {num}) {}{}}} /* {}{} */",
                         duration_column(d),
                         indent(ev.depth),
-                        self.name(ev.func)
+                        self.name(ev.func),
+                        ret.map_or_else(String::new, |r| format!(" = {r}"))
                     );
                 }
             }
@@ -286,8 +401,8 @@ impl Printer {
 
     /// Print `p` as an open call (`name() {`) and remember it, unless it
     /// is an entry whose exit never comes on this thread.
-    fn open_call(&mut self, tid: u64, num: usize, p: &Event, out: &mut String) {
-        self.open_line(num, p, out);
+    fn open_call(&mut self, tid: u64, num: usize, p: &Event, args: &str, out: &mut String) {
+        self.open_line(num, p, args, out);
         if p.flags & (FLAG_ENTRY_ONLY | FLAG_ASYNC) == 0 {
             if let Some(th) = self.threads.get_mut(&tid) {
                 th.open.push((p.func, p.depth, p.ts));
@@ -304,8 +419,10 @@ impl Printer {
         let pending = th
             .pending
             .filter(|p| p.depth >= beyond && p.flags & (FLAG_ENTRY_ONLY | FLAG_ASYNC) == 0);
+        let mut args = String::new();
         if pending.is_some() {
             th.pending = None;
+            args = std::mem::take(&mut th.pending_args);
         }
         let mut left = Vec::new();
         while th.open.last().is_some_and(|o| o.1 >= beyond) {
@@ -315,7 +432,7 @@ impl Printer {
             let d = self.ns(now.saturating_sub(p.ts));
             let _ = writeln!(
                 out,
-                " {num}) {}{}{}(); /* not returned */",
+                " {num}) {}{}{}({args}); /* not returned */",
                 duration_column(d),
                 indent(p.depth),
                 self.name(p.func)
@@ -335,10 +452,10 @@ impl Printer {
         }
     }
 
-    fn open_line(&mut self, num: usize, p: &Event, out: &mut String) {
+    fn open_line(&mut self, num: usize, p: &Event, args: &str, out: &mut String) {
         let _ = writeln!(
             out,
-            " {num}) {BLANK}{}{}() {{",
+            " {num}) {BLANK}{}{}({args}) {{",
             indent(p.depth),
             self.name(p.func)
         );
@@ -347,14 +464,17 @@ impl Printer {
 
     /// Print entries still waiting for their exit as open calls.
     pub fn flush(&mut self, out: &mut String) {
-        let mut pend: Vec<(usize, Event)> = self
+        let mut pend: Vec<(usize, Event, String)> = self
             .threads
             .values_mut()
-            .filter_map(|t| t.pending.take().map(|p| (t.num, p)))
+            .filter_map(|t| {
+                let a = std::mem::take(&mut t.pending_args);
+                t.pending.take().map(|p| (t.num, p, a))
+            })
             .collect();
-        pend.sort_by_key(|(_, e)| e.ts);
-        for (num, p) in pend {
-            self.open_line(num, &p, out);
+        pend.sort_by_key(|(_, e, _)| e.ts);
+        for (num, p, a) in pend {
+            self.open_line(num, &p, &a, out);
         }
     }
 }

@@ -14,6 +14,8 @@
 //! - [`perfetto`]: Perfetto's native protobuf trace format;
 //! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
 //! - [`source`]: `file:line` of compiler-padded functions from DWARF;
+//! - [`values`]: captured arguments and return values: names and types
+//!   from DWARF, ftrace's text for them, `--where` conditions;
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
 
@@ -30,6 +32,7 @@ pub mod record;
 pub mod report;
 pub mod serve;
 pub mod source;
+pub mod values;
 
 /// Exit codes of the `tracer` program.
 pub mod exit {

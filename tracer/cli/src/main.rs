@@ -96,6 +96,8 @@ enum Cmd {
         #[arg(required = true)]
         patterns: Vec<String>,
         #[command(flatten)]
+        capture: tracer_cli::values::CaptureFlags,
+        #[command(flatten)]
         target: Target,
     },
     /// Disable functions.
@@ -131,6 +133,10 @@ enum Cmd {
         /// Stop after this long (default: until Ctrl-C or the process ends).
         #[arg(long, value_parser = dur::parse, value_name = "DUR")]
         duration: Option<Duration>,
+        /// Only calls whose argument or return value matches (`ret < 0`,
+        /// `len > 4096`, `arg2 == 0x10`), each as one line at its exit.
+        #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
+        where_: Option<tracer_cli::values::Cond>,
         #[command(flatten)]
         target: Target,
     },
@@ -150,6 +156,10 @@ enum Cmd {
         /// Print one JSON array of {name,count,min,p50,p90,p99,p999,max} (ns).
         #[arg(long)]
         json: bool,
+        /// Histograms of the calls whose argument or return value matches
+        /// only (`ret < 0`: the latency of the failing calls).
+        #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
+        where_: Option<tracer_cli::values::Cond>,
         #[command(flatten)]
         target: Target,
     },
@@ -162,6 +172,10 @@ enum Cmd {
         /// Stop after this long (default: until Ctrl-C or the process ends).
         #[arg(long, value_parser = dur::parse, value_name = "DUR")]
         duration: Option<Duration>,
+        /// Record only the calls whose argument or return value matches
+        /// (each as a call of its own, without its nesting).
+        #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
+        where_: Option<tracer_cli::values::Cond>,
         #[command(flatten)]
         target: Target,
     },
@@ -220,6 +234,12 @@ enum Cmd {
         /// Raise it when the output says events were lost.
         #[arg(long, value_name = "EVENTS", value_parser = parse_buffer)]
         buffer: Option<usize>,
+        #[command(flatten)]
+        capture: tracer_cli::values::CaptureFlags,
+        /// With --trace, --hist or --record: only calls whose argument or return value
+        /// matches (`ret < 0`, `len > 4096`, `arg2 == 0x10`).
+        #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
+        where_: Option<tracer_cli::values::Cond>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
@@ -276,6 +296,11 @@ enum Cmd {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// `--where` of `trace`, `hist` (and `record`): only matching calls.
+static WHERE: std::sync::OnceLock<tracer_cli::values::Cond> = std::sync::OnceLock::new();
+/// `run --args/--retval`: the capture the program's `TRACER_ENABLE` gets.
+static RUN_CAPTURE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// Where traces and histograms go: stdout, except under `run`, where stdout
 /// is the program's (then stderr, or `run -o FILE`).
@@ -385,7 +410,14 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             json,
             target,
         } => list(target, pattern, json),
-        Cmd::Enable { patterns, target } => set(target, &patterns, true).map(|_| exit::OK),
+        Cmd::Enable {
+            patterns,
+            capture,
+            target,
+        } if capture.any() => set_capturing(target, &patterns, &capture).map(|_| exit::OK),
+        Cmd::Enable {
+            patterns, target, ..
+        } => set(target, &patterns, true).map(|_| exit::OK),
         Cmd::Disable { patterns, target } => set(target, &patterns, false).map(|_| exit::OK),
         Cmd::Status { json, target } => status(target, json),
         Cmd::Trace {
@@ -393,8 +425,12 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             threshold,
             depth,
             duration,
+            where_,
             target,
         } => {
+            if let Some(c) = where_ {
+                let _ = WHERE.set(c);
+            }
             let mut reader = Reader::attach(connect_for(target, duration)?)?;
             let opts = graph::Options {
                 graph,
@@ -409,16 +445,26 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             duration,
             interval,
             json,
+            where_,
             target,
         } => {
+            if let Some(c) = where_ {
+                let _ = WHERE.set(c);
+            }
             let c = connect_for(target, duration)?;
             hist_verb(c, pattern, duration, interval, json, &mut || false)
         }
         Cmd::Record {
             output,
             duration,
+            where_,
             target,
-        } => record_verb(connect_for(target, duration)?, &output, duration),
+        } => {
+            if let Some(c) = where_ {
+                let _ = WHERE.set(c);
+            }
+            record_verb(connect_for(target, duration)?, &output, duration)
+        }
         Cmd::Report { file, sort, json } => {
             let rec = Recording::open(&file)?;
             let mut rows = report::rows(&rec)?;
@@ -504,8 +550,18 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             record,
             output,
             buffer,
+            capture,
+            where_,
             cmd,
         } => {
+            if let Some(c) = where_ {
+                let _ = WHERE.set(c);
+            }
+            let cap = capture.blind().map_err(|m| Error {
+                code: exit::USAGE,
+                msg: m,
+            })?;
+            let _ = RUN_CAPTURE.set(cap.encode());
             let to = match output {
                 Some(p) => OutTo::File(std::sync::Mutex::new(record::create(&p)?)),
                 None => OutTo::Stderr,
@@ -655,10 +711,23 @@ fn set_on_warn(
     quiet: bool,
     warn: bool,
 ) -> Result<Vec<String>, Error> {
-    let v = c.call(
-        if on { "enable" } else { "disable" },
-        json!({ "pattern": patterns.join(" ") }),
-    )?;
+    set_on_capture(c, patterns, on, quiet, warn, 0)
+}
+
+/// [`set_on_warn`], enabling with capture `capture` (`Capture::encode`; 0: none).
+fn set_on_capture(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+    warn: bool,
+    capture: u32,
+) -> Result<Vec<String>, Error> {
+    let mut req = json!({ "pattern": patterns.join(" ") });
+    if capture != 0 {
+        req["capture"] = json!(capture);
+    }
+    let v = c.call(if on { "enable" } else { "disable" }, req)?;
     let changed: Vec<String> = v["changed"]
         .as_array()
         .into_iter()
@@ -704,6 +773,32 @@ fn changed_text(word: &str, names: &[String]) -> String {
         names.len(),
         names[..5].join(", ")
     )
+}
+
+/// `enable --args/--retval`: the capture the functions' debug information
+/// asks for (every register without it), then enable with it.
+fn set_capturing(
+    target: Target,
+    patterns: &[String],
+    flags: &tracer_cli::values::CaptureFlags,
+) -> Result<Vec<String>, Error> {
+    let mut c = connect(target)?;
+    let usage = |m: String| Error {
+        code: exit::USAGE,
+        msg: m,
+    };
+    let mut sigs = Vec::new();
+    if flags.args.is_some() && flags.count().map_err(usage)?.is_none() {
+        let mut known = tracer_cli::values::Signatures::default();
+        each_listed(&mut c, Some(&patterns.join(" ")), &mut |f| {
+            if let (Some(file), Some(off)) = (f["file"].as_str(), f["object_offset"].as_u64()) {
+                sigs.push(known.of_object(file, off));
+            }
+            Ok(())
+        })?;
+    }
+    let cap = tracer_cli::values::capture_for(flags, &sigs).map_err(usage)?;
+    set_on_capture(&mut c, patterns, true, false, true, cap.encode())
 }
 
 fn set(target: Target, patterns: &[String], on: bool) -> Result<Vec<String>, Error> {
@@ -953,6 +1048,17 @@ fn trace(
 ) -> Result<End, Error> {
     enabled_hint(reader);
     let mut printer = Printer::new(reader.names.clone(), reader.ticks_per_ns, opts);
+    if let Some(c) = reader.client() {
+        let mut sigs = tracer_cli::values::Signatures::default();
+        let _ = each_listed(c, None, &mut |f| {
+            sigs.add_function(f);
+            Ok(())
+        });
+        printer.set_signatures(sigs);
+    }
+    if let Some(w) = WHERE.get() {
+        printer.set_where(w.clone());
+    }
     let mut out = out();
     let title = if opts.graph {
         "function_graph"
@@ -1068,6 +1174,55 @@ fn print_hists(
     out.flush()
 }
 
+/// `--where`'s filter, checked first against the functions `pattern`
+/// selects (every listed one without a pattern) that have debug
+/// information: a condition that cannot apply is an error naming what the
+/// function has.
+fn where_filter(
+    c: &mut Client,
+    w: &tracer_cli::values::Cond,
+    pattern: Option<&str>,
+) -> Result<WhereFilter, Error> {
+    let mut sigs = tracer_cli::values::Signatures::default();
+    each_listed(c, None, &mut |f| {
+        sigs.add_function(f);
+        Ok(())
+    })?;
+    let mut f = tracer_cli::values::Filter::new(w.clone(), sigs);
+    if let Some(p) = pattern {
+        let idx = resolve_indices(c, p)?;
+        for i in idx {
+            let name = f
+                .sigs
+                .origins()
+                .find(|(j, _)| *j == i)
+                .map(|(_, o)| o.name.clone());
+            if let Some(name) = name {
+                f.check(i, &name).map_err(|m| Error {
+                    code: exit::USAGE,
+                    msg: m,
+                })?;
+            }
+        }
+    }
+    Ok(WhereFilter {
+        text: format!("{w}"),
+        f,
+    })
+}
+
+/// [`where_filter`]'s result.
+struct WhereFilter {
+    text: String,
+    f: tracer_cli::values::Filter,
+}
+
+impl WhereFilter {
+    fn feed(&mut self, tid: u64, e: &Event) -> (tracer_cli::values::Seen, Option<bool>) {
+        self.f.feed(tid, e)
+    }
+}
+
 fn hist_verb(
     mut c: Client,
     pattern: Option<String>,
@@ -1077,6 +1232,11 @@ fn hist_verb(
     stop: &mut dyn FnMut() -> bool,
 ) -> Result<i32, Error> {
     let pid = c.pid;
+    let mut filter = match WHERE.get() {
+        Some(w) => Some(where_filter(&mut c, w, pattern.as_deref())?),
+        None => None,
+    };
+    let (mut calls, mut matched) = (0u64, 0u64);
     let (keep_set, changed) = match &pattern {
         Some(p) => {
             let idx = resolve_indices(&mut c, p)?;
@@ -1109,9 +1269,20 @@ fn hist_verb(
     let mut walker = tracer_cli::calls::Walker::new();
     let end = pump(&mut reader, false, duration, stop, &mut |r, batch| {
         for (tid, e) in batch {
+            // --where: an exit's call matches or not (other events: kept).
+            let m = filter
+                .as_mut()
+                .map_or(Some(true), |f| f.feed(*tid, e).1)
+                .unwrap_or(filter.is_none());
             walker.feed(*tid, e, &mut |c| match c {
-                Call::Returned { func, dur, .. } if keep(func) => hists.record(func, r.ns(dur)),
-                Call::Left { func, .. } | Call::Untracked { func } if keep(func) => {
+                Call::Returned { func, dur, .. } if keep(func) => {
+                    calls += 1;
+                    if m {
+                        matched += 1;
+                        hists.record(func, r.ns(dur))
+                    }
+                }
+                Call::Left { func, .. } | Call::Untracked { func } if keep(func) && m => {
                     hists.left(func)
                 }
                 _ => {}
@@ -1144,6 +1315,14 @@ fn hist_verb(
         }
     }
     print_hists(&reader.names, &hists, &keep, json, lost_n).map_err(io_err)?;
+    if let (Some(f), false) = (&filter, json) {
+        writeln!(
+            out(),
+            "# --where: {matched} of {calls} calls matched {}",
+            f.text
+        )
+        .map_err(io_err)?;
+    }
     if !json {
         writeln!(out(), "# {lost}; {}", end.text(pid)).map_err(io_err)?;
     } else if lost_n > 0 {
@@ -1210,14 +1389,39 @@ fn record_to_file(
             )
         })
         .unwrap_or_default();
+    // Where the enabled compiler-padded functions' debug information is,
+    // for the names and types of captured values.
+    let mut origins = Vec::new();
+    if let Some(c) = reader.client() {
+        let _ = each_listed(c, None, &mut |f| {
+            if let (true, Some(i), Some(o), Some(off)) = (
+                f["enabled"].as_bool().unwrap_or(false),
+                f["index"].as_u64(),
+                f["file"].as_str(),
+                f["object_offset"].as_u64(),
+            ) {
+                origins.push(record::RecordedOrigin {
+                    index: i as u32,
+                    object: o.to_string(),
+                    offset: off,
+                });
+            }
+            Ok(())
+        });
+    }
     let header = record::Header {
         pid,
         exe,
         clock,
         ticks_per_ns: reader.ticks_per_ns,
         functions: reader.names.clone(),
+        origins,
     };
     let mut w = record::Writer::new(file, &header).map_err(io_err)?;
+    let mut filter = match (WHERE.get(), reader.client()) {
+        (Some(cond), Some(c)) => Some(where_filter(c, cond, None)?),
+        _ => None,
+    };
     let mut werr = None;
     let mut last_flush = Instant::now();
     eprintln!(
@@ -1240,7 +1444,17 @@ fn record_to_file(
                 .iter()
                 .position(|(t, _)| *t != tid)
                 .map_or(batch.len(), |k| i + k);
-            let evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+            let mut evs: Vec<Event> = batch[i..j].iter().map(|(_, e)| *e).collect();
+            if let Some(f) = filter.as_mut() {
+                // --where: only the matching calls, each whole at its exit.
+                let mut kept = Vec::new();
+                for e in &evs {
+                    if let (tracer_cli::values::Seen::Exit(a, r), Some(true)) = f.feed(tid, e) {
+                        kept.extend(tracer_cli::values::call_events(e, a.as_deref(), r));
+                    }
+                }
+                evs = kept;
+            }
             if let Err(e) = w.events(tid, &evs) {
                 werr = Some(e);
                 return false;
@@ -1420,6 +1634,9 @@ fn run_verb(
     }
     if let Some(n) = buffer {
         command.env(wire::env::BUFFER_EVENTS, n.to_string());
+    }
+    if let Some(&c) = RUN_CAPTURE.get().filter(|&&c| c != 0) {
+        command.env(wire::env::CAPTURE, c.to_string());
     }
     // Made before the program starts: a path that cannot be written is
     // refused before anything runs.

@@ -123,6 +123,9 @@ pub struct DebugAnnotation {
     /// A boolean value.
     #[prost(bool, optional, tag = "2")]
     pub bool_value: Option<bool>,
+    /// A string value (captured arguments and return values, as shown).
+    #[prost(string, optional, tag = "6")]
+    pub string_value: Option<String>,
 }
 
 /// `InternedData`.
@@ -235,6 +238,19 @@ impl<W: Write> Out<'_, W> {
     }
 
     fn slice(&mut self, ts: u64, kind: i32, func: u32, track: u64, returned: Option<bool>) {
+        self.slice_with(ts, kind, func, track, returned, None);
+    }
+
+    /// [`Out::slice`] with a string annotation (`args`, `ret`).
+    fn slice_with(
+        &mut self,
+        ts: u64,
+        kind: i32,
+        func: u32,
+        track: u64,
+        returned: Option<bool>,
+        note: Option<(&str, String)>,
+    ) {
         let interned = if kind != SLICE_END && self.named.insert(func) {
             Some(InternedData {
                 event_names: vec![EventName {
@@ -254,8 +270,14 @@ impl<W: Write> Out<'_, W> {
                 .map(|r| DebugAnnotation {
                     name: Some("returned".into()),
                     bool_value: Some(r),
+                    string_value: None,
                 })
                 .into_iter()
+                .chain(note.map(|(n, v)| DebugAnnotation {
+                    name: Some(n.into()),
+                    bool_value: None,
+                    string_value: Some(v),
+                }))
                 .collect(),
         };
         self.packet(TracePacket {
@@ -303,10 +325,20 @@ pub fn write(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
     }
     let mut walker = Walker::new();
     let mut acts: Vec<Act> = Vec::new();
-    rec.each_event(|tid, e| {
+    let mut sigs = crate::values::Signatures::from_recording(&rec.header);
+    let mut values: std::collections::HashMap<u64, crate::values::Tracker> = Default::default();
+    rec.each_event_all(|tid, e| {
         if out.err.is_some() {
             return;
         }
+        // Captured values: the arguments annotate the slice's begin, the
+        // return value its end (Perfetto shows both as the slice's args).
+        let (args, ret) = match values.entry(tid).or_default().feed(e) {
+            crate::values::Seen::Values | crate::values::Seen::Other => return,
+            crate::values::Seen::Entry(a) => (a.map(|a| sigs.args(e.func, &a)), None),
+            crate::values::Seen::Exit(_, r) => (None, r.and_then(|r| sigs.ret(e.func, r))),
+        };
+        let mut ret = ret;
         let track = out.track(tid, false);
         acts.clear();
         walker.feed(tid, e, &mut |c| match c {
@@ -336,7 +368,19 @@ pub fn write(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
         for a in &acts {
             match *a {
                 Act::End { func, ts, returned } => {
-                    out.slice(ts, SLICE_END, func, track, (!returned).then_some(false))
+                    let note = if func == e.func && ts == e.ts {
+                        ret.take().map(|r| ("ret", r))
+                    } else {
+                        None
+                    };
+                    out.slice_with(
+                        ts,
+                        SLICE_END,
+                        func,
+                        track,
+                        (!returned).then_some(false),
+                        note,
+                    )
                 }
                 Act::Whole { func, start, end } => {
                     let t = if e.flags & FLAG_ASYNC != 0 {
@@ -351,7 +395,8 @@ pub fn write(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
             }
         }
         if e.kind == KIND_ENTRY && e.flags == 0 {
-            out.slice(e.ts, SLICE_BEGIN, e.func, track, None);
+            let note = args.map(|a| ("args", a));
+            out.slice_with(e.ts, SLICE_BEGIN, e.func, track, None, note);
         }
     })?;
     if let Some(e) = out.err {

@@ -17,6 +17,7 @@
 
 use crate::client::{msg, Client, Request};
 use crate::{printable, Error};
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use tracer_core::event::{Event, Ring};
@@ -175,7 +176,7 @@ impl Reader {
     pub fn poll(&mut self, out: &mut Vec<(u64, Event)>) -> Result<usize, Error> {
         let start = out.len();
         self.poll_each(|tid, e| out.push((tid, *e)))?;
-        out[start..].sort_by_key(|(_, e)| e.ts);
+        sort_by_time(&mut out[start..]);
         Ok(out.len() - start)
     }
 
@@ -337,4 +338,41 @@ fn map_block(info: &msg::RingInfo, fd: i32) -> Result<Mapped, String> {
             Err(e)
         }
     }
+}
+
+/// Sort events of several threads (each thread's in its order) by
+/// timestamp. A values event (`KIND_ARGS`, `KIND_RETVAL`: its `ts` is a
+/// value) sorts with the entry or exit of its thread that follows it (else
+/// the one before it), so it stays just before its event.
+pub fn sort_by_time(evs: &mut [(u64, Event)]) {
+    use tracer_core::event::is_call;
+    if evs.iter().all(|(_, e)| is_call(e.kind)) {
+        evs.sort_by_key(|(_, e)| e.ts);
+        return;
+    }
+    let mut keys: Vec<Option<u64>> = evs
+        .iter()
+        .map(|(_, e)| is_call(e.kind).then_some(e.ts))
+        .collect();
+    let mut next: HashMap<u64, u64> = HashMap::new();
+    for (i, (tid, _)) in evs.iter().enumerate().rev() {
+        match keys[i] {
+            Some(t) => {
+                next.insert(*tid, t);
+            }
+            None => keys[i] = next.get(tid).copied(),
+        }
+    }
+    let mut prev: HashMap<u64, u64> = HashMap::new();
+    for (i, (tid, e)) in evs.iter().enumerate() {
+        if is_call(e.kind) {
+            prev.insert(*tid, e.ts);
+        } else if keys[i].is_none() {
+            keys[i] = Some(prev.get(tid).copied().unwrap_or(0));
+        }
+    }
+    let mut order: Vec<usize> = (0..evs.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    let sorted: Vec<(u64, Event)> = order.iter().map(|&i| evs[i]).collect();
+    evs.copy_from_slice(&sorted);
 }

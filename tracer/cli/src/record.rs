@@ -11,6 +11,10 @@
 //!   3: u64 LE tid, u32 LE n, u32 LE byte length, then n events packed:
 //!      each the LEB128 varints of zigzag(ts - previous ts) (the first
 //!      against 0), dur, func, depth, and one byte kind | flags << 1
+//!   4: u64 LE tid, u32 LE n, n events of 24 bytes as in frame 1: the
+//!      values events (`KIND_ARGS`, `KIND_RETVAL`: captured arguments and
+//!      return values) that precede, in the thread's order, the next frame
+//!      of that thread; recordings without captured values have none
 //!   2: u32 LE + JSON trailer: ticks_per_ns (final calibration), lost
 //!      ([tid, dropped] pairs), end ("interrupted", "duration", "process ended")
 //! ```
@@ -123,6 +127,21 @@ pub struct Header {
     pub ticks_per_ns: f64,
     /// Function names by index (events' `func`).
     pub functions: Vec<String>,
+    /// Where compiler-padded functions' debug information is (names and
+    /// types of captured values); absent in older recordings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<RecordedOrigin>,
+}
+
+/// A function's object and address there, for its debug information.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RecordedOrigin {
+    /// Function index.
+    pub index: u32,
+    /// The object's path.
+    pub object: String,
+    /// The function's address in it, as linked.
+    pub offset: u64,
 }
 
 /// The file's trailer.
@@ -163,8 +182,50 @@ impl<W: Write> Writer<W> {
         Ok(Writer { w, events: 0 })
     }
 
-    /// Append events of thread `tid`, packed (frame type 3).
+    /// Append events of thread `tid`: calls packed (frame type 3), runs of
+    /// values events as they are (frame type 4), in order.
     pub fn events(&mut self, tid: u64, evs: &[Event]) -> std::io::Result<()> {
+        use tracer_core::event::is_call;
+        let mut i = 0;
+        while i < evs.len() {
+            let call = is_call(evs[i].kind);
+            let j = evs[i..]
+                .iter()
+                .position(|e| is_call(e.kind) != call)
+                .map_or(evs.len(), |k| i + k);
+            if call {
+                self.calls(tid, &evs[i..j])?;
+            } else {
+                self.values(tid, &evs[i..j])?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Values events of thread `tid` (frame type 4).
+    fn values(&mut self, tid: u64, evs: &[Event]) -> std::io::Result<()> {
+        for chunk in evs.chunks(FRAME_EVENTS) {
+            let mut buf = Vec::with_capacity(13 + chunk.len() * 24);
+            buf.push(4u8);
+            buf.extend_from_slice(&tid.to_le_bytes());
+            buf.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            for e in chunk {
+                buf.extend_from_slice(&e.ts.to_le_bytes());
+                buf.extend_from_slice(&e.dur.to_le_bytes());
+                buf.extend_from_slice(&e.func.to_le_bytes());
+                buf.extend_from_slice(&e.depth.to_le_bytes());
+                buf.push(e.kind);
+                buf.push(e.flags);
+            }
+            self.w.write_all(&buf)?;
+            self.events += chunk.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Call events of thread `tid`, packed (frame type 3).
+    fn calls(&mut self, tid: u64, evs: &[Event]) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for chunk in evs.chunks(FRAME_EVENTS) {
             buf.clear();
@@ -354,7 +415,8 @@ fn frames<R: Read + std::io::Seek>(
             return Ok(None);
         }
         match tag[0] {
-            1 => {
+            1 | 4 => {
+                let values = tag[0] == 4;
                 let mut h = [0u8; 12];
                 if !fill(r, &mut h).map_err(|e| e.to_string())? {
                     return Ok(None);
@@ -384,6 +446,10 @@ fn frames<R: Read + std::io::Seek>(
                     }
                     evs.clear();
                     evs.extend(buf.chunks_exact(24).map(event_at));
+                    if values {
+                        // Only values events: anything else is damage.
+                        evs.retain(|e| !tracer_core::event::is_call(e.kind));
+                    }
                     f(tid, &evs);
                     left -= k;
                 }
@@ -530,9 +596,21 @@ impl Recording {
         })
     }
 
-    /// Every event, in file order (per thread: in time order), with its
-    /// thread: from memory, or streamed from the file a chunk at a time.
+    /// Every entry and exit event, in file order (per thread: in time
+    /// order), with its thread: from memory, or streamed from the file a
+    /// chunk at a time. (Captured values: [`Recording::each_event_all`].)
     pub fn each_event(&self, mut f: impl FnMut(u64, &Event)) -> Result<(), Error> {
+        self.each_event_all(|tid, e| {
+            if tracer_core::event::is_call(e.kind) {
+                f(tid, e)
+            }
+        })
+    }
+
+    /// [`Recording::each_event`], with the values events (captured
+    /// arguments and return values) just before the entry or exit they
+    /// belong to.
+    pub fn each_event_all(&self, mut f: impl FnMut(u64, &Event)) -> Result<(), Error> {
         let Some(path) = &self.file else {
             for (tid, e) in &self.events {
                 f(*tid, e);
@@ -596,6 +674,7 @@ mod tests {
             clock: "tsc".into(),
             ticks_per_ns: 2.5,
             functions: vec!["a".into(), "b".into()],
+            origins: Vec::new(),
         };
         let evs = [
             Event {
@@ -689,6 +768,7 @@ mod tests {
         // Escape sequences in a file's names are not passed to the terminal.
         let evil = Header {
             functions: vec!["a\x1b]0;owned\x07".into()],
+            origins: Vec::new(),
             exe: "/bin/\x1b[2J".into(),
             ..h.clone()
         };
@@ -740,6 +820,7 @@ mod tests {
             clock: "tsc".into(),
             ticks_per_ns: 1.0,
             functions: vec!["a".into(), "b".into(), "c".into()],
+            origins: Vec::new(),
         };
         let mut w = Writer::new(Vec::new(), &h).unwrap();
         for t in 0..3u64 {

@@ -64,6 +64,39 @@ fn walk(rec: &Recording, mut f: impl FnMut(Call<'_>)) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`walk`], with each returned call's captured values as shown
+/// (`len=3, flags=2`, and the return value), when it has some.
+fn walk_values(
+    rec: &Recording,
+    mut f: impl FnMut(Call<'_>, Option<&str>, Option<&str>),
+) -> Result<(), Error> {
+    use crate::values::{Seen, Signatures, Tracker};
+    let mut w = Walker::new();
+    let mut sigs = Signatures::from_recording(&rec.header);
+    let mut threads: HashMap<u64, Tracker> = HashMap::new();
+    rec.each_event_all(|tid, e| {
+        let (args, ret) = match threads.entry(tid).or_default().feed(e) {
+            Seen::Values | Seen::Other => return,
+            Seen::Entry(_) => (None, None),
+            Seen::Exit(a, r) => (
+                a.map(|a| sigs.args(e.func, &a)),
+                r.and_then(|r| sigs.ret(e.func, r)),
+            ),
+        };
+        w.feed(tid, e, &mut |c| {
+            let this =
+                matches!(c, Call::Returned { func, end, .. } if func == e.func && end == e.ts);
+            if this {
+                f(c, args.as_deref(), ret.as_deref())
+            } else {
+                f(c, None, None)
+            }
+        })
+    })?;
+    w.finish(&mut |c| f(c, None, None));
+    Ok(())
+}
+
 /// Per-function rows, sorted by total time, longest first.
 pub fn rows(rec: &Recording) -> Result<Vec<Row>, Error> {
     // (durations, self ticks, total ticks, calls not returned): totals are
@@ -217,7 +250,7 @@ pub fn chrome(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
     ));
     let mut named: std::collections::HashSet<u64> = Default::default();
     let mut names: HashMap<u32, String> = HashMap::new();
-    walk(rec, |c| {
+    walk_values(rec, |c, args, ret| {
         let tid = match c {
             Call::Returned { tid, .. } | Call::Left { tid, .. } | Call::Running { tid, .. } => tid,
             Call::Untracked { .. } => return,
@@ -238,6 +271,21 @@ pub fn chrome(rec: &Recording, w: &mut impl Write) -> Result<u64, Error> {
         };
         let name = names.entry(func).or_insert_with(|| q(rec.name(func)));
         match c {
+            Call::Returned { end, dur, .. } if args.is_some() || ret.is_some() => {
+                let mut a = serde_json::Map::new();
+                if let Some(s) = args {
+                    a.insert("args".into(), s.into());
+                }
+                if let Some(s) = ret {
+                    a.insert("ret".into(), s.into());
+                }
+                put(format_args!(
+                    r#"{{"name":{name},"cat":"function","ph":"X","ts":{},"dur":{},"pid":{pid},"tid":{tid},"args":{}}}"#,
+                    us(end.saturating_sub(dur).saturating_sub(t0)),
+                    us(dur),
+                    serde_json::Value::Object(a)
+                ))
+            }
             Call::Returned { end, dur, .. } => put(format_args!(
                 r#"{{"name":{name},"cat":"function","ph":"X","ts":{},"dur":{},"pid":{pid},"tid":{tid}}}"#,
                 us(end.saturating_sub(dur).saturating_sub(t0)),
@@ -331,6 +379,7 @@ mod tests {
             clock: "monotonic".into(),
             ticks_per_ns: 1.0,
             functions: vec!["outer".into(), "inner".into()],
+            origins: Vec::new(),
         };
         rec.events = vec![
             (5, ev(1000, 0, 0, 0, KIND_ENTRY)),

@@ -367,6 +367,7 @@ fn read_process(
                 let idx = resolve(&mut c, p)?;
                 let v: msg::Changed = c.request_as(&AgentRequest::Enable {
                     pattern: Some(p.clone()),
+                    capture: None,
                 })?;
                 changed = v.changed;
                 let mut m = vec![false; idx.iter().max().map_or(0, |&i| i as usize + 1)];

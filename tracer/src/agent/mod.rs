@@ -32,7 +32,7 @@
 //! | --- | --- | --- |
 //! | `hello` | `names`? | `pid`, `exe`, `version`, `clock`, `ticks_per_ns`, `functions` (every function by index, as `list` gives them), or with `names: true` only `names` (their names by index: a reader needs no more) |
 //! | `list` | `pattern`?, `from`?, `max`? | `functions`: `{index,name,ident,file,line,enabled,sites,problems,object_offset}`, sorted by name; with `max`, at most that many from position `from` of the sorted list, and `next`: where the next page starts (`null` after the last), `total` |
-//! | `enable`, `disable` | `pattern` | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
+//! | `enable`, `disable` | `pattern`; `capture`? (enable: [`tracer_core::capture::Capture::encode`]'s number) | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
 //! | `status` | | runtime counters, `enabled`, `threads_detail` (each with `not_visible`: why a reader cannot see it, or null), `not_visible` (how many), `reader_attached`, `agent` (connection counters) |
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
 //! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |

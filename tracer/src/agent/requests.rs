@@ -20,8 +20,12 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
         Request::List { pattern, from, max } => {
             (list(pattern.as_deref(), from, max), Vec::new(), true)
         }
-        Request::Enable { pattern } => (set(true, pattern.as_deref()), Vec::new(), true),
-        Request::Disable { pattern } => (set(false, pattern.as_deref()), Vec::new(), true),
+        Request::Enable { pattern, capture } => (
+            set(true, pattern.as_deref(), capture.unwrap_or(0)),
+            Vec::new(),
+            true,
+        ),
+        Request::Disable { pattern } => (set(false, pattern.as_deref(), 0), Vec::new(), true),
         Request::Status => (status(agent), Vec::new(), true),
         Request::Attach => {
             if c.attached {
@@ -152,12 +156,18 @@ pub(crate) fn list(pattern: Option<&str>, from: Option<u64>, max: Option<u64>) -
     )
 }
 
-pub(crate) fn set(on: bool, pattern: Option<&str>) -> Value {
+pub(crate) fn set(on: bool, pattern: Option<&str>, capture: u64) -> Value {
     let Some(p) = pattern else {
         return error("missing 'pattern'");
     };
     let r = if on {
-        crate::enable_report(p)
+        // `capture`: `tracer_core::capture::Capture::encode`'s number.
+        let Ok(cap) = u32::try_from(capture) else {
+            return error(
+                "'capture' is not a capture specification; use the tracer program of this version",
+            );
+        };
+        crate::enable_with(p, crate::Capture::decode(cap))
     } else {
         crate::disable_report(p)
     };

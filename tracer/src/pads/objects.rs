@@ -36,6 +36,8 @@ fn own_functions(obj: &discover::LoadedObject, funcs: &[discover::FoundFunc]) ->
         .chain([
             crate::thread::on_fentry as *const () as usize,
             crate::thread::on_fret as *const () as usize,
+            crate::thread::on_fentry_args as *const () as usize,
+            crate::thread::on_fret_args as *const () as usize,
             crate::thread::on_entry as *const () as usize,
             crate::thread::on_exit as *const () as usize,
         ])

@@ -65,7 +65,7 @@ fn real(which: usize) -> usize {
 pub unsafe extern "C" fn prep(slot: usize, which: usize) -> usize {
     let fret = thread::FRET.load(Ordering::Relaxed);
     // SAFETY: per the caller, a live word of this thread's stack.
-    if fret != 0 && unsafe { *(slot as *const usize) } == fret {
+    if fret != 0 && thread::is_fret(unsafe { *(slot as *const usize) }, fret) {
         // SAFETY: a hooked return whose frame is keyed by its slot, on
         // this thread, as the return trampoline would pass it.
         let ret = unsafe { thread::on_fret(slot) };

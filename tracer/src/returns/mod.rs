@@ -66,6 +66,12 @@ extern "C" {
     fn __tracer_v1_tramp_fret();
 }
 
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    fn __tracer_v1_tramp_fentry_args();
+    fn __tracer_v1_tramp_fret_args();
+}
+
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why returns stopped being hooked when an object with its own unwinder
@@ -97,6 +103,7 @@ pub(crate) fn own_unwinder(path: &str, at: usize) {
     eprintln!("tracer: note: returns are not hooked: {why}");
     let _ = OWN_UNWINDER.set(why);
     thread::FRET.store(0, Ordering::Release);
+    thread::FRET_ARGS.store(0, Ordering::Release);
     RETURNS.store(4, Ordering::Release);
 }
 
@@ -129,7 +136,7 @@ pub unsafe extern "C" fn fret_personality(
     let fret = thread::FRET.load(Ordering::Relaxed);
     // SAFETY: `ctx` is the unwinder's context, per the caller.
     let slot = unsafe { _Unwind_GetCFA(ctx) }.wrapping_sub(8);
-    if fret != 0 && thread::peek(slot) == Some(fret) {
+    if fret != 0 && thread::peek(slot).is_some_and(|v| thread::is_fret(v, fret)) {
         if let Some(ret) = thread::give_back_return(slot) {
             thread::restore_slot(slot, fret, ret);
         }
@@ -155,6 +162,11 @@ pub fn init_returns() {
     } else if std::env::var_os("TRACER_NO_RETURN_HOOK").is_some() {
         3
     } else {
+        #[cfg(target_arch = "x86_64")]
+        thread::FRET_ARGS.store(
+            __tracer_v1_tramp_fret_args as *const () as usize,
+            Ordering::Release,
+        );
         thread::FRET.store(
             __tracer_v1_tramp_fret as *const () as usize,
             Ordering::Release,
@@ -167,6 +179,31 @@ pub fn init_returns() {
 /// What an enabled compiler pad at `site` of function `func` calls.
 pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
     crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize)
+}
+
+/// What an enabled compiler pad at `site` of function `func` calls when
+/// the function is enabled with capture `cap` (the capturing entry stub:
+/// x86-64 only so far).
+pub fn capture_stub(
+    site: usize,
+    func: u32,
+    cap: tracer_core::capture::Capture,
+) -> Result<usize, String> {
+    #[cfg(target_arch = "x86_64")]
+    return crate::veneer::capture_stub(
+        site,
+        func,
+        cap.encode(),
+        __tracer_v1_tramp_fentry_args as *const () as usize,
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (site, func, cap);
+        Err(String::from(
+            "argument and return value capture at compiler pads is implemented on x86-64 only \
+             so far: enable the function without --args/--retval",
+        ))
+    }
 }
 
 #[cfg(target_os = "linux")]

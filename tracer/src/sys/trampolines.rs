@@ -12,12 +12,20 @@ tracer_arch_x86::__tracer_define_trampolines!(
 tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
     crate::thread::on_fret,
+    crate::thread::on_fret_args,
+    crate::thread::CAPTURE_LEAN,
     crate::returns::fret_personality,
     crate::thread::THREADS,
     crate::thread::fret_layout::DEAD,
     crate::thread::fret_layout::PRIVATE,
     crate::thread::fret_layout::SHADOW,
     crate::thread::LEAN,
+    crate::thread::XSAVE_SIZE
+);
+#[cfg(target_arch = "x86_64")]
+tracer_arch_x86::__tracer_define_capture_trampolines!(
+    crate::thread::on_fentry_args,
+    crate::thread::CAPTURE_LEAN,
     crate::thread::XSAVE_SIZE
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]

@@ -241,6 +241,24 @@ mod imp {
         })
     }
 
+    /// The capturing entry stub of function `func` for a compiler pad at
+    /// `site`: it pushes `spec` and `func` and jumps to `tramp` (see
+    /// `tracer_arch_x86::trampoline_args::encode_capture_stub`). One per
+    /// function, spec and 2 GiB region; never freed.
+    #[cfg(target_arch = "x86_64")]
+    pub fn capture_stub(site: usize, func: u32, spec: u32, tramp: usize) -> Result<usize, String> {
+        slot_for(
+            site,
+            tramp,
+            (u64::from(func) + 1) | u64::from(spec) << 32,
+            &|_| {
+                Ok(tracer_arch_x86::trampoline_args::encode_capture_stub(
+                    func, spec, tramp,
+                ))
+            },
+        )
+    }
+
     /// The entry stub of function `func` for the compiler pad at `site`: it
     /// loads `func` into `w16` and the address after the pad's first
     /// instruction into `x17`, and branches to `tramp` (see
@@ -281,6 +299,8 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {}
 }
+#[cfg(target_arch = "x86_64")]
+pub use imp::capture_stub;
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::entry_stub;
 

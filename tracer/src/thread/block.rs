@@ -150,6 +150,7 @@ pub(crate) fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState 
                 evicted_next: 0,
                 rehook: false,
                 unwind_limit: usize::MAX,
+                captured: [(0, 0); MAX_DEPTH],
             }),
         });
         reset_counters(&*st);

@@ -71,10 +71,12 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 mod block;
+mod capture;
 mod hooks;
 mod returns;
 mod tls;
 pub(crate) use block::*;
+pub(crate) use capture::*;
 pub(crate) use hooks::*;
 pub(crate) use returns::*;
 pub(crate) use tls::*;
@@ -138,6 +140,11 @@ pub(crate) struct Private {
     /// unwound (`usize::MAX`: none, or a forced unwind): frames at or above
     /// it survive the unwind and keep their hooks.
     unwind_limit: usize,
+    /// Shadow frames whose return goes to the capturing return trampoline,
+    /// by depth: `(slot, function)` as its capturing entry set it, so a
+    /// frame given back to an unwinder is hooked again with that trampoline
+    /// (a stale pair only makes a plain frame's return value recorded).
+    captured: [(usize, u32); MAX_DEPTH],
 }
 
 /// The offsets the return trampoline's unwind rule reads to find a hooked

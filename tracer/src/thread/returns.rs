@@ -66,12 +66,66 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
     let frame = slot;
     #[cfg(not(target_arch = "x86_64"))]
     let frame = _frame;
+    // SAFETY: per the caller.
+    unsafe {
+        fentry_body(
+            func as u32,
+            slot,
+            frame,
+            |old, fret| old == fret,
+            |fret| fret,
+            NoValues,
+        )
+    }
+}
+
+/// What the hooks' bodies write besides the entry and exit events: the
+/// capturing hooks' values events (`super::capture`), nothing for the
+/// plain ones. A trait rather than closures so the calls are inlined (the
+/// lean check allows no call in a hook).
+pub(crate) trait Values {
+    /// Just before an entry event is pushed.
+    fn entry(&self, st: &ThreadState, p: &mut Private);
+    /// Just before the exit event of `func` at `depth` is pushed.
+    fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize);
+}
+
+/// The plain hooks: no values.
+pub(crate) struct NoValues;
+
+impl Values for NoValues {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+}
+
+/// The body of [`on_fentry`], shared with the capturing hook
+/// (`super::capture`): `is_tail(old, fret)` says whether the slot's old
+/// value is a hooked return, `hook_with(fret)` what the slot gets, and `before`'s
+/// `entry` runs just before the entry event is pushed. The plain hook passes the
+/// identities, which inline to its former code.
+///
+/// # Safety
+/// As [`on_fentry`].
+#[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) unsafe fn fentry_body(
+    func: u32,
+    slot: usize,
+    frame: usize,
+    is_tail: impl FnOnce(usize, usize) -> bool,
+    hook_with: impl FnOnce(usize) -> usize,
+    before: impl Values,
+) {
     guarded(|st, p, now| {
-        let func = func as u32;
         let fret = FRET.load(Ordering::Relaxed);
         // SAFETY: per the caller, `slot` is a live stack word.
         let old = unsafe { *(slot as *const usize) };
-        let tail = fret != 0 && old == fret;
+        let tail = fret != 0 && is_tail(old, fret);
         while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
             let below = top.sp < frame && frame - top.sp < STACK_SPAN;
             let same_dead = top.sp == frame && !tail;
@@ -111,12 +165,14 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
             };
             if !tail {
                 // SAFETY: per the caller; the return now goes through the trampoline.
-                unsafe { *(slot as *mut usize) = fret };
+                unsafe { *(slot as *mut usize) = hook_with(fret) };
             }
+            before.entry(st, p);
             push_entry(st, p, func, now, 0);
             p.depth += 1;
         } else if fret == 0 {
             // Returns are not hooked here (CET shadow stacks): entry events only.
+            before.entry(st, p);
             push_entry(st, p, func, now, FLAG_ENTRY_ONLY);
         } else {
             bump(&st.too_deep);
@@ -140,13 +196,20 @@ pub(crate) fn rehook_above(p: &mut Private, limit: usize, fret: usize) -> u64 {
             continue;
         }
         if f.ret > TAIL {
+            // A capturing frame returns through its own trampoline again.
+            let fa = FRET_ARGS.load(Ordering::Relaxed);
+            let to = if fa != 0 && p.captured.get(i) == Some(&(f.sp, f.func)) {
+                fa
+            } else {
+                fret
+            };
             // SAFETY: the slot of a frame entered on this thread's stack,
             // above `limit` (live), read and written only if it still holds
             // the frame's own return address.
             unsafe {
                 base_ok = f.sp > limit && *(f.sp as *const usize) == f.ret;
                 if base_ok {
-                    *(f.sp as *mut usize) = fret;
+                    *(f.sp as *mut usize) = to;
                     f.unhooked = 0;
                     n += 1;
                 }
@@ -226,6 +289,21 @@ pub fn unwind_limit() -> usize {
     allow(dead_code)
 )]
 pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
+    // SAFETY: per the caller.
+    unsafe { fret_body(slot, NoValues) }
+}
+
+/// The body of [`on_fret`], shared with the capturing hook: `before`'s
+/// `exit` runs just before each exit event is pushed.
+///
+/// # Safety
+/// As [`on_fret`].
+#[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     let now = hook_now();
     let ret = with_own(|st, p, was_busy| {
         let mut found = None;
@@ -244,6 +322,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
                 for j in (i..p.depth).rev() {
                     let Some(&f) = p.shadow.get(j) else { continue };
                     if f.sp == slot && f.ret != 0 && f.unhooked == 0 && !was_busy {
+                        before.exit(st, p, f.func, j);
                         record_exit(st, p, f.func, now, now.saturating_sub(f.ts), j, 0);
                     } else if f.sp != slot {
                         evict(p, f, j);
@@ -282,6 +361,7 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
                 match call {
                     Some((ts, fd)) if !was_busy => {
                         let (func, depth) = (fd as u32, (fd >> 32) as usize);
+                        before.exit(st, p, func, depth);
                         record_exit(st, p, func, now, now.saturating_sub(ts), depth, 0);
                     }
                     _ => bump(&st.unmatched),
@@ -358,7 +438,7 @@ pub(crate) fn peek(addr: usize) -> Option<usize> {
 /// trampoline `fret`. `None`: the slot cannot be read (its stack is gone);
 /// else whether it was put back.
 pub(crate) fn restore_slot(slot: usize, fret: usize, ret: usize) -> Option<bool> {
-    if peek(slot)? != fret {
+    if !is_fret(peek(slot)?, fret) {
         return Some(false);
     }
     // SAFETY: a mapped stack word holding the trampoline's address, which

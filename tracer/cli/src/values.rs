@@ -1,0 +1,1234 @@
+//! Argument and return values (issue 14): what `--args`/`--retval` ask the
+//! runtime to capture, how the captured words are named and shown, and
+//! `--where` conditions on them.
+//!
+//! **Names and types** of a compiler-padded function come from its object's
+//! DWARF (`gimli`, through `addr2line`'s re-export), read lazily, only for
+//! the functions whose values are shown: the subprogram whose `low_pc` is
+//! the function's `object_offset`, its `formal_parameter`s and return type,
+//! resolved through typedefs and qualifiers to base types, enums (by
+//! enumerator name), pointers, and aggregates (shown by type name only).
+//! The parameters are placed in registers and stack words as the x86-64
+//! System V convention does for those kinds (aggregates of up to 16 bytes
+//! are taken to use integer registers, which is exact for integer-only
+//! ones). Without debug information the integer argument registers are
+//! shown as `arg1=0x…` (uftrace's `-A`), and the return value in hex unless
+//! it looks like a negative errno (the kernel's `funcgraph-retval` rule).
+//!
+//! **Shown** the way ftrace's `funcgraph-args`/`funcgraph-retval` show
+//! them: `parse(len=1024, flags=2) {` … `} /* parse = -22 */`, a leaf
+//! `crc32(buf=0x7f2a…, n=64); /* = 3055 */`.
+
+use addr2line::gimli;
+use gimli::AttributeValue;
+use std::collections::HashMap;
+use tracer_core::capture::{Args, Capture, Pending, MAX_FLOATS, MAX_STACK};
+use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+
+/// `--args[=N]` and `--retval`, on `enable` and `run`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct CaptureFlags {
+    /// Capture arguments: named and typed from debug information when the
+    /// object has it; `--args=N`: the first N integer-register arguments.
+    #[arg(long = "args", value_name = "N", num_args = 0..=1, default_missing_value = "auto")]
+    pub args: Option<String>,
+    /// Capture return values.
+    #[arg(long)]
+    pub retval: bool,
+}
+
+impl CaptureFlags {
+    /// Whether anything is asked for.
+    pub fn any(&self) -> bool {
+        self.args.is_some() || self.retval
+    }
+
+    /// `--args=N`'s N (`None`: `--args` alone, or not given).
+    pub fn count(&self) -> Result<Option<u8>, String> {
+        match self.args.as_deref() {
+            None | Some("auto") => Ok(None),
+            Some(n) => match n.parse::<u8>() {
+                Ok(n) if (1..=6).contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "--args={n}: give a number of integer-register arguments from 1 to 6, or \
+                     --args alone for every argument (named from debug information)"
+                )),
+            },
+        }
+    }
+
+    /// The capture without knowing the functions (`run`, or no debug
+    /// information): every argument register, or `--args=N`'s.
+    pub fn blind(&self) -> Result<Capture, String> {
+        let mut c = match (self.args.is_some(), self.count()?) {
+            (false, _) => Capture::NONE,
+            (true, Some(n)) => Capture {
+                ints: n,
+                ..Capture::NONE
+            },
+            (true, None) => Capture::all_registers(false),
+        };
+        c.retval = self.retval;
+        Ok(c)
+    }
+}
+
+/// A parameter's or return value's type, as far as values are shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ty {
+    /// An integer of `size` bytes.
+    Int {
+        /// Signed.
+        signed: bool,
+        /// Bytes.
+        size: u8,
+    },
+    /// A floating-point number of `size` bytes.
+    Float {
+        /// Bytes.
+        size: u8,
+    },
+    /// `bool`, `_Bool`.
+    Bool,
+    /// `char` and its kin.
+    Char,
+    /// A pointer or a reference (shown in hex).
+    Ptr,
+    /// An enum: shown by enumerator name.
+    Enum {
+        /// The type's name.
+        name: String,
+        /// Bytes.
+        size: u8,
+        /// Enumerators.
+        values: Vec<(i64, String)>,
+    },
+    /// A struct, union or class passed by value: shown by name only.
+    Aggregate {
+        /// The type's name (`struct point`, a typedef's name).
+        name: String,
+        /// Bytes.
+        size: u64,
+    },
+    /// Anything else (arrays, unknown kinds): shown by name only.
+    Other(String),
+}
+
+impl Ty {
+    fn name(&self) -> String {
+        match self {
+            Ty::Int { signed, size } => {
+                format!("{}int{}", if *signed { "" } else { "u" }, size * 8)
+            }
+            Ty::Float { size } => format!("float{}", size * 8),
+            Ty::Bool => "bool".into(),
+            Ty::Char => "char".into(),
+            Ty::Ptr => "pointer".into(),
+            Ty::Enum { name, .. } | Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+        }
+    }
+
+    fn comparable(&self) -> bool {
+        !matches!(self, Ty::Aggregate { .. } | Ty::Other(_))
+    }
+}
+
+/// A parameter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Its name (`argN` when the debug information has none).
+    pub name: String,
+    /// Its type.
+    pub ty: Ty,
+}
+
+/// A function's parameters and return type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Signature {
+    /// The parameters, in order.
+    pub params: Vec<Param>,
+    /// The return type; `None`: `void`.
+    pub ret: Option<Ty>,
+}
+
+/// Where a parameter's value is among the captured words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loc {
+    /// An integer register (index in calling-convention order).
+    Int(usize),
+    /// A floating-point register.
+    Float(usize),
+    /// A stack word (0: just above the return address).
+    Stack(usize),
+    /// Not captured as one word (an aggregate, a `long double`).
+    None,
+}
+
+impl Signature {
+    /// Each parameter's place under the x86-64 System V convention.
+    pub fn layout(&self) -> Vec<Loc> {
+        let (mut i, mut f, mut s) = (0usize, 0usize, 0usize);
+        let stack = |n: usize, s: &mut usize| {
+            let at = *s;
+            *s += n;
+            at
+        };
+        self.params
+            .iter()
+            .map(|p| match &p.ty {
+                Ty::Float { size } if *size <= 8 => {
+                    if f < 8 {
+                        f += 1;
+                        Loc::Float(f - 1)
+                    } else {
+                        Loc::Stack(stack(1, &mut s))
+                    }
+                }
+                Ty::Float { .. } => {
+                    stack(2, &mut s);
+                    Loc::None
+                }
+                Ty::Int { size, .. } if *size > 8 => {
+                    if i + 2 <= 6 {
+                        i += 2;
+                    } else {
+                        stack(2, &mut s);
+                    }
+                    Loc::None
+                }
+                Ty::Aggregate { size, .. } => {
+                    let words = size.div_ceil(8) as usize;
+                    if *size <= 16 && i + words <= 6 {
+                        i += words;
+                    } else {
+                        stack(words, &mut s);
+                    }
+                    Loc::None
+                }
+                Ty::Other(_) => Loc::None,
+                _ => {
+                    if i < 6 {
+                        i += 1;
+                        Loc::Int(i - 1)
+                    } else {
+                        Loc::Stack(stack(1, &mut s))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The capture these parameters need.
+    pub fn capture(&self) -> Capture {
+        let mut c = Capture::NONE;
+        for l in self.layout() {
+            match l {
+                Loc::Int(i) => c.ints = c.ints.max(i as u8 + 1),
+                Loc::Float(f) => c.floats = c.floats.max(f as u8 + 1),
+                Loc::Stack(s) => c.stack = c.stack.max((s as u8 + 1).min(MAX_STACK)),
+                Loc::None => {}
+            }
+        }
+        c.floats = c.floats.min(MAX_FLOATS);
+        c
+    }
+}
+
+/// One value as ftrace would print it.
+fn show(ty: &Ty, v: u64) -> String {
+    match ty {
+        Ty::Int { signed, size } => {
+            let bits = u32::from(*size).min(8) * 8;
+            let v = if bits < 64 {
+                v & ((1u64 << bits) - 1)
+            } else {
+                v
+            };
+            if *signed && bits > 0 {
+                let sh = 64 - bits;
+                (((v << sh) as i64) >> sh).to_string()
+            } else {
+                v.to_string()
+            }
+        }
+        Ty::Float { size: 4 } => format!("{}", f32::from_bits(v as u32)),
+        Ty::Float { .. } => format!("{}", f64::from_bits(v)),
+        Ty::Bool => (v & 0xff != 0).to_string(),
+        Ty::Char => {
+            let c = v as u8;
+            if c.is_ascii_graphic() || c == b' ' {
+                format!("'{}'", c as char)
+            } else {
+                (c as i8).to_string()
+            }
+        }
+        Ty::Ptr => format!("{v:#x}"),
+        Ty::Enum { size, values, .. } => {
+            let bits = u32::from(*size).clamp(1, 8) * 8;
+            let sh = 64 - bits;
+            let n = ((v << sh) as i64) >> sh;
+            let u = if bits < 64 {
+                v & ((1u64 << bits) - 1)
+            } else {
+                v
+            };
+            values
+                .iter()
+                .find(|(k, _)| *k == n || *k as u64 == u)
+                .map_or_else(|| n.to_string(), |(_, name)| name.clone())
+        }
+        Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+    }
+}
+
+/// A numeric view of a value, for `--where`.
+fn number(ty: &Ty, v: u64) -> Option<f64> {
+    Some(match ty {
+        Ty::Int { signed, size } if *size <= 8 => ext(v, *size, *signed),
+        Ty::Enum { size, .. } => ext(v, *size, true),
+        Ty::Float { size: 4 } => f64::from(f32::from_bits(v as u32)),
+        Ty::Float { size: 8 } => f64::from_bits(v),
+        Ty::Bool => f64::from(u8::from(v & 0xff != 0)),
+        Ty::Char => f64::from(v as u8 as i8),
+        Ty::Ptr => v as f64,
+        _ => return None,
+    })
+}
+
+/// `v`'s low `size` bytes as a number, sign-extended if `signed`.
+fn ext(v: u64, size: u8, signed: bool) -> f64 {
+    let sh = 64 - u32::from(size).clamp(1, 8) * 8;
+    if signed {
+        (((v << sh) as i64) >> sh) as f64
+    } else {
+        ((v << sh) >> sh) as f64
+    }
+}
+
+/// A return value without a type: decimal if it looks like a negative
+/// errno (as the kernel's `funcgraph-retval`), else hex.
+fn show_untyped_ret(rax: u64) -> String {
+    let wide = rax as i64;
+    let narrow = rax as u32 as i32;
+    if (-4095..0).contains(&wide) {
+        wide.to_string()
+    } else if rax >> 32 == 0 && (-4095..0).contains(&narrow) {
+        narrow.to_string()
+    } else {
+        format!("{rax:#x}")
+    }
+}
+
+/// A parameter's value among the decoded words.
+fn word(a: &Args, l: Loc) -> Option<u64> {
+    match l {
+        Loc::Int(i) => a.ints.get(i).copied(),
+        Loc::Float(i) => a.floats.get(i).copied(),
+        Loc::Stack(i) => a.stack.get(i).copied(),
+        Loc::None => None,
+    }
+}
+
+/// The text between the parentheses: `len=1024, flags=2`.
+pub fn args_text(sig: Option<&Signature>, words: &[u64]) -> String {
+    let Some(a) = Args::decode(words) else {
+        return String::new();
+    };
+    let Some(sig) = sig else {
+        return a
+            .ints
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("arg{}={v:#x}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+    };
+    sig.params
+        .iter()
+        .zip(sig.layout())
+        .map(|(p, l)| match (word(&a, l), p.ty.comparable()) {
+            (Some(v), true) => format!("{}={}", p.name, show(&p.ty, v)),
+            (_, false) => format!("{}: {}", p.name, p.ty.name()),
+            (None, true) => format!("{}=?", p.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The return value as shown after `=`; `None` for a `void` function.
+pub fn ret_text(sig: Option<&Signature>, (rax, xmm0): (u64, u64)) -> Option<String> {
+    match sig {
+        None => Some(show_untyped_ret(rax)),
+        Some(Signature { ret: None, .. }) => None,
+        Some(Signature { ret: Some(t), .. }) => Some(match t {
+            Ty::Float { .. } => show(t, xmm0),
+            _ => show(t, rax),
+        }),
+    }
+}
+
+/// Debug sections are leaked (`'static`): each object is loaded once per
+/// run of the program, and only those of functions whose values are shown.
+type R = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
+
+/// One object's debug information: its units and an index of its
+/// subprograms by address.
+struct Object {
+    dwarf: gimli::Dwarf<R>,
+    units: Vec<gimli::Unit<R>>,
+    by_addr: HashMap<u64, (usize, gimli::UnitOffset)>,
+}
+
+impl Object {
+    fn load(path: &str) -> Option<Object> {
+        use object::{Object as _, ObjectSection as _};
+        let md = std::fs::metadata(path).ok()?;
+        if !md.is_file() {
+            return None;
+        }
+        let data = std::fs::read(path).ok()?;
+        let obj = object::File::parse(&*data).ok()?;
+        let endian = if obj.is_little_endian() {
+            gimli::RunTimeEndian::Little
+        } else {
+            gimli::RunTimeEndian::Big
+        };
+        let dwarf = gimli::Dwarf::load(|id| -> Result<R, gimli::Error> {
+            let bytes: &'static [u8] = match obj
+                .section_by_name(id.name())
+                .and_then(|s| s.uncompressed_data().ok())
+            {
+                Some(d) => Box::leak(d.into_owned().into_boxed_slice()),
+                None => &[],
+            };
+            Ok(gimli::EndianSlice::new(bytes, endian))
+        })
+        .ok()?;
+        let mut units = Vec::new();
+        let mut by_addr = HashMap::new();
+        let mut headers = dwarf.units();
+        while let Ok(Some(h)) = headers.next() {
+            let Ok(unit) = dwarf.unit(h) else { continue };
+            let mut entries = unit.entries();
+            while let Ok(Some((_, e))) = entries.next_dfs() {
+                if e.tag() != gimli::DW_TAG_subprogram {
+                    continue;
+                }
+                let low = match e.attr_value(gimli::DW_AT_low_pc) {
+                    Ok(Some(AttributeValue::Addr(a))) => a,
+                    Ok(Some(AttributeValue::DebugAddrIndex(i))) => match dwarf.address(&unit, i) {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                    _ => continue,
+                };
+                by_addr.entry(low).or_insert((units.len(), e.offset()));
+            }
+            units.push(unit);
+        }
+        if by_addr.is_empty() {
+            return None;
+        }
+        Some(Object {
+            dwarf,
+            units,
+            by_addr,
+        })
+    }
+
+    fn signature(&self, addr: u64) -> Option<Signature> {
+        let &(ui, off) = self.by_addr.get(&addr)?;
+        let unit = &self.units[ui];
+        let e = unit.entry(off).ok()?;
+        let ret = self.type_attr(unit, &e, 0).map(|o| self.ty(unit, o, 0));
+        let origin = self.origin(unit, &e);
+        let mut params = self.params(unit, off);
+        if params.is_empty() {
+            if let Some(o) = origin {
+                params = self.params(unit, o);
+            }
+        }
+        // `void` (no type) but a declaration elsewhere may have it.
+        let ret = ret.or_else(|| {
+            let o = origin?;
+            let oe = unit.entry(o).ok()?;
+            self.type_attr(unit, &oe, 0).map(|t| self.ty(unit, t, 0))
+        });
+        Some(Signature { params, ret })
+    }
+
+    fn origin(
+        &self,
+        _unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+    ) -> Option<gimli::UnitOffset> {
+        for at in [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification] {
+            if let Ok(Some(AttributeValue::UnitRef(o))) = e.attr_value(at) {
+                return Some(o);
+            }
+        }
+        None
+    }
+
+    fn type_attr(
+        &self,
+        unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+        depth: u32,
+    ) -> Option<gimli::UnitOffset> {
+        if let Ok(Some(AttributeValue::UnitRef(o))) = e.attr_value(gimli::DW_AT_type) {
+            return Some(o);
+        }
+        if depth > 4 {
+            return None;
+        }
+        let o = self.origin(unit, e)?;
+        let oe = unit.entry(o).ok()?;
+        self.type_attr(unit, &oe, depth + 1)
+    }
+
+    fn name_of(
+        &self,
+        unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+        depth: u32,
+    ) -> Option<String> {
+        if let Ok(Some(v)) = e.attr_value(gimli::DW_AT_name) {
+            let s = self.dwarf.attr_string(unit, v).ok()?;
+            return Some(s.to_string_lossy().into_owned());
+        }
+        if depth > 4 {
+            return None;
+        }
+        let o = self.origin(unit, e)?;
+        let oe = unit.entry(o).ok()?;
+        self.name_of(unit, &oe, depth + 1)
+    }
+
+    fn params(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset) -> Vec<Param> {
+        let mut out = Vec::new();
+        let Ok(mut tree) = unit.entries_tree(Some(off)) else {
+            return out;
+        };
+        let Ok(root) = tree.root() else { return out };
+        let mut children = root.children();
+        while let Ok(Some(child)) = children.next() {
+            let e = child.entry();
+            if e.tag() != gimli::DW_TAG_formal_parameter {
+                continue;
+            }
+            let name = self
+                .name_of(unit, e, 0)
+                .unwrap_or_else(|| format!("arg{}", out.len() + 1));
+            let ty = match self.type_attr(unit, e, 0) {
+                Some(t) => self.ty(unit, t, 0),
+                None => Ty::Other("?".into()),
+            };
+            out.push(Param { name, ty });
+        }
+        out
+    }
+
+    fn ty(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset, depth: u32) -> Ty {
+        let Ok(e) = unit.entry(off) else {
+            return Ty::Other("?".into());
+        };
+        let name = self.name_of(unit, &e, 0);
+        let size = match e.attr_value(gimli::DW_AT_byte_size) {
+            Ok(Some(v)) => v.udata_value().unwrap_or(0),
+            _ => 0,
+        };
+        match e.tag() {
+            gimli::DW_TAG_base_type => {
+                let enc = match e.attr_value(gimli::DW_AT_encoding) {
+                    Ok(Some(AttributeValue::Encoding(x))) => x,
+                    _ => gimli::DW_ATE_signed,
+                };
+                let size = size.min(255) as u8;
+                match enc {
+                    gimli::DW_ATE_float => Ty::Float { size },
+                    gimli::DW_ATE_boolean => Ty::Bool,
+                    gimli::DW_ATE_signed_char | gimli::DW_ATE_unsigned_char if size == 1 => {
+                        Ty::Char
+                    }
+                    gimli::DW_ATE_unsigned | gimli::DW_ATE_unsigned_char | gimli::DW_ATE_UTF => {
+                        Ty::Int {
+                            signed: false,
+                            size,
+                        }
+                    }
+                    _ => Ty::Int { signed: true, size },
+                }
+            }
+            gimli::DW_TAG_pointer_type
+            | gimli::DW_TAG_reference_type
+            | gimli::DW_TAG_rvalue_reference_type
+            | gimli::DW_TAG_ptr_to_member_type => Ty::Ptr,
+            gimli::DW_TAG_typedef
+            | gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type
+                if depth < 16 =>
+            {
+                let Some(t) = self.type_attr(unit, &e, 0) else {
+                    return Ty::Other("void".into());
+                };
+                let inner = self.ty(unit, t, depth + 1);
+                // A typedef names an anonymous struct or enum.
+                match (inner, e.tag() == gimli::DW_TAG_typedef, name) {
+                    (Ty::Aggregate { size, .. }, true, Some(n)) => Ty::Aggregate { name: n, size },
+                    (Ty::Enum { size, values, .. }, true, Some(n)) => Ty::Enum {
+                        name: n,
+                        size,
+                        values,
+                    },
+                    (t, _, _) => t,
+                }
+            }
+            gimli::DW_TAG_enumeration_type => {
+                let mut values = Vec::new();
+                if let Ok(mut tree) = unit.entries_tree(Some(off)) {
+                    if let Ok(root) = tree.root() {
+                        let mut ch = root.children();
+                        while let Ok(Some(c)) = ch.next() {
+                            let ce = c.entry();
+                            if ce.tag() != gimli::DW_TAG_enumerator || values.len() >= 4096 {
+                                continue;
+                            }
+                            let v = match ce.attr_value(gimli::DW_AT_const_value) {
+                                Ok(Some(AttributeValue::Sdata(v))) => v,
+                                Ok(Some(AttributeValue::Udata(v))) => v as i64,
+                                Ok(Some(v)) => v.sdata_value().unwrap_or(0),
+                                _ => continue,
+                            };
+                            if let Some(n) = self.name_of(unit, ce, 0) {
+                                values.push((v, n));
+                            }
+                        }
+                    }
+                }
+                Ty::Enum {
+                    name: format!("enum {}", name.unwrap_or_default()),
+                    size: (size as u8).max(1),
+                    values,
+                }
+            }
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
+                let kw = match e.tag() {
+                    gimli::DW_TAG_union_type => "union",
+                    gimli::DW_TAG_class_type => "class",
+                    _ => "struct",
+                };
+                Ty::Aggregate {
+                    name: match name {
+                        Some(n) => format!("{kw} {n}"),
+                        None => format!("{kw} (anonymous)"),
+                    },
+                    size,
+                }
+            }
+            _ => Ty::Other(name.unwrap_or_else(|| "?".into())),
+        }
+    }
+}
+
+/// Where a function's debug information is: its object and its address
+/// there (the agent's `file` and `object_offset`).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The function's name.
+    pub name: String,
+    /// The object's path.
+    pub object: String,
+    /// Its address in the object, as linked.
+    pub offset: u64,
+}
+
+/// Functions' signatures, read from their objects' DWARF as needed.
+#[derive(Default)]
+pub struct Signatures {
+    origins: HashMap<u32, Origin>,
+    objects: HashMap<String, Option<Object>>,
+    sigs: HashMap<u32, Option<Signature>>,
+}
+
+impl Signatures {
+    /// From the agent's `list` reply (`functions`: `index`, `name`, `file`,
+    /// `object_offset`).
+    pub fn from_list(list: &serde_json::Value) -> Signatures {
+        let mut s = Signatures::default();
+        s.add_list(list);
+        s
+    }
+
+    /// Take the functions of another `list` reply (a library was loaded).
+    pub fn add_list(&mut self, list: &serde_json::Value) {
+        for f in list["functions"].as_array().into_iter().flatten() {
+            self.add_function(f);
+        }
+    }
+
+    /// Take one function of a `list` reply (those without an object offset,
+    /// `#[traceable]` ones, are skipped).
+    pub fn add_function(&mut self, f: &serde_json::Value) {
+        let (Some(i), Some(file), Some(off)) = (
+            f["index"].as_u64(),
+            f["file"].as_str(),
+            f["object_offset"].as_u64(),
+        ) else {
+            return;
+        };
+        self.origins.insert(
+            i as u32,
+            Origin {
+                name: f["name"].as_str().unwrap_or("?").to_string(),
+                object: file.to_string(),
+                offset: off,
+            },
+        );
+    }
+
+    /// Take a recording's origins.
+    pub fn from_recording(h: &crate::record::Header) -> Signatures {
+        let mut s = Signatures::default();
+        for o in &h.origins {
+            s.origins.insert(
+                o.index,
+                Origin {
+                    name: h
+                        .functions
+                        .get(o.index as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    object: o.object.clone(),
+                    offset: o.offset,
+                },
+            );
+        }
+        s
+    }
+
+    /// The functions known, by index.
+    pub fn origins(&self) -> impl Iterator<Item = (u32, &Origin)> {
+        self.origins.iter().map(|(i, o)| (*i, o))
+    }
+
+    /// Function `func`'s signature, if its object has debug information.
+    pub fn get(&mut self, func: u32) -> Option<&Signature> {
+        if !self.sigs.contains_key(&func) {
+            let sig = self.origins.get(&func).and_then(|o| {
+                let obj = self
+                    .objects
+                    .entry(o.object.clone())
+                    .or_insert_with(|| Object::load(&o.object));
+                obj.as_ref()?.signature(o.offset)
+            });
+            self.sigs.insert(func, sig);
+        }
+        self.sigs.get(&func).and_then(|s| s.as_ref())
+    }
+
+    /// Signature of the function at `offset` in `object` (tests, `enable`).
+    pub fn of_object(&mut self, object: &str, offset: u64) -> Option<Signature> {
+        let obj = self
+            .objects
+            .entry(object.to_string())
+            .or_insert_with(|| Object::load(object));
+        obj.as_ref()?.signature(offset)
+    }
+
+    /// The text of an entry's arguments.
+    pub fn args(&mut self, func: u32, words: &[u64]) -> String {
+        let sig = self.get(func).cloned();
+        args_text(sig.as_ref(), words)
+    }
+
+    /// The text of a return value (`None`: `void`).
+    pub fn ret(&mut self, func: u32, ret: (u64, u64)) -> Option<String> {
+        let sig = self.get(func).cloned();
+        ret_text(sig.as_ref(), ret)
+    }
+}
+
+/// The capture `enable --args/--retval` asks for, for functions with these
+/// signatures (`None`: no debug information): what the widest needs, or
+/// every register when one has no debug information.
+pub fn capture_for(flags: &CaptureFlags, sigs: &[Option<Signature>]) -> Result<Capture, String> {
+    let blind = flags.blind()?;
+    if flags.args.is_none() || flags.count()?.is_some() {
+        return Ok(blind);
+    }
+    let mut c = Capture {
+        retval: flags.retval,
+        ..Capture::NONE
+    };
+    for s in sigs {
+        let need = match s {
+            Some(s) => s.capture(),
+            None => Capture::all_registers(false),
+        };
+        c.ints = c.ints.max(need.ints);
+        c.floats = c.floats.max(need.floats);
+        c.stack = c.stack.max(need.stack);
+    }
+    Ok(c)
+}
+
+/// A comparison operator of `--where`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// What a `--where` condition looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// The return value (`ret`).
+    Ret,
+    /// An argument by position (`arg1` is the first).
+    Pos(usize),
+    /// An argument by name.
+    Name(String),
+}
+
+/// `--where 'ret < 0'`, `--where 'len > 4096'`, `--where 'arg2 == 0x10'`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cond {
+    /// What is compared.
+    pub subject: Subject,
+    /// How.
+    pub op: Op,
+    /// With what.
+    pub value: f64,
+}
+
+impl Cond {
+    /// Parse `SUBJECT OP NUMBER`.
+    pub fn parse(s: &str) -> Result<Cond, String> {
+        let bad = || {
+            format!(
+                "--where '{s}': write NAME OP NUMBER, where NAME is ret, an argument's name or \
+                 argN (N from 1), OP one of < <= > >= == !=, e.g. --where 'ret < 0'"
+            )
+        };
+        let ops = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+            ("=", Op::Eq),
+        ];
+        let (at, len, op) = ops
+            .iter()
+            .filter_map(|(t, op)| s.find(t).map(|i| (i, t.len(), *op)))
+            .min_by_key(|(i, l, _)| (*i, usize::MAX - l))
+            .ok_or_else(bad)?;
+        let name = s[..at].trim();
+        let val = s[at + len..].trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(bad());
+        }
+        let value = parse_number(val).ok_or_else(bad)?;
+        let subject = if name == "ret" || name == "retval" {
+            Subject::Ret
+        } else if let Some(n) = name
+            .strip_prefix("arg")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+        {
+            Subject::Pos(n)
+        } else {
+            Subject::Name(name.to_string())
+        };
+        Ok(Cond { subject, op, value })
+    }
+
+    /// Whether the condition needs the arguments (else the return value).
+    pub fn wants_args(&self) -> bool {
+        self.subject != Subject::Ret
+    }
+
+    /// Check the condition applies to function `name` with signature `sig`
+    /// (`None`: no debug information): an error names what exists.
+    pub fn check(&self, name: &str, sig: Option<&Signature>) -> Result<(), String> {
+        let names = |s: &Signature| {
+            if s.params.is_empty() {
+                "it has no arguments".to_string()
+            } else {
+                format!(
+                    "its arguments are {}",
+                    s.params
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| format!("{} (arg{}: {})", p.name, i + 1, p.ty.name()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        };
+        match (&self.subject, sig) {
+            (Subject::Name(n), None) => Err(format!(
+                "--where names the argument '{n}', but {name} has no debug information (build \
+                 it with -g): use its position (arg1..arg6, integer registers) or ret"
+            )),
+            (Subject::Name(n), Some(s)) => match s.params.iter().find(|p| &p.name == n) {
+                None => Err(format!("{name} has no argument '{n}': {}", names(s))),
+                Some(p) if !p.ty.comparable() => Err(format!(
+                    "--where cannot compare {name}'s argument '{n}' ({}): only integers, \
+                     floating-point numbers, enums, bools, chars and pointers compare",
+                    p.ty.name()
+                )),
+                Some(_) => Ok(()),
+            },
+            (Subject::Pos(i), Some(s)) => match s.params.get(i - 1) {
+                None => Err(format!("{name} has no argument arg{i}: {}", names(s))),
+                Some(p) if !p.ty.comparable() => Err(format!(
+                    "--where cannot compare {name}'s arg{i} '{}' ({})",
+                    p.name,
+                    p.ty.name()
+                )),
+                Some(_) => Ok(()),
+            },
+            (Subject::Pos(i), None) if *i > 6 => Err(format!(
+                "{name} has no debug information: --where sees its first 6 (integer-register) \
+                 arguments only, arg1..arg6"
+            )),
+            (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
+                "{name} returns nothing (void): --where 'ret …' cannot apply"
+            )),
+            (Subject::Ret, Some(Signature { ret: Some(t), .. })) if !t.comparable() => {
+                Err(format!(
+                    "--where cannot compare {name}'s return value ({})",
+                    t.name()
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a call matches; `None` when the values it needs were not
+    /// captured (the call is then not shown).
+    pub fn matches(
+        &self,
+        sig: Option<&Signature>,
+        args: Option<&[u64]>,
+        ret: Option<(u64, u64)>,
+    ) -> Option<bool> {
+        let x = match &self.subject {
+            Subject::Ret => {
+                let (rax, xmm0) = ret?;
+                match sig {
+                    Some(Signature { ret: Some(t), .. }) => match t {
+                        Ty::Float { .. } => number(t, xmm0)?,
+                        _ => number(t, rax)?,
+                    },
+                    Some(_) => return None,
+                    // No type: the return register as a signed number.
+                    None => rax as i64 as f64,
+                }
+            }
+            sub => {
+                let a = Args::decode(args?)?;
+                match sig {
+                    Some(s) => {
+                        let i = match sub {
+                            Subject::Pos(i) => i - 1,
+                            Subject::Name(n) => s.params.iter().position(|p| &p.name == n)?,
+                            Subject::Ret => unreachable!(),
+                        };
+                        let p = s.params.get(i)?;
+                        number(&p.ty, word(&a, *s.layout().get(i)?)?)?
+                    }
+                    None => match sub {
+                        Subject::Pos(i) => *a.ints.get(i - 1)? as i64 as f64,
+                        _ => return None,
+                    },
+                }
+            }
+        };
+        let v = self.value;
+        Some(match self.op {
+            Op::Lt => x < v,
+            Op::Le => x <= v,
+            Op::Gt => x > v,
+            Op::Ge => x >= v,
+            Op::Eq => x == v,
+            Op::Ne => x != v,
+        })
+    }
+}
+
+impl std::fmt::Display for Cond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Eq => "==",
+            Op::Ne => "!=",
+        };
+        match &self.subject {
+            Subject::Ret => write!(f, "'ret {op} {}'", self.value),
+            Subject::Pos(i) => write!(f, "'arg{i} {op} {}'", self.value),
+            Subject::Name(n) => write!(f, "'{n} {op} {}'", self.value),
+        }
+    }
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()? as f64
+    } else {
+        t.parse::<f64>().ok().filter(|v| v.is_finite())?
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// What [`Tracker::feed`] made of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A values event, kept for the entry or exit it precedes.
+    Values,
+    /// An entry, with its captured argument words (spec first).
+    Entry(Option<Vec<u64>>),
+    /// An exit, with its call's argument words and its return value.
+    Exit(Option<Vec<u64>>, Option<(u64, u64)>),
+    /// Any other event.
+    Other,
+}
+
+/// One thread's values: those waiting for their event, and the arguments
+/// of its calls in progress (by depth), so an exit knows its call's.
+#[derive(Clone, Debug, Default)]
+pub struct Tracker {
+    pending: Pending,
+    stack: Vec<Option<(u32, Vec<u64>)>>,
+}
+
+/// Calls deeper than this keep no arguments (bounded memory).
+const MAX_DEPTH: usize = 1024;
+
+impl Tracker {
+    /// Take one event of this thread.
+    pub fn feed(&mut self, e: &Event) -> Seen {
+        match e.kind {
+            KIND_ENTRY => {
+                let a = self.pending.take_args(e.func);
+                let a = (!a.is_empty()).then_some(a);
+                let d = e.depth as usize;
+                if d < MAX_DEPTH {
+                    self.stack.resize(d, None);
+                    self.stack.push(a.clone().map(|a| (e.func, a)));
+                }
+                Seen::Entry(a)
+            }
+            KIND_EXIT => {
+                let r = self.pending.take_ret(e.func);
+                let d = e.depth as usize;
+                let a = match self.stack.get_mut(d).and_then(|s| s.take()) {
+                    Some((f, a)) if f == e.func => Some(a),
+                    _ => None,
+                };
+                self.stack.truncate(d.min(MAX_DEPTH));
+                Seen::Exit(a, r)
+            }
+            k if !tracer_core::event::is_call(k) => {
+                self.pending.feed(e);
+                Seen::Values
+            }
+            _ => Seen::Other,
+        }
+    }
+}
+
+/// The events of one whole call, rebuilt at its exit `exit` for a
+/// recording of matching calls only: its argument words (spec first), its
+/// entry, its return value and its exit, at depth 0 (the calls around it
+/// are not recorded).
+pub fn call_events(exit: &Event, args: Option<&[u64]>, ret: Option<(u64, u64)>) -> Vec<Event> {
+    use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
+    let mut v = Vec::new();
+    let ev = |ts, dur, kind, flags| Event {
+        ts,
+        dur,
+        func: exit.func,
+        depth: 0,
+        kind,
+        flags,
+    };
+    for (i, pair) in args.unwrap_or(&[]).chunks(2).enumerate() {
+        v.push(ev(
+            pair[0],
+            pair.get(1).copied().unwrap_or(0),
+            KIND_ARGS,
+            i as u8,
+        ));
+    }
+    v.push(ev(exit.ts.saturating_sub(exit.dur), 0, KIND_ENTRY, 0));
+    if let Some((a, b)) = ret {
+        v.push(ev(a, b, KIND_RETVAL, 0));
+    }
+    v.push(ev(exit.ts, exit.dur, KIND_EXIT, exit.flags));
+    v
+}
+
+/// `--where` over a stream of events of many threads.
+pub struct Filter {
+    /// The condition.
+    pub cond: Cond,
+    /// Signatures of the functions.
+    pub sigs: Signatures,
+    threads: HashMap<u64, Tracker>,
+    checked: HashMap<u32, Result<(), String>>,
+}
+
+impl Filter {
+    /// A filter on `cond`, naming functions with `sigs`.
+    pub fn new(cond: Cond, sigs: Signatures) -> Filter {
+        Filter {
+            cond,
+            sigs,
+            threads: HashMap::new(),
+            checked: HashMap::new(),
+        }
+    }
+
+    /// Check the condition against function `func` (cached): `Err` names
+    /// what the function has instead.
+    pub fn check(&mut self, func: u32, name: &str) -> Result<(), String> {
+        if let Some(r) = self.checked.get(&func) {
+            return r.clone();
+        }
+        let sig = self.sigs.get(func).cloned();
+        let r = self.cond.check(name, sig.as_ref());
+        self.checked.insert(func, r.clone());
+        r
+    }
+
+    /// Take one event: for an exit, whether its call matches (`Some`);
+    /// `None` for any other event.
+    pub fn feed(&mut self, tid: u64, e: &Event) -> (Seen, Option<bool>) {
+        let seen = self.threads.entry(tid).or_default().feed(e);
+        let m = match &seen {
+            Seen::Exit(a, r) => {
+                let sig = self.sigs.get(e.func).cloned();
+                Some(
+                    self.cond
+                        .matches(sig.as_ref(), a.as_deref(), *r)
+                        .unwrap_or(false),
+                )
+            }
+            _ => None,
+        };
+        (seen, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(name: &str) -> Param {
+        Param {
+            name: name.into(),
+            ty: Ty::Int {
+                signed: true,
+                size: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn conditions_parse_and_match() {
+        let c = Cond::parse("ret < 0").unwrap();
+        assert_eq!(
+            (c.subject.clone(), c.op, c.value),
+            (Subject::Ret, Op::Lt, 0.0)
+        );
+        assert_eq!(Cond::parse("len>=0x10").unwrap().value, 16.0);
+        assert_eq!(Cond::parse("arg2 != -3").unwrap().subject, Subject::Pos(2));
+        assert!(Cond::parse("ret <").is_err());
+        assert!(Cond::parse("a b < 1").is_err());
+        let sig = Signature {
+            params: vec![int("len"), int("flags")],
+            ret: Some(Ty::Int {
+                signed: true,
+                size: 4,
+            }),
+        };
+        let spec = u64::from(
+            Capture {
+                ints: 2,
+                ..Capture::NONE
+            }
+            .encode(),
+        );
+        let words = [spec, 5000, 2];
+        let c = Cond::parse("len > 4096").unwrap();
+        assert_eq!(c.matches(Some(&sig), Some(&words), None), Some(true));
+        let c = Cond::parse("ret < 0").unwrap();
+        // -22 in eax, garbage above.
+        let rax = 0xdead_0000_0000_0000 | u64::from((-22i32) as u32);
+        assert_eq!(c.matches(Some(&sig), None, Some((rax, 0))), Some(true));
+        assert_eq!(c.matches(Some(&sig), None, Some((3, 0))), Some(false));
+        assert!(Cond::parse("size > 1")
+            .unwrap()
+            .check("parse", Some(&sig))
+            .unwrap_err()
+            .contains("len (arg1: int32), flags (arg2: int32)"));
+        assert!(Cond::parse("len > 1")
+            .unwrap()
+            .check("parse", None)
+            .unwrap_err()
+            .contains("no debug information"));
+        assert_eq!(args_text(Some(&sig), &words), "len=5000, flags=2");
+        assert_eq!(args_text(None, &words), "arg1=0x1388, arg2=0x2");
+        assert_eq!(ret_text(Some(&sig), (rax, 0)).unwrap(), "-22");
+        assert_eq!(ret_text(None, (rax & 0xffff_ffff, 0)).unwrap(), "-22");
+        assert_eq!(ret_text(None, (0xbeb, 0)).unwrap(), "0xbeb");
+    }
+
+    #[test]
+    fn layout_follows_the_calling_convention() {
+        let d = Param {
+            name: "d".into(),
+            ty: Ty::Float { size: 8 },
+        };
+        let s = Param {
+            name: "s".into(),
+            ty: Ty::Aggregate {
+                name: "struct big".into(),
+                size: 40,
+            },
+        };
+        let sig = Signature {
+            params: vec![int("a"), d, s, int("b")],
+            ret: None,
+        };
+        assert_eq!(
+            sig.layout(),
+            vec![Loc::Int(0), Loc::Float(0), Loc::None, Loc::Int(1)]
+        );
+        let c = sig.capture();
+        assert_eq!((c.ints, c.floats, c.stack), (2, 1, 0));
+    }
+}

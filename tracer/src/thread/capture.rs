@@ -1,0 +1,223 @@
+//! The capturing hooks of compiler pads: the same work as `on_fentry` /
+//! `on_fret` ([`fentry_body`], [`fret_body`]), plus the values events
+//! (`tracer_core::capture`). Only functions enabled with capture reach
+//! them (through their own entry stub and trampolines), so the plain hooks
+//! have no branch for capture.
+
+use super::*;
+#[cfg(target_arch = "x86_64")]
+use tracer_core::capture::Capture;
+#[cfg(target_arch = "x86_64")]
+use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
+
+/// Address of the capturing return trampoline
+/// (`__tracer_v1_tramp_fret_args`), set with [`FRET`]; 0 where there is
+/// none (the return value is then not captured).
+pub static FRET_ARGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `v`, read from a return address slot, is a hooked return: the
+/// return trampoline `fret` or its capturing variant.
+#[inline]
+pub(crate) fn is_fret(v: usize, fret: usize) -> bool {
+    (fret != 0 && v == fret) || (v != 0 && v == FRET_ARGS.load(Ordering::Relaxed))
+}
+
+/// Set once the capturing hooks were verified not to touch vector
+/// registers (with the plain ones): their trampolines skip saving them.
+pub static CAPTURE_LEAN: AtomicBool = AtomicBool::new(false);
+
+/// What [`verify_capture_hooks`] found (`None`: lean).
+pub(crate) static CAPTURE_CHECK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Why the capturing trampolines must save vector registers (`None`: they
+/// need not).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn verify_capture_hooks(read: &dyn Fn(usize, &mut [u8])) -> Option<String> {
+    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
+    let shim = call_saving_shim();
+    for (name, f) in [
+        ("on_fentry_args", on_fentry_args as *const () as usize),
+        ("on_fret_args", on_fret_args as *const () as usize),
+    ] {
+        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, read) {
+            return Some(format!("{name}: {why}"));
+        }
+    }
+    None
+}
+
+/// The capturing entry hook's values: `n` argument words (the spec first).
+#[cfg(target_arch = "x86_64")]
+struct ArgsOut<'a> {
+    r: &'a tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
+    func: u32,
+    ni: usize,
+    nf: usize,
+    n: usize,
+    /// The return goes to the capturing return trampoline.
+    ret: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Values for ArgsOut<'_> {
+    #[inline(always)]
+    fn entry(&self, st: &ThreadState, p: &mut Private) {
+        if self.ret {
+            if let Some(c) = p.captured.get_mut(p.depth) {
+                *c = (self.slot, self.func);
+            }
+        }
+        let depth = p.depth as u16;
+        let mut i = 0;
+        while i < self.n {
+            // SAFETY: `r` is the trampoline's frame at a function's entry,
+            // `slot` its return address slot (see `on_fentry_args`).
+            let (a, b) = unsafe {
+                (
+                    arg_word(self.r, self.slot, self.ni, self.nf, i),
+                    if i + 1 < self.n {
+                        arg_word(self.r, self.slot, self.ni, self.nf, i + 1)
+                    } else {
+                        0
+                    },
+                )
+            };
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: a,
+                    dur: b,
+                    func: self.func,
+                    depth,
+                    kind: KIND_ARGS,
+                    flags: (i / 2) as u8,
+                },
+            );
+            i += 2;
+        }
+    }
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+}
+
+/// The capturing return hook's values: the return registers.
+#[cfg(target_arch = "x86_64")]
+struct RetOut {
+    rax: u64,
+    xmm0: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Values for RetOut {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize) {
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: self.rax,
+                dur: self.xmm0,
+                func,
+                depth: depth as u16,
+                kind: KIND_RETVAL,
+                flags: 0,
+            },
+        );
+    }
+}
+
+/// Argument word `k` of the frame `r` (0: the spec; then `ni` integer
+/// registers, `nf` floating-point ones, then stack words above `slot`).
+///
+/// # Safety
+/// `r` must be the capturing trampoline's frame at a function's entry and
+/// `slot` the address of its return address.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn arg_word(
+    r: &tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
+    ni: usize,
+    nf: usize,
+    k: usize,
+) -> u64 {
+    /// `Regs::gpr` indices of `rdi rsi rdx rcx r8 r9`.
+    const INT: [usize; 6] = [4, 5, 6, 7, 3, 2];
+    match k {
+        0 => r.spec,
+        k if k <= ni => INT
+            .get(k - 1)
+            .and_then(|&g| r.gpr.get(g))
+            .copied()
+            .unwrap_or(0),
+        k if k <= ni + nf => r.xmm.get(k - 1 - ni).copied().unwrap_or(0),
+        // SAFETY: per the caller: the caller's outgoing argument area (or
+        // its frame) lies just above the return address on a live stack.
+        k => unsafe { *((slot + 8 * (k - ni - nf)) as *const u64) },
+    }
+}
+
+/// Called by `__tracer_v1_tramp_fentry_args` (x86-64): a function enabled
+/// with capture was entered; `regs` is the trampoline's register frame.
+///
+/// # Safety
+/// `regs` must be that frame, on this thread's stack, at a function's entry.
+#[cfg(target_arch = "x86_64")]
+pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline_args::Regs) {
+    // SAFETY: per the caller.
+    let r = unsafe { &*regs };
+    let func = r.func as u32;
+    let cap = Capture::decode(r.spec as u32);
+    let slot = std::ptr::addr_of!(r.ret) as usize;
+    let fret_args = FRET_ARGS.load(Ordering::Relaxed);
+    let (ni, nf) = ((cap.ints as usize).min(6), cap.floats as usize);
+    let n = 1 + ni + nf + cap.stack as usize;
+    // SAFETY: `slot` is the traced function's return address slot.
+    unsafe {
+        fentry_body(
+            func,
+            slot,
+            slot,
+            |old, fret| old == fret || (fret_args != 0 && old == fret_args),
+            |fret| {
+                if cap.retval && fret_args != 0 {
+                    fret_args
+                } else {
+                    fret
+                }
+            },
+            ArgsOut {
+                r,
+                slot,
+                func,
+                ni,
+                nf,
+                n: if cap.args() { n } else { 0 },
+                ret: cap.retval && fret_args != 0,
+            },
+        )
+    }
+}
+
+/// Called by `__tracer_v1_tramp_fret_args` (x86-64): as [`on_fret`], and
+/// the return values, which the trampoline left below the slot, go out
+/// just before each exit event.
+///
+/// # Safety
+/// Only the capturing return trampoline calls it, on the thread whose
+/// frame it was.
+#[cfg(target_arch = "x86_64")]
+pub unsafe extern "C" fn on_fret_args(slot: usize) -> usize {
+    use tracer_arch_x86::trampoline_args::{RET_RAX, RET_XMM0};
+    // SAFETY: the trampoline's frame, just below the slot.
+    let (rax, xmm0) = unsafe {
+        (
+            *((slot - RET_RAX) as *const u64),
+            *((slot - RET_XMM0) as *const u64),
+        )
+    };
+    // SAFETY: per the caller.
+    unsafe { fret_body(slot, RetOut { rax, xmm0 }) }
+}
