@@ -20,7 +20,7 @@ const TREE: [&str; 9] = [
 ];
 
 fn workload(i: i32) {
-    // SAFETY (all calls): plain C functions of the fixture.
+    // SAFETY: plain C functions of the fixture (all calls).
     unsafe {
         assert_eq!(c::c_a(black_box(i)), 4 * i + 9);
         assert_eq!(c::c_tail(black_box(i)), i + 11);
@@ -175,7 +175,7 @@ fn a_panic_unwinds_through_capturing_frames() {
             unsafe { c::uw_outer(boom, 41) }
         });
         assert_eq!(*r.unwrap_err().downcast::<i32>().unwrap(), 42);
-        // SAFETY (all calls): plain C functions.
+        // SAFETY: plain C functions (all calls).
         unsafe {
             assert_eq!(c::uw_outer(boom, 1), 22);
             assert_eq!(c::uw_plain(7), 21);
