@@ -268,6 +268,12 @@ impl<W: Write> Writer<W> {
         self.w.flush()
     }
 
+    /// What has been written so far, without a trailer (for tests and the
+    /// fuzz target: a file cut short).
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+
     /// Write the trailer and flush; returns the inner writer.
     pub fn finish(mut self, t: &Trailer) -> std::io::Result<W> {
         let j = serde_json::to_vec(t).map_err(std::io::Error::other)?;
