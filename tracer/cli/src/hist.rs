@@ -74,15 +74,16 @@ impl FuncHist {
 
     /// The summary of this function under `name`.
     pub fn summary(&self, name: &str) -> Summary {
+        let p = self.h.percentiles();
         Summary {
             name: name.to_string(),
             count: self.count(),
             not_returned: self.gone,
             min: self.h.min(),
-            p50: self.quantile(0.5),
-            p90: self.quantile(0.9),
-            p99: self.quantile(0.99),
-            p999: self.quantile(0.999),
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
+            p999: p.p999,
             max: self.h.max(),
             lost_events: 0,
         }
@@ -91,17 +92,13 @@ impl FuncHist {
     /// A log2 bar chart as bpftrace's `hist()` draws it.
     pub fn chart(&self, width: usize) -> String {
         let mut out = String::new();
-        // The log2 buckets, rebuilt exactly from the finer ones.
-        let mut log2 = [0u64; 64];
-        for (low, _, n) in self.h.buckets() {
-            log2[63 - low.max(1).leading_zeros() as usize] += n;
-        }
-        let Some(lo) = log2.iter().position(|&c| c > 0) else {
+        let log2 = self.h.log2();
+        let Some(used) = log2.used() else {
             return out;
         };
-        let hi = log2.iter().rposition(|&c| c > 0).unwrap_or(lo);
-        let top = *log2.iter().max().unwrap_or(&1);
-        for (b, &c) in log2.iter().enumerate().take(hi + 1).skip(lo) {
+        let top = *log2.counts.iter().max().unwrap_or(&1);
+        for b in used {
+            let c = log2.counts[b];
             let bar = ((c as f64 / top as f64) * width as f64).round() as usize;
             let bar = if c > 0 { bar.max(1) } else { 0 };
             let range = format!(
