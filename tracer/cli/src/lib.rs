@@ -1,5 +1,18 @@
 //! The `tracer` program's library: everything but flags and dispatch.
 //!
+//! The verbs:
+//! - [`control`]: `list`, `enable`, `disable`, `status` (one request, its
+//!   reply shown);
+//! - [`session`]: collection sessions, `trace`, `hist` and `record`;
+//! - [`launch`]: `tracer run`, and the `TRACER_*` environment it gives the
+//!   program it starts;
+//! - [`export`]: `report` and `export` of a recording;
+//! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
+//! - [`demo`]: `tracer demo`;
+//! - [`out`]: where output goes, and Ctrl-C;
+//! - [`help`]: the long help texts.
+//!
+//! What they are made of:
 //! - [`calls`]: calls rebuilt from events, returned or left (`longjmp`);
 //! - [`client`]: finding traced processes and talking to their agent (the
 //!   protocol is documented in the `tracer` crate's `agent.rs`);
@@ -10,21 +23,27 @@
 //! - [`record`]: the self-describing recording file;
 //! - [`report`]: per-function reports, Chrome trace JSON and folded stacks;
 //! - [`perfetto`]: Perfetto's native protobuf trace format;
-//! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
 //! - [`source`]: `file:line` of compiler-padded functions from DWARF;
 //! - [`dur`]: durations as users type them (`500ms`, `2s`).
 #![deny(missing_docs)]
 
 pub mod calls;
 pub mod client;
+pub mod control;
+pub mod demo;
 pub mod dur;
+pub mod export;
 pub mod graph;
+pub mod help;
 pub mod hist;
+pub mod launch;
+pub mod out;
 pub mod perfetto;
 pub mod reader;
 pub mod record;
 pub mod report;
 pub mod serve;
+pub mod session;
 pub mod source;
 
 /// Exit codes of the `tracer` program.
