@@ -7,57 +7,22 @@
 //! Each test runs its fixture with a private `XDG_RUNTIME_DIR`. Time limits
 //! are generous (they catch the old 30 s stalls, not scheduling noise).
 
+use crate::helpers::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
-/// Generous: only bounds how long a broken test takes to fail.
-const PATIENCE: Duration = Duration::from_secs(60);
 /// A legitimate request must finish within this, however others behave
 /// (the old agent made it wait 30 s and fail).
 const PROMPT: Duration = Duration::from_secs(10);
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory, removed on drop.
-struct Dir(PathBuf);
-
 impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-pressure-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn cmd(&self, exe: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(exe);
-        c.args(args)
-            .env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT")
-            .env_remove("LD_PRELOAD");
-        c
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(TRACER, args).output().unwrap()
-    }
-
     /// `tracer list --json -p PID`, timed.
     fn timed_list(&self, pid: &str) -> (Output, Duration) {
         let t = Instant::now();
@@ -65,101 +30,9 @@ impl Dir {
         (o, t.elapsed())
     }
 
-    fn sock(&self, pid: u32) -> PathBuf {
-        self.0.join("tracer").join(format!("{pid}.sock"))
-    }
-
-    /// Start `c` (a fixture command) and wait for its agent's socket.
-    fn start(&self, mut c: Command) -> Proc {
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        let p = Proc {
-            child: c.spawn().unwrap(),
-        };
-        let sock = self.sock(p.pid());
-        poll(|| sock.exists(), "the fixture's agent socket");
-        p
-    }
-
-    fn fixture(&self, args: &[&str]) -> Proc {
-        self.start(self.cmd(FIXTURE, args))
-    }
-
     fn status(&self, p: &Proc) -> Value {
         json(&self.tracer(&["status", "--json", "-p", &p.p()]))
     }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process, killed on drop.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn p(&self) -> String {
-        self.pid().to_string()
-    }
-    /// Still running (not exited, e.g. because its own `open` failed)?
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-    fn stderr(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn poll(mut f: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-#[track_caller]
-fn json(o: &Output) -> Value {
-    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", stdout(o)))
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -295,7 +168,7 @@ fn stalled_clients_delay_neither_list_nor_a_running_record() {
     // A recording session running through all of it.
     let rec = d.0.join("t.rec");
     let recorder = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &[
                 "record",
@@ -638,7 +511,7 @@ fn many_rings_requests_on_one_connection_leave_no_memory_behind() {
 fn a_program_short_of_descriptors_keeps_its_own() {
     let d = Dir::new();
     let limit: u64 = 64;
-    let mut c = d.cmd(FIXTURE, &["40"]);
+    let mut c = d.cmd_args(FIXTURE, &["40"]);
     c.env("TRACER_FIXTURE_OPEN", "1");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
     unsafe {
@@ -719,24 +592,6 @@ fn a_program_short_of_descriptors_keeps_its_own() {
     );
 }
 
-/// The preload library, built next to `tracer` (as `tracer run` expects).
-fn preload() -> PathBuf {
-    let dir = Path::new(TRACER).parent().unwrap().to_path_buf();
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(["build", "-q", "-p", "tracer-preload"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
-    assert!(
-        c.status().unwrap().success(),
-        "cargo build -p tracer-preload"
-    );
-    let lib = dir.join("libtracer_preload.so");
-    assert!(lib.is_file(), "{} was not built", lib.display());
-    lib
-}
-
 /// Threads of `pid` named `tracer-agent`.
 fn agent_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -752,8 +607,8 @@ fn agent_threads(pid: u32) -> usize {
 fn a_program_linking_tracer_and_preloaded_with_it_runs_one_agent() {
     let lib = preload();
     let d = Dir::new();
-    let mut c = d.cmd(FIXTURE, &[]);
-    c.env("LD_PRELOAD", &lib);
+    let mut c = d.cmd_args(FIXTURE, &[]);
+    c.env("LD_PRELOAD", lib);
     let fx = d.start(c);
     let p = fx.p();
     let v = json(&d.tracer(&["list", "--json", "-p", &p]));
