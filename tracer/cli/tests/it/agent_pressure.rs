@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// A legitimate request must finish within this, however others behave
 /// (the old agent made it wait 30 s and fail).
 const PROMPT: Duration = Duration::from_secs(10);
+/// Longer than the agent's `IDLE_EVICT` (1 s): a connection idle this long
+/// makes room at the cap.
+const IDLE_EVICT_PASSED: Duration = Duration::from_millis(1500);
 
 impl Dir {
     /// `tracer list --json -p PID`, timed.
@@ -78,14 +81,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Wait until the agent serves only the connection asking, and a little
-/// longer for it to close that one too.
+/// Sockets open in process `pid` (the agent's listener and its
+/// connections: the fixtures open no other).
+fn sockets_open(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// Wait until the agent serves only the connection asking, then until it
+/// has closed that one too (only its listening socket is left).
 fn settle(d: &Dir, p: &Proc) {
     poll(
         || d.status(p)["agent"]["connections"] == 1,
         "the agent to close the test's connections",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        || sockets_open(p.pid()) == 1,
+        "the agent to close the last connection",
+    );
+}
+
+/// Has `s` something to read (data, or the end)?
+fn readable(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }
 
 /// Make every worker's block, then stop tracing: the rings stop filling
@@ -241,7 +271,11 @@ fn connections_beyond_the_cap_are_refused_with_a_reason() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent refuses the 5 beyond the cap at once.
+    poll(
+        || conns.iter().filter(|s| readable(s)).count() >= 5,
+        "the refusals of the connections beyond the cap",
+    );
     let mut refused = 0;
     for mut s in conns.iter() {
         s.set_nonblocking(true).unwrap();
@@ -282,10 +316,19 @@ fn connections_beyond_the_cap_are_refused_with_a_reason() {
     assert!(t < PROMPT);
 
     // Idle connections do not lock anyone out: at the cap, one idle for a
-    // second makes room.
+    // second makes room (until then a new client is refused).
     let idle: Vec<UnixStream> = (0..cap).map(|_| connect(&sock)).collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let (o, t) = d.timed_list(&p);
+    let mut served = None;
+    poll(
+        || {
+            let (o, t) = d.timed_list(&p);
+            let done = o.status.success();
+            served = Some((o, t));
+            done
+        },
+        "a list at the cap to be served once an idle connection made room",
+    );
+    let (o, t) = served.unwrap();
     ok(&o);
     assert!(t < PROMPT);
     assert!(d.status(&fx)["agent"]["evicted_idle"].as_u64().unwrap() >= 1);
@@ -531,12 +574,21 @@ fn a_program_short_of_descriptors_keeps_its_own() {
     let sock = d.sock(fx.pid());
     // Every worker gets a block: more than the descriptors left for memfds.
     ok(&d.tracer(&["enable", "*", "-p", &p]));
-    std::thread::sleep(Duration::from_millis(500));
+    poll(
+        || {
+            d.status(&fx)["threads_detail"]
+                .as_array()
+                .is_some_and(|t| t.len() >= 40)
+        },
+        "a block for each of the 40 workers",
+    );
     // 100 idle connections on top.
     let idle: Vec<UnixStream> = (0..100)
         .filter_map(|_| UnixStream::connect(&sock).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Not a wait for a condition: the connections must age past the
+    // agent's IDLE_EVICT (1 s) before one makes room for `status` below.
+    std::thread::sleep(IDLE_EVICT_PASSED);
 
     let fds = fd_count(fx.pid());
     eprintln!(
@@ -584,7 +636,10 @@ fn a_program_short_of_descriptors_keeps_its_own() {
         "{human}"
     );
     drop(idle);
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        || sockets_open(fx.pid()) == 1,
+        "the agent to close the dropped connections",
+    );
     assert!(
         fx.running(),
         "the program's own open() failed: {}",
@@ -734,6 +789,8 @@ fn accept_failures_back_off_instead_of_spinning() {
     let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
     let old = set_nofile(fx.pid(), lowest_free);
     let waiting: Vec<UnixStream> = (0..5).map(|_| connect(&d.sock(fx.pid()))).collect();
+    // Not waits for a condition: the agent meets the failing accepts, then
+    // its CPU is measured over a fixed window.
     std::thread::sleep(Duration::from_millis(300));
     let t0 = agent_cpu_ticks(fx.pid());
     std::thread::sleep(Duration::from_secs(2));
