@@ -184,50 +184,20 @@ impl Hists {
 
 /// A table of summaries (times in a human unit).
 pub fn table(rows: &[Summary]) -> String {
-    let name = |r: &str| crate::elide(r, crate::NAME_COLUMN).into_owned();
-    let w = rows
+    let h = crate::dur::human_ns;
+    let rows: Vec<crate::FunctionRow<'_>> = rows
         .iter()
-        .map(|r| name(&r.name).chars().count())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let noret = rows.iter().any(|r| r.not_returned > 0);
-    let extra = |s: String| {
-        if noret {
-            format!(" {s:>9}")
-        } else {
-            String::new()
-        }
-    };
-    let mut out = format!(
-        "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-        "function",
-        "count",
-        extra("no-return".into()),
-        "min",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max"
-    );
-    for r in rows {
-        let h = crate::dur::human_ns;
-        let _ = writeln!(
-            out,
-            "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            name(&r.name),
-            r.count,
-            extra(r.not_returned.to_string()),
-            h(r.min),
-            h(r.p50),
-            h(r.p90),
-            h(r.p99),
-            h(r.p999),
-            h(r.max)
-        );
-    }
-    out
+        .map(|r| {
+            let c = [r.min, r.p50, r.p90, r.p99, r.p999, r.max].map(h);
+            (r.name.as_str(), r.count, r.not_returned, c)
+        })
+        .collect();
+    crate::function_table(
+        [
+            "function", "count", "min", "p50", "p90", "p99", "p99.9", "max",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]
