@@ -65,6 +65,81 @@ pub fn toggle_mid_call(
     (tracer::latency(name), longest)
 }
 
+/// Per-thread nesting of an event stream: every exit must close the entry
+/// at its depth. Counts entries, exits and violations (with the first
+/// details).
+#[derive(Default)]
+pub struct Checker {
+    stacks: std::collections::HashMap<u64, Vec<u32>>,
+    /// Exact depths: an exit must close the innermost open entry (not one
+    /// further out), and a stack is cut back after a violation. Without it
+    /// an entry first cuts the stack to its depth (a missed exit is not a
+    /// violation) and flagged events are passed over.
+    strict: bool,
+    /// Events that broke the nesting.
+    pub violations: u64,
+    /// What each violation saw.
+    pub details: Vec<String>,
+    /// Entry events seen.
+    pub entries: u64,
+    /// Exit events seen.
+    pub exits: u64,
+}
+
+impl Checker {
+    /// A checker that forgives missed exits and skips flagged events
+    /// (toggling Rust functions: a disable can miss an exit).
+    pub fn lenient() -> Checker {
+        Checker::default()
+    }
+
+    /// A checker that wants every exit to close the innermost entry
+    /// (hooked returns of compiler-padded functions).
+    pub fn strict() -> Checker {
+        Checker {
+            strict: true,
+            ..Checker::default()
+        }
+    }
+
+    /// Check one event of thread `tid`.
+    pub fn see(&mut self, tid: u64, ev: &tracer::__private::Event) {
+        if !self.strict && ev.flags != 0 {
+            return;
+        }
+        let st = self.stacks.entry(tid).or_default();
+        let d = ev.depth as usize;
+        if ev.kind == tracer::__private::KIND_ENTRY {
+            self.entries += 1;
+            if !self.strict {
+                st.truncate(d);
+            }
+            if st.len() != d {
+                self.violations += 1;
+                self.details.push(format!("entry {ev:?} stack {st:?}"));
+                st.resize(d, u32::MAX);
+            }
+            st.push(ev.func);
+        } else {
+            self.exits += 1;
+            let closes = if self.strict {
+                st.len() == d + 1 && st[d] == ev.func
+            } else {
+                st.len() > d && st[d] == ev.func
+            };
+            if closes {
+                st.truncate(d);
+            } else {
+                self.violations += 1;
+                self.details.push(format!("exit {ev:?} stack {st:?}"));
+                if self.strict {
+                    st.truncate(d);
+                }
+            }
+        }
+    }
+}
+
 /// A shared library built from C source with clang-19 and
 /// `-fpatchable-function-entry=5` (one 5-byte NOP per function, patchable
 /// live), loaded with `dlopen`. The build directory is removed on drop; the
@@ -238,5 +313,51 @@ pub mod whole_c {
                 .wrapping_add(1442695040888963407);
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Checker;
+    use tracer::__private::{Event, KIND_ENTRY, KIND_EXIT};
+
+    fn ev(kind: u8, func: u32, depth: u16) -> Event {
+        Event {
+            ts: 0,
+            dur: 0,
+            func,
+            depth,
+            kind,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_missed_exit_is_forgiven_only_when_lenient() {
+        // f enters, g enters, g's exit is missed, f exits.
+        let stream = [
+            ev(KIND_ENTRY, 1, 0),
+            ev(KIND_ENTRY, 2, 1),
+            ev(KIND_EXIT, 1, 0),
+        ];
+        let (mut lenient, mut strict) = (Checker::lenient(), Checker::strict());
+        for e in &stream {
+            lenient.see(7, e);
+            strict.see(7, e);
+        }
+        assert_eq!((lenient.entries, lenient.exits), (2, 1));
+        assert_eq!(lenient.violations, 0, "{:?}", lenient.details);
+        assert_eq!(strict.violations, 1, "{:?}", strict.details);
+        // Balanced nesting passes both.
+        let mut c = Checker::strict();
+        for e in [
+            ev(KIND_ENTRY, 1, 0),
+            ev(KIND_ENTRY, 2, 1),
+            ev(KIND_EXIT, 2, 1),
+            ev(KIND_EXIT, 1, 0),
+        ] {
+            c.see(1, &e);
+        }
+        assert_eq!(c.violations, 0, "{:?}", c.details);
     }
 }

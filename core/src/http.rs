@@ -96,8 +96,9 @@ pub const MAX_PENDING: usize = 64;
 /// started).
 ///
 /// The acceptor reads every request head itself, without blocking on any
-/// one connection (non-blocking sockets; it sleeps in `accept` while no head
-/// is pending, so an idle server costs no CPU), and hands only complete
+/// one connection (non-blocking sockets, waited on together with `poll(2)`
+/// until one is readable or the earliest head deadline, so an idle server
+/// costs no CPU), and hands only complete
 /// requests to the workers: a client that connects and sends nothing, or
 /// half a head, holds no worker, and is dropped at [`Limits::read`].
 pub fn serve(
@@ -154,25 +155,23 @@ fn accept_loop(listener: &TcpListener, tx: &SyncSender<(TcpStream, Request)>, li
             deadline: Instant::now() + limits.read,
         });
     };
+    // Accepted without blocking once `poll(2)` says a connection is there
+    // (if this fails, accept blocks only when the listener just went
+    // readable and the connection left at once).
+    let _ = listener.set_nonblocking(true);
     loop {
-        if pending.is_empty() {
-            // Nothing in flight: sleep in accept.
-            if listener.set_nonblocking(false).is_err() {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
+        wait(listener, &pending);
+        loop {
             match listener.accept() {
                 Ok((s, _)) => add(&mut pending, s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
-                    // EMFILE and the like: do not spin.
+                    // EMFILE and the like: the listener stays readable, so
+                    // back off instead of spinning.
                     std::thread::sleep(Duration::from_millis(10));
-                    continue;
+                    break;
                 }
-            }
-        }
-        if listener.set_nonblocking(true).is_ok() {
-            while let Ok((s, _)) = listener.accept() {
-                add(&mut pending, s);
             }
         }
         let now = Instant::now();
@@ -204,10 +203,31 @@ fn accept_loop(listener: &TcpListener, tx: &SyncSender<(TcpStream, Request)>, li
                 }
             }
         }
-        if !pending.is_empty() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
     }
+}
+
+/// Sleep until `listener` or a pending connection is readable (or hung
+/// up), or until the earliest pending deadline.
+fn wait(listener: &TcpListener, pending: &[Pending]) {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
+        .chain(pending.iter().map(|p| p.s.as_raw_fd()))
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let now = Instant::now();
+    let timeout = pending.iter().map(|p| p.deadline).min().map_or(-1, |d| {
+        // Rounded up: woken before the deadline, a head would wait again.
+        let ms = d.saturating_duration_since(now).as_micros().div_ceil(1000);
+        ms.min(i32::MAX as u128) as libc::c_int
+    });
+    // SAFETY: `fds` is a live array of `fds.len()` pollfds; poll only
+    // writes their `revents`. Interrupted or failed, the loop just looks
+    // again.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
 }
 
 enum Poll {

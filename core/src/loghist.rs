@@ -44,6 +44,59 @@ pub fn bounds(k: u16) -> (u64, u64) {
     (low, low.saturating_add(w))
 }
 
+/// The power-of-two bucket of a value: `i` holds the values in
+/// `[2^i, 2^(i+1))`, and bucket 0 also holds 0. The one log2 of the runtime's
+/// `log2_histogram` and the program's charts.
+pub fn log2_bucket(v: u64) -> usize {
+    63 - v.max(1).leading_zeros() as usize
+}
+
+/// A histogram in power-of-two buckets (see [`log2_bucket`]), as ftrace's
+/// hist triggers and bpftrace draw them: [`LogHist::log2`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Log2 {
+    /// Values per bucket, by [`log2_bucket`].
+    pub counts: [u64; 64],
+}
+
+impl Log2 {
+    /// The buckets from the first to the last non-empty one (`None` when
+    /// every bucket is empty).
+    pub fn used(&self) -> Option<std::ops::RangeInclusive<usize>> {
+        let first = self.counts.iter().position(|&c| c > 0)?;
+        let last = self.counts.iter().rposition(|&c| c > 0)?;
+        Some(first..=last)
+    }
+}
+
+/// The percentiles every latency summary shows (the runtime's `latency`,
+/// `tracer hist`, `tracer report`), each within 0.8 % (see
+/// [`LogHist::quantile`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+}
+
+impl Percentiles {
+    /// Each percentile clamped to `[min, max]` (extremes known exactly from
+    /// elsewhere). Panics if `min > max`.
+    pub fn clamp(self, min: u64, max: u64) -> Percentiles {
+        Percentiles {
+            p50: self.p50.clamp(min, max),
+            p90: self.p90.clamp(min, max),
+            p99: self.p99.clamp(min, max),
+            p999: self.p999.clamp(min, max),
+        }
+    }
+}
+
 /// A latency histogram (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub struct LogHist {
@@ -214,6 +267,27 @@ impl LogHist {
         self.max
     }
 
+    /// The latency summary's percentiles (all 0 when empty).
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles {
+            p50: self.quantile(0.5),
+            p90: self.quantile(0.9),
+            p99: self.quantile(0.99),
+            p999: self.quantile(0.999),
+        }
+    }
+
+    /// The values in power-of-two buckets, rebuilt exactly from the finer
+    /// ones (no fine bucket straddles a power of two).
+    pub fn log2(&self) -> Log2 {
+        let mut counts = [0u64; 64];
+        for (low, _, n) in self.buckets() {
+            let b = &mut counts[log2_bucket(low)];
+            *b = b.saturating_add(n);
+        }
+        Log2 { counts }
+    }
+
     /// The non-empty buckets, ascending: `(low, high, count)`, values in
     /// `[low, high)`.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
@@ -308,6 +382,34 @@ mod tests {
         }
         assert!(g.buckets().count() <= 64);
         assert!(g.heap_bytes() <= 64 * 10 * 2, "{}", g.heap_bytes());
+    }
+
+    #[test]
+    fn log2_buckets_are_exact_and_percentiles_ordered() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(1023), 9);
+        assert_eq!(log2_bucket(1024), 10);
+        assert_eq!(log2_bucket(u64::MAX), 63);
+        let mut h = LogHist::new();
+        assert_eq!(h.log2().used(), None);
+        assert_eq!(h.percentiles(), Percentiles::default());
+        let mut want = [0u64; 64];
+        for v in (0..200_000u64).map(|i| i * i % 9_999_991) {
+            h.record(v);
+            want[log2_bucket(v)] += 1;
+        }
+        let l = h.log2();
+        assert_eq!(l.counts, want);
+        let r = l.used().unwrap();
+        assert_eq!((*r.start(), *r.end()), (0, log2_bucket(h.max())));
+        let p = h.percentiles();
+        assert!(h.min() <= p.p50 && p.p50 <= p.p90 && p.p90 <= p.p99);
+        assert!(p.p99 <= p.p999 && p.p999 <= h.max());
+        assert_eq!(p.p99, h.quantile(0.99));
+        let c = p.clamp(p.p90, p.p99);
+        assert_eq!((c.p50, c.p90, c.p99, c.p999), (p.p90, p.p90, p.p99, p.p99));
     }
 
     #[test]

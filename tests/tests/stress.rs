@@ -1,9 +1,9 @@
 //! Threads call traced functions in tight loops while another thread enables
 //! and disables them thousands of times.
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
+use tracer_tests::Checker;
 
 #[tracer::traceable]
 fn leaf(x: u64) -> u64 {
@@ -28,49 +28,10 @@ fn window_fn(x: u64) -> u64 {
 
 const WORKERS: usize = 4;
 
-/// Per-thread stack discipline of the event stream: every exit matches the
-/// entry at its depth.
-#[derive(Default)]
-struct Checker {
-    stacks: HashMap<u64, Vec<u32>>,
-    violations: u64,
-    details: Vec<String>,
-    entries: u64,
-    exits: u64,
-}
-
-impl Checker {
-    fn see(&mut self, tid: u64, ev: &tracer::__private::Event) {
-        if ev.flags != 0 {
-            return;
-        }
-        let st = self.stacks.entry(tid).or_default();
-        let d = ev.depth as usize;
-        if ev.kind == tracer::__private::KIND_ENTRY {
-            self.entries += 1;
-            st.truncate(d);
-            if st.len() != d {
-                self.violations += 1;
-                self.details.push(format!("entry {ev:?} stack {st:?}"));
-                st.resize(d, u32::MAX);
-            }
-            st.push(ev.func);
-        } else {
-            self.exits += 1;
-            if st.len() > d && st[d] == ev.func {
-                st.truncate(d);
-            } else {
-                self.violations += 1;
-                self.details.push(format!("exit {ev:?} stack {st:?}"));
-            }
-        }
-    }
-}
-
 #[test]
 fn threads_run_while_a_patcher_toggles_thousands_of_times() {
     tracer::set_buffer_events(1 << 20);
-    let checker = Arc::new(Mutex::new(Checker::default()));
+    let checker = Arc::new(Mutex::new(Checker::lenient()));
     {
         let c = checker.clone();
         let funcs: Vec<u32> = ["stress::leaf", "stress::outer"]

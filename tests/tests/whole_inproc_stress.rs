@@ -4,56 +4,20 @@
 //! hooked returns stay balanced, and the counts add up.
 #![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracer_tests::whole_c as c;
+use tracer_tests::Checker;
 
 const WORKERS: usize = 4;
 const FUNCS: [&str; 3] = ["mt_leaf", "mt_mid", "mt_fp"];
 
-/// Per-thread nesting of the event stream: every exit closes the entry at
-/// its depth.
-#[derive(Default)]
-struct Checker {
-    stacks: HashMap<u64, Vec<u32>>,
-    violations: u64,
-    details: Vec<String>,
-    entries: u64,
-    exits: u64,
-}
-
-impl Checker {
-    fn see(&mut self, tid: u64, ev: &tracer::__private::Event) {
-        let st = self.stacks.entry(tid).or_default();
-        let d = ev.depth as usize;
-        if ev.kind == tracer::__private::KIND_ENTRY {
-            self.entries += 1;
-            if st.len() != d {
-                self.violations += 1;
-                self.details.push(format!("entry {ev:?} stack {st:?}"));
-                st.resize(d, u32::MAX);
-            }
-            st.push(ev.func);
-        } else {
-            self.exits += 1;
-            if st.len() == d + 1 && st[d] == ev.func {
-                st.truncate(d);
-            } else {
-                self.violations += 1;
-                self.details.push(format!("exit {ev:?} stack {st:?}"));
-                st.truncate(d);
-            }
-        }
-    }
-}
-
 #[test]
 fn c_functions_called_by_four_threads_while_toggled() {
     tracer::set_buffer_events(1 << 18);
-    let checker = Arc::new(Mutex::new(Checker::default()));
+    let checker = Arc::new(Mutex::new(Checker::strict()));
     {
         let c = checker.clone();
         let funcs: Vec<u32> = FUNCS

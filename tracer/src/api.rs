@@ -72,14 +72,14 @@ pub fn latency(name: &str) -> Option<LatencySummary> {
         min = h.map_or(0, |h| h.min());
         max = h.map_or(0, |h| h.max()).max(min);
     }
-    let q = |p: f64| h.map_or(0, |h| h.quantile(p).clamp(min, max));
+    let p = h.map_or_else(Default::default, |h| h.percentiles().clamp(min, max));
     Some(LatencySummary {
         count: t.count,
         min,
-        p50: q(0.50),
-        p90: q(0.90),
-        p99: q(0.99),
-        p999: q(0.999),
+        p50: p.p50,
+        p90: p.p90,
+        p99: p.p99,
+        p999: p.p999,
         max,
         mean: clock::to_ns(t.sum / t.count),
         lost: t.count.saturating_sub(h.map_or(0, |h| h.count())),
@@ -95,20 +95,13 @@ pub fn log2_histogram(name: &str) -> Option<Vec<Bucket>> {
     let mut c = collect::lock();
     c.drain_all();
     let h = c.hist(f).filter(|h| !h.is_empty())?;
-    let mut buckets: Vec<Bucket> = (0..64)
-        .map(|i| Bucket {
-            low: if i == 0 { 0 } else { 1u64 << i },
-            high: 1u64 << (i + 1).min(63),
-            count: 0,
-        })
-        .collect();
-    for (low, _, n) in h.buckets() {
-        let i = (63 - low.max(1).leading_zeros()) as usize;
-        buckets[i].count += n;
-    }
-    let first = buckets.iter().position(|b| b.count > 0)?;
-    let last = buckets.iter().rposition(|b| b.count > 0)?;
-    Some(buckets[first..=last].to_vec())
+    let log2 = h.log2();
+    let buckets = log2.used()?.map(|i| Bucket {
+        low: if i == 0 { 0 } else { 1u64 << i },
+        high: 1u64 << (i + 1).min(63),
+        count: log2.counts[i],
+    });
+    Some(buckets.collect())
 }
 
 /// Forget all latency data collected so far.

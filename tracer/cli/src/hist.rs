@@ -74,15 +74,16 @@ impl FuncHist {
 
     /// The summary of this function under `name`.
     pub fn summary(&self, name: &str) -> Summary {
+        let p = self.h.percentiles();
         Summary {
             name: name.to_string(),
             count: self.count(),
             not_returned: self.gone,
             min: self.h.min(),
-            p50: self.quantile(0.5),
-            p90: self.quantile(0.9),
-            p99: self.quantile(0.99),
-            p999: self.quantile(0.999),
+            p50: p.p50,
+            p90: p.p90,
+            p99: p.p99,
+            p999: p.p999,
             max: self.h.max(),
             lost_events: 0,
         }
@@ -91,17 +92,13 @@ impl FuncHist {
     /// A log2 bar chart as bpftrace's `hist()` draws it.
     pub fn chart(&self, width: usize) -> String {
         let mut out = String::new();
-        // The log2 buckets, rebuilt exactly from the finer ones.
-        let mut log2 = [0u64; 64];
-        for (low, _, n) in self.h.buckets() {
-            log2[63 - low.max(1).leading_zeros() as usize] += n;
-        }
-        let Some(lo) = log2.iter().position(|&c| c > 0) else {
+        let log2 = self.h.log2();
+        let Some(used) = log2.used() else {
             return out;
         };
-        let hi = log2.iter().rposition(|&c| c > 0).unwrap_or(lo);
-        let top = *log2.iter().max().unwrap_or(&1);
-        for (b, &c) in log2.iter().enumerate().take(hi + 1).skip(lo) {
+        let top = *log2.counts.iter().max().unwrap_or(&1);
+        for b in used {
+            let c = log2.counts[b];
             let bar = ((c as f64 / top as f64) * width as f64).round() as usize;
             let bar = if c > 0 { bar.max(1) } else { 0 };
             let range = format!(
@@ -187,50 +184,20 @@ impl Hists {
 
 /// A table of summaries (times in a human unit).
 pub fn table(rows: &[Summary]) -> String {
-    let name = |r: &str| crate::elide(r, crate::NAME_COLUMN).into_owned();
-    let w = rows
+    let h = crate::dur::human_ns;
+    let rows: Vec<crate::FunctionRow<'_>> = rows
         .iter()
-        .map(|r| name(&r.name).chars().count())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let noret = rows.iter().any(|r| r.not_returned > 0);
-    let extra = |s: String| {
-        if noret {
-            format!(" {s:>9}")
-        } else {
-            String::new()
-        }
-    };
-    let mut out = format!(
-        "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-        "function",
-        "count",
-        extra("no-return".into()),
-        "min",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max"
-    );
-    for r in rows {
-        let h = crate::dur::human_ns;
-        let _ = writeln!(
-            out,
-            "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            name(&r.name),
-            r.count,
-            extra(r.not_returned.to_string()),
-            h(r.min),
-            h(r.p50),
-            h(r.p90),
-            h(r.p99),
-            h(r.p999),
-            h(r.max)
-        );
-    }
-    out
+        .map(|r| {
+            let c = [r.min, r.p50, r.p90, r.p99, r.p999, r.max].map(h);
+            (r.name.as_str(), r.count, r.not_returned, c)
+        })
+        .collect();
+    crate::function_table(
+        [
+            "function", "count", "min", "p50", "p90", "p99", "p99.9", "max",
+        ],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -1,7 +1,20 @@
 //! The `tracer` program's library: everything but flags and dispatch.
 //!
+//! The verbs:
+//! - [`control`]: `list`, `enable`, `disable`, `status` (one request, its
+//!   reply shown);
+//! - [`session`]: collection sessions, `trace`, `hist` and `record`;
+//! - [`launch`]: `tracer run`, and the `TRACER_*` environment it gives the
+//!   program it starts;
+//! - [`export`]: `report` and `export` of a recording;
+//! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
+//! - [`demo`]: `tracer demo`;
+//! - [`out`]: where output goes, and Ctrl-C;
+//! - [`help`]: the long help texts;
 //! - `attach`: `tracer attach` and `tracer detach` (x86-64): load the agent
-//!   into a process started without the tracer, and stop it again;
+//!   into a process started without the tracer, and stop it again.
+//!
+//! What they are made of:
 //! - [`calls`]: calls rebuilt from events, returned or left (`longjmp`);
 //! - [`client`]: finding traced processes and talking to their agent (the
 //!   protocol is documented in the `tracer` crate's `agent.rs`);
@@ -12,7 +25,6 @@
 //! - [`record`]: the self-describing recording file;
 //! - [`report`]: per-function reports, Chrome trace JSON and folded stacks;
 //! - [`perfetto`]: Perfetto's native protobuf trace format;
-//! - [`serve`]: `tracer serve`, Prometheus `/metrics` for traced processes;
 //! - [`source`]: `file:line` of compiler-padded functions from DWARF;
 //! - [`values`]: captured arguments and return values: names and types
 //!   from DWARF, ftrace's text for them, `--where` conditions;
@@ -23,14 +35,21 @@
 pub mod attach;
 pub mod calls;
 pub mod client;
+pub mod control;
+pub mod demo;
 pub mod dur;
+pub mod export;
 pub mod graph;
+pub mod help;
 pub mod hist;
+pub mod launch;
+pub mod out;
 pub mod perfetto;
 pub mod reader;
 pub mod record;
 pub mod report;
 pub mod serve;
+pub mod session;
 pub mod source;
 pub mod values;
 
@@ -105,6 +124,57 @@ pub fn links_runtime(path: &std::path::Path) -> bool {
 
 /// Widest function name shown in a table column, in characters.
 pub const NAME_COLUMN: usize = 72;
+
+/// One row of [`function_table`]: name, count, calls that never returned,
+/// and six more columns (already formatted).
+pub type FunctionRow<'a> = (&'a str, u64, u64, [String; 6]);
+
+/// The per-function table of `tracer hist` and `tracer report`: `head` names
+/// the name, count and six more columns; names are elided to
+/// [`NAME_COLUMN`]; a `no-return` column follows the count only when some
+/// row has calls that never returned.
+pub fn function_table(head: [&str; 8], rows: &[FunctionRow<'_>]) -> String {
+    use std::fmt::Write as _;
+    let names: Vec<_> = rows.iter().map(|r| elide(r.0, NAME_COLUMN)).collect();
+    let w = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let noret = rows.iter().any(|r| r.2 > 0);
+    let extra = |s: &dyn std::fmt::Display| {
+        if noret {
+            format!(" {s:>9}")
+        } else {
+            String::new()
+        }
+    };
+    let mut out = String::new();
+    let mut line = |name: &str, count: &dyn std::fmt::Display, noret: String, c: [&str; 6]| {
+        let _ = writeln!(
+            out,
+            "{name:<w$} {count:>9}{noret} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        );
+    };
+    line(
+        head[0],
+        &head[1],
+        extra(&"no-return"),
+        [head[2], head[3], head[4], head[5], head[6], head[7]],
+    );
+    for (r, name) in rows.iter().zip(&names) {
+        let c = &r.3;
+        line(
+            name,
+            &r.1,
+            extra(&r.2),
+            [&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]],
+        );
+    }
+    out
+}
 
 /// `name` cut to at most `max` characters by replacing its middle with `…`
 /// (the start says where a function lives, the end which one it is).
@@ -216,6 +286,44 @@ mod tests {
         assert!(!t.contains(char::is_control), "{t}");
         let back: serde_json::Value = serde_json::from_str(&t).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn function_tables_show_no_return_only_when_there_is_some() {
+        let head = ["function", "count", "a", "b", "c", "d", "e", "f"];
+        let c = || {
+            [
+                "1".to_string(),
+                "2".into(),
+                "3".into(),
+                "4".into(),
+                "5".into(),
+                "6".into(),
+            ]
+        };
+        let t = function_table(head, &[("app::f", 3, 0, c())]);
+        assert_eq!(
+            t,
+            "function     count          a          b          c          d          e          f\n\
+             app::f           3          1          2          3          4          5          6\n"
+        );
+        let t = function_table(head, &[("app::f", 3, 0, c()), ("g", 1, 2, c())]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("function     count no-return          a"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("app::f           3         0          1"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("g                1         2          1"),
+            "{t}"
+        );
+        assert!(lines
+            .iter()
+            .all(|l| l.chars().count() == lines[0].chars().count()));
     }
 
     #[test]

@@ -166,50 +166,22 @@ pub fn sort(rows: &mut [Row], key: &str) -> Result<(), String> {
 
 /// Rows as a table.
 pub fn table(rows: &[Row]) -> String {
-    let name = |r: &str| crate::elide(r, crate::NAME_COLUMN).into_owned();
-    let w = rows
-        .iter()
-        .map(|r| name(&r.name).chars().count())
-        .max()
-        .unwrap_or(8)
-        .max(8);
     let h = crate::dur::human_ns;
-    // The column of calls that never returned, only when there are some.
-    let noret = rows.iter().any(|r| r.not_returned > 0);
-    let extra = |s: String| {
-        if noret {
-            format!(" {s:>9}")
-        } else {
-            String::new()
-        }
-    };
-    let mut out = format!(
-        "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
-        "function",
-        "calls",
-        extra("no-return".into()),
-        "total",
-        "self",
-        "avg",
-        "p50",
-        "p99",
-        "max"
+    let table: Vec<crate::FunctionRow<'_>> = rows
+        .iter()
+        .map(|r| {
+            let c = [r.total, r.self_ns, r.avg, r.p50, r.p99, r.max].map(h);
+            (r.name.as_str(), r.calls, r.not_returned, c)
+        })
+        .collect();
+    let mut out = crate::function_table(
+        [
+            "function", "calls", "total", "self", "avg", "p50", "p99", "max",
+        ],
+        &table,
     );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<w$} {:>9}{} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            name(&r.name),
-            r.calls,
-            extra(r.not_returned.to_string()),
-            h(r.total),
-            h(r.self_ns),
-            h(r.avg),
-            h(r.p50),
-            h(r.p99),
-            h(r.max)
-        );
-    }
+    // The column of calls that never returned is there only when some are.
+    let noret = rows.iter().any(|r| r.not_returned > 0);
     if noret {
         out.push_str(
             "# no-return: calls left without returning (longjmp, or still running at the end); the times are those of the calls that returned\n",

@@ -3,6 +3,10 @@
 //! the process connects to its own agent socket as the `tracer` program
 //! would, lists and enables functions, attaches, drains its own rings
 //! through the memfd mappings, and checks every call arrives, paired.
+//!
+//! Its own test binary, not a module of `tests/it`: a process that links the
+//! runtime has an agent answering for its pid, and the `hostile` tests
+//! there serve fake agents for theirs.
 use serde_json::json;
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -10,42 +10,10 @@
 //! and clang++-19 (`.ci/run` installs clang-19; a missing compiler fails
 //! the test with the command to install it).
 
+use crate::helpers::{bin_dir, preload, workspace_root, Dir, TRACER};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The target directory the `tracer` binary is in (the preload library is
-/// built next to it, where `tracer run` looks).
-fn bin_dir() -> PathBuf {
-    Path::new(TRACER).parent().unwrap().to_path_buf()
-}
-
-fn preload() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = bin_dir();
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.args(["build", "-q", "-p", "tracer-preload"])
-            .current_dir(root());
-        // Same profile as this test binary (target/<profile>/).
-        if dir.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        let st = c.status().expect("cargo runs");
-        assert!(st.success(), "cargo build -p tracer-preload failed");
-        let lib = dir.join("libtracer_preload.so");
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        lib
-    })
-}
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// A pad mode: compiler and flags.
 #[derive(Clone, Copy, Debug)]
@@ -91,8 +59,6 @@ const GCC_FENTRY_CALLS: Mode = Mode {
     flags: &["-pg", "-mfentry", "-mrecord-mcount", "-fno-pie", "-no-pie"],
 };
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
 /// Compile `srcs` (in tests/fixtures/c) in `mode` with `extra` flags.
 fn build(mode: Mode, cxx: bool, srcs: &[&str], out: &str, extra: &[&str]) -> PathBuf {
     let dir = bin_dir().join("c-fixtures").join(mode.name);
@@ -106,7 +72,7 @@ fn build(mode: Mode, cxx: bool, srcs: &[&str], out: &str, extra: &[&str]) -> Pat
         .arg("-o")
         .arg(&exe);
     for s in srcs {
-        c.arg(root().join("tests/fixtures/c").join(s));
+        c.arg(workspace_root().join("tests/fixtures/c").join(s));
     }
     let out = c.output().unwrap_or_else(|e| {
         panic!("cannot run {cc} ({e}); install it: apt-get install -y gcc g++ clang-19")
@@ -119,37 +85,7 @@ fn build(mode: Mode, cxx: bool, srcs: &[&str], out: &str, extra: &[&str]) -> Pat
     exe
 }
 
-/// A private runtime directory, removed on drop.
-struct Dir(PathBuf);
-
 impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-whole-c-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn cmd(&self, exe: &Path) -> Command {
-        let mut c = Command::new(exe);
-        c.env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT")
-            .env_remove("TRACER_ENABLE")
-            .env_remove("LD_PRELOAD");
-        c
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(Path::new(TRACER)).args(args).output().unwrap()
-    }
-
     fn ok(&self, args: &[&str]) -> String {
         let o = self.tracer(args);
         assert!(
@@ -162,7 +98,7 @@ impl Dir {
 
     /// Start `exe` with the preload library, talking over stdin/stdout;
     /// returns once it printed "ready".
-    fn start(&self, exe: &Path, args: &[&str]) -> Proc {
+    fn start_c(&self, exe: &Path, args: &[&str]) -> Proc {
         let mut c = self.cmd(exe);
         c.args(args)
             .env("LD_PRELOAD", preload())
@@ -186,12 +122,6 @@ impl Dir {
             String::from_utf8_lossy(&o.stderr)
         );
         p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -712,7 +642,7 @@ fn threads_keep_correct_results_while_pads_are_toggled() {
     for (mode, threads) in MODES.iter().flat_map(|&m| [(m, 1), (m, 4)]) {
         let exe = build(mode, false, &["mt.c"], "mt", &["-pthread"]);
         let dir = Dir::new();
-        let mut p = dir.start(&exe, &[&threads.to_string()]);
+        let mut p = dir.start_c(&exe, &[&threads.to_string()]);
         let pid = p.pid();
         let list = dir.ok(&["list", "-p", &pid, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&list).unwrap();
@@ -775,7 +705,7 @@ fn gcc_nop_pads_are_converted_at_start_but_not_in_libraries_opened_later() {
         let exe = build(mode, false, &["dl_main.c"], "dl_main", &["-ldl"]);
         let _ = &lib_dir;
         let dir = Dir::new();
-        let mut p = dir.start(&exe, &[lib.to_str().unwrap()]);
+        let mut p = dir.start_c(&exe, &[lib.to_str().unwrap()]);
         let pid = p.pid();
         let listed = |dir: &Dir| -> serde_json::Value {
             let o = dir.tracer(&["list", "-p", &pid, "lib_*", "--json"]);
@@ -891,7 +821,7 @@ fn lua_sources() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let o = Command::new(cargo)
         .args(["metadata", "--format-version", "1"])
-        .current_dir(root())
+        .current_dir(workspace_root())
         .output()
         .expect("cargo metadata runs");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -942,7 +872,7 @@ fn build_lua(name: &str, lua_flags: &[&str], driver_flags: &[&str]) -> PathBuf {
         .args(driver_flags)
         .arg("-I")
         .arg(&src)
-        .arg(root().join("tests/fixtures/c/lua_driver.c"))
+        .arg(workspace_root().join("tests/fixtures/c/lua_driver.c"))
         .arg("-o")
         .arg(&driver));
     let mut c = Command::new("gcc");
@@ -994,7 +924,7 @@ fn oracle_counts(exe: &Path, counts: &Path) -> std::collections::BTreeMap<String
 /// functions that never return (`luaD_throw`, `luaB_error`) included.
 #[test]
 fn real_lua_counts_equal_an_instrumented_build_longjmps_included() {
-    let script = root().join("tests/fixtures/c/lua_work.lua");
+    let script = workspace_root().join("tests/fixtures/c/lua_work.lua");
     let padded = build_lua("pads", GCC_MCOUNT.flags, &[]);
     let counting = build_lua("counting", &["-finstrument-functions"], &["-DCOUNT_CALLS"]);
     let dir = Dir::new();
@@ -1112,7 +1042,7 @@ fn list_gives_source_lines_from_dwarf() {
             let name = if debug { "mt-g" } else { "mt-nog" };
             let exe = build(mode, false, &["mt.c"], name, flags);
             let dir = Dir::new();
-            let p = dir.start(&exe, &["1"]);
+            let p = dir.start_c(&exe, &["1"]);
             let pid = p.pid();
             let v: serde_json::Value =
                 serde_json::from_str(&dir.ok(&["list", "-p", &pid, "--json"])).unwrap();
@@ -1152,7 +1082,7 @@ fn list_gives_source_lines_from_dwarf() {
 /// the clones they are.
 #[test]
 fn gcc_clones_are_selected_by_their_functions_name() {
-    let script = root().join("tests/fixtures/c/lua_work.lua");
+    let script = workspace_root().join("tests/fixtures/c/lua_work.lua");
     let mut flags = vec!["-O2"];
     flags.extend(GCC_PFE.flags);
     let lua = build_lua("gcc-o2", &flags, &[]);

@@ -7,57 +7,25 @@
 //! Each test runs its fixture with a private `XDG_RUNTIME_DIR`. Time limits
 //! are generous (they catch the old 30 s stalls, not scheduling noise).
 
+use crate::helpers::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
-/// Generous: only bounds how long a broken test takes to fail.
-const PATIENCE: Duration = Duration::from_secs(60);
 /// A legitimate request must finish within this, however others behave
 /// (the old agent made it wait 30 s and fail).
 const PROMPT: Duration = Duration::from_secs(10);
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory, removed on drop.
-struct Dir(PathBuf);
+/// Longer than the agent's `IDLE_EVICT` (1 s): a connection idle this long
+/// makes room at the cap.
+const IDLE_EVICT_PASSED: Duration = Duration::from_millis(1500);
 
 impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-pressure-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn cmd(&self, exe: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(exe);
-        c.args(args)
-            .env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT")
-            .env_remove("LD_PRELOAD");
-        c
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(TRACER, args).output().unwrap()
-    }
-
     /// `tracer list --json -p PID`, timed.
     fn timed_list(&self, pid: &str) -> (Output, Duration) {
         let t = Instant::now();
@@ -65,101 +33,9 @@ impl Dir {
         (o, t.elapsed())
     }
 
-    fn sock(&self, pid: u32) -> PathBuf {
-        self.0.join("tracer").join(format!("{pid}.sock"))
-    }
-
-    /// Start `c` (a fixture command) and wait for its agent's socket.
-    fn start(&self, mut c: Command) -> Proc {
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        let p = Proc {
-            child: c.spawn().unwrap(),
-        };
-        let sock = self.sock(p.pid());
-        poll(|| sock.exists(), "the fixture's agent socket");
-        p
-    }
-
-    fn fixture(&self, args: &[&str]) -> Proc {
-        self.start(self.cmd(FIXTURE, args))
-    }
-
     fn status(&self, p: &Proc) -> Value {
         json(&self.tracer(&["status", "--json", "-p", &p.p()]))
     }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process, killed on drop.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn p(&self) -> String {
-        self.pid().to_string()
-    }
-    /// Still running (not exited, e.g. because its own `open` failed)?
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-    fn stderr(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut s = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn poll(mut f: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-#[track_caller]
-fn json(o: &Output) -> Value {
-    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", stdout(o)))
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -205,14 +81,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Wait until the agent serves only the connection asking, and a little
-/// longer for it to close that one too.
+/// Sockets open in process `pid` (the agent's listener and its
+/// connections: the fixtures open no other).
+fn sockets_open(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// Wait until the agent serves only the connection asking, then until it
+/// has closed that one too (only its listening socket is left).
 fn settle(d: &Dir, p: &Proc) {
     poll(
         || d.status(p)["agent"]["connections"] == 1,
         "the agent to close the test's connections",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        || sockets_open(p.pid()) == 1,
+        "the agent to close the last connection",
+    );
+}
+
+/// Has `s` something to read (data, or the end)?
+fn readable(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }
 
 /// Make every worker's block, then stop tracing: the rings stop filling
@@ -295,7 +198,7 @@ fn stalled_clients_delay_neither_list_nor_a_running_record() {
     // A recording session running through all of it.
     let rec = d.0.join("t.rec");
     let recorder = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &[
                 "record",
@@ -368,7 +271,11 @@ fn connections_beyond_the_cap_are_refused_with_a_reason() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent refuses the 5 beyond the cap at once.
+    poll(
+        || conns.iter().filter(|s| readable(s)).count() >= 5,
+        "the refusals of the connections beyond the cap",
+    );
     let mut refused = 0;
     for mut s in conns.iter() {
         s.set_nonblocking(true).unwrap();
@@ -409,10 +316,19 @@ fn connections_beyond_the_cap_are_refused_with_a_reason() {
     assert!(t < PROMPT);
 
     // Idle connections do not lock anyone out: at the cap, one idle for a
-    // second makes room.
+    // second makes room (until then a new client is refused).
     let idle: Vec<UnixStream> = (0..cap).map(|_| connect(&sock)).collect();
-    std::thread::sleep(Duration::from_millis(1500));
-    let (o, t) = d.timed_list(&p);
+    let mut served = None;
+    poll(
+        || {
+            let (o, t) = d.timed_list(&p);
+            let done = o.status.success();
+            served = Some((o, t));
+            done
+        },
+        "a list at the cap to be served once an idle connection made room",
+    );
+    let (o, t) = served.unwrap();
     ok(&o);
     assert!(t < PROMPT);
     assert!(d.status(&fx)["agent"]["evicted_idle"].as_u64().unwrap() >= 1);
@@ -638,7 +554,7 @@ fn many_rings_requests_on_one_connection_leave_no_memory_behind() {
 fn a_program_short_of_descriptors_keeps_its_own() {
     let d = Dir::new();
     let limit: u64 = 64;
-    let mut c = d.cmd(FIXTURE, &["40"]);
+    let mut c = d.cmd_args(FIXTURE, &["40"]);
     c.env("TRACER_FIXTURE_OPEN", "1");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
     unsafe {
@@ -658,12 +574,21 @@ fn a_program_short_of_descriptors_keeps_its_own() {
     let sock = d.sock(fx.pid());
     // Every worker gets a block: more than the descriptors left for memfds.
     ok(&d.tracer(&["enable", "*", "-p", &p]));
-    std::thread::sleep(Duration::from_millis(500));
+    poll(
+        || {
+            d.status(&fx)["threads_detail"]
+                .as_array()
+                .is_some_and(|t| t.len() >= 40)
+        },
+        "a block for each of the 40 workers",
+    );
     // 100 idle connections on top.
     let idle: Vec<UnixStream> = (0..100)
         .filter_map(|_| UnixStream::connect(&sock).ok())
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Not a wait for a condition: the connections must age past the
+    // agent's IDLE_EVICT (1 s) before one makes room for `status` below.
+    std::thread::sleep(IDLE_EVICT_PASSED);
 
     let fds = fd_count(fx.pid());
     eprintln!(
@@ -711,30 +636,15 @@ fn a_program_short_of_descriptors_keeps_its_own() {
         "{human}"
     );
     drop(idle);
-    std::thread::sleep(Duration::from_millis(300));
+    poll(
+        || sockets_open(fx.pid()) == 1,
+        "the agent to close the dropped connections",
+    );
     assert!(
         fx.running(),
         "the program's own open() failed: {}",
         fx.stderr()
     );
-}
-
-/// The preload library, built next to `tracer` (as `tracer run` expects).
-fn preload() -> PathBuf {
-    let dir = Path::new(TRACER).parent().unwrap().to_path_buf();
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(["build", "-q", "-p", "tracer-preload"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    if dir.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
-    assert!(
-        c.status().unwrap().success(),
-        "cargo build -p tracer-preload"
-    );
-    let lib = dir.join("libtracer_preload.so");
-    assert!(lib.is_file(), "{} was not built", lib.display());
-    lib
 }
 
 /// Threads of `pid` named `tracer-agent`.
@@ -752,8 +662,8 @@ fn agent_threads(pid: u32) -> usize {
 fn a_program_linking_tracer_and_preloaded_with_it_runs_one_agent() {
     let lib = preload();
     let d = Dir::new();
-    let mut c = d.cmd(FIXTURE, &[]);
-    c.env("LD_PRELOAD", &lib);
+    let mut c = d.cmd_args(FIXTURE, &[]);
+    c.env("LD_PRELOAD", lib);
     let fx = d.start(c);
     let p = fx.p();
     let v = json(&d.tracer(&["list", "--json", "-p", &p]));
@@ -879,6 +789,8 @@ fn accept_failures_back_off_instead_of_spinning() {
     let lowest_free = (0..).find(|n| !used.contains(n)).unwrap();
     let old = set_nofile(fx.pid(), lowest_free);
     let waiting: Vec<UnixStream> = (0..5).map(|_| connect(&d.sock(fx.pid()))).collect();
+    // Not waits for a condition: the agent meets the failing accepts, then
+    // its CPU is measured over a fixed window.
     std::thread::sleep(Duration::from_millis(300));
     let t0 = agent_cpu_ticks(fx.pid());
     std::thread::sleep(Duration::from_secs(2));

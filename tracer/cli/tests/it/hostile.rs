@@ -11,6 +11,7 @@
 //! Hijacks: a socket directory anyone may write to or owned by another user,
 //! and a socket served by a process other than the target, are refused.
 
+use crate::helpers::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,95 +20,12 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
 /// Generous: only detects a hang; no test asserts a tight bound.
 const HANG: Duration = Duration::from_secs(20);
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory (`XDG_RUNTIME_DIR`), removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-hostile-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("tracer")).unwrap();
-        for d in [p.clone(), p.join("tracer")] {
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        }
-        Dir(p)
-    }
-
-    fn sockets(&self) -> PathBuf {
-        self.0.join("tracer")
-    }
-
-    /// Run the program to its end (killed and reported if it hangs).
-    fn tracer(&self, args: &[&str]) -> Output {
-        let t0 = Instant::now();
-        let mut child = Command::new(TRACER)
-            .args(args)
-            .env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Drain the pipes meanwhile, so a chatty program cannot block.
-        let mut out = child.stdout.take().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let o = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = out.read_to_end(&mut v);
-            v
-        });
-        let e = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = err.read_to_end(&mut v);
-            v
-        });
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if t0.elapsed() > HANG {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tracer {args:?} hung for {HANG:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Output {
-            status,
-            stdout: o.join().unwrap(),
-            stderr: e.join().unwrap(),
-        }
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The program ended by itself with `code`, and stderr has every `words`.
 #[track_caller]
@@ -386,7 +304,7 @@ fn reading_verbs(d: &Dir) -> Vec<(&'static str, Vec<String>)> {
 
 fn run(d: &Dir, args: &[String]) -> Output {
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    d.tracer(&a)
+    d.tracer_within(HANG, &a)
 }
 
 #[test]
@@ -402,11 +320,11 @@ fn crafted_rings_end_every_reading_verb_with_an_error() {
         ),
         (Scenario::Wrapped, &["corrupt", "thread 4242"]),
     ] {
-        let d = Dir::new();
+        let d = Dir::with_sockets();
         let _fake = Fake::start(&d.sockets(), std::process::id(), sc);
         // Verbs that do not read rings are unaffected.
-        ended(&d.tracer(&["list", "-p", &me()]), 0, &[]);
-        ended(&d.tracer(&["status", "-p", &me()]), 0, &[]);
+        ended(&d.tracer_within(HANG, &["list", "-p", &me()]), 0, &[]);
+        ended(&d.tracer_within(HANG, &["status", "-p", &me()]), 0, &[]);
         for (verb, args) in reading_verbs(&d) {
             let o = run(&d, &args);
             eprintln!("{sc:?} {verb}: {}", stderr(&o).trim());
@@ -418,7 +336,7 @@ fn crafted_rings_end_every_reading_verb_with_an_error() {
 
 #[test]
 fn random_events_are_shown_not_crashed_on() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Garbage);
     let p = me();
     let mut verbs = reading_verbs(&d);
@@ -434,17 +352,20 @@ fn random_events_are_shown_not_crashed_on() {
         ended(&o, 0, &[]);
     }
     let rec = d.0.join("out.rec").display().to_string();
-    ended(&d.tracer(&["report", &rec]), 0, &[]);
+    ended(&d.tracer_within(HANG, &["report", &rec]), 0, &[]);
     let (chrome, folded) = (d.0.join("c.json"), d.0.join("f.txt"));
     ended(
-        &d.tracer(&[
-            "export",
-            &rec,
-            "--chrome",
-            &chrome.display().to_string(),
-            "--folded",
-            &folded.display().to_string(),
-        ]),
+        &d.tracer_within(
+            HANG,
+            &[
+                "export",
+                &rec,
+                "--chrome",
+                &chrome.display().to_string(),
+                "--folded",
+                &folded.display().to_string(),
+            ],
+        ),
         0,
         &[],
     );
@@ -452,17 +373,17 @@ fn random_events_are_shown_not_crashed_on() {
 
 #[test]
 fn escape_sequences_from_an_agent_are_never_printed() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Escapes);
     let p = me();
     let mut outputs = vec![
-        d.tracer(&["list", "-p", &p]),
-        d.tracer(&["status", "-p", &p]),
-        d.tracer(&["enable", "x", "-p", &p]),
+        d.tracer_within(HANG, &["list", "-p", &p]),
+        d.tracer_within(HANG, &["status", "-p", &p]),
+        d.tracer_within(HANG, &["enable", "x", "-p", &p]),
     ];
     let json_out = [
-        d.tracer(&["list", "--json", "-p", &p]),
-        d.tracer(&["status", "--json", "-p", &p]),
+        d.tracer_within(HANG, &["list", "--json", "-p", &p]),
+        d.tracer_within(HANG, &["status", "--json", "-p", &p]),
     ];
     for o in &json_out {
         ended(o, 0, &[]);
@@ -478,7 +399,7 @@ fn escape_sequences_from_an_agent_are_never_printed() {
         outputs.push(run(&d, &args));
     }
     let rec = d.0.join("out.rec").display().to_string();
-    outputs.push(d.tracer(&["report", &rec]));
+    outputs.push(d.tracer_within(HANG, &["report", &rec]));
     for (i, o) in outputs.iter().enumerate() {
         assert_eq!(o.status.signal(), None);
         let all = [&o.stdout[..], &o.stderr[..]].concat();
@@ -507,13 +428,13 @@ fn escape_sequences_from_an_agent_are_never_printed() {
 
 #[test]
 fn oversized_and_missing_replies_are_explained() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Oversized);
-    let o = d.tracer(&["list", "-p", &me()]);
+    let o = d.tracer_within(HANG, &["list", "-p", &me()]);
     ended(&o, 1, &["104857600 bytes", "limit of 67108864 bytes"]);
 
     for sc in [Scenario::Stall, Scenario::StallLater] {
-        let d = Dir::new();
+        let d = Dir::with_sockets();
         let _fake = Fake::start(&d.sockets(), std::process::id(), sc);
         stalled_verbs(&d);
     }
@@ -544,7 +465,7 @@ fn stalled_verbs(d: &Dir) {
 
 #[test]
 fn ctrl_c_ends_a_request_to_a_stalled_agent() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Stall);
     let mut child = Command::new(TRACER)
         .args(["list", "-p", &me()])
@@ -567,7 +488,7 @@ fn ctrl_c_ends_a_request_to_a_stalled_agent() {
 
 #[test]
 fn a_request_over_the_agents_limit_is_refused_before_sending() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Escapes);
     // 12 patterns of 100 KB: 1.2 MB, over the agent's 1 MiB.
     let pat = "a".repeat(100_000);
@@ -575,7 +496,7 @@ fn a_request_over_the_agents_limit_is_refused_before_sending() {
     args.extend(std::iter::repeat_n(pat.as_str(), 12));
     let p = me();
     args.extend(["-p", &p]);
-    let o = d.tracer(&args);
+    let o = d.tracer_within(HANG, &args);
     ended(
         &o,
         1,
@@ -586,21 +507,21 @@ fn a_request_over_the_agents_limit_is_refused_before_sending() {
 
 #[test]
 fn durations_beyond_a_year_are_refused() {
-    let d = Dir::new();
-    let o = d.tracer(&["trace", "--duration", "99999999999s", "-p", &me()]);
+    let d = Dir::with_sockets();
+    let o = d.tracer_within(HANG, &["trace", "--duration", "99999999999s", "-p", &me()]);
     ended(&o, 2, &["one-year limit"]);
 }
 
 #[test]
 fn untrusted_socket_directories_are_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let dir = d.sockets();
     let _fake = Fake::start(&dir, std::process::id(), Scenario::Escapes);
     let shown = dir.display().to_string();
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let o = d.tracer(&["list", "-p", &me()]);
+    let o = d.tracer_within(HANG, &["list", "-p", &me()]);
     ended(
         &o,
         3,
@@ -612,12 +533,12 @@ fn untrusted_socket_directories_are_refused() {
         ],
     );
     // Found without -p too: the same refusal, not a list of impostors.
-    let o = d.tracer(&["status"]);
+    let o = d.tracer_within(HANG, &["status"]);
     ended(&o, 3, &["refusing the socket directory", &shown]);
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    let o = d.tracer(&["list", "-p", &me()]);
+    let o = d.tracer_within(HANG, &["list", "-p", &me()]);
     ended(
         &o,
         3,
@@ -631,17 +552,17 @@ fn untrusted_socket_directories_are_refused() {
 
     // Given back to the process's user: served.
     std::os::unix::fs::chown(&dir, Some(0), Some(0)).unwrap();
-    ended(&d.tracer(&["list", "-p", &me()]), 0, &[]);
+    ended(&d.tracer_within(HANG, &["list", "-p", &me()]), 0, &[]);
 }
 
 #[test]
 fn a_socket_served_by_another_process_is_refused() {
-    let d = Dir::new();
+    let d = Dir::with_sockets();
     let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
     let target = sleeper.id();
     // This test process answers on the sleeper's socket.
     let _fake = Fake::start(&d.sockets(), target, Scenario::Escapes);
-    let o = d.tracer(&["status", "-p", &target.to_string()]);
+    let o = d.tracer_within(HANG, &["status", "-p", &target.to_string()]);
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     ended(
@@ -668,8 +589,8 @@ fn root_finds_and_serves_another_users_agent() {
         return;
     }
     const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
-    let root = Dir::new();
-    let user = Dir::new();
+    let root = Dir::with_sockets();
+    let user = Dir::with_sockets();
     std::fs::remove_dir(user.sockets()).unwrap();
     std::os::unix::fs::chown(&user.0, Some(65534), Some(65534)).unwrap();
     for xdg in [Some(&user.0), None] {
@@ -692,7 +613,7 @@ fn root_finds_and_serves_another_users_agent() {
         while !sock.exists() && t0.elapsed() < HANG {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let o = root.tracer(&["list", "--json", "-p", &pid.to_string()]);
+        let o = root.tracer_within(HANG, &["list", "--json", "-p", &pid.to_string()]);
         let _ = fx.kill();
         let _ = fx.wait();
         let _ = std::fs::remove_file(&sock);

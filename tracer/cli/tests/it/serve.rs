@@ -7,72 +7,20 @@
 //! Each test runs with a private `XDG_RUNTIME_DIR`, so tests never see each
 //! other's processes. Needs `python3 -m pip install prometheus_client`.
 
+use crate::helpers::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
-/// Generous: only bounds how long a broken test takes to fail.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory, removed on drop.
-struct Dir(PathBuf);
-
 impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-serve-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn cmd(&self, exe: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(exe);
-        c.args(args)
-            .env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT")
-            .env_remove("TRACER_METRICS");
-        c
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(TRACER, args).output().unwrap()
-    }
-
-    /// A fixture with `env`; waits for its agent's socket.
-    fn fixture(&self, env: &[(&str, &str)]) -> Proc {
-        let mut c = self.cmd(FIXTURE, &[]);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let p = Proc::new(c.spawn().unwrap());
-        let sock = self.0.join("tracer").join(format!("{}.sock", p.pid()));
-        poll(|| sock.exists(), "the fixture's agent socket");
-        p
-    }
-
     /// `tracer serve ARGS --listen 127.0.0.1:0`, once it serves.
     fn serve(&self, args: &[&str]) -> Proc {
         let mut a = vec!["serve"];
         a.extend(args);
         a.extend(["--listen", "127.0.0.1:0"]);
-        let mut c = self.cmd(TRACER, &a);
+        let mut c = self.cmd_args(TRACER, &a);
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut p = Proc::new(c.spawn().unwrap());
         p.wait_addr();
@@ -80,43 +28,7 @@ impl Dir {
     }
 }
 
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process (killed on drop) whose stderr is collected.
-struct Proc {
-    child: Child,
-    err: Arc<Mutex<String>>,
-}
-
 impl Proc {
-    fn new(mut child: Child) -> Proc {
-        let err = Arc::new(Mutex::new(String::new()));
-        if let Some(e) = child.stderr.take() {
-            let err = Arc::clone(&err);
-            std::thread::spawn(move || {
-                for line in BufReader::new(e).lines() {
-                    let Ok(l) = line else { break };
-                    let mut s = err.lock().unwrap();
-                    s.push_str(&l);
-                    s.push('\n');
-                }
-            });
-        }
-        Proc { child, err }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
     /// The address it printed on stderr (`serving http://ADDR/metrics`).
     fn wait_addr(&mut self) -> String {
         let mut addr = None;
@@ -163,22 +75,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn poll(mut f: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// GET `path` with a plain TCP client: (status line, headers, body).
 fn get(addr: &str, path: &str, accept: Option<&str>) -> (String, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -312,7 +208,7 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
     let d = Dir::new();
     // The fixture waits for a reader before main: serve sees every call.
     let rounds = ROUNDS.to_string();
-    let fx = d.fixture(&[
+    let fx = d.fixture_with(&[
         ("TRACER_WAIT_READER", "1"),
         ("TRACER_FIXTURE_ROUNDS", &rounds),
         ("TRACER_FIXTURE_LINGER", "1"),
@@ -419,7 +315,7 @@ fn counts_equal_the_known_calls_and_an_ended_process_keeps_its_figures() {
 #[test]
 fn serve_disables_its_pattern_on_exit_and_refuses_bad_input() {
     let d = Dir::new();
-    let fx = d.fixture(&[]);
+    let fx = d.fixture_with(&[]);
     let pid = fx.pid().to_string();
     // A pattern that matches nothing.
     let o = d.tracer(&["serve", "-p", &pid, "--listen", "127.0.0.1:0", "no_such_fn"]);
@@ -465,7 +361,7 @@ fn serve_disables_its_pattern_on_exit_and_refuses_bad_input() {
 #[test]
 fn a_stalled_scraper_stalls_nobody() {
     let d = Dir::new();
-    let fx = d.fixture(&[("TRACER_ENABLE", "fast")]);
+    let fx = d.fixture_with(&[("TRACER_ENABLE", "fast")]);
     let sv = d.serve(&["-p", &fx.pid().to_string()]);
     let addr = sv.addr();
     // More connections than the server has workers (4) that send nothing,
@@ -491,7 +387,7 @@ fn a_stalled_scraper_stalls_nobody() {
 #[test]
 fn all_picks_processes_up_and_drops_them() {
     let d = Dir::new();
-    let a = d.fixture(&[("TRACER_ENABLE", "fast")]);
+    let a = d.fixture_with(&[("TRACER_ENABLE", "fast")]);
     let sv = d.serve(&["--all"]);
     let addr = sv.addr();
     let pids = |addr: &str| -> Vec<String> {
@@ -506,7 +402,7 @@ fn all_picks_processes_up_and_drops_them() {
     };
     let pa = a.pid().to_string();
     poll(|| pids(&addr) == [pa.clone()], "the first process");
-    let b = d.fixture(&[("TRACER_ENABLE", "slow")]);
+    let b = d.fixture_with(&[("TRACER_ENABLE", "slow")]);
     let pb = b.pid().to_string();
     let mut both = vec![pa.clone(), pb.clone()];
     both.sort();
@@ -537,7 +433,7 @@ fn all_picks_processes_up_and_drops_them() {
 fn tracer_metrics_serves_from_inside_the_program() {
     let d = Dir::new();
     let rounds = ROUNDS.to_string();
-    let mut fx = d.fixture(&[
+    let mut fx = d.fixture_with(&[
         ("TRACER_METRICS", "127.0.0.1:0"),
         ("TRACER_ENABLE", "outer,fast,slow"),
         ("TRACER_FIXTURE_ROUNDS", &rounds),
@@ -596,13 +492,13 @@ fn tracer_metrics_serves_from_inside_the_program() {
     // A bad address: the program runs on and says why.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let a = taken.local_addr().unwrap().to_string();
-    let fx2 = d.fixture(&[("TRACER_METRICS", &a)]);
+    let fx2 = d.fixture_with(&[("TRACER_METRICS", &a)]);
     poll(
         || fx2.stderr().contains("TRACER_METRICS="),
         "the bind error",
     );
     assert!(fx2.stderr().contains("cannot serve"), "{}", fx2.stderr());
-    let fx3 = d.fixture(&[("TRACER_METRICS", "0.0.0.0:0")]);
+    let fx3 = d.fixture_with(&[("TRACER_METRICS", "0.0.0.0:0")]);
     poll(
         || fx3.stderr().contains("TRACER_METRICS_ALLOW_REMOTE"),
         "the refusal",

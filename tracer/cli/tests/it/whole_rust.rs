@@ -8,30 +8,13 @@
 //! every test fails, saying how to install one (`.ci/run` does, through
 //! scripts/setup-whole.sh).
 
+use crate::helpers::{json, ok, preload, target_dir, text, workspace_root, Dir, PATIENCE, TRACER};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-/// Generous: only bounds how long a broken test takes to fail.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The workspace's target directory (`tracer` is in its `debug/`).
-fn target_dir() -> PathBuf {
-    Path::new(TRACER)
-        .parent()
-        .and_then(Path::parent)
-        .expect("tracer is in <target>/<profile>/")
-        .to_path_buf()
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// What the tests run: the preload library and the fixture.
 struct Built {
@@ -89,17 +72,6 @@ fn built() -> Option<&'static Built> {
             }
             let target = target_dir();
             let root = workspace_root();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run_ok(
-                Command::new(cargo)
-                    .args(["build", "-p", "tracer-preload", "--manifest-path"])
-                    .arg(root.join("Cargo.toml"))
-                    .arg("--target-dir")
-                    .arg(&target)
-                    .env_remove("RUSTFLAGS")
-                    .env_remove("CARGO_ENCODED_RUSTFLAGS"),
-                "cargo build -p tracer-preload",
-            );
             let wr_target = target.join("whole-rust");
             let mut c = Command::new("rustup");
             c.args([
@@ -116,7 +88,7 @@ fn built() -> Option<&'static Built> {
                 .env("CARGO_TARGET_DIR", &wr_target);
             run_ok(&mut c, "the whole-rust fixture's nightly build");
             let b = Built {
-                preload: target.join("debug/libtracer_preload.so"),
+                preload: preload().to_path_buf(),
                 fixture: wr_target.join("release/whole-rust"),
             };
             assert!(b.preload.is_file(), "{} missing", b.preload.display());
@@ -138,43 +110,10 @@ macro_rules! built_or_fail {
     };
 }
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory (the agents' sockets), removed on drop.
-struct Dir(PathBuf);
-
 impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-whole-rust-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn cmd(&self, exe: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new(exe);
-        c.env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT")
-            .env_remove("TRACER_ENABLE")
-            .env_remove("TRACER_PRELOAD")
-            .env_remove("LD_PRELOAD");
-        c
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(TRACER).args(args).output().unwrap()
-    }
-
     /// `LD_PRELOAD=libtracer_preload.so whole-rust MODE`, once it printed
     /// "ready" and its agent's socket is there.
-    fn fixture(&self, b: &Built, mode: &str) -> Proc {
+    fn whole_rust(&self, b: &Built, mode: &str) -> Proc {
         let child = self
             .cmd(&b.fixture)
             .arg(mode)
@@ -196,12 +135,6 @@ impl Dir {
             "no agent socket after the fixture's first line"
         );
         p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -255,27 +188,6 @@ impl Drop for Proc {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-#[track_caller]
-fn json(o: &Output) -> Value {
-    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", text(&o.stdout)))
-}
-
 /// `tracer list -p PID --json` as (name, enabled).
 fn list(d: &Dir, p: &Proc) -> Vec<(String, bool)> {
     json(&d.tracer(&["list", "-p", &p.pid(), "--json"]))
@@ -305,7 +217,7 @@ const OWN: &[&str] = &[
 fn list_and_enable_by_module_pattern() {
     let b = built_or_fail!();
     let d = Dir::new();
-    let mut p = d.fixture(b, "wait");
+    let mut p = d.whole_rust(b, "wait");
     let fns = list(&d, &p);
     let names: Vec<&str> = fns.iter().map(|(n, _)| n.as_str()).collect();
     for f in [
@@ -433,7 +345,7 @@ fn run_trace_closes_the_frames_outside_a_caught_panic() {
 fn enable_and_disable_while_four_threads_run() {
     let b = built_or_fail!();
     let d = Dir::new();
-    let mut p = d.fixture(b, "threads");
+    let mut p = d.whole_rust(b, "threads");
     let pid = p.pid();
     for i in 0..20 {
         let out = ok(&d.tracer(&["enable", "-p", &pid, "whole_rust::work::*"]));
@@ -462,7 +374,7 @@ fn enable_and_disable_while_four_threads_run() {
 fn four_threads_panicking_through_hooked_frames() {
     let b = built_or_fail!();
     let d = Dir::new();
-    let mut p = d.fixture(b, "threads");
+    let mut p = d.whole_rust(b, "threads");
     let pid = p.pid();
     ok(&d.tracer(&["enable", "-p", &pid, "whole_rust::*"]));
     // Until frames have been unwound by panics on the traced threads (the
@@ -551,7 +463,7 @@ fn std_backtrace_inside_traced_frames_sees_the_real_callers() {
 fn names_select_what_rust_users_mean() {
     let b = built_or_fail!();
     let d = Dir::new();
-    let mut p = d.fixture(b, "names");
+    let mut p = d.whole_rust(b, "names");
     let pid = p.pid();
     let listed: Vec<Value> = json(&d.tracer(&["list", "-p", &pid, "--json"]))
         .as_array()

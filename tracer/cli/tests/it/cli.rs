@@ -5,129 +5,12 @@
 //! `XDG_RUNTIME_DIR`, so tests never see each other's processes (or other
 //! programs of this user that link the tracer crate).
 
+use crate::helpers::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-const FIXTURE: &str = env!("CARGO_BIN_EXE_tracer-fixture");
-const DEMO: &str = env!("CARGO_BIN_EXE_tracer-demo");
-/// Generous: only bounds how long a broken test takes to fail.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-static N: AtomicUsize = AtomicUsize::new(0);
-
-/// A private runtime directory, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Dir {
-        use std::os::unix::fs::PermissionsExt;
-        let p = std::env::temp_dir().join(format!(
-            "tracer-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Dir(p)
-    }
-
-    fn tracer(&self, args: &[&str]) -> Output {
-        self.cmd(TRACER, args).output().unwrap()
-    }
-
-    fn cmd(&self, exe: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(exe);
-        c.args(args)
-            .env("XDG_RUNTIME_DIR", &self.0)
-            .env("NO_COLOR", "1")
-            .env_remove("TRACER_AGENT");
-        c
-    }
-
-    fn spawn(&self, exe: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut c = self.cmd(exe, args);
-        c.stdout(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let child = c.spawn().unwrap();
-        Proc { child }
-    }
-
-    /// Spawn a fixture and wait for its agent's socket.
-    fn fixture(&self, args: &[&str]) -> Proc {
-        let p = self.spawn(FIXTURE, args, &[]);
-        let sock = self.0.join("tracer").join(format!("{}.sock", p.pid()));
-        poll(|| sock.exists(), "the fixture's agent socket");
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process, killed on drop.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn p(&self) -> String {
-        self.pid().to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn poll(mut f: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
-
-fn json(o: &Output) -> Value {
-    serde_json::from_str(&ok(o)).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", stdout(o)))
-}
+use std::process::{Command, Stdio};
 
 fn by_name<'a>(arr: &'a Value, suffix: &str) -> &'a Value {
     arr.as_array()
@@ -323,7 +206,7 @@ fn target_dying_mid_trace_ends_cleanly() {
     let p = fx.p();
     ok(&d.tracer(&["enable", "slow", "-p", &p]));
     let mut tr = d
-        .cmd(TRACER, &["trace", "--graph", "-p", &p])
+        .cmd_args(TRACER, &["trace", "--graph", "-p", &p])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -498,7 +381,7 @@ fn record_report_export_round_trip() {
 fn run_enables_shows_and_returns_the_status() {
     let d = Dir::new();
     let o = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &["run", "--enable", "slow", "--hist", "--", FIXTURE],
         )
@@ -532,9 +415,7 @@ fn no_agent_no_process_and_ambiguity_are_explained() {
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("tracer demo"), "{}", stderr(&o));
 
-    let sleeper = Proc {
-        child: Command::new("sleep").arg("60").spawn().unwrap(),
-    };
+    let sleeper = Proc::new(Command::new("sleep").arg("60").spawn().unwrap());
     let o = d.tracer(&["status", "-p", &sleeper.p()]);
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cargo add tracer"), "{}", stderr(&o));
@@ -704,7 +585,7 @@ fn ctrl_c_ends_a_trace_with_a_summary_and_returns_the_rings() {
     let p = fx.p();
     ok(&d.tracer(&["enable", "fast", "-p", &p]));
     let mut tr = d
-        .cmd(TRACER, &["trace", "--graph", "-p", &p])
+        .cmd_args(TRACER, &["trace", "--graph", "-p", &p])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -745,7 +626,7 @@ fn record_is_flushed_and_closed_when_the_target_exits() {
     ok(&d.tracer(&["enable", "outer", "-p", &p]));
     let rec = d.0.join("exit.rec");
     let mut r = d
-        .cmd(TRACER, &["record", "-o", rec.to_str().unwrap(), "-p", &p])
+        .cmd_args(TRACER, &["record", "-o", rec.to_str().unwrap(), "-p", &p])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -796,7 +677,7 @@ fn an_enable_whose_client_vanishes_is_still_completed() {
 fn run_with_trace_streams_until_the_command_exits() {
     let d = Dir::new();
     let o = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &["run", "--enable", "outer", "--trace", "--", FIXTURE, "2"],
         )
@@ -816,7 +697,7 @@ fn run_with_trace_streams_until_the_command_exits() {
     // Or to a file.
     let file = d.0.join("trace.txt");
     let o = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &[
                 "run",
@@ -844,7 +725,7 @@ fn hist_interval_prints_as_it_goes() {
     let d = Dir::new();
     let fx = d.fixture(&[]);
     let mut h = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &[
                 "hist",
@@ -917,7 +798,7 @@ fn run_records_from_the_first_call() {
     let d = Dir::new();
     let rec = d.0.join("run.trace");
     let o = d
-        .cmd(
+        .cmd_args(
             TRACER,
             &[
                 "run",
@@ -956,7 +837,7 @@ fn a_killed_reader_gives_the_rings_back() {
     let p = fx.p();
     ok(&d.tracer(&["enable", "fast", "-p", &p]));
     let mut tr = d
-        .cmd(TRACER, &["trace", "-p", &p])
+        .cmd_args(TRACER, &["trace", "-p", &p])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

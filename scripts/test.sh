@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The tests, on a machine that has only the Rust toolchain, gcc, Python and
+# git: installs what they need, then checks formatting and lints and runs
+# `cargo test --workspace`. `.ci/run` is exactly `scripts/test.sh --arm`.
+#
+#   scripts/test.sh          host tests
+#   scripts/test.sh --arm    also the ARM tests under qemu-user
+#                            (scripts/setup-cross.sh + scripts/cross-test.sh)
+#
+# What it installs (each step skipped when already there; apt needs root,
+# as a user it says what to install):
+#   scripts/setup-whole.sh   clang-19, lld-19, gdb, uftrace, nightly Rust:
+#                            the whole-program tests' compilers
+#   perfetto, protobuf       Perfetto's trace schema (pip): decodes the
+#                            --perfetto export in the tests
+#   prometheus_client        Prometheus's parser (pip): parses /metrics
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+arm=0
+for a in "$@"; do
+  case "$a" in
+    --arm) arm=1 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$a' (only --arm)" >&2; exit 2 ;;
+  esac
+done
+
+echo "== toolchain"
+cargo --version
+rustc --version
+
+echo "== format and lints"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+echo "== compilers for the whole-program tests"
+scripts/setup-whole.sh
+
+# pip into the Python the tests run (`python3` on PATH); a Python that is
+# managed by the system (PEP 668) gets a user install.
+pip_install() { # module-to-import package...
+  local module=$1
+  shift
+  python3 -c "import $module" 2>/dev/null && return 0
+  echo "test.sh: pip install $*"
+  python3 -m pip install --quiet "$@" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "$@"
+}
+
+echo "== Perfetto's trace schema (decodes the --perfetto export in the tests)"
+pip_install perfetto.protos.perfetto.trace.perfetto_trace_pb2 perfetto protobuf
+
+echo "== Prometheus's Python client (parses the /metrics exposition in the tests)"
+pip_install prometheus_client.parser prometheus_client
+
+echo "== tests (host)"
+cargo test --workspace
+
+if [ "$arm" -eq 1 ]; then
+  echo "== tests (ARM, under qemu-user; sets up the cross toolchain first)"
+  scripts/cross-test.sh
+fi

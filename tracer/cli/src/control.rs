@@ -1,0 +1,441 @@
+//! The verbs that ask the agent one thing and show its reply: `list`,
+//! `enable`, `disable`, `status`. The requests are those of the agent's
+//! protocol (see [`crate::client`]); the `--json` shapes are contracts.
+
+use crate::client::{self, Client, Request};
+use crate::out::{bold, io_err};
+use crate::{exit, printable, Error};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Connect to the process `pid`, or to the only traced process of this user.
+pub fn connect(pid: Option<i32>) -> Result<Client, Error> {
+    Client::connect(client::find_target(pid)?)
+}
+
+/// How long past a `--duration` a stalled agent may hold the command.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// [`connect`] for a verb that ends after `duration`: no request to the
+/// agent may run past it (plus [`DEADLINE_MARGIN`]), whatever the agent does.
+pub fn connect_for(pid: Option<i32>, duration: Option<Duration>) -> Result<Client, Error> {
+    let mut c = connect(pid)?;
+    c.set_deadline(duration.and_then(|d| Instant::now().checked_add(d + DEADLINE_MARGIN)));
+    Ok(c)
+}
+
+/// Functions asked of the agent at a time (each page sorts the whole list
+/// again on the agent's side, so not too many pages).
+const LIST_PAGE: u64 = 25_000;
+
+/// Every function the agent lists for `pattern` (sorted by name), a page at
+/// a time, so no side holds all of a program's functions at once. (An older
+/// agent sends them all at once; that works too.)
+pub fn each_listed(
+    c: &mut Client,
+    pattern: Option<&str>,
+    f: &mut dyn FnMut(&Value) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut from = 0u64;
+    loop {
+        let v = c.request(&Request::List {
+            pattern: pattern.map(String::from),
+            from: Some(from),
+            max: Some(LIST_PAGE),
+        })?;
+        for func in v["functions"].as_array().into_iter().flatten() {
+            f(func)?;
+        }
+        match v["next"].as_u64() {
+            Some(n) if n > from => from = n,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The function indices the agent lists for `pattern`.
+pub fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
+    let mut v = Vec::new();
+    each_listed(c, Some(pattern), &mut |f| {
+        v.extend(f["index"].as_u64().map(|i| i as u32));
+        Ok(())
+    })?;
+    Ok(v)
+}
+
+/// `tracer list`: every function matching `pattern`, with its source line
+/// and state, as text or (`json`) one streamed JSON array.
+pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32, Error> {
+    let mut c = connect(pid)?;
+    let pid = c.pid;
+    let mut out = std::io::stdout().lock();
+    let mut n = 0u64;
+    let mut lines = crate::source::SourceLines::new();
+    if json {
+        // Streamed: one array, written an element at a time.
+        each_listed(&mut c, pattern.as_deref(), &mut |f| {
+            let (file, line) = lines.of(f);
+            let sep = if n == 0 { "[\n" } else { ",\n" };
+            n += 1;
+            write!(out, "{sep}  {}", list_item_json(f, &file, line)).map_err(io_err)
+        })?;
+        writeln!(out, "{}", if n == 0 { "[]" } else { "\n]" }).map_err(io_err)?;
+        return Ok(exit::OK);
+    }
+    each_listed(&mut c, pattern.as_deref(), &mut |f| {
+        n += 1;
+        let (file, line) = lines.of(f);
+        out.write_all(list_item_text(f, &file, line).as_bytes())
+            .map_err(io_err)
+    })?;
+    if n == 0 {
+        writeln!(
+            out,
+            "process {pid} has no traceable functions: mark some with #[tracer::traceable], or build it \
+             with compiler pads (-fpatchable-function-entry=5)"
+        )
+        .map_err(io_err)?;
+    }
+    Ok(exit::OK)
+}
+
+/// One element of `list --json`'s array, indented as an element of it.
+fn list_item_json(f: &Value, file: &str, line: u64) -> String {
+    let item = json!({
+        "name": f["name"], "file": file, "line": line,
+        "enabled": f["enabled"], "problems": f["problems"],
+    });
+    let text = crate::printable_json(serde_json::to_string_pretty(&item).expect("json"));
+    text.replace('\n', "\n  ")
+}
+
+/// One function of `list`'s text: state, name, place, and its problems.
+fn list_item_text(f: &Value, file: &str, line: u64) -> String {
+    let state = if f["enabled"] == true { "on " } else { "off" };
+    // Compiler pads without debug information have no line: their file
+    // is the object's path.
+    let place = if line > 0 {
+        format!("{}:{line}", printable(file))
+    } else {
+        printable(file).into_owned()
+    };
+    let mut s = format!(
+        "{state}  {}  {place}\n",
+        printable(f["name"].as_str().unwrap_or("?")),
+    );
+    for p in f["problems"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "     problem: {} (this pad is never written)",
+            printable(p.as_str().unwrap_or("?"))
+        );
+    }
+    s
+}
+
+/// Enable or disable; prints what changed. Returns the changed names.
+pub fn set_on(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+) -> Result<Vec<String>, Error> {
+    set_on_warn(c, patterns, on, quiet, true)
+}
+
+/// [`set_on`]; `warn`: print the sites left alone (`run` leaves that to the
+/// program's runtime, which reports them for TRACER_ENABLE).
+pub fn set_on_warn(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+    warn: bool,
+) -> Result<Vec<String>, Error> {
+    set_on_capture(c, patterns, on, quiet, warn, 0)
+}
+
+/// [`set_on_warn`], enabling with capture `capture` (`Capture::encode`; 0: none).
+pub fn set_on_capture(
+    c: &mut Client,
+    patterns: &[String],
+    on: bool,
+    quiet: bool,
+    warn: bool,
+    capture: u32,
+) -> Result<Vec<String>, Error> {
+    let pattern = Some(patterns.join(" "));
+    let v = c.request(&if on {
+        Request::Enable {
+            pattern,
+            capture: (capture != 0).then_some(u64::from(capture)),
+        }
+    } else {
+        Request::Disable { pattern }
+    })?;
+    let changed: Vec<String> = v["changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(|s| printable(s).into_owned()))
+        .collect();
+    let word = if on { "enabled" } else { "disabled" };
+    let skipped = v["skipped"].as_array().is_some_and(|a| !a.is_empty());
+    if !quiet {
+        if changed.is_empty() && !skipped {
+            println!("nothing changed: every matching function was already {word}");
+        }
+        print!("{}", changed_text(word, &changed));
+    }
+    for s in v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|_| warn)
+    {
+        eprintln!(
+            "tracer: warning: left a site of {} alone: {}",
+            printable(s[0].as_str().unwrap_or("?")),
+            printable(s[1].as_str().unwrap_or("?"))
+        );
+    }
+    if let Some(w) = v["warning"].as_str() {
+        eprintln!("tracer: warning: {}", printable(w));
+    }
+    Ok(changed)
+}
+
+/// Names listed one a line up to this many; beyond, a count and the first few.
+const LIST_NAMES: usize = 20;
+
+/// `enabled NAME` lines, or for many names a count and the first few.
+pub fn changed_text(word: &str, names: &[String]) -> String {
+    if names.len() <= LIST_NAMES {
+        return names.iter().map(|n| format!("{word} {n}\n")).collect();
+    }
+    format!(
+        "{word} {} functions: {}, ... (`tracer status --json` lists them all)\n",
+        names.len(),
+        names[..5].join(", ")
+    )
+}
+
+/// `enable --args/--retval`: the capture the functions' debug information
+/// asks for (every register without it), then enable with it.
+pub fn set_capturing(
+    pid: Option<i32>,
+    patterns: &[String],
+    flags: &crate::values::CaptureFlags,
+) -> Result<Vec<String>, Error> {
+    let mut c = connect(pid)?;
+    let usage = |m: String| Error {
+        code: exit::USAGE,
+        msg: m,
+    };
+    let mut sigs = Vec::new();
+    if flags.args.is_some() && flags.count().map_err(usage)?.is_none() {
+        let mut known = crate::values::Signatures::default();
+        each_listed(&mut c, Some(&patterns.join(" ")), &mut |f| {
+            if let (Some(file), Some(off)) = (f["file"].as_str(), f["object_offset"].as_u64()) {
+                sigs.push(known.of_object(file, off));
+            }
+            Ok(())
+        })?;
+    }
+    let cap = crate::values::capture_for(flags, &sigs).map_err(usage)?;
+    set_on_capture(&mut c, patterns, true, false, true, cap.encode())
+}
+
+/// `tracer enable` / `tracer disable`: returns the changed names.
+pub fn set(pid: Option<i32>, patterns: &[String], on: bool) -> Result<Vec<String>, Error> {
+    let mut c = connect(pid)?;
+    set_on(&mut c, patterns, on, false)
+}
+
+/// `tracer status`: the agent's status reply as JSON or as text.
+pub fn status(pid: Option<i32>, json: bool) -> Result<i32, Error> {
+    let mut c = connect(pid)?;
+    let mut v = c.request(&Request::Status)?;
+    if let Value::Object(m) = &mut v {
+        m.remove("v");
+        m.remove("ok");
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = crate::printable_json(serde_json::to_string_pretty(&v).expect("json"));
+        writeln!(out, "{text}").map_err(io_err)?;
+        return Ok(exit::OK);
+    }
+    let heading = bold(&format!("process {} ({})", c.pid, client::comm(c.pid)));
+    out.write_all(status_text(&v, &heading).as_bytes())
+        .map_err(io_err)?;
+    Ok(exit::OK)
+}
+
+/// `status`'s text for the agent's reply `v`, under `heading`.
+pub fn status_text(v: &Value, heading: &str) -> String {
+    let enabled: Vec<String> = v["enabled"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(|s| printable(s).into_owned()))
+        .collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "{heading}");
+    if let Some(e) = v["runtime_error"].as_str() {
+        let _ = writeln!(s, "runtime:   unavailable: {}", printable(e));
+    }
+    let _ = writeln!(
+        s,
+        "clock:     {} ({:.4} ticks/ns); core sync: {}",
+        printable(v["clock"].as_str().unwrap_or("?")),
+        v["ticks_per_ns"].as_f64().unwrap_or(0.0),
+        printable(v["sync"].as_str().unwrap_or("?"))
+    );
+    let shown = if enabled.len() <= LIST_NAMES {
+        enabled.join(", ")
+    } else {
+        format!(
+            "{}, ... ({} more; --json lists them all)",
+            enabled[..LIST_NAMES].join(", "),
+            enabled.len() - LIST_NAMES
+        )
+    };
+    let _ = writeln!(
+        s,
+        "enabled:   {} function(s){}{shown}",
+        enabled.len(),
+        if enabled.is_empty() { "" } else { ": " },
+    );
+    let _ = writeln!(
+        s,
+        "threads:   {} with buffers; {} events per new buffer; {} KiB mapped",
+        v["threads"],
+        v["buffer_events"],
+        v["buffer_bytes"].as_u64().unwrap_or(0) / 1024
+    );
+    let _ = writeln!(
+        s,
+        "drops:     {} events (full rings); {} unmatched exits; {} nested in handlers",
+        v["dropped"], v["unmatched"], v["nested"]
+    );
+    let _ = writeln!(
+        s,
+        "reader:    {}",
+        if v["reader_attached"] == true {
+            "a tracer program is reading the buffers"
+        } else {
+            "none (the in-process collector drains the buffers)"
+        }
+    );
+    let threads = v["threads_detail"].as_array().cloned().unwrap_or_default();
+    if !threads.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n{:>8} {:>9} {:>9} {:>12} {:>9}  state",
+            "tid", "capacity", "pending", "written", "dropped"
+        );
+        for t in &threads {
+            let _ = writeln!(
+                s,
+                "{:>8} {:>9} {:>9} {:>12} {:>9}  {}",
+                t["tid"],
+                t["capacity"],
+                t["pending"],
+                t["written"],
+                t["dropped"],
+                match (t["dead"] == true, t["not_visible"].is_string()) {
+                    (true, _) => "exited",
+                    (false, false) => "live",
+                    (false, true) => "live, not visible to tracer",
+                }
+            );
+        }
+        // Threads whose block could not be shared: trace/hist/record do not
+        // see them. Say why (the agent's reason), once per distinct reason.
+        let mut reasons: Vec<(String, usize)> = Vec::new();
+        for t in threads.iter().filter_map(|t| t["not_visible"].as_str()) {
+            match reasons.iter_mut().find(|(r, _)| r == t) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((t.to_string(), 1)),
+            }
+        }
+        for (r, n) in reasons {
+            let _ = writeln!(s, "\nnot visible: {n} thread(s): {}", printable(&r));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_changed_names_are_counted() {
+        let few: Vec<String> = (0..3).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            changed_text("enabled", &few),
+            "enabled f0\nenabled f1\nenabled f2\n"
+        );
+        let many: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            changed_text("disabled", &many),
+            "disabled 30 functions: f0, f1, f2, f3, f4, ... (`tracer status --json` lists them all)\n"
+        );
+    }
+
+    #[test]
+    fn list_items_escape_and_show_problems() {
+        let f = json!({"name": "a\u{1b}b", "enabled": true, "problems": ["odd pad"]});
+        assert_eq!(
+            list_item_text(&f, "src/x.rs", 7),
+            "on   a\\x{1b}b  src/x.rs:7\n     problem: odd pad (this pad is never written)\n"
+        );
+        let g = json!({"name": "c", "enabled": false});
+        assert_eq!(list_item_text(&g, "/lib/x.so", 0), "off  c  /lib/x.so\n");
+        let j = list_item_json(&g, "/lib/x.so", 0);
+        let back: Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(
+            back,
+            json!({"name": "c", "file": "/lib/x.so", "line": 0, "enabled": false, "problems": null})
+        );
+        assert!(
+            j.contains("\n    \"enabled\"") && j.ends_with("\n  }"),
+            "indented as an element: {j}"
+        );
+    }
+
+    #[test]
+    fn status_text_names_invisible_threads_once_per_reason() {
+        let v = json!({
+            "enabled": ["app::a", "app::b"], "clock": "tsc", "ticks_per_ns": 2.5,
+            "sync": "membarrier", "threads": 2, "buffer_events": 262144,
+            "buffer_bytes": 4096, "dropped": 0, "unmatched": 1, "nested": 0,
+            "reader_attached": false,
+            "threads_detail": [
+                {"tid": 1, "capacity": 8, "pending": 0, "written": 5, "dropped": 0},
+                {"tid": 2, "capacity": 8, "pending": 0, "written": 5, "dropped": 0,
+                 "not_visible": "no memfd"},
+                {"tid": 3, "capacity": 8, "pending": 0, "written": 5, "dropped": 0,
+                 "not_visible": "no memfd"},
+            ],
+        });
+        let t = status_text(&v, "process 1 (app)");
+        assert!(t.starts_with("process 1 (app)\n"), "{t}");
+        assert!(
+            t.contains("enabled:   2 function(s): app::a, app::b\n"),
+            "{t}"
+        );
+        assert!(t.contains("clock:     tsc (2.5000 ticks/ns); core sync: membarrier"));
+        assert!(t.contains("threads:   2 with buffers; 262144 events per new buffer; 4 KiB mapped"));
+        assert!(t.contains("live, not visible to tracer"), "{t}");
+        assert_eq!(
+            t.matches("not visible: 2 thread(s): no memfd").count(),
+            1,
+            "{t}"
+        );
+    }
+}
