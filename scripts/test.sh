@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tests, on a machine that has only the Rust toolchain, gcc, Python and
 # git: installs what they need, then checks formatting and lints and runs
-# `cargo test --workspace`. `.ci/run` is exactly `scripts/test.sh --arm`.
+# `cargo test --workspace`, the loom models, Miri over tracer-core and the
+# fuzz targets. `.ci/run` is exactly `scripts/test.sh --arm`.
 #
 #   scripts/test.sh          host tests
 #   scripts/test.sh --arm    also the ARM tests under qemu-user
@@ -58,6 +59,21 @@ pip_install perfetto.protos.perfetto.trace.perfetto_trace_pb2 perfetto protobuf
 
 echo "== Prometheus's Python client (parses the /metrics exposition in the tests)"
 pip_install prometheus_client.parser prometheus_client
+
+echo "== loom models of the event ring and the trap table (core/tests/loom.rs)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p tracer-core --release --test loom
+
+echo "== Miri over tracer-core"
+rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+rustup component add --toolchain nightly miri rust-src
+cargo +nightly miri test -p tracer-core
+
+echo "== fuzz targets (fuzz/): agent requests, ring memory, recordings; 20 s each"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+(cd fuzz && for t in wire_request ring_attach recording; do
+  cargo +nightly fuzz run "$t" -- -max_total_time=20 -rss_limit_mb=2048
+done)
 
 echo "== tests (host)"
 cargo test --workspace

@@ -16,11 +16,16 @@
 //!   own parser;
 //! - `whole_c`, `whole_rust`: whole programs that do not link the tracer,
 //!   built with compiler pads (clang-19, nightly: `scripts/test.sh`
-//!   installs them).
+//!   installs them);
+//! - `attach`: `tracer attach`/`detach` on programs started without the
+//!   tracer (x86-64);
+//! - `args`: captured arguments and return values, `--where` (x86-64).
 
 mod helpers;
 
 mod agent_pressure;
+mod args;
+mod attach;
 mod cli;
 mod hostile;
 mod serve;
