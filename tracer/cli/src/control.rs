@@ -248,6 +248,26 @@ pub fn set_capturing(
     set_on_capture(&mut c, patterns, true, false, true, cap.encode())
 }
 
+/// `--buffer` of `trace`, `hist`, `record`: the ring size for the
+/// process's threads that start recording from now on. Threads that have a
+/// ring keep theirs (a ring cannot grow under its running thread): says so
+/// when there are some.
+pub fn buffer(c: &mut Client, events: Option<usize>) -> Result<(), Error> {
+    let Some(n) = events else {
+        return Ok(());
+    };
+    let r: crate::client::msg::Buffer = c.request_as(&Request::Buffer { events: n as u64 })?;
+    if r.threads_with_rings > 0 {
+        eprintln!(
+            "tracer: note: rings of {} events for threads that start recording from now on; the {} \
+             thread(s) that have one keep theirs (to size every thread's ring, start the program \
+             with `tracer run --buffer {n}` or TRACER_BUFFER_EVENTS={n})",
+            r.events, r.threads_with_rings
+        );
+    }
+    Ok(())
+}
+
 /// `tracer enable` / `tracer disable`: returns the changed names.
 pub fn set(pid: Option<i32>, patterns: &[String], on: bool) -> Result<Vec<String>, Error> {
     let mut c = connect(pid)?;

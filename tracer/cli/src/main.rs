@@ -90,6 +90,10 @@ enum Cmd {
         /// `len > 4096`, `arg2 == 0x10`), each as one line at its exit.
         #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
         where_: Option<tracer_cli::values::Cond>,
+        /// Ring size, in events, for the process's threads that start
+        /// recording from now on (threads that have a ring keep theirs).
+        #[arg(long, value_name = "EVENTS", value_parser = parse_buffer)]
+        buffer: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -113,6 +117,10 @@ enum Cmd {
         /// only (`ret < 0`: the latency of the failing calls).
         #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
         where_: Option<tracer_cli::values::Cond>,
+        /// Ring size, in events, for the process's threads that start
+        /// recording from now on (threads that have a ring keep theirs).
+        #[arg(long, value_name = "EVENTS", value_parser = parse_buffer)]
+        buffer: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -129,6 +137,10 @@ enum Cmd {
         /// (each as a call of its own, without its nesting).
         #[arg(long = "where", value_name = "COND", value_parser = tracer_cli::values::Cond::parse)]
         where_: Option<tracer_cli::values::Cond>,
+        /// Ring size, in events, for the process's threads that start
+        /// recording from now on (threads that have a ring keep theirs).
+        #[arg(long, value_name = "EVENTS", value_parser = parse_buffer)]
+        buffer: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -292,10 +304,13 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             depth,
             duration,
             where_,
+            buffer,
             target,
         } => {
             session::set_where(where_);
-            let mut reader = Reader::attach(control::connect_for(target.pid, duration)?)?;
+            let mut c = control::connect_for(target.pid, duration)?;
+            control::buffer(&mut c, buffer)?;
+            let mut reader = Reader::attach(c)?;
             let opts = graph::Options {
                 graph,
                 threshold_ns: threshold.map(|d| d.as_nanos() as u64),
@@ -310,24 +325,25 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             interval,
             json,
             where_,
+            buffer,
             target,
         } => {
             session::set_where(where_);
-            let c = control::connect_for(target.pid, duration)?;
+            let mut c = control::connect_for(target.pid, duration)?;
+            control::buffer(&mut c, buffer)?;
             session::hist(c, pattern, duration, interval, json, &mut || false)
         }
         Cmd::Record {
             output,
             duration,
             where_,
+            buffer,
             target,
         } => {
             session::set_where(where_);
-            session::record(
-                control::connect_for(target.pid, duration)?,
-                &output,
-                duration,
-            )
+            let mut c = control::connect_for(target.pid, duration)?;
+            control::buffer(&mut c, buffer)?;
+            session::record(c, &output, duration)
         }
         Cmd::Report { file, sort, json } => export::report(&file, &sort, json),
         Cmd::Export {

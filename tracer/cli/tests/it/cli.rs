@@ -93,6 +93,47 @@ fn enable_disable_and_status() {
 }
 
 #[test]
+fn buffer_sizes_the_rings_of_threads_that_start_later() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let p = fx.p();
+    ok(&d.tracer(&["enable", "fast", "-p", &p]));
+    poll(
+        || json(&d.tracer(&["status", "--json", "-p", &p]))["threads"].as_u64() >= Some(1),
+        "a thread with a ring",
+    );
+    let o = d.tracer(&[
+        "record",
+        "-o",
+        "/dev/null",
+        "--duration",
+        "200ms",
+        "--buffer",
+        "1000",
+        "-p",
+        &p,
+    ]);
+    ok(&o);
+    // Rounded up to a power of two, for new threads; the running ones keep
+    // theirs, and the user is told so and how to size them all.
+    let err = stderr(&o);
+    assert!(
+        err.contains("rings of 1024 events") && err.contains("tracer run --buffer 1000"),
+        "{err}"
+    );
+    let st = json(&d.tracer(&["status", "--json", "-p", &p]));
+    assert_eq!(st["buffer_events"], 1024, "{st}");
+    // A size the runtime cannot take is refused before anything is asked.
+    let o = d.tracer(&["trace", "--buffer", "many", "-p", &p]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a number of events"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn hist_orders_functions_by_their_work() {
     let d = Dir::new();
     let fx = d.fixture(&[]);
