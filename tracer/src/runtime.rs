@@ -7,6 +7,36 @@ use tracer_core::backend::TrapPolicy;
 use tracer_core::pattern::{self, Named, PatternError};
 use tracer_core::site::SiteRecord;
 
+// Here, beside `records()`, which reads it: the object that holds one
+// holds the other, so the linker never keeps the reference without the
+// section (it would leave `__start___tracer_sites` undefined).
+// The section always exists, even in a program without a traced function:
+// one sentinel record with a null descriptor.
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",@progbits",
+    ".balign 8",
+    ".quad 0, 0, 0",
+    ".long 0, 0",
+    ".popsection",
+);
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",%progbits",
+    ".balign 8",
+    ".quad 0, 0, 0",
+    ".word 0, 0",
+    ".popsection",
+);
+// ARMv7: pointers are 4 bytes, a record is 5 words.
+#[cfg(target_arch = "arm")]
+std::arch::global_asm!(
+    ".pushsection __tracer_sites,\"awR\",%progbits",
+    ".balign 4",
+    ".word 0, 0, 0, 0, 0",
+    ".popsection",
+);
+
 extern "C" {
     #[link_name = "__start___tracer_sites"]
     static SITES_START: u8;
