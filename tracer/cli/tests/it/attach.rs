@@ -11,40 +11,11 @@
 //! behind. Then the refusals, each with its message and exit code.
 #![cfg(target_arch = "x86_64")]
 
+use super::helpers::{bin_dir, preload, workspace_root as root, TRACER};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-
-const TRACER: &str = env!("CARGO_BIN_EXE_tracer");
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn bin_dir() -> PathBuf {
-    Path::new(TRACER).parent().unwrap().to_path_buf()
-}
-
-/// The preload library, built next to the `tracer` binary (where attach
-/// looks for it).
-fn preload() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = bin_dir();
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.args(["build", "-q", "-p", "tracer-preload"])
-            .current_dir(root());
-        if dir.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        assert!(c.status().expect("cargo runs").success());
-        let lib = dir.join("libtracer_preload.so");
-        assert!(lib.is_file(), "{} was not built", lib.display());
-        lib
-    })
-}
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
