@@ -184,8 +184,23 @@ impl Reader {
     /// memory: in order per thread, threads one after another (the fast path
     /// for consumers that need no global order). Refreshes the ring list
     /// every 10 ms. Returns events consumed.
-    pub fn poll_each(&mut self, mut f: impl FnMut(u64, &Event)) -> Result<usize, Error> {
+    pub fn poll_each(&mut self, f: impl FnMut(u64, &Event)) -> Result<usize, Error> {
         self.refresh_if_due()?;
+        self.drain_each(f)
+    }
+
+    /// Drain the rings mapped already, sorted by timestamp, without asking
+    /// the process for new ones: the last drain of a session, which must
+    /// not wait on the process once the session's time is up.
+    pub fn drain_mapped(&mut self, out: &mut Vec<(u64, Event)>) -> Result<usize, Error> {
+        let start = out.len();
+        self.drain_each(|tid, e| out.push((tid, *e)))?;
+        sort_by_time(&mut out[start..]);
+        Ok(out.len() - start)
+    }
+
+    /// [`Reader::poll_each`] without the refresh.
+    fn drain_each(&mut self, mut f: impl FnMut(u64, &Event)) -> Result<usize, Error> {
         let mut n = 0;
         for m in &self.rings {
             let tid = m

@@ -76,8 +76,11 @@ pub fn pump(
             None
         };
         if let Some(end) = end {
+            // What the mapped rings hold still; no request to the process:
+            // the session's time may be up (a slow consumer overruns it),
+            // and with it the requests' deadline.
             buf.clear();
-            reader.poll(&mut buf)?;
+            reader.drain_mapped(&mut buf)?;
             if !buf.is_empty() {
                 each(reader, &buf);
             }
