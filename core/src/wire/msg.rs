@@ -53,6 +53,11 @@ pub enum Request {
         /// Ids of the blocks the reader has already.
         #[serde(default)]
         known: Vec<u64>,
+        /// The reader maps blocks at offsets of shared segments
+        /// ([`RingInfo::fd`], [`RingInfo::offset`]); agents refuse readers
+        /// that do not.
+        #[serde(default)]
+        arena: bool,
     },
     /// Give the rings back to the in-process collector.
     Detach,
@@ -288,6 +293,9 @@ pub struct Status {
     pub buffer_events: usize,
     /// Bytes mapped for thread blocks.
     pub buffer_bytes: usize,
+    /// Shared-memory segments (the tracer's descriptors) holding the thread
+    /// blocks.
+    pub arena_segments: usize,
     /// A reader has the rings.
     pub reader_attached: bool,
     /// How exits of compiler-padded functions are seen.
@@ -308,7 +316,8 @@ pub struct Status {
     pub agent: AgentCounters,
 }
 
-/// A thread block handed to a reader (its memfd attached in order).
+/// A thread block handed to a reader: bytes `offset..offset + len` of one
+/// of the memfds attached to the reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct RingInfo {
@@ -316,6 +325,13 @@ pub struct RingInfo {
     pub id: u64,
     /// Its thread.
     pub tid: u64,
+    /// Which attached memfd holds it, by position (absent from agents that
+    /// attached one memfd per block, in order, each holding one block at
+    /// offset 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<usize>,
+    /// Where in that memfd the block starts (page-aligned).
+    pub offset: u64,
     /// Bytes to map.
     pub len: usize,
     /// Offset of the ring.
@@ -395,7 +411,13 @@ mod tests {
         assert_eq!(Request::Status.to_json(), json!({"v": 1, "op": "status"}));
         let r: Request =
             serde_json::from_value(json!({"v": 1, "op": "rings", "known": [1, 2]})).unwrap();
-        assert_eq!(r, Request::Rings { known: vec![1, 2] });
+        assert_eq!(
+            r,
+            Request::Rings {
+                known: vec![1, 2],
+                arena: false
+            }
+        );
         // Unknown fields are ignored; a missing optional one is its default.
         let r: Request = serde_json::from_value(json!({"op": "hello", "pad": "x"})).unwrap();
         assert_eq!(r, Request::Hello { names: false });

@@ -331,10 +331,12 @@ pub fn status_text(v: &Value, heading: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "threads:   {} with buffers; {} events per new buffer; {} KiB mapped",
+        "threads:   {} with buffers; {} events per new buffer; {} KiB mapped in {} shared \
+         segment(s)",
         v["threads"],
         v["buffer_events"],
-        v["buffer_bytes"].as_u64().unwrap_or(0) / 1024
+        v["buffer_bytes"].as_u64().unwrap_or(0) / 1024,
+        v["arena_segments"].as_u64().unwrap_or(0)
     );
     let _ = writeln!(
         s,

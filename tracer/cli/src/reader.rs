@@ -105,7 +105,7 @@ impl Reader {
             return Ok(());
         };
         let known: Vec<u64> = self.rings.iter().map(|m| m.id).collect();
-        let req = Request::Rings { known };
+        let req = Request::Rings { known, arena: true };
         let (v, fds) = match c
             .request_fds(&req)
             .and_then(|(v, fds)| Ok((c.reply_as::<msg::Rings>(&req, v)?, fds)))
@@ -137,7 +137,24 @@ impl Reader {
                 self.names = names_of(&h);
             }
         }
-        for (info, fd) in v.rings.iter().zip(fds.iter()) {
+        for (i, info) in v.rings.iter().enumerate() {
+            // Older agents attach one memfd per block, in order.
+            let which = info.fd.unwrap_or(i);
+            let Some(fd) = fds.get(which) else {
+                if info.fd.is_none() {
+                    // The reply's descriptors ran out (an agent caps them
+                    // per reply): the rest come with the next request.
+                    break;
+                }
+                return Err(Error::failed(format!(
+                    "process {} handed over a bad event buffer (thread {}): it names descriptor \
+                     {which} of the {} it attached. It is not a genuine tracer agent, or not \
+                     of this version; restart it",
+                    self.pid,
+                    info.tid,
+                    fds.len()
+                )));
+            };
             let mut m = map_block(info, fd.as_raw_fd()).map_err(|why| {
                 Error::failed(format!(
                     "process {} handed over a bad event buffer (thread {}): {why}. Its memory \
@@ -297,11 +314,21 @@ fn map_block(info: &msg::RingInfo, fd: i32) -> Result<Mapped, String> {
         return Err("its descriptor is not shared memory".into());
     }
     let size = u64::try_from(st.st_size).unwrap_or(0);
-    if len == 0 || len > size {
+    let offset = info.offset;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if offset % page.max(1) != 0 {
         return Err(format!(
-            "it declares {len} bytes, but its shared memory holds {size}"
+            "it declares offset {offset}, which is not a multiple of the page size ({page})"
         ));
     }
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(format!(
+            "it declares {len} bytes at offset {offset}, but its shared memory holds {size}"
+        ));
+    }
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| format!("its offset {offset} does not fit this system's file offsets"))?;
     if ring_off % 64 != 0 || ring_off >= len {
         return Err(format!(
             "its ring offset {ring_off} is not a 64-byte-aligned offset inside its {len} bytes"
@@ -309,8 +336,9 @@ fn map_block(info: &msg::RingInfo, fd: i32) -> Result<Mapped, String> {
     }
     let len = usize::try_from(len).map_err(|_| format!("{len} bytes do not fit in memory"))?;
     let ring_off = ring_off as usize;
-    // SAFETY: mapping a memfd we received, no longer than the file (checked
-    // above), so no page of the mapping lies beyond its end.
+    // SAFETY: mapping bytes `offset..offset + len` of a memfd we received,
+    // inside the file (checked above), so no page of the mapping lies beyond
+    // its end; `offset` is page-aligned (checked above).
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -318,7 +346,7 @@ fn map_block(info: &msg::RingInfo, fd: i32) -> Result<Mapped, String> {
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             fd,
-            0,
+            offset,
         )
     };
     if base == libc::MAP_FAILED {

@@ -35,7 +35,7 @@
 //! | `enable`, `disable` | `pattern`; `capture`? (enable: [`tracer_core::capture::Capture::encode`]'s number) | `changed` (paths), `skipped` (`[path, reason]`), `warning` |
 //! | `status` | | runtime counters, `enabled`, `threads_detail` (each with `not_visible`: why a reader cannot see it, or null), `not_visible` (how many), `reader_attached`, `agent` (connection counters) |
 //! | `attach` | | the rings now belong to this connection (one reader at a time) |
-//! | `rings` | `known` (ids) | `rings`: new blocks `{id,tid,len,ring,counters,nfuncs,dead}`, their memfds attached with SCM_RIGHTS in that order; `ticks_per_ns` |
+//! | `rings` | `known` (ids), `arena: true` | `rings`: new blocks `{id,tid,fd,offset,len,ring,counters,nfuncs,dead}`; the arena's memfds attached with SCM_RIGHTS, each once (a block is bytes `offset..offset+len` of memfd number `fd` in that list); `ticks_per_ns` |
 //! | `detach` | | the rings go back to the in-process collector |
 //! | `buffer` | `events` | ring size for threads that start recording from now on: `events` (as rounded), `threads_with_rings` (they keep theirs) |
 //! | `retire` | | only from this process itself: another copy of the agent has taken the socket over; this one stops |

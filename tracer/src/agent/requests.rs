@@ -45,7 +45,15 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
                 (done(), Vec::new(), true)
             }
         }
-        Request::Rings { known } if c.attached => {
+        Request::Rings { arena: false, .. } => (
+            error(
+                "this process's tracer runtime keeps thread blocks in a shared arena, which \
+                 this tracer program does not know: use a tracer program of the same version",
+            ),
+            Vec::new(),
+            true,
+        ),
+        Request::Rings { known, .. } if c.attached => {
             let (v, fds) = rings(known);
             (v, fds, true)
         }
@@ -221,6 +229,7 @@ pub(crate) fn status(agent: &AgentCounters) -> Value {
         sync: s.sync.into(),
         buffer_events: s.buffer_events,
         buffer_bytes: s.buffer_bytes,
+        arena_segments: thread::arena_segments(),
         reader_attached: collect::external(),
         returns: s.returns.into(),
         trampoline: s.trampoline.into(),
@@ -250,10 +259,15 @@ pub(crate) fn rings(mut known: Vec<u64>) -> (Value, Vec<RawFd>) {
             unshared += 1;
             continue;
         }
-        if fds.len() >= MAX_FDS {
-            break;
-        }
-        fds.push(l.fd);
+        // Each segment's memfd once; a block names it by position.
+        let fd = match fds.iter().position(|&f| f == l.fd) {
+            Some(i) => i,
+            None if fds.len() >= MAX_FDS => break,
+            None => {
+                fds.push(l.fd);
+                fds.len() - 1
+            }
+        };
         // Each block once: a reader that keeps asking without `known` must
         // not grow this list (it once grew by every block on every request).
         let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,6 +277,8 @@ pub(crate) fn rings(mut known: Vec<u64>) -> (Value, Vec<RawFd>) {
         out.push(msg::RingInfo {
             id,
             tid: t.owner.load(Ordering::Relaxed),
+            fd: Some(fd),
+            offset: l.offset as u64,
             len: l.len,
             ring: l.ring,
             counters: l.counters,

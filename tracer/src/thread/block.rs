@@ -116,7 +116,7 @@ pub(crate) fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState 
     let (hdr, ring_off, len) = layout(nfuncs, cap);
     // Shared memory (memfd + MAP_SHARED) so the agent can hand the block to
     // the `tracer` program; anonymous private memory if memfd is unavailable.
-    let (mem, fd) = map_block(len);
+    let super::arena::Placed { mem, fd, offset } = super::arena::place(len);
     if mem == libc::MAP_FAILED {
         return std::ptr::null_mut();
     }
@@ -133,6 +133,7 @@ pub(crate) fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState 
             busy: AtomicBool::new(false),
             map_len: len,
             fd: AtomicI32::new(fd),
+            offset,
             nfuncs,
             counters: base.add(hdr) as *const FuncCounters,
             ring,
@@ -203,75 +204,6 @@ pub fn fd_in_reserve(fd: i32, reserve: u64) -> bool {
     (fd as u64).saturating_add(reserve) >= limit
 }
 
-/// Map `len` bytes for a block: a memfd mapped `MAP_SHARED` (kept open, so
-/// it can be passed to a reader with SCM_RIGHTS), else an anonymous private
-/// mapping whose "fd" says why (see [`unshared_reason`]). The memfd is
-/// close-on-exec and sealed against shrinking, growing and further seals: a
-/// reader's mapping can never SIGBUS because the file got shorter. Only
-/// system calls, no allocation (async-signal-safe).
-pub(crate) fn map_block(len: usize) -> (*mut libc::c_void, i32) {
-    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"tracer-thread".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    let why = if fd < 0 {
-        // SAFETY: errno of the failed call, read on this thread.
-        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
-    } else if fd_in_reserve(fd, BLOCK_FD_RESERVE) {
-        UNSHARED_RESERVE
-    } else {
-        // SAFETY: `fd` is our fresh memfd; ftruncate zero-fills it.
-        let ok = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
-        if ok {
-            // Best effort (a kernel without sealing still works; readers
-            // check the size with fstat anyway).
-            // SAFETY: F_ADD_SEALS on our own memfd.
-            unsafe {
-                libc::fcntl(
-                    fd,
-                    libc::F_ADD_SEALS,
-                    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
-                )
-            };
-            // SAFETY: a fresh shared mapping of our own memfd, `len` bytes long.
-            let mem = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            };
-            if mem != libc::MAP_FAILED {
-                return (mem, fd);
-            }
-        }
-        // SAFETY: errno of the failed ftruncate or mmap, read on this thread.
-        -(UNSHARED_ERRNO + unsafe { *libc::__errno_location() })
-    };
-    if fd >= 0 {
-        // SAFETY: `fd` is ours and not used elsewhere.
-        unsafe { libc::close(fd) };
-    }
-    // SAFETY: a fresh anonymous mapping (async-signal-safe, unlike malloc).
-    let mem = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    (mem, why)
-}
-
 /// Why a block is not shared with readers (`None`: it is).
 pub fn unshared_reason(st: &ThreadState) -> Option<String> {
     let fd = st.fd.load(Ordering::Relaxed);
@@ -281,7 +213,7 @@ pub fn unshared_reason(st: &ThreadState) -> Option<String> {
             "made private in a forked child (its parent keeps the shared one)",
         )),
         UNSHARED_RESERVE => Some(format!(
-            "its memfd would have taken one of the program's last {BLOCK_FD_RESERVE} file \
+            "a new shared-memory segment would have taken one of the program's last {BLOCK_FD_RESERVE} file \
              descriptors (RLIMIT_NOFILE), which the tracer leaves to the program: raise the \
              limit (ulimit -n) to see this thread"
         )),
@@ -303,9 +235,12 @@ pub fn unshared_reason(st: &ThreadState) -> Option<String> {
 
 /// In a child after `fork`: blocks mapped `MAP_SHARED` would be shared with
 /// the parent (two producers on one ring), so each becomes a private copy at
-/// the same address, as an anonymous private mapping would have been. Only
-/// `mmap`, `memcpy` and `close` (async-signal-safe; the child has one thread).
+/// the same address, as an anonymous private mapping would have been; then
+/// the parent's arena segments are closed and the child starts its own.
+/// Only `mmap`, `memcpy` and `close` (async-signal-safe; the child has one
+/// thread).
 pub(crate) extern "C" fn after_fork_in_child() {
+    let mut all_private = true;
     for st in all() {
         let fd = st.fd.load(Ordering::Relaxed);
         if fd < 0 {
@@ -327,6 +262,7 @@ pub(crate) extern "C" fn after_fork_in_child() {
                 0,
             );
             if tmp == libc::MAP_FAILED {
+                all_private = false;
                 continue;
             }
             std::ptr::copy_nonoverlapping(base as *const u8, tmp as *mut u8, len);
@@ -340,19 +276,28 @@ pub(crate) extern "C" fn after_fork_in_child() {
             );
             if fixed == base {
                 std::ptr::copy_nonoverlapping(tmp as *const u8, base as *mut u8, len);
+                // Only now: before, the block was still the parent's too.
                 st.fd.store(UNSHARED_FORK, Ordering::Relaxed);
-                libc::close(fd);
+            } else {
+                all_private = false;
             }
             libc::munmap(tmp, len);
         }
     }
+    // A block that could not be copied keeps naming its segment, so the
+    // segments stay open then; the child's own threads get a new arena
+    // either way (carving the parent's segments would overlap its blocks).
+    super::arena::forget_after_fork(all_private);
 }
 
 /// Where a block's parts sit, for a reader that maps it from its fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLayout {
-    /// The memfd, or negative if the block is not shareable.
+    /// The memfd of the arena segment it is in, or negative if the block is
+    /// not shareable.
     pub fd: i32,
+    /// Its offset in that segment (page-aligned).
+    pub offset: usize,
     /// Bytes in the block.
     pub len: usize,
     /// Offset of the [`FuncCounters`] array.
@@ -368,6 +313,7 @@ pub fn block_layout(st: &ThreadState) -> BlockLayout {
     let (hdr, ring_off, len) = layout(st.nfuncs, st.ring.capacity());
     BlockLayout {
         fd: st.fd.load(Ordering::Relaxed),
+        offset: st.offset,
         len,
         counters: hdr,
         ring: ring_off,
@@ -409,8 +355,11 @@ mod tests {
             for i in 0..10 {
                 st.ring.push(&mut ct, &ev(i));
             }
+            // The child's own threads get blocks in an arena of their own.
+            let code = i32::from(block_layout(st).fd != -1)
+                | (i32::from(super::super::arena::segments() != 0) << 1);
             // SAFETY: ends the child without running the parent's destructors.
-            unsafe { libc::_exit(i32::from(block_layout(st).fd != -1)) };
+            unsafe { libc::_exit(code) };
         }
         let mut status = 0;
         // SAFETY: waiting for our own child.
@@ -419,7 +368,7 @@ mod tests {
         assert_eq!(
             libc::WEXITSTATUS(status),
             0,
-            "the child's block lost its fd"
+            "1: the child's block kept its fd; 2: the child kept the parent's arena"
         );
         assert_eq!(
             st.ring.written(),

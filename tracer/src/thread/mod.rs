@@ -70,11 +70,13 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 #[cfg(target_arch = "x86_64")]
 pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+mod arena;
 mod block;
 mod capture;
 mod hooks;
 mod returns;
 mod tls;
+pub(crate) use arena::segments as arena_segments;
 pub(crate) use block::*;
 pub(crate) use capture::*;
 pub(crate) use hooks::*;
@@ -187,6 +189,8 @@ pub struct ThreadState {
     /// The memfd behind the block, or negative: not shareable, and why
     /// (see [`unshared_reason`]).
     fd: AtomicI32,
+    /// Its offset in the arena segment `fd`.
+    offset: usize,
     nfuncs: usize,
     counters: *const FuncCounters,
     /// The event ring.

@@ -517,7 +517,7 @@ fn many_rings_requests_on_one_connection_leave_no_memory_behind() {
     assert_eq!(call(&mut s, json!({"v": 1, "op": "attach"}))["ok"], true);
     // Without `known`, every reply hands every block again (and the agent
     // once remembered each hand-over: 12 MB after 500,000 requests).
-    let req = frame(br#"{"v":1,"op":"rings"}"#);
+    let req = frame(br#"{"v":1,"op":"rings","arena":true}"#);
     let batch = 500;
     let mut round = |n: usize| {
         for _ in 0..n / batch {
@@ -550,11 +550,23 @@ fn many_rings_requests_on_one_connection_leave_no_memory_behind() {
     assert_eq!(fd0, fd1);
 }
 
-#[test]
-fn a_program_short_of_descriptors_keeps_its_own() {
-    let d = Dir::new();
-    let limit: u64 = 64;
-    let mut c = d.cmd_args(FIXTURE, &["40"]);
+/// Descriptors of process `pid` that are the tracer's thread-block arena.
+fn arena_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|t| t.to_string_lossy().contains("memfd:tracer-thread"))
+        })
+        .count()
+}
+
+/// The fixture with `threads` workers under `RLIMIT_NOFILE` `limit`, every
+/// function enabled and 100 idle connections on top, once the connections
+/// have aged enough for one to make room: its status.
+fn short_of_descriptors(d: &Dir, limit: u64, threads: usize) -> (Proc, Value) {
+    let mut c = d.cmd_args(FIXTURE, &[&threads.to_string()]);
     c.env("TRACER_FIXTURE_OPEN", "1");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
     unsafe {
@@ -572,17 +584,15 @@ fn a_program_short_of_descriptors_keeps_its_own() {
     let mut fx = d.start(c);
     let p = fx.p();
     let sock = d.sock(fx.pid());
-    // Every worker gets a block: more than the descriptors left for memfds.
     ok(&d.tracer(&["enable", "*", "-p", &p]));
     poll(
         || {
             d.status(&fx)["threads_detail"]
                 .as_array()
-                .is_some_and(|t| t.len() >= 40)
+                .is_some_and(|t| t.len() >= threads)
         },
-        "a block for each of the 40 workers",
+        "a block for each worker",
     );
-    // 100 idle connections on top.
     let idle: Vec<UnixStream> = (0..100)
         .filter_map(|_| UnixStream::connect(&sock).ok())
         .collect();
@@ -592,8 +602,10 @@ fn a_program_short_of_descriptors_keeps_its_own() {
 
     let fds = fd_count(fx.pid());
     eprintln!(
-        "RLIMIT_NOFILE {limit}, 40 threads, {} idle connections: the program holds {fds} descriptors",
-        idle.len()
+        "RLIMIT_NOFILE {limit}, {threads} threads, {} idle connections: the program holds {fds} \
+         descriptors, {} of them the arena's",
+        idle.len(),
+        arena_fds(fx.pid())
     );
     assert!(
         fx.running(),
@@ -604,37 +616,9 @@ fn a_program_short_of_descriptors_keeps_its_own() {
         fds as u64 + 16 <= limit,
         "{fds} descriptors open: the tracer took some of the program's last 16"
     );
-
-    // Its status still comes through (an idle connection makes room), and
-    // says which threads are not visible and why.
+    // Its status still comes through (an idle connection makes room).
     let st = d.status(&fx);
-    let threads = st["threads_detail"].as_array().unwrap();
-    let hidden: Vec<&Value> = threads
-        .iter()
-        .filter(|t| !t["not_visible"].is_null())
-        .collect();
-    let shared = threads.iter().filter(|t| t["shared"] == true).count();
-    eprintln!(
-        "{} threads with blocks: {shared} visible, {} not visible",
-        threads.len(),
-        hidden.len()
-    );
-    assert!(!hidden.is_empty(), "40 threads cannot all have a memfd");
-    assert_eq!(st["not_visible"].as_u64().unwrap() as usize, hidden.len());
-    assert!(
-        hidden[0]["not_visible"]
-            .as_str()
-            .unwrap()
-            .contains("descriptors"),
-        "{}",
-        hidden[0]
-    );
     assert!(st["agent"]["connections"].as_u64().unwrap() <= 8, "{st}");
-    let human = ok(&d.tracer(&["status", "-p", &p]));
-    assert!(
-        human.contains("not visible: ") && human.contains("ulimit -n"),
-        "{human}"
-    );
     drop(idle);
     poll(
         || sockets_open(fx.pid()) == 1,
@@ -644,6 +628,71 @@ fn a_program_short_of_descriptors_keeps_its_own() {
         fx.running(),
         "the program's own open() failed: {}",
         fx.stderr()
+    );
+    (fx, st)
+}
+
+#[test]
+fn a_program_short_of_descriptors_keeps_its_own_and_every_thread_is_seen() {
+    let d = Dir::new();
+    // 40 threads, far more than the descriptors the tracer may take (it
+    // leaves the program's last 32 alone): their blocks share the arena.
+    let (fx, st) = short_of_descriptors(&d, 64, 40);
+    let threads = st["threads_detail"].as_array().unwrap();
+    assert!(threads.len() >= 40, "{st}");
+    assert_eq!(st["not_visible"], 0, "{st}");
+    assert!(threads.iter().all(|t| t["shared"] == true), "{st}");
+    // 40 blocks of about 6 MiB (the default ring) fill segments of 64, 128
+    // and 256 MiB: a descriptor per doubling, not per thread.
+    let arena = arena_fds(fx.pid());
+    assert!(
+        (1..=3).contains(&arena),
+        "{arena} arena descriptors for 40 threads' blocks"
+    );
+    assert_eq!(st["arena_segments"], arena, "{st}");
+    // And a reader sees all of them.
+    let p = fx.p();
+    let out = ok(&d.tracer(&["trace", "--duration", "300ms", "-p", &p]));
+    // Each thread's lines carry its number where ftrace puts the CPU.
+    let seen: std::collections::HashSet<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once(" [").and_then(|(_, r)| r.split_once(']')))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        seen.len() >= 40,
+        "{} threads in the trace, 40 calling: {}",
+        seen.len(),
+        out.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn a_program_without_room_for_the_arena_is_told_why() {
+    let d = Dir::new();
+    // So few descriptors that even the arena's first segment would take one
+    // of the program's last 32: the blocks stay private, and status says so.
+    let (fx, st) = short_of_descriptors(&d, 34, 4);
+    let threads = st["threads_detail"].as_array().unwrap();
+    let hidden: Vec<&Value> = threads
+        .iter()
+        .filter(|t| !t["not_visible"].is_null())
+        .collect();
+    assert!(!hidden.is_empty(), "{st}");
+    assert_eq!(st["not_visible"].as_u64().unwrap() as usize, hidden.len());
+    assert!(
+        hidden[0]["not_visible"]
+            .as_str()
+            .unwrap()
+            .contains("descriptors"),
+        "{}",
+        hidden[0]
+    );
+    assert_eq!(arena_fds(fx.pid()), 0);
+    let human = ok(&d.tracer(&["status", "-p", &fx.p()]));
+    assert!(
+        human.contains("not visible: ") && human.contains("ulimit -n"),
+        "{human}"
     );
 }
 
@@ -674,7 +723,7 @@ fn a_program_linking_tracer_and_preloaded_with_it_runs_one_agent() {
 }
 
 #[test]
-fn ring_memfds_are_sealed_against_resizing() {
+fn the_arena_memfd_is_sealed_against_resizing() {
     let d = Dir::new();
     let fx = d.fixture(&["2"]);
     let p = fx.p();
@@ -682,7 +731,7 @@ fn ring_memfds_are_sealed_against_resizing() {
     // The test process finds the socket through the fixture's environment.
     let mut c = tracer_cli::client::Client::connect(fx.pid() as i32).unwrap();
     c.call("attach", json!({})).unwrap();
-    let (v, fds) = c.call_fds("rings", json!({})).unwrap();
+    let (v, fds) = c.call_fds("rings", json!({"arena": true})).unwrap();
     assert!(!fds.is_empty(), "{v}");
     for fd in &fds {
         use std::os::fd::AsRawFd;
@@ -728,7 +777,8 @@ fn ring_memfds_are_sealed_against_resizing() {
             .unwrap();
         assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "{info}");
     }
-    assert!(memfds >= 2, "{memfds} memfds");
+    // Two threads' blocks, one arena segment.
+    assert_eq!(memfds, 1, "{memfds} memfds");
     c.call("detach", json!({})).unwrap();
 }
 

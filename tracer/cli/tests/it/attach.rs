@@ -246,9 +246,10 @@ fn attach_cycle(cc: &str, name: &str) {
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(socks.is_empty(), "sockets left: {socks:?}");
-        // Left on purpose: each traced thread's ring block (a memfd), which
-        // belongs to the thread until it exits (a hook may be writing it)
-        // and is used again by the next attach: their number must not grow.
+        // Left on purpose: the arena segments (memfds) holding each traced
+        // thread's ring block, which belongs to the thread until it exits (a
+        // hook may be writing it) and is used again by the next attach:
+        // their number must not grow.
         // The fixture's own dlopen holds its library open for a moment.
         let after = fds(&pid);
         let rings = after

@@ -52,6 +52,12 @@ enum Scenario {
     HugeCapacity,
     /// A block declaring 1 MiB in a 4 KiB memfd.
     BeyondMemfd,
+    /// A block at an offset whose end overflows 64 bits.
+    OffsetOverflow,
+    /// A block at an offset that is not page-aligned.
+    OffsetUnaligned,
+    /// A block in a memfd the reply did not attach.
+    MissingFd,
     /// A ring whose producer is 2^63 events ahead of its consumer.
     Wrapped,
     /// Every reply announces 100 MiB.
@@ -219,6 +225,9 @@ fn block(sc: Scenario) -> (OwnedFd, Value) {
     let (size, declared, bytes) = match sc {
         Scenario::HugeCapacity => (4096, 4096, ring_header(1 << 62, 0, 0)),
         Scenario::BeyondMemfd => (4096, 1 << 20, ring_header(64, 0, 0)),
+        Scenario::OffsetOverflow | Scenario::OffsetUnaligned | Scenario::MissingFd => {
+            (4096, 4096, ring_header(64, 0, 0))
+        }
         Scenario::Wrapped => (4096, 4096, ring_header(64, 1 << 63, 0)),
         Scenario::Garbage => {
             let mut b = ring_header(64, 64, 0);
@@ -239,8 +248,14 @@ fn block(sc: Scenario) -> (OwnedFd, Value) {
             (4096, 4096, b)
         }
     };
-    let info = json!({"id": 7, "tid": 4242, "len": declared, "ring": 0, "counters": 0,
+    let mut info = json!({"id": 7, "tid": 4242, "len": declared, "ring": 0, "counters": 0,
                       "nfuncs": 1, "dead": false});
+    match sc {
+        Scenario::OffsetOverflow => info["offset"] = json!(u64::MAX - 4095),
+        Scenario::OffsetUnaligned => info["offset"] = json!(100),
+        Scenario::MissingFd => info["fd"] = json!(3),
+        _ => {}
+    }
     (memfd(size, &bytes), info)
 }
 
@@ -319,6 +334,25 @@ fn crafted_rings_end_every_reading_verb_with_an_error() {
             &["bad event buffer", "declares 1048576 bytes", "holds 4096"],
         ),
         (Scenario::Wrapped, &["corrupt", "thread 4242"]),
+        (
+            Scenario::OffsetOverflow,
+            &[
+                "bad event buffer",
+                "at offset 18446744073709547520",
+                "holds 4096",
+            ],
+        ),
+        (
+            Scenario::OffsetUnaligned,
+            &["bad event buffer", "offset 100", "page size"],
+        ),
+        (
+            Scenario::MissingFd,
+            &[
+                "bad event buffer",
+                "names descriptor 3 of the 1 it attached",
+            ],
+        ),
     ] {
         let d = Dir::with_sockets();
         let _fake = Fake::start(&d.sockets(), std::process::id(), sc);
