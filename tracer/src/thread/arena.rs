@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 /// Segments at most: the tracer's descriptors for thread blocks.
 pub const SEGMENTS: usize = 16;
-/// Bytes of the first segment (a dozen threads' blocks at the default ring
+/// Bytes of the first segment (ten threads' blocks at the default ring
 /// size).
 pub const FIRST_SEGMENT: usize = 64 << 20;
 /// Largest segment: 16 GiB (1 GiB where `off_t` and addresses are 32 bits).
 /// Sixteen segments hold about 144 GiB of blocks, tens of thousands of
-/// threads at the default ring size (4 MiB).
+/// threads at the default ring size (262,144 events, about 6 MiB).
 const MAX_SEGMENT: usize = if usize::BITS > 32 { 1 << 34 } else { 1 << 30 };
 
 struct Segment {
