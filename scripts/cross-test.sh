@@ -27,11 +27,21 @@ export RUSTC=/usr/bin/rustc
 # The test harness's own parallelism is kept: qemu-user runs threads on host
 # threads. Integration tests that toggle live run one at a time anyway.
 
+# The runner .cargo/config.toml gives each target: the runtime's tests start
+# each test in a fresh process of their binary through it
+# (tracer_tests::fresh_process!).
+runner_of() { # target
+  case "$1" in
+    aarch64-*) echo "qemu-aarch64 -L /usr/aarch64-linux-gnu" ;;
+    armv7-*) echo "qemu-arm -L /usr/arm-linux-gnueabihf" ;;
+  esac
+}
+
 run() { # name target rustflags
   local name=$1 target=$2 flags=$3 t0 rc=0
   t0=$(date +%s)
   echo "== cross-test: $name ($target${flags:+, RUSTFLAGS=$flags})"
-  RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
+  TRACER_TEST_RUNNER="$(runner_of "$target")" RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
     cargo test --no-fail-fast --tests --target "$target" "${PACKAGES[@]}" || rc=$?
   # The tracer program: its unit tests, and the agent + shared-memory reader
   # in one process (its other integration tests spawn ARM programs, which

@@ -316,6 +316,89 @@ pub mod whole_c {
     }
 }
 
+/// The environment variable naming the one test a fresh process runs.
+const FRESH: &str = "TRACER_TEST_FRESH";
+
+/// Run the calling `#[test]` in a fresh process of this test binary and
+/// return from it here (the parent only waits for the child and checks
+/// it). Put it first in the test's body:
+///
+/// ```ignore
+/// #[test]
+/// fn toggles() {
+///     tracer_tests::fresh_process!();
+///     // ... runs in a process of its own
+/// }
+/// ```
+///
+/// Cross tests run the binary under qemu-user: `TRACER_TEST_RUNNER` (set
+/// by `scripts/cross-test.sh`) is the command that runs it.
+#[macro_export]
+macro_rules! fresh_process {
+    () => {{
+        fn here() {}
+        if !$crate::fresh_process(::std::any::type_name_of_val(&here)) {
+            return;
+        }
+    }};
+}
+
+/// [`fresh_process!`]'s work: `here` is the path of a function inside the
+/// test (`crate::module::test::here`). True in the fresh process (run the
+/// test); false in the parent, after the child passed (a failed child
+/// panics here, with its output).
+pub fn fresh_process(here: &str) -> bool {
+    let path = here.strip_suffix("::here").unwrap_or(here);
+    // libtest names a test by its path without the crate.
+    let name = path.split_once("::").map_or(path, |(_, n)| n);
+    if std::env::var(FRESH).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's own path");
+    let runner = std::env::var("TRACER_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(r) => {
+            let mut c = std::process::Command::new(r);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    cmd.args([
+        name,
+        "--exact",
+        "--nocapture",
+        "--include-ignored",
+        "--test-threads=1",
+    ])
+    .env(FRESH, name);
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot start a fresh process for test {name} ({}): {e}. Under an emulator, set \
+             TRACER_TEST_RUNNER to the command that runs the test binary (as \
+             scripts/cross-test.sh does)",
+            exe.display()
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown by libtest when this test fails, or with --nocapture.
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(
+        out.status.success(),
+        "test {name} failed in its own process ({}): see its output above",
+        out.status
+    );
+    // A filter that matched nothing would pass without running anything.
+    assert!(
+        stdout.contains(&format!("test {name} ...")) && stdout.contains(" 1 passed; 0 failed"),
+        "test {name} did not run in its own process (filter mismatch?):\n{stdout}"
+    );
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::Checker;

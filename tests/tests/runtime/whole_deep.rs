@@ -41,6 +41,7 @@ fn spin_expected(n: i32, x: f64, e: i64) -> f64 {
 
 #[test]
 fn padded_c_functions_under_recursion_and_live_toggling() {
+    tracer_tests::fresh_process!();
     let lib = CLib::build("deep", SRC);
     // SAFETY: the symbols have these C signatures (SRC above).
     let deep: Deep = unsafe { std::mem::transmute(lib.sym("deep")) };

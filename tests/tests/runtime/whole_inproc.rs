@@ -19,6 +19,7 @@ const TREE: [&str; 9] = [
 
 #[test]
 fn c_functions_are_listed_enabled_and_counted_with_values_intact() {
+    tracer_tests::fresh_process!();
     let fns = tracer::functions();
     for n in TREE {
         let f = fns.iter().find(|f| f.name == n).unwrap_or_else(|| {
@@ -171,6 +172,7 @@ extern "C-unwind" fn bare_boom(x: i32) -> i32 {
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn aarch64_bti_and_pac_ret_functions() {
+    tracer_tests::fresh_process!();
     let fns = tracer::functions();
     for n in ["bp_bti", "bp_pac", "bp_call"] {
         let f = fns.iter().find(|f| f.name == n).expect("listed");
@@ -200,6 +202,7 @@ fn aarch64_bti_and_pac_ret_functions() {
 
 #[test]
 fn a_panic_unwinds_through_hooked_c_frames() {
+    tracer_tests::fresh_process!();
     assert_eq!(tracer::enable("uw_*").unwrap(), 3);
     for round in 1..=3u64 {
         // Caught above every C frame: uw_outer and uw_call are unwound.
@@ -235,6 +238,7 @@ fn a_panic_unwinds_through_hooked_c_frames() {
 /// (on AArch64 through a frame that signs its return address too).
 #[test]
 fn a_thread_cancelled_inside_hooked_c_frames_runs_every_cleanup() {
+    tracer_tests::fresh_process!();
     // SAFETY: a plain C function starting and joining its threads.
     assert_eq!(unsafe { c::pc_run(4) }, 4 * 100 + 4 * 3, "untraced");
     const PC: &str = "pc_l1,pc_l2,pc_l3,pc_point";
@@ -251,6 +255,7 @@ fn a_thread_cancelled_inside_hooked_c_frames_runs_every_cleanup() {
 /// inside hooked C frames sees every caller.
 #[test]
 fn libgccs_own_walk_gets_through_hooked_c_frames() {
+    tracer_tests::fresh_process!();
     // SAFETY: a plain C function.
     assert_eq!(unsafe { c::rw_outer(1) }, 3, "untraced");
     const RW: &str = "rw_inner,rw_middle,rw_outer";

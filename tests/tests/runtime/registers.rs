@@ -20,6 +20,7 @@ struct Record {
 
 #[test]
 fn the_entry_trampoline_preserves_general_and_vector_registers() {
+    tracer_tests::fresh_process!();
     registered();
     assert!(!tracer::functions().is_empty());
     let avx = std::arch::is_x86_feature_detected!("avx");

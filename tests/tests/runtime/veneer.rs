@@ -33,6 +33,7 @@ const RET: u32 = 0xd65f_03c0;
 
 #[test]
 fn a_site_beyond_bl_reach_goes_through_a_veneer() {
+    tracer_tests::fresh_process!();
     let target = tracer_test_far_target as *const () as usize;
     // A page 4 GiB away from the target: far beyond BL's reach.
     let hint = (target & !0xfff).wrapping_add(1 << 32);

@@ -18,6 +18,7 @@ fn fb_other(x: u64) -> u64 {
 
 #[test]
 fn patching_works_with_both_fallbacks_and_concurrent_patchers() {
+    tracer_tests::fresh_process!();
     // Before the runtime starts: it reads these once.
     std::env::set_var("TRACER_NO_MEMBARRIER", "1");
     std::env::set_var("TRACER_CLOCK", "monotonic");

@@ -31,6 +31,7 @@ const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
 
 #[test]
 fn a_pad_beyond_call_reach_goes_through_a_veneer() {
+    tracer_tests::fresh_process!();
     let target = tracer_test_far_target_x86 as *const () as usize;
     // A page 8 GiB away from the target: beyond a rel32 call's reach.
     let hint = (target & !0xfff).wrapping_add(8 << 30);

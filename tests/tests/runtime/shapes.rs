@@ -87,15 +87,16 @@ fn lat(name: &str) -> u64 {
 
 #[test]
 fn every_shape_is_traced() {
+    tracer_tests::fresh_process!();
     let names: Vec<String> = tracer::functions().into_iter().map(|f| f.name).collect();
     for want in [
-        "shapes::Cache::lookup",
-        "<shapes::Cache as shapes::Store>::get",
-        "shapes::Store::get_twice",
-        "shapes::generic",
-        "shapes::parse_num",
-        "shapes::may_panic",
-        "shapes::async_add",
+        "runtime::shapes::Cache::lookup",
+        "<runtime::shapes::Cache as runtime::shapes::Store>::get",
+        "runtime::shapes::Store::get_twice",
+        "runtime::shapes::generic",
+        "runtime::shapes::parse_num",
+        "runtime::shapes::may_panic",
+        "runtime::shapes::async_add",
     ] {
         assert!(
             names.iter().any(|n| n == want),
@@ -124,10 +125,13 @@ fn every_shape_is_traced() {
     assert_eq!(block_on(async_add(1, 2)), 3);
     assert_eq!(block_on(async_add(3, 4)), 7);
 
-    assert_eq!(lat("shapes::Cache::lookup"), 10);
+    assert_eq!(lat("runtime::shapes::Cache::lookup"), 10);
     assert_eq!(lat("lookup"), 10, "own name works when unique");
     assert_eq!(lat("get_twice"), 10);
-    assert_eq!(lat("<shapes::Cache as shapes::Store>::get"), 20);
+    assert_eq!(
+        lat("<runtime::shapes::Cache as runtime::shapes::Store>::get"),
+        20
+    );
     assert_eq!(lat("generic"), 3);
     assert_eq!(lat("parse_num"), 2);
     assert_eq!(lat("may_panic"), 2);

@@ -21,6 +21,7 @@ fn warm_up(x: u64) -> u64 {
 
 #[test]
 fn calls_of_functions_loaded_after_a_thread_started_are_counted() {
+    tracer_tests::fresh_process!();
     assert_eq!(tracer::enable("warm_up").unwrap(), 1);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<usize>();

@@ -12,6 +12,7 @@ fn hot(x: u64) -> u64 {
 
 #[test]
 fn late_handlers_rewind_and_the_program_goes_on() {
+    tracer_tests::fresh_process!();
     if !tracer::__private::protocol_traps() {
         // AArch64 and A32 patch with one aligned store: nothing ever traps,
         // so there is no late handler to test.

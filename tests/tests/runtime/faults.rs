@@ -56,6 +56,7 @@ fn entry_sites(name: &str) -> Vec<usize> {
 
 #[test]
 fn protection_is_restored_exactly_after_a_batch() {
+    tracer_tests::fresh_process!();
     let _serial = serial();
     black_box(prot_fn(1));
     let site = entry_sites("prot_fn")[0];
@@ -75,6 +76,7 @@ fn protection_is_restored_exactly_after_a_batch() {
 
 #[test]
 fn a_thread_blocking_sigtrap_makes_enable_refuse_and_change_nothing() {
+    tracer_tests::fresh_process!();
     let _serial = serial();
     black_box(blocked_fn(1));
     let site = entry_sites("blocked_fn")[0];
@@ -163,6 +165,7 @@ fn forbid_wx_mprotect_on_this_thread() {
 
 #[test]
 fn a_refused_text_write_is_a_clear_error_and_leaves_every_site_old() {
+    tracer_tests::fresh_process!();
     let _serial = serial();
     black_box(refused_fn(1));
     let sites: Vec<usize> = tracer::__private::sites_of("refused_fn")
@@ -202,6 +205,7 @@ fn a_refused_text_write_is_a_clear_error_and_leaves_every_site_old() {
 
 #[test]
 fn a_site_changed_under_the_tracer_is_skipped_and_the_rest_goes_through() {
+    tracer_tests::fresh_process!();
     let _serial = serial();
     black_box(twice(1u8));
     black_box(twice(1u32));
@@ -230,7 +234,7 @@ fn a_site_changed_under_the_tracer_is_skipped_and_the_rest_goes_through() {
         );
     }
     let r = tracer::enable_report("twice").unwrap();
-    assert_eq!(r.changed, vec!["faults::twice".to_string()]);
+    assert_eq!(r.changed, vec!["runtime::faults::twice".to_string()]);
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(r.skipped[0].1.addr, victim);
     assert!(matches!(
@@ -257,11 +261,12 @@ fn a_site_changed_under_the_tracer_is_skipped_and_the_rest_goes_through() {
 
 #[test]
 fn patterns_that_match_nothing_name_the_closest() {
+    tracer_tests::fresh_process!();
     let _serial = serial();
     let e = tracer::enable("prot_fm").unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("no function matches 'prot_fm'"), "{msg}");
-    assert!(msg.contains("faults::prot_fn"), "{msg}");
+    assert!(msg.contains("runtime::faults::prot_fn"), "{msg}");
     assert!(matches!(tracer::enable(""), Err(tracer::Error::Pattern(_))));
     assert!(tracer::latency("no_such_fn").is_none());
 }

@@ -16,6 +16,7 @@ const FUNCS: [&str; 3] = ["mt_leaf", "mt_mid", "mt_fp"];
 
 #[test]
 fn c_functions_called_by_four_threads_while_toggled() {
+    tracer_tests::fresh_process!();
     tracer::set_buffer_events(1 << 18);
     let checker = Arc::new(Mutex::new(Checker::strict()));
     {
@@ -130,6 +131,7 @@ fn c_functions_called_by_four_threads_while_toggled() {
 /// timed longer than it ran.
 #[test]
 fn a_c_call_toggled_mid_call_is_never_mistimed() {
+    tracer_tests::fresh_process!();
     const NAP_MS: u32 = 30;
     let nap = Duration::from_millis(NAP_MS.into());
     let rounds = 6;

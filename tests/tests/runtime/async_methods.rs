@@ -82,11 +82,12 @@ fn block_on<F: Future>(f: F) -> F::Output {
 
 #[test]
 fn async_trait_methods_are_timed_to_completion() {
+    tracer_tests::fresh_process!();
     let names: Vec<String> = tracer::functions().into_iter().map(|f| f.name).collect();
     for want in [
-        "<async_methods::S as async_methods::Sleeper>::nap",
-        "<async_methods::S as async_methods::Sleeper>::plain",
-        "async_methods::Sleeper::nap_default",
+        "<runtime::async_methods::S as runtime::async_methods::Sleeper>::nap",
+        "<runtime::async_methods::S as runtime::async_methods::Sleeper>::plain",
+        "runtime::async_methods::Sleeper::nap_default",
     ] {
         assert!(
             names.iter().any(|n| n == want),
@@ -104,7 +105,9 @@ fn async_trait_methods_are_timed_to_completion() {
     let t = Instant::now();
     assert_eq!(block_on(early), 5);
     let run = t.elapsed().as_nanos() as u64;
-    let first = tracer::latency("<async_methods::S as async_methods::Sleeper>::nap").unwrap();
+    let first =
+        tracer::latency("<runtime::async_methods::S as runtime::async_methods::Sleeper>::nap")
+            .unwrap();
     assert_eq!(first.count, 1);
     assert!(
         first.max >= NAP.as_nanos() as u64 && first.max < run + NAP.as_nanos() as u64 / 2,
@@ -126,7 +129,9 @@ fn async_trait_methods_are_timed_to_completion() {
     for _ in 0..200 {
         black_box(s.plain());
     }
-    let nap = tracer::latency("<async_methods::S as async_methods::Sleeper>::nap").unwrap();
+    let nap =
+        tracer::latency("<runtime::async_methods::S as runtime::async_methods::Sleeper>::nap")
+            .unwrap();
     let dflt = tracer::latency("nap_default").unwrap();
     let plain = tracer::latency("plain").unwrap();
     assert_eq!(tracer::disable("nap plain nap_default").unwrap(), 3);

@@ -30,11 +30,12 @@ const WORKERS: usize = 4;
 
 #[test]
 fn threads_run_while_a_patcher_toggles_thousands_of_times() {
+    tracer_tests::fresh_process!();
     tracer::set_buffer_events(1 << 20);
     let checker = Arc::new(Mutex::new(Checker::lenient()));
     {
         let c = checker.clone();
-        let funcs: Vec<u32> = ["stress::leaf", "stress::outer"]
+        let funcs: Vec<u32> = ["runtime::stress::leaf", "runtime::stress::outer"]
             .iter()
             .map(|n| tracer::__private::func_index(n).unwrap())
             .collect();
@@ -91,8 +92,8 @@ fn threads_run_while_a_patcher_toggles_thousands_of_times() {
         c.entries > 0 && c.exits > 0,
         "the toggling never caught a call"
     );
-    let leaf = tracer::latency("stress::leaf").unwrap();
-    let outer = tracer::latency("stress::outer").unwrap_or_default();
+    let leaf = tracer::latency("runtime::stress::leaf").unwrap();
+    let outer = tracer::latency("runtime::stress::outer").unwrap_or_default();
     // Every completed call is counted exactly; those whose exit event was
     // dropped from a full ring are reported as lost, and only those.
     assert_eq!(leaf.count + outer.count, c.exits + leaf.lost + outer.lost);
@@ -126,6 +127,7 @@ fn threads_run_while_a_patcher_toggles_thousands_of_times() {
 /// pause while the patcher flips, then make a known number of calls.
 #[test]
 fn counts_are_exact_over_enabled_windows() {
+    tracer_tests::fresh_process!();
     let windows = 50;
     let per_window = 1000u64;
     let barrier = Arc::new(Barrier::new(WORKERS + 1));
@@ -183,7 +185,7 @@ static NAP_CALLS: AtomicU64 = AtomicU64::new(0);
 const NAP: std::time::Duration = std::time::Duration::from_millis(30);
 
 #[tracer::traceable]
-fn nap() {
+fn mid_call_nap() {
     NAP_CALLS.fetch_add(1, Ordering::SeqCst);
     std::thread::sleep(NAP);
 }
@@ -194,9 +196,15 @@ fn nap() {
 /// span two naps and the gap between them), only counted as unmatched.
 #[test]
 fn a_call_toggled_mid_call_is_never_mistimed() {
+    tracer_tests::fresh_process!();
     let rounds = 8;
-    let (l, longest) =
-        tracer_tests::toggle_mid_call("nap", NAP, rounds, || NAP_CALLS.load(Ordering::SeqCst), nap);
+    let (l, longest) = tracer_tests::toggle_mid_call(
+        "mid_call_nap",
+        NAP,
+        rounds,
+        || NAP_CALLS.load(Ordering::SeqCst),
+        mid_call_nap,
+    );
     let l = l.expect("the whole calls are timed");
     println!("{l:?}; the longest call as its caller timed it: {longest:?}");
     // Each round: the second call's exit is unmatched, the third is timed

@@ -59,6 +59,7 @@ fn workload(i: i32) {
 
 #[test]
 fn capturing_functions_keep_their_values_and_counts() {
+    tracer_tests::fresh_process!();
     let all = Capture {
         ints: 6,
         floats: 8,
@@ -167,6 +168,7 @@ extern "C-unwind" fn catcher(x: i32) -> i32 {
 
 #[test]
 fn a_panic_unwinds_through_capturing_frames() {
+    tracer_tests::fresh_process!();
     let cap = Capture::all_registers(true);
     assert_eq!(tracer::enable_with("uw_*", cap).unwrap().changed.len(), 3);
     for round in 1..=3u64 {

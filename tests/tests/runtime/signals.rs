@@ -23,6 +23,7 @@ extern "C" fn on_usr1(_: libc::c_int) {
 
 #[test]
 fn traced_functions_work_inside_signal_handlers() {
+    tracer_tests::fresh_process!();
     // SAFETY: installing a plain handler that only touches atomics and a
     // traced function.
     unsafe {

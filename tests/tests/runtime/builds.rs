@@ -85,16 +85,19 @@ fn build_and_run_with(
 
 #[test]
 fn debug_build_with_the_default_linker() {
+    tracer_tests::fresh_process!();
     build_and_run("dev", None, "default", None);
 }
 
 #[test]
 fn release_build_with_rust_lld() {
+    tracer_tests::fresh_process!();
     build_and_run("release", None, "default", Some("lld"));
 }
 
 #[test]
 fn fat_lto_one_codegen_unit() {
+    tracer_tests::fresh_process!();
     build_and_run("fat-lto", None, "default", None);
 }
 
@@ -105,6 +108,7 @@ fn fat_lto_one_codegen_unit() {
 /// own functions is listed.
 #[test]
 fn whole_program_with_pads_lists_each_traceable_function_once() {
+    tracer_tests::fresh_process!();
     let mut v = Command::new("rustup");
     v.args(["run", "nightly", "rustc", "--version"]);
     assert!(
@@ -135,6 +139,7 @@ fn whole_program_with_pads_lists_each_traceable_function_once() {
 
 #[test]
 fn release_build_with_gnu_ld() {
+    tracer_tests::fresh_process!();
     build_and_run(
         "release",
         Some("-Clinker-features=-lld"),

@@ -25,6 +25,7 @@ fn expected(base: i64) -> i64 {
 
 #[test]
 fn preserve_none_arguments_survive_the_entry_stub() {
+    tracer_tests::fresh_process!();
     let lib = CLib::build("regs", SRC);
     // SAFETY: `long call_pn(long)` (SRC above).
     let call: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(lib.sym("call_pn")) };

@@ -28,6 +28,7 @@ fn nested_outer() -> u64 {
 
 #[test]
 fn percentiles_keep_order_and_ratio() {
+    tracer_tests::fresh_process!();
     tracer::enable("short_op long_op nested_outer").unwrap();
     for _ in 0..300 {
         short_op();
@@ -79,11 +80,11 @@ fn percentiles_keep_order_and_ratio() {
 }
 
 #[tracer::traceable]
-fn deep(n: u32) -> u32 {
+fn recurse(n: u32) -> u32 {
     if n == 0 {
         0
     } else {
-        1 + black_box(deep(n - 1))
+        1 + black_box(recurse(n - 1))
     }
 }
 
@@ -92,11 +93,12 @@ fn deep(n: u32) -> u32 {
 /// never steal an outer call's entry.
 #[test]
 fn recursion_deeper_than_the_shadow_stack() {
-    tracer::enable("deep").unwrap();
-    assert_eq!(deep(300), 300);
-    assert_eq!(deep(10), 10);
-    tracer::disable("deep").unwrap();
-    let l = tracer::latency("deep").unwrap();
+    tracer_tests::fresh_process!();
+    tracer::enable("recurse").unwrap();
+    assert_eq!(recurse(300), 300);
+    assert_eq!(recurse(10), 10);
+    tracer::disable("recurse").unwrap();
+    let l = tracer::latency("recurse").unwrap();
     // 128 frames of the first call, all 11 of the second.
     assert_eq!(l.count, 128 + 11);
     assert_eq!(l.lost, 0);

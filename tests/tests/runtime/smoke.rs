@@ -7,6 +7,7 @@ fn add(a: u64, b: u64) -> u64 {
 
 #[test]
 fn enable_call_latency_disable() {
+    tracer_tests::fresh_process!();
     assert_eq!(black_box(add(1, 2)), 3);
     let fs = tracer::functions();
     let f = fs
