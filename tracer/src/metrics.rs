@@ -9,7 +9,11 @@
 //! histograms: a value less than 1/64 above a bound may be counted below
 //! it). Its `_count` can be lower than the calls: while a `tracer` program
 //! reads the rings, or when a ring overran, the collector sees no duration
-//! (`tracer_dropped_events_total` tells the second). Per process:
+//! (`tracer_dropped_events_total` tells the second). With the delimited
+//! protobuf exposition (when the scraper's `Accept` prefers it: Prometheus
+//! with `--enable-feature=native-histograms`), the histograms also carry
+//! native buckets (`tracer_core::metrics::native`: exact counts the
+//! collector keeps beside its own histograms). Per process:
 //! `tracer_dropped_events_total`, `tracer_functions_left_out_total` (beyond
 //! `TRACER_METRICS_MAX_FUNCTIONS`, default 10,000), `tracer_process_up`.
 //!
@@ -17,7 +21,7 @@
 //! workers, `tracer_core::http`: a deadline for the request head and for
 //! taking the response, a capped queue), never by the program's. A scrape
 //! copies the figures under the collector's lock (no rendering under it) and
-//! renders the text from the copy.
+//! renders the exposition from the copy.
 //!
 //! Only loopback addresses are served unless `TRACER_METRICS_ALLOW_REMOTE=1`.
 
@@ -26,6 +30,8 @@ use crate::runtime::runtime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracer_core::http::{self, Request, Response};
+use tracer_core::metrics::native::NativeHist;
+use tracer_core::metrics::proto::{self, MetricType as ProtoType};
 use tracer_core::metrics::{self as m, FixedHist, Text};
 use tracer_core::wire::env;
 
@@ -60,11 +66,14 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MAX_FUNCTIONS);
     let handler: Arc<http::Handler> = Arc::new(move |r: &Request| match r.path.as_str() {
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
-            body: render(max).into_bytes(),
-        },
+        "/metrics" => {
+            let (content_type, body) = render(max, &r.accept);
+            Response {
+                status: 200,
+                content_type: content_type.into(),
+                body,
+            }
+        }
         _ => Response::text(404, "not found; the metrics are at /metrics\n"),
     });
     http::serve(
@@ -98,10 +107,12 @@ struct Row {
     name: String,
     calls: u64,
     hist: FixedHist,
+    native: NativeHist,
 }
 
-/// The exposition text (Prometheus text format 0.0.4).
-pub(crate) fn render(max: usize) -> String {
+/// The exposition: the delimited protobuf one if `accept` prefers it, else
+/// Prometheus text format 0.0.4. Returns (content type, body).
+pub(crate) fn render(max: usize, accept: &str) -> (&'static str, Vec<u8>) {
     let pid = std::process::id().to_string();
     let exe = std::env::current_exe()
         .ok()
@@ -133,9 +144,16 @@ pub(crate) fn render(max: usize) -> String {
                 name,
                 calls: c.totals(i).count,
                 hist: c.hist(i).map(FixedHist::from_loghist).unwrap_or_default(),
+                native: c.native(i).cloned().unwrap_or_default(),
             })
             .collect()
     };
+    if proto::accepts(accept) {
+        return (
+            proto::CONTENT_TYPE,
+            protobuf(&rows, &pid, &exe, dropped, left_out),
+        );
+    }
     let mut t = Text::default();
     let calls = format!("{}_total", m::CALLS);
     t.family(&calls, "counter", m::HELP_CALLS);
@@ -164,5 +182,53 @@ pub(crate) fn render(max: usize) -> String {
     t.sample(&left, &pl, left_out);
     t.family(m::UP, "gauge", m::HELP_UP);
     t.sample(m::UP, &pl, 1);
-    t.out
+    (
+        "text/plain; version=0.0.4; charset=utf-8",
+        t.out.into_bytes(),
+    )
+}
+
+/// [`render`]'s protobuf exposition: the same families, names and labels
+/// as the text, histograms with classic and native buckets.
+fn protobuf(rows: &[Row], pid: &str, exe: &str, dropped: u64, left_out: u64) -> Vec<u8> {
+    let mut w = proto::Writer::default();
+    w.family(
+        &format!("{}_total", m::CALLS),
+        m::HELP_CALLS,
+        ProtoType::Counter,
+    );
+    for r in rows {
+        w.counter(
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
+            r.calls,
+        );
+    }
+    w.family(
+        &format!("{}_seconds", m::DURATION),
+        m::HELP_DURATION,
+        ProtoType::Histogram,
+    );
+    for r in rows {
+        w.histogram(
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
+            &r.hist,
+            &r.native,
+        );
+    }
+    let pl = [("pid", pid), ("exe", exe)];
+    w.family(
+        &format!("{}_total", m::DROPPED),
+        m::HELP_DROPPED,
+        ProtoType::Counter,
+    );
+    w.counter(&pl, dropped);
+    w.family(
+        &format!("{}_total", m::LEFT_OUT),
+        m::HELP_LEFT_OUT,
+        ProtoType::Counter,
+    );
+    w.counter(&pl, left_out);
+    w.family(m::UP, m::HELP_UP, ProtoType::Gauge);
+    w.gauge(&pl, 1.0);
+    w.finish()
 }

@@ -4,10 +4,14 @@
 //! and rebuilds calls ([`Walker`]) into per-function figures: a call count,
 //! the calls that never returned, and a latency histogram over the fixed
 //! buckets of [`tracer_core::metrics`] (exact: every duration is placed in
-//! its bucket). A scrape takes a copy of every process's figures, each under
-//! its own lock held only for the copy, and renders from the copy with the
-//! `prometheus-client` crate, on one of the HTTP server's workers
-//! ([`tracer_core::http`]: a fixed pool, a deadline for the request head and
+//! its bucket), and a native histogram ([`tracer_core::metrics::native`]:
+//! exact counts in exponential buckets, 2^(1/8) wide, sparse). A scrape
+//! takes a copy of every process's figures, each under its own lock held
+//! only for the copy, and renders from the copy, on one of the HTTP server's
+//! workers: the text formats with the `prometheus-client` crate, the
+//! protobuf exposition (native histograms too) when the scraper's `Accept`
+//! asks for it with [`tracer_core::metrics::proto`]. The workers are
+//! [`tracer_core::http`]'s (a fixed pool, a deadline for the request head and
 //! for taking the response, a capped queue).
 //!
 //! Cardinality: only functions with calls (or enabled by `serve`'s own
@@ -28,6 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracer_core::http::{self, Request, Response};
+use tracer_core::metrics::native::NativeHist;
+use tracer_core::metrics::proto::{self, MetricType as ProtoType};
 use tracer_core::metrics::{self as m, FixedHist, BOUNDS_NS};
 
 /// What `tracer serve` was asked for.
@@ -45,6 +51,8 @@ pub struct Options {
 pub struct FuncFigures {
     /// Durations of the calls that returned.
     pub hist: FixedHist,
+    /// The same durations in native buckets.
+    pub native: NativeHist,
     /// Calls that never returned.
     pub not_returned: u64,
 }
@@ -216,6 +224,71 @@ impl Collector for Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The delimited protobuf exposition: the same families, names and
+    /// labels as the text, histograms with classic and native buckets.
+    fn protobuf(&self) -> Vec<u8> {
+        fn fl<'a>(p: &'a ProcSnap, name: &'a str) -> [(&'static str, &'a str); 3] {
+            [("function", name), ("pid", &p.pid), ("exe", &p.exe)]
+        }
+        fn pl(p: &ProcSnap) -> [(&'static str, &str); 2] {
+            [("pid", &p.pid), ("exe", &p.exe)]
+        }
+        let mut w = proto::Writer::default();
+        w.family(
+            &format!("{}_total", m::CALLS),
+            m::HELP_CALLS,
+            ProtoType::Counter,
+        );
+        for p in &self.0 {
+            for (name, f) in &p.funcs {
+                w.counter(&fl(p, name), f.hist.count);
+            }
+        }
+        w.family(
+            &format!("{}_total", m::NOT_RETURNED),
+            m::HELP_NOT_RETURNED,
+            ProtoType::Counter,
+        );
+        for p in &self.0 {
+            for (name, f) in &p.funcs {
+                w.counter(&fl(p, name), f.not_returned);
+            }
+        }
+        w.family(
+            &format!("{}_seconds", m::DURATION),
+            m::HELP_DURATION,
+            ProtoType::Histogram,
+        );
+        for p in &self.0 {
+            for (name, f) in &p.funcs {
+                w.histogram(&fl(p, name), &f.hist, &f.native);
+            }
+        }
+        w.family(
+            &format!("{}_total", m::DROPPED),
+            m::HELP_DROPPED,
+            ProtoType::Counter,
+        );
+        for p in &self.0 {
+            w.counter(&pl(p), p.dropped);
+        }
+        w.family(
+            &format!("{}_total", m::LEFT_OUT),
+            m::HELP_LEFT_OUT,
+            ProtoType::Counter,
+        );
+        for p in &self.0 {
+            w.counter(&pl(p), p.left_out);
+        }
+        w.family(m::UP, m::HELP_UP, ProtoType::Gauge);
+        for p in &self.0 {
+            w.gauge(&pl(p), if p.up { 1.0 } else { 0.0 });
+        }
+        w.finish()
+    }
+}
+
 /// The processes served, by pid.
 #[derive(Default, Clone)]
 pub struct Store {
@@ -233,18 +306,24 @@ impl Store {
         Snapshot(procs.iter().map(|p| lock(p).snapshot()).collect())
     }
 
-    /// Render `/metrics`: OpenMetrics text if `accept` asks for it, else
-    /// Prometheus's text format 0.0.4. Returns (content type, body).
-    pub fn render(&self, accept: &str) -> (&'static str, String) {
+    /// Render `/metrics`: the delimited protobuf exposition (with native
+    /// histograms) if `accept` prefers it, else OpenMetrics text if it asks
+    /// for it, else Prometheus's text format 0.0.4. Returns (content type,
+    /// body).
+    pub fn render(&self, accept: &str) -> (&'static str, Vec<u8>) {
+        let snap = self.snapshot();
+        if proto::accepts(accept) {
+            return (proto::CONTENT_TYPE, snap.protobuf());
+        }
         let mut reg = Registry::default();
-        reg.register_collector(Box::new(self.snapshot()));
+        reg.register_collector(Box::new(snap));
         let mut out = String::new();
         if accept.contains("application/openmetrics-text") {
             let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
-            (OPENMETRICS_TEXT, out)
+            (OPENMETRICS_TEXT, out.into_bytes())
         } else {
             let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
-            (PROMETHEUS_TEXT, out)
+            (PROMETHEUS_TEXT, out.into_bytes())
         }
     }
 
@@ -274,7 +353,7 @@ pub fn handler(store: Store) -> Arc<http::Handler> {
             Response {
                 status: 200,
                 content_type: ct.into(),
-                body: body.into_bytes(),
+                body,
             }
         }
         "/" => Response::text(
@@ -446,6 +525,7 @@ fn read_process(
                         let ns = reader.ns(dur).max(1);
                         if let Some(s) = p.slot(func) {
                             s.hist.record(ns);
+                            s.native.record(ns);
                         }
                     }
                     Call::Left { func, .. } | Call::Untracked { func } if keep(func) => {
