@@ -25,7 +25,7 @@ arm=0
 for a in "$@"; do
   case "$a" in
     --arm) arm=1 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$a' (only --arm)" >&2; exit 2 ;;
   esac
 done
