@@ -27,6 +27,7 @@
 
 use crate::collect;
 use crate::runtime::runtime;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracer_core::http::{self, Request, Response};
@@ -67,11 +68,11 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
         .unwrap_or(DEFAULT_MAX_FUNCTIONS);
     let handler: Arc<http::Handler> = Arc::new(move |r: &Request| match r.path.as_str() {
         "/metrics" => {
-            let (content_type, body) = render(max, &r.accept);
+            let (content_type, produce) = render(max, &r.accept);
             Response {
                 status: 200,
                 content_type: content_type.into(),
-                body,
+                body: http::Body::Stream(produce),
             }
         }
         _ => Response::text(404, "not found; the metrics are at /metrics\n"),
@@ -110,9 +111,11 @@ struct Row {
     native: NativeHist,
 }
 
-/// The exposition: the delimited protobuf one if `accept` prefers it, else
-/// Prometheus text format 0.0.4. Returns (content type, body).
-pub(crate) fn render(max: usize, accept: &str) -> (&'static str, Vec<u8>) {
+/// The exposition from the figures now: the delimited protobuf one if
+/// `accept` prefers it, else Prometheus text format 0.0.4. Returns the
+/// content type and what writes the body as it is sent (in pieces: no
+/// buffer of the whole body).
+pub(crate) fn render(max: usize, accept: &str) -> (&'static str, http::Producer) {
     let pid = std::process::id().to_string();
     let exe = std::env::current_exe()
         .ok()
@@ -151,29 +154,54 @@ pub(crate) fn render(max: usize, accept: &str) -> (&'static str, Vec<u8>) {
     if proto::accepts(accept) {
         return (
             proto::CONTENT_TYPE,
-            protobuf(&rows, &pid, &exe, dropped, left_out),
+            Box::new(move |w| protobuf(&rows, &pid, &exe, dropped, left_out, w)),
         );
     }
+    (
+        "text/plain; version=0.0.4; charset=utf-8",
+        Box::new(move |w| text(&rows, &pid, &exe, dropped, left_out, w)),
+    )
+}
+
+/// [`render`]'s text exposition, sent every [`http::STREAM_BUFFER`] bytes.
+fn text(
+    rows: &[Row],
+    pid: &str,
+    exe: &str,
+    dropped: u64,
+    left_out: u64,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut t = Text::default();
+    let mut send = |t: &mut Text, all: bool| {
+        if all || t.out.len() >= http::STREAM_BUFFER {
+            let r = w.write_all(t.out.as_bytes());
+            t.out.clear();
+            return r;
+        }
+        Ok(())
+    };
     let calls = format!("{}_total", m::CALLS);
     t.family(&calls, "counter", m::HELP_CALLS);
-    for r in &rows {
+    for r in rows {
         t.sample(
             &calls,
-            &[("function", &r.name), ("pid", &pid), ("exe", &exe)],
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
             r.calls,
         );
+        send(&mut t, false)?;
     }
     let dur = format!("{}_seconds", m::DURATION);
     t.family(&dur, "histogram", m::HELP_DURATION);
-    for r in &rows {
+    for r in rows {
         t.histogram(
             &dur,
-            &[("function", &r.name), ("pid", &pid), ("exe", &exe)],
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
             &r.hist,
         );
+        send(&mut t, false)?;
     }
-    let pl = [("pid", pid.as_str()), ("exe", exe.as_str())];
+    let pl = [("pid", pid), ("exe", exe)];
     let dropped_name = format!("{}_total", m::DROPPED);
     t.family(&dropped_name, "counter", m::HELP_DROPPED);
     t.sample(&dropped_name, &pl, dropped);
@@ -182,15 +210,20 @@ pub(crate) fn render(max: usize, accept: &str) -> (&'static str, Vec<u8>) {
     t.sample(&left, &pl, left_out);
     t.family(m::UP, "gauge", m::HELP_UP);
     t.sample(m::UP, &pl, 1);
-    (
-        "text/plain; version=0.0.4; charset=utf-8",
-        t.out.into_bytes(),
-    )
+    send(&mut t, true)
 }
 
 /// [`render`]'s protobuf exposition: the same families, names and labels
-/// as the text, histograms with classic and native buckets.
-fn protobuf(rows: &[Row], pid: &str, exe: &str, dropped: u64, left_out: u64) -> Vec<u8> {
+/// as the text, histograms with classic and native buckets; each family
+/// sent once the next starts.
+fn protobuf(
+    rows: &[Row],
+    pid: &str,
+    exe: &str,
+    dropped: u64,
+    left_out: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut w = proto::Writer::default();
     w.family(
         &format!("{}_total", m::CALLS),
@@ -208,6 +241,7 @@ fn protobuf(rows: &[Row], pid: &str, exe: &str, dropped: u64, left_out: u64) -> 
         m::HELP_DURATION,
         ProtoType::Histogram,
     );
+    out.write_all(&w.take())?;
     for r in rows {
         w.histogram(
             &[("function", &r.name), ("pid", pid), ("exe", exe)],
@@ -230,5 +264,5 @@ fn protobuf(rows: &[Row], pid: &str, exe: &str, dropped: u64, left_out: u64) -> 
     w.counter(&pl, left_out);
     w.family(m::UP, m::HELP_UP, ProtoType::Gauge);
     w.gauge(&pl, 1.0);
-    w.finish()
+    out.write_all(&w.finish())
 }

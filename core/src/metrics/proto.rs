@@ -278,7 +278,13 @@ impl Writer {
         });
     }
 
-    /// The body.
+    /// The families completed so far (every one before the current), taken
+    /// out: to send them before the next are rendered.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The body (what [`take`](Self::take) has not taken).
     pub fn finish(mut self) -> Vec<u8> {
         self.end_family();
         self.out

@@ -28,6 +28,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -226,8 +227,10 @@ impl Collector for Snapshot {
 
 impl Snapshot {
     /// The delimited protobuf exposition: the same families, names and
-    /// labels as the text, histograms with classic and native buckets.
-    fn protobuf(&self) -> Vec<u8> {
+    /// labels as the text, histograms with classic and native buckets. Each
+    /// family goes to `out` once the next starts: at most one family's
+    /// bytes are held.
+    fn protobuf(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fn fl<'a>(p: &'a ProcSnap, name: &'a str) -> [(&'static str, &'a str); 3] {
             [("function", name), ("pid", &p.pid), ("exe", &p.exe)]
         }
@@ -250,6 +253,7 @@ impl Snapshot {
             m::HELP_NOT_RETURNED,
             ProtoType::Counter,
         );
+        out.write_all(&w.take())?;
         for p in &self.0 {
             for (name, f) in &p.funcs {
                 w.counter(&fl(p, name), f.not_returned);
@@ -260,6 +264,7 @@ impl Snapshot {
             m::HELP_DURATION,
             ProtoType::Histogram,
         );
+        out.write_all(&w.take())?;
         for p in &self.0 {
             for (name, f) in &p.funcs {
                 w.histogram(&fl(p, name), &f.hist, &f.native);
@@ -270,6 +275,7 @@ impl Snapshot {
             m::HELP_DROPPED,
             ProtoType::Counter,
         );
+        out.write_all(&w.take())?;
         for p in &self.0 {
             w.counter(&pl(p), p.dropped);
         }
@@ -285,7 +291,23 @@ impl Snapshot {
         for p in &self.0 {
             w.gauge(&pl(p), if p.up { 1.0 } else { 0.0 });
         }
-        w.finish()
+        out.write_all(&w.finish())
+    }
+}
+
+/// A `fmt::Write` onto an `io::Write` (the text encoder writes the former),
+/// keeping the first I/O error.
+struct FmtIo<'a> {
+    w: &'a mut dyn Write,
+    err: Option<std::io::Error>,
+}
+
+impl std::fmt::Write for FmtIo<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.w.write_all(s.as_bytes()).map_err(|e| {
+            self.err.get_or_insert(e);
+            std::fmt::Error
+        })
     }
 }
 
@@ -306,25 +328,41 @@ impl Store {
         Snapshot(procs.iter().map(|p| lock(p).snapshot()).collect())
     }
 
-    /// Render `/metrics`: the delimited protobuf exposition (with native
-    /// histograms) if `accept` prefers it, else OpenMetrics text if it asks
-    /// for it, else Prometheus's text format 0.0.4. Returns (content type,
+    /// `/metrics` from the figures now: the delimited protobuf exposition
+    /// (with native histograms) if `accept` prefers it, else OpenMetrics
+    /// text if it asks for it, else Prometheus's text format 0.0.4. Returns
+    /// the content type and what writes the body as it is sent (the text
+    /// in pieces, the protobuf a family at a time: no buffer of the whole
     /// body).
-    pub fn render(&self, accept: &str) -> (&'static str, Vec<u8>) {
+    pub fn render(&self, accept: &str) -> (&'static str, http::Producer) {
         let snap = self.snapshot();
         if proto::accepts(accept) {
-            return (proto::CONTENT_TYPE, snap.protobuf());
+            return (proto::CONTENT_TYPE, Box::new(move |w| snap.protobuf(w)));
         }
-        let mut reg = Registry::default();
-        reg.register_collector(Box::new(snap));
-        let mut out = String::new();
-        if accept.contains("application/openmetrics-text") {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
-            (OPENMETRICS_TEXT, out.into_bytes())
+        let om = accept.contains("application/openmetrics-text");
+        let produce = move |w: &mut dyn Write| {
+            let mut reg = Registry::default();
+            reg.register_collector(Box::new(snap));
+            let mut f = FmtIo { w, err: None };
+            let r = if om {
+                prometheus_client::encoding::text::encode(&mut f, &reg)
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut f, &reg)
+            };
+            match (r, f.err) {
+                (_, Some(e)) => Err(e),
+                (Err(_), None) => Err(std::io::Error::other(
+                    "the exposition could not be rendered",
+                )),
+                (Ok(()), None) => Ok(()),
+            }
+        };
+        let ct = if om {
+            OPENMETRICS_TEXT
         } else {
-            let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
-            (PROMETHEUS_TEXT, out.into_bytes())
-        }
+            PROMETHEUS_TEXT
+        };
+        (ct, Box::new(produce))
     }
 
     /// The pids served.
@@ -349,11 +387,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn handler(store: Store) -> Arc<http::Handler> {
     Arc::new(move |r: &Request| match r.path.as_str() {
         "/metrics" => {
-            let (ct, body) = store.render(&r.accept);
+            let (ct, produce) = store.render(&r.accept);
             Response {
                 status: 200,
                 content_type: ct.into(),
-                body,
+                body: http::Body::Stream(produce),
             }
         }
         "/" => Response::text(
