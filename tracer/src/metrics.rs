@@ -214,8 +214,8 @@ fn text(
 }
 
 /// [`render`]'s protobuf exposition: the same families, names and labels
-/// as the text, histograms with classic and native buckets; each family
-/// sent once the next starts.
+/// as the text, histograms with classic and native buckets; written as it
+/// is encoded (see `proto::Writer`).
 fn protobuf(
     rows: &[Row],
     pid: &str,
@@ -224,45 +224,45 @@ fn protobuf(
     left_out: u64,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let mut w = proto::Writer::default();
+    fn labels<'a>(r: &'a Row, pid: &'a str, exe: &'a str) -> [(&'static str, &'a str); 3] {
+        [("function", &r.name), ("pid", pid), ("exe", exe)]
+    }
+    let fl = |r| labels(r, pid, exe);
+    let pl = [("pid", pid), ("exe", exe)];
+    let mut w = proto::Writer::new(out);
     w.family(
         &format!("{}_total", m::CALLS),
         m::HELP_CALLS,
         ProtoType::Counter,
-    );
-    for r in rows {
-        w.counter(
-            &[("function", &r.name), ("pid", pid), ("exe", exe)],
-            r.calls,
-        );
-    }
+        &|emit| {
+            for r in rows {
+                emit(proto::counter(&fl(r), r.calls));
+            }
+        },
+    )?;
     w.family(
         &format!("{}_seconds", m::DURATION),
         m::HELP_DURATION,
         ProtoType::Histogram,
-    );
-    out.write_all(&w.take())?;
-    for r in rows {
-        w.histogram(
-            &[("function", &r.name), ("pid", pid), ("exe", exe)],
-            &r.hist,
-            &r.native,
-        );
-    }
-    let pl = [("pid", pid), ("exe", exe)];
+        &|emit| {
+            for r in rows {
+                emit(proto::histogram_metric(&fl(r), &r.hist, &r.native));
+            }
+        },
+    )?;
     w.family(
         &format!("{}_total", m::DROPPED),
         m::HELP_DROPPED,
         ProtoType::Counter,
-    );
-    w.counter(&pl, dropped);
+        &|emit| emit(proto::counter(&pl, dropped)),
+    )?;
     w.family(
         &format!("{}_total", m::LEFT_OUT),
         m::HELP_LEFT_OUT,
         ProtoType::Counter,
-    );
-    w.counter(&pl, left_out);
-    w.family(m::UP, m::HELP_UP, ProtoType::Gauge);
-    w.gauge(&pl, 1.0);
-    out.write_all(&w.finish())
+        &|emit| emit(proto::counter(&pl, left_out)),
+    )?;
+    w.family(m::UP, m::HELP_UP, ProtoType::Gauge, &|emit| {
+        emit(proto::gauge(&pl, 1.0))
+    })
 }

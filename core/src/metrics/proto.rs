@@ -204,90 +204,110 @@ pub fn histogram(fixed: &FixedHist, nat: &NativeHist) -> Histogram {
     }
 }
 
-/// Writes the delimited protobuf exposition one series at a time: each
-/// family's series are encoded as they come (no tree of every message is
-/// held), and the family is written, length first, when the next one
-/// starts or at [`finish`](Self::finish). The bytes are those of
-/// `MetricFamily::encode_length_delimited` of each whole family. A family
-/// without series is left out.
-#[derive(Default)]
-pub struct Writer {
-    out: Vec<u8>,
-    family: Option<MetricFamily>,
-    series: Vec<u8>,
+/// A counter series.
+pub fn counter(l: &[(&str, &str)], v: u64) -> Metric {
+    Metric {
+        label: labels(l),
+        counter: Some(Counter {
+            value: Some(v as f64),
+        }),
+        ..Metric::default()
+    }
 }
 
-impl Writer {
-    /// Start family `name` (ending the previous one).
-    pub fn family(&mut self, name: &str, help: &str, kind: MetricType) {
-        self.end_family();
-        self.family = Some(MetricFamily {
+/// A gauge series.
+pub fn gauge(l: &[(&str, &str)], v: f64) -> Metric {
+    Metric {
+        label: labels(l),
+        gauge: Some(Gauge { value: Some(v) }),
+        ..Metric::default()
+    }
+}
+
+/// A histogram series (see [`histogram`]).
+pub fn histogram_metric(l: &[(&str, &str)], fixed: &FixedHist, nat: &NativeHist) -> Metric {
+    Metric {
+        label: labels(l),
+        histogram: Some(histogram(fixed, nat)),
+        ..Metric::default()
+    }
+}
+
+/// Bytes [`Writer`] collects before it writes them out.
+const CHUNK: usize = 64 << 10;
+
+/// Writes the delimited protobuf exposition to an `io::Write` a family at
+/// a time, holding no more than one series and [`CHUNK`] bytes: a family's
+/// series are produced twice, once to measure the family (its length comes
+/// first) and once to write them. The bytes are those of
+/// `MetricFamily::encode_length_delimited` of each whole family. A family
+/// without series is left out.
+pub struct Writer<'a> {
+    out: &'a mut dyn std::io::Write,
+    buf: Vec<u8>,
+}
+
+/// Hands each series of a family to the function it is given.
+pub type Series<'s> = &'s dyn Fn(&mut dyn FnMut(Metric));
+
+impl<'a> Writer<'a> {
+    /// A writer to `out`.
+    pub fn new(out: &'a mut dyn std::io::Write) -> Writer<'a> {
+        Writer {
+            out,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write family `name`, whose series `series` produces (called twice:
+    /// it must produce the same series both times).
+    pub fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        series: Series<'_>,
+    ) -> std::io::Result<()> {
+        let (mut len, mut n) = (0usize, 0usize);
+        series(&mut |m| {
+            len += prost::encoding::message::encoded_len(4, &m);
+            n += 1;
+        });
+        if n == 0 {
+            return Ok(());
+        }
+        let head = MetricFamily {
             name: Some(name.to_string()),
             help: Some(help.to_string()),
             r#type: Some(kind as i32),
             metric: Vec::new(),
-        });
-    }
-
-    fn end_family(&mut self) {
-        if let Some(f) = self.family.take() {
-            if !self.series.is_empty() {
-                let len = f.encoded_len() + self.series.len();
-                prost::encoding::encode_varint(len as u64, &mut self.out);
-                // Fields 1-3 (the family has no series of its own), then
-                // the series as field 4: the same bytes as the whole
-                // family encoded at once.
-                f.encode_raw(&mut self.out);
-                self.out.append(&mut self.series);
+        };
+        let buf = &mut self.buf;
+        buf.clear();
+        prost::encoding::encode_varint((head.encoded_len() + len) as u64, buf);
+        // Fields 1-3, then the series as field 4: the same bytes as the
+        // whole family encoded at once.
+        head.encode_raw(buf);
+        let out = &mut *self.out;
+        let mut err = None;
+        series(&mut |m| {
+            if err.is_some() {
+                return;
             }
+            prost::encoding::message::encode(4, &m, buf);
+            if buf.len() >= CHUNK {
+                if let Err(e) = out.write_all(buf) {
+                    err = Some(e);
+                }
+                buf.clear();
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
         }
-        self.series.clear();
-    }
-
-    /// One series of the current family.
-    pub fn metric(&mut self, m: &Metric) {
-        prost::encoding::message::encode(4, m, &mut self.series);
-    }
-
-    /// A counter series.
-    pub fn counter(&mut self, l: &[(&str, &str)], v: u64) {
-        self.metric(&Metric {
-            label: labels(l),
-            counter: Some(Counter {
-                value: Some(v as f64),
-            }),
-            ..Metric::default()
-        });
-    }
-
-    /// A gauge series.
-    pub fn gauge(&mut self, l: &[(&str, &str)], v: f64) {
-        self.metric(&Metric {
-            label: labels(l),
-            gauge: Some(Gauge { value: Some(v) }),
-            ..Metric::default()
-        });
-    }
-
-    /// A histogram series (see [`histogram`]).
-    pub fn histogram(&mut self, l: &[(&str, &str)], fixed: &FixedHist, nat: &NativeHist) {
-        self.metric(&Metric {
-            label: labels(l),
-            histogram: Some(histogram(fixed, nat)),
-            ..Metric::default()
-        });
-    }
-
-    /// The families completed so far (every one before the current), taken
-    /// out: to send them before the next are rendered.
-    pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
-    }
-
-    /// The body (what [`take`](Self::take) has not taken).
-    pub fn finish(mut self) -> Vec<u8> {
-        self.end_family();
-        self.out
+        out.write_all(buf)?;
+        buf.clear();
+        Ok(())
     }
 }
 
@@ -412,28 +432,61 @@ mod tests {
     }
 
     #[test]
+    fn a_family_larger_than_a_chunk() {
+        let names: Vec<String> = (0..3000).map(|i| format!("f{i}")).collect();
+        let mut body = Vec::new();
+        Writer::new(&mut body)
+            .family("c_total", "calls", MetricType::Counter, &|emit| {
+                for (i, n) in names.iter().enumerate() {
+                    emit(counter(&[("function", n)], i as u64));
+                }
+            })
+            .unwrap();
+        assert!(body.len() > CHUNK);
+        let whole = MetricFamily {
+            name: Some("c_total".into()),
+            help: Some("calls".into()),
+            r#type: Some(MetricType::Counter as i32),
+            metric: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| counter(&[("function", n)], i as u64))
+                .collect(),
+        };
+        assert_eq!(body, whole.encode_length_delimited_to_vec());
+        assert_eq!(decode(&body).unwrap(), [whole]);
+    }
+
+    #[test]
     fn writer_matches_whole_families_and_decodes() {
-        let mut w = Writer::default();
-        w.family("empty_total", "nothing", MetricType::Counter);
-        w.family("c_total", "calls", MetricType::Counter);
-        w.counter(&[("function", "a::b"), ("pid", "7")], 5);
-        w.counter(&[("function", "a::c"), ("pid", "7")], 0);
-        w.family("d_seconds", "durations", MetricType::Histogram);
         let mut f = FixedHist::default();
         let mut n = NativeHist::new();
         for ns in [150u64, 150, 3_000, 2_000_000, 2_200_000, 9_000_000_000] {
             f.record(ns);
             n.record(ns);
         }
-        w.histogram(&[("function", "a::b")], &f, &n);
-        w.histogram(
-            &[("function", "a::c")],
-            &FixedHist::default(),
-            &NativeHist::new(),
-        );
-        w.family("up", "up", MetricType::Gauge);
-        w.gauge(&[("pid", "7")], 1.0);
-        let body = w.finish();
+        let mut body = Vec::new();
+        let mut w = Writer::new(&mut body);
+        w.family("empty_total", "nothing", MetricType::Counter, &|_| {})
+            .unwrap();
+        w.family("c_total", "calls", MetricType::Counter, &|emit| {
+            emit(counter(&[("function", "a::b"), ("pid", "7")], 5));
+            emit(counter(&[("function", "a::c"), ("pid", "7")], 0));
+        })
+        .unwrap();
+        w.family("d_seconds", "durations", MetricType::Histogram, &|emit| {
+            emit(histogram_metric(&[("function", "a::b")], &f, &n));
+            emit(histogram_metric(
+                &[("function", "a::c")],
+                &FixedHist::default(),
+                &NativeHist::new(),
+            ));
+        })
+        .unwrap();
+        w.family("up", "up", MetricType::Gauge, &|emit| {
+            emit(gauge(&[("pid", "7")], 1.0))
+        })
+        .unwrap();
         let fams = decode(&body).unwrap();
         // The same bytes as each family encoded whole.
         let mut again = Vec::new();

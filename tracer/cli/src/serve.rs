@@ -227,9 +227,8 @@ impl Collector for Snapshot {
 
 impl Snapshot {
     /// The delimited protobuf exposition: the same families, names and
-    /// labels as the text, histograms with classic and native buckets. Each
-    /// family goes to `out` once the next starts: at most one family's
-    /// bytes are held.
+    /// labels as the text, histograms with classic and native buckets,
+    /// written to `out` as it is encoded (see [`proto::Writer`]).
     fn protobuf(&self, out: &mut dyn Write) -> std::io::Result<()> {
         fn fl<'a>(p: &'a ProcSnap, name: &'a str) -> [(&'static str, &'a str); 3] {
             [("function", name), ("pid", &p.pid), ("exe", &p.exe)]
@@ -237,61 +236,68 @@ impl Snapshot {
         fn pl(p: &ProcSnap) -> [(&'static str, &str); 2] {
             [("pid", &p.pid), ("exe", &p.exe)]
         }
-        let mut w = proto::Writer::default();
+        let mut w = proto::Writer::new(out);
         w.family(
             &format!("{}_total", m::CALLS),
             m::HELP_CALLS,
             ProtoType::Counter,
-        );
-        for p in &self.0 {
-            for (name, f) in &p.funcs {
-                w.counter(&fl(p, name), f.hist.count);
-            }
-        }
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::counter(&fl(p, name), f.hist.count));
+                    }
+                }
+            },
+        )?;
         w.family(
             &format!("{}_total", m::NOT_RETURNED),
             m::HELP_NOT_RETURNED,
             ProtoType::Counter,
-        );
-        out.write_all(&w.take())?;
-        for p in &self.0 {
-            for (name, f) in &p.funcs {
-                w.counter(&fl(p, name), f.not_returned);
-            }
-        }
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::counter(&fl(p, name), f.not_returned));
+                    }
+                }
+            },
+        )?;
         w.family(
             &format!("{}_seconds", m::DURATION),
             m::HELP_DURATION,
             ProtoType::Histogram,
-        );
-        out.write_all(&w.take())?;
-        for p in &self.0 {
-            for (name, f) in &p.funcs {
-                w.histogram(&fl(p, name), &f.hist, &f.native);
-            }
-        }
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::histogram_metric(&fl(p, name), &f.hist, &f.native));
+                    }
+                }
+            },
+        )?;
         w.family(
             &format!("{}_total", m::DROPPED),
             m::HELP_DROPPED,
             ProtoType::Counter,
-        );
-        out.write_all(&w.take())?;
-        for p in &self.0 {
-            w.counter(&pl(p), p.dropped);
-        }
+            &|emit| {
+                for p in &self.0 {
+                    emit(proto::counter(&pl(p), p.dropped));
+                }
+            },
+        )?;
         w.family(
             &format!("{}_total", m::LEFT_OUT),
             m::HELP_LEFT_OUT,
             ProtoType::Counter,
-        );
-        for p in &self.0 {
-            w.counter(&pl(p), p.left_out);
-        }
-        w.family(m::UP, m::HELP_UP, ProtoType::Gauge);
-        for p in &self.0 {
-            w.gauge(&pl(p), if p.up { 1.0 } else { 0.0 });
-        }
-        out.write_all(&w.finish())
+            &|emit| {
+                for p in &self.0 {
+                    emit(proto::counter(&pl(p), p.left_out));
+                }
+            },
+        )?;
+        w.family(m::UP, m::HELP_UP, ProtoType::Gauge, &|emit| {
+            for p in &self.0 {
+                emit(proto::gauge(&pl(p), if p.up { 1.0 } else { 0.0 }));
+            }
+        })
     }
 }
 
@@ -331,9 +337,8 @@ impl Store {
     /// `/metrics` from the figures now: the delimited protobuf exposition
     /// (with native histograms) if `accept` prefers it, else OpenMetrics
     /// text if it asks for it, else Prometheus's text format 0.0.4. Returns
-    /// the content type and what writes the body as it is sent (the text
-    /// in pieces, the protobuf a family at a time: no buffer of the whole
-    /// body).
+    /// the content type and what writes the body as it is sent, in pieces
+    /// (no buffer of the whole body).
     pub fn render(&self, accept: &str) -> (&'static str, http::Producer) {
         let snap = self.snapshot();
         if proto::accepts(accept) {
