@@ -16,7 +16,9 @@
 //!   a new one gets `503` at once and is closed.
 //!
 //! Every response closes its connection (`Connection: close`); scrapers
-//! reconnect, and no idle keep-alive connection holds a worker.
+//! reconnect, and no idle keep-alive connection holds a worker. A body can
+//! be streamed ([`Body::Stream`]): produced while it is sent, so that no
+//! buffer ever holds a whole large exposition.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

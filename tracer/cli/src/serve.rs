@@ -396,7 +396,11 @@ pub fn handler(store: Store) -> Arc<http::Handler> {
             Response {
                 status: 200,
                 content_type: ct.into(),
-                body: http::Body::Stream(produce),
+                body: http::Body::Stream(Box::new(move |w| {
+                    let r = produce(w);
+                    give_back_memory();
+                    r
+                })),
             }
         }
         "/" => Response::text(
@@ -405,6 +409,20 @@ pub fn handler(store: Store) -> Arc<http::Handler> {
         ),
         _ => Response::text(404, "not found; the metrics are at /metrics\n"),
     })
+}
+
+/// Return the free memory of a scrape's copy to the system. The copy (about
+/// 400 bytes a function) is freed when the scrape ends, but glibc keeps
+/// freed memory in the arena of the worker that freed it: with four
+/// workers, a program serving 100,000 functions would otherwise keep four
+/// copies' worth of resident memory it no longer uses.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is
+    // passed and none is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Bind `addr` for serving: loopback only unless `allow_remote`.
