@@ -432,6 +432,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "3,000 series: slow under Miri, and no unsafe code")]
     fn a_family_larger_than_a_chunk() {
         let names: Vec<String> = (0..3000).map(|i| format!("f{i}")).collect();
         let mut body = Vec::new();
