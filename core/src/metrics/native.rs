@@ -47,6 +47,21 @@ fn frexp(v: f64) -> (f64, i32) {
     (frac, exp)
 }
 
+/// `2^e`, exactly (built from its bits: `powi` may be off by an ulp,
+/// and is under Miri).
+pub fn pow2(e: i32) -> f64 {
+    if e > 1023 {
+        f64::INFINITY
+    } else if e >= -1022 {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else if e >= -1074 {
+        // Subnormal: exact too.
+        f64::from_bits(1u64 << (e + 1074))
+    } else {
+        0.0
+    }
+}
+
 /// The key of the bucket that holds `seconds` (> 0, finite).
 pub fn key(seconds: f64) -> i32 {
     if seconds < f64::MIN_POSITIVE {
@@ -68,7 +83,7 @@ pub fn key_ns(ns: u64) -> i32 {
 pub fn bounds(k: i32) -> (f64, f64) {
     let upper = |k: i32| {
         let (q, r) = (k.div_euclid(1 << SCHEMA), k.rem_euclid(1 << SCHEMA));
-        FRACTIONS[r as usize] * 2f64.powi(q + 1)
+        FRACTIONS[r as usize] * pow2(q + 1)
     };
     (upper(k - 1), upper(k))
 }
@@ -241,7 +256,12 @@ mod tests {
         // 1 ns .. 100 s.
         assert_eq!(key_ns(1), -239);
         assert_eq!(key_ns(100_000_000_000), 54);
-        assert!((RELATIVE_ERROR - (2f64.powf(0.125) - 1.0)).abs() < 1e-15);
+        assert!((RELATIVE_ERROR - (2f64.powf(0.125) - 1.0)).abs() < 1e-12);
+        assert_eq!(pow2(0), 1.0);
+        assert_eq!(pow2(-128), ZERO_THRESHOLD);
+        assert_eq!(pow2(-1074), f64::from_bits(1));
+        assert_eq!(pow2(3), 8.0);
+        assert_eq!(pow2(-1), 0.5);
     }
 
     #[test]
@@ -249,7 +269,7 @@ mod tests {
         for v in [1.0, 0.75, 3.0, 1e-9, 123.456, f64::MIN_POSITIVE] {
             let (f, e) = frexp(v);
             assert!((0.5..1.0).contains(&f), "{v}: {f}");
-            assert_eq!(f * 2f64.powi(e), v);
+            assert_eq!(f * pow2(e), v);
         }
     }
 

@@ -423,7 +423,7 @@ mod tests {
         }
         want.extend([0x28, 0x06]); // schema 3, zigzag
         want.push(0x31); // zero_threshold, 2^-128
-        want.extend(2f64.powi(-128).to_le_bytes());
+        want.extend(native::pow2(-128).to_le_bytes());
         want.extend([0x38, 0x00]); // zero_count 0
         want.extend([0x62, 0x04, 0x08, 0x00, 0x10, 0x01]); // span {offset 0, length 1}
         want.extend([0x68, 0x02]); // delta +1, zigzag
