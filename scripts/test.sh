@@ -15,6 +15,9 @@
 #   perfetto, protobuf       Perfetto's trace schema (pip): decodes the
 #                            --perfetto export in the tests
 #   prometheus_client        Prometheus's parser (pip): parses /metrics
+#   prometheus               Debian's Prometheus server (apt): scrapes
+#                            /metrics in the tests (classic and native
+#                            histograms)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +25,7 @@ arm=0
 for a in "$@"; do
   case "$a" in
     --arm) arm=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$a' (only --arm)" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +62,20 @@ pip_install perfetto.protos.perfetto.trace.perfetto_trace_pb2 perfetto protobuf
 
 echo "== Prometheus's Python client (parses the /metrics exposition in the tests)"
 pip_install prometheus_client.parser prometheus_client
+
+echo "== Prometheus server (scrapes /metrics in the tests: tests/it/prometheus.rs)"
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test.sh: prometheus is missing; run as root: apt-get install -y prometheus" >&2
+    exit 1
+  fi
+  echo "test.sh: apt-get install prometheus"
+  apt-get update -qq || echo "test.sh: apt-get update reported errors (ignored)"
+  # The package's service is not started (no init here; the tests start
+  # their own servers).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+prometheus --version 2>&1 | head -1
 
 echo "== loom models of the event ring and the trap table (core/tests/loom.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

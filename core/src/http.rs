@@ -16,7 +16,9 @@
 //!   a new one gets `503` at once and is closed.
 //!
 //! Every response closes its connection (`Connection: close`); scrapers
-//! reconnect, and no idle keep-alive connection holds a worker.
+//! reconnect, and no idle keep-alive connection holds a worker. A body can
+//! be streamed ([`Body::Stream`]): produced while it is sent, so that no
+//! buffer ever holds a whole large exposition.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -59,15 +61,42 @@ pub struct Request {
     pub accept: String,
 }
 
+/// Writes a streamed body (see [`Body::Stream`]).
+pub type Producer = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()>>;
+
+/// A response body.
+pub enum Body {
+    /// Bytes, sent with a `Content-Length`.
+    Bytes(Vec<u8>),
+    /// Produced while it is sent, so no buffer holds the whole body: the
+    /// producer writes through a buffer of [`STREAM_BUFFER`] bytes straight
+    /// to the connection (under the write deadline), and the connection's
+    /// close ends the body (no `Content-Length`, as HTTP/1.1 allows with
+    /// `Connection: close`). Not called for `HEAD`.
+    Stream(Producer),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Bytes a streamed body is written in, at most (and buffered, at most).
+pub const STREAM_BUFFER: usize = 256 << 10;
+
 /// A response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     /// Status code.
     pub status: u16,
     /// `Content-Type`.
     pub content_type: String,
     /// Body.
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 impl Response {
@@ -76,8 +105,42 @@ impl Response {
         Response {
             status,
             content_type: "text/plain; charset=utf-8".into(),
-            body: body.into().into_bytes(),
+            body: Body::Bytes(body.into().into_bytes()),
         }
+    }
+
+    /// A `200` response whose body `produce` writes while it is sent.
+    pub fn stream(
+        content_type: impl Into<String>,
+        produce: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + 'static,
+    ) -> Response {
+        Response {
+            status: 200,
+            content_type: content_type.into(),
+            body: Body::Stream(Box::new(produce)),
+        }
+    }
+}
+
+/// A writer to a connection that gives up at a deadline.
+struct Deadline<'a> {
+    s: &'a mut TcpStream,
+    deadline: Instant,
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_write_timeout(Some(left))?;
+        let end = buf.len().min(STREAM_BUFFER);
+        self.s.write(&buf[..end])
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
     }
 }
 
@@ -136,7 +199,7 @@ fn refuse(mut s: TcpStream, status: u16, why: &str) {
     let _ = s.set_nonblocking(false);
     let _ = write_response(
         &mut s,
-        &Response::text(status, format!("{why}\n")),
+        Response::text(status, format!("{why}\n")),
         false,
         Instant::now() + Duration::from_millis(100),
     );
@@ -272,7 +335,7 @@ fn worker(rx: &Mutex<Receiver<(TcpStream, Request)>>, limits: Limits, handler: &
         };
         let _ = write_response(
             &mut s,
-            &resp,
+            resp,
             req.method == "HEAD",
             Instant::now() + limits.write,
         );
@@ -327,39 +390,38 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Write `r` by `deadline` (a scraper that does not read is dropped then).
+/// Write `r` by `deadline` (a scraper that does not read is dropped then;
+/// a streamed body is produced within it too).
 fn write_response(
     s: &mut TcpStream,
-    r: &Response,
+    r: Response,
     head_only: bool,
     deadline: Instant,
 ) -> std::io::Result<()> {
+    let length = match &r.body {
+        Body::Bytes(b) => format!("Content-Length: {}\r\n", b.len()),
+        Body::Stream(_) => String::new(),
+    };
     let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\n{length}Connection: close\r\n\r\n",
         r.status,
         reason(r.status),
         r.content_type,
-        r.body.len()
     );
-    let body: &[u8] = if head_only { &[] } else { &r.body };
-    for part in [head.as_bytes(), body] {
-        let mut off = 0;
-        while off < part.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(std::io::ErrorKind::TimedOut.into());
-            }
-            s.set_write_timeout(Some(left))?;
-            let end = (off + (256 << 10)).min(part.len());
-            match s.write(&part[off..end]) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => off += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    let mut w = Deadline { s, deadline };
+    w.write_all(head.as_bytes())?;
+    if head_only {
+        return w.flush();
+    }
+    match r.body {
+        Body::Bytes(b) => w.write_all(&b)?,
+        Body::Stream(produce) => {
+            let mut b = std::io::BufWriter::with_capacity(STREAM_BUFFER, &mut w);
+            produce(&mut b)?;
+            b.flush()?;
         }
     }
-    s.flush()
+    w.flush()
 }
 
 /// Is `addr` a loopback address (127.0.0.0/8, ::1)?
@@ -377,6 +439,14 @@ mod tests {
         let h: Arc<Handler> = Arc::new(|r: &Request| {
             if r.path == "/metrics" {
                 Response::text(200, format!("ok {}\n", r.accept))
+            } else if r.path == "/big" {
+                // 1 MiB in 1000-byte writes, never held whole.
+                Response::stream("text/plain", |w| {
+                    for i in 0..1048u32 {
+                        w.write_all(&[b'a' + (i % 26) as u8; 1000])?;
+                    }
+                    w.write_all(&[b'.'; 576])
+                })
             } else {
                 Response::text(404, "no\n")
             }
@@ -426,6 +496,15 @@ mod tests {
                 .expect_err("a stalled client was answered or cut off");
             assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
         }
+        // A streamed body: no Content-Length, the close ends it.
+        let r = get(a, "GET /big HTTP/1.1\r\n\r\n");
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("Content-Length"), "{head}");
+        assert_eq!(body.len(), 1 << 20);
+        assert!(body.starts_with("aaa") && body.ends_with("..."));
+        let r = get(a, "HEAD /big HTTP/1.1\r\n\r\n");
+        assert!(r.ends_with("\r\n\r\n"), "{r}");
         let a = start(Duration::from_millis(500));
         let r = get(a, "GET /other HTTP/1.0\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");

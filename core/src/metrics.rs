@@ -3,6 +3,10 @@
 //! in-process endpoint (`TRACER_METRICS`, rendered here by [`Text`] so the
 //! runtime needs no dependency).
 //!
+//! Besides the text formats, both endpoints write Prometheus's protobuf
+//! exposition ([`proto`]) when the scraper asks for it, whose histograms
+//! also carry native (sparse, exponential) buckets ([`native`]).
+//!
 //! Latency histograms have fixed buckets, 1-2-5 per decade from 100 ns to
 //! 100 s ([`BOUNDS_NS`]; 28 bounds and `+Inf`), so `histogram_quantile` has at
 //! worst a factor of 2.5 between neighbouring bounds and every series of every
@@ -20,6 +24,9 @@
 //! | [`UP`] | gauge | 1 while the process is read, 0 once it ended |
 
 use std::fmt::Write as _;
+
+pub mod native;
+pub mod proto;
 
 /// Upper bounds of the fixed latency buckets, ns: 1-2-5 per decade, 100 ns
 /// to 100 s (`+Inf` is implicit).

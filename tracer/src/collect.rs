@@ -27,6 +27,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tracer_core::event::{Event, KIND_EXIT};
 use tracer_core::loghist::LogHist;
+use tracer_core::metrics::native::NativeHist;
 
 /// Exact totals of one function.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub struct Collector {
     /// enabled: an idle one costs one pointer here), and as small as the
     /// spread of its durations (a few hundred bytes for most functions).
     pub hists: Vec<Option<Box<LogHist>>>,
+    /// The same durations in Prometheus native-histogram buckets (exact
+    /// counts, for the `TRACER_METRICS` endpoint's protobuf exposition);
+    /// made with `hists`, sparse too.
+    pub natives: Vec<Option<Box<NativeHist>>>,
     /// Totals of threads that have exited, per function, and of the calls
     /// of live threads whose blocks have no counter for the function (made
     /// before a library with many functions was loaded): those are counted
@@ -117,6 +122,7 @@ pub fn init(nfuncs: usize) {
     COLLECTOR.get_or_init(|| {
         Mutex::new(Collector {
             hists: (0..nfuncs).map(|_| None).collect(),
+            natives: (0..nfuncs).map(|_| None).collect(),
             retired: vec![Totals::default(); nfuncs],
             baseline: vec![Totals::default(); nfuncs],
             events: 0,
@@ -241,6 +247,7 @@ impl Collector {
         let tid = st.owner.load(Ordering::Relaxed);
         let counted = st.counters().len();
         let hists = &mut self.hists;
+        let natives = &mut self.natives;
         let retired = &mut self.retired;
         let tap = &mut self.tap;
         let n = st.ring.drain(usize::MAX, |ev| {
@@ -251,9 +258,11 @@ impl Collector {
                         r.add(1, ev.dur, ev.dur, ev.dur);
                     }
                 }
-                if let Some(h) = hists.get_mut(f) {
-                    h.get_or_insert_with(|| Box::new(LogHist::new()))
-                        .record(clock::to_ns(ev.dur).max(1));
+                if let (Some(h), Some(n)) = (hists.get_mut(f), natives.get_mut(f)) {
+                    let ns = clock::to_ns(ev.dur).max(1);
+                    h.get_or_insert_with(|| Box::new(LogHist::new())).record(ns);
+                    n.get_or_insert_with(|| Box::new(NativeHist::new()))
+                        .record(ns);
                 }
             }
             if let Some(t) = tap {
@@ -270,6 +279,9 @@ impl Collector {
         if self.hists.len() < n {
             self.hists.resize_with(n, || None);
         }
+        if self.natives.len() < n {
+            self.natives.resize_with(n, || None);
+        }
         self.retired
             .resize(n.max(self.retired.len()), Totals::default());
         self.baseline
@@ -279,6 +291,12 @@ impl Collector {
     /// The histogram of function `f`, if it has completed a call.
     pub fn hist(&self, f: usize) -> Option<&LogHist> {
         self.hists.get(f).and_then(|h| h.as_deref())
+    }
+
+    /// The native histogram of function `f` (the same durations as
+    /// [`hist`](Self::hist)), if it has completed a call.
+    pub fn native(&self, f: usize) -> Option<&NativeHist> {
+        self.natives.get(f).and_then(|h| h.as_deref())
     }
 
     /// Exact totals of function `f` over all threads, live and exited.
@@ -309,6 +327,9 @@ impl Collector {
     pub fn reset(&mut self) {
         self.drain_all();
         for h in self.hists.iter_mut().flatten() {
+            h.reset();
+        }
+        for h in self.natives.iter_mut().flatten() {
             h.reset();
         }
         self.baseline = vec![Totals::default(); self.hists.len()];

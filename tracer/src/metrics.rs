@@ -9,7 +9,11 @@
 //! histograms: a value less than 1/64 above a bound may be counted below
 //! it). Its `_count` can be lower than the calls: while a `tracer` program
 //! reads the rings, or when a ring overran, the collector sees no duration
-//! (`tracer_dropped_events_total` tells the second). Per process:
+//! (`tracer_dropped_events_total` tells the second). With the delimited
+//! protobuf exposition (when the scraper's `Accept` prefers it: Prometheus
+//! with `--enable-feature=native-histograms`), the histograms also carry
+//! native buckets (`tracer_core::metrics::native`: exact counts the
+//! collector keeps beside its own histograms). Per process:
 //! `tracer_dropped_events_total`, `tracer_functions_left_out_total` (beyond
 //! `TRACER_METRICS_MAX_FUNCTIONS`, default 10,000), `tracer_process_up`.
 //!
@@ -17,15 +21,18 @@
 //! workers, `tracer_core::http`: a deadline for the request head and for
 //! taking the response, a capped queue), never by the program's. A scrape
 //! copies the figures under the collector's lock (no rendering under it) and
-//! renders the text from the copy.
+//! renders the exposition from the copy.
 //!
 //! Only loopback addresses are served unless `TRACER_METRICS_ALLOW_REMOTE=1`.
 
 use crate::collect;
 use crate::runtime::runtime;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracer_core::http::{self, Request, Response};
+use tracer_core::metrics::native::NativeHist;
+use tracer_core::metrics::proto::{self, MetricType as ProtoType};
 use tracer_core::metrics::{self as m, FixedHist, Text};
 use tracer_core::wire::env;
 
@@ -60,11 +67,18 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MAX_FUNCTIONS);
     let handler: Arc<http::Handler> = Arc::new(move |r: &Request| match r.path.as_str() {
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
-            body: render(max).into_bytes(),
-        },
+        "/metrics" => {
+            let (content_type, produce) = render(max, &r.accept);
+            Response {
+                status: 200,
+                content_type: content_type.into(),
+                body: http::Body::Stream(Box::new(move |w| {
+                    let r = produce(w);
+                    give_back_memory();
+                    r
+                })),
+            }
+        }
         _ => Response::text(404, "not found; the metrics are at /metrics\n"),
     });
     http::serve(
@@ -78,6 +92,18 @@ pub fn serve_metrics(addr: &str) -> std::io::Result<SocketAddr> {
         &|name, f| crate::trap::spawn_own_thread(name, f).map(|_| ()),
     )?;
     Ok(bound)
+}
+
+/// Return the free memory of a scrape's copy (about 400 bytes a function,
+/// freed when the scrape ends) to the system: glibc would keep it in the
+/// arena of the worker that freed it, a copy's worth per worker.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is
+    // passed and none is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// `TRACER_METRICS=ADDR`: start serving at program start (an error is
@@ -98,10 +124,14 @@ struct Row {
     name: String,
     calls: u64,
     hist: FixedHist,
+    native: NativeHist,
 }
 
-/// The exposition text (Prometheus text format 0.0.4).
-pub(crate) fn render(max: usize) -> String {
+/// The exposition from the figures now: the delimited protobuf one if
+/// `accept` prefers it, else Prometheus text format 0.0.4. Returns the
+/// content type and what writes the body as it is sent (in pieces: no
+/// buffer of the whole body).
+pub(crate) fn render(max: usize, accept: &str) -> (&'static str, http::Producer) {
     let pid = std::process::id().to_string();
     let exe = std::env::current_exe()
         .ok()
@@ -133,29 +163,61 @@ pub(crate) fn render(max: usize) -> String {
                 name,
                 calls: c.totals(i).count,
                 hist: c.hist(i).map(FixedHist::from_loghist).unwrap_or_default(),
+                native: c.native(i).cloned().unwrap_or_default(),
             })
             .collect()
     };
+    if proto::accepts(accept) {
+        return (
+            proto::CONTENT_TYPE,
+            Box::new(move |w| protobuf(&rows, &pid, &exe, dropped, left_out, w)),
+        );
+    }
+    (
+        "text/plain; version=0.0.4; charset=utf-8",
+        Box::new(move |w| text(&rows, &pid, &exe, dropped, left_out, w)),
+    )
+}
+
+/// [`render`]'s text exposition, sent every [`http::STREAM_BUFFER`] bytes.
+fn text(
+    rows: &[Row],
+    pid: &str,
+    exe: &str,
+    dropped: u64,
+    left_out: u64,
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut t = Text::default();
+    let mut send = |t: &mut Text, all: bool| {
+        if all || t.out.len() >= http::STREAM_BUFFER {
+            let r = w.write_all(t.out.as_bytes());
+            t.out.clear();
+            return r;
+        }
+        Ok(())
+    };
     let calls = format!("{}_total", m::CALLS);
     t.family(&calls, "counter", m::HELP_CALLS);
-    for r in &rows {
+    for r in rows {
         t.sample(
             &calls,
-            &[("function", &r.name), ("pid", &pid), ("exe", &exe)],
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
             r.calls,
         );
+        send(&mut t, false)?;
     }
     let dur = format!("{}_seconds", m::DURATION);
     t.family(&dur, "histogram", m::HELP_DURATION);
-    for r in &rows {
+    for r in rows {
         t.histogram(
             &dur,
-            &[("function", &r.name), ("pid", &pid), ("exe", &exe)],
+            &[("function", &r.name), ("pid", pid), ("exe", exe)],
             &r.hist,
         );
+        send(&mut t, false)?;
     }
-    let pl = [("pid", pid.as_str()), ("exe", exe.as_str())];
+    let pl = [("pid", pid), ("exe", exe)];
     let dropped_name = format!("{}_total", m::DROPPED);
     t.family(&dropped_name, "counter", m::HELP_DROPPED);
     t.sample(&dropped_name, &pl, dropped);
@@ -164,5 +226,59 @@ pub(crate) fn render(max: usize) -> String {
     t.sample(&left, &pl, left_out);
     t.family(m::UP, "gauge", m::HELP_UP);
     t.sample(m::UP, &pl, 1);
-    t.out
+    send(&mut t, true)
+}
+
+/// [`render`]'s protobuf exposition: the same families, names and labels
+/// as the text, histograms with classic and native buckets; written as it
+/// is encoded (see `proto::Writer`).
+fn protobuf(
+    rows: &[Row],
+    pid: &str,
+    exe: &str,
+    dropped: u64,
+    left_out: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    fn labels<'a>(r: &'a Row, pid: &'a str, exe: &'a str) -> [(&'static str, &'a str); 3] {
+        [("function", &r.name), ("pid", pid), ("exe", exe)]
+    }
+    let fl = |r| labels(r, pid, exe);
+    let pl = [("pid", pid), ("exe", exe)];
+    let mut w = proto::Writer::new(out);
+    w.family(
+        &format!("{}_total", m::CALLS),
+        m::HELP_CALLS,
+        ProtoType::Counter,
+        &|emit| {
+            for r in rows {
+                emit(proto::counter(&fl(r), r.calls));
+            }
+        },
+    )?;
+    w.family(
+        &format!("{}_seconds", m::DURATION),
+        m::HELP_DURATION,
+        ProtoType::Histogram,
+        &|emit| {
+            for r in rows {
+                emit(proto::histogram_metric(&fl(r), &r.hist, &r.native));
+            }
+        },
+    )?;
+    w.family(
+        &format!("{}_total", m::DROPPED),
+        m::HELP_DROPPED,
+        ProtoType::Counter,
+        &|emit| emit(proto::counter(&pl, dropped)),
+    )?;
+    w.family(
+        &format!("{}_total", m::LEFT_OUT),
+        m::HELP_LEFT_OUT,
+        ProtoType::Counter,
+        &|emit| emit(proto::counter(&pl, left_out)),
+    )?;
+    w.family(m::UP, m::HELP_UP, ProtoType::Gauge, &|emit| {
+        emit(proto::gauge(&pl, 1.0))
+    })
 }

@@ -40,5 +40,9 @@ Metrics (labels function, pid, exe):
   tracer_functions_left_out_total      functions beyond --max-functions (pid, exe)
   tracer_process_up                    1 while the process is read, 0 after it ended
 
+Formats: Prometheus text, OpenMetrics, or protobuf with native histograms too
+(schema 3: exact counts, quantiles within 9 %) when the scraper asks for it
+(prometheus --enable-feature=native-histograms).
+
 Only loopback addresses unless --allow-remote. With -p the last figures of an ended
 process stay (tracer_process_up 0); with --all its series go.";

@@ -4,10 +4,14 @@
 //! and rebuilds calls ([`Walker`]) into per-function figures: a call count,
 //! the calls that never returned, and a latency histogram over the fixed
 //! buckets of [`tracer_core::metrics`] (exact: every duration is placed in
-//! its bucket). A scrape takes a copy of every process's figures, each under
-//! its own lock held only for the copy, and renders from the copy with the
-//! `prometheus-client` crate, on one of the HTTP server's workers
-//! ([`tracer_core::http`]: a fixed pool, a deadline for the request head and
+//! its bucket), and a native histogram ([`tracer_core::metrics::native`]:
+//! exact counts in exponential buckets, 2^(1/8) wide, sparse). A scrape
+//! takes a copy of every process's figures, each under its own lock held
+//! only for the copy, and renders from the copy, on one of the HTTP server's
+//! workers: the text formats with the `prometheus-client` crate, the
+//! protobuf exposition (native histograms too) when the scraper's `Accept`
+//! asks for it with [`tracer_core::metrics::proto`]. The workers are
+//! [`tracer_core::http`]'s (a fixed pool, a deadline for the request head and
 //! for taking the response, a capped queue).
 //!
 //! Cardinality: only functions with calls (or enabled by `serve`'s own
@@ -24,10 +28,13 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracer_core::http::{self, Request, Response};
+use tracer_core::metrics::native::NativeHist;
+use tracer_core::metrics::proto::{self, MetricType as ProtoType};
 use tracer_core::metrics::{self as m, FixedHist, BOUNDS_NS};
 
 /// What `tracer serve` was asked for.
@@ -45,6 +52,8 @@ pub struct Options {
 pub struct FuncFigures {
     /// Durations of the calls that returned.
     pub hist: FixedHist,
+    /// The same durations in native buckets.
+    pub native: NativeHist,
     /// Calls that never returned.
     pub not_returned: u64,
 }
@@ -216,6 +225,98 @@ impl Collector for Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The delimited protobuf exposition: the same families, names and
+    /// labels as the text, histograms with classic and native buckets,
+    /// written to `out` as it is encoded (see [`proto::Writer`]).
+    fn protobuf(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        fn fl<'a>(p: &'a ProcSnap, name: &'a str) -> [(&'static str, &'a str); 3] {
+            [("function", name), ("pid", &p.pid), ("exe", &p.exe)]
+        }
+        fn pl(p: &ProcSnap) -> [(&'static str, &str); 2] {
+            [("pid", &p.pid), ("exe", &p.exe)]
+        }
+        let mut w = proto::Writer::new(out);
+        w.family(
+            &format!("{}_total", m::CALLS),
+            m::HELP_CALLS,
+            ProtoType::Counter,
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::counter(&fl(p, name), f.hist.count));
+                    }
+                }
+            },
+        )?;
+        w.family(
+            &format!("{}_total", m::NOT_RETURNED),
+            m::HELP_NOT_RETURNED,
+            ProtoType::Counter,
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::counter(&fl(p, name), f.not_returned));
+                    }
+                }
+            },
+        )?;
+        w.family(
+            &format!("{}_seconds", m::DURATION),
+            m::HELP_DURATION,
+            ProtoType::Histogram,
+            &|emit| {
+                for p in &self.0 {
+                    for (name, f) in &p.funcs {
+                        emit(proto::histogram_metric(&fl(p, name), &f.hist, &f.native));
+                    }
+                }
+            },
+        )?;
+        w.family(
+            &format!("{}_total", m::DROPPED),
+            m::HELP_DROPPED,
+            ProtoType::Counter,
+            &|emit| {
+                for p in &self.0 {
+                    emit(proto::counter(&pl(p), p.dropped));
+                }
+            },
+        )?;
+        w.family(
+            &format!("{}_total", m::LEFT_OUT),
+            m::HELP_LEFT_OUT,
+            ProtoType::Counter,
+            &|emit| {
+                for p in &self.0 {
+                    emit(proto::counter(&pl(p), p.left_out));
+                }
+            },
+        )?;
+        w.family(m::UP, m::HELP_UP, ProtoType::Gauge, &|emit| {
+            for p in &self.0 {
+                emit(proto::gauge(&pl(p), if p.up { 1.0 } else { 0.0 }));
+            }
+        })
+    }
+}
+
+/// A `fmt::Write` onto an `io::Write` (the text encoder writes the former),
+/// keeping the first I/O error.
+struct FmtIo<'a> {
+    w: &'a mut dyn Write,
+    err: Option<std::io::Error>,
+}
+
+impl std::fmt::Write for FmtIo<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.w.write_all(s.as_bytes()).map_err(|e| {
+            self.err.get_or_insert(e);
+            std::fmt::Error
+        })
+    }
+}
+
 /// The processes served, by pid.
 #[derive(Default, Clone)]
 pub struct Store {
@@ -233,19 +334,40 @@ impl Store {
         Snapshot(procs.iter().map(|p| lock(p).snapshot()).collect())
     }
 
-    /// Render `/metrics`: OpenMetrics text if `accept` asks for it, else
-    /// Prometheus's text format 0.0.4. Returns (content type, body).
-    pub fn render(&self, accept: &str) -> (&'static str, String) {
-        let mut reg = Registry::default();
-        reg.register_collector(Box::new(self.snapshot()));
-        let mut out = String::new();
-        if accept.contains("application/openmetrics-text") {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
-            (OPENMETRICS_TEXT, out)
-        } else {
-            let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
-            (PROMETHEUS_TEXT, out)
+    /// `/metrics` from the figures now: the delimited protobuf exposition
+    /// (with native histograms) if `accept` prefers it, else OpenMetrics
+    /// text if it asks for it, else Prometheus's text format 0.0.4. Returns
+    /// the content type and what writes the body as it is sent, in pieces
+    /// (no buffer of the whole body).
+    pub fn render(&self, accept: &str) -> (&'static str, http::Producer) {
+        let snap = self.snapshot();
+        if proto::accepts(accept) {
+            return (proto::CONTENT_TYPE, Box::new(move |w| snap.protobuf(w)));
         }
+        let om = accept.contains("application/openmetrics-text");
+        let produce = move |w: &mut dyn Write| {
+            let mut reg = Registry::default();
+            reg.register_collector(Box::new(snap));
+            let mut f = FmtIo { w, err: None };
+            let r = if om {
+                prometheus_client::encoding::text::encode(&mut f, &reg)
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut f, &reg)
+            };
+            match (r, f.err) {
+                (_, Some(e)) => Err(e),
+                (Err(_), None) => Err(std::io::Error::other(
+                    "the exposition could not be rendered",
+                )),
+                (Ok(()), None) => Ok(()),
+            }
+        };
+        let ct = if om {
+            OPENMETRICS_TEXT
+        } else {
+            PROMETHEUS_TEXT
+        };
+        (ct, Box::new(produce))
     }
 
     /// The pids served.
@@ -270,11 +392,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn handler(store: Store) -> Arc<http::Handler> {
     Arc::new(move |r: &Request| match r.path.as_str() {
         "/metrics" => {
-            let (ct, body) = store.render(&r.accept);
+            let (ct, produce) = store.render(&r.accept);
             Response {
                 status: 200,
                 content_type: ct.into(),
-                body: body.into_bytes(),
+                body: http::Body::Stream(Box::new(move |w| {
+                    let r = produce(w);
+                    give_back_memory();
+                    r
+                })),
             }
         }
         "/" => Response::text(
@@ -283,6 +409,20 @@ pub fn handler(store: Store) -> Arc<http::Handler> {
         ),
         _ => Response::text(404, "not found; the metrics are at /metrics\n"),
     })
+}
+
+/// Return the free memory of a scrape's copy to the system. The copy (about
+/// 400 bytes a function) is freed when the scrape ends, but glibc keeps
+/// freed memory in the arena of the worker that freed it: with four
+/// workers, a program serving 100,000 functions would otherwise keep four
+/// copies' worth of resident memory it no longer uses.
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap memory; no pointer is
+    // passed and none is invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Bind `addr` for serving: loopback only unless `allow_remote`.
@@ -446,6 +586,7 @@ fn read_process(
                         let ns = reader.ns(dur).max(1);
                         if let Some(s) = p.slot(func) {
                             s.hist.record(ns);
+                            s.native.record(ns);
                         }
                     }
                     Call::Left { func, .. } | Call::Untracked { func } if keep(func) => {

@@ -14,6 +14,10 @@
 //! - `hostile`: crafted agents and hijacked sockets;
 //! - `serve`: `tracer serve` and `TRACER_METRICS`, parsed by Prometheus's
 //!   own parser;
+//! - `prometheus`: a real Prometheus server (Debian's `prometheus`:
+//!   `scripts/test.sh` installs it) scrapes both, with classic and with
+//!   native histograms, and its `histogram_quantile` agrees with the
+//!   tracer's figures;
 //! - `whole_c`, `whole_rust`: whole programs that do not link the tracer,
 //!   built with compiler pads (clang-19, nightly: `scripts/test.sh`
 //!   installs them);
@@ -28,6 +32,7 @@ mod args;
 mod attach;
 mod cli;
 mod hostile;
+mod prometheus;
 mod serve;
 mod whole_c;
 mod whole_rust;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 impl Dir {
     /// `tracer serve ARGS --listen 127.0.0.1:0`, once it serves.
-    fn serve(&self, args: &[&str]) -> Proc {
+    pub(crate) fn serve(&self, args: &[&str]) -> Proc {
         let mut a = vec!["serve"];
         a.extend(args);
         a.extend(["--listen", "127.0.0.1:0"]);
@@ -30,7 +30,7 @@ impl Dir {
 
 impl Proc {
     /// The address it printed on stderr (`serving http://ADDR/metrics`).
-    fn wait_addr(&mut self) -> String {
+    pub(crate) fn wait_addr(&mut self) -> String {
         let mut addr = None;
         poll(
             || {
@@ -51,7 +51,7 @@ impl Proc {
         addr.unwrap()
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.stderr()
             .lines()
             .find_map(|l| l.split("serving http://").nth(1))
