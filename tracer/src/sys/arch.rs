@@ -5,8 +5,20 @@
 
 use tracer_core::backend::{TrapContext, TrapOutcome};
 
+/// The pad macros `#[traceable]` expands to (through `__private`).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub use tracer_arch_arm::{
+    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+};
 #[cfg(target_arch = "x86_64")]
 pub use tracer_arch_x86::X86_64 as Arch;
+/// The pad macros `#[traceable]` expands to (through `__private`).
+#[cfg(target_arch = "x86_64")]
+pub use tracer_arch_x86::{
+    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+};
 
 /// AArch64, or on ARMv7 Thumb-2 or A32 as the program was compiled.
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
