@@ -24,6 +24,52 @@ pub use tracer_arch_x86::{
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use tracer_arch_arm::Native as Arch;
 
+/// The `__tracer_sites` section's sentinel: one record with a null
+/// descriptor, so the section exists even in a program without a traced
+/// function. Invoked beside the code that reads the section (`records()`):
+/// the object that holds one holds the other, so the linker never keeps the
+/// reference without the section (it would leave `__start___tracer_sites`
+/// undefined).
+#[cfg(target_arch = "x86_64")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",@progbits",
+            ".balign 8",
+            ".quad 0, 0, 0",
+            ".long 0, 0",
+            ".popsection",
+        );
+    };
+}
+/// The `__tracer_sites` section's sentinel (see the x86-64 one).
+#[cfg(target_arch = "aarch64")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 8",
+            ".quad 0, 0, 0",
+            ".word 0, 0",
+            ".popsection",
+        );
+    };
+}
+/// The `__tracer_sites` section's sentinel (see the x86-64 one). ARMv7:
+/// pointers are 4 bytes, a record is 5 words.
+#[cfg(target_arch = "arm")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 4",
+            ".word 0, 0, 0, 0, 0",
+            ".popsection",
+        );
+    };
+}
+pub(crate) use sites_sentinel;
+
 /// The breakpoint's `si_code`: `int3` arrives as `SI_KERNEL`.
 #[cfg(target_arch = "x86_64")]
 pub const TRAP_SI_CODE: i32 = 0x80;
