@@ -2,16 +2,7 @@
 
 pub use tracer_core::site::{clean_path, FnDesc};
 
-#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
-pub use tracer_arch_arm::{
-    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
-    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
-};
-#[cfg(target_arch = "x86_64")]
-pub use tracer_arch_x86::{
-    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
-    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
-};
+pub use crate::arch::{async_entry_pad, async_exit_pad, entry_pad, exit_pad};
 
 /// What the runtime's ELF constructor does (the preload library calls it
 /// from its own): convert GCC's NOP pads while single-threaded, start the
@@ -57,9 +48,7 @@ pub fn page_protection(addr: usize) -> Option<i32> {
 /// For tests: make code written at `start..end` visible to instruction
 /// fetch (cache maintenance on ARM; nothing to do on x86-64).
 pub fn flush_code(start: usize, end: usize) {
-    #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
     crate::arch::flush_icache(start, end);
-    let _ = (start, end);
 }
 
 /// For tests: the registry index of a function (as in events' `func`).
@@ -93,28 +82,16 @@ pub fn histograms_made() -> usize {
     crate::collect::lock().hists.iter().flatten().count()
 }
 
-/// What the preload library's `dlsym` and `dlopen` shims call first
-/// (a tail call from a hooked function gets its real caller back).
+/// What the preload library exports and calls: the `dlsym`/`dlopen`
+/// shims' entry (a tail call from a hooked function gets its real caller
+/// back), the unwinder's interposed entry points (they give the thread's
+/// hooked return addresses back, then call the real ones), and on x86-64
+/// the stack walks (hooked returns are given back around the walk).
 #[cfg(all(
     any(target_arch = "x86_64", target_arch = "aarch64"),
     target_os = "linux"
 ))]
-pub use crate::returns::dl_caller_prep;
-#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
-pub use crate::returns::DlBranch;
-/// The stack walks the preload library exports (x86-64: hooked returns
-/// are given back around the walk).
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use crate::returns::{backtrace, unwind_backtrace, UnwindStep};
-/// The unwinder entry points the preload library exports (they give the
-/// thread's hooked return addresses back, then call the real ones).
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
-pub use crate::returns::{
-    unwind_delete, unwind_forced, unwind_raise, unwind_resume, unwind_rethrow, unwind_thread_exit,
-};
+pub use crate::returns::exports::*;
 
 /// For benches and tests: run one batch over raw pads (the
 /// architecture's NOP, in memory the caller mapped executable), making

@@ -10,32 +10,7 @@ use tracer_core::site::SiteRecord;
 // Here, beside `records()`, which reads it: the object that holds one
 // holds the other, so the linker never keeps the reference without the
 // section (it would leave `__start___tracer_sites` undefined).
-// The section always exists, even in a program without a traced function:
-// one sentinel record with a null descriptor.
-#[cfg(target_arch = "x86_64")]
-std::arch::global_asm!(
-    ".pushsection __tracer_sites,\"awR\",@progbits",
-    ".balign 8",
-    ".quad 0, 0, 0",
-    ".long 0, 0",
-    ".popsection",
-);
-#[cfg(target_arch = "aarch64")]
-std::arch::global_asm!(
-    ".pushsection __tracer_sites,\"awR\",%progbits",
-    ".balign 8",
-    ".quad 0, 0, 0",
-    ".word 0, 0",
-    ".popsection",
-);
-// ARMv7: pointers are 4 bytes, a record is 5 words.
-#[cfg(target_arch = "arm")]
-std::arch::global_asm!(
-    ".pushsection __tracer_sites,\"awR\",%progbits",
-    ".balign 4",
-    ".word 0, 0, 0, 0, 0",
-    ".popsection",
-);
+crate::arch::sites_sentinel!();
 
 extern "C" {
     #[link_name = "__start___tracer_sites"]
@@ -100,11 +75,6 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                 let nfuncs = reg.funcs.len();
                 thread::init(nfuncs);
                 collect::init(nfuncs);
-                #[cfg(target_arch = "x86_64")]
-                thread::XSAVE_SIZE.store(
-                    arch::xsave_area_size(),
-                    std::sync::atomic::Ordering::Release,
-                );
                 text::init_sync();
                 if !text::sync_available() {
                     return Err(String::from(
@@ -117,27 +87,12 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                     trap::set_policy(TrapPolicy::Skip);
                 }
                 trap::install()?;
-                #[cfg(target_arch = "x86_64")]
-                let check = verify_hooks();
-                // The ARM trampolines always save what the hook may clobber.
-                #[cfg(not(target_arch = "x86_64"))]
-                let check = Some(String::from("no lean trampoline on this architecture"));
+                let check = thread::lean_check();
                 if check.is_none() && std::env::var_os("TRACER_FULL_SAVE").is_none() {
                     thread::LEAN.store(true, std::sync::atomic::Ordering::Release);
                     // The capturing hooks (issue 14) take the lean path too
                     // only if they pass the same check.
-                    #[cfg(target_arch = "x86_64")]
-                    if thread::CAPTURE_CHECK
-                        .get_or_init(|| {
-                            thread::verify_capture_hooks(&|a, buf| {
-                                // SAFETY: the hooks are this program's mapped text.
-                                unsafe { arch::read_text(a, buf) }
-                            })
-                        })
-                        .is_none()
-                    {
-                        thread::CAPTURE_LEAN.store(true, std::sync::atomic::Ordering::Release);
-                    }
+                    thread::lean_capture();
                 }
                 let _ = HOOK_CHECK.set(check);
                 crate::returns::init_returns();
@@ -160,26 +115,6 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
 }
 
 pub(crate) static HOOK_CHECK: OnceLock<Option<String>> = OnceLock::new();
-
-/// Why the trampolines must save vector registers (`None`: they need not).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn verify_hooks() -> Option<String> {
-    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
-    // SAFETY: the hooks are this program's mapped text.
-    let read = |a: usize, buf: &mut [u8]| unsafe { arch::read_text(a, buf) };
-    let shim = thread::call_saving_shim();
-    for (name, f) in [
-        ("on_entry", thread::on_entry as *const () as usize),
-        ("on_exit", thread::on_exit as *const () as usize),
-        ("on_fentry", thread::on_fentry as *const () as usize),
-        ("on_fret", thread::on_fret as *const () as usize),
-    ] {
-        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, &read) {
-            return Some(format!("{name}: {why}"));
-        }
-    }
-    None
-}
 
 /// Every function for pattern matching; unloaded ones get an empty name
 /// (no pattern matches it).

@@ -444,12 +444,7 @@ pub const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 /// a pad on AArch64. (`paciasp` is not: the return address it signs is the
 /// one the entry hook replaces.)
 pub const BTI_C: [u8; 4] = [0x5f, 0x24, 0x03, 0xd5];
-/// The landing pad a compiler may put before the pad on this architecture.
-#[cfg(target_arch = "aarch64")]
-const LANDING_PAD: [u8; 4] = BTI_C;
-/// The landing pad a compiler may put before the pad on this architecture.
-#[cfg(not(target_arch = "aarch64"))]
-const LANDING_PAD: [u8; 4] = ENDBR64;
+use super::per_arch::LANDING_PAD;
 
 fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

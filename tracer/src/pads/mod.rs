@@ -24,49 +24,27 @@
 //! decoded with iced-x86); AArch64 has the prefix list and the hooks only.
 
 pub mod discover;
-#[cfg(target_arch = "x86_64")]
-mod gcc;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod objects;
 pub(crate) mod registry;
 
-#[cfg(target_arch = "x86_64")]
-pub use gcc::convert_at_startup;
+// The architecture's side: GCC NOP pads, the tracer's own functions, the
+// landing pad before a pad.
+#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
+#[cfg_attr(target_arch = "arm", path = "arm.rs")]
+mod per_arch;
+pub use per_arch::{convert_at_startup, converted};
 
-/// GCC pads converted at start-up (x86-64 only has them).
-pub fn converted() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    return gcc::CONVERTED.load(std::sync::atomic::Ordering::Relaxed);
-    #[cfg(not(target_arch = "x86_64"))]
-    0
-}
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use objects::refresh;
+#[cfg(target_arch = "arm")]
+pub(crate) use per_arch::refresh;
 
 /// Read the live text (pad tables, code) of a loaded object.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(target_arch = "arm", allow(dead_code))]
 fn read_live(a: usize, buf: &mut [u8]) {
     // SAFETY: callers read only the pad tables and code of loaded objects,
     // which are mapped.
     unsafe { crate::arch::read_text(a, buf) }
 }
-
-/// Why a function's pad cannot be patched although it is a pad: on x86-64,
-/// GCC's five 1-byte NOPs that were not converted at start-up; AArch64 has
-/// no such pads (every instruction is 4 bytes).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn nop_pad_reason() -> String {
-    #[cfg(target_arch = "x86_64")]
-    return gcc::reason();
-    #[cfg(target_arch = "aarch64")]
-    String::new()
-}
-
-/// Turn GCC's NOP pads into patchable ones: x86-64 only.
-#[cfg(not(target_arch = "x86_64"))]
-pub fn convert_at_startup() {}
-
-/// ARMv7: compiler pads are not traced there; the registry holds the
-/// program's `#[traceable]` sites only.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub(crate) fn refresh(_: &mut registry::Registry, _: &mut Vec<bool>, _: &mut (u64, u64)) {}

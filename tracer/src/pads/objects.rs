@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 /// Path prefixes of the tracer's own functions.
-const OWN: &[&str] = &[
+pub(super) const OWN: &[&str] = &[
     "tracer::",
     "tracer_core::",
     "tracer_arch_x86::",
@@ -19,58 +19,6 @@ const OWN: &[&str] = &[
 
 /// Objects scanned that have no pads, or could not be read: not again.
 static NO_PADS: Mutex<Option<HashSet<(String, usize)>>> = Mutex::new(None);
-
-/// The sites of an object's functions that the tracer itself may run
-/// (its own crates, and what they call directly), by function start.
-#[cfg(target_arch = "x86_64")]
-fn own_functions(obj: &discover::LoadedObject, funcs: &[discover::FoundFunc]) -> HashSet<usize> {
-    let here = own_functions as *const () as usize;
-    let in_obj = |a: usize| obj.exec.iter().any(|&(s, e)| a >= s && a < e);
-    if !in_obj(here) {
-        return HashSet::new();
-    }
-    let roots: Vec<usize> = funcs
-        .iter()
-        .filter(|f| OWN.iter().any(|p| f.path.starts_with(p)))
-        .map(|f| f.start)
-        .chain([
-            crate::thread::on_fentry as *const () as usize,
-            crate::thread::on_fret as *const () as usize,
-            crate::thread::on_fentry_args as *const () as usize,
-            crate::thread::on_fret_args as *const () as usize,
-            crate::thread::on_entry as *const () as usize,
-            crate::thread::on_exit as *const () as usize,
-        ])
-        .collect();
-    let mut out: HashSet<usize> = roots.iter().copied().collect();
-    out.extend(tracer_arch_x86::trampoline::reachable_calls(
-        &roots, 400_000, &in_obj, &read_live,
-    ));
-    out
-}
-
-/// The sites of an object's functions that the tracer itself may run, by
-/// function start: on AArch64 only its own crates' functions (by path
-/// prefix, checked by the caller) and the hooks. The reachability walk over
-/// direct calls that x86-64 does (iced-x86) has no AArch64 counterpart yet,
-/// so a padded function outside the tracer's crates that the hooks call
-/// (none in a Rust program built without `-Z patchable-function-entry`)
-/// would be listed.
-#[cfg(target_arch = "aarch64")]
-fn own_functions(obj: &discover::LoadedObject, _: &[discover::FoundFunc]) -> HashSet<usize> {
-    let here = own_functions as *const () as usize;
-    if !obj.exec.iter().any(|&(s, e)| here >= s && here < e) {
-        return HashSet::new();
-    }
-    [
-        crate::thread::on_fentry as *const () as usize,
-        crate::thread::on_fret as *const () as usize,
-        crate::thread::on_entry as *const () as usize,
-        crate::thread::on_exit as *const () as usize,
-    ]
-    .into_iter()
-    .collect()
-}
 
 /// A reference on a loaded object (`dlopen` with `RTLD_NOLOAD`), so that
 /// it stays mapped while the registry reads it; `None` if it is unloaded
@@ -175,7 +123,7 @@ pub(crate) fn refresh(
                 continue;
             }
         };
-        let own = own_functions(o, &found);
+        let own = super::per_arch::own_functions(o, &found);
         let found: Vec<discover::FoundFunc> = found
             .into_iter()
             .filter(|f| {
@@ -188,7 +136,7 @@ pub(crate) fn refresh(
             no_pads.insert(key);
             continue;
         }
-        reg.add_object(&o.path, o.bias, &found, &super::nop_pad_reason);
+        reg.add_object(&o.path, o.bias, &found, &super::per_arch::nop_pad_reason);
     }
     let n = reg.funcs.len();
     enabled.resize(n, false);

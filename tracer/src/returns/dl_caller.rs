@@ -7,9 +7,9 @@
 //! the tail-calling function returns now (its exit is recorded as the tail
 //! call starts) and its real return address goes back into the slot, so the
 //! real function sees the caller the untraced program has, and returns
-//! straight to it.
+//! straight to it. The shims' entries (`prep`) are the architecture's
+//! (`x86_64.rs`, `aarch64.rs`).
 
-use super::thread;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `dlsym`, `dlopen` (the shims' `which`).
@@ -18,7 +18,7 @@ static REAL: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 /// The real function number `which`. `dlsym` itself is found with
 /// `dlvsym`, which is not interposed (the library's own `dlsym` calls
 /// come through the shim).
-fn real(which: usize) -> usize {
+pub(super) fn real(which: usize) -> usize {
     let Some(slot) = REAL.get(which) else {
         std::process::abort()
     };
@@ -27,11 +27,7 @@ fn real(which: usize) -> usize {
         return f;
     }
     if which == 0 {
-        #[cfg(target_arch = "x86_64")]
-        const BASE: &std::ffi::CStr = c"GLIBC_2.2.5";
-        #[cfg(target_arch = "aarch64")]
-        const BASE: &std::ffi::CStr = c"GLIBC_2.17";
-        for v in [c"GLIBC_2.34", BASE] {
+        for v in [c"GLIBC_2.34", super::per_arch::GLIBC_BASE] {
             // SAFETY: a symbol lookup with NUL-terminated strings.
             f = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), v.as_ptr()) } as usize;
             if f != 0 {
@@ -53,56 +49,4 @@ fn real(which: usize) -> usize {
     }
     slot.store(f, Ordering::Release);
     f
-}
-
-/// x86-64 shims: `slot` is the address of the shim's return address
-/// (the stack pointer at its entry). Returns the real function to jump
-/// to, with the same stack and arguments.
-///
-/// # Safety
-/// Only the preload library's shims call it, with their own slot.
-#[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn prep(slot: usize, which: usize) -> usize {
-    let fret = thread::FRET.load(Ordering::Relaxed);
-    // SAFETY: per the caller, a live word of this thread's stack.
-    if fret != 0 && thread::is_fret(unsafe { *(slot as *const usize) }, fret) {
-        // SAFETY: a hooked return whose frame is keyed by its slot, on
-        // this thread, as the return trampoline would pass it.
-        let ret = unsafe { thread::on_fret(slot) };
-        // SAFETY: as above.
-        unsafe { *(slot as *mut usize) = ret };
-    }
-    real(which)
-}
-
-/// The real function to branch to, and the return address to branch
-/// with (in `x30`).
-#[cfg(target_arch = "aarch64")]
-#[repr(C)]
-pub struct Branch {
-    target: usize,
-    ret: usize,
-}
-
-/// AArch64 shims: `ret` is `x30` at the shim's entry, `key` the stack
-/// pointer there (a tail-calling function has restored its entry stack
-/// pointer, which keys its frame).
-///
-/// # Safety
-/// Only the preload library's shims call it, with their own `x30` and
-/// stack pointer.
-#[cfg(target_arch = "aarch64")]
-pub unsafe extern "C" fn prep(ret: usize, key: usize, which: usize) -> Branch {
-    let fret = thread::FRET.load(Ordering::Relaxed);
-    let ret = if fret != 0 && ret == fret {
-        // SAFETY: a hooked return whose frame is keyed by `key`, on
-        // this thread, as the return trampoline would pass it.
-        unsafe { thread::on_fret(key) }
-    } else {
-        ret
-    };
-    Branch {
-        target: real(which),
-        ret,
-    }
 }

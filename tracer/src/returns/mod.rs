@@ -66,12 +66,6 @@ extern "C" {
     fn __tracer_v1_tramp_fret();
 }
 
-#[cfg(target_arch = "x86_64")]
-extern "C" {
-    fn __tracer_v1_tramp_fentry_args();
-    fn __tracer_v1_tramp_fret_args();
-}
-
 static RETURNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Why returns stopped being hooked when an object with its own unwinder
@@ -107,43 +101,6 @@ pub(crate) fn own_unwinder(path: &str, at: usize) {
     RETURNS.store(4, Ordering::Release);
 }
 
-/// The return trampoline's personality routine (x86-64; the trampoline's
-/// unwind information is in `tracer_arch_x86`'s
-/// `__tracer_define_fentry_trampolines!`). libgcc calls it for the frame of
-/// a hooked return that an unwind walks through before it reads that
-/// frame's caller from the slot: an exception or a forced unwind that no
-/// interposer saw first, above all a thread cancelled with
-/// `pthread_cancel`, which glibc unwinds through libgcc by its own handle.
-/// The frame's real return address goes back into its slot (the frame is
-/// counted as unwound) and the unwind goes on to the real caller. The
-/// context's CFA is the traced function's (the unwinder has not stepped
-/// past the trampoline yet): its return address slot is just below.
-///
-/// # Safety
-/// Only the unwinder calls it, with its context for that frame.
-#[cfg(target_arch = "x86_64")]
-pub unsafe extern "C" fn fret_personality(
-    _version: libc::c_int,
-    _actions: libc::c_int,
-    _class: u64,
-    _exc: *mut libc::c_void,
-    ctx: *mut libc::c_void,
-) -> libc::c_int {
-    const URC_CONTINUE_UNWIND: libc::c_int = 8;
-    extern "C" {
-        fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
-    }
-    let fret = thread::FRET.load(Ordering::Relaxed);
-    // SAFETY: `ctx` is the unwinder's context, per the caller.
-    let slot = unsafe { _Unwind_GetCFA(ctx) }.wrapping_sub(8);
-    if fret != 0 && thread::peek(slot).is_some_and(|v| thread::is_fret(v, fret)) {
-        if let Some(ret) = thread::give_back_return(slot) {
-            thread::restore_slot(slot, fret, ret);
-        }
-    }
-    URC_CONTINUE_UNWIND
-}
-
 /// How exits of compiler-padded functions are seen, for `status`.
 pub fn returns_mode() -> &'static str {
     match RETURNS.load(Ordering::Relaxed) {
@@ -162,11 +119,7 @@ pub fn init_returns() {
     } else if std::env::var_os("TRACER_NO_RETURN_HOOK").is_some() {
         3
     } else {
-        #[cfg(target_arch = "x86_64")]
-        thread::FRET_ARGS.store(
-            __tracer_v1_tramp_fret_args as *const () as usize,
-            Ordering::Release,
-        );
+        per_arch::set_capture_return_trampoline();
         thread::FRET.store(
             __tracer_v1_tramp_fret as *const () as usize,
             Ordering::Release,
@@ -181,40 +134,12 @@ pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
     crate::veneer::entry_stub(site, func, __tracer_v1_tramp_fentry as *const () as usize)
 }
 
-/// What an enabled compiler pad at `site` of function `func` calls when
-/// the function is enabled with capture `cap` (the capturing entry stub:
-/// x86-64 only so far).
-pub fn capture_stub(
-    site: usize,
-    func: u32,
-    cap: tracer_core::capture::Capture,
-) -> Result<usize, String> {
-    #[cfg(target_arch = "x86_64")]
-    return crate::veneer::capture_stub(
-        site,
-        func,
-        cap.encode(),
-        __tracer_v1_tramp_fentry_args as *const () as usize,
-    );
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (site, func, cap);
-        Err(String::from(
-            "argument and return value capture at compiler pads is implemented on x86-64 only \
-             so far: enable the function without --args/--retval",
-        ))
-    }
-}
-
-#[cfg(target_os = "linux")]
-pub use dl_caller::prep as dl_caller_prep;
-#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
-pub use dl_caller::Branch as DlBranch;
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub use unwind::{backtrace, backtrace_walk as unwind_backtrace, Step as UnwindStep};
-#[cfg(target_os = "linux")]
-pub use unwind::{
-    delete as unwind_delete, forced as unwind_forced, raise as unwind_raise,
-    resume as unwind_resume, rethrow as unwind_rethrow, thread_exit as unwind_thread_exit,
-};
+// The architecture's side: capture trampolines, the return trampoline's
+// personality routine (x86-64), the `dlsym`/`dlopen` shims' entry, and
+// what the preload library exports.
+#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
+mod per_arch;
+#[cfg(target_arch = "x86_64")]
+pub use per_arch::fret_personality;
+pub use per_arch::{capture_stub, exports};

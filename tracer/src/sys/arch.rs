@@ -5,12 +5,70 @@
 
 use tracer_core::backend::{TrapContext, TrapOutcome};
 
+/// The pad macros `#[traceable]` expands to (through `__private`).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+pub use tracer_arch_arm::{
+    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+};
 #[cfg(target_arch = "x86_64")]
 pub use tracer_arch_x86::X86_64 as Arch;
+/// The pad macros `#[traceable]` expands to (through `__private`).
+#[cfg(target_arch = "x86_64")]
+pub use tracer_arch_x86::{
+    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
+    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+};
 
 /// AArch64, or on ARMv7 Thumb-2 or A32 as the program was compiled.
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use tracer_arch_arm::Native as Arch;
+
+/// The `__tracer_sites` section's sentinel: one record with a null
+/// descriptor, so the section exists even in a program without a traced
+/// function. Invoked beside the code that reads the section (`records()`):
+/// the object that holds one holds the other, so the linker never keeps the
+/// reference without the section (it would leave `__start___tracer_sites`
+/// undefined).
+#[cfg(target_arch = "x86_64")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",@progbits",
+            ".balign 8",
+            ".quad 0, 0, 0",
+            ".long 0, 0",
+            ".popsection",
+        );
+    };
+}
+/// The `__tracer_sites` section's sentinel (see the x86-64 one).
+#[cfg(target_arch = "aarch64")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 8",
+            ".quad 0, 0, 0",
+            ".word 0, 0",
+            ".popsection",
+        );
+    };
+}
+/// The `__tracer_sites` section's sentinel (see the x86-64 one). ARMv7:
+/// pointers are 4 bytes, a record is 5 words.
+#[cfg(target_arch = "arm")]
+macro_rules! sites_sentinel {
+    () => {
+        std::arch::global_asm!(
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 4",
+            ".word 0, 0, 0, 0, 0",
+            ".popsection",
+        );
+    };
+}
+pub(crate) use sites_sentinel;
 
 /// The breakpoint's `si_code`: `int3` arrives as `SI_KERNEL`.
 #[cfg(target_arch = "x86_64")]

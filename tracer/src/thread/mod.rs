@@ -74,12 +74,17 @@ mod arena;
 mod block;
 mod capture;
 mod hooks;
+// Whether the trampolines may skip saving vector registers.
+#[cfg_attr(target_arch = "x86_64", path = "lean_x86_64.rs")]
+#[cfg_attr(not(target_arch = "x86_64"), path = "lean_other.rs")]
+mod lean;
 mod returns;
 mod tls;
 pub(crate) use arena::segments as arena_segments;
 pub(crate) use block::*;
 pub(crate) use capture::*;
 pub(crate) use hooks::*;
+pub(crate) use lean::{lean_capture, lean_check};
 pub(crate) use returns::*;
 pub(crate) use tls::*;
 

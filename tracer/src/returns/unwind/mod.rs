@@ -64,43 +64,6 @@ extern "C" {
     fn _Unwind_GetIPInfo(ctx: *mut libc::c_void, before: *mut libc::c_int) -> usize;
     fn _Unwind_GetCFA(ctx: *mut libc::c_void) -> usize;
     fn _Unwind_Find_FDE(pc: *mut libc::c_void, bases: *mut Bases) -> *const u8;
-    #[cfg(target_arch = "aarch64")]
-    fn _Unwind_SetGR(ctx: *mut libc::c_void, reg: libc::c_int, value: usize);
-    #[cfg(target_arch = "aarch64")]
-    fn _Unwind_GetGR(ctx: *mut libc::c_void, reg: libc::c_int) -> usize;
-}
-
-/// `addr` signed as `raw` (what a frame's prologue stored for the return
-/// trampoline's address `fret`) was: unchanged if `raw` is `fret` itself,
-/// else signed with the same key (A or B) and modifier (`cfa`, the
-/// stack pointer at the function's entry, which `paciasp`/`pacibsp`
-/// used and the unwinder authenticates with). `None` if `raw` is neither.
-#[cfg(target_arch = "aarch64")]
-fn signed_like(raw: usize, fret: usize, addr: usize, cfa: usize) -> Option<usize> {
-    if raw == fret {
-        return Some(addr);
-    }
-    let (a_fret, a_addr, b_fret, b_addr): (usize, usize, usize, usize);
-    // SAFETY: PACIA1716 / PACIB1716 (HINT #8 / #10, no-ops without
-    // pointer authentication) compute a signature into x17 from x17 and
-    // x16; no memory is touched.
-    unsafe {
-        std::arch::asm!("hint #8", inout("x17") fret => a_fret, in("x16") cfa,
-            options(nomem, nostack, preserves_flags));
-        std::arch::asm!("hint #8", inout("x17") addr => a_addr, in("x16") cfa,
-            options(nomem, nostack, preserves_flags));
-        std::arch::asm!("hint #10", inout("x17") fret => b_fret, in("x16") cfa,
-            options(nomem, nostack, preserves_flags));
-        std::arch::asm!("hint #10", inout("x17") addr => b_addr, in("x16") cfa,
-            options(nomem, nostack, preserves_flags));
-    }
-    if raw == a_fret {
-        Some(a_addr)
-    } else if raw == b_fret {
-        Some(b_addr)
-    } else {
-        None
-    }
 }
 
 #[repr(C)]
@@ -133,22 +96,9 @@ struct Search {
     /// `extern "C"` function) must not be taken for the catch.
     own: [usize; 2],
     past_own: bool,
-    /// AArch64: the return trampoline's address (0: returns are not
-    /// hooked).
-    #[cfg(target_arch = "aarch64")]
-    fret: usize,
-    /// AArch64: hooked returns of frames whose CFA is at or below this
-    /// are given back when the walk meets them; meeting one above it
-    /// ends the walk.
-    #[cfg(target_arch = "aarch64")]
-    give_back_to: usize,
-    /// AArch64: this walk gave one hooked return back (and ended there:
-    /// walk again to go on).
-    #[cfg(target_arch = "aarch64")]
-    gave_back: bool,
-    /// AArch64: this walk met a hooked return it could not give back.
-    #[cfg(target_arch = "aarch64")]
-    stuck: bool,
+    /// What the architecture's walk keeps (nothing on x86-64).
+    #[allow(dead_code)]
+    arch: per_arch::Walk,
 }
 
 /// Read a ULEB128 at `*p`, advancing it.
@@ -282,40 +232,8 @@ extern "C" fn search_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> lib
         if ip == 0 {
             return URC_NORMAL_STOP;
         }
-        // AArch64: the frame below returns into the return trampoline,
-        // which has no unwind information, so the unwinder cannot go
-        // past it. Give the frame its real return address back, right
-        // where its prologue saved `x30` (the context's register 30 is
-        // that slot, and `_Unwind_SetGR` stores through it); the caller
-        // walks again from the start, and this time gets past it. The
-        // context's CFA is the returning frame's CFA: its entry stack
-        // pointer, which keys its shadow frame.
-        #[cfg(target_arch = "aarch64")]
-        if s.fret != 0 && ip == s.fret {
-            let key = _Unwind_GetCFA(ctx);
-            if key > s.give_back_to {
-                return URC_NORMAL_STOP;
-            }
-            // A frame built with `-mbranch-protection=pac-ret` saved
-            // the trampoline's address signed (its pad comes before
-            // `paciasp`), and the unwinder authenticates what it reads
-            // there: the real address goes back signed the same way.
-            let raw = _Unwind_GetGR(ctx, 30);
-            if signed_like(raw, s.fret, 0, key).is_none() {
-                s.stuck = true; // a key or modifier this walk cannot reproduce
-                return URC_NORMAL_STOP;
-            }
-            match crate::thread::give_back_return(key) {
-                Some(orig) => {
-                    // (Register 30 of this context is a pointer to the
-                    // returning frame's saved `x30`, on its live stack.)
-                    let v = signed_like(raw, s.fret, orig, key).unwrap_or(orig);
-                    _Unwind_SetGR(ctx, 30, v);
-                    s.gave_back = true;
-                }
-                None => s.stuck = true,
-            }
-            return URC_NORMAL_STOP;
+        if let Some(stop) = per_arch::at_frame(s, ctx, ip) {
+            return stop;
         }
         if s.exc.is_null() {
             return URC_NO_REASON; // only giving returns back
@@ -342,105 +260,6 @@ extern "C" fn search_step(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> lib
         }
         URC_NO_REASON
     }
-}
-
-/// Walk the stack as [`catching_sp`] does, giving back (AArch64) every
-/// hooked return met below the catching frame, or, with a null `exc`,
-/// below `give_back_to`; returns the catching frame's stack pointer as
-/// [`catching_sp`] does (`usize::MAX` without `exc`).
-///
-/// # Safety
-/// `exc` is null or an exception object about to be raised.
-#[cfg(target_arch = "aarch64")]
-unsafe fn walk(exc: *mut libc::c_void, own: [usize; 2], give_back_to: usize) -> usize {
-    let fret = crate::thread::FRET.load(Ordering::Relaxed);
-    let class = if exc.is_null() {
-        0
-    } else {
-        // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
-        unsafe { *(exc as *const u64) }
-    };
-    let mut s = Search {
-        exc,
-        class,
-        cfa: 0,
-        frames: 0,
-        own,
-        past_own: false,
-        fret,
-        give_back_to,
-        gave_back: false,
-        stuck: false,
-    };
-    // One walk per hooked return given back (each ends at the return
-    // trampoline): at most the shadow stack's depth, and a margin.
-    for _ in 0..2 * crate::thread::MAX_DEPTH + 16 {
-        s.cfa = 0;
-        s.frames = 0;
-        s.past_own = false;
-        s.gave_back = false;
-        // SAFETY: `search_step` matches the callback type and uses only `s`.
-        unsafe { real_backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
-        if !s.gave_back || s.stuck {
-            break;
-        }
-    }
-    if s.cfa == 0 {
-        usize::MAX
-    } else {
-        s.cfa
-    }
-}
-
-/// The stack pointer of the frame that will catch `exc` (every return
-/// address slot at or above it survives the unwind), found by
-/// the unwinder's own search phase (each frame's personality routine
-/// asked, as `_Unwind_RaiseException` does first), or `usize::MAX` if no
-/// frame catches it (or the interposer's frames `own` are not seen).
-/// Call only with every hooked return given back.
-///
-/// # Safety
-/// `exc` is an exception object about to be raised.
-#[cfg(target_arch = "x86_64")]
-unsafe fn catching_sp(exc: *mut libc::c_void, own: [usize; 2]) -> usize {
-    let mut s = Search {
-        exc,
-        // SAFETY: `_Unwind_Exception` starts with its 64-bit class.
-        class: unsafe { *(exc as *const u64) },
-        cfa: 0,
-        frames: 0,
-        own,
-        past_own: false,
-    };
-    // SAFETY: `search_step` matches the callback type and uses only `s`.
-    unsafe { real_backtrace(search_step, &mut s as *mut Search as *mut libc::c_void) };
-    // In a backtrace step the context's CFA is the frame's stack
-    // pointer at its call (its callee's CFA): the callee's return
-    // address slot is just below it and is unwound; the catching
-    // frame's own slot, and every slot above, are not.
-    if s.cfa == 0 {
-        usize::MAX
-    } else {
-        s.cfa
-    }
-}
-
-/// Before an exception is raised (AArch64): find the frame that will
-/// catch it by the search phase, giving back the hooked returns of the
-/// frames below it on the way (the unwinder cannot walk past the return
-/// trampoline); the catching frame and those above keep their hooks.
-///
-/// # Safety
-/// `exc` is an exception object about to be raised.
-#[cfg(target_arch = "aarch64")]
-unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
-    if crate::thread::hooked_returns() == 0 {
-        in_flight(exc, usize::MAX);
-        return;
-    }
-    // SAFETY: per the caller.
-    let limit = unsafe { walk(exc, own, usize::MAX) };
-    in_flight(exc, limit);
 }
 
 std::thread_local! {
@@ -485,40 +304,6 @@ fn limit_of(exc: *mut libc::c_void) -> usize {
         .ok()
         .flatten()
         .unwrap_or_else(crate::thread::unwind_limit)
-}
-
-/// Give back every hooked return of this thread whose frame lies below
-/// `limit` (`usize::MAX`: all): the unwinder is about to go through them.
-fn give_back_below(limit: usize) {
-    #[cfg(target_arch = "x86_64")]
-    crate::thread::unhook_returns(limit);
-    #[cfg(target_arch = "aarch64")]
-    if crate::thread::hooked_returns() != 0 {
-        // SAFETY: a walk that only gives returns back (no exception).
-        unsafe { walk(std::ptr::null_mut(), [0, 0], limit) };
-    }
-}
-
-/// Before an exception is raised: give every hooked return back, find
-/// the frame that will catch it, and hook again the returns of that
-/// frame and the ones above it, which the unwind does not touch.
-///
-/// # Safety
-/// As [`catching_sp`].
-#[cfg(target_arch = "x86_64")]
-unsafe fn prepare(exc: *mut libc::c_void, own: [usize; 2]) {
-    if crate::thread::unhook_returns(usize::MAX) == 0 {
-        // No hooked frame on this thread (the usual case without
-        // compiler pads): nothing to search for.
-        in_flight(exc, usize::MAX);
-        return;
-    }
-    // SAFETY: per the caller.
-    let limit = unsafe { catching_sp(exc, own) };
-    if limit != usize::MAX {
-        crate::thread::rehook_after_catch(limit - 1);
-    }
-    in_flight(exc, limit);
 }
 
 /// `_Unwind_RaiseException`, after `prepare`. `wrapper` is the
@@ -612,17 +397,12 @@ pub unsafe extern "C" fn delete(exc: *mut libc::c_void) {
     // SAFETY: the real function has this signature.
     unsafe { std::mem::transmute::<usize, Delete>(real(4))(exc) };
     let _ = IN_FLIGHT.try_with(|v| v.borrow_mut().retain(|&(e, _)| e != exc as usize));
-    // AArch64 never takes hooks from frames that survive: nothing to do.
-    #[cfg(target_arch = "x86_64")]
-    {
-        let here = 0u8;
-        crate::thread::rehook_after_catch(std::hint::black_box(&here) as *const u8 as usize);
-    }
+    per_arch::after_catch();
 }
 
-#[cfg(target_arch = "x86_64")]
-mod stack_walk;
-#[cfg(target_arch = "x86_64")]
-pub use stack_walk::{backtrace, backtrace_walk};
-
-mod weak;
+// The architecture's side: how hooked returns are given back around the
+// search, and the weak definitions of the unwinder's entry points.
+#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
+pub(super) mod per_arch;
+use per_arch::*;

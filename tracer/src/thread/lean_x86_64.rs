@@ -1,0 +1,43 @@
+//! x86-64: may the trampolines skip saving the vector registers (the
+//! "lean" path)? Only if the hooks they call provably never touch them:
+//! each hook's code is decoded (`tracer_arch_x86::trampoline::verify_hook`),
+//! and any call it makes must go through the saving shim.
+
+use super::*;
+
+/// Why the trampolines must save vector registers (`None`: they need not).
+/// Also sizes the XSAVE area the full-save path uses.
+pub(crate) fn lean_check() -> Option<String> {
+    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
+    XSAVE_SIZE.store(crate::arch::xsave_area_size(), Ordering::Release);
+    // SAFETY: the hooks are this program's mapped text.
+    let read = |a: usize, buf: &mut [u8]| unsafe { crate::arch::read_text(a, buf) };
+    let shim = call_saving_shim();
+    for (name, f) in [
+        ("on_entry", on_entry as *const () as usize),
+        ("on_exit", on_exit as *const () as usize),
+        ("on_fentry", on_fentry as *const () as usize),
+        ("on_fret", on_fret as *const () as usize),
+    ] {
+        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, &read) {
+            return Some(format!("{name}: {why}"));
+        }
+    }
+    None
+}
+
+/// The capturing hooks (issue 14) take the lean path too, if they pass
+/// the same check.
+pub(crate) fn lean_capture() {
+    if CAPTURE_CHECK
+        .get_or_init(|| {
+            verify_capture_hooks(&|a, buf| {
+                // SAFETY: the hooks are this program's mapped text.
+                unsafe { crate::arch::read_text(a, buf) }
+            })
+        })
+        .is_none()
+    {
+        CAPTURE_LEAN.store(true, Ordering::Release);
+    }
+}
