@@ -8,10 +8,15 @@
 //! the function's `object_offset`, its `formal_parameter`s and return type,
 //! resolved through typedefs and qualifiers to base types, enums (by
 //! enumerator name), pointers, and aggregates (shown by type name only).
-//! The parameters are placed in registers and stack words as the x86-64
-//! System V convention does for those kinds (aggregates of up to 16 bytes
-//! are taken to use integer registers, which is exact for integer-only
-//! ones). Without debug information the integer argument registers are
+//! The parameters are placed in registers and stack words as the object's
+//! calling convention ([`Conv`], from its ELF header) does for those kinds:
+//! x86-64 System V (integers and pointers in `rdi rsi rdx rcx r8 r9`,
+//! floating point in `xmm0`–`xmm7`) or AAPCS64 (integers and pointers in
+//! `x0`–`x7`, floating point in `d0`–`d7`, counted independently; larger
+//! aggregates by reference); aggregates of up to 16 bytes are taken to use
+//! integer registers, which is exact for integer-only ones. The return
+//! value is in `rax`/`x0`, or `xmm0`/`d0` for floating point. Without debug
+//! information the integer argument registers are
 //! shown as `arg1=0x…` (uftrace's `-A`), and the return value in hex unless
 //! it looks like a negative errno (the kernel's `funcgraph-retval` rule).
 //!
@@ -48,10 +53,11 @@ impl CaptureFlags {
         match self.args.as_deref() {
             None | Some("auto") => Ok(None),
             Some(n) => match n.parse::<u8>() {
-                Ok(n) if (1..=6).contains(&n) => Ok(Some(n)),
+                Ok(n) if (1..=Conv::NATIVE.int_regs()).contains(&n) => Ok(Some(n)),
                 _ => Err(format!(
-                    "--args={n}: give a number of integer-register arguments from 1 to 6, or \
-                     --args alone for every argument (named from debug information)"
+                    "--args={n}: give a number of integer-register arguments from 1 to {}, or \
+                     --args alone for every argument (named from debug information)",
+                    Conv::NATIVE.int_regs()
                 )),
             },
         }
@@ -142,6 +148,55 @@ pub struct Param {
     pub ty: Ty,
 }
 
+/// A calling convention: where a function's arguments are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv {
+    /// x86-64 System V: integers and pointers in `rdi rsi rdx rcx r8 r9`,
+    /// floating point in `xmm0`–`xmm7`, the rest in stack words above the
+    /// return address.
+    SysV64,
+    /// AAPCS64 (AArch64 Linux): integers and pointers in `x0`–`x7`,
+    /// floating point in `d0`–`d7` (each counted on its own), the rest in
+    /// 8-byte stack slots from the entry stack pointer; aggregates larger
+    /// than 16 bytes are passed by reference (a pointer in an integer
+    /// register).
+    Aapcs64,
+}
+
+impl Conv {
+    /// The convention of the processes this program traces (its own).
+    pub const NATIVE: Conv = if cfg!(target_arch = "aarch64") {
+        Conv::Aapcs64
+    } else {
+        Conv::SysV64
+    };
+
+    /// The convention of an object of architecture `arch` (`None`: one
+    /// whose values are not placed, whose debug information is then not
+    /// used).
+    pub fn of(arch: object::Architecture) -> Option<Conv> {
+        match arch {
+            object::Architecture::X86_64 => Some(Conv::SysV64),
+            object::Architecture::Aarch64 => Some(Conv::Aapcs64),
+            _ => None,
+        }
+    }
+
+    /// Integer argument registers.
+    pub const fn int_regs(self) -> u8 {
+        match self {
+            Conv::SysV64 => 6,
+            Conv::Aapcs64 => 8,
+        }
+    }
+}
+
+impl Default for Conv {
+    fn default() -> Conv {
+        Conv::NATIVE
+    }
+}
+
 /// A function's parameters and return type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Signature {
@@ -149,6 +204,8 @@ pub struct Signature {
     pub params: Vec<Param>,
     /// The return type; `None`: `void`.
     pub ret: Option<Ty>,
+    /// Where the parameters are passed (the object's architecture).
+    pub conv: Conv,
 }
 
 /// Where a parameter's value is among the captured words.
@@ -165,8 +222,16 @@ pub enum Loc {
 }
 
 impl Signature {
-    /// Each parameter's place under the x86-64 System V convention.
+    /// Each parameter's place under the function's calling convention.
     pub fn layout(&self) -> Vec<Loc> {
+        match self.conv {
+            Conv::SysV64 => self.layout_sysv64(),
+            Conv::Aapcs64 => self.layout_aapcs64(),
+        }
+    }
+
+    /// x86-64 System V.
+    fn layout_sysv64(&self) -> Vec<Loc> {
         let (mut i, mut f, mut s) = (0usize, 0usize, 0usize);
         let stack = |n: usize, s: &mut usize| {
             let at = *s;
@@ -212,6 +277,88 @@ impl Signature {
                         Loc::Int(i - 1)
                     } else {
                         Loc::Stack(stack(1, &mut s))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// AAPCS64 (procedure call standard for the Arm 64-bit architecture,
+    /// "Parameter passing rules"; Linux's stack slots of 8 bytes each):
+    /// NGRN and NSRN count the integer and the SIMD/floating-point
+    /// registers used, NSAA the stack words. Once one kind of register
+    /// runs out, every later argument of that kind goes on the stack.
+    fn layout_aapcs64(&self) -> Vec<Loc> {
+        let (mut ngrn, mut nsrn, mut nsaa) = (0usize, 0usize, 0usize);
+        // `n` stack words, 16-byte aligned when `align16`.
+        let stack = |n: usize, align16: bool, nsaa: &mut usize| {
+            if align16 {
+                *nsaa = nsaa.next_multiple_of(2);
+            }
+            let at = *nsaa;
+            *nsaa += n;
+            at
+        };
+        self.params
+            .iter()
+            .map(|p| match &p.ty {
+                // `float`, `double`: one SIMD/FP register, or a stack slot.
+                Ty::Float { size } if *size <= 8 => {
+                    if nsrn < 8 {
+                        nsrn += 1;
+                        Loc::Float(nsrn - 1)
+                    } else {
+                        Loc::Stack(stack(1, false, &mut nsaa))
+                    }
+                }
+                // `long double` (binary128): a whole `q` register, or 16
+                // aligned stack bytes; not one captured word.
+                Ty::Float { .. } => {
+                    if nsrn < 8 {
+                        nsrn += 1;
+                    } else {
+                        nsrn = 8;
+                        stack(2, true, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // `__int128`: an even-numbered register pair, or 16 aligned
+                // stack bytes.
+                Ty::Int { size, .. } if *size > 8 => {
+                    let at = ngrn.next_multiple_of(2);
+                    if at + 2 <= 8 {
+                        ngrn = at + 2;
+                    } else {
+                        ngrn = 8;
+                        stack(2, true, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // Larger than 16 bytes: copied by the caller, passed as a
+                // pointer (an integer argument). Up to 16 bytes: in one or
+                // two integer registers if both fit, else on the stack.
+                Ty::Aggregate { size, .. } => {
+                    let words = if *size > 16 {
+                        1
+                    } else {
+                        size.div_ceil(8).max(1) as usize
+                    };
+                    if ngrn + words <= 8 {
+                        ngrn += words;
+                    } else {
+                        ngrn = 8;
+                        stack(words, false, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                Ty::Other(_) => Loc::None,
+                // Integers, enums, bools, chars, pointers.
+                _ => {
+                    if ngrn < 8 {
+                        ngrn += 1;
+                        Loc::Int(ngrn - 1)
+                    } else {
+                        Loc::Stack(stack(1, false, &mut nsaa))
                     }
                 }
             })
@@ -374,6 +521,8 @@ type R = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 /// One object's debug information: its units and an index of its
 /// subprograms by address.
 struct Object {
+    /// Where its functions' arguments are.
+    conv: Conv,
     dwarf: gimli::Dwarf<R>,
     units: Vec<gimli::Unit<R>>,
     by_addr: HashMap<u64, (usize, gimli::UnitOffset)>,
@@ -388,6 +537,7 @@ impl Object {
         }
         let data = std::fs::read(path).ok()?;
         let obj = object::File::parse(&*data).ok()?;
+        let conv = Conv::of(obj.architecture())?;
         let endian = if obj.is_little_endian() {
             gimli::RunTimeEndian::Little
         } else {
@@ -430,6 +580,7 @@ impl Object {
             return None;
         }
         Some(Object {
+            conv,
             dwarf,
             units,
             by_addr,
@@ -454,7 +605,11 @@ impl Object {
             let oe = unit.entry(o).ok()?;
             self.type_attr(unit, &oe, 0).map(|t| self.ty(unit, t, 0))
         });
-        Some(Signature { params, ret })
+        Some(Signature {
+            params,
+            ret,
+            conv: self.conv,
+        })
     }
 
     fn origin(
@@ -883,7 +1038,8 @@ impl Cond {
         match (&self.subject, sig) {
             (Subject::Name(n), None) => Err(format!(
                 "--where names the argument '{n}', but {name} has no debug information (build \
-                 it with -g): use its position (arg1..arg6, integer registers) or ret"
+                 it with -g): use its position (arg1..arg{}, integer registers) or ret",
+                Conv::NATIVE.int_regs()
             )),
             (Subject::Name(n), Some(s)) => match s.params.iter().find(|p| &p.name == n) {
                 None => Err(format!("{name} has no argument '{n}': {}", names(s))),
@@ -903,9 +1059,10 @@ impl Cond {
                 )),
                 Some(_) => Ok(()),
             },
-            (Subject::Pos(i), None) if *i > 6 => Err(format!(
-                "{name} has no debug information: --where sees its first 6 (integer-register) \
-                 arguments only, arg1..arg6"
+            (Subject::Pos(i), None) if *i > usize::from(Conv::NATIVE.int_regs()) => Err(format!(
+                "{name} has no debug information: --where sees its first {n} (integer-register) \
+                 arguments only, arg1..arg{n}",
+                n = Conv::NATIVE.int_regs()
             )),
             (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
                 "{name} returns nothing (void): --where 'ret …' cannot apply"
@@ -1174,6 +1331,7 @@ mod tests {
                 signed: true,
                 size: 4,
             }),
+            conv: Conv::SysV64,
         };
         let spec = u64::from(
             Capture {
@@ -1221,8 +1379,9 @@ mod tests {
             },
         };
         let sig = Signature {
-            params: vec![int("a"), d, s, int("b")],
+            params: vec![int("a"), d.clone(), s.clone(), int("b")],
             ret: None,
+            conv: Conv::SysV64,
         };
         assert_eq!(
             sig.layout(),
@@ -1230,5 +1389,160 @@ mod tests {
         );
         let c = sig.capture();
         assert_eq!((c.ints, c.floats, c.stack), (2, 1, 0));
+        // AAPCS64: the 40-byte struct is passed by reference, in x1.
+        let sig = Signature {
+            conv: Conv::Aapcs64,
+            ..sig
+        };
+        assert_eq!(
+            sig.layout(),
+            vec![Loc::Int(0), Loc::Float(0), Loc::None, Loc::Int(2)]
+        );
+        let c = sig.capture();
+        assert_eq!((c.ints, c.floats, c.stack), (3, 1, 0));
+    }
+
+    /// The fixture's `c_many(long a..h, double x0..x7, long i, double x8)`
+    /// (tests/fixtures/inproc/whole.c): eight integer and eight
+    /// floating-point registers on AArch64, then `i` and `x8` in the first
+    /// two stack slots; six integer registers on x86-64, then `g`, `h`, `i`
+    /// and `x8` on the stack.
+    #[test]
+    fn aapcs64_places_integer_and_floating_point_arguments_independently() {
+        let long = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Int {
+                signed: true,
+                size: 8,
+            },
+        };
+        let double = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Float { size: 8 },
+        };
+        let mut params: Vec<Param> = "abcdefgh".chars().map(|c| long(&c.to_string())).collect();
+        params.extend((0..8).map(|k| double(&format!("x{k}"))));
+        params.push(long("i"));
+        params.push(double("x8"));
+        let arm = Signature {
+            params,
+            ret: Some(Ty::Float { size: 8 }),
+            conv: Conv::Aapcs64,
+        };
+        let want: Vec<Loc> = (0..8)
+            .map(Loc::Int)
+            .chain((0..8).map(Loc::Float))
+            .chain([Loc::Stack(0), Loc::Stack(1)])
+            .collect();
+        assert_eq!(arm.layout(), want);
+        let c = arm.capture();
+        assert_eq!((c.ints, c.floats, c.stack), (8, 8, 2));
+        let x86 = Signature {
+            conv: Conv::SysV64,
+            ..arm.clone()
+        };
+        let want: Vec<Loc> = (0..6)
+            .map(Loc::Int)
+            .chain([Loc::Stack(0), Loc::Stack(1)])
+            .chain((0..8).map(Loc::Float))
+            .chain([Loc::Stack(2), Loc::Stack(3)])
+            .collect();
+        assert_eq!(x86.layout(), want);
+
+        // The values as the AArch64 runtime captures them: the spec, x0..x7,
+        // d0..d7, then the stack slots from the entry stack pointer.
+        let spec = u64::from(c.encode());
+        let mut words = vec![spec];
+        words.extend((1..=7).chain([-3i64]).map(|v| v as u64));
+        words.extend((0..8).map(|k| (k as f64 + 0.5).to_bits()));
+        words.extend([9, 8.5f64.to_bits()]);
+        assert_eq!(
+            args_text(Some(&arm), &words),
+            "a=1, b=2, c=3, d=4, e=5, f=6, g=7, h=-3, x0=0.5, x1=1.5, x2=2.5, x3=3.5, x4=4.5, \
+             x5=5.5, x6=6.5, x7=7.5, i=9, x8=8.5"
+        );
+        // The return value: d0 for a double, x0 for an integer.
+        assert_eq!(ret_text(Some(&arm), (7, 2.25f64.to_bits())).unwrap(), "2.25");
+        let by_pos = Cond::parse("arg18 > 8").unwrap();
+        assert_eq!(by_pos.matches(Some(&arm), Some(&words), None), Some(true));
+        let h = Cond::parse("h < 0").unwrap();
+        assert_eq!(h.matches(Some(&arm), Some(&words), None), Some(true));
+
+        // Further rules: a 16-byte aggregate takes two integer registers
+        // when both are free, else the stack (and no integer register after
+        // it); `__int128` an even-numbered pair.
+        let agg = |n: &str, size| Param {
+            name: n.into(),
+            ty: Ty::Aggregate {
+                name: "struct s".into(),
+                size,
+            },
+        };
+        let i128 = Param {
+            name: "w".into(),
+            ty: Ty::Int {
+                signed: true,
+                size: 16,
+            },
+        };
+        let sig = Signature {
+            params: vec![
+                long("a"),
+                i128,
+                long("b"),
+                agg("p", 16),
+                long("c"),
+                agg("q", 16),
+                long("d"),
+            ],
+            ret: None,
+            conv: Conv::Aapcs64,
+        };
+        // a: x0; w: x2-x3; b: x4; p: x5-x6; c: x7; q: stack 0-1; d: stack 2.
+        assert_eq!(
+            sig.layout(),
+            vec![
+                Loc::Int(0),
+                Loc::None,
+                Loc::Int(4),
+                Loc::None,
+                Loc::Int(7),
+                Loc::None,
+                Loc::Stack(2),
+            ]
+        );
+    }
+
+    /// Without debug information (`--args=N`): the first N integer
+    /// registers in hex, `x0`.. on AArch64 as `rdi`.. on x86-64; AArch64
+    /// allows N up to 8.
+    #[test]
+    fn without_debug_information_integer_registers_show_as_hex() {
+        let cap = Capture {
+            ints: 8,
+            ..Capture::NONE
+        };
+        let mut words = vec![u64::from(cap.encode())];
+        words.extend([0x400, 0x2, 0, 0, 0, 0, 0, 0xffff_0000_1234]);
+        assert_eq!(
+            args_text(None, &words),
+            "arg1=0x400, arg2=0x2, arg3=0x0, arg4=0x0, arg5=0x0, arg6=0x0, arg7=0x0, \
+             arg8=0xffff00001234"
+        );
+        let flags = |n: &str| CaptureFlags {
+            args: Some(n.into()),
+            retval: true,
+        };
+        assert_eq!(flags("6").count(), Ok(Some(6)));
+        assert!(flags("9").count().is_err());
+        let eight = flags("8").count();
+        if Conv::NATIVE == Conv::Aapcs64 {
+            assert_eq!(eight, Ok(Some(8)));
+            assert_eq!(flags("8").blind().unwrap().ints, 8);
+        } else {
+            assert!(eight.unwrap_err().contains("from 1 to 6"));
+        }
+        assert_eq!(Conv::of(object::Architecture::Aarch64), Some(Conv::Aapcs64));
+        assert_eq!(Conv::of(object::Architecture::X86_64), Some(Conv::SysV64));
     }
 }
