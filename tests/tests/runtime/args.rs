@@ -11,8 +11,8 @@
 //! (tracer/cli/tests/it/args.rs, x86-64).
 #![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 
-use std::hint::black_box;
 use std::collections::HashMap;
+use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 use tracer::__private::{Args, Event, KIND_ARGS, KIND_ENTRY, KIND_EXIT, KIND_RETVAL};
 use tracer::Capture;
@@ -276,8 +276,15 @@ fn calls_of(calls: &[Call], name: &str) -> Vec<(Args, (u64, u64))> {
         .iter()
         .filter(|c| c.func == f)
         .map(|c| {
-            let a = c.args.clone().unwrap_or_else(|| panic!("{name}: no arguments: {c:?}"));
-            (a, c.ret.unwrap_or_else(|| panic!("{name}: no return value: {c:?}")))
+            let a = c
+                .args
+                .clone()
+                .unwrap_or_else(|| panic!("{name}: no arguments: {c:?}"));
+            (
+                a,
+                c.ret
+                    .unwrap_or_else(|| panic!("{name}: no return value: {c:?}")),
+            )
         })
         .collect()
 }

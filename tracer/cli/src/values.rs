@@ -1462,7 +1462,10 @@ mod tests {
              x5=5.5, x6=6.5, x7=7.5, i=9, x8=8.5"
         );
         // The return value: d0 for a double, x0 for an integer.
-        assert_eq!(ret_text(Some(&arm), (7, 2.25f64.to_bits())).unwrap(), "2.25");
+        assert_eq!(
+            ret_text(Some(&arm), (7, 2.25f64.to_bits())).unwrap(),
+            "2.25"
+        );
         let by_pos = Cond::parse("arg18 > 8").unwrap();
         assert_eq!(by_pos.matches(Some(&arm), Some(&words), None), Some(true));
         let h = Cond::parse("h < 0").unwrap();
