@@ -115,6 +115,8 @@ pub enum Ty {
         name: String,
         /// Bytes.
         size: u64,
+        /// Where its floating-point members are, for placing it.
+        shape: Shape,
     },
     /// Anything else (arrays, unknown kinds): shown by name only.
     Other(String),
@@ -136,6 +138,49 @@ impl Ty {
 
     fn comparable(&self) -> bool {
         !matches!(self, Ty::Aggregate { .. } | Ty::Other(_))
+    }
+}
+
+/// How an aggregate passed by value splits between integer and
+/// floating-point registers (all zero: integer registers only, also when
+/// its members are not known).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Bit k: its 8-byte word k holds floating-point members only (x86-64
+    /// passes such a word of an aggregate of up to 16 bytes in a vector
+    /// register, the others in integer registers).
+    pub fp_words: u8,
+    /// Its members are 1 to 4 floating-point numbers of one type: an
+    /// AAPCS64 homogeneous floating-point aggregate, passed in as many
+    /// vector registers (0: it is not one).
+    pub hfa: u8,
+}
+
+impl Shape {
+    /// The shape of an aggregate of `size` bytes whose scalar members are
+    /// `leaves` (offset, size, floating point).
+    fn of(size: u64, leaves: &[(u64, u64, bool)]) -> Shape {
+        let mut fp_words = 0u8;
+        for k in 0..size.div_ceil(8).min(8) {
+            let (lo, hi) = (8 * k, 8 * k + 8);
+            let mut inside = leaves.iter().filter(|l| l.0 < hi && l.0 + l.1.max(1) > lo);
+            let mut any = false;
+            if inside.all(|l| {
+                any = true;
+                l.2
+            }) && any
+            {
+                fp_words |= 1 << k;
+            }
+        }
+        let first = leaves.first().map_or(0, |l| l.1);
+        let hfa = (1..=4).contains(&leaves.len())
+            && leaves.iter().all(|l| l.2 && l.1 == first)
+            && size == first * leaves.len() as u64;
+        Shape {
+            fp_words,
+            hfa: if hfa { leaves.len() as u8 } else { 0 },
+        }
     }
 }
 
@@ -261,10 +306,18 @@ impl Signature {
                     }
                     Loc::None
                 }
-                Ty::Aggregate { size, .. } => {
+                // Up to 16 bytes: each 8-byte word in an integer or (only
+                // floating-point members) a vector register, if all fit;
+                // else, and when larger, on the stack.
+                Ty::Aggregate { size, shape, .. } => {
                     let words = size.div_ceil(8) as usize;
-                    if *size <= 16 && i + words <= 6 {
-                        i += words;
+                    let wf = (0..words.min(8))
+                        .filter(|k| shape.fp_words >> k & 1 != 0)
+                        .count();
+                    let wi = words - wf;
+                    if *size <= 16 && i + wi <= 6 && f + wf <= 8 {
+                        i += wi;
+                        f += wf;
                     } else {
                         stack(words, &mut s);
                     }
@@ -331,6 +384,19 @@ impl Signature {
                     } else {
                         ngrn = 8;
                         stack(2, true, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // A homogeneous floating-point aggregate: one vector
+                // register a member, if all fit, else on the stack (and no
+                // vector register after it).
+                Ty::Aggregate { size, shape, .. } if shape.hfa > 0 => {
+                    let n = usize::from(shape.hfa);
+                    if nsrn + n <= 8 {
+                        nsrn += n;
+                    } else {
+                        nsrn = 8;
+                        stack(size.div_ceil(8) as usize, false, &mut nsaa);
                     }
                     Loc::None
                 }
@@ -732,7 +798,11 @@ impl Object {
                 let inner = self.ty(unit, t, depth + 1);
                 // A typedef names an anonymous struct or enum.
                 match (inner, e.tag() == gimli::DW_TAG_typedef, name) {
-                    (Ty::Aggregate { size, .. }, true, Some(n)) => Ty::Aggregate { name: n, size },
+                    (Ty::Aggregate { size, shape, .. }, true, Some(n)) => Ty::Aggregate {
+                        name: n,
+                        size,
+                        shape,
+                    },
                     (Ty::Enum { size, values, .. }, true, Some(n)) => Ty::Enum {
                         name: n,
                         size,
@@ -775,15 +845,175 @@ impl Object {
                     gimli::DW_TAG_class_type => "class",
                     _ => "struct",
                 };
+                let mut leaves = Vec::new();
+                let shape = if self.leaves(unit, off, 0, 0, &mut leaves) {
+                    Shape::of(size, &leaves)
+                } else {
+                    Shape::default()
+                };
                 Ty::Aggregate {
                     name: match name {
                         Some(n) => format!("{kw} {n}"),
                         None => format!("{kw} (anonymous)"),
                     },
                     size,
+                    shape,
                 }
             }
             _ => Ty::Other(name.unwrap_or_else(|| "?".into())),
+        }
+    }
+
+    /// `DW_AT_byte_size` of the type at `off`, through typedefs and
+    /// qualifiers (arrays: element size times count).
+    fn size_of(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset, depth: u32) -> Option<u64> {
+        let e = unit.entry(off).ok()?;
+        if let Ok(Some(v)) = e.attr_value(gimli::DW_AT_byte_size) {
+            return v.udata_value();
+        }
+        if depth > 16 {
+            return None;
+        }
+        let t = self.type_attr(unit, &e, 0)?;
+        let elem = self.size_of(unit, t, depth + 1)?;
+        if e.tag() == gimli::DW_TAG_array_type {
+            elem.checked_mul(self.array_len(unit, off)?)
+        } else {
+            Some(elem)
+        }
+    }
+
+    /// The number of elements of the array type at `off` (all its
+    /// dimensions).
+    fn array_len(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset) -> Option<u64> {
+        let mut tree = unit.entries_tree(Some(off)).ok()?;
+        let root = tree.root().ok()?;
+        let mut ch = root.children();
+        let mut n = 1u64;
+        while let Ok(Some(c)) = ch.next() {
+            let ce = c.entry();
+            if ce.tag() != gimli::DW_TAG_subrange_type {
+                continue;
+            }
+            let count = match ce.attr_value(gimli::DW_AT_count) {
+                Ok(Some(v)) => v.udata_value()?,
+                _ => match ce.attr_value(gimli::DW_AT_upper_bound) {
+                    Ok(Some(v)) => v.udata_value()?.checked_add(1)?,
+                    _ => return None,
+                },
+            };
+            n = n.checked_mul(count)?;
+        }
+        Some(n)
+    }
+
+    /// The scalar members of the type at `off`, placed at `base`: (offset,
+    /// size, floating point), at most 32. `false` when they cannot be told
+    /// (too many, a member without a constant offset, an unknown kind).
+    fn leaves(
+        &self,
+        unit: &gimli::Unit<R>,
+        off: gimli::UnitOffset,
+        base: u64,
+        depth: u32,
+        out: &mut Vec<(u64, u64, bool)>,
+    ) -> bool {
+        const MAX: usize = 32;
+        let Ok(e) = unit.entry(off) else { return false };
+        if depth > 16 || out.len() > MAX {
+            return false;
+        }
+        let size = || match e.attr_value(gimli::DW_AT_byte_size) {
+            Ok(Some(v)) => v.udata_value().unwrap_or(0),
+            _ => 0,
+        };
+        match e.tag() {
+            gimli::DW_TAG_base_type => {
+                let enc = match e.attr_value(gimli::DW_AT_encoding) {
+                    Ok(Some(AttributeValue::Encoding(x))) => x,
+                    _ => gimli::DW_ATE_signed,
+                };
+                let n = size();
+                if enc == gimli::DW_ATE_complex_float {
+                    out.push((base, n / 2, true));
+                    out.push((base + n / 2, n / 2, true));
+                } else {
+                    out.push((base, n, enc == gimli::DW_ATE_float));
+                }
+                true
+            }
+            gimli::DW_TAG_pointer_type
+            | gimli::DW_TAG_reference_type
+            | gimli::DW_TAG_rvalue_reference_type
+            | gimli::DW_TAG_ptr_to_member_type
+            | gimli::DW_TAG_enumeration_type => {
+                out.push((base, size().max(1), false));
+                true
+            }
+            gimli::DW_TAG_typedef
+            | gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => match self.type_attr(unit, &e, 0) {
+                Some(t) => self.leaves(unit, t, base, depth + 1, out),
+                None => false,
+            },
+            gimli::DW_TAG_array_type => {
+                let (Some(t), Some(n)) = (self.type_attr(unit, &e, 0), self.array_len(unit, off))
+                else {
+                    return false;
+                };
+                let Some(stride) = self.size_of(unit, t, 0) else {
+                    return false;
+                };
+                if n > MAX as u64 {
+                    return false;
+                }
+                (0..n).all(|k| self.leaves(unit, t, base + k * stride, depth + 1, out))
+            }
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
+                let Ok(mut tree) = unit.entries_tree(Some(off)) else {
+                    return false;
+                };
+                let Ok(root) = tree.root() else { return false };
+                let mut ch = root.children();
+                while let Ok(Some(c)) = ch.next() {
+                    let ce = c.entry();
+                    if ce.tag() != gimli::DW_TAG_member && ce.tag() != gimli::DW_TAG_inheritance {
+                        continue;
+                    }
+                    // A static data member (C++) is not in the object.
+                    if let Ok(Some(_)) = ce.attr_value(gimli::DW_AT_declaration) {
+                        continue;
+                    }
+                    let at = match ce.attr_value(gimli::DW_AT_data_member_location) {
+                        Ok(Some(v)) => match v.udata_value() {
+                            Some(a) => a,
+                            None => return false,
+                        },
+                        // DWARF 4 and 5 bit fields; union members.
+                        _ => match ce.attr_value(gimli::DW_AT_data_bit_offset) {
+                            Ok(Some(v)) => v.udata_value().unwrap_or(0) / 8,
+                            _ => 0,
+                        },
+                    };
+                    let Some(t) = self.type_attr(unit, ce, 0) else {
+                        return false;
+                    };
+                    let ok = if let Ok(Some(_)) = ce.attr_value(gimli::DW_AT_bit_size) {
+                        // A bit field: integer bits.
+                        out.push((base + at, self.size_of(unit, t, 0).unwrap_or(1), false));
+                        true
+                    } else {
+                        self.leaves(unit, t, base + at, depth + 1, out)
+                    };
+                    if !ok || out.len() > MAX {
+                        return false;
+                    }
+                }
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -1376,6 +1606,7 @@ mod tests {
             ty: Ty::Aggregate {
                 name: "struct big".into(),
                 size: 40,
+                shape: Shape::default(),
             },
         };
         let sig = Signature {
@@ -1479,6 +1710,7 @@ mod tests {
             ty: Ty::Aggregate {
                 name: "struct s".into(),
                 size,
+                shape: Shape::default(),
             },
         };
         let i128 = Param {
@@ -1514,6 +1746,220 @@ mod tests {
                 Loc::Stack(2),
             ]
         );
+    }
+
+    /// Aggregates with floating-point members: x86-64 puts each 8-byte
+    /// word with only floating-point members in a vector register, AAPCS64
+    /// a homogeneous floating-point aggregate in one vector register a
+    /// member; the arguments after them are placed accordingly.
+    #[test]
+    fn floating_point_aggregates_take_vector_registers() {
+        // struct { double x, y; }, struct { double x; long n; },
+        // struct { float a, b, c; }, struct { double d[4]; }.
+        let two_doubles = Shape::of(16, &[(0, 8, true), (8, 8, true)]);
+        assert_eq!(
+            two_doubles,
+            Shape {
+                fp_words: 3,
+                hfa: 2
+            }
+        );
+        let mixed = Shape::of(16, &[(0, 8, true), (8, 8, false)]);
+        assert_eq!(
+            mixed,
+            Shape {
+                fp_words: 1,
+                hfa: 0
+            }
+        );
+        let three_floats = Shape::of(12, &[(0, 4, true), (4, 4, true), (8, 4, true)]);
+        assert_eq!(
+            three_floats,
+            Shape {
+                fp_words: 3,
+                hfa: 3
+            }
+        );
+        let four = Shape::of(
+            32,
+            &[(0, 8, true), (8, 8, true), (16, 8, true), (24, 8, true)],
+        );
+        assert_eq!(
+            four,
+            Shape {
+                fp_words: 15,
+                hfa: 4
+            }
+        );
+        assert_eq!(
+            Shape::of(8, &[(0, 4, true), (4, 4, false)]),
+            Shape::default()
+        );
+        assert_eq!(Shape::of(8, &[(0, 4, true), (4, 8, true)]).hfa, 0);
+
+        let agg = |n: &str, size, shape| Param {
+            name: n.into(),
+            ty: Ty::Aggregate {
+                name: n.into(),
+                size,
+                shape,
+            },
+        };
+        let double = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Float { size: 8 },
+        };
+        let params = vec![
+            agg("p", 16, two_doubles),
+            double("a"),
+            agg("m", 16, mixed),
+            int("i"),
+            agg("q", 32, four),
+            double("b"),
+        ];
+        let x86 = Signature {
+            params: params.clone(),
+            ret: None,
+            conv: Conv::SysV64,
+        };
+        // p: xmm0-xmm1; a: xmm2; m: xmm3 and rdi; i: rsi; q: stack 0-3;
+        // b: xmm4.
+        assert_eq!(
+            x86.layout(),
+            vec![
+                Loc::None,
+                Loc::Float(2),
+                Loc::None,
+                Loc::Int(1),
+                Loc::None,
+                Loc::Float(4)
+            ]
+        );
+        let arm = Signature {
+            params,
+            ret: None,
+            conv: Conv::Aapcs64,
+        };
+        // p: d0-d1; a: d2; m: x0-x1; i: x2; q: d3-d6; b: d7.
+        assert_eq!(
+            arm.layout(),
+            vec![
+                Loc::None,
+                Loc::Float(2),
+                Loc::None,
+                Loc::Int(2),
+                Loc::None,
+                Loc::Float(7)
+            ]
+        );
+        // An aggregate that no longer fits in the vector registers goes on
+        // the stack, and so does every floating-point argument after it.
+        let mut late = arm.clone();
+        late.params.insert(0, agg("r", 32, four));
+        assert_eq!(
+            late.layout()[1..],
+            [
+                Loc::None,
+                Loc::Float(6),
+                Loc::None,
+                Loc::Int(2),
+                Loc::None,
+                Loc::Stack(4)
+            ]
+        );
+    }
+
+    /// Real debug information: a C file built with `-g` by gcc for x86-64
+    /// and, where the cross compiler is installed (`scripts/setup-cross.sh`),
+    /// for AArch64. The convention comes from each object's ELF header,
+    /// names, types and aggregate shapes from its DWARF.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn signatures_from_dwarf_follow_the_objects_architecture() {
+        use object::{Object as _, ObjectSymbol as _};
+        const C: &str = "struct pt { double x, y; };\n\
+                         struct mix { double d; long n; };\n\
+                         long f(struct pt p, double a, struct mix m, int i, double b) {\n\
+                         \x20 return (long)(p.x + p.y + a + m.d + b) + i + m.n;\n\
+                         }\n";
+        let dir = std::env::temp_dir().join(format!("tracer-values-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("v.c");
+        std::fs::write(&src, C).unwrap();
+        // p, a, m, i, b.
+        let x86 = vec![
+            Loc::None, // xmm0-xmm1
+            Loc::Float(2),
+            Loc::None, // xmm3, rdi
+            Loc::Int(1),
+            Loc::Float(4),
+        ];
+        let arm = vec![
+            Loc::None, // d0-d1
+            Loc::Float(2),
+            Loc::None, // x0-x1
+            Loc::Int(2),
+            Loc::Float(3),
+        ];
+        let mut built = 0;
+        for (cc, conv, want) in [
+            ("gcc", Conv::SysV64, x86),
+            ("aarch64-linux-gnu-gcc", Conv::Aapcs64, arm),
+        ] {
+            let so = dir.join(format!("{cc}.so"));
+            let st = std::process::Command::new(cc)
+                .args(["-g", "-O1", "-shared", "-nostdlib", "-fPIC", "-o"])
+                .arg(&so)
+                .arg(&src)
+                .status();
+            match st {
+                Ok(s) if s.success() => built += 1,
+                r if cc != "gcc" => {
+                    eprintln!("note: not checked for {cc} (not installed?): {r:?}");
+                    continue;
+                }
+                r => panic!("{cc}: {r:?}"),
+            }
+            let data = std::fs::read(&so).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            let f = file
+                .symbols()
+                .find(|s| s.name() == Ok("f"))
+                .expect("f's symbol")
+                .address();
+            let sig = Signatures::default()
+                .of_object(so.to_str().unwrap(), f)
+                .expect("f's debug information");
+            assert_eq!(sig.conv, conv, "{cc}");
+            let names: Vec<&str> = sig.params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["p", "a", "m", "i", "b"], "{cc}");
+            let Ty::Aggregate { name, shape, .. } = &sig.params[0].ty else {
+                panic!("{cc}: {sig:?}")
+            };
+            assert_eq!(
+                (name.as_str(), *shape),
+                (
+                    "struct pt",
+                    Shape {
+                        fp_words: 3,
+                        hfa: 2
+                    }
+                )
+            );
+            let Ty::Aggregate { shape, .. } = &sig.params[2].ty else {
+                panic!("{cc}: {sig:?}")
+            };
+            assert_eq!(
+                *shape,
+                Shape {
+                    fp_words: 1,
+                    hfa: 0
+                }
+            );
+            assert_eq!(sig.layout(), want, "{cc}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(built >= 1);
     }
 
     /// Without debug information (`--args=N`): the first N integer
