@@ -13,8 +13,9 @@
 //! x86-64 System V (integers and pointers in `rdi rsi rdx rcx r8 r9`,
 //! floating point in `xmm0`–`xmm7`) or AAPCS64 (integers and pointers in
 //! `x0`–`x7`, floating point in `d0`–`d7`, counted independently; larger
-//! aggregates by reference); aggregates of up to 16 bytes are taken to use
-//! integer registers, which is exact for integer-only ones. The return
+//! aggregates by reference). Aggregates passed by value are placed by their
+//! members ([`Shape`]: x86-64 classifies each 8-byte word, AAPCS64 knows
+//! homogeneous floating-point aggregates). The return
 //! value is in `rax`/`x0`, or `xmm0`/`d0` for floating point. Without debug
 //! information the integer argument registers are
 //! shown as `arg1=0x…` (uftrace's `-A`), and the return value in hex unless
