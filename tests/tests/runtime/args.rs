@@ -505,7 +505,7 @@ fn aarch64_bti_and_pac_ret_functions_capture() {
     let call = calls_of(&calls, "bp_call");
     assert_eq!(call.len(), 21);
     for (args, ret) in call {
-        assert_eq!(args.ints[0], bare_boom as usize as u64, "the callback");
+        assert_eq!(args.ints[0], bare_boom as *const () as u64, "the callback");
         assert_eq!(low(ret.0), 10 * low(args.ints[1]) + 1);
     }
 }
