@@ -215,6 +215,37 @@ pub fn encode_entry_stub(
     Ok(v)
 }
 
+/// The capturing entry stub of a compiler pad (argument and return-value
+/// capture, issue 14): [`encode_entry_stub`]'s, but `x16` gets the whole
+/// 64-bit literal, the function's index in its low half and the capture
+/// spec (`tracer_core::capture::Capture::encode`) in its high half, and the
+/// target is the capturing entry trampoline (`__tracer_v1_tramp_fentry_args`,
+/// [`crate::trampoline`]). Same length, same registers:
+///
+/// ```text
+///  0: ldr x17, 16      // resume address: site + 4
+///  4: ldr x9, 24       // the capturing entry trampoline
+///  8: ldr x16, 32      // func | spec << 32
+/// 12: br x9
+/// 16: .quad site + 4
+/// 24: .quad tramp
+/// 32: .word func, spec
+/// ```
+pub fn encode_capture_stub(
+    addr: usize,
+    site: usize,
+    func: u32,
+    spec: u32,
+    tramp: usize,
+) -> Result<[u8; ENTRY_STUB_LEN], EncodeError> {
+    let mut v = encode_entry_stub(addr, site, func, tramp)?;
+    // LDR X16, #24 (imm19 = 6 words) in place of LDR W16: bit 30 is the size.
+    const LDR_X: u32 = 0x5800_0000;
+    v[8..12].copy_from_slice(&(LDR_X | (6 << 5) | 16).to_le_bytes());
+    v[36..40].copy_from_slice(&spec.to_le_bytes());
+    Ok(v)
+}
+
 /// The AArch64 backend of compiler pads (true function entries): the pad's
 /// first `NOP` becomes `B stub` instead of `BL`, so the caller's return
 /// address stays in `x30` for the entry trampoline to hook. `NOP` ↔ `B` is on
@@ -430,6 +461,22 @@ mod tests {
             0x1234_5678
         );
         assert!(encode_entry_stub(at + 4, site, 1, tramp).is_err());
+    }
+
+    #[test]
+    fn capture_stub_disassembles() {
+        let (at, site, tramp) = (0x10_0000usize, 0x20_0000usize, 0x7f00_1240usize);
+        let v = encode_capture_stub(at, site, 0x1234_5678, 0x1188, tramp).unwrap();
+        let plain = encode_entry_stub(at, site, 0x1234_5678, tramp).unwrap();
+        assert_eq!(disasm(at + 8, &v[8..12]), "ldr x16, $+0x18");
+        // Everything else as the plain stub's.
+        assert_eq!(v[..8], plain[..8]);
+        assert_eq!(v[12..36], plain[12..36]);
+        assert_eq!(
+            u64::from_le_bytes(v[32..40].try_into().unwrap()),
+            0x1188 << 32 | 0x1234_5678
+        );
+        assert!(encode_capture_stub(at + 4, site, 1, 1, tramp).is_err());
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! thread's next entry or exit of the same function.
 //!
 //! The argument words, in order: the spec ([`Capture::encode`]), `ints` integer argument registers (x86-64:
-//! `rdi rsi rdx rcx r8 r9`), then `floats` floating-point argument registers
-//! (`xmm0`.., their low 64 bits), then `stack` words of the caller's
-//! outgoing arguments on the stack (the first above the return address).
+//! `rdi rsi rdx rcx r8 r9`; AArch64: `x0`–`x7`), then `floats`
+//! floating-point argument registers (`xmm0`.. or `d0`.., their low 64
+//! bits), then `stack` words of the caller's outgoing arguments on the
+//! stack (the first above the return address on x86-64, at the entry stack
+//! pointer on AArch64).
 //! The words are raw: names and types come from the reader (debug
 //! information), which also chose the counts.
 

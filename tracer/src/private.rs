@@ -72,6 +72,12 @@ pub fn drain() {
 }
 
 pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
+/// For tests: the values events of capturing functions (issue 14), and
+/// their argument words decoded.
+pub use tracer_core::{
+    capture::Args,
+    event::{KIND_ARGS, KIND_RETVAL},
+};
 
 /// For tests: how many functions have a latency histogram (one is made
 /// at a function's first completed call, not at registration).

@@ -8,10 +8,16 @@
 //! the function's `object_offset`, its `formal_parameter`s and return type,
 //! resolved through typedefs and qualifiers to base types, enums (by
 //! enumerator name), pointers, and aggregates (shown by type name only).
-//! The parameters are placed in registers and stack words as the x86-64
-//! System V convention does for those kinds (aggregates of up to 16 bytes
-//! are taken to use integer registers, which is exact for integer-only
-//! ones). Without debug information the integer argument registers are
+//! The parameters are placed in registers and stack words as the object's
+//! calling convention ([`Conv`], from its ELF header) does for those kinds:
+//! x86-64 System V (integers and pointers in `rdi rsi rdx rcx r8 r9`,
+//! floating point in `xmm0`–`xmm7`) or AAPCS64 (integers and pointers in
+//! `x0`–`x7`, floating point in `d0`–`d7`, counted independently; larger
+//! aggregates by reference). Aggregates passed by value are placed by their
+//! members ([`Shape`]: x86-64 classifies each 8-byte word, AAPCS64 knows
+//! homogeneous floating-point aggregates). The return
+//! value is in `rax`/`x0`, or `xmm0`/`d0` for floating point. Without debug
+//! information the integer argument registers are
 //! shown as `arg1=0x…` (uftrace's `-A`), and the return value in hex unless
 //! it looks like a negative errno (the kernel's `funcgraph-retval` rule).
 //!
@@ -48,10 +54,11 @@ impl CaptureFlags {
         match self.args.as_deref() {
             None | Some("auto") => Ok(None),
             Some(n) => match n.parse::<u8>() {
-                Ok(n) if (1..=6).contains(&n) => Ok(Some(n)),
+                Ok(n) if (1..=Conv::NATIVE.int_regs()).contains(&n) => Ok(Some(n)),
                 _ => Err(format!(
-                    "--args={n}: give a number of integer-register arguments from 1 to 6, or \
-                     --args alone for every argument (named from debug information)"
+                    "--args={n}: give a number of integer-register arguments from 1 to {}, or \
+                     --args alone for every argument (named from debug information)",
+                    Conv::NATIVE.int_regs()
                 )),
             },
         }
@@ -109,6 +116,8 @@ pub enum Ty {
         name: String,
         /// Bytes.
         size: u64,
+        /// Where its floating-point members are, for placing it.
+        shape: Shape,
     },
     /// Anything else (arrays, unknown kinds): shown by name only.
     Other(String),
@@ -133,6 +142,49 @@ impl Ty {
     }
 }
 
+/// How an aggregate passed by value splits between integer and
+/// floating-point registers (all zero: integer registers only, also when
+/// its members are not known).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Bit k: its 8-byte word k holds floating-point members only (x86-64
+    /// passes such a word of an aggregate of up to 16 bytes in a vector
+    /// register, the others in integer registers).
+    pub fp_words: u8,
+    /// Its members are 1 to 4 floating-point numbers of one type: an
+    /// AAPCS64 homogeneous floating-point aggregate, passed in as many
+    /// vector registers (0: it is not one).
+    pub hfa: u8,
+}
+
+impl Shape {
+    /// The shape of an aggregate of `size` bytes whose scalar members are
+    /// `leaves` (offset, size, floating point).
+    fn of(size: u64, leaves: &[(u64, u64, bool)]) -> Shape {
+        let mut fp_words = 0u8;
+        for k in 0..size.div_ceil(8).min(8) {
+            let (lo, hi) = (8 * k, 8 * k + 8);
+            let mut inside = leaves.iter().filter(|l| l.0 < hi && l.0 + l.1.max(1) > lo);
+            let mut any = false;
+            if inside.all(|l| {
+                any = true;
+                l.2
+            }) && any
+            {
+                fp_words |= 1 << k;
+            }
+        }
+        let first = leaves.first().map_or(0, |l| l.1);
+        let hfa = (1..=4).contains(&leaves.len())
+            && leaves.iter().all(|l| l.2 && l.1 == first)
+            && size == first * leaves.len() as u64;
+        Shape {
+            fp_words,
+            hfa: if hfa { leaves.len() as u8 } else { 0 },
+        }
+    }
+}
+
 /// A parameter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Param {
@@ -142,6 +194,55 @@ pub struct Param {
     pub ty: Ty,
 }
 
+/// A calling convention: where a function's arguments are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv {
+    /// x86-64 System V: integers and pointers in `rdi rsi rdx rcx r8 r9`,
+    /// floating point in `xmm0`–`xmm7`, the rest in stack words above the
+    /// return address.
+    SysV64,
+    /// AAPCS64 (AArch64 Linux): integers and pointers in `x0`–`x7`,
+    /// floating point in `d0`–`d7` (each counted on its own), the rest in
+    /// 8-byte stack slots from the entry stack pointer; aggregates larger
+    /// than 16 bytes are passed by reference (a pointer in an integer
+    /// register).
+    Aapcs64,
+}
+
+impl Conv {
+    /// The convention of the processes this program traces (its own).
+    pub const NATIVE: Conv = if cfg!(target_arch = "aarch64") {
+        Conv::Aapcs64
+    } else {
+        Conv::SysV64
+    };
+
+    /// The convention of an object of architecture `arch` (`None`: one
+    /// whose values are not placed, whose debug information is then not
+    /// used).
+    pub fn of(arch: object::Architecture) -> Option<Conv> {
+        match arch {
+            object::Architecture::X86_64 => Some(Conv::SysV64),
+            object::Architecture::Aarch64 => Some(Conv::Aapcs64),
+            _ => None,
+        }
+    }
+
+    /// Integer argument registers.
+    pub const fn int_regs(self) -> u8 {
+        match self {
+            Conv::SysV64 => 6,
+            Conv::Aapcs64 => 8,
+        }
+    }
+}
+
+impl Default for Conv {
+    fn default() -> Conv {
+        Conv::NATIVE
+    }
+}
+
 /// A function's parameters and return type.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Signature {
@@ -149,6 +250,8 @@ pub struct Signature {
     pub params: Vec<Param>,
     /// The return type; `None`: `void`.
     pub ret: Option<Ty>,
+    /// Where the parameters are passed (the object's architecture).
+    pub conv: Conv,
 }
 
 /// Where a parameter's value is among the captured words.
@@ -165,8 +268,16 @@ pub enum Loc {
 }
 
 impl Signature {
-    /// Each parameter's place under the x86-64 System V convention.
+    /// Each parameter's place under the function's calling convention.
     pub fn layout(&self) -> Vec<Loc> {
+        match self.conv {
+            Conv::SysV64 => self.layout_sysv64(),
+            Conv::Aapcs64 => self.layout_aapcs64(),
+        }
+    }
+
+    /// x86-64 System V.
+    fn layout_sysv64(&self) -> Vec<Loc> {
         let (mut i, mut f, mut s) = (0usize, 0usize, 0usize);
         let stack = |n: usize, s: &mut usize| {
             let at = *s;
@@ -196,10 +307,18 @@ impl Signature {
                     }
                     Loc::None
                 }
-                Ty::Aggregate { size, .. } => {
+                // Up to 16 bytes: each 8-byte word in an integer or (only
+                // floating-point members) a vector register, if all fit;
+                // else, and when larger, on the stack.
+                Ty::Aggregate { size, shape, .. } => {
                     let words = size.div_ceil(8) as usize;
-                    if *size <= 16 && i + words <= 6 {
-                        i += words;
+                    let wf = (0..words.min(8))
+                        .filter(|k| shape.fp_words >> k & 1 != 0)
+                        .count();
+                    let wi = words - wf;
+                    if *size <= 16 && i + wi <= 6 && f + wf <= 8 {
+                        i += wi;
+                        f += wf;
                     } else {
                         stack(words, &mut s);
                     }
@@ -212,6 +331,101 @@ impl Signature {
                         Loc::Int(i - 1)
                     } else {
                         Loc::Stack(stack(1, &mut s))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// AAPCS64 (procedure call standard for the Arm 64-bit architecture,
+    /// "Parameter passing rules"; Linux's stack slots of 8 bytes each):
+    /// NGRN and NSRN count the integer and the SIMD/floating-point
+    /// registers used, NSAA the stack words. Once one kind of register
+    /// runs out, every later argument of that kind goes on the stack.
+    fn layout_aapcs64(&self) -> Vec<Loc> {
+        let (mut ngrn, mut nsrn, mut nsaa) = (0usize, 0usize, 0usize);
+        // `n` stack words, 16-byte aligned when `align16`.
+        let stack = |n: usize, align16: bool, nsaa: &mut usize| {
+            if align16 {
+                *nsaa = nsaa.next_multiple_of(2);
+            }
+            let at = *nsaa;
+            *nsaa += n;
+            at
+        };
+        self.params
+            .iter()
+            .map(|p| match &p.ty {
+                // `float`, `double`: one SIMD/FP register, or a stack slot.
+                Ty::Float { size } if *size <= 8 => {
+                    if nsrn < 8 {
+                        nsrn += 1;
+                        Loc::Float(nsrn - 1)
+                    } else {
+                        Loc::Stack(stack(1, false, &mut nsaa))
+                    }
+                }
+                // `long double` (binary128): a whole `q` register, or 16
+                // aligned stack bytes; not one captured word.
+                Ty::Float { .. } => {
+                    if nsrn < 8 {
+                        nsrn += 1;
+                    } else {
+                        nsrn = 8;
+                        stack(2, true, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // `__int128`: an even-numbered register pair, or 16 aligned
+                // stack bytes.
+                Ty::Int { size, .. } if *size > 8 => {
+                    let at = ngrn.next_multiple_of(2);
+                    if at + 2 <= 8 {
+                        ngrn = at + 2;
+                    } else {
+                        ngrn = 8;
+                        stack(2, true, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // A homogeneous floating-point aggregate: one vector
+                // register a member, if all fit, else on the stack (and no
+                // vector register after it).
+                Ty::Aggregate { size, shape, .. } if shape.hfa > 0 => {
+                    let n = usize::from(shape.hfa);
+                    if nsrn + n <= 8 {
+                        nsrn += n;
+                    } else {
+                        nsrn = 8;
+                        stack(size.div_ceil(8) as usize, false, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                // Larger than 16 bytes: copied by the caller, passed as a
+                // pointer (an integer argument). Up to 16 bytes: in one or
+                // two integer registers if both fit, else on the stack.
+                Ty::Aggregate { size, .. } => {
+                    let words = if *size > 16 {
+                        1
+                    } else {
+                        size.div_ceil(8).max(1) as usize
+                    };
+                    if ngrn + words <= 8 {
+                        ngrn += words;
+                    } else {
+                        ngrn = 8;
+                        stack(words, false, &mut nsaa);
+                    }
+                    Loc::None
+                }
+                Ty::Other(_) => Loc::None,
+                // Integers, enums, bools, chars, pointers.
+                _ => {
+                    if ngrn < 8 {
+                        ngrn += 1;
+                        Loc::Int(ngrn - 1)
+                    } else {
+                        Loc::Stack(stack(1, false, &mut nsaa))
                     }
                 }
             })
@@ -374,6 +588,8 @@ type R = gimli::EndianSlice<'static, gimli::RunTimeEndian>;
 /// One object's debug information: its units and an index of its
 /// subprograms by address.
 struct Object {
+    /// Where its functions' arguments are.
+    conv: Conv,
     dwarf: gimli::Dwarf<R>,
     units: Vec<gimli::Unit<R>>,
     by_addr: HashMap<u64, (usize, gimli::UnitOffset)>,
@@ -388,6 +604,7 @@ impl Object {
         }
         let data = std::fs::read(path).ok()?;
         let obj = object::File::parse(&*data).ok()?;
+        let conv = Conv::of(obj.architecture())?;
         let endian = if obj.is_little_endian() {
             gimli::RunTimeEndian::Little
         } else {
@@ -430,6 +647,7 @@ impl Object {
             return None;
         }
         Some(Object {
+            conv,
             dwarf,
             units,
             by_addr,
@@ -454,7 +672,11 @@ impl Object {
             let oe = unit.entry(o).ok()?;
             self.type_attr(unit, &oe, 0).map(|t| self.ty(unit, t, 0))
         });
-        Some(Signature { params, ret })
+        Some(Signature {
+            params,
+            ret,
+            conv: self.conv,
+        })
     }
 
     fn origin(
@@ -577,7 +799,11 @@ impl Object {
                 let inner = self.ty(unit, t, depth + 1);
                 // A typedef names an anonymous struct or enum.
                 match (inner, e.tag() == gimli::DW_TAG_typedef, name) {
-                    (Ty::Aggregate { size, .. }, true, Some(n)) => Ty::Aggregate { name: n, size },
+                    (Ty::Aggregate { size, shape, .. }, true, Some(n)) => Ty::Aggregate {
+                        name: n,
+                        size,
+                        shape,
+                    },
                     (Ty::Enum { size, values, .. }, true, Some(n)) => Ty::Enum {
                         name: n,
                         size,
@@ -620,15 +846,175 @@ impl Object {
                     gimli::DW_TAG_class_type => "class",
                     _ => "struct",
                 };
+                let mut leaves = Vec::new();
+                let shape = if self.leaves(unit, off, 0, 0, &mut leaves) {
+                    Shape::of(size, &leaves)
+                } else {
+                    Shape::default()
+                };
                 Ty::Aggregate {
                     name: match name {
                         Some(n) => format!("{kw} {n}"),
                         None => format!("{kw} (anonymous)"),
                     },
                     size,
+                    shape,
                 }
             }
             _ => Ty::Other(name.unwrap_or_else(|| "?".into())),
+        }
+    }
+
+    /// `DW_AT_byte_size` of the type at `off`, through typedefs and
+    /// qualifiers (arrays: element size times count).
+    fn size_of(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset, depth: u32) -> Option<u64> {
+        let e = unit.entry(off).ok()?;
+        if let Ok(Some(v)) = e.attr_value(gimli::DW_AT_byte_size) {
+            return v.udata_value();
+        }
+        if depth > 16 {
+            return None;
+        }
+        let t = self.type_attr(unit, &e, 0)?;
+        let elem = self.size_of(unit, t, depth + 1)?;
+        if e.tag() == gimli::DW_TAG_array_type {
+            elem.checked_mul(self.array_len(unit, off)?)
+        } else {
+            Some(elem)
+        }
+    }
+
+    /// The number of elements of the array type at `off` (all its
+    /// dimensions).
+    fn array_len(&self, unit: &gimli::Unit<R>, off: gimli::UnitOffset) -> Option<u64> {
+        let mut tree = unit.entries_tree(Some(off)).ok()?;
+        let root = tree.root().ok()?;
+        let mut ch = root.children();
+        let mut n = 1u64;
+        while let Ok(Some(c)) = ch.next() {
+            let ce = c.entry();
+            if ce.tag() != gimli::DW_TAG_subrange_type {
+                continue;
+            }
+            let count = match ce.attr_value(gimli::DW_AT_count) {
+                Ok(Some(v)) => v.udata_value()?,
+                _ => match ce.attr_value(gimli::DW_AT_upper_bound) {
+                    Ok(Some(v)) => v.udata_value()?.checked_add(1)?,
+                    _ => return None,
+                },
+            };
+            n = n.checked_mul(count)?;
+        }
+        Some(n)
+    }
+
+    /// The scalar members of the type at `off`, placed at `base`: (offset,
+    /// size, floating point), at most 32. `false` when they cannot be told
+    /// (too many, a member without a constant offset, an unknown kind).
+    fn leaves(
+        &self,
+        unit: &gimli::Unit<R>,
+        off: gimli::UnitOffset,
+        base: u64,
+        depth: u32,
+        out: &mut Vec<(u64, u64, bool)>,
+    ) -> bool {
+        const MAX: usize = 32;
+        let Ok(e) = unit.entry(off) else { return false };
+        if depth > 16 || out.len() > MAX {
+            return false;
+        }
+        let size = || match e.attr_value(gimli::DW_AT_byte_size) {
+            Ok(Some(v)) => v.udata_value().unwrap_or(0),
+            _ => 0,
+        };
+        match e.tag() {
+            gimli::DW_TAG_base_type => {
+                let enc = match e.attr_value(gimli::DW_AT_encoding) {
+                    Ok(Some(AttributeValue::Encoding(x))) => x,
+                    _ => gimli::DW_ATE_signed,
+                };
+                let n = size();
+                if enc == gimli::DW_ATE_complex_float {
+                    out.push((base, n / 2, true));
+                    out.push((base + n / 2, n / 2, true));
+                } else {
+                    out.push((base, n, enc == gimli::DW_ATE_float));
+                }
+                true
+            }
+            gimli::DW_TAG_pointer_type
+            | gimli::DW_TAG_reference_type
+            | gimli::DW_TAG_rvalue_reference_type
+            | gimli::DW_TAG_ptr_to_member_type
+            | gimli::DW_TAG_enumeration_type => {
+                out.push((base, size().max(1), false));
+                true
+            }
+            gimli::DW_TAG_typedef
+            | gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => match self.type_attr(unit, &e, 0) {
+                Some(t) => self.leaves(unit, t, base, depth + 1, out),
+                None => false,
+            },
+            gimli::DW_TAG_array_type => {
+                let (Some(t), Some(n)) = (self.type_attr(unit, &e, 0), self.array_len(unit, off))
+                else {
+                    return false;
+                };
+                let Some(stride) = self.size_of(unit, t, 0) else {
+                    return false;
+                };
+                if n > MAX as u64 {
+                    return false;
+                }
+                (0..n).all(|k| self.leaves(unit, t, base + k * stride, depth + 1, out))
+            }
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_class_type => {
+                let Ok(mut tree) = unit.entries_tree(Some(off)) else {
+                    return false;
+                };
+                let Ok(root) = tree.root() else { return false };
+                let mut ch = root.children();
+                while let Ok(Some(c)) = ch.next() {
+                    let ce = c.entry();
+                    if ce.tag() != gimli::DW_TAG_member && ce.tag() != gimli::DW_TAG_inheritance {
+                        continue;
+                    }
+                    // A static data member (C++) is not in the object.
+                    if let Ok(Some(_)) = ce.attr_value(gimli::DW_AT_declaration) {
+                        continue;
+                    }
+                    let at = match ce.attr_value(gimli::DW_AT_data_member_location) {
+                        Ok(Some(v)) => match v.udata_value() {
+                            Some(a) => a,
+                            None => return false,
+                        },
+                        // DWARF 4 and 5 bit fields; union members.
+                        _ => match ce.attr_value(gimli::DW_AT_data_bit_offset) {
+                            Ok(Some(v)) => v.udata_value().unwrap_or(0) / 8,
+                            _ => 0,
+                        },
+                    };
+                    let Some(t) = self.type_attr(unit, ce, 0) else {
+                        return false;
+                    };
+                    let ok = if let Ok(Some(_)) = ce.attr_value(gimli::DW_AT_bit_size) {
+                        // A bit field: integer bits.
+                        out.push((base + at, self.size_of(unit, t, 0).unwrap_or(1), false));
+                        true
+                    } else {
+                        self.leaves(unit, t, base + at, depth + 1, out)
+                    };
+                    if !ok || out.len() > MAX {
+                        return false;
+                    }
+                }
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -883,7 +1269,8 @@ impl Cond {
         match (&self.subject, sig) {
             (Subject::Name(n), None) => Err(format!(
                 "--where names the argument '{n}', but {name} has no debug information (build \
-                 it with -g): use its position (arg1..arg6, integer registers) or ret"
+                 it with -g): use its position (arg1..arg{}, integer registers) or ret",
+                Conv::NATIVE.int_regs()
             )),
             (Subject::Name(n), Some(s)) => match s.params.iter().find(|p| &p.name == n) {
                 None => Err(format!("{name} has no argument '{n}': {}", names(s))),
@@ -903,9 +1290,10 @@ impl Cond {
                 )),
                 Some(_) => Ok(()),
             },
-            (Subject::Pos(i), None) if *i > 6 => Err(format!(
-                "{name} has no debug information: --where sees its first 6 (integer-register) \
-                 arguments only, arg1..arg6"
+            (Subject::Pos(i), None) if *i > usize::from(Conv::NATIVE.int_regs()) => Err(format!(
+                "{name} has no debug information: --where sees its first {n} (integer-register) \
+                 arguments only, arg1..arg{n}",
+                n = Conv::NATIVE.int_regs()
             )),
             (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
                 "{name} returns nothing (void): --where 'ret …' cannot apply"
@@ -1174,6 +1562,7 @@ mod tests {
                 signed: true,
                 size: 4,
             }),
+            conv: Conv::SysV64,
         };
         let spec = u64::from(
             Capture {
@@ -1218,11 +1607,13 @@ mod tests {
             ty: Ty::Aggregate {
                 name: "struct big".into(),
                 size: 40,
+                shape: Shape::default(),
             },
         };
         let sig = Signature {
-            params: vec![int("a"), d, s, int("b")],
+            params: vec![int("a"), d.clone(), s.clone(), int("b")],
             ret: None,
+            conv: Conv::SysV64,
         };
         assert_eq!(
             sig.layout(),
@@ -1230,5 +1621,378 @@ mod tests {
         );
         let c = sig.capture();
         assert_eq!((c.ints, c.floats, c.stack), (2, 1, 0));
+        // AAPCS64: the 40-byte struct is passed by reference, in x1.
+        let sig = Signature {
+            conv: Conv::Aapcs64,
+            ..sig
+        };
+        assert_eq!(
+            sig.layout(),
+            vec![Loc::Int(0), Loc::Float(0), Loc::None, Loc::Int(2)]
+        );
+        let c = sig.capture();
+        assert_eq!((c.ints, c.floats, c.stack), (3, 1, 0));
+    }
+
+    /// The fixture's `c_many(long a..h, double x0..x7, long i, double x8)`
+    /// (tests/fixtures/inproc/whole.c): eight integer and eight
+    /// floating-point registers on AArch64, then `i` and `x8` in the first
+    /// two stack slots; six integer registers on x86-64, then `g`, `h`, `i`
+    /// and `x8` on the stack.
+    #[test]
+    fn aapcs64_places_integer_and_floating_point_arguments_independently() {
+        let long = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Int {
+                signed: true,
+                size: 8,
+            },
+        };
+        let double = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Float { size: 8 },
+        };
+        let mut params: Vec<Param> = "abcdefgh".chars().map(|c| long(&c.to_string())).collect();
+        params.extend((0..8).map(|k| double(&format!("x{k}"))));
+        params.push(long("i"));
+        params.push(double("x8"));
+        let arm = Signature {
+            params,
+            ret: Some(Ty::Float { size: 8 }),
+            conv: Conv::Aapcs64,
+        };
+        let want: Vec<Loc> = (0..8)
+            .map(Loc::Int)
+            .chain((0..8).map(Loc::Float))
+            .chain([Loc::Stack(0), Loc::Stack(1)])
+            .collect();
+        assert_eq!(arm.layout(), want);
+        let c = arm.capture();
+        assert_eq!((c.ints, c.floats, c.stack), (8, 8, 2));
+        let x86 = Signature {
+            conv: Conv::SysV64,
+            ..arm.clone()
+        };
+        let want: Vec<Loc> = (0..6)
+            .map(Loc::Int)
+            .chain([Loc::Stack(0), Loc::Stack(1)])
+            .chain((0..8).map(Loc::Float))
+            .chain([Loc::Stack(2), Loc::Stack(3)])
+            .collect();
+        assert_eq!(x86.layout(), want);
+
+        // The values as the AArch64 runtime captures them: the spec, x0..x7,
+        // d0..d7, then the stack slots from the entry stack pointer.
+        let spec = u64::from(c.encode());
+        let mut words = vec![spec];
+        words.extend((1..=7).chain([-3i64]).map(|v| v as u64));
+        words.extend((0..8).map(|k| (k as f64 + 0.5).to_bits()));
+        words.extend([9, 8.5f64.to_bits()]);
+        assert_eq!(
+            args_text(Some(&arm), &words),
+            "a=1, b=2, c=3, d=4, e=5, f=6, g=7, h=-3, x0=0.5, x1=1.5, x2=2.5, x3=3.5, x4=4.5, \
+             x5=5.5, x6=6.5, x7=7.5, i=9, x8=8.5"
+        );
+        // The return value: d0 for a double, x0 for an integer.
+        assert_eq!(
+            ret_text(Some(&arm), (7, 2.25f64.to_bits())).unwrap(),
+            "2.25"
+        );
+        let by_pos = Cond::parse("arg18 > 8").unwrap();
+        assert_eq!(by_pos.matches(Some(&arm), Some(&words), None), Some(true));
+        let h = Cond::parse("h < 0").unwrap();
+        assert_eq!(h.matches(Some(&arm), Some(&words), None), Some(true));
+
+        // Further rules: a 16-byte aggregate takes two integer registers
+        // when both are free, else the stack (and no integer register after
+        // it); `__int128` an even-numbered pair.
+        let agg = |n: &str, size| Param {
+            name: n.into(),
+            ty: Ty::Aggregate {
+                name: "struct s".into(),
+                size,
+                shape: Shape::default(),
+            },
+        };
+        let i128 = Param {
+            name: "w".into(),
+            ty: Ty::Int {
+                signed: true,
+                size: 16,
+            },
+        };
+        let sig = Signature {
+            params: vec![
+                long("a"),
+                i128,
+                long("b"),
+                agg("p", 16),
+                long("c"),
+                agg("q", 16),
+                long("d"),
+            ],
+            ret: None,
+            conv: Conv::Aapcs64,
+        };
+        // a: x0; w: x2-x3; b: x4; p: x5-x6; c: x7; q: stack 0-1; d: stack 2.
+        assert_eq!(
+            sig.layout(),
+            vec![
+                Loc::Int(0),
+                Loc::None,
+                Loc::Int(4),
+                Loc::None,
+                Loc::Int(7),
+                Loc::None,
+                Loc::Stack(2),
+            ]
+        );
+    }
+
+    /// Aggregates with floating-point members: x86-64 puts each 8-byte
+    /// word with only floating-point members in a vector register, AAPCS64
+    /// a homogeneous floating-point aggregate in one vector register a
+    /// member; the arguments after them are placed accordingly.
+    #[test]
+    fn floating_point_aggregates_take_vector_registers() {
+        // struct { double x, y; }, struct { double x; long n; },
+        // struct { float a, b, c; }, struct { double d[4]; }.
+        let two_doubles = Shape::of(16, &[(0, 8, true), (8, 8, true)]);
+        assert_eq!(
+            two_doubles,
+            Shape {
+                fp_words: 3,
+                hfa: 2
+            }
+        );
+        let mixed = Shape::of(16, &[(0, 8, true), (8, 8, false)]);
+        assert_eq!(
+            mixed,
+            Shape {
+                fp_words: 1,
+                hfa: 0
+            }
+        );
+        let three_floats = Shape::of(12, &[(0, 4, true), (4, 4, true), (8, 4, true)]);
+        assert_eq!(
+            three_floats,
+            Shape {
+                fp_words: 3,
+                hfa: 3
+            }
+        );
+        let four = Shape::of(
+            32,
+            &[(0, 8, true), (8, 8, true), (16, 8, true), (24, 8, true)],
+        );
+        assert_eq!(
+            four,
+            Shape {
+                fp_words: 15,
+                hfa: 4
+            }
+        );
+        assert_eq!(
+            Shape::of(8, &[(0, 4, true), (4, 4, false)]),
+            Shape::default()
+        );
+        assert_eq!(Shape::of(8, &[(0, 4, true), (4, 8, true)]).hfa, 0);
+
+        let agg = |n: &str, size, shape| Param {
+            name: n.into(),
+            ty: Ty::Aggregate {
+                name: n.into(),
+                size,
+                shape,
+            },
+        };
+        let double = |n: &str| Param {
+            name: n.into(),
+            ty: Ty::Float { size: 8 },
+        };
+        let params = vec![
+            agg("p", 16, two_doubles),
+            double("a"),
+            agg("m", 16, mixed),
+            int("i"),
+            agg("q", 32, four),
+            double("b"),
+        ];
+        let x86 = Signature {
+            params: params.clone(),
+            ret: None,
+            conv: Conv::SysV64,
+        };
+        // p: xmm0-xmm1; a: xmm2; m: xmm3 and rdi; i: rsi; q: stack 0-3;
+        // b: xmm4.
+        assert_eq!(
+            x86.layout(),
+            vec![
+                Loc::None,
+                Loc::Float(2),
+                Loc::None,
+                Loc::Int(1),
+                Loc::None,
+                Loc::Float(4)
+            ]
+        );
+        let arm = Signature {
+            params,
+            ret: None,
+            conv: Conv::Aapcs64,
+        };
+        // p: d0-d1; a: d2; m: x0-x1; i: x2; q: d3-d6; b: d7.
+        assert_eq!(
+            arm.layout(),
+            vec![
+                Loc::None,
+                Loc::Float(2),
+                Loc::None,
+                Loc::Int(2),
+                Loc::None,
+                Loc::Float(7)
+            ]
+        );
+        // An aggregate that no longer fits in the vector registers goes on
+        // the stack, and so does every floating-point argument after it.
+        let mut late = arm.clone();
+        late.params.insert(0, agg("r", 32, four));
+        assert_eq!(
+            late.layout()[1..],
+            [
+                Loc::None,
+                Loc::Float(6),
+                Loc::None,
+                Loc::Int(2),
+                Loc::None,
+                Loc::Stack(4)
+            ]
+        );
+    }
+
+    /// Real debug information: a C file built with `-g` by gcc for x86-64
+    /// and, where the cross compiler is installed (`scripts/setup-cross.sh`),
+    /// for AArch64. The convention comes from each object's ELF header,
+    /// names, types and aggregate shapes from its DWARF.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn signatures_from_dwarf_follow_the_objects_architecture() {
+        use object::{Object as _, ObjectSymbol as _};
+        const C: &str = "struct pt { double x, y; };\n\
+                         struct mix { double d; long n; };\n\
+                         long f(struct pt p, double a, struct mix m, int i, double b) {\n\
+                         \x20 return (long)(p.x + p.y + a + m.d + b) + i + m.n;\n\
+                         }\n";
+        let dir = std::env::temp_dir().join(format!("tracer-values-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("v.c");
+        std::fs::write(&src, C).unwrap();
+        // p, a, m, i, b.
+        let x86 = vec![
+            Loc::None, // xmm0-xmm1
+            Loc::Float(2),
+            Loc::None, // xmm3, rdi
+            Loc::Int(1),
+            Loc::Float(4),
+        ];
+        let arm = vec![
+            Loc::None, // d0-d1
+            Loc::Float(2),
+            Loc::None, // x0-x1
+            Loc::Int(2),
+            Loc::Float(3),
+        ];
+        let mut built = 0;
+        for (cc, conv, want) in [
+            ("gcc", Conv::SysV64, x86),
+            ("aarch64-linux-gnu-gcc", Conv::Aapcs64, arm),
+        ] {
+            let so = dir.join(format!("{cc}.so"));
+            let st = std::process::Command::new(cc)
+                .args(["-g", "-O1", "-shared", "-nostdlib", "-fPIC", "-o"])
+                .arg(&so)
+                .arg(&src)
+                .status();
+            match st {
+                Ok(s) if s.success() => built += 1,
+                r if cc != "gcc" => {
+                    eprintln!("note: not checked for {cc} (not installed?): {r:?}");
+                    continue;
+                }
+                r => panic!("{cc}: {r:?}"),
+            }
+            let data = std::fs::read(&so).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            let f = file
+                .symbols()
+                .find(|s| s.name() == Ok("f"))
+                .expect("f's symbol")
+                .address();
+            let sig = Signatures::default()
+                .of_object(so.to_str().unwrap(), f)
+                .expect("f's debug information");
+            assert_eq!(sig.conv, conv, "{cc}");
+            let names: Vec<&str> = sig.params.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, ["p", "a", "m", "i", "b"], "{cc}");
+            let Ty::Aggregate { name, shape, .. } = &sig.params[0].ty else {
+                panic!("{cc}: {sig:?}")
+            };
+            assert_eq!(
+                (name.as_str(), *shape),
+                (
+                    "struct pt",
+                    Shape {
+                        fp_words: 3,
+                        hfa: 2
+                    }
+                )
+            );
+            let Ty::Aggregate { shape, .. } = &sig.params[2].ty else {
+                panic!("{cc}: {sig:?}")
+            };
+            assert_eq!(
+                *shape,
+                Shape {
+                    fp_words: 1,
+                    hfa: 0
+                }
+            );
+            assert_eq!(sig.layout(), want, "{cc}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(built >= 1);
+    }
+
+    /// Without debug information (`--args=N`): the first N integer
+    /// registers in hex, `x0`.. on AArch64 as `rdi`.. on x86-64; AArch64
+    /// allows N up to 8.
+    #[test]
+    fn without_debug_information_integer_registers_show_as_hex() {
+        let cap = Capture {
+            ints: 8,
+            ..Capture::NONE
+        };
+        let mut words = vec![u64::from(cap.encode())];
+        words.extend([0x400, 0x2, 0, 0, 0, 0, 0, 0xffff_0000_1234]);
+        assert_eq!(
+            args_text(None, &words),
+            "arg1=0x400, arg2=0x2, arg3=0x0, arg4=0x0, arg5=0x0, arg6=0x0, arg7=0x0, \
+             arg8=0xffff00001234"
+        );
+        let flags = |n: &str| CaptureFlags {
+            args: Some(n.into()),
+            retval: true,
+        };
+        assert_eq!(flags("6").count(), Ok(Some(6)));
+        assert!(flags("9").count().is_err());
+        let eight = flags("8").count();
+        if Conv::NATIVE == Conv::Aapcs64 {
+            assert_eq!(eight, Ok(Some(8)));
+            assert_eq!(flags("8").blind().unwrap().ints, 8);
+        } else {
+            assert!(eight.unwrap_err().contains("from 1 to 6"));
+        }
+        assert_eq!(Conv::of(object::Architecture::Aarch64), Some(Conv::Aapcs64));
+        assert_eq!(Conv::of(object::Architecture::X86_64), Some(Conv::SysV64));
     }
 }

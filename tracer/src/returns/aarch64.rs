@@ -1,27 +1,40 @@
-//! AArch64's side of compiler-padded functions: no capturing trampolines
-//! yet, the entry of the `dlsym`/`dlopen` shims, and what the preload
-//! library exports.
+//! AArch64's side of compiler-padded functions: the capturing trampolines
+//! (issue 14), the entry of the `dlsym`/`dlopen` shims, and what the
+//! preload library exports.
 
 use super::*;
+
+extern "C" {
+    fn __tracer_v1_tramp_fentry_args();
+    fn __tracer_v1_tramp_fret_args();
+}
 
 /// `dlsym`'s oldest version on this architecture.
 #[cfg(target_os = "linux")]
 pub(super) const GLIBC_BASE: &std::ffi::CStr = c"GLIBC_2.17";
 
-/// No capturing trampolines here.
-pub(super) fn set_capture_return_trampoline() {}
+/// Capturing functions return through their own trampoline.
+pub(super) fn set_capture_return_trampoline() {
+    thread::FRET_ARGS.store(
+        __tracer_v1_tramp_fret_args as *const () as usize,
+        Ordering::Release,
+    );
+}
 
-/// Capture at compiler pads is not implemented here: a clear error.
+/// What an enabled compiler pad at `site` of function `func` calls when
+/// the function is enabled with capture `cap`: its capturing entry stub
+/// (`x16` = `func | spec << 32`, then `__tracer_v1_tramp_fentry_args`).
 pub fn capture_stub(
     site: usize,
     func: u32,
     cap: tracer_core::capture::Capture,
 ) -> Result<usize, String> {
-    let _ = (site, func, cap);
-    Err(String::from(
-        "argument and return value capture at compiler pads is implemented on x86-64 only \
-         so far: enable the function without --args/--retval",
-    ))
+    crate::veneer::capture_stub(
+        site,
+        func,
+        cap.encode(),
+        __tracer_v1_tramp_fentry_args as *const () as usize,
+    )
 }
 
 /// The real function to branch to, and the return address to branch
@@ -43,7 +56,7 @@ pub struct Branch {
 #[cfg(target_os = "linux")]
 pub unsafe extern "C" fn prep(ret: usize, key: usize, which: usize) -> Branch {
     let fret = thread::FRET.load(Ordering::Relaxed);
-    let ret = if fret != 0 && ret == fret {
+    let ret = if fret != 0 && thread::is_fret(ret, fret) {
         // SAFETY: a hooked return whose frame is keyed by `key`, on
         // this thread, as the return trampoline would pass it.
         unsafe { thread::on_fret(key) }

@@ -39,3 +39,12 @@ tracer_arch_arm::__tracer_define_fentry_trampolines!(
     crate::thread::fret_layout::PRIVATE,
     crate::thread::fret_layout::SHADOW
 );
+#[cfg(target_arch = "aarch64")]
+tracer_arch_arm::__tracer_define_capture_trampolines!(
+    crate::thread::on_fentry_args,
+    crate::thread::on_fret_args,
+    crate::thread::THREADS,
+    crate::thread::fret_layout::DEAD,
+    crate::thread::fret_layout::PRIVATE,
+    crate::thread::fret_layout::SHADOW
+);

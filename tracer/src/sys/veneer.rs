@@ -14,8 +14,9 @@
 //! ([`entry_stub`]): `push FUNC; jmp [rip]; .quad TRAMPOLINE`, within
 //! ±2 GiB of the pads that call them; on AArch64 they hold those of
 //! compiler pads too (`ldr x17, resume; ldr x9, tramp; ldr w16, func; br x9`
-//! and the literals, [`entry_stub`]), within `B` reach of the pad that jumps
-//! to them. On ARMv7 every target is returned as it is.
+//! and the literals, [`entry_stub`]; the capturing ones, [`capture_stub`],
+//! load `func | spec << 32` into `x16`), within `B` reach of the pad that
+//! jumps to them. On ARMv7 every target is returned as it is.
 
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 mod imp {
@@ -275,6 +276,27 @@ mod imp {
             Ok(b)
         })
     }
+
+    /// The capturing entry stub of function `func` for the compiler pad at
+    /// `site`: [`entry_stub`]'s, with the capture `spec` beside `func` in
+    /// `x16` and the capturing trampoline `tramp` as the target (see
+    /// `tracer_arch_arm::aarch64::encode_capture_stub`). One per site and
+    /// spec; never freed.
+    #[cfg(target_arch = "aarch64")]
+    pub fn capture_stub(site: usize, func: u32, spec: u32, tramp: usize) -> Result<usize, String> {
+        // The tag: the site (4-aligned, below 2^52 in a Linux address space,
+        // so `site >> 2` fits in 50 bits) and the spec (13 bits) above it;
+        // never 0. The target already tells it from the site's plain stub.
+        debug_assert!(site >> 52 == 0 && spec >> 13 == 0);
+        let tag = (site as u64 >> 2) | u64::from(spec) << 51;
+        slot_for(site, tramp, tag, &|slot| {
+            let v = tracer_arch_arm::aarch64::encode_capture_stub(slot, site, func, spec, tramp)
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; SLOT];
+            b[..v.len()].copy_from_slice(&v);
+            Ok(b)
+        })
+    }
 }
 
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
@@ -299,7 +321,7 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {}
 }
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::capture_stub;
 #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
 pub use imp::entry_stub;

@@ -73,6 +73,8 @@ pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU
 mod arena;
 mod block;
 mod capture;
+#[cfg(target_arch = "aarch64")]
+mod capture_aarch64;
 mod hooks;
 // Whether the trampolines may skip saving vector registers.
 #[cfg_attr(target_arch = "x86_64", path = "lean_x86_64.rs")]
@@ -83,6 +85,8 @@ mod tls;
 pub(crate) use arena::segments as arena_segments;
 pub(crate) use block::*;
 pub(crate) use capture::*;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use capture_aarch64::*;
 pub(crate) use hooks::*;
 pub(crate) use lean::{lean_capture, lean_check};
 pub(crate) use returns::*;

@@ -77,9 +77,12 @@ pub(super) unsafe fn at_frame(
     ip: usize,
 ) -> Option<libc::c_int> {
     let w = &mut s.arch;
-    if w.fret == 0 || ip != w.fret {
+    // The return trampoline, or its capturing variant (issue 14): the
+    // frame's `x30` was saved holding (and maybe signed) that one.
+    if w.fret == 0 || !crate::thread::is_fret(ip, w.fret) {
         return None;
     }
+    let tramp = ip;
     // SAFETY: per the caller.
     unsafe {
         let key = _Unwind_GetCFA(ctx);
@@ -91,7 +94,7 @@ pub(super) unsafe fn at_frame(
         // the unwinder authenticates what it reads there: the real address
         // goes back signed the same way.
         let raw = _Unwind_GetGR(ctx, 30);
-        if signed_like(raw, w.fret, 0, key).is_none() {
+        if signed_like(raw, tramp, 0, key).is_none() {
             w.stuck = true; // a key or modifier this walk cannot reproduce
             return Some(URC_NORMAL_STOP);
         }
@@ -99,7 +102,7 @@ pub(super) unsafe fn at_frame(
             Some(orig) => {
                 // (Register 30 of this context is a pointer to the
                 // returning frame's saved `x30`, on its live stack.)
-                let v = signed_like(raw, w.fret, orig, key).unwrap_or(orig);
+                let v = signed_like(raw, tramp, orig, key).unwrap_or(orig);
                 _Unwind_SetGR(ctx, 30, v);
                 w.gave_back = true;
             }
