@@ -4,6 +4,7 @@
 
 use crate::client::{self, Client, Request};
 use crate::out::{bold, io_err};
+use crate::values::{Param, Signature, Ty};
 use crate::{exit, printable, Error};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -240,6 +241,16 @@ pub fn set_capturing(
         each_listed(&mut c, Some(&patterns.join(" ")), &mut |f| {
             if let (Some(file), Some(off)) = (f["file"].as_str(), f["object_offset"].as_u64()) {
                 sigs.push(known.of_object(file, off));
+            } else if f["signature"].as_str().is_some_and(|s| !s.is_empty()) {
+                // `#[traceable]`: its pads capture what the macro chose;
+                // any argument capture selects them.
+                sigs.push(Some(Signature {
+                    params: vec![Param {
+                        name: "arg1".into(),
+                        ty: Ty::Ptr,
+                    }],
+                    ..Signature::default()
+                }));
             }
             Ok(())
         })?;

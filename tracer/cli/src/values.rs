@@ -22,7 +22,9 @@
 use addr2line::gimli;
 use gimli::AttributeValue;
 use std::collections::HashMap;
-use tracer_core::capture::{Args, Capture, Pending, MAX_FLOATS, MAX_STACK};
+use tracer_core::capture::{
+    Args, Capture, Pending, RetKind, TraceableSig, ValueKind, MAX_FLOATS, MAX_STACK,
+};
 use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
 /// `--args[=N]` and `--retval`, on `enable` and `run`.
@@ -112,6 +114,21 @@ pub enum Ty {
     },
     /// Anything else (arrays, unknown kinds): shown by name only.
     Other(String),
+    /// A Rust `char` (a Unicode scalar value; `#[traceable]`).
+    Unicode,
+    /// `&str`, a slice, `String`, `Vec`: captured as its length
+    /// (`#[traceable]`), shown `name.len=5`.
+    Len(String),
+    /// `Result` / `Option` (`#[traceable]` return values): the variant's
+    /// name, and its payload where it is of a kind shown.
+    Variant {
+        /// The type as written.
+        name: String,
+        /// The names of the variants (`Ok`, `Err` / `Some`, `None`).
+        names: [&'static str; 2],
+        /// Their payloads (`None`: no payload; `Other`: shown by name).
+        payloads: [Option<Box<Ty>>; 2],
+    },
 }
 
 impl Ty {
@@ -124,12 +141,40 @@ impl Ty {
             Ty::Bool => "bool".into(),
             Ty::Char => "char".into(),
             Ty::Ptr => "pointer".into(),
-            Ty::Enum { name, .. } | Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+            Ty::Enum { name, .. }
+            | Ty::Aggregate { name, .. }
+            | Ty::Other(name)
+            | Ty::Len(name)
+            | Ty::Variant { name, .. } => name.clone(),
+            Ty::Unicode => "char".into(),
         }
     }
 
     fn comparable(&self) -> bool {
-        !matches!(self, Ty::Aggregate { .. } | Ty::Other(_))
+        !matches!(
+            self,
+            Ty::Aggregate { .. } | Ty::Other(_) | Ty::Variant { .. }
+        )
+    }
+
+    /// The type of a `#[traceable]` value of kind `k` (written `written`).
+    fn of_kind(k: ValueKind, written: &str) -> Ty {
+        match k {
+            ValueKind::Int(n) => Ty::Int {
+                signed: true,
+                size: n,
+            },
+            ValueKind::Uint(n) => Ty::Int {
+                signed: false,
+                size: n,
+            },
+            ValueKind::Float(n) => Ty::Float { size: n },
+            ValueKind::Bool => Ty::Bool,
+            ValueKind::Char => Ty::Unicode,
+            ValueKind::Ptr => Ty::Ptr,
+            ValueKind::Len => Ty::Len(written.to_string()),
+            ValueKind::Opaque => Ty::Other(written.to_string()),
+        }
     }
 }
 
@@ -149,6 +194,45 @@ pub struct Signature {
     pub params: Vec<Param>,
     /// The return type; `None`: `void`.
     pub ret: Option<Ty>,
+    /// From a `#[traceable]` macro: the captured parameters are one word
+    /// each, in order (not in calling-convention registers).
+    pub traceable: bool,
+}
+
+impl Signature {
+    /// From a `#[traceable]` function's signature text
+    /// (`tracer_core::capture::TraceableSig`); a return value the macro
+    /// does not capture is shown as if `void`.
+    pub fn from_traceable(text: &str) -> Signature {
+        let t = TraceableSig::parse(text);
+        Signature {
+            params: t
+                .params
+                .iter()
+                .map(|(n, k, ty)| Param {
+                    name: n.clone(),
+                    ty: Ty::of_kind(*k, ty),
+                })
+                .collect(),
+            ret: t.ret.map(|(k, ty)| match k {
+                RetKind::Value(v) => Ty::of_kind(v, &ty),
+                RetKind::Result(a, b) => Ty::Variant {
+                    name: ty.clone(),
+                    names: ["Ok", "Err"],
+                    payloads: [
+                        Some(Box::new(Ty::of_kind(a, "_"))),
+                        Some(Box::new(Ty::of_kind(b, "_"))),
+                    ],
+                },
+                RetKind::Option(a) => Ty::Variant {
+                    name: ty.clone(),
+                    names: ["Some", "None"],
+                    payloads: [Some(Box::new(Ty::of_kind(a, "_"))), None],
+                },
+            }),
+            traceable: true,
+        }
+    }
 }
 
 /// Where a parameter's value is among the captured words.
@@ -167,6 +251,20 @@ pub enum Loc {
 impl Signature {
     /// Each parameter's place under the x86-64 System V convention.
     pub fn layout(&self) -> Vec<Loc> {
+        if self.traceable {
+            let mut j = 0;
+            return self
+                .params
+                .iter()
+                .map(|p| match p.ty {
+                    Ty::Other(_) => Loc::None,
+                    _ => {
+                        j += 1;
+                        Loc::Int(j - 1)
+                    }
+                })
+                .collect();
+        }
         let (mut i, mut f, mut s) = (0usize, 0usize, 0usize);
         let stack = |n: usize, s: &mut usize| {
             let at = *s;
@@ -278,6 +376,24 @@ fn show(ty: &Ty, v: u64) -> String {
                 .map_or_else(|| n.to_string(), |(_, name)| name.clone())
         }
         Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+        Ty::Unicode => match char::from_u32(v as u32) {
+            Some(c) if !c.is_control() => format!("{c:?}"),
+            _ => format!("{:#x}", v as u32),
+        },
+        Ty::Len(_) => v.to_string(),
+        Ty::Variant { .. } => String::new(),
+    }
+}
+
+/// A `Result`/`Option` value: its variant (`variant`: 0 the first) and
+/// payload word.
+fn show_variant(names: &[&str; 2], payloads: &[Option<Box<Ty>>; 2], v: u64, variant: u64) -> String {
+    let i = usize::from(variant != 0);
+    match &payloads[i] {
+        None => names[i].to_string(),
+        Some(t) if matches!(**t, Ty::Other(_)) => format!("{}(..)", names[i]),
+        Some(t) if matches!(**t, Ty::Len(_)) => format!("{}(len={v})", names[i]),
+        Some(t) => format!("{}({})", names[i], show(t, v)),
     }
 }
 
@@ -290,7 +406,8 @@ fn number(ty: &Ty, v: u64) -> Option<f64> {
         Ty::Float { size: 8 } => f64::from_bits(v),
         Ty::Bool => f64::from(u8::from(v & 0xff != 0)),
         Ty::Char => f64::from(v as u8 as i8),
-        Ty::Ptr => v as f64,
+        Ty::Ptr | Ty::Len(_) => v as f64,
+        Ty::Unicode => (v as u32) as f64,
         _ => return None,
     })
 }
@@ -347,6 +464,7 @@ pub fn args_text(sig: Option<&Signature>, words: &[u64]) -> String {
         .iter()
         .zip(sig.layout())
         .map(|(p, l)| match (word(&a, l), p.ty.comparable()) {
+            (Some(v), true) if matches!(p.ty, Ty::Len(_)) => format!("{}.len={v}", p.name),
             (Some(v), true) => format!("{}={}", p.name, show(&p.ty, v)),
             (_, false) => format!("{}: {}", p.name, p.ty.name()),
             (None, true) => format!("{}=?", p.name),
@@ -361,6 +479,10 @@ pub fn ret_text(sig: Option<&Signature>, (rax, xmm0): (u64, u64)) -> Option<Stri
         None => Some(show_untyped_ret(rax)),
         Some(Signature { ret: None, .. }) => None,
         Some(Signature { ret: Some(t), .. }) => Some(match t {
+            Ty::Variant {
+                names, payloads, ..
+            } => show_variant(names, payloads, rax, xmm0),
+            Ty::Len(_) => format!("len={rax}"),
             Ty::Float { .. } => show(t, xmm0),
             _ => show(t, rax),
         }),
@@ -454,7 +576,11 @@ impl Object {
             let oe = unit.entry(o).ok()?;
             self.type_attr(unit, &oe, 0).map(|t| self.ty(unit, t, 0))
         });
-        Some(Signature { params, ret })
+        Some(Signature {
+            params,
+            ret,
+            traceable: false,
+        })
     }
 
     fn origin(
@@ -672,6 +798,13 @@ impl Signatures {
     /// Take one function of a `list` reply (those without an object offset,
     /// `#[traceable]` ones, are skipped).
     pub fn add_function(&mut self, f: &serde_json::Value) {
+        if let (Some(i), Some(sig)) = (f["index"].as_u64(), f["signature"].as_str()) {
+            if !sig.is_empty() && f["object_offset"].is_null() {
+                self.sigs
+                    .insert(i as u32, Some(Signature::from_traceable(sig)));
+                return;
+            }
+        }
         let (Some(i), Some(file), Some(off)) = (
             f["index"].as_u64(),
             f["file"].as_str(),

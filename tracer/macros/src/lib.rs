@@ -10,6 +10,8 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, Item, ItemFn, Stmt};
 
+mod capture;
+
 /// Make a function traceable.
 ///
 /// The function gets an entry pad and an exit pad (in the drop of a guard, so
@@ -106,6 +108,21 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
     let vis = &f.vis;
     let span = Span::call_site();
 
+    // What the pads capture (sync functions only: an async fn's pads are in
+    // its future, where the parameters are no longer in registers).
+    let plain_sync = sig.asyncness.is_none() && future_tail(&f.block).is_none();
+    let (param_text, args) = capture::params(sig);
+    let ret = if plain_sync { capture::ret(sig) } else { None };
+    let sig_text = if plain_sync {
+        let mut t = param_text;
+        if let Some((r, _, _)) = &ret {
+            t.push_str(r);
+        }
+        t
+    } else {
+        String::new()
+    };
+
     let items = quote_spanned! {span=>
         #[doc(hidden)]
         fn __tracer_path() -> &'static str {
@@ -117,6 +134,7 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
             ident: #ident_str,
             file: ::core::file!(),
             line: ::core::line!(),
+            sig: #sig_text,
         };
     };
 
@@ -146,6 +164,38 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
         }
     } else {
         let block = &f.block;
+        let plain_entry = quote_spanned! {span=>
+            // SAFETY: the pad is a no-op until enabled; enabled, it calls
+            // the tracer's stub, which preserves every register but r11.
+            #[allow(unused_unsafe)]
+            unsafe { ::tracer::__private::entry_pad!(__TRACER_DESC); }
+        };
+        let entry = if sig.inputs.is_empty() {
+            plain_entry
+        } else {
+            args.pad(false, plain_entry)
+        };
+        let run = match &ret {
+            None => quote_spanned! {span=> #block },
+            Some((_, ty, cap)) => {
+                let plain_exit = quote_spanned! {span=>
+                    // SAFETY: as the entry pad.
+                    #[allow(unused_unsafe)]
+                    unsafe { ::tracer::__private::exit_pad!(__TRACER_DESC); }
+                };
+                let exit = cap.pad(true, plain_exit);
+                // The body runs in a closure so that its `return`s and `?`s
+                // come back here, where the value goes to the exit pad;
+                // the guard stays for the exit of an unwinding panic.
+                quote_spanned! {span=>
+                    #[allow(clippy::redundant_closure_call)]
+                    let __tracer_ret: #ty = (|| -> #ty #block)();
+                    ::core::mem::forget(__tracer_guard);
+                    #exit
+                    __tracer_ret
+                }
+            }
+        };
         quote_spanned! {span=>
             #items
             #[doc(hidden)]
@@ -159,11 +209,9 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
                     unsafe { ::tracer::__private::exit_pad!(__TRACER_DESC); }
                 }
             }
-            // SAFETY: as above.
-            #[allow(unused_unsafe)]
-            unsafe { ::tracer::__private::entry_pad!(__TRACER_DESC); }
+            #entry
             let __tracer_guard = __TracerGuard;
-            #block
+            #run
         }
     };
     Ok(quote! {
