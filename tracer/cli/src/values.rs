@@ -151,10 +151,7 @@ impl Ty {
     }
 
     fn comparable(&self) -> bool {
-        !matches!(
-            self,
-            Ty::Aggregate { .. } | Ty::Other(_) | Ty::Variant { .. }
-        )
+        !matches!(self, Ty::Aggregate { .. } | Ty::Other(_))
     }
 
     /// The type of a `#[traceable]` value of kind `k` (written `written`).
@@ -385,6 +382,158 @@ fn show(ty: &Ty, v: u64) -> String {
     }
 }
 
+/// Linux's errno names, `ERRNO[n - 1]` for n in 1..=133 (the generic
+/// numbering x86-64 and ARM share; "" for the unused 41 and 58).
+const ERRNO: [&str; 133] = [
+    "EPERM",
+    "ENOENT",
+    "ESRCH",
+    "EINTR",
+    "EIO",
+    "ENXIO",
+    "E2BIG",
+    "ENOEXEC",
+    "EBADF",
+    "ECHILD",
+    "EAGAIN",
+    "ENOMEM",
+    "EACCES",
+    "EFAULT",
+    "ENOTBLK",
+    "EBUSY",
+    "EEXIST",
+    "EXDEV",
+    "ENODEV",
+    "ENOTDIR",
+    "EISDIR",
+    "EINVAL",
+    "ENFILE",
+    "EMFILE",
+    "ENOTTY",
+    "ETXTBSY",
+    "EFBIG",
+    "ENOSPC",
+    "ESPIPE",
+    "EROFS",
+    "EMLINK",
+    "EPIPE",
+    "EDOM",
+    "ERANGE",
+    "EDEADLK",
+    "ENAMETOOLONG",
+    "ENOLCK",
+    "ENOSYS",
+    "ENOTEMPTY",
+    "ELOOP",
+    "",
+    "ENOMSG",
+    "EIDRM",
+    "ECHRNG",
+    "EL2NSYNC",
+    "EL3HLT",
+    "EL3RST",
+    "ELNRNG",
+    "EUNATCH",
+    "ENOCSI",
+    "EL2HLT",
+    "EBADE",
+    "EBADR",
+    "EXFULL",
+    "ENOANO",
+    "EBADRQC",
+    "EBADSLT",
+    "",
+    "EBFONT",
+    "ENOSTR",
+    "ENODATA",
+    "ETIME",
+    "ENOSR",
+    "ENONET",
+    "ENOPKG",
+    "EREMOTE",
+    "ENOLINK",
+    "EADV",
+    "ESRMNT",
+    "ECOMM",
+    "EPROTO",
+    "EMULTIHOP",
+    "EDOTDOT",
+    "EBADMSG",
+    "EOVERFLOW",
+    "ENOTUNIQ",
+    "EBADFD",
+    "EREMCHG",
+    "ELIBACC",
+    "ELIBBAD",
+    "ELIBSCN",
+    "ELIBMAX",
+    "ELIBEXEC",
+    "EILSEQ",
+    "ERESTART",
+    "ESTRPIPE",
+    "EUSERS",
+    "ENOTSOCK",
+    "EDESTADDRREQ",
+    "EMSGSIZE",
+    "EPROTOTYPE",
+    "ENOPROTOOPT",
+    "EPROTONOSUPPORT",
+    "ESOCKTNOSUPPORT",
+    "EOPNOTSUPP",
+    "EPFNOSUPPORT",
+    "EAFNOSUPPORT",
+    "EADDRINUSE",
+    "EADDRNOTAVAIL",
+    "ENETDOWN",
+    "ENETUNREACH",
+    "ENETRESET",
+    "ECONNABORTED",
+    "ECONNRESET",
+    "ENOBUFS",
+    "EISCONN",
+    "ENOTCONN",
+    "ESHUTDOWN",
+    "ETOOMANYREFS",
+    "ETIMEDOUT",
+    "ECONNREFUSED",
+    "EHOSTDOWN",
+    "EHOSTUNREACH",
+    "EALREADY",
+    "EINPROGRESS",
+    "ESTALE",
+    "EUCLEAN",
+    "ENOTNAM",
+    "ENAVAIL",
+    "EISNAM",
+    "EREMOTEIO",
+    "EDQUOT",
+    "ENOMEDIUM",
+    "EMEDIUMTYPE",
+    "ECANCELED",
+    "ENOKEY",
+    "EKEYEXPIRED",
+    "EKEYREVOKED",
+    "EKEYREJECTED",
+    "EOWNERDEAD",
+    "ENOTRECOVERABLE",
+    "ERFKILL",
+    "EHWPOISON",
+];
+
+/// `-22` → `-22 (EINVAL)`: a negative integer return value that looks like
+/// an errno value (-2 to -133; -1 is too often just "failed" to name it).
+fn with_errno(ty: &Ty, v: u64, text: String) -> String {
+    let Ty::Int { signed: true, size } = ty else {
+        return text;
+    };
+    let sh = 64 - u32::from(*size).clamp(1, 8) * 8;
+    let n = ((v << sh) as i64) >> sh;
+    match ERRNO.get((n.unsigned_abs() as usize).wrapping_sub(1)) {
+        Some(name) if (-133..=-2).contains(&n) && !name.is_empty() => format!("{text} ({name})"),
+        _ => text,
+    }
+}
+
 /// A `Result`/`Option` value: its variant (`variant`: 0 the first) and
 /// payload word.
 fn show_variant(names: &[&str; 2], payloads: &[Option<Box<Ty>>; 2], v: u64, variant: u64) -> String {
@@ -393,7 +542,7 @@ fn show_variant(names: &[&str; 2], payloads: &[Option<Box<Ty>>; 2], v: u64, vari
         None => names[i].to_string(),
         Some(t) if matches!(**t, Ty::Other(_)) => format!("{}(..)", names[i]),
         Some(t) if matches!(**t, Ty::Len(_)) => format!("{}(len={v})", names[i]),
-        Some(t) => format!("{}({})", names[i], show(t, v)),
+        Some(t) => format!("{}({})", names[i], with_errno(t, v, show(t, v))),
     }
 }
 
@@ -484,7 +633,7 @@ pub fn ret_text(sig: Option<&Signature>, (rax, xmm0): (u64, u64)) -> Option<Stri
             } => show_variant(names, payloads, rax, xmm0),
             Ty::Len(_) => format!("len={rax}"),
             Ty::Float { .. } => show(t, xmm0),
-            _ => show(t, rax),
+            _ => with_errno(t, rax, show(t, rax)),
         }),
     }
 }
@@ -775,6 +924,8 @@ pub struct Origin {
 #[derive(Default)]
 pub struct Signatures {
     origins: HashMap<u32, Origin>,
+    /// `#[traceable]` functions' names (their signatures are in `sigs`).
+    names: HashMap<u32, String>,
     objects: HashMap<String, Option<Object>>,
     sigs: HashMap<u32, Option<Signature>>,
 }
@@ -802,6 +953,8 @@ impl Signatures {
             if !sig.is_empty() && f["object_offset"].is_null() {
                 self.sigs
                     .insert(i as u32, Some(Signature::from_traceable(sig)));
+                self.names
+                    .insert(i as u32, f["name"].as_str().unwrap_or("?").to_string());
                 return;
             }
         }
@@ -839,7 +992,23 @@ impl Signatures {
                 },
             );
         }
+        for (i, sig) in &h.signatures {
+            s.sigs.insert(*i, Some(Signature::from_traceable(sig)));
+            s.names.insert(
+                *i,
+                h.functions.get(*i as usize).cloned().unwrap_or_default(),
+            );
+        }
         s
+    }
+
+    /// The name of function `i`, if its values can be named (debug
+    /// information, or a `#[traceable]` signature).
+    pub fn name_of(&self, i: u32) -> Option<String> {
+        self.origins
+            .get(&i)
+            .map(|o| o.name.clone())
+            .or_else(|| self.names.get(&i).cloned())
     }
 
     /// The functions known, by index.
@@ -934,6 +1103,9 @@ pub enum Subject {
     Pos(usize),
     /// An argument by name.
     Name(String),
+    /// The variant of a `Result`/`Option` return value (`ret == Err`):
+    /// its name.
+    Variant(String),
 }
 
 /// `--where 'ret < 0'`, `--where 'len > 4096'`, `--where 'arg2 == 0x10'`.
@@ -975,6 +1147,19 @@ impl Cond {
         if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             return Err(bad());
         }
+        if matches!(val, "Ok" | "Err" | "Some" | "None") {
+            if !(name == "ret" || name == "retval") || !matches!(op, Op::Eq | Op::Ne) {
+                return Err(format!(
+                    "--where '{s}': a variant compares with the return value by == or != only \
+                     (--where 'ret == Err')"
+                ));
+            }
+            return Ok(Cond {
+                subject: Subject::Variant(val.to_string()),
+                op,
+                value: 0.0,
+            });
+        }
         let value = parse_number(val).ok_or_else(bad)?;
         let subject = if name == "ret" || name == "retval" {
             Subject::Ret
@@ -992,7 +1177,7 @@ impl Cond {
 
     /// Whether the condition needs the arguments (else the return value).
     pub fn wants_args(&self) -> bool {
-        self.subject != Subject::Ret
+        !matches!(self.subject, Subject::Ret | Subject::Variant(_))
     }
 
     /// Check the condition applies to function `name` with signature `sig`
@@ -1043,6 +1228,17 @@ impl Cond {
             (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
                 "{name} returns nothing (void): --where 'ret …' cannot apply"
             )),
+            (Subject::Variant(v), s) => match s.and_then(|s| s.ret.as_ref()) {
+                Some(Ty::Variant { names, .. }) if names.contains(&v.as_str()) => Ok(()),
+                Some(t) => Err(format!(
+                    "{name} returns {}, which has no variant {v}",
+                    t.name()
+                )),
+                None => Err(format!(
+                    "--where 'ret == {v}' needs a Result or Option return value captured, and \
+                     {name} has none"
+                )),
+            },
             (Subject::Ret, Some(Signature { ret: Some(t), .. })) if !t.comparable() => {
                 Err(format!(
                     "--where cannot compare {name}'s return value ({})",
@@ -1062,10 +1258,27 @@ impl Cond {
         ret: Option<(u64, u64)>,
     ) -> Option<bool> {
         let x = match &self.subject {
+            Subject::Variant(v) => {
+                let (_, variant) = ret?;
+                let Some(Signature {
+                    ret: Some(Ty::Variant { names, .. }),
+                    ..
+                }) = sig
+                else {
+                    return None;
+                };
+                let want = names.iter().position(|n| n == v)?;
+                let is = usize::from(variant != 0) == want;
+                return Some(if self.op == Op::Ne { !is } else { is });
+            }
             Subject::Ret => {
                 let (rax, xmm0) = ret?;
                 match sig {
                     Some(Signature { ret: Some(t), .. }) => match t {
+                        // A Result/Option compares by its payload (none: no match).
+                        Ty::Variant { payloads, .. } => {
+                            number(payloads[usize::from(xmm0 != 0)].as_ref()?, rax)?
+                        }
                         Ty::Float { .. } => number(t, xmm0)?,
                         _ => number(t, rax)?,
                     },
@@ -1081,7 +1294,7 @@ impl Cond {
                         let i = match sub {
                             Subject::Pos(i) => i - 1,
                             Subject::Name(n) => s.params.iter().position(|p| &p.name == n)?,
-                            Subject::Ret => unreachable!(),
+                            Subject::Ret | Subject::Variant(_) => unreachable!(),
                         };
                         let p = s.params.get(i)?;
                         number(&p.ty, word(&a, *s.layout().get(i)?)?)?
@@ -1119,6 +1332,7 @@ impl std::fmt::Display for Cond {
             Subject::Ret => write!(f, "'ret {op} {}'", self.value),
             Subject::Pos(i) => write!(f, "'arg{i} {op} {}'", self.value),
             Subject::Name(n) => write!(f, "'{n} {op} {}'", self.value),
+            Subject::Variant(v) => write!(f, "'ret {op} {v}'"),
         }
     }
 }
