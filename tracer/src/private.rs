@@ -211,6 +211,16 @@ pub mod values {
         }
     }
 
+    /// [`read_len`] for `t`'s type (which may hold references).
+    pub fn len_reader<T: Length>(_: &T) -> usize {
+        read_len::<T> as unsafe extern "C" fn(usize, *mut [u64; 2]) as usize
+    }
+
+    /// [`read_variant`] for `r`'s type (which may hold references).
+    pub fn variant_reader<R: Variant, P: Pick<R::First>, Q: Pick<R::Second>>(_: &R) -> usize {
+        read_variant::<R, P, Q> as unsafe extern "C" fn(usize, *mut [u64; 2]) as usize
+    }
+
     /// Reader of a `Result` or `Option`: `out` = (payload word, variant:
     /// 0 `Ok`/`Some`, 1 `Err`/`None`).
     ///
@@ -229,6 +239,14 @@ pub mod values {
             };
         }
     }
+}
+
+/// Runs `f` (`#[traceable]` runs a body whose return value it captures in
+/// a closure, so that `return` and `?` come back to the exit pad; as an
+/// `FnOnce` the closure may return what it captured, `&mut self`).
+#[inline(always)]
+pub fn once<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// What the runtime's ELF constructor does (the preload library calls it

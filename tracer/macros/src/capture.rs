@@ -11,13 +11,44 @@
 //! goes to a second exit pad the same way. The text the reader names and
 //! types the values by (`FnDesc::sig`) is `tracer_core::capture::TraceableSig`'s.
 
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote, ToTokens};
-use syn::visit_mut::VisitMut;
 use syn::{FnArg, GenericArgument, Pat, PathArguments, ReturnType, Signature, Type};
 
 /// Most values one pad captures (`tracer_core::site::MAX_TRACEABLE_VALUES`).
 const MAX_VALUES: usize = 16;
+
+/// Integer argument registers (x86-64: rdi rsi rdx rcx r8 r9).
+const INT_REGS: usize = 6;
+/// Vector argument registers (xmm0–xmm7).
+const FLOAT_REGS: usize = 8;
+
+/// The argument registers a parameter of type `ty` takes: (integer,
+/// vector). Fat references and pointers take two; structs are guessed at
+/// one (a pointer, or up to 8 bytes), which is only a guess: a wrong one
+/// costs the capture of a later value, or a load before the pad.
+fn slots(ty: &Type) -> (usize, usize) {
+    if let Some(k) = primitive(ty) {
+        return match k {
+            Kind::Float(_) => (0, 1),
+            _ => (1, 0),
+        };
+    }
+    let fat = |t: &Type| match t {
+        Type::Slice(_) | Type::TraitObject(_) => true,
+        Type::Path(p) => p.path.is_ident("str"),
+        _ => false,
+    };
+    match ty {
+        Type::Paren(p) => slots(&p.elem),
+        Type::Group(g) => slots(&g.elem),
+        Type::Reference(r) if fat(&r.elem) => (2, 0),
+        Type::Ptr(p) if fat(&p.elem) => (2, 0),
+        Type::Path(p) if p.path.is_ident("i128") || p.path.is_ident("u128") => (2, 0),
+        Type::Tuple(t) if t.elems.is_empty() => (0, 0),
+        _ => (1, 0),
+    }
+}
 
 /// The kind tokens of `tracer_core::capture::ValueKind`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,8 +99,29 @@ enum Operand {
     Byte(TokenStream2),
     /// An `xmm` register (`f32`, `f64`).
     Xmm(TokenStream2),
-    /// An address, and the reader the hook calls with it.
+    /// An address, and the reader the hook calls with it (a `sym`).
     Read(TokenStream2, TokenStream2),
+    /// An address, and the reader as a value: for types with references,
+    /// which cannot be named in a `sym` (their lifetimes would have to be
+    /// made `'static`, which a generic type may not satisfy). Costs the
+    /// reader's address (one `lea`) before the pad.
+    ReadDyn(TokenStream2, TokenStream2),
+}
+
+/// Whether a type holds a reference or a lifetime.
+fn has_lifetime(ty: &Type) -> bool {
+    struct F(bool);
+    impl<'a> syn::visit::Visit<'a> for F {
+        fn visit_lifetime(&mut self, _: &'a syn::Lifetime) {
+            self.0 = true;
+        }
+        fn visit_type_reference(&mut self, _: &'a syn::TypeReference) {
+            self.0 = true;
+        }
+    }
+    let mut f = F(false);
+    syn::visit::Visit::visit_type(&mut f, ty);
+    f.0
 }
 
 /// The captured values of a pad: `(operand, …)`.
@@ -175,38 +227,22 @@ fn classify(ty: &Type, value: &TokenStream2) -> (Kind, Option<Operand>) {
                 )
             }
         }
-        _ if owned_len(ty) => {
-            let t = static_lifetimes(ty);
-            (
-                Kind::Len,
-                Some(Operand::Read(
-                    quote!(&#value as *const _ as usize),
-                    quote!(::tracer::__private::values::read_len::<#t>),
-                )),
-            )
-        }
+        _ if owned_len(ty) && has_lifetime(ty) => (
+            Kind::Len,
+            Some(Operand::ReadDyn(
+                quote!(&#value as *const _ as usize),
+                quote!(::tracer::__private::values::len_reader(&#value)),
+            )),
+        ),
+        _ if owned_len(ty) => (
+            Kind::Len,
+            Some(Operand::Read(
+                quote!(&#value as *const _ as usize),
+                quote!(::tracer::__private::values::read_len::<#ty>),
+            )),
+        ),
         _ => (Kind::Opaque, None),
     }
-}
-
-/// `ty` with every lifetime `'static` (elided ones included), for naming
-/// it in a `sym` operand: the reader only reads through the address.
-fn static_lifetimes(ty: &Type) -> Type {
-    struct S;
-    impl VisitMut for S {
-        fn visit_lifetime_mut(&mut self, l: &mut syn::Lifetime) {
-            *l = syn::Lifetime::new("'static", Span::call_site());
-        }
-        fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
-            if r.lifetime.is_none() {
-                r.lifetime = Some(syn::Lifetime::new("'static", Span::call_site()));
-            }
-            syn::visit_mut::visit_type_reference_mut(self, r);
-        }
-    }
-    let mut t = ty.clone();
-    S.visit_type_mut(&mut t);
-    t
 }
 
 /// Whether a type can be named inside the body (no `impl Trait`).
@@ -232,6 +268,7 @@ fn nameable(ty: &Type) -> bool {
 pub fn params(sig: &Signature) -> (String, Capture) {
     let mut text = String::new();
     let mut ops = Vec::new();
+    let (mut ints, mut floats) = (0usize, 0usize);
     for arg in &sig.inputs {
         let (name, ty_text, kind, op) = match arg {
             FnArg::Receiver(r) => {
@@ -263,7 +300,18 @@ pub fn params(sig: &Signature) -> (String, Capture) {
                 (text_name, type_text(&pt.ty), kind, op)
             }
         };
-        let (kind, op) = if ops.len() >= MAX_VALUES {
+        // Only values in argument registers at the pad are taken: one on
+        // the stack would cost a load in the disabled pad. The x86-64
+        // convention (which the Rust ABI follows for these kinds) has 6
+        // integer and 8 vector argument registers; the count of integer
+        // ones a parameter takes is estimated from its type.
+        let (n_int, n_float) = match arg {
+            FnArg::Receiver(_) => (1, 0),
+            FnArg::Typed(pt) => slots(&pt.ty),
+        };
+        ints += n_int;
+        floats += n_float;
+        let (kind, op) = if ops.len() >= MAX_VALUES || ints > INT_REGS || floats > FLOAT_REGS {
             (Kind::Opaque, None)
         } else {
             (kind, op)
@@ -306,17 +354,23 @@ pub fn ret(sig: &Signature) -> Option<(String, Type, Capture)> {
             _ => None,
         };
         if let Some((k, a, b)) = kinds {
-            let t = static_lifetimes(ty);
             let (ma, mb) = (a.marker(), b.marker());
+            let addr = quote!(&#value as *const _ as usize);
+            let op = if has_lifetime(ty) {
+                Operand::ReadDyn(
+                    addr,
+                    quote!(::tracer::__private::values::variant_reader::<_, #ma, #mb>(&#value)),
+                )
+            } else {
+                Operand::Read(
+                    addr,
+                    quote!(::tracer::__private::values::read_variant::<#ty, #ma, #mb>),
+                )
+            };
             return Some((
                 format!("->{k}:{text}\n"),
                 (**ty).clone(),
-                Capture {
-                    ops: vec![Operand::Read(
-                        quote!(&#value as *const _ as usize),
-                        quote!(::tracer::__private::values::read_variant::<#t, #ma, #mb>),
-                    )],
-                },
+                Capture { ops: vec![op] },
             ));
         }
     }
@@ -354,6 +408,13 @@ impl Capture {
                     code.push("sub rsp, 8".to_string());
                     code.push(format!("movq qword ptr [rsp], {{v{i}}}"));
                     operands.push(quote!(#v = in(xmm_reg) #e));
+                }
+                Operand::ReadDyn(e, reader) => {
+                    let r = format_ident!("r{i}");
+                    code.push(format!("push {{r{i}:r}}"));
+                    code.push(format!("push {{v{i}:r}}"));
+                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(quote!(#r = in(reg) #reader));
                 }
                 Operand::Read(e, reader) => {
                     let r = format_ident!("r{i}");
@@ -393,8 +454,8 @@ impl Capture {
                     __TRACER_DESC,
                     #kind | ::tracer::__private::FLAG_CAPTURE_STUB,
                     #tramp,
-                    #code,
-                    #(#operands),*
+                    #code
+                    #(, #operands)*
                 );
             }
             #[cfg(not(target_arch = "x86_64"))]

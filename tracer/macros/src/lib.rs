@@ -188,8 +188,7 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
                 // come back here, where the value goes to the exit pad;
                 // the guard stays for the exit of an unwinding panic.
                 quote_spanned! {span=>
-                    #[allow(clippy::redundant_closure_call)]
-                    let __tracer_ret: #ty = (|| -> #ty #block)();
+                    let __tracer_ret: #ty = ::tracer::__private::once(move || -> #ty #block);
                     ::core::mem::forget(__tracer_guard);
                     #exit
                     __tracer_ret
