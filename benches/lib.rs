@@ -42,6 +42,16 @@ pub fn traced_enabled(x: u64) -> u64 {
         .rotate_left(17)
 }
 
+/// Its traced twin, enabled with argument and return-value capture by
+/// the benchmark.
+#[inline(never)]
+#[tracer::traceable]
+pub fn traced_capture(x: u64) -> u64 {
+    black_box(x)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(17)
+}
+
 /// A region of `n` raw pads (`nop5; ret`, 8 bytes apart) in executable memory,
 /// and the address of a `ret` they can be made to call.
 pub struct PadRegion {
