@@ -686,7 +686,7 @@ fn enable_with_capture_on_a_running_program() {
 }
 
 /// `tracer ARGS` on the program's fixture (`TRACER_FIXTURE_VALUES=1`, 2
-/// rounds), run under `run`: (exit code, stdout, stderr).
+/// rounds), run under `run`: (exit code, stdout and stderr, stderr).
 fn run_fixture(args: &[&str], dir: &Path) -> (i32, String, String) {
     let o = Command::new(TRACER)
         .current_dir(dir)
@@ -700,10 +700,13 @@ fn run_fixture(args: &[&str], dir: &Path) -> (i32, String, String) {
         .args(args)
         .output()
         .unwrap();
+    // The trace and the histograms go to stderr without `-o`: both are
+    // searched.
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
     (
         o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
+        format!("{}{err}", String::from_utf8_lossy(&o.stdout)),
+        err,
     )
 }
 
@@ -753,7 +756,7 @@ fn traceable_functions_show_their_values_in_the_graph_the_report_and_where() {
     );
     assert_eq!(code, 3, "{out}\n{err}");
     assert!(
-        out.contains("# --where: 2 of 4 calls matched 'ret == Err'"),
+        out.contains("# --where: 2 of 8 calls matched 'ret == Err'"),
         "{out}\n{err}"
     );
     let (code, out, err) = run_fixture(
