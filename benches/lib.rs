@@ -52,6 +52,22 @@ pub fn traced_capture(x: u64) -> u64 {
         .rotate_left(17)
 }
 
+/// A small function returning an `Option`, untraced.
+#[inline(never)]
+pub fn untraced_option(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
+/// Its traced twin, kept disabled: `#[traceable]` hands the `Option` to
+/// its exit pad by address (for the variant), which this measures.
+#[inline(never)]
+#[tracer::traceable]
+pub fn traced_disabled_option(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
 /// A region of `n` raw pads (`nop5; ret`, 8 bytes apart) in executable memory,
 /// and the address of a `ret` they can be made to call.
 pub struct PadRegion {

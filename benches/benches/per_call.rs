@@ -5,7 +5,10 @@
 //! `cargo bench -p tracer-benches --bench per_call`
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tracer_benches::{traced_capture, traced_disabled, traced_enabled, untraced};
+use tracer_benches::{
+    traced_capture, traced_disabled, traced_disabled_option, traced_enabled, untraced,
+    untraced_option,
+};
 
 fn per_call(c: &mut Criterion) {
     // Large rings so the collector keeps up and nothing is dropped: a dropped
@@ -23,6 +26,18 @@ fn per_call(c: &mut Criterion) {
         b.iter(|| {
             x = x.wrapping_add(1);
             traced_disabled(black_box(x))
+        })
+    });
+    g.bench_function("untraced_option", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            untraced_option(black_box(x))
+        })
+    });
+    g.bench_function("traced_disabled_option", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            traced_disabled_option(black_box(x))
         })
     });
     tracer::enable("traced_enabled").expect("enable");

@@ -145,7 +145,12 @@ impl ValueKind {
 
     /// The inverse of [`ValueKind::token`] (unknown: opaque).
     pub fn parse(t: &str) -> ValueKind {
-        let bytes = |n: &str| n.parse::<u8>().ok().filter(|b| b % 8 == 0 && *b <= 64).map(|b| b / 8);
+        let bytes = |n: &str| {
+            n.parse::<u8>()
+                .ok()
+                .filter(|b| b % 8 == 0 && *b <= 64)
+                .map(|b| b / 8)
+        };
         match t {
             "bool" => ValueKind::Bool,
             "char" => ValueKind::Char,
@@ -208,7 +213,8 @@ impl TraceableSig {
             } else {
                 let mut it = line.splitn(3, ':');
                 if let (Some(n), Some(k), Some(ty)) = (it.next(), it.next(), it.next()) {
-                    sig.params.push((n.to_string(), ValueKind::parse(k), ty.to_string()));
+                    sig.params
+                        .push((n.to_string(), ValueKind::parse(k), ty.to_string()));
                 }
             }
         }
@@ -401,7 +407,10 @@ mod tests {
         assert_eq!(p.take_ret(4), Some((7, 8)));
         // A #[traceable] set: every word is a value.
         let t = u64::from(SPEC_TRACEABLE | 3);
-        assert_eq!(Args::decode(&[t, 1, 2, 3]).map(|a| a.ints), Some(vec![1, 2, 3]));
+        assert_eq!(
+            Args::decode(&[t, 1, 2, 3]).map(|a| a.ints),
+            Some(vec![1, 2, 3])
+        );
         assert_eq!(Args::decode(&[t, 1, 2]), None);
         // Hostile: endless pairs stay bounded.
         for i in 0..1000 {

@@ -112,7 +112,10 @@ fn tap(funcs: Vec<u32>) -> Arc<Mutex<Seen>> {
             }
             tracer::__private::KIND_EXIT => {
                 let r = s.pending.entry(tid).or_default().take_ret(ev.func);
-                let a = s.open.pop().and_then(|(f, a)| (f == ev.func).then_some(a).flatten());
+                let a = s
+                    .open
+                    .pop()
+                    .and_then(|(f, a)| (f == ev.func).then_some(a).flatten());
                 s.calls.push((ev.func, a, r));
             }
             _ => {}
@@ -171,7 +174,10 @@ fn traceable_functions_capture_their_values_only_when_asked() {
             ("cfg", ValueKind::Opaque, "Config"),
         ]
     );
-    assert_eq!(s.ret, Some((RetKind::Value(ValueKind::Float(8)), "f64".into())));
+    assert_eq!(
+        s.ret,
+        Some((RetKind::Value(ValueKind::Float(8)), "f64".into()))
+    );
     assert_eq!(
         sig_of("parse").ret,
         Some((
@@ -212,7 +218,10 @@ fn traceable_functions_capture_their_values_only_when_asked() {
         mixed(1.5, 0.25, true, 'é', 0x1000 as *const u8, &word, cfg),
         1.75
     );
-    assert_eq!(lengths("hello", &[1, 2, 3], "abcd".to_string(), vec![0; 7]), 19);
+    assert_eq!(
+        lengths("hello", &[1, 2, 3], "abcd".to_string(), vec![0; 7]),
+        19
+    );
     assert_eq!(parse(black_box("41")), Ok(41));
     assert_eq!(parse(black_box("0")), Ok(1000));
     assert!(parse(black_box("x")).is_err());

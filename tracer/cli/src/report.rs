@@ -136,11 +136,7 @@ pub fn values_text(rows: &[Row]) -> String {
             out.push('\n');
         }
         if !r.returns.is_empty() {
-            let list: Vec<String> = r
-                .returns
-                .iter()
-                .map(|(v, n)| format!("{v} ×{n}"))
-                .collect();
+            let list: Vec<String> = r.returns.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
             let _ = writeln!(out, "{}  returns: {}", r.name, list.join(", "));
         }
     }

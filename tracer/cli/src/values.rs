@@ -536,7 +536,12 @@ fn with_errno(ty: &Ty, v: u64, text: String) -> String {
 
 /// A `Result`/`Option` value: its variant (`variant`: 0 the first) and
 /// payload word.
-fn show_variant(names: &[&str; 2], payloads: &[Option<Box<Ty>>; 2], v: u64, variant: u64) -> String {
+fn show_variant(
+    names: &[&str; 2],
+    payloads: &[Option<Box<Ty>>; 2],
+    v: u64,
+    variant: u64,
+) -> String {
     let i = usize::from(variant != 0);
     match &payloads[i] {
         None => names[i].to_string(),

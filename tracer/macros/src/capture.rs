@@ -186,11 +186,19 @@ fn primitive(ty: &Type) -> Option<Kind> {
 /// `String` or `Vec<…>` (plain or through `std::`/`alloc::` paths).
 fn owned_len(ty: &Type) -> bool {
     let Type::Path(p) = ty else { return false };
-    let segs: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
+    let segs: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
     let path: Vec<&str> = segs.iter().map(|s| s.as_str()).collect();
     matches!(
         path.as_slice(),
-        ["String"] | ["std" | "alloc", "string", "String"] | ["Vec"] | ["std" | "alloc", "vec", "Vec"]
+        ["String"]
+            | ["std" | "alloc", "string", "String"]
+            | ["Vec"]
+            | ["std" | "alloc", "vec", "Vec"]
     )
 }
 
@@ -212,7 +220,9 @@ fn classify(ty: &Type, value: &TokenStream2) -> (Kind, Option<Operand>) {
         Type::Group(g) => classify(&g.elem, value),
         Type::Ptr(_) => (
             Kind::Ptr,
-            Some(Operand::Reg(quote!(#value as *const _ as *const () as usize))),
+            Some(Operand::Reg(
+                quote!(#value as *const _ as *const () as usize),
+            )),
         ),
         Type::Reference(r) => {
             let is_str = matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str"));
@@ -278,7 +288,9 @@ pub fn params(sig: &Signature) -> (String, Capture) {
                         "self".to_string(),
                         type_text(ty),
                         Kind::Ptr,
-                        Some(Operand::Reg(quote!((&*self) as *const Self as *const () as usize))),
+                        Some(Operand::Reg(quote!(
+                            (&*self) as *const Self as *const () as usize
+                        ))),
                     )
                 } else {
                     ("self".to_string(), type_text(ty), Kind::Opaque, None)
@@ -349,8 +361,20 @@ pub fn ret(sig: &Signature) -> Option<(String, Type, Capture)> {
             None => Kind::Opaque,
         };
         let kinds = match (name.as_str(), tys.len()) {
-            ("Result", 1 | 2) => Some((format!("res/{}/{}", payload(tys.first()).token(), payload(tys.get(1)).token()), payload(tys.first()), payload(tys.get(1)))),
-            ("Option", 1) => Some((format!("opt/{}", payload(tys.first()).token()), payload(tys.first()), Kind::Opaque)),
+            ("Result", 1 | 2) => Some((
+                format!(
+                    "res/{}/{}",
+                    payload(tys.first()).token(),
+                    payload(tys.get(1)).token()
+                ),
+                payload(tys.first()),
+                payload(tys.get(1)),
+            )),
+            ("Option", 1) => Some((
+                format!("opt/{}", payload(tys.first()).token()),
+                payload(tys.first()),
+                Kind::Opaque,
+            )),
             _ => None,
         };
         if let Some((k, a, b)) = kinds {
@@ -439,9 +463,17 @@ impl Capture {
     /// 1 exit), elsewhere the plain one (`plain`).
     pub fn pad(&self, exit: bool, plain: TokenStream2) -> TokenStream2 {
         let (tramp, ctramp, kind) = if exit {
-            ("__tracer_v1_tramp_exit", "__tracer_v1_tramp_exit_args", 1u32)
+            (
+                "__tracer_v1_tramp_exit",
+                "__tracer_v1_tramp_exit_args",
+                1u32,
+            )
         } else {
-            ("__tracer_v1_tramp_entry", "__tracer_v1_tramp_entry_args", 0u32)
+            (
+                "__tracer_v1_tramp_entry",
+                "__tracer_v1_tramp_entry_args",
+                0u32,
+            )
         };
         let (code, operands) = self.stub(ctramp);
         quote! {

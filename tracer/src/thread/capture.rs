@@ -296,7 +296,11 @@ mod traceable {
     ///
     /// # Safety
     /// `rec` must be a site record, `block` its capturing stub's block.
-    pub unsafe extern "C" fn on_entry_args(rec: *const SiteRecord, block: *const u64, token: usize) {
+    pub unsafe extern "C" fn on_entry_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
         // SAFETY: per the caller.
         let (n, sp) = unsafe { traceable_block(block) };
         let values = |st: &ThreadState, p: &mut Private, func: u32| {

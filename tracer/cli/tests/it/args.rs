@@ -749,8 +749,16 @@ fn traceable_functions_show_their_values_in_the_graph_the_report_and_where() {
     // --where on the variant and on the payload.
     let (code, out, err) = run_fixture(
         &[
-            "run", "--enable", pattern, "--retval", "--args", "--hist", "--where", "ret == Err",
-            "--", FIXTURE,
+            "run",
+            "--enable",
+            pattern,
+            "--retval",
+            "--args",
+            "--hist",
+            "--where",
+            "ret == Err",
+            "--",
+            FIXTURE,
         ],
         &dir,
     );
@@ -761,8 +769,16 @@ fn traceable_functions_show_their_values_in_the_graph_the_report_and_where() {
     );
     let (code, out, err) = run_fixture(
         &[
-            "run", "--enable", "lookup", "--retval", "--args", "--hist", "--where", "limit > 8",
-            "--", FIXTURE,
+            "run",
+            "--enable",
+            "lookup",
+            "--retval",
+            "--args",
+            "--hist",
+            "--where",
+            "limit > 8",
+            "--",
+            FIXTURE,
         ],
         &dir,
     );
