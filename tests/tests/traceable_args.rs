@@ -191,6 +191,16 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     );
     assert_eq!(sig_of("get").params[0].1, ValueKind::Ptr);
 
+    // Optimised builds: the capturing hooks pass the vector-register check.
+    #[cfg(not(debug_assertions))]
+    {
+        let st = tracer::stats();
+        assert_eq!(
+            st.capture_trampoline, "lean",
+            "{:?}",
+            st.capture_full_save_reason
+        );
+    }
     let seen = tap(funcs.clone());
     let pat = names.join(" ");
     // Enabled without capture: no values.

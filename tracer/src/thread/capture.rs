@@ -239,7 +239,9 @@ mod traceable {
     struct ReadCall {
         reader: usize,
         addr: usize,
-        out: [u64; 2],
+        /// Written by every reader (left uninitialised here: zeroing it
+        /// would take a vector register, which the lean hooks must not).
+        out: std::mem::MaybeUninit<[u64; 2]>,
     }
 
     /// Run a reader (through the saving shim: the readers are the program's
@@ -250,7 +252,7 @@ mod traceable {
         unsafe {
             let c = &mut *(call as *mut ReadCall);
             let f: Reader = std::mem::transmute::<usize, Reader>(c.reader);
-            f(c.addr, &mut c.out);
+            f(c.addr, c.out.as_mut_ptr());
         }
         0
     }
@@ -270,10 +272,15 @@ mod traceable {
         let mut c = ReadCall {
             reader: reader as usize,
             addr: v as usize,
-            out: [0; 2],
+            out: std::mem::MaybeUninit::uninit(),
         };
         call_slow_arg(read_c, &mut c as *mut ReadCall as usize);
-        (c.out[0], c.out[1])
+        // SAFETY: the reader wrote both words. Read one at a time
+        // (volatile): a 16-byte copy would take a vector register.
+        unsafe {
+            let w = c.out.as_ptr() as *const u64;
+            (w.read_volatile(), w.add(1).read_volatile())
+        }
     }
 
     /// The values in a `#[traceable]` capturing stub's block, and the stack
@@ -293,6 +300,8 @@ mod traceable {
     /// Called by `__tracer_v1_tramp_entry_args`: the capturing stub of a
     /// `#[traceable]` entry pad pushed the parameters' values (`block`); as
     /// [`on_entry`], with the values events just before the entry event.
+    /// Only synchronous functions' pads capture (the macro gives an async
+    /// fn's pads no capturing stub).
     ///
     /// # Safety
     /// `rec` must be a site record, `block` its capturing stub's block.
@@ -332,7 +341,7 @@ mod traceable {
             }
         };
         // SAFETY: per the caller.
-        unsafe { entry_body(rec, sp, token, values) }
+        unsafe { entry_body(rec, sp, token, false, values) }
     }
 
     /// Called by `__tracer_v1_tramp_exit_args`: the capturing stub of a
@@ -364,6 +373,6 @@ mod traceable {
             );
         };
         // SAFETY: per the caller.
-        unsafe { exit_body(rec, sp, token, values) }
+        unsafe { exit_body(rec, sp, token, false, values) }
     }
 }
