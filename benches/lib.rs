@@ -59,11 +59,20 @@ pub fn untraced_option(x: u64) -> Option<u64> {
     (y & 1 == 0).then_some(y.rotate_left(17))
 }
 
-/// Its traced twin, kept disabled: `#[traceable]` hands the `Option` to
-/// its exit pad by address (for the variant), which this measures.
+/// Its traced twin, kept disabled (its `Option` is not captured, so the
+/// pad costs what it always did).
 #[inline(never)]
 #[tracer::traceable]
 pub fn traced_disabled_option(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
+/// The same with `#[traceable(ret)]`: the exit pad takes the `Option` by
+/// address (for its variant and payload), which this measures disabled.
+#[inline(never)]
+#[tracer::traceable(ret)]
+pub fn traced_disabled_option_ret(x: u64) -> Option<u64> {
     let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (y & 1 == 0).then_some(y.rotate_left(17))
 }

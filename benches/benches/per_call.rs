@@ -6,8 +6,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use tracer_benches::{
-    traced_capture, traced_disabled, traced_disabled_option, traced_enabled, untraced,
-    untraced_option,
+    traced_capture, traced_disabled, traced_disabled_option, traced_disabled_option_ret,
+    traced_enabled, untraced, untraced_option,
 };
 
 fn per_call(c: &mut Criterion) {
@@ -38,6 +38,12 @@ fn per_call(c: &mut Criterion) {
         b.iter(|| {
             x = x.wrapping_add(1);
             traced_disabled_option(black_box(x))
+        })
+    });
+    g.bench_function("traced_disabled_option_ret", |b| {
+        b.iter(|| {
+            x = x.wrapping_add(1);
+            traced_disabled_option_ret(black_box(x))
         })
     });
     tracer::enable("traced_enabled").expect("enable");

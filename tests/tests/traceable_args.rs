@@ -38,7 +38,7 @@ fn lengths(s: &str, v: &[u32], owned: String, list: Vec<u8>) -> usize {
     s.len() + v.len() + owned.len() + list.len()
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 #[inline(never)]
 fn parse(input: &str) -> Result<u32, std::num::ParseIntError> {
     let v: u32 = input.trim().parse()?;
@@ -48,16 +48,23 @@ fn parse(input: &str) -> Result<u32, std::num::ParseIntError> {
     Ok(v)
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 #[inline(never)]
 fn first(v: &[i32]) -> Option<i32> {
     v.first().copied()
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 #[inline(never)]
 fn name_len(v: &[i32]) -> Option<String> {
     v.first().map(|x| x.to_string())
+}
+
+/// Without `(ret)`: its `Result` is not captured (nor handed to the pad).
+#[tracer::traceable]
+#[inline(never)]
+fn unasked(n: u32) -> Result<u32, ()> {
+    Ok(n)
 }
 
 #[tracer::traceable]
@@ -73,6 +80,22 @@ fn boom(n: u32) -> u32 {
         panic!("boom");
     }
     n
+}
+
+/// Async: timed as always, no values captured.
+#[tracer::traceable]
+async fn later(n: u32) -> Result<u32, ()> {
+    Ok(n + 1)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
 }
 
 struct Obj {
@@ -151,7 +174,8 @@ const ALL: Capture = Capture {
 #[test]
 fn traceable_functions_capture_their_values_only_when_asked() {
     let names = [
-        "ints", "mixed", "lengths", "parse", "first", "name_len", "plain", "boom", "get",
+        "ints", "mixed", "lengths", "parse", "first", "name_len", "plain", "boom", "get", "later",
+        "unasked",
     ];
     let funcs: Vec<u32> = names.iter().map(|n| idx(n)).collect();
 
@@ -190,6 +214,8 @@ fn traceable_functions_capture_their_values_only_when_asked() {
         Some((RetKind::Option(ValueKind::Len), "Option<String>".into()))
     );
     assert_eq!(sig_of("get").params[0].1, ValueKind::Ptr);
+    assert_eq!(sig_of("later"), TraceableSig::default());
+    assert_eq!(sig_of("unasked").ret, None);
 
     // Optimised builds: the capturing hooks pass the vector-register check.
     #[cfg(not(debug_assertions))]
@@ -239,6 +265,8 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     assert_eq!(first(&[]), None);
     assert_eq!(name_len(&[12345]), Some("12345".into()));
     assert_eq!(o.get(black_box(2)), 7);
+    assert_eq!(block_on(later(black_box(1))), Ok(2));
+    assert_eq!(unasked(black_box(9)), Ok(9));
     let r = std::panic::catch_unwind(|| boom(black_box(5)));
     assert!(r.is_err());
     tracer::__private::drain();
@@ -311,6 +339,13 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     let v = values(g.1.as_ref().unwrap());
     assert_eq!(v, [&o as *const Obj as u64, 2]);
     assert_eq!(g.2, Some((7, 7)));
+    // A Result without `(ret)`: the argument only.
+    let u = of("unasked");
+    assert_eq!((values(u[0].1.as_ref().unwrap()), u[0].2), (vec![9], None));
+    // An async fn: its call, without values.
+    let l = of("later");
+    assert_eq!(l.len(), 1);
+    assert_eq!((&l[0].1, l[0].2), (&None, None));
     // A panic: the exit is seen (the guard's pad), without a value.
     let b = of("boom");
     assert_eq!(b.len(), 1);

@@ -104,10 +104,15 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
 
 /// One element of `list --json`'s array, indented as an element of it.
 fn list_item_json(f: &Value, file: &str, line: u64) -> String {
-    let item = json!({
+    let mut item = json!({
         "name": f["name"], "file": file, "line": line,
         "enabled": f["enabled"], "problems": f["problems"],
     });
+    // A #[traceable] function's parameters and return type as its macro
+    // saw them (what `--args --retval` shows).
+    if let Some(sig) = f["signature"].as_str().filter(|s| !s.is_empty()) {
+        item["signature"] = sig.into();
+    }
     let text = crate::printable_json(serde_json::to_string_pretty(&item).expect("json"));
     text.replace('\n', "\n  ")
 }

@@ -337,8 +337,10 @@ pub fn params(sig: &Signature) -> (String, Capture) {
 }
 
 /// The return value, if the macro captures it: the signature line, the
-/// type (nameable), and the capture of `__tracer_ret`.
-pub fn ret(sig: &Signature) -> Option<(String, Type, Capture)> {
+/// type (nameable), and the capture of `__tracer_ret`. `by_address`
+/// (`#[traceable(ret)]`): also values the pad takes by address (`Result`,
+/// `Option`, `String`, `Vec`), which are otherwise not captured.
+pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)> {
     let ReturnType::Type(_, ty) = &sig.output else {
         return None;
     };
@@ -377,6 +379,9 @@ pub fn ret(sig: &Signature) -> Option<(String, Type, Capture)> {
             )),
             _ => None,
         };
+        if kinds.is_some() && !by_address {
+            return None;
+        }
         if let Some((k, a, b)) = kinds {
             let (ma, mb) = (a.marker(), b.marker());
             let addr = quote!(&#value as *const _ as usize);
@@ -400,6 +405,7 @@ pub fn ret(sig: &Signature) -> Option<(String, Type, Capture)> {
     }
     match classify(ty, &value) {
         (Kind::Opaque, _) | (_, None) => None,
+        (_, Some(Operand::Read(..) | Operand::ReadDyn(..))) if !by_address => None,
         (k, Some(op)) => Some((
             format!("->{}:{text}\n", k.token()),
             (**ty).clone(),

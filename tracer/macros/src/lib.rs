@@ -49,19 +49,38 @@ mod capture;
 /// }
 /// ```
 ///
+/// **Values.** Enabled with `--args`/`--retval` (`tracer::enable_with`),
+/// the pads capture the parameters the macro can show (integers, floats,
+/// `bool`, `char`, pointers and references as addresses, lengths of `&str`
+/// and slices, and of `String`/`Vec` passed by value) and a return value of
+/// those kinds, as operands of the pads' `asm!` blocks: they are in
+/// registers at the pads already, so a disabled pad costs what it did. A
+/// `Result`, `Option`, `String` or `Vec` return value would have to be
+/// handed over by address (a store and a load in every call, enabled or
+/// not): `#[tracer::traceable(ret)]` asks for that; without it such a
+/// return value is not captured.
+///
 /// It rejects what it cannot trace with a compile error: `const fn` (it may
 /// run at compile time, where there is no pad) and functions without a body.
 #[proc_macro_attribute]
 pub fn traceable(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
-    if !attr.is_empty() {
-        return syn::Error::new(
-            attr.span(),
-            "#[traceable] takes no arguments: write #[tracer::traceable]",
-        )
-        .to_compile_error()
-        .into();
-    }
+    // `ret`: also capture return values the exit pad takes by address.
+    let by_address = match attr.to_string().as_str() {
+        "" => false,
+        "ret" => true,
+        _ => {
+            return syn::Error::new(
+                attr.span(),
+                "#[traceable] takes no arguments but `ret`: write #[tracer::traceable], or \
+                 #[tracer::traceable(ret)] to capture a Result, Option, String or Vec return \
+                 value too (its exit pad then takes the value by address, which costs the \
+                 disabled pad a store and a load)",
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
     let item2 = TokenStream2::from(item.clone());
     let f = match syn::parse2::<ItemFn>(item2) {
         Ok(f) => f,
@@ -77,13 +96,13 @@ pub fn traceable(attr: TokenStream, item: TokenStream) -> TokenStream {
             .into();
         }
     };
-    match expand(f) {
+    match expand(f, by_address) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
+fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
     let sig = &f.sig;
     if let Some(c) = &sig.constness {
         return Err(syn::Error::new(
@@ -112,7 +131,11 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
     // its future, where the parameters are no longer in registers).
     let plain_sync = sig.asyncness.is_none() && future_tail(&f.block).is_none();
     let (param_text, args) = capture::params(sig);
-    let ret = if plain_sync { capture::ret(sig) } else { None };
+    let ret = if plain_sync {
+        capture::ret(sig, by_address)
+    } else {
+        None
+    };
     let sig_text = if plain_sync {
         let mut t = param_text;
         if let Some((r, _, _)) = &ret {

@@ -65,7 +65,7 @@ pub struct Mode {
 }
 
 /// `Err(-22)` (EINVAL) for an empty key.
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn lookup(key: &str, limit: u32, mode: Mode) -> Result<u32, i32> {
     if key.is_empty() {
         return Err(-22);
@@ -75,7 +75,7 @@ fn lookup(key: &str, limit: u32, mode: Mode) -> Result<u32, i32> {
 }
 
 /// `None` when `b` is 0.
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn ratio(a: f64, b: i32, on: bool) -> Option<f64> {
     (b != 0 && on).then(|| a / f64::from(b))
 }

@@ -3,7 +3,8 @@
 //! `Vec`; `Result`/`Option` returns with each payload kind), beside what it
 //! shows by name only (structs, generics, `impl Trait`, patterns), compile
 //! together: early `return`, `?`, elided and named lifetimes in the return
-//! type, `Self`, generic payloads, more parameters than it captures.
+//! type, `Self`, generic payloads, more parameters than it captures;
+//! `#[traceable(ret)]` (return values taken by address) and without.
 use std::collections::HashMap;
 
 #[derive(Clone, Copy)]
@@ -16,17 +17,17 @@ pub struct Store {
 }
 
 impl Store {
-    #[tracer::traceable]
+    #[tracer::traceable(ret)]
     pub fn get(&self, key: &str) -> Option<u64> {
         self.map.get(key).copied()
     }
 
-    #[tracer::traceable]
+    #[tracer::traceable(ret)]
     pub fn key_of(&self, v: u64) -> Option<&str> {
         self.map.iter().find(|(_, x)| **x == v).map(|(k, _)| k.as_str())
     }
 
-    #[tracer::traceable]
+    #[tracer::traceable(ret)]
     pub fn put(&mut self, key: String, v: u64) -> Result<&mut Self, String> {
         if key.is_empty() {
             return Err(key);
@@ -60,18 +61,18 @@ fn lengths<'a>(s: &'a str, v: &mut [u8], o: String, w: Vec<Vec<u8>>, cfg: Config
     s
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn parse(s: &str) -> Result<u32, std::num::ParseIntError> {
     let v: u32 = s.parse()?;
     Ok(v + 1)
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn io() -> std::io::Result<Vec<u8>> {
     Ok(Vec::new())
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn generic_payload<T: Clone, E>(r: &Result<T, E>, t: T) -> Result<T, ()> {
     match r {
         Ok(_) => Ok(t),
@@ -79,7 +80,7 @@ fn generic_payload<T: Clone, E>(r: &Result<T, E>, t: T) -> Result<T, ()> {
     }
 }
 
-#[tracer::traceable]
+#[tracer::traceable(ret)]
 fn first<'a, T>(items: &'a [T]) -> Option<&'a T> {
     items.first()
 }
@@ -101,6 +102,11 @@ fn many(
 #[tracer::traceable]
 fn raw_ret(p: *const u8) -> *const u8 {
     p
+}
+
+#[tracer::traceable]
+fn not_asked(s: &str) -> Result<String, ()> {
+    Ok(s.to_string())
 }
 
 #[tracer::traceable]
@@ -128,5 +134,6 @@ fn main() {
     let _ = many(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);
     let _ = raw_ret(std::ptr::null());
     unit(1);
+    let _ = not_asked("x");
     let _ = s.into_len();
 }
