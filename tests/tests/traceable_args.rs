@@ -21,6 +21,7 @@ pub struct Config {
 
 #[tracer::traceable]
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn ints(a: i8, b: u8, c: i16, d: u16, e: i32, f: u32, g: i64, h: u64) -> i64 {
     a as i64 + b as i64 + c as i64 + d as i64 + e as i64 + f as i64 + g + h as i64
 }
@@ -110,12 +111,15 @@ impl Obj {
     }
 }
 
+/// A call: function, argument words, return words.
+type Call = (u32, Option<Vec<u64>>, Option<(u64, u64)>);
+
 /// What the tap saw of each function: calls with their argument words and
 /// return words.
 #[derive(Default)]
 struct Seen {
     pending: std::collections::HashMap<u64, Pending>,
-    calls: Vec<(u32, Option<Vec<u64>>, Option<(u64, u64)>)>,
+    calls: Vec<Call>,
     open: Vec<(u32, Option<Vec<u64>>)>,
 }
 
@@ -275,7 +279,7 @@ fn traceable_functions_capture_their_values_only_when_asked() {
 
     let s = seen.lock().unwrap();
     let calls: Vec<_> = s.calls.iter().collect();
-    let of = |name: &str| -> Vec<&(u32, Option<Vec<u64>>, Option<(u64, u64)>)> {
+    let of = |name: &str| -> Vec<&Call> {
         let f = idx(name);
         calls.iter().copied().filter(|c| c.0 == f).collect()
     };

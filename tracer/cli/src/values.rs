@@ -1526,6 +1526,7 @@ mod tests {
                 signed: true,
                 size: 4,
             }),
+            traceable: false,
         };
         let spec = u64::from(
             Capture {
@@ -1575,6 +1576,7 @@ mod tests {
         let sig = Signature {
             params: vec![int("a"), d, s, int("b")],
             ret: None,
+            traceable: false,
         };
         assert_eq!(
             sig.layout(),
@@ -1582,5 +1584,71 @@ mod tests {
         );
         let c = sig.capture();
         assert_eq!((c.ints, c.floats, c.stack), (2, 1, 0));
+    }
+
+    #[test]
+    fn traceable_values_show_as_the_macro_typed_them() {
+        let sig = Signature::from_traceable(
+            "key:len:&str\nlimit:u32:u32\nmode:-:Mode\nc:char:char\n->res/i32/-:Result<i32, E>\n",
+        );
+        assert_eq!(
+            sig.layout(),
+            vec![Loc::Int(0), Loc::Int(1), Loc::None, Loc::Int(2)]
+        );
+        let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | 3);
+        assert_eq!(
+            args_text(Some(&sig), &[spec, 3, 0xffff_ffff_0000_000a, 'é' as u64]),
+            "key.len=3, limit=10, mode: Mode, c='é'"
+        );
+        // Err(-22) with an errno name; Ok with an integer payload; an
+        // opaque Err payload.
+        assert_eq!(
+            ret_text(Some(&sig), ((-22i64) as u64, 1)).as_deref(),
+            Some("Err(..)")
+        );
+        let sig = Signature::from_traceable("->res/u32/i32:Result<u32, i32>\n");
+        assert_eq!(
+            ret_text(Some(&sig), (0xffff_ffea, 1)).as_deref(),
+            Some("Err(-22 (EINVAL))")
+        );
+        assert_eq!(ret_text(Some(&sig), (30, 0)).as_deref(), Some("Ok(30)"));
+        let sig = Signature::from_traceable("->opt/f64:Option<f64>\n");
+        assert_eq!(
+            ret_text(Some(&sig), (1.5f64.to_bits(), 0)).as_deref(),
+            Some("Some(1.5)")
+        );
+        assert_eq!(ret_text(Some(&sig), (0, 1)).as_deref(), Some("None"));
+        // errno names only for signed integers, -2..-133.
+        let int = |v: i64| {
+            let s = Signature {
+                ret: Some(Ty::Int {
+                    signed: true,
+                    size: 4,
+                }),
+                ..Signature::default()
+            };
+            ret_text(Some(&s), (v as u64, 0)).unwrap()
+        };
+        assert_eq!(int(-2), "-2 (ENOENT)");
+        assert_eq!(int(-1), "-1");
+        assert_eq!(int(-134), "-134");
+        assert_eq!(int(-41), "-41");
+        assert_eq!(ret_text(None, ((-22i64) as u64, 0)).unwrap(), "-22");
+        // --where on a variant.
+        let sig = Signature::from_traceable("->res/u32/i32:Result<u32, i32>\n");
+        let c = Cond::parse("ret == Err").unwrap();
+        assert!(c.check("f", Some(&sig)).is_ok());
+        assert_eq!(c.matches(Some(&sig), None, Some((5, 1))), Some(true));
+        assert_eq!(c.matches(Some(&sig), None, Some((5, 0))), Some(false));
+        assert!(Cond::parse("ret == None")
+            .unwrap()
+            .check("f", Some(&sig))
+            .is_err());
+        assert!(Cond::parse("ret < Err").is_err());
+        let c = Cond::parse("ret < 0").unwrap();
+        assert_eq!(
+            c.matches(Some(&sig), None, Some((0xffff_ffea, 1))),
+            Some(true)
+        );
     }
 }
