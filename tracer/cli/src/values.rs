@@ -1555,7 +1555,7 @@ mod tests {
             .contains("no debug information"));
         assert_eq!(args_text(Some(&sig), &words), "len=5000, flags=2");
         assert_eq!(args_text(None, &words), "arg1=0x1388, arg2=0x2");
-        assert_eq!(ret_text(Some(&sig), (rax, 0)).unwrap(), "-22");
+        assert_eq!(ret_text(Some(&sig), (rax, 0)).unwrap(), "-22 (EINVAL)");
         assert_eq!(ret_text(None, (rax & 0xffff_ffff, 0)).unwrap(), "-22");
         assert_eq!(ret_text(None, (0xbeb, 0)).unwrap(), "0xbeb");
     }
