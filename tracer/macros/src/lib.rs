@@ -130,8 +130,11 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
     // What the pads capture (sync functions only: an async fn's pads are in
     // its future, where the parameters are no longer in registers).
     let plain_sync = sig.asyncness.is_none() && future_tail(&f.block).is_none();
+    // A `#[track_caller]` body must not move into a closure (its panics
+    // would name the closure's caller): no return value there.
+    let track_caller = f.attrs.iter().any(|a| a.path().is_ident("track_caller"));
     let (param_text, args) = capture::params(sig);
-    let ret = if plain_sync {
+    let ret = if plain_sync && !track_caller {
         capture::ret(sig, by_address)
     } else {
         None

@@ -110,6 +110,19 @@ fn not_asked(s: &str) -> Result<String, ()> {
 }
 
 #[tracer::traceable]
+#[allow(unsafe_op_in_unsafe_fn)]
+unsafe fn deref(p: *const u32) -> u32 {
+    *p
+}
+
+#[tracer::traceable]
+#[track_caller]
+fn located(x: u32) -> u32 {
+    assert!(x > 0, "x must be positive");
+    x
+}
+
+#[tracer::traceable]
 fn unit(x: u32) {
     if x == 0 {
         return;
@@ -134,6 +147,9 @@ fn main() {
     let _ = many(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18);
     let _ = raw_ret(std::ptr::null());
     unit(1);
+    // SAFETY: a live u32.
+    let _ = unsafe { deref(&1) };
+    let _ = located(1);
     let _ = not_asked("x");
     let _ = s.into_len();
 }
