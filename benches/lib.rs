@@ -42,6 +42,41 @@ pub fn traced_enabled(x: u64) -> u64 {
         .rotate_left(17)
 }
 
+/// Its traced twin, enabled with argument and return-value capture by
+/// the benchmark.
+#[inline(never)]
+#[tracer::traceable]
+pub fn traced_capture(x: u64) -> u64 {
+    black_box(x)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(17)
+}
+
+/// A small function returning an `Option`, untraced.
+#[inline(never)]
+pub fn untraced_option(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
+/// Its traced twin, kept disabled (its `Option` is not captured, so the
+/// pad costs what it always did).
+#[inline(never)]
+#[tracer::traceable]
+pub fn traced_disabled_option(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
+/// The same with `#[traceable(ret)]`: the exit pad takes the `Option` by
+/// address (for its variant and payload), which this measures disabled.
+#[inline(never)]
+#[tracer::traceable(ret)]
+pub fn traced_disabled_option_ret(x: u64) -> Option<u64> {
+    let y = black_box(x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (y & 1 == 0).then_some(y.rotate_left(17))
+}
+
 /// A region of `n` raw pads (`nop5; ret`, 8 bytes apart) in executable memory,
 /// and the address of a `ret` they can be made to call.
 pub struct PadRegion {

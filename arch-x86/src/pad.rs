@@ -52,6 +52,45 @@ macro_rules! __tracer_x86_pad {
     };
 }
 
+/// A `#[traceable]` pad with a second, capturing stub (see
+/// `tracer_core::site::FLAG_CAPTURE_STUB`): `$stub` is its code, which the
+/// macro writes from the values it captures (`$operand`s, already in
+/// registers at the pad); it must load the record (`lea r11, [rip + 4f]`)
+/// and leave by `ret` to the pad with the stack as it found it. Both stubs
+/// are 16-byte aligned, the capturing one 16 bytes after the plain one.
+/// `$kind` must carry the flag.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_x86_capture_pad {
+    ($desc:path, $kind:expr, $tramp:literal, $stub:literal $(, $($operand:tt)+)?) => {
+        ::core::arch::asm!(
+            "2:",
+            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            ".pushsection .text.__tracer_stubs,\"ax\",@progbits",
+            ".balign 16",
+            "3:",
+            "lea r11, [rip + 4f]",
+            concat!("jmp ", $tramp),
+            ".balign 16",
+            $stub,
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",@progbits",
+            ".balign 8",
+            "4:",
+            ".quad 2b",
+            ".quad 3b",
+            ".quad {desc}",
+            ".long {kind}",
+            ".long 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            out("r11") _,
+            $($($operand)+)?
+        )
+    };
+}
+
 /// The entry pad of a function.
 #[macro_export]
 #[doc(hidden)]

@@ -121,6 +121,31 @@ macro_rules! __tracer_define_capture_trampolines {
     };
 }
 
+/// Define the capturing trampolines of `#[traceable]` pads,
+/// `__tracer_v1_tramp_entry_args` and `__tracer_v1_tramp_exit_args`. A
+/// pad's capturing stub pushes its values (a pair of words each: the value,
+/// or an address, and 0 or the address of a reader the hook calls with it)
+/// and their count, loads the record into `r11` and *calls* the trampoline,
+/// which saves and restores registers exactly as the plain ones do and
+/// calls `$hook(record, block, token)`, `block` pointing at the count; the
+/// stub then drops the block and returns to the pad. `$lean` as in
+/// [`__tracer_define_capture_trampolines`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_define_traceable_capture_trampolines {
+    ($entry_hook:path, $exit_hook:path, $lean:path, $xsave_size:path) => {
+        #[cfg(target_arch = "x86_64")]
+        ::core::arch::global_asm!(
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry_args", "{entry}"),
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_exit_args", "{exit}"),
+            entry = sym $entry_hook,
+            exit = sym $exit_hook,
+            lean = sym $lean,
+            xsize = sym $xsave_size,
+        );
+    };
+}
+
 /// The capturing return trampoline, for inside
 /// `__tracer_define_fentry_trampolines!`'s unwind entry (after the plain
 /// one's last instruction, where the unwind state is the initial one).

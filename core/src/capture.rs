@@ -102,6 +102,145 @@ impl Capture {
     }
 }
 
+/// Or-ed into the spec word of a `#[traceable]` pad's values: the words
+/// that follow are the captured parameters in order, one word each (the
+/// low bits hold their count), named and typed by the function's
+/// [`TraceableSig`].
+pub const SPEC_TRACEABLE: u32 = 1 << 13;
+
+/// How a `#[traceable]` value is captured and shown (the macro's view of
+/// the type, from its syntax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A signed integer of this many bytes.
+    Int(u8),
+    /// An unsigned integer of this many bytes.
+    Uint(u8),
+    /// A floating-point number of this many bytes (the word holds its bits).
+    Float(u8),
+    /// `bool`.
+    Bool,
+    /// `char` (a Unicode scalar value).
+    Char,
+    /// A raw pointer or a reference: its address.
+    Ptr,
+    /// `&str`, a slice, `String`, `Vec`: its length.
+    Len,
+    /// Not captured: shown by type name only.
+    Opaque,
+}
+
+impl ValueKind {
+    /// The token of the signature text.
+    pub fn token(&self) -> String {
+        match self {
+            ValueKind::Int(n) => format!("i{}", u32::from(*n) * 8),
+            ValueKind::Uint(n) => format!("u{}", u32::from(*n) * 8),
+            ValueKind::Float(n) => format!("f{}", u32::from(*n) * 8),
+            ValueKind::Bool => "bool".into(),
+            ValueKind::Char => "char".into(),
+            ValueKind::Ptr => "ptr".into(),
+            ValueKind::Len => "len".into(),
+            ValueKind::Opaque => "-".into(),
+        }
+    }
+
+    /// The inverse of [`ValueKind::token`] (unknown: opaque).
+    pub fn parse(t: &str) -> ValueKind {
+        let bytes = |n: &str| {
+            n.parse::<u8>()
+                .ok()
+                .filter(|b| b % 8 == 0 && *b <= 64)
+                .map(|b| b / 8)
+        };
+        match t {
+            "bool" => ValueKind::Bool,
+            "char" => ValueKind::Char,
+            "ptr" => ValueKind::Ptr,
+            "len" => ValueKind::Len,
+            _ => match (t.get(..1), t.get(1..).and_then(bytes)) {
+                (Some("i"), Some(n)) => ValueKind::Int(n),
+                (Some("u"), Some(n)) => ValueKind::Uint(n),
+                (Some("f"), Some(n)) if n == 4 || n == 8 => ValueKind::Float(n),
+                _ => ValueKind::Opaque,
+            },
+        }
+    }
+
+    /// Whether a value is captured.
+    pub fn captured(&self) -> bool {
+        *self != ValueKind::Opaque
+    }
+}
+
+/// A `#[traceable]` function's return, as captured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetKind {
+    /// A plain value.
+    Value(ValueKind),
+    /// `Result<T, E>`: the variant (the event's second word: 0 `Ok`, 1
+    /// `Err`) and the payload of either kind.
+    Result(ValueKind, ValueKind),
+    /// `Option<T>`: 0 `Some` (with the payload), 1 `None`.
+    Option(ValueKind),
+}
+
+/// A `#[traceable]` function's parameters and return type as its macro
+/// saw them: the text `FnDesc::sig` holds, one line a parameter
+/// (`name:KIND:TYPE`), and a last line `->KIND:TYPE` if the return value is
+/// captured (`KIND`: a [`ValueKind`] token, `res/K/K` or `opt/K`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceableSig {
+    /// The parameters: name, kind, type as written.
+    pub params: Vec<(String, ValueKind, String)>,
+    /// The return's kind and type as written.
+    pub ret: Option<(RetKind, String)>,
+}
+
+impl TraceableSig {
+    /// Parse [`TraceableSig::text`]'s form (lenient: unknown kinds are
+    /// opaque, malformed lines skipped).
+    pub fn parse(s: &str) -> TraceableSig {
+        let mut sig = TraceableSig::default();
+        for line in s.lines() {
+            if let Some(r) = line.strip_prefix("->") {
+                let (k, ty) = r.split_once(':').unwrap_or((r, ""));
+                let parts: Vec<&str> = k.split('/').collect();
+                let kind = match parts.as_slice() {
+                    ["res", a, b] => RetKind::Result(ValueKind::parse(a), ValueKind::parse(b)),
+                    ["opt", a] => RetKind::Option(ValueKind::parse(a)),
+                    _ => RetKind::Value(ValueKind::parse(k)),
+                };
+                sig.ret = Some((kind, ty.to_string()));
+            } else {
+                let mut it = line.splitn(3, ':');
+                if let (Some(n), Some(k), Some(ty)) = (it.next(), it.next(), it.next()) {
+                    sig.params
+                        .push((n.to_string(), ValueKind::parse(k), ty.to_string()));
+                }
+            }
+        }
+        sig
+    }
+
+    /// The text form.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (n, k, ty) in &self.params {
+            out.push_str(&format!("{n}:{}:{ty}\n", k.token()));
+        }
+        if let Some((k, ty)) = &self.ret {
+            let k = match k {
+                RetKind::Value(v) => v.token(),
+                RetKind::Result(a, b) => format!("res/{}/{}", a.token(), b.token()),
+                RetKind::Option(a) => format!("opt/{}", a.token()),
+            };
+            out.push_str(&format!("->{k}:{ty}\n"));
+        }
+        out
+    }
+}
+
 /// One call's argument words, decoded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Args {
@@ -119,6 +258,14 @@ impl Args {
     /// hostile input).
     pub fn decode(words: &[u64]) -> Option<Args> {
         let (&spec, rest) = words.split_first()?;
+        let spec32 = u32::try_from(spec).ok()?;
+        if spec32 & SPEC_TRACEABLE != 0 {
+            let n = (spec32 & 0xff) as usize;
+            return Some(Args {
+                ints: rest.get(..n)?.to_vec(),
+                ..Args::default()
+            });
+        }
         let cap = Capture::decode(u32::try_from(spec).ok()?);
         let (i, f, s) = (cap.ints as usize, cap.floats as usize, cap.stack as usize);
         if rest.len() < i + f + s {
@@ -201,6 +348,27 @@ mod tests {
     }
 
     #[test]
+    fn traceable_signatures_round_trip() {
+        let s = TraceableSig {
+            params: vec![
+                ("n".into(), ValueKind::Int(4), "i32".into()),
+                ("s".into(), ValueKind::Len, "&str".into()),
+                ("cfg".into(), ValueKind::Opaque, "Config".into()),
+                ("p".into(), ValueKind::Ptr, "*const std::ffi::c_void".into()),
+            ],
+            ret: Some((
+                RetKind::Result(ValueKind::Uint(4), ValueKind::Opaque),
+                "Result<u32, std::num::ParseIntError>".into(),
+            )),
+        };
+        assert_eq!(TraceableSig::parse(&s.text()), s);
+        assert_eq!(ValueKind::parse("f32"), ValueKind::Float(4));
+        assert_eq!(ValueKind::parse("f16"), ValueKind::Opaque);
+        assert_eq!(ValueKind::parse("u999"), ValueKind::Opaque);
+        assert_eq!(TraceableSig::parse("garbage"), TraceableSig::default());
+    }
+
+    #[test]
     fn pending_values_attach_to_the_same_function_only() {
         let ev = |kind, func, flags, ts, dur| Event {
             ts,
@@ -239,6 +407,13 @@ mod tests {
         assert!(p.take_args(5).is_empty());
         p.feed(&ev(KIND_RETVAL, 4, 0, 7, 8));
         assert_eq!(p.take_ret(4), Some((7, 8)));
+        // A #[traceable] set: every word is a value.
+        let t = u64::from(SPEC_TRACEABLE | 3);
+        assert_eq!(
+            Args::decode(&[t, 1, 2, 3]).map(|a| a.ints),
+            Some(vec![1, 2, 3])
+        );
+        assert_eq!(Args::decode(&[t, 1, 2]), None);
         // Hostile: endless pairs stay bounded.
         for i in 0..1000 {
             p.feed(&ev(KIND_ARGS, 9, (i % 200 + 1) as u8, 0, 0));

@@ -24,6 +24,20 @@ pub const KIND_ASYNC_EXIT: u32 = 3;
 /// the object's `__patchable_function_entries` or `__mcount_loc`); its exit
 /// is seen by hooking the return address.
 pub const KIND_FENTRY: u32 = 4;
+/// Or-ed into a `#[traceable]` record's `kind` (x86-64, `KIND_ENTRY` and
+/// `KIND_EXIT` only): the pad has a second, capturing stub
+/// [`CAPTURE_STUB_OFFSET`] bytes after its plain one, which hands the
+/// parameters (entry) or the return value (exit) to the capturing
+/// trampolines. The plain hooks compare `kind` with the async kinds only, so
+/// such a record takes the synchronous path there, as it should; the
+/// runtime's registry keeps the kind without the flag.
+pub const FLAG_CAPTURE_STUB: u32 = 0x100;
+/// Where the capturing stub of a record flagged [`FLAG_CAPTURE_STUB`] is,
+/// from its plain stub (both are 16-byte aligned; the plain one is 12 bytes).
+pub const CAPTURE_STUB_OFFSET: usize = 16;
+/// Most values a `#[traceable]` pad captures (parameters beyond are shown by
+/// name only).
+pub const MAX_TRACEABLE_VALUES: usize = 16;
 
 /// The static description of a traceable function.
 #[repr(C)]
@@ -38,6 +52,10 @@ pub struct FnDesc {
     pub file: &'static str,
     /// Source line of the `fn`.
     pub line: u32,
+    /// The parameters and return type as the macro saw them, for showing
+    /// captured values (see [`crate::capture::TraceableSig`]); empty when
+    /// the macro captures nothing.
+    pub sig: &'static str,
 }
 
 /// One pad, as recorded in `__tracer_sites`.

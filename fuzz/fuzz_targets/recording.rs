@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
                 ticks_per_ns: 1.0,
                 functions: vec!["a".into(), "b".into()],
                 origins: Vec::new(),
+                signatures: Vec::new(),
             };
             let w = Writer::new(Vec::new(), &h).expect("into memory");
             let mut v = w.into_inner();

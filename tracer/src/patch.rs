@@ -94,9 +94,32 @@ fn apply(
                     }
                 }
             } else {
-                match veneer::call_target(s.addr, s.stub) {
+                // A `#[traceable]` pad with a capturing stub calls it when
+                // its function is enabled with capture of what it captures.
+                let capturing = s.capture_stub != 0
+                    && match s.kind {
+                        tracer_core::site::KIND_ENTRY => cap_f.args(),
+                        tracer_core::site::KIND_EXIT => cap_f.retval,
+                        _ => false,
+                    };
+                let stub = if capturing { s.capture_stub } else { s.stub };
+                if on && cap_f.any() && !cfg!(target_arch = "x86_64") {
+                    report.skipped.push((
+                        reg.funcs[f].path.clone(),
+                        Skipped {
+                            addr: s.addr,
+                            reason: SkipReason::NoStub(
+                                "argument and return-value capture at #[traceable] pads needs \
+                                 x86-64 for now: enable without --args/--retval"
+                                    .into(),
+                            ),
+                        },
+                    ));
+                    continue;
+                }
+                match veneer::call_target(s.addr, stub) {
                     Ok(t) => t,
-                    Err(_) => s.stub, // the engine skips it with the encode error
+                    Err(_) => stub, // the engine skips it with the encode error
                 }
             };
             let req = SiteRequest {

@@ -2,7 +2,244 @@
 
 pub use tracer_core::site::{clean_path, FnDesc};
 
+#[cfg(target_arch = "x86_64")]
+pub use crate::arch::capture_pad;
 pub use crate::arch::{async_entry_pad, async_exit_pad, entry_pad, exit_pad};
+pub use tracer_core::site::FLAG_CAPTURE_STUB;
+
+/// Values `#[traceable]` captures through a reader (in the capturing
+/// path only: the pad hands over the value's address, and the hook calls
+/// the reader with it).
+pub mod values {
+    /// A value shown as itself (integers, floats by their bits, `bool`, `char`).
+    pub trait Scalar {
+        /// The value as one word.
+        fn word(&self) -> u64;
+    }
+    macro_rules! scalar {
+        ($($t:ty),*) => { $(impl Scalar for $t {
+            #[inline]
+            fn word(&self) -> u64 { *self as u64 }
+        })* };
+    }
+    scalar!(i8, i16, i32, i64, isize, u8, u16, u32, u64, usize);
+    impl Scalar for bool {
+        #[inline]
+        fn word(&self) -> u64 {
+            u64::from(*self)
+        }
+    }
+    impl Scalar for char {
+        #[inline]
+        fn word(&self) -> u64 {
+            u64::from(u32::from(*self))
+        }
+    }
+    impl Scalar for f32 {
+        #[inline]
+        fn word(&self) -> u64 {
+            u64::from(self.to_bits())
+        }
+    }
+    impl Scalar for f64 {
+        #[inline]
+        fn word(&self) -> u64 {
+            self.to_bits()
+        }
+    }
+
+    /// A value shown as an address (references, raw pointers).
+    pub trait Address {
+        /// The address.
+        fn addr(&self) -> u64;
+    }
+    impl<T: ?Sized> Address for &T {
+        #[inline]
+        fn addr(&self) -> u64 {
+            *self as *const T as *const () as usize as u64
+        }
+    }
+    impl<T: ?Sized> Address for &mut T {
+        #[inline]
+        fn addr(&self) -> u64 {
+            &**self as *const T as *const () as usize as u64
+        }
+    }
+    impl<T: ?Sized> Address for *const T {
+        #[inline]
+        fn addr(&self) -> u64 {
+            *self as *const () as usize as u64
+        }
+    }
+    impl<T: ?Sized> Address for *mut T {
+        #[inline]
+        fn addr(&self) -> u64 {
+            *self as *const () as usize as u64
+        }
+    }
+
+    /// A value shown by its length (`&str`, slices, `String`, `Vec`).
+    pub trait Length {
+        /// The length.
+        fn length(&self) -> u64;
+    }
+    impl Length for &str {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+    impl Length for &mut str {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+    impl<T> Length for &[T] {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+    impl<T> Length for &mut [T] {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+    impl Length for String {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+    impl<T> Length for Vec<T> {
+        #[inline]
+        fn length(&self) -> u64 {
+            self.len() as u64
+        }
+    }
+
+    /// How a payload is shown: [`V`] (a scalar), [`A`] (an address), [`L`]
+    /// (a length), [`N`] (by name only).
+    pub trait Pick<T: ?Sized> {
+        /// The payload's word.
+        fn pick(t: &T) -> u64;
+    }
+    /// A scalar payload.
+    pub struct V;
+    /// An address payload.
+    pub struct A;
+    /// A length payload.
+    pub struct L;
+    /// A payload shown by name only.
+    pub struct N;
+    impl<T: Scalar> Pick<T> for V {
+        #[inline]
+        fn pick(t: &T) -> u64 {
+            t.word()
+        }
+    }
+    impl<T: Address> Pick<T> for A {
+        #[inline]
+        fn pick(t: &T) -> u64 {
+            t.addr()
+        }
+    }
+    impl<T: Length> Pick<T> for L {
+        #[inline]
+        fn pick(t: &T) -> u64 {
+            t.length()
+        }
+    }
+    impl<T: ?Sized> Pick<T> for N {
+        #[inline]
+        fn pick(_: &T) -> u64 {
+            0
+        }
+    }
+
+    /// `Result` and `Option`: which variant, and its payload.
+    pub trait Variant {
+        /// The payload of `Ok` / `Some`.
+        type First;
+        /// The payload of `Err` (`()` for `Option`).
+        type Second;
+        /// The variant.
+        fn split(&self) -> Result<&Self::First, Option<&Self::Second>>;
+    }
+    impl<T, E> Variant for Result<T, E> {
+        type First = T;
+        type Second = E;
+        #[inline]
+        fn split(&self) -> Result<&T, Option<&E>> {
+            match self {
+                Ok(t) => Ok(t),
+                Err(e) => Err(Some(e)),
+            }
+        }
+    }
+    impl<T> Variant for Option<T> {
+        type First = T;
+        type Second = ();
+        #[inline]
+        fn split(&self) -> Result<&T, Option<&()>> {
+            match self {
+                Some(t) => Ok(t),
+                None => Err(None),
+            }
+        }
+    }
+
+    /// Reader of a length (a `String` or `Vec` passed by value): `out[0]`.
+    ///
+    /// # Safety
+    /// `p` must be the address of a live `T`.
+    pub unsafe extern "C" fn read_len<T: Length>(p: usize, out: *mut [u64; 2]) {
+        // SAFETY: per the caller; `out` is the hook's.
+        unsafe {
+            let v = (*(p as *const T)).length();
+            *out = [v, 0];
+        }
+    }
+
+    /// [`read_len`] for `t`'s type (which may hold references).
+    pub fn len_reader<T: Length>(_: &T) -> usize {
+        read_len::<T> as unsafe extern "C" fn(usize, *mut [u64; 2]) as usize
+    }
+
+    /// [`read_variant`] for `r`'s type (which may hold references).
+    pub fn variant_reader<R: Variant, P: Pick<R::First>, Q: Pick<R::Second>>(_: &R) -> usize {
+        read_variant::<R, P, Q> as unsafe extern "C" fn(usize, *mut [u64; 2]) as usize
+    }
+
+    /// Reader of a `Result` or `Option`: `out` = (payload word, variant:
+    /// 0 `Ok`/`Some`, 1 `Err`/`None`).
+    ///
+    /// # Safety
+    /// `p` must be the address of a live `R`.
+    pub unsafe extern "C" fn read_variant<R: Variant, P: Pick<R::First>, Q: Pick<R::Second>>(
+        p: usize,
+        out: *mut [u64; 2],
+    ) {
+        // SAFETY: per the caller; `out` is the hook's.
+        unsafe {
+            *out = match (*(p as *const R)).split() {
+                Ok(a) => [P::pick(a), 0],
+                Err(Some(b)) => [Q::pick(b), 1],
+                Err(None) => [0, 1],
+            };
+        }
+    }
+}
+
+/// Runs `f` (`#[traceable]` runs a body whose return value it captures in
+/// a closure, so that `return` and `?` come back to the exit pad; as an
+/// `FnOnce` the closure may return what it captured, `&mut self`).
+#[inline(always)]
+pub fn once<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 /// What the runtime's ELF constructor does (the preload library calls it
 /// from its own): convert GCC's NOP pads while single-threaded, start the

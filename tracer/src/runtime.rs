@@ -264,6 +264,7 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
                 let (_, bias, _) = st.reg.objects.iter().find(|(p, _, _)| p == o)?;
                 Some(site.checked_sub(*bias)? as u64)
             }),
+            signature: f.sig.to_string(),
         }
     }
 }

@@ -85,6 +85,11 @@ pub struct FunctionInfo {
     /// program reads that information itself, so the traced process never
     /// loads it.
     pub object_offset: Option<u64>,
+    /// For a `#[traceable]` function: its parameters and return type as
+    /// the macro saw them (`tracer_core::capture::TraceableSig`'s text),
+    /// which name and type the values `enable_with` captures; empty for
+    /// compiler pads and async functions.
+    pub signature: String,
 }
 
 /// Latency of one function, in nanoseconds.

@@ -153,6 +153,11 @@ pub struct Function {
     pub problems: Vec<String>,
     /// Offset of its pad in its object file, for debug information.
     pub object_offset: Option<u64>,
+    /// A `#[traceable]` function's parameters and return type as its
+    /// macro saw them (`tracer_core::capture::TraceableSig`'s text; empty:
+    /// none, or a compiler pad).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub signature: String,
 }
 
 /// `hello`'s reply.

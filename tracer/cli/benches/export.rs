@@ -34,6 +34,7 @@ fn generate(path: &std::path::Path, n: u64) {
             .map(|i| format!("app::module{}::f{i}", i % 17))
             .collect(),
         origins: Vec::new(),
+        signatures: Vec::new(),
     };
     let f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     let mut w = Writer::new(f, &h).unwrap();

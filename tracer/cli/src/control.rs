@@ -4,6 +4,7 @@
 
 use crate::client::{self, Client, Request};
 use crate::out::{bold, io_err};
+use crate::values::{Param, Signature, Ty};
 use crate::{exit, printable, Error};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -103,10 +104,15 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
 
 /// One element of `list --json`'s array, indented as an element of it.
 fn list_item_json(f: &Value, file: &str, line: u64) -> String {
-    let item = json!({
+    let mut item = json!({
         "name": f["name"], "file": file, "line": line,
         "enabled": f["enabled"], "problems": f["problems"],
     });
+    // A #[traceable] function's parameters and return type as its macro
+    // saw them (what `--args --retval` shows).
+    if let Some(sig) = f["signature"].as_str().filter(|s| !s.is_empty()) {
+        item["signature"] = sig.into();
+    }
     let text = crate::printable_json(serde_json::to_string_pretty(&item).expect("json"));
     text.replace('\n', "\n  ")
 }
@@ -240,6 +246,16 @@ pub fn set_capturing(
         each_listed(&mut c, Some(&patterns.join(" ")), &mut |f| {
             if let (Some(file), Some(off)) = (f["file"].as_str(), f["object_offset"].as_u64()) {
                 sigs.push(known.of_object(file, off));
+            } else if f["signature"].as_str().is_some_and(|s| !s.is_empty()) {
+                // `#[traceable]`: its pads capture what the macro chose;
+                // any argument capture selects them.
+                sigs.push(Some(Signature {
+                    params: vec![Param {
+                        name: "arg1".into(),
+                        ty: Ty::Ptr,
+                    }],
+                    ..Signature::default()
+                }));
             }
             Ok(())
         })?;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub fn report(file: &Path, sort: &str, json: bool) -> Result<i32, Error> {
     let rec = Recording::open(file)?;
     let mut rows = crate::report::rows(&rec)?;
+    crate::report::add_values(&rec, &mut rows)?;
     crate::report::sort(&mut rows, sort).map_err(|m| Error {
         code: exit::USAGE,
         msg: m,
@@ -38,6 +39,7 @@ pub fn report(file: &Path, sort: &str, json: bool) -> Result<i32, Error> {
             .map_err(io_err)?;
         }
         write!(out, "{}", crate::report::table(&rows)).map_err(io_err)?;
+        write!(out, "{}", crate::report::values_text(&rows)).map_err(io_err)?;
     }
     Ok(exit::OK)
 }

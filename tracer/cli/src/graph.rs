@@ -288,9 +288,11 @@ impl Printer {
                 th.stack.push(ev.func);
                 if self.opts.threshold_ns.is_none() {
                     let t = self.ns(ev.ts.saturating_sub(start));
+                    // With captured arguments, as ftrace's `func-args`.
+                    let a = args.map_or_else(String::new, |a| format!("({a})"));
                     let _ = writeln!(
                         out,
-                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} <-{}",
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {}{a} <-{}",
                         t / 1_000_000_000,
                         (t / 1000) % 1_000_000,
                         self.name(ev.func),
@@ -302,9 +304,11 @@ impl Printer {
                 let d = self.ns(ev.dur);
                 if d >= th {
                     let t = self.ns(ev.ts.saturating_sub(start));
+                    let a = args.map_or_else(String::new, |a| format!("({a})"));
+                    let r = ret.map_or_else(String::new, |r| format!(" = {r}"));
                     let _ = writeln!(
                         out,
-                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} ({})",
+                        "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {}{a} ({}){r}",
                         t / 1_000_000_000,
                         (t / 1000) % 1_000_000,
                         self.name(ev.func),
@@ -312,6 +316,17 @@ impl Printer {
                     );
                     self.lines += 1;
                 }
+            } else if let Some(r) = ret {
+                // A captured return value: a line at the exit.
+                let t = self.ns(ev.ts.saturating_sub(start));
+                let _ = writeln!(
+                    out,
+                    "{task:>16}-{tid:<7} [{num:03}] {:>6}.{:06}: {} = {r}",
+                    t / 1_000_000_000,
+                    (t / 1000) % 1_000_000,
+                    self.name(ev.func),
+                );
+                self.lines += 1;
             }
             return;
         }

@@ -131,6 +131,11 @@ pub struct Header {
     /// types of captured values); absent in older recordings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<RecordedOrigin>,
+    /// `(index, signature text)` of the `#[traceable]` functions whose
+    /// macro captures values (`tracer_core::capture::TraceableSig`);
+    /// absent in older recordings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<(u32, String)>,
 }
 
 /// A function's object and address there, for its debug information.
@@ -681,6 +686,7 @@ mod tests {
             ticks_per_ns: 2.5,
             functions: vec!["a".into(), "b".into()],
             origins: Vec::new(),
+            signatures: Vec::new(),
         };
         let evs = [
             Event {
@@ -775,6 +781,7 @@ mod tests {
         let evil = Header {
             functions: vec!["a\x1b]0;owned\x07".into()],
             origins: Vec::new(),
+            signatures: Vec::new(),
             exe: "/bin/\x1b[2J".into(),
             ..h.clone()
         };
@@ -827,6 +834,7 @@ mod tests {
             ticks_per_ns: 1.0,
             functions: vec!["a".into(), "b".into(), "c".into()],
             origins: Vec::new(),
+            signatures: Vec::new(),
         };
         let mut w = Writer::new(Vec::new(), &h).unwrap();
         for t in 0..3u64 {

@@ -51,6 +51,96 @@ pub struct Row {
     /// Events the recording lost to full rings (all functions and threads;
     /// the same in every row): when not 0 the figures are low.
     pub lost_events: u64,
+    /// For a function recorded with captured values: its slowest call
+    /// with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slowest: Option<SlowCall>,
+    /// For a function recorded with its return value captured: its
+    /// commonest return values (as shown) and how often, most first (at
+    /// most 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returns: Vec<(String, u64)>,
+}
+
+/// A call with its captured values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowCall {
+    /// Duration (ns).
+    pub dur: u64,
+    /// Its arguments as shown (`len=5000, flags=0`), if captured.
+    pub args: Option<String>,
+    /// Its return value as shown (`-22 (EINVAL)`), if captured.
+    pub ret: Option<String>,
+}
+
+/// Fill in the rows' captured values ([`Row::slowest`], [`Row::returns`])
+/// from the calls that have some (a second pass over the recording).
+pub fn add_values(rec: &Recording, rows: &mut [Row]) -> Result<(), Error> {
+    let mut by_func: HashMap<u32, (Option<SlowCall>, HashMap<String, u64>)> = HashMap::new();
+    walk_values(rec, |c, args, ret| {
+        let Call::Returned { func, dur, .. } = c else {
+            return;
+        };
+        if args.is_none() && ret.is_none() {
+            return;
+        }
+        let e = by_func.entry(func).or_default();
+        let dur = rec.ns(dur);
+        if e.0.as_ref().is_none_or(|s| dur > s.dur) {
+            e.0 = Some(SlowCall {
+                dur,
+                args: args.map(str::to_string),
+                ret: ret.map(str::to_string),
+            });
+        }
+        if let Some(r) = ret {
+            *e.1.entry(r.to_string()).or_default() += 1;
+        }
+    })?;
+    for (f, (slow, rets)) in by_func {
+        let name = rec.name(f);
+        let Some(row) = rows.iter_mut().find(|r| r.name == name) else {
+            continue;
+        };
+        row.slowest = slow;
+        let mut rets: Vec<(String, u64)> = rets.into_iter().collect();
+        rets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        rets.truncate(5);
+        row.returns = rets;
+    }
+    Ok(())
+}
+
+/// The text of the rows' captured values, under the table ("" if none).
+pub fn values_text(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        if r.slowest.is_none() && r.returns.is_empty() {
+            continue;
+        }
+        if out.is_empty() {
+            out.push_str("\n# captured values: each function's slowest call, and its commonest return values\n");
+        }
+        if let Some(s) = &r.slowest {
+            let _ = write!(
+                out,
+                "{}  slowest {}: {}({})",
+                r.name,
+                crate::dur::human_ns(s.dur),
+                r.name,
+                s.args.as_deref().unwrap_or("")
+            );
+            if let Some(v) = &s.ret {
+                let _ = write!(out, " = {v}");
+            }
+            out.push('\n');
+        }
+        if !r.returns.is_empty() {
+            let list: Vec<String> = r.returns.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
+            let _ = writeln!(out, "{}  returns: {}", r.name, list.join(", "));
+        }
+    }
+    out
 }
 
 /// Keys `report --sort` accepts.
@@ -132,6 +222,8 @@ pub fn rows(rec: &Recording) -> Result<Vec<Row>, Error> {
                 p99: s.p99,
                 max: s.max,
                 lost_events,
+                slowest: None,
+                returns: Vec::new(),
             }
         })
         .collect();
@@ -352,6 +444,7 @@ mod tests {
             ticks_per_ns: 1.0,
             functions: vec!["outer".into(), "inner".into()],
             origins: Vec::new(),
+            signatures: Vec::new(),
         };
         rec.events = vec![
             (5, ev(1000, 0, 0, 0, KIND_ENTRY)),

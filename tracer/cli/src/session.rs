@@ -175,11 +175,7 @@ fn where_filter(
     if let Some(p) = pattern {
         let idx = resolve_indices(c, p)?;
         for i in idx {
-            let name = f
-                .sigs
-                .origins()
-                .find(|(j, _)| *j == i)
-                .map(|(_, o)| o.name.clone());
+            let name = f.sigs.name_of(i);
             if let Some(name) = name {
                 f.check(i, &name).map_err(|m| Error {
                     code: exit::USAGE,
@@ -480,8 +476,16 @@ pub fn record_to_file(
     // Where the enabled compiler-padded functions' debug information is,
     // for the names and types of captured values.
     let mut origins = Vec::new();
+    let mut signatures = Vec::new();
     if let Some(c) = reader.client() {
         let _ = each_listed(c, None, &mut |f| {
+            if let (true, Some(i), Some(s)) = (
+                f["enabled"].as_bool().unwrap_or(false),
+                f["index"].as_u64(),
+                f["signature"].as_str(),
+            ) {
+                signatures.push((i as u32, s.to_string()));
+            }
             if let (true, Some(i), Some(o), Some(off)) = (
                 f["enabled"].as_bool().unwrap_or(false),
                 f["index"].as_u64(),
@@ -504,6 +508,7 @@ pub fn record_to_file(
         ticks_per_ns: reader.ticks_per_ns,
         functions: reader.names.clone(),
         origins,
+        signatures,
     };
     let mut w = record::Writer::new(file, &header).map_err(io_err)?;
     let mut filter = match (WHERE.get(), reader.client()) {

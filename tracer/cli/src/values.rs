@@ -28,7 +28,9 @@
 use addr2line::gimli;
 use gimli::AttributeValue;
 use std::collections::HashMap;
-use tracer_core::capture::{Args, Capture, Pending, MAX_FLOATS, MAX_STACK};
+use tracer_core::capture::{
+    Args, Capture, Pending, RetKind, TraceableSig, ValueKind, MAX_FLOATS, MAX_STACK,
+};
 use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 
 /// `--args[=N]` and `--retval`, on `enable` and `run`.
@@ -121,6 +123,21 @@ pub enum Ty {
     },
     /// Anything else (arrays, unknown kinds): shown by name only.
     Other(String),
+    /// A Rust `char` (a Unicode scalar value; `#[traceable]`).
+    Unicode,
+    /// `&str`, a slice, `String`, `Vec`: captured as its length
+    /// (`#[traceable]`), shown `name.len=5`.
+    Len(String),
+    /// `Result` / `Option` (`#[traceable]` return values): the variant's
+    /// name, and its payload where it is of a kind shown.
+    Variant {
+        /// The type as written.
+        name: String,
+        /// The names of the variants (`Ok`, `Err` / `Some`, `None`).
+        names: [&'static str; 2],
+        /// Their payloads (`None`: no payload; `Other`: shown by name).
+        payloads: [Option<Box<Ty>>; 2],
+    },
 }
 
 impl Ty {
@@ -133,12 +150,37 @@ impl Ty {
             Ty::Bool => "bool".into(),
             Ty::Char => "char".into(),
             Ty::Ptr => "pointer".into(),
-            Ty::Enum { name, .. } | Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+            Ty::Enum { name, .. }
+            | Ty::Aggregate { name, .. }
+            | Ty::Other(name)
+            | Ty::Len(name)
+            | Ty::Variant { name, .. } => name.clone(),
+            Ty::Unicode => "char".into(),
         }
     }
 
     fn comparable(&self) -> bool {
         !matches!(self, Ty::Aggregate { .. } | Ty::Other(_))
+    }
+
+    /// The type of a `#[traceable]` value of kind `k` (written `written`).
+    fn of_kind(k: ValueKind, written: &str) -> Ty {
+        match k {
+            ValueKind::Int(n) => Ty::Int {
+                signed: true,
+                size: n,
+            },
+            ValueKind::Uint(n) => Ty::Int {
+                signed: false,
+                size: n,
+            },
+            ValueKind::Float(n) => Ty::Float { size: n },
+            ValueKind::Bool => Ty::Bool,
+            ValueKind::Char => Ty::Unicode,
+            ValueKind::Ptr => Ty::Ptr,
+            ValueKind::Len => Ty::Len(written.to_string()),
+            ValueKind::Opaque => Ty::Other(written.to_string()),
+        }
     }
 }
 
@@ -252,6 +294,46 @@ pub struct Signature {
     pub ret: Option<Ty>,
     /// Where the parameters are passed (the object's architecture).
     pub conv: Conv,
+    /// From a `#[traceable]` macro: the captured parameters are one word
+    /// each, in order (not in calling-convention registers).
+    pub traceable: bool,
+}
+
+impl Signature {
+    /// From a `#[traceable]` function's signature text
+    /// (`tracer_core::capture::TraceableSig`); a return value the macro
+    /// does not capture is shown as if `void`.
+    pub fn from_traceable(text: &str) -> Signature {
+        let t = TraceableSig::parse(text);
+        Signature {
+            params: t
+                .params
+                .iter()
+                .map(|(n, k, ty)| Param {
+                    name: n.clone(),
+                    ty: Ty::of_kind(*k, ty),
+                })
+                .collect(),
+            ret: t.ret.map(|(k, ty)| match k {
+                RetKind::Value(v) => Ty::of_kind(v, &ty),
+                RetKind::Result(a, b) => Ty::Variant {
+                    name: ty.clone(),
+                    names: ["Ok", "Err"],
+                    payloads: [
+                        Some(Box::new(Ty::of_kind(a, "_"))),
+                        Some(Box::new(Ty::of_kind(b, "_"))),
+                    ],
+                },
+                RetKind::Option(a) => Ty::Variant {
+                    name: ty.clone(),
+                    names: ["Some", "None"],
+                    payloads: [Some(Box::new(Ty::of_kind(a, "_"))), None],
+                },
+            }),
+            traceable: true,
+            conv: Conv::SysV64,
+        }
+    }
 }
 
 /// Where a parameter's value is among the captured words.
@@ -270,6 +352,20 @@ pub enum Loc {
 impl Signature {
     /// Each parameter's place under the function's calling convention.
     pub fn layout(&self) -> Vec<Loc> {
+        if self.traceable {
+            let mut j = 0;
+            return self
+                .params
+                .iter()
+                .map(|p| match p.ty {
+                    Ty::Other(_) => Loc::None,
+                    _ => {
+                        j += 1;
+                        Loc::Int(j - 1)
+                    }
+                })
+                .collect();
+        }
         match self.conv {
             Conv::SysV64 => self.layout_sysv64(),
             Conv::Aapcs64 => self.layout_aapcs64(),
@@ -492,6 +588,181 @@ fn show(ty: &Ty, v: u64) -> String {
                 .map_or_else(|| n.to_string(), |(_, name)| name.clone())
         }
         Ty::Aggregate { name, .. } | Ty::Other(name) => name.clone(),
+        Ty::Unicode => match char::from_u32(v as u32) {
+            Some(c) if !c.is_control() => format!("{c:?}"),
+            _ => format!("{:#x}", v as u32),
+        },
+        Ty::Len(_) => v.to_string(),
+        Ty::Variant { .. } => String::new(),
+    }
+}
+
+/// Linux's errno names, `ERRNO[n - 1]` for n in 1..=133 (the generic
+/// numbering x86-64 and ARM share; "" for the unused 41 and 58).
+const ERRNO: [&str; 133] = [
+    "EPERM",
+    "ENOENT",
+    "ESRCH",
+    "EINTR",
+    "EIO",
+    "ENXIO",
+    "E2BIG",
+    "ENOEXEC",
+    "EBADF",
+    "ECHILD",
+    "EAGAIN",
+    "ENOMEM",
+    "EACCES",
+    "EFAULT",
+    "ENOTBLK",
+    "EBUSY",
+    "EEXIST",
+    "EXDEV",
+    "ENODEV",
+    "ENOTDIR",
+    "EISDIR",
+    "EINVAL",
+    "ENFILE",
+    "EMFILE",
+    "ENOTTY",
+    "ETXTBSY",
+    "EFBIG",
+    "ENOSPC",
+    "ESPIPE",
+    "EROFS",
+    "EMLINK",
+    "EPIPE",
+    "EDOM",
+    "ERANGE",
+    "EDEADLK",
+    "ENAMETOOLONG",
+    "ENOLCK",
+    "ENOSYS",
+    "ENOTEMPTY",
+    "ELOOP",
+    "",
+    "ENOMSG",
+    "EIDRM",
+    "ECHRNG",
+    "EL2NSYNC",
+    "EL3HLT",
+    "EL3RST",
+    "ELNRNG",
+    "EUNATCH",
+    "ENOCSI",
+    "EL2HLT",
+    "EBADE",
+    "EBADR",
+    "EXFULL",
+    "ENOANO",
+    "EBADRQC",
+    "EBADSLT",
+    "",
+    "EBFONT",
+    "ENOSTR",
+    "ENODATA",
+    "ETIME",
+    "ENOSR",
+    "ENONET",
+    "ENOPKG",
+    "EREMOTE",
+    "ENOLINK",
+    "EADV",
+    "ESRMNT",
+    "ECOMM",
+    "EPROTO",
+    "EMULTIHOP",
+    "EDOTDOT",
+    "EBADMSG",
+    "EOVERFLOW",
+    "ENOTUNIQ",
+    "EBADFD",
+    "EREMCHG",
+    "ELIBACC",
+    "ELIBBAD",
+    "ELIBSCN",
+    "ELIBMAX",
+    "ELIBEXEC",
+    "EILSEQ",
+    "ERESTART",
+    "ESTRPIPE",
+    "EUSERS",
+    "ENOTSOCK",
+    "EDESTADDRREQ",
+    "EMSGSIZE",
+    "EPROTOTYPE",
+    "ENOPROTOOPT",
+    "EPROTONOSUPPORT",
+    "ESOCKTNOSUPPORT",
+    "EOPNOTSUPP",
+    "EPFNOSUPPORT",
+    "EAFNOSUPPORT",
+    "EADDRINUSE",
+    "EADDRNOTAVAIL",
+    "ENETDOWN",
+    "ENETUNREACH",
+    "ENETRESET",
+    "ECONNABORTED",
+    "ECONNRESET",
+    "ENOBUFS",
+    "EISCONN",
+    "ENOTCONN",
+    "ESHUTDOWN",
+    "ETOOMANYREFS",
+    "ETIMEDOUT",
+    "ECONNREFUSED",
+    "EHOSTDOWN",
+    "EHOSTUNREACH",
+    "EALREADY",
+    "EINPROGRESS",
+    "ESTALE",
+    "EUCLEAN",
+    "ENOTNAM",
+    "ENAVAIL",
+    "EISNAM",
+    "EREMOTEIO",
+    "EDQUOT",
+    "ENOMEDIUM",
+    "EMEDIUMTYPE",
+    "ECANCELED",
+    "ENOKEY",
+    "EKEYEXPIRED",
+    "EKEYREVOKED",
+    "EKEYREJECTED",
+    "EOWNERDEAD",
+    "ENOTRECOVERABLE",
+    "ERFKILL",
+    "EHWPOISON",
+];
+
+/// `-22` → `-22 (EINVAL)`: a negative integer return value that looks like
+/// an errno value (-2 to -133; -1 is too often just "failed" to name it).
+fn with_errno(ty: &Ty, v: u64, text: String) -> String {
+    let Ty::Int { signed: true, size } = ty else {
+        return text;
+    };
+    let sh = 64 - u32::from(*size).clamp(1, 8) * 8;
+    let n = ((v << sh) as i64) >> sh;
+    match ERRNO.get((n.unsigned_abs() as usize).wrapping_sub(1)) {
+        Some(name) if (-133..=-2).contains(&n) && !name.is_empty() => format!("{text} ({name})"),
+        _ => text,
+    }
+}
+
+/// A `Result`/`Option` value: its variant (`variant`: 0 the first) and
+/// payload word.
+fn show_variant(
+    names: &[&str; 2],
+    payloads: &[Option<Box<Ty>>; 2],
+    v: u64,
+    variant: u64,
+) -> String {
+    let i = usize::from(variant != 0);
+    match &payloads[i] {
+        None => names[i].to_string(),
+        Some(t) if matches!(**t, Ty::Other(_)) => format!("{}(..)", names[i]),
+        Some(t) if matches!(**t, Ty::Len(_)) => format!("{}(len={v})", names[i]),
+        Some(t) => format!("{}({})", names[i], with_errno(t, v, show(t, v))),
     }
 }
 
@@ -504,7 +775,8 @@ fn number(ty: &Ty, v: u64) -> Option<f64> {
         Ty::Float { size: 8 } => f64::from_bits(v),
         Ty::Bool => f64::from(u8::from(v & 0xff != 0)),
         Ty::Char => f64::from(v as u8 as i8),
-        Ty::Ptr => v as f64,
+        Ty::Ptr | Ty::Len(_) => v as f64,
+        Ty::Unicode => (v as u32) as f64,
         _ => return None,
     })
 }
@@ -561,6 +833,7 @@ pub fn args_text(sig: Option<&Signature>, words: &[u64]) -> String {
         .iter()
         .zip(sig.layout())
         .map(|(p, l)| match (word(&a, l), p.ty.comparable()) {
+            (Some(v), true) if matches!(p.ty, Ty::Len(_)) => format!("{}.len={v}", p.name),
             (Some(v), true) => format!("{}={}", p.name, show(&p.ty, v)),
             (_, false) => format!("{}: {}", p.name, p.ty.name()),
             (None, true) => format!("{}=?", p.name),
@@ -575,8 +848,12 @@ pub fn ret_text(sig: Option<&Signature>, (rax, xmm0): (u64, u64)) -> Option<Stri
         None => Some(show_untyped_ret(rax)),
         Some(Signature { ret: None, .. }) => None,
         Some(Signature { ret: Some(t), .. }) => Some(match t {
+            Ty::Variant {
+                names, payloads, ..
+            } => show_variant(names, payloads, rax, xmm0),
+            Ty::Len(_) => format!("len={rax}"),
             Ty::Float { .. } => show(t, xmm0),
-            _ => show(t, rax),
+            _ => with_errno(t, rax, show(t, rax)),
         }),
     }
 }
@@ -676,6 +953,7 @@ impl Object {
             params,
             ret,
             conv: self.conv,
+            traceable: false,
         })
     }
 
@@ -1035,6 +1313,8 @@ pub struct Origin {
 #[derive(Default)]
 pub struct Signatures {
     origins: HashMap<u32, Origin>,
+    /// `#[traceable]` functions' names (their signatures are in `sigs`).
+    names: HashMap<u32, String>,
     objects: HashMap<String, Option<Object>>,
     sigs: HashMap<u32, Option<Signature>>,
 }
@@ -1058,6 +1338,15 @@ impl Signatures {
     /// Take one function of a `list` reply (those without an object offset,
     /// `#[traceable]` ones, are skipped).
     pub fn add_function(&mut self, f: &serde_json::Value) {
+        if let (Some(i), Some(sig)) = (f["index"].as_u64(), f["signature"].as_str()) {
+            if !sig.is_empty() && f["object_offset"].is_null() {
+                self.sigs
+                    .insert(i as u32, Some(Signature::from_traceable(sig)));
+                self.names
+                    .insert(i as u32, f["name"].as_str().unwrap_or("?").to_string());
+                return;
+            }
+        }
         let (Some(i), Some(file), Some(off)) = (
             f["index"].as_u64(),
             f["file"].as_str(),
@@ -1092,7 +1381,23 @@ impl Signatures {
                 },
             );
         }
+        for (i, sig) in &h.signatures {
+            s.sigs.insert(*i, Some(Signature::from_traceable(sig)));
+            s.names.insert(
+                *i,
+                h.functions.get(*i as usize).cloned().unwrap_or_default(),
+            );
+        }
         s
+    }
+
+    /// The name of function `i`, if its values can be named (debug
+    /// information, or a `#[traceable]` signature).
+    pub fn name_of(&self, i: u32) -> Option<String> {
+        self.origins
+            .get(&i)
+            .map(|o| o.name.clone())
+            .or_else(|| self.names.get(&i).cloned())
     }
 
     /// The functions known, by index.
@@ -1187,6 +1492,9 @@ pub enum Subject {
     Pos(usize),
     /// An argument by name.
     Name(String),
+    /// The variant of a `Result`/`Option` return value (`ret == Err`):
+    /// its name.
+    Variant(String),
 }
 
 /// `--where 'ret < 0'`, `--where 'len > 4096'`, `--where 'arg2 == 0x10'`.
@@ -1228,6 +1536,19 @@ impl Cond {
         if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
             return Err(bad());
         }
+        if matches!(val, "Ok" | "Err" | "Some" | "None") {
+            if !(name == "ret" || name == "retval") || !matches!(op, Op::Eq | Op::Ne) {
+                return Err(format!(
+                    "--where '{s}': a variant compares with the return value by == or != only \
+                     (--where 'ret == Err')"
+                ));
+            }
+            return Ok(Cond {
+                subject: Subject::Variant(val.to_string()),
+                op,
+                value: 0.0,
+            });
+        }
         let value = parse_number(val).ok_or_else(bad)?;
         let subject = if name == "ret" || name == "retval" {
             Subject::Ret
@@ -1245,7 +1566,7 @@ impl Cond {
 
     /// Whether the condition needs the arguments (else the return value).
     pub fn wants_args(&self) -> bool {
-        self.subject != Subject::Ret
+        !matches!(self.subject, Subject::Ret | Subject::Variant(_))
     }
 
     /// Check the condition applies to function `name` with signature `sig`
@@ -1298,6 +1619,17 @@ impl Cond {
             (Subject::Ret, Some(Signature { ret: None, .. })) => Err(format!(
                 "{name} returns nothing (void): --where 'ret …' cannot apply"
             )),
+            (Subject::Variant(v), s) => match s.and_then(|s| s.ret.as_ref()) {
+                Some(Ty::Variant { names, .. }) if names.contains(&v.as_str()) => Ok(()),
+                Some(t) => Err(format!(
+                    "{name} returns {}, which has no variant {v}",
+                    t.name()
+                )),
+                None => Err(format!(
+                    "--where 'ret == {v}' needs a Result or Option return value captured, and \
+                     {name} has none"
+                )),
+            },
             (Subject::Ret, Some(Signature { ret: Some(t), .. })) if !t.comparable() => {
                 Err(format!(
                     "--where cannot compare {name}'s return value ({})",
@@ -1317,10 +1649,27 @@ impl Cond {
         ret: Option<(u64, u64)>,
     ) -> Option<bool> {
         let x = match &self.subject {
+            Subject::Variant(v) => {
+                let (_, variant) = ret?;
+                let Some(Signature {
+                    ret: Some(Ty::Variant { names, .. }),
+                    ..
+                }) = sig
+                else {
+                    return None;
+                };
+                let want = names.iter().position(|n| n == v)?;
+                let is = usize::from(variant != 0) == want;
+                return Some(if self.op == Op::Ne { !is } else { is });
+            }
             Subject::Ret => {
                 let (rax, xmm0) = ret?;
                 match sig {
                     Some(Signature { ret: Some(t), .. }) => match t {
+                        // A Result/Option compares by its payload (none: no match).
+                        Ty::Variant { payloads, .. } => {
+                            number(payloads[usize::from(xmm0 != 0)].as_ref()?, rax)?
+                        }
                         Ty::Float { .. } => number(t, xmm0)?,
                         _ => number(t, rax)?,
                     },
@@ -1336,7 +1685,7 @@ impl Cond {
                         let i = match sub {
                             Subject::Pos(i) => i - 1,
                             Subject::Name(n) => s.params.iter().position(|p| &p.name == n)?,
-                            Subject::Ret => unreachable!(),
+                            Subject::Ret | Subject::Variant(_) => unreachable!(),
                         };
                         let p = s.params.get(i)?;
                         number(&p.ty, word(&a, *s.layout().get(i)?)?)?
@@ -1374,6 +1723,7 @@ impl std::fmt::Display for Cond {
             Subject::Ret => write!(f, "'ret {op} {}'", self.value),
             Subject::Pos(i) => write!(f, "'arg{i} {op} {}'", self.value),
             Subject::Name(n) => write!(f, "'{n} {op} {}'", self.value),
+            Subject::Variant(v) => write!(f, "'ret {op} {v}'"),
         }
     }
 }
@@ -1563,6 +1913,7 @@ mod tests {
                 size: 4,
             }),
             conv: Conv::SysV64,
+            traceable: false,
         };
         let spec = u64::from(
             Capture {
@@ -1591,7 +1942,7 @@ mod tests {
             .contains("no debug information"));
         assert_eq!(args_text(Some(&sig), &words), "len=5000, flags=2");
         assert_eq!(args_text(None, &words), "arg1=0x1388, arg2=0x2");
-        assert_eq!(ret_text(Some(&sig), (rax, 0)).unwrap(), "-22");
+        assert_eq!(ret_text(Some(&sig), (rax, 0)).unwrap(), "-22 (EINVAL)");
         assert_eq!(ret_text(None, (rax & 0xffff_ffff, 0)).unwrap(), "-22");
         assert_eq!(ret_text(None, (0xbeb, 0)).unwrap(), "0xbeb");
     }
@@ -1614,6 +1965,7 @@ mod tests {
             params: vec![int("a"), d.clone(), s.clone(), int("b")],
             ret: None,
             conv: Conv::SysV64,
+            traceable: false,
         };
         assert_eq!(
             sig.layout(),
@@ -1624,6 +1976,7 @@ mod tests {
         // AAPCS64: the 40-byte struct is passed by reference, in x1.
         let sig = Signature {
             conv: Conv::Aapcs64,
+            traceable: false,
             ..sig
         };
         assert_eq!(
@@ -1660,6 +2013,7 @@ mod tests {
             params,
             ret: Some(Ty::Float { size: 8 }),
             conv: Conv::Aapcs64,
+            traceable: false,
         };
         let want: Vec<Loc> = (0..8)
             .map(Loc::Int)
@@ -1671,6 +2025,7 @@ mod tests {
         assert_eq!((c.ints, c.floats, c.stack), (8, 8, 2));
         let x86 = Signature {
             conv: Conv::SysV64,
+            traceable: false,
             ..arm.clone()
         };
         let want: Vec<Loc> = (0..6)
@@ -1733,6 +2088,7 @@ mod tests {
             ],
             ret: None,
             conv: Conv::Aapcs64,
+            traceable: false,
         };
         // a: x0; w: x2-x3; b: x4; p: x5-x6; c: x7; q: stack 0-1; d: stack 2.
         assert_eq!(
@@ -1822,6 +2178,7 @@ mod tests {
             params: params.clone(),
             ret: None,
             conv: Conv::SysV64,
+            traceable: false,
         };
         // p: xmm0-xmm1; a: xmm2; m: xmm3 and rdi; i: rsi; q: stack 0-3;
         // b: xmm4.
@@ -1840,6 +2197,7 @@ mod tests {
             params,
             ret: None,
             conv: Conv::Aapcs64,
+            traceable: false,
         };
         // p: d0-d1; a: d2; m: x0-x1; i: x2; q: d3-d6; b: d7.
         assert_eq!(
@@ -1994,5 +2352,71 @@ mod tests {
         }
         assert_eq!(Conv::of(object::Architecture::Aarch64), Some(Conv::Aapcs64));
         assert_eq!(Conv::of(object::Architecture::X86_64), Some(Conv::SysV64));
+    }
+
+    #[test]
+    fn traceable_values_show_as_the_macro_typed_them() {
+        let sig = Signature::from_traceable(
+            "key:len:&str\nlimit:u32:u32\nmode:-:Mode\nc:char:char\n->res/i32/-:Result<i32, E>\n",
+        );
+        assert_eq!(
+            sig.layout(),
+            vec![Loc::Int(0), Loc::Int(1), Loc::None, Loc::Int(2)]
+        );
+        let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | 3);
+        assert_eq!(
+            args_text(Some(&sig), &[spec, 3, 0xffff_ffff_0000_000a, 'é' as u64]),
+            "key.len=3, limit=10, mode: Mode, c='é'"
+        );
+        // Err(-22) with an errno name; Ok with an integer payload; an
+        // opaque Err payload.
+        assert_eq!(
+            ret_text(Some(&sig), ((-22i64) as u64, 1)).as_deref(),
+            Some("Err(..)")
+        );
+        let sig = Signature::from_traceable("->res/u32/i32:Result<u32, i32>\n");
+        assert_eq!(
+            ret_text(Some(&sig), (0xffff_ffea, 1)).as_deref(),
+            Some("Err(-22 (EINVAL))")
+        );
+        assert_eq!(ret_text(Some(&sig), (30, 0)).as_deref(), Some("Ok(30)"));
+        let sig = Signature::from_traceable("->opt/f64:Option<f64>\n");
+        assert_eq!(
+            ret_text(Some(&sig), (1.5f64.to_bits(), 0)).as_deref(),
+            Some("Some(1.5)")
+        );
+        assert_eq!(ret_text(Some(&sig), (0, 1)).as_deref(), Some("None"));
+        // errno names only for signed integers, -2..-133.
+        let int = |v: i64| {
+            let s = Signature {
+                ret: Some(Ty::Int {
+                    signed: true,
+                    size: 4,
+                }),
+                ..Signature::default()
+            };
+            ret_text(Some(&s), (v as u64, 0)).unwrap()
+        };
+        assert_eq!(int(-2), "-2 (ENOENT)");
+        assert_eq!(int(-1), "-1");
+        assert_eq!(int(-134), "-134");
+        assert_eq!(int(-41), "-41");
+        assert_eq!(ret_text(None, ((-22i64) as u64, 0)).unwrap(), "-22");
+        // --where on a variant.
+        let sig = Signature::from_traceable("->res/u32/i32:Result<u32, i32>\n");
+        let c = Cond::parse("ret == Err").unwrap();
+        assert!(c.check("f", Some(&sig)).is_ok());
+        assert_eq!(c.matches(Some(&sig), None, Some((5, 1))), Some(true));
+        assert_eq!(c.matches(Some(&sig), None, Some((5, 0))), Some(false));
+        assert!(Cond::parse("ret == None")
+            .unwrap()
+            .check("f", Some(&sig))
+            .is_err());
+        assert!(Cond::parse("ret < Err").is_err());
+        let c = Cond::parse("ret < 0").unwrap();
+        assert_eq!(
+            c.matches(Some(&sig), None, Some((0xffff_ffea, 1))),
+            Some(true)
+        );
     }
 }

@@ -10,6 +10,8 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, Item, ItemFn, Stmt};
 
+mod capture;
+
 /// Make a function traceable.
 ///
 /// The function gets an entry pad and an exit pad (in the drop of a guard, so
@@ -47,19 +49,38 @@ use syn::{AttrStyle, Attribute, Block, Expr, ExprAsync, ExprCall, Item, ItemFn, 
 /// }
 /// ```
 ///
+/// **Values.** Enabled with `--args`/`--retval` (`tracer::enable_with`),
+/// the pads capture the parameters the macro can show (integers, floats,
+/// `bool`, `char`, pointers and references as addresses, lengths of `&str`
+/// and slices, and of `String`/`Vec` passed by value) and a return value of
+/// those kinds, as operands of the pads' `asm!` blocks: they are in
+/// registers at the pads already, so a disabled pad costs what it did. A
+/// `Result`, `Option`, `String` or `Vec` return value would have to be
+/// handed over by address (a store and a load in every call, enabled or
+/// not): `#[tracer::traceable(ret)]` asks for that; without it such a
+/// return value is not captured.
+///
 /// It rejects what it cannot trace with a compile error: `const fn` (it may
 /// run at compile time, where there is no pad) and functions without a body.
 #[proc_macro_attribute]
 pub fn traceable(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
-    if !attr.is_empty() {
-        return syn::Error::new(
-            attr.span(),
-            "#[traceable] takes no arguments: write #[tracer::traceable]",
-        )
-        .to_compile_error()
-        .into();
-    }
+    // `ret`: also capture return values the exit pad takes by address.
+    let by_address = match attr.to_string().as_str() {
+        "" => false,
+        "ret" => true,
+        _ => {
+            return syn::Error::new(
+                attr.span(),
+                "#[traceable] takes no arguments but `ret`: write #[tracer::traceable], or \
+                 #[tracer::traceable(ret)] to capture a Result, Option, String or Vec return \
+                 value too (its exit pad then takes the value by address, which costs the \
+                 disabled pad a store and a load)",
+            )
+            .to_compile_error()
+            .into();
+        }
+    };
     let item2 = TokenStream2::from(item.clone());
     let f = match syn::parse2::<ItemFn>(item2) {
         Ok(f) => f,
@@ -75,13 +96,13 @@ pub fn traceable(attr: TokenStream, item: TokenStream) -> TokenStream {
             .into();
         }
     };
-    match expand(f) {
+    match expand(f, by_address) {
         Ok(t) => t.into(),
         Err(e) => e.to_compile_error().into(),
     }
 }
 
-fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
+fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
     let sig = &f.sig;
     if let Some(c) = &sig.constness {
         return Err(syn::Error::new(
@@ -106,6 +127,28 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
     let vis = &f.vis;
     let span = Span::call_site();
 
+    // What the pads capture (sync functions only: an async fn's pads are in
+    // its future, where the parameters are no longer in registers).
+    let plain_sync = sig.asyncness.is_none() && future_tail(&f.block).is_none();
+    // A `#[track_caller]` body must not move into a closure (its panics
+    // would name the closure's caller): no return value there.
+    let track_caller = f.attrs.iter().any(|a| a.path().is_ident("track_caller"));
+    let (param_text, args) = capture::params(sig);
+    let ret = if plain_sync && !track_caller {
+        capture::ret(sig, by_address)
+    } else {
+        None
+    };
+    let sig_text = if plain_sync {
+        let mut t = param_text;
+        if let Some((r, _, _)) = &ret {
+            t.push_str(r);
+        }
+        t
+    } else {
+        String::new()
+    };
+
     let items = quote_spanned! {span=>
         #[doc(hidden)]
         fn __tracer_path() -> &'static str {
@@ -117,6 +160,7 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
             ident: #ident_str,
             file: ::core::file!(),
             line: ::core::line!(),
+            sig: #sig_text,
         };
     };
 
@@ -146,6 +190,37 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
         }
     } else {
         let block = &f.block;
+        let plain_entry = quote_spanned! {span=>
+            // SAFETY: the pad is a no-op until enabled; enabled, it calls
+            // the tracer's stub, which preserves every register but r11.
+            #[allow(unused_unsafe)]
+            unsafe { ::tracer::__private::entry_pad!(__TRACER_DESC); }
+        };
+        let entry = if sig.inputs.is_empty() {
+            plain_entry
+        } else {
+            args.pad(false, plain_entry)
+        };
+        let run = match &ret {
+            None => quote_spanned! {span=> #block },
+            Some((_, ty, cap)) => {
+                let plain_exit = quote_spanned! {span=>
+                    // SAFETY: as the entry pad.
+                    #[allow(unused_unsafe)]
+                    unsafe { ::tracer::__private::exit_pad!(__TRACER_DESC); }
+                };
+                let exit = cap.pad(true, plain_exit);
+                // The body runs in a closure so that its `return`s and `?`s
+                // come back here, where the value goes to the exit pad;
+                // the guard stays for the exit of an unwinding panic.
+                quote_spanned! {span=>
+                    let __tracer_ret: #ty = ::tracer::__private::once(move || -> #ty #block);
+                    ::core::mem::forget(__tracer_guard);
+                    #exit
+                    __tracer_ret
+                }
+            }
+        };
         quote_spanned! {span=>
             #items
             #[doc(hidden)]
@@ -159,11 +234,9 @@ fn expand(f: ItemFn) -> syn::Result<TokenStream2> {
                     unsafe { ::tracer::__private::exit_pad!(__TRACER_DESC); }
                 }
             }
-            // SAFETY: as above.
-            #[allow(unused_unsafe)]
-            unsafe { ::tracer::__private::entry_pad!(__TRACER_DESC); }
+            #entry
             let __tracer_guard = __TracerGuard;
-            #block
+            #run
         }
     };
     Ok(quote! {

@@ -113,6 +113,7 @@ pub(crate) fn func_msg(f: &crate::FunctionInfo) -> msg::Function {
         sites: f.sites,
         problems: f.problems.clone(),
         object_offset: f.object_offset,
+        signature: f.signature.clone(),
     }
 }
 

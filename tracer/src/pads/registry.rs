@@ -15,7 +15,7 @@ use crate::arch::{self, Arch};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use tracer_core::backend::{Backend, Insn, PadState};
-use tracer_core::site::SiteRecord;
+use tracer_core::site::{SiteRecord, FLAG_CAPTURE_STUB};
 
 /// One site.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub struct Site {
     pub original: Insn,
     /// Why the site can never be written, if so.
     pub broken: Option<String>,
+    /// The site's capturing stub (`#[traceable]` pads whose macro captures
+    /// values: `tracer_core::site::FLAG_CAPTURE_STUB`), or 0.
+    pub capture_stub: usize,
 }
 
 /// One function.
@@ -53,6 +56,9 @@ pub struct Func {
     pub aliases: Vec<String>,
     /// False once its object was unloaded.
     pub loaded: bool,
+    /// The `#[traceable]` macro's signature text (`FnDesc::sig`; empty
+    /// for compiler-padded functions).
+    pub sig: &'static str,
 }
 
 /// The registry.
@@ -98,6 +104,7 @@ impl Registry {
                     object: None,
                     aliases: Vec::new(),
                     loaded: true,
+                    sig: desc.sig,
                 });
                 funcs.len() - 1
             });
@@ -120,7 +127,12 @@ impl Registry {
                 Site {
                     addr,
                     stub,
-                    kind: rec.kind,
+                    kind: rec.kind & !FLAG_CAPTURE_STUB,
+                    capture_stub: if rec.kind & FLAG_CAPTURE_STUB != 0 {
+                        stub + tracer_core::site::CAPTURE_STUB_OFFSET
+                    } else {
+                        0
+                    },
                     func: fi as u32,
                     original: Insn::new(&bytes[..len]),
                     broken,
@@ -195,6 +207,7 @@ impl Registry {
                         object: Some(path.to_string()),
                         aliases: f.aliases.clone(),
                         loaded: true,
+                        sig: "",
                     });
                     let i = (self.funcs.len() - 1) as u32;
                     self.by_name.insert(key, i);
@@ -233,6 +246,7 @@ impl Registry {
                 func: fi,
                 original: Insn::new(&bytes[..len]),
                 broken,
+                capture_stub: 0,
             });
         }
         let n = added.len();

@@ -18,6 +18,7 @@ pub use tracer_arch_x86::X86_64 as Arch;
 pub use tracer_arch_x86::{
     __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
     __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+    __tracer_x86_capture_pad as capture_pad,
 };
 
 /// AArch64, or on ARMv7 Thumb-2 or A32 as the program was compiled.

@@ -28,6 +28,13 @@ tracer_arch_x86::__tracer_define_capture_trampolines!(
     crate::thread::CAPTURE_LEAN,
     crate::thread::XSAVE_SIZE
 );
+#[cfg(target_arch = "x86_64")]
+tracer_arch_x86::__tracer_define_traceable_capture_trampolines!(
+    crate::thread::on_entry_args,
+    crate::thread::on_exit_args,
+    crate::thread::CAPTURE_LEAN,
+    crate::thread::XSAVE_SIZE
+);
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
 #[cfg(target_arch = "aarch64")]

@@ -176,10 +176,31 @@ pub(crate) fn push_entry(st: &ThreadState, p: &mut Private, func: u32, now: u64,
 /// `rec` must be a site record; for async entries `token` must point at the
 /// future's `u64` slot.
 pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
+    // SAFETY: per the caller.
+    unsafe { entry_body(rec, sp, token, true, |_, _, _| {}) }
+}
+
+/// [`on_entry`]'s work; `values` runs just before the entry event is
+/// written (the capturing hook writes its values events there). Without
+/// `async_sites` (a constant) every record is taken as synchronous, so
+/// `values` has one call site and is inlined (the capturing hooks must
+/// contain no call but to the saving shim: the lean trampolines).
+///
+/// # Safety
+/// As [`on_entry`].
+#[inline(always)]
+pub(crate) unsafe fn entry_body(
+    rec: *const SiteRecord,
+    sp: usize,
+    token: usize,
+    async_sites: bool,
+    values: impl FnOnce(&ThreadState, &mut Private, u32),
+) {
     let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
-        if rec.kind == KIND_ASYNC_ENTRY {
+        if async_sites && rec.kind == KIND_ASYNC_ENTRY {
             // SAFETY: per the caller.
             unsafe { *(token as *mut u64) = now.max(1) };
+            values(st, p, func);
             push_entry(st, p, func, now, FLAG_ASYNC);
         } else {
             // Frames below this one (deeper stack) have returned without a
@@ -204,6 +225,7 @@ pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usiz
                     sp,
                     ret: 0,
                 };
+                values(st, p, func);
                 push_entry(st, p, func, now, 0);
                 p.depth += 1;
             } else {
@@ -227,8 +249,25 @@ pub(crate) const EXIT_SEARCH: usize = 8;
 /// # Safety
 /// As [`on_entry`].
 pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
+    // SAFETY: per the caller.
+    unsafe { exit_body(rec, sp, token, true, |_, _, _, _| {}) }
+}
+
+/// [`on_exit`]'s work; `values` runs just before the exit event is written
+/// (with the exit's depth). `async_sites` as in [`entry_body`].
+///
+/// # Safety
+/// As [`on_entry`].
+#[inline(always)]
+pub(crate) unsafe fn exit_body(
+    rec: *const SiteRecord,
+    sp: usize,
+    token: usize,
+    async_sites: bool,
+    values: impl FnOnce(&ThreadState, &mut Private, u32, usize),
+) {
     let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
-        if rec.kind == KIND_ASYNC_EXIT {
+        if async_sites && rec.kind == KIND_ASYNC_EXIT {
             // SAFETY: per the caller.
             let slot = unsafe { &mut *(token as *mut u64) };
             let t0 = *slot;
@@ -240,6 +279,7 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
                 bump(&st.unmatched);
             } else {
                 *slot = 0;
+                values(st, p, func, p.depth);
                 record_exit(
                     st,
                     p,
@@ -272,6 +312,7 @@ pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize
                     }
                     p.depth = i;
                     if window::current(func, t0) {
+                        values(st, p, func, i);
                         record_exit(st, p, func, now, now.saturating_sub(t0), i, 0);
                     } else {
                         // The entry is from an earlier enabled window: the

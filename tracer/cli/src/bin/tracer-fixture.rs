@@ -9,6 +9,8 @@
 //! (to overrun small buffers). With `TRACER_FIXTURE_OPEN=1` each round also
 //! opens and closes `/dev/null`; if that fails the process prints why and
 //! exits with status 5 (to test that the tracer leaves it descriptors).
+//! With `TRACER_FIXTURE_VALUES=1` each round also calls `lookup` and
+//! `ratio` with known arguments (to test argument and return-value capture).
 use std::hint::black_box;
 
 fn spin(iters: u64) -> u64 {
@@ -56,6 +58,37 @@ fn outer() -> u64 {
     x ^ slow()
 }
 
+/// Not captured: shown by type name.
+#[derive(Clone, Copy)]
+pub struct Mode {
+    strict: bool,
+}
+
+/// `Err(-22)` (EINVAL) for an empty key.
+#[tracer::traceable(ret)]
+fn lookup(key: &str, limit: u32, mode: Mode) -> Result<u32, i32> {
+    if key.is_empty() {
+        return Err(-22);
+    }
+    let n = key.len() as u32 * black_box(limit);
+    Ok(if mode.strict { n } else { n + 1 })
+}
+
+/// `None` when `b` is 0.
+#[tracer::traceable(ret)]
+fn ratio(a: f64, b: i32, on: bool) -> Option<f64> {
+    (b != 0 && on).then(|| a / f64::from(b))
+}
+
+/// The values calls of a round.
+fn values() {
+    let strict = Mode { strict: true };
+    black_box(lookup(black_box("abc"), 10, strict)).ok();
+    black_box(lookup(black_box(""), 7, strict)).ok();
+    black_box(ratio(black_box(3.0), 2, true));
+    black_box(ratio(black_box(1.0), 0, true));
+}
+
 fn main() {
     let threads: usize = std::env::args()
         .nth(1)
@@ -69,12 +102,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let open = std::env::var_os("TRACER_FIXTURE_OPEN").is_some_and(|v| v == "1");
+    let with_values = std::env::var_os("TRACER_FIXTURE_VALUES").is_some_and(|v| v == "1");
     let hs: Vec<_> = (0..threads)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while rounds.is_none_or(|r| i < r) {
                     black_box(outer());
+                    if with_values {
+                        values();
+                    }
                     for j in 0..burst {
                         tiny(j);
                     }

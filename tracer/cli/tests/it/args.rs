@@ -135,7 +135,7 @@ const ALL: &str = "parse,crc32,scale,norm,fact,work,grade,handle";
 fn function_graph_shows_arguments_and_return_values_in_every_pad_mode() {
     let expected = [
         "  parse(len=1024, flags=2); /* = 514 */",
-        "  parse(len=5000, flags=0); /* = -22 */",
+        "  parse(len=5000, flags=0); /* = -22 (EINVAL) */",
         "  crc32(buf=0x…, n=8); /* = 3607554180 */",
         "  scale(x=2.5, f=4); /* = 10 */",
         "  norm(p: struct point, c=BLUE); /* = 12 */",
@@ -146,8 +146,8 @@ fn function_graph_shows_arguments_and_return_values_in_every_pad_mode() {
         "  } /* fact = 6 */",
         "  grade(g='A', ok=true); /* = 'A' */",
         "  handle(len=8192) {",
-        "    parse(len=8192, flags=1); /* = -22 */",
-        "  } /* handle = -22 */",
+        "    parse(len=8192, flags=1); /* = -22 (EINVAL) */",
+        "  } /* handle = -22 (EINVAL) */",
         "  work(i=0); /* = 0 */",
         "  work(i=1); /* = 1 */",
         "  work(i=2); /* = 2 */",
@@ -178,8 +178,8 @@ fn return_values_alone_and_functions_without_capture_side_by_side() {
         graph(&out),
         [
             "  parse(); /* = 514 */",
-            "  parse(); /* = -22 */",
-            "  parse(); /* = -22 */"
+            "  parse(); /* = -22 (EINVAL) */",
+            "  parse(); /* = -22 (EINVAL) */"
         ],
         "{out}"
     );
@@ -240,8 +240,8 @@ fn trace_where_shows_matching_calls_and_says_what_cannot_apply() {
     assert_eq!(
         graph(&out),
         [
-            "  parse(len=5000, flags=0); /* = -22 */",
-            "  parse(len=8192, flags=1); /* = -22 */"
+            "  parse(len=5000, flags=0); /* = -22 (EINVAL) */",
+            "  parse(len=8192, flags=1); /* = -22 (EINVAL) */"
         ],
         "{out}"
     );
@@ -350,12 +350,12 @@ fn recordings_carry_the_values_into_the_exports() {
         calls,
         [
             "parse(len=1024, flags=2) = 514",
-            "parse(len=5000, flags=0) = -22",
+            "parse(len=5000, flags=0) = -22 (EINVAL)",
             "fact(n=1) = 1",
             "fact(n=2) = 2",
             "fact(n=3) = 6",
-            "parse(len=8192, flags=1) = -22",
-            "handle(len=8192) = -22",
+            "parse(len=8192, flags=1) = -22 (EINVAL)",
+            "handle(len=8192) = -22 (EINVAL)",
         ]
     );
     // The report reads it as any recording.
@@ -677,10 +677,162 @@ fn enable_with_capture_on_a_running_program() {
         calls,
         [
             "parse(len=1024, flags=2) = 514",
-            "parse(len=5000, flags=0) = -22",
-            "parse(len=8192, flags=1) = -22",
-            "handle(len=8192) = -22",
+            "parse(len=5000, flags=0) = -22 (EINVAL)",
+            "parse(len=8192, flags=1) = -22 (EINVAL)",
+            "handle(len=8192) = -22 (EINVAL)",
         ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tracer ARGS` on the program's fixture (`TRACER_FIXTURE_VALUES=1`, 2
+/// rounds), run under `run`: (exit code, stdout and stderr, stderr).
+fn run_fixture(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let o = Command::new(TRACER)
+        .current_dir(dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env("TRACER_PRELOAD", preload())
+        .env("TRACER_FIXTURE_ROUNDS", "2")
+        .env("TRACER_FIXTURE_VALUES", "1")
+        .env_remove("TRACER_ENABLE")
+        .env_remove("TRACER_CAPTURE")
+        .env_remove("LD_PRELOAD")
+        .args(args)
+        .output()
+        .unwrap();
+    // The trace and the histograms go to stderr without `-o`: both are
+    // searched.
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (
+        o.status.code().unwrap_or(-1),
+        format!("{}{err}", String::from_utf8_lossy(&o.stdout)),
+        err,
+    )
+}
+
+#[test]
+fn traceable_functions_show_their_values_in_the_graph_the_report_and_where() {
+    use super::helpers::FIXTURE;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tracer-args-rs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pattern = "lookup ratio";
+    // function_graph: names and types from the macro; a struct by name;
+    // Result/Option variants with their payloads; errno names.
+    let (code, out, err) = run_fixture(
+        &[
+            "run", "--enable", pattern, "--args", "--retval", "--trace", "--", FIXTURE,
+        ],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    let round = [
+        "  tracer_fixture::lookup(key.len=3, limit=10, mode: Mode); /* = Ok(30) */",
+        "  tracer_fixture::lookup(key.len=0, limit=7, mode: Mode); /* = Err(-22 (EINVAL)) */",
+        "  tracer_fixture::ratio(a=3, b=2, on=true); /* = Some(1.5) */",
+        "  tracer_fixture::ratio(a=1, b=0, on=true); /* = None */",
+    ];
+    assert_eq!(graph(&out), [round, round].concat(), "{out}\n{err}");
+    // Enabled without capture: no values.
+    let (code, out, err) = run_fixture(
+        &["run", "--enable", "lookup", "--trace", "--", FIXTURE],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert_eq!(
+        graph(&out),
+        ["  tracer_fixture::lookup();"; 4],
+        "{out}\n{err}"
+    );
+    // --where on the variant and on the payload.
+    let (code, out, err) = run_fixture(
+        &[
+            "run",
+            "--enable",
+            pattern,
+            "--retval",
+            "--args",
+            "--hist",
+            "--where",
+            "ret == Err",
+            "--",
+            FIXTURE,
+        ],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        out.contains("# --where: 2 of 8 calls matched 'ret == Err'"),
+        "{out}\n{err}"
+    );
+    let (code, out, err) = run_fixture(
+        &[
+            "run",
+            "--enable",
+            "lookup",
+            "--retval",
+            "--args",
+            "--hist",
+            "--where",
+            "limit > 8",
+            "--",
+            FIXTURE,
+        ],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    assert!(
+        out.contains("# --where: 2 of 4 calls matched 'limit > 8'"),
+        "{out}\n{err}"
+    );
+    // A recording keeps them: report's values section and JSON rows.
+    let rec = dir.join("v.rec");
+    let (code, out, err) = run_fixture(
+        &[
+            "run",
+            "--enable",
+            pattern,
+            "--args",
+            "--retval",
+            "--record",
+            rec.to_str().unwrap(),
+            "--",
+            FIXTURE,
+        ],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    let o = Command::new(TRACER)
+        .args(["report", rec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("tracer_fixture::lookup  returns: Err(-22 (EINVAL)) ×2, Ok(30) ×2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tracer_fixture::ratio  returns: None ×2, Some(1.5) ×2"),
+        "{text}"
+    );
+    let o = Command::new(TRACER)
+        .args(["report", rec.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let lookup = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "tracer_fixture::lookup")
+        .unwrap();
+    let args = lookup["slowest"]["args"].as_str().unwrap();
+    assert!(
+        args == "key.len=3, limit=10, mode: Mode" || args == "key.len=0, limit=7, mode: Mode",
+        "{lookup}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
