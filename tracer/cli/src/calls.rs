@@ -173,8 +173,17 @@ impl Walker {
             }
             KIND_EXIT => {
                 t.leave_from(tid, d + 1, e.ts, f);
-                let matched =
-                    t.open.get(d).copied().flatten().is_some() && t.stack.get(d) == Some(&e.func);
+                let entered_here = t.open.get(d).copied().flatten().is_some();
+                let same = t.stack.get(d) == Some(&e.func);
+                if entered_here && !same {
+                    // The call open at this depth is another function's:
+                    // its exit (and this call's entry) were lost, so the
+                    // thread left it without a return we saw. It was a
+                    // call: count it as left (the entry is in every export
+                    // too), never drop it.
+                    t.leave_from(tid, d, e.ts, f);
+                }
+                let matched = entered_here && same;
                 let children = std::mem::take(&mut t.acc[d + 1]);
                 let own = e.dur.saturating_sub(children);
                 t.acc[d] = t.acc[d].saturating_add(e.dur);
@@ -250,6 +259,24 @@ mod tests {
         }
         w.finish(&mut f);
         out
+    }
+
+    #[test]
+    fn an_exit_of_another_function_leaves_the_call_open_at_its_depth() {
+        // Function 1 entered at depth 1; its exit and function 2's entry
+        // lost (a full ring); function 2's exit at depth 1. Function 1 is a
+        // call left (every export shows its entry), function 2 a call whose
+        // entry was not seen.
+        let evs = [
+            ev(100, 0, 0, 0, KIND_ENTRY),
+            ev(110, 0, 1, 1, KIND_ENTRY),
+            ev(150, 20, 2, 1, KIND_EXIT),
+            ev(200, 100, 0, 0, KIND_EXIT),
+        ];
+        assert_eq!(
+            walk(&evs),
+            ["left 1 110..150 [0, 1]", "ret 2 20 20", "ret 0 100 80"]
+        );
     }
 
     #[test]
