@@ -55,6 +55,19 @@ impl Backend for X86_64 {
         if bytes[0] == INT3 {
             return Ok(PadState::Trapped);
         }
+        // The two forms every batch meets, without the decoder (the same
+        // answers as its: `0f 1f 44 00 xx` is a 5-byte NOP, `e8` a call rel32).
+        if bytes[..4] == NOP5[..4] {
+            return Ok(PadState::Disabled);
+        }
+        if bytes[0] == 0xe8 {
+            let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+            return Ok(PadState::Enabled {
+                target: (addr as u64)
+                    .wrapping_add(SITE_LEN as u64)
+                    .wrapping_add(rel as i64 as u64) as usize,
+            });
+        }
         let insn = decode(addr, &bytes[..SITE_LEN]);
         if insn.len() != SITE_LEN {
             return Err(err());
@@ -102,7 +115,8 @@ impl Backend for X86_64 {
     fn plan_each(_addr: usize, old: &Insn, new: &Insn, emit: &mut EmitWrite<'_>) {
         let (o, n) = (old.bytes(), new.bytes());
         emit(0, 0, &[INT3], true);
-        if o[1..] != n[1..] {
+        // (`iter().eq` rather than `!=` on the slices: no `memcmp` call.)
+        if !o[1..].iter().eq(n[1..].iter()) {
             emit(1, 1, &n[1..], false);
         }
         emit(2, 0, &n[..1], true);

@@ -12,7 +12,7 @@
 use std::fmt;
 
 /// Longest instruction any backend patches, in bytes.
-pub const MAX_INSN: usize = 16;
+pub const MAX_INSN: usize = 8;
 
 /// The bytes of one instruction (at most [`MAX_INSN`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +27,7 @@ impl Insn {
     /// # Panics
     /// If `bytes` is empty or longer than [`MAX_INSN`]: backends only build
     /// instructions of their own fixed sizes.
+    #[inline]
     pub fn new(bytes: &[u8]) -> Insn {
         assert!(
             !bytes.is_empty() && bytes.len() <= MAX_INSN,
@@ -34,7 +35,11 @@ impl Insn {
             bytes.len()
         );
         let mut b = [0u8; MAX_INSN];
-        b[..bytes.len()].copy_from_slice(bytes);
+        // A loop rather than `copy_from_slice`: a few bytes, and no call to
+        // `memcpy` for them (batches make tens of thousands).
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = *s;
+        }
         Insn {
             len: bytes.len() as u8,
             bytes: b,
