@@ -239,6 +239,10 @@ pub fn all() -> impl Iterator<Item = &'static ThreadState> {
 /// before any pad is enabled.
 pub fn init(nfuncs: usize) {
     NFUNCS.store(nfuncs, Ordering::Release);
+    #[cfg(target_arch = "x86_64")]
+    if tp::static_offset().is_none() {
+        tp::probe_static();
+    }
     if CAPACITY.load(Ordering::Relaxed) == 0 {
         let cap = std::env::var(tracer_core::wire::env::BUFFER_EVENTS)
             .ok()

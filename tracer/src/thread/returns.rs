@@ -126,6 +126,35 @@ pub(crate) unsafe fn fentry_body(
         // SAFETY: per the caller, `slot` is a live stack word.
         let old = unsafe { *(slot as *const usize) };
         let tail = fret != 0 && is_tail(old, fret);
+        // The common case first: returns are hooked, not a tail call, no
+        // frame to drop or hook again, room on the shadow stack. The same as
+        // the general path below, whose loop would then stop at once.
+        if fret != 0 && !tail && !p.rehook {
+            let keep_top = p
+                .depth
+                .checked_sub(1)
+                .and_then(|i| p.shadow.get(i))
+                .is_none_or(|top| {
+                    !(top.sp < frame && frame - top.sp < STACK_SPAN) && top.sp != frame
+                });
+            if keep_top {
+                if let Some(sl) = p.shadow.get_mut(p.depth) {
+                    *sl = Frame {
+                        func,
+                        unhooked: 0,
+                        ts: now,
+                        sp: frame,
+                        ret: old,
+                    };
+                    // SAFETY: per the caller; the return now goes through the trampoline.
+                    unsafe { *(slot as *mut usize) = hook_with(fret) };
+                    before.entry(st, p);
+                    push_entry(st, p, func, now, 0);
+                    p.depth += 1;
+                    return;
+                }
+            }
+        }
         while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
             let below = top.sp < frame && frame - top.sp < STACK_SPAN;
             let same_dead = top.sp == frame && !tail;
@@ -234,7 +263,12 @@ pub(crate) fn with_own<R>(f: impl FnOnce(&ThreadState, &mut Private, bool) -> R)
     }
     // SAFETY: blocks are never unmapped.
     let st = unsafe { &*st };
-    let was_busy = st.busy.swap(true, Ordering::Relaxed);
+    // A load and a store, not a swap: `swap` is a locked `xchg` (a full
+    // barrier, the dearest instruction of a hooked return). Only this thread
+    // and signal handlers that interrupt it touch the flag, and a handler
+    // that runs between the two puts it back as it found it.
+    let was_busy = st.busy.load(Ordering::Relaxed);
+    st.busy.store(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     // SAFETY: the private part belongs to this thread.
     let r = f(st, unsafe { &mut *st.private.get() }, was_busy);
@@ -306,6 +340,19 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
 pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     let now = hook_now();
     let ret = with_own(|st, p, was_busy| {
+        // The common case first: the newest frame is this return's, and no
+        // tail-called frame shares its slot (it is the top). The same as the
+        // general search below finding `i = depth - 1`.
+        if let Some(&f) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+            if f.sp == slot && f.ret > TAIL && f.unhooked == 0 && !was_busy {
+                let i = p.depth - 1;
+                before.exit(st, p, f.func, i);
+                record_exit(st, p, f.func, now, now.saturating_sub(f.ts), i, 0);
+                p.depth = i;
+                p.overflow = 0;
+                return f.ret;
+            }
+        }
         let mut found = None;
         for i in (0..p.depth).rev() {
             if let Some(f) = p.shadow.get(i) {
