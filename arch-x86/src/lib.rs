@@ -60,7 +60,7 @@ impl Backend for X86_64 {
         if bytes[..4] == NOP5[..4] {
             return Ok(PadState::Disabled);
         }
-        if bytes[0] == 0xe8 {
+        if bytes[0] == 0xe8 || bytes[0] == 0xe9 {
             let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
             return Ok(PadState::Enabled {
                 target: (addr as u64)
@@ -73,7 +73,7 @@ impl Backend for X86_64 {
             return Err(err());
         }
         match insn.code() {
-            Code::Call_rel32_64 => Ok(PadState::Enabled {
+            Code::Call_rel32_64 | Code::Jmp_rel32_64 => Ok(PadState::Enabled {
                 target: insn.near_branch_target() as usize,
             }),
             _ if insn.mnemonic() == Mnemonic::Nop => Ok(PadState::Disabled),
@@ -90,6 +90,15 @@ impl Backend for X86_64 {
         })?;
         let r = rel.to_le_bytes();
         Ok(Insn::new(&[0xe8, r[0], r[1], r[2], r[3]]))
+    }
+
+    /// `jmp rel32` (`e9`): an enabled compiler pad jumps to its entry stub,
+    /// which pushes the pad's return address itself (see
+    /// [`pad::encode_entry_stub`]).
+    fn encode_jump(addr: usize, target: usize) -> Result<Insn, EncodeError> {
+        let mut i = Self::encode_call(addr, target)?.bytes().to_vec();
+        i[0] = 0xe9;
+        Ok(Insn::new(&i))
     }
 
     fn encode_nop(_addr: usize) -> Insn {
@@ -128,10 +137,20 @@ impl Backend for X86_64 {
     }
 
     /// Emulate the new instruction: CALL pushes `site + 5` and jumps to the
-    /// target; a NOP (or [`TrapPolicy::Skip`]) continues at `site + 5`.
+    /// target, JMP only jumps; a NOP (or [`TrapPolicy::Skip`]) continues at
+    /// `site + 5`.
     fn resume_at(ctx: &TrapContext, site: &InflightSite, policy: TrapPolicy) -> TrapOutcome {
         let next = site.addr + SITE_LEN;
         match (policy, site.call_target) {
+            // A jump (`e9`): no return address.
+            (TrapPolicy::Emulate, Some(target)) if site.new.bytes().first() == Some(&0xe9) => {
+                TrapOutcome::Resume {
+                    pc: target,
+                    sp: ctx.sp,
+                    lr: ctx.lr,
+                    push: None,
+                }
+            }
             (TrapPolicy::Emulate, Some(target)) => TrapOutcome::Resume {
                 pc: target,
                 sp: ctx.sp - 8,

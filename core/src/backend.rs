@@ -275,6 +275,15 @@ pub trait Backend {
     /// The bytes that make the site at `addr` call `target`.
     fn encode_call(addr: usize, target: usize) -> Result<Insn, EncodeError>;
 
+    /// The bytes that make the site at `addr` jump to `target`, pushing no
+    /// return address ([`crate::engine::Want::Jump`]; x86-64 compiler pads,
+    /// whose stub pushes it itself). [`Backend::classify`] must report the
+    /// jump as [`PadState::Enabled`] with its target. Backends whose sites
+    /// are never asked to jump keep the default: a call.
+    fn encode_jump(addr: usize, target: usize) -> Result<Insn, EncodeError> {
+        Self::encode_call(addr, target)
+    }
+
     /// The canonical no-op for the site at `addr`. The engine restores the
     /// pad's original bytes when it has them; this is for pads it made itself.
     fn encode_nop(addr: usize) -> Insn;

@@ -63,6 +63,12 @@ pub enum Want {
         /// The trampoline or stub the call goes to.
         target: usize,
     },
+    /// A jump to `target` ([`Backend::encode_jump`]): the stub pushes what
+    /// the call would have.
+    Jump {
+        /// The stub the jump goes to.
+        target: usize,
+    },
     /// Its original no-op, taken back from a call to `from`.
     Nop {
         /// The pad's bytes as the compiler left them.
@@ -178,11 +184,13 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
                 });
                 continue;
             }
-            (Want::Call { target }, PadState::Enabled { target: t }) if t == target => {
+            (Want::Call { target } | Want::Jump { target }, PadState::Enabled { target: t })
+                if t == target =>
+            {
                 report.unchanged.push(req.addr);
                 continue;
             }
-            (Want::Call { .. }, PadState::Enabled { target: t })
+            (Want::Call { .. } | Want::Jump { .. }, PadState::Enabled { target: t })
             | (Want::Nop { .. }, PadState::Enabled { target: t }) => {
                 if let Want::Nop { original, from } = req.want {
                     if t == from {
@@ -207,6 +215,16 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
                 continue;
             }
             (Want::Call { target }, PadState::Disabled) => match B::encode_call(req.addr, target) {
+                Ok(insn) => (insn, Some(target)),
+                Err(e) => {
+                    report.skipped.push(Skipped {
+                        addr: req.addr,
+                        reason: SkipReason::Encode(e),
+                    });
+                    continue;
+                }
+            },
+            (Want::Jump { target }, PadState::Disabled) => match B::encode_jump(req.addr, target) {
                 Ok(insn) => (insn, Some(target)),
                 Err(e) => {
                     report.skipped.push(Skipped {

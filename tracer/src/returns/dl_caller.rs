@@ -68,7 +68,7 @@ pub unsafe extern "C" fn prep(slot: usize, which: usize) -> usize {
     if fret != 0 && thread::is_fret(unsafe { *(slot as *const usize) }, fret) {
         // SAFETY: a hooked return whose frame is keyed by its slot, on
         // this thread, as the return trampoline would pass it.
-        let ret = unsafe { thread::on_fret(slot) };
+        let ret = unsafe { thread::on_fret(slot) }.ret;
         // SAFETY: as above.
         unsafe { *(slot as *mut usize) = ret };
     }
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn prep(ret: usize, key: usize, which: usize) -> Branch {
     let ret = if fret != 0 && ret == fret {
         // SAFETY: a hooked return whose frame is keyed by `key`, on
         // this thread, as the return trampoline would pass it.
-        unsafe { thread::on_fret(key) }
+        unsafe { thread::on_fret(key) }.ret
     } else {
         ret
     };

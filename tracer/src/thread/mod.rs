@@ -145,6 +145,11 @@ pub(crate) struct Private {
     /// frame given back to an unwinder is hooked again with that trampoline
     /// (a stale pair only makes a plain frame's return value recorded).
     captured: [(usize, u32); MAX_DEPTH],
+    /// x86-64: the slot of each shadow frame whose entry pushed the return
+    /// trampoline on the return-stack predictor's stack (its return leaves
+    /// by `ret`, which is then predicted); by depth, 0 for others. A hint
+    /// only: a stale entry costs a mispredicted return, nothing else.
+    pushed: [usize; MAX_DEPTH],
 }
 
 /// The offsets the return trampoline's unwind rule reads to find a hooked

@@ -61,11 +61,12 @@ pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
+pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     let frame = slot;
     #[cfg(not(target_arch = "x86_64"))]
     let frame = _frame;
+    let pushed = std::cell::Cell::new(false);
     // SAFETY: per the caller.
     unsafe {
         fentry_body(
@@ -74,8 +75,32 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
             frame,
             |old, fret| old == fret,
             |fret| fret,
-            NoValues,
+            Plain(&pushed),
         )
+    };
+    // x86-64: the entry trampoline then enters the function through
+    // `__tracer_v1_fret_push` (AArch64's ignores it).
+    usize::from(pushed.get())
+}
+
+/// The plain entry hook's values: none, but a frame whose slot it hooked
+/// is marked as entered through `__tracer_v1_fret_push` (x86-64), and the
+/// flag set for the trampoline.
+struct Plain<'a>(&'a std::cell::Cell<bool>);
+
+impl Values for Plain<'_> {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+    #[inline(always)]
+    fn hooked(&self, p: &mut Private, slot: usize) {
+        if cfg!(target_arch = "x86_64") {
+            if let Some(m) = p.pushed.get_mut(p.depth) {
+                *m = slot;
+                self.0.set(true);
+            }
+        }
     }
 }
 
@@ -88,6 +113,15 @@ pub(crate) trait Values {
     fn entry(&self, st: &ThreadState, p: &mut Private);
     /// Just before the exit event of `func` at `depth` is pushed.
     fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize);
+    /// The entry at `p.depth` just swapped the return address in `slot`
+    /// for the return trampoline's. By default its frame is marked as not
+    /// entered through `__tracer_v1_fret_push` (see [`Private::pushed`]).
+    #[inline(always)]
+    fn hooked(&self, p: &mut Private, _slot: usize) {
+        if let Some(m) = p.pushed.get_mut(p.depth) {
+            *m = 0;
+        }
+    }
 }
 
 /// The plain hooks: no values.
@@ -148,6 +182,7 @@ pub(crate) unsafe fn fentry_body(
                     };
                     // SAFETY: per the caller; the return now goes through the trampoline.
                     unsafe { *(slot as *mut usize) = hook_with(fret) };
+                    before.hooked(p, slot);
                     before.entry(st, p);
                     push_entry(st, p, func, now, 0);
                     p.depth += 1;
@@ -195,6 +230,7 @@ pub(crate) unsafe fn fentry_body(
             if !tail {
                 // SAFETY: per the caller; the return now goes through the trampoline.
                 unsafe { *(slot as *mut usize) = hook_with(fret) };
+                before.hooked(p, slot);
             }
             before.entry(st, p);
             push_entry(st, p, func, now, 0);
@@ -322,9 +358,23 @@ pub fn unwind_limit() -> usize {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
+pub unsafe extern "C" fn on_fret(slot: usize) -> Returned {
     // SAFETY: per the caller.
-    unsafe { fret_body(slot, NoValues) }
+    let (ret, pushed) = unsafe { fret_pair(slot, NoValues) };
+    Returned {
+        ret,
+        pushed: usize::from(pushed),
+    }
+}
+
+/// What [`on_fret`] gives the return trampoline (in `rax` and `rdx`).
+#[repr(C)]
+pub struct Returned {
+    /// Where the function returns.
+    pub ret: usize,
+    /// Non-zero: its entry pushed the return trampoline on the return-stack
+    /// predictor's stack (x86-64), so the trampoline leaves by `ret`.
+    pub pushed: usize,
 }
 
 /// The body of [`on_fret`], shared with the capturing hook: `before`'s
@@ -338,7 +388,23 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
     allow(dead_code)
 )]
 pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
+    // SAFETY: per the caller.
+    unsafe { fret_pair(slot, before) }.0
+}
+
+/// [`fret_body`], and whether the frame's entry went through
+/// `__tracer_v1_fret_push` (see [`Private::pushed`]).
+///
+/// # Safety
+/// As [`on_fret`].
+#[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+unsafe fn fret_pair(slot: usize, before: impl Values) -> (usize, bool) {
     let now = hook_now();
+    let mut pushed = false;
     let ret = with_own(|st, p, was_busy| {
         // The common case first: the newest frame is this return's, and no
         // tail-called frame shares its slot (it is the top). The same as the
@@ -348,6 +414,10 @@ pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
                 let i = p.depth - 1;
                 before.exit(st, p, f.func, i);
                 record_exit(st, p, f.func, now, now.saturating_sub(f.ts), i, 0);
+                if let Some(m) = p.pushed.get_mut(i) {
+                    pushed = *m == slot;
+                    *m = 0;
+                }
                 p.depth = i;
                 p.overflow = 0;
                 return f.ret;
@@ -420,9 +490,9 @@ pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     .unwrap_or(0);
     if ret == 0 {
         // Through the shim: the hook itself makes no other call (lean check).
-        return call_slow_arg(lost_return, slot);
+        return (call_slow_arg(lost_return, slot), false);
     }
-    ret
+    (ret, pushed)
 }
 
 /// A hooked return with no record: the return address is unknown. Never
