@@ -383,10 +383,7 @@ pub struct Returned {
 /// # Safety
 /// As [`on_fret`].
 #[inline(always)]
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     // SAFETY: per the caller.
     unsafe { fret_pair(slot, before) }.0
