@@ -244,10 +244,6 @@ pub fn all() -> impl Iterator<Item = &'static ThreadState> {
 /// before any pad is enabled.
 pub fn init(nfuncs: usize) {
     NFUNCS.store(nfuncs, Ordering::Release);
-    #[cfg(target_arch = "x86_64")]
-    if tp::static_offset().is_none() {
-        tp::probe_static();
-    }
     if CAPACITY.load(Ordering::Relaxed) == 0 {
         let cap = std::env::var(tracer_core::wire::env::BUFFER_EVENTS)
             .ok()
@@ -292,4 +288,12 @@ pub const MAX_EVENTS: usize = 1 << 26;
 /// The ring capacity for new threads.
 pub fn capacity() -> usize {
     CAPACITY.load(Ordering::Relaxed)
+}
+
+/// On a thread the runtime started: let the hooks find thread blocks at
+/// their static TLS offset where there is one (x86-64; see
+/// [`tp::probe_static`]).
+pub fn probe_tls() {
+    #[cfg(target_arch = "x86_64")]
+    tp::probe_static();
 }

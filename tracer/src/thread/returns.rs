@@ -62,6 +62,81 @@ pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
     allow(dead_code)
 )]
 pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) -> usize {
+    // x86-64: the common case in few registers (no callee-saved register to
+    // save and restore), the rest in `on_fentry_slow`, tail-called.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(now) = clock::fast_now() {
+        let st = this_thread();
+        if !st.is_null() && st as usize != tp::INIT {
+            // SAFETY: blocks are never unmapped.
+            let st = unsafe { &*st };
+            if !st.busy.load(Ordering::Relaxed) {
+                st.busy.store(true, Ordering::Relaxed);
+                compiler_fence(Ordering::SeqCst);
+                // SAFETY: the private part belongs to this thread; `slot` is
+                // a live stack word (per the caller).
+                let hooked =
+                    unsafe { fentry_fast(st, &mut *st.private.get(), func as u32, slot, now) };
+                compiler_fence(Ordering::SeqCst);
+                st.busy.store(false, Ordering::Relaxed);
+                if hooked {
+                    return 1;
+                }
+            }
+        }
+    }
+    // SAFETY: per the caller.
+    unsafe { on_fentry_slow(func, slot, _frame) }
+}
+
+/// The common entry, as [`fentry_body`]'s own fast path does it: returns
+/// hooked, not a tail call, no frame to drop or hook again, room on the
+/// shadow stack. `false`: nothing done, take the general path.
+///
+/// # Safety
+/// As [`on_fentry`] (`slot` is also the frame's key, x86-64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fentry_fast(st: &ThreadState, p: &mut Private, func: u32, slot: usize, now: u64) -> bool {
+    let fret = FRET.load(Ordering::Relaxed);
+    // SAFETY: per the caller, `slot` is a live stack word.
+    let old = unsafe { *(slot as *const usize) };
+    if fret == 0 || old == fret || p.rehook {
+        return false;
+    }
+    let keep_top = p
+        .depth
+        .checked_sub(1)
+        .and_then(|i| p.shadow.get(i))
+        .is_none_or(|top| !(top.sp < slot && slot - top.sp < STACK_SPAN) && top.sp != slot);
+    if !keep_top {
+        return false;
+    }
+    let depth = p.depth;
+    let (Some(sl), Some(m)) = (p.shadow.get_mut(depth), p.pushed.get_mut(depth)) else {
+        return false;
+    };
+    *sl = Frame {
+        func,
+        unhooked: 0,
+        ts: now,
+        sp: slot,
+        ret: old,
+    };
+    *m = slot;
+    // SAFETY: per the caller; the return now goes through the trampoline.
+    unsafe { *(slot as *mut usize) = fret };
+    push_entry(st, p, func, now, 0);
+    p.depth = depth + 1;
+    true
+}
+
+/// [`on_fentry`]'s general path.
+///
+/// # Safety
+/// As [`on_fentry`].
+#[inline(never)]
+unsafe extern "C" fn on_fentry_slow(func: usize, slot: usize, _frame: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     let frame = slot;
     #[cfg(not(target_arch = "x86_64"))]
@@ -359,8 +434,54 @@ pub fn unwind_limit() -> usize {
     allow(dead_code)
 )]
 pub unsafe extern "C" fn on_fret(slot: usize) -> Returned {
+    // The common case in few registers, as `fret_pair`'s own fast path does
+    // it; the rest in `on_fret_slow`, tail-called with the timestamp.
+    let Some(now) = clock::fast_now() else {
+        // SAFETY: per the caller.
+        return unsafe { on_fret_slow(slot, hook_now()) };
+    };
+    let st = this_thread();
+    if !st.is_null() && st as usize != tp::INIT {
+        // SAFETY: blocks are never unmapped.
+        let st = unsafe { &*st };
+        if !st.busy.load(Ordering::Relaxed) {
+            st.busy.store(true, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: the private part belongs to this thread.
+            let p = unsafe { &mut *st.private.get() };
+            let mut r = Returned { ret: 0, pushed: 0 };
+            if let Some(&f) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+                if f.sp == slot && f.ret > TAIL && f.unhooked == 0 {
+                    let i = p.depth - 1;
+                    record_exit(st, p, f.func, now, now.saturating_sub(f.ts), i, 0);
+                    if let Some(m) = p.pushed.get_mut(i) {
+                        r.pushed = usize::from(*m == slot);
+                        *m = 0;
+                    }
+                    p.depth = i;
+                    p.overflow = 0;
+                    r.ret = f.ret;
+                }
+            }
+            compiler_fence(Ordering::SeqCst);
+            st.busy.store(false, Ordering::Relaxed);
+            if r.ret != 0 {
+                return r;
+            }
+        }
+    }
     // SAFETY: per the caller.
-    let (ret, pushed) = unsafe { fret_pair(slot, NoValues) };
+    unsafe { on_fret_slow(slot, now) }
+}
+
+/// [`on_fret`]'s general path, with the timestamp already taken.
+///
+/// # Safety
+/// As [`on_fret`].
+#[inline(never)]
+unsafe extern "C" fn on_fret_slow(slot: usize, now: u64) -> Returned {
+    // SAFETY: per the caller.
+    let (ret, pushed) = unsafe { fret_pair(slot, now, NoValues) };
     Returned {
         ret,
         pushed: usize::from(pushed),
@@ -386,7 +507,7 @@ pub struct Returned {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     // SAFETY: per the caller.
-    unsafe { fret_pair(slot, before) }.0
+    unsafe { fret_pair(slot, hook_now(), before) }.0
 }
 
 /// [`fret_body`], and whether the frame's entry went through
@@ -399,8 +520,7 @@ pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-unsafe fn fret_pair(slot: usize, before: impl Values) -> (usize, bool) {
-    let now = hook_now();
+unsafe fn fret_pair(slot: usize, now: u64, before: impl Values) -> (usize, bool) {
     let mut pushed = false;
     let ret = with_own(|st, p, was_busy| {
         // The common case first: the newest frame is this return's, and no

@@ -114,63 +114,53 @@ pub(crate) mod tp {
     }
 
     /// Find whether `STATE` is at one offset from the thread pointer in
-    /// every thread, and make [`get`] read it there. Called once, before any
-    /// pad is enabled.
+    /// every thread, and make [`get`] read it there. Run on a thread the
+    /// runtime started (the collector's); until then, and if it finds
+    /// nothing, the table is used.
     ///
     /// An object loaded with the program (the preload library, a program
     /// linked with the tracer) has its TLS in the static TLS block, which
-    /// glibc places just below each thread's control block, at the top of
-    /// the thread's stack mapping, at the same offset in every thread. An
-    /// object loaded later by `dlopen` (`tracer attach`) gets its TLS
-    /// allocated on the heap, per thread, when a thread first uses it. A
-    /// fresh thread tells them apart: its `STATE` lies inside its own stack
-    /// mapping only in the first case (a heap block never does). Elsewhere
-    /// than glibc, or if the probe cannot run, the table stays in use.
+    /// glibc places, in every thread but the main one, just below the
+    /// thread's control block at the top of its stack mapping, at the same
+    /// offset from the thread pointer in every thread. An object loaded
+    /// later by `dlopen` (`tracer attach`) has its TLS allocated on the heap,
+    /// per thread. So `STATE` lies inside this thread's own stack mapping
+    /// only in the first case (a heap block never does). Elsewhere than
+    /// glibc, on the main thread, or if the stack cannot be found, nothing
+    /// changes. (A thread made only for the probe was tried: under heavy
+    /// load, the exiting thread stayed listed with every signal blocked long
+    /// enough for the next batch to refuse to patch.)
     pub fn probe_static() {
         #[cfg(target_env = "gnu")]
         {
-            extern "C" fn probe(_: *mut libc::c_void) -> *mut libc::c_void {
-                let at = super::STATE.with(|s| s as *const _ as usize);
-                let tp = thread_pointer();
-                // SAFETY: a zeroed attribute filled in for this very thread,
-                // destroyed after use; the out-pointers are valid.
-                let inside = unsafe {
-                    let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-                    if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                        return std::ptr::null_mut();
-                    }
-                    let mut lo: *mut libc::c_void = std::ptr::null_mut();
-                    let mut size = 0usize;
-                    let ok = libc::pthread_attr_getstack(&attr, &mut lo, &mut size) == 0;
-                    libc::pthread_attr_destroy(&mut attr);
-                    ok && (lo as usize) <= at && at + 8 <= lo as usize + size
-                };
-                if inside && at < tp {
-                    // `fs:[off]` wraps around to `tp - (2^64 - off)` = `at`.
-                    STATIC_OFFSET.store(at.wrapping_sub(tp), Ordering::Relaxed);
-                }
-                std::ptr::null_mut()
-            }
-            if std::env::var_os("TRACER_NO_STATIC_TLS").is_some() {
+            if std::env::var_os("TRACER_NO_STATIC_TLS").is_some()
+                || STATIC_OFFSET.load(Ordering::Relaxed) != 0
+            {
                 return;
             }
-            let mut t: libc::pthread_t = 0;
-            // SAFETY: `probe` has the start routine's signature and uses no
-            // argument; the thread is joined before returning.
-            unsafe {
-                if libc::pthread_create(&mut t, std::ptr::null(), probe, std::ptr::null_mut()) == 0
-                {
-                    libc::pthread_join(t, std::ptr::null_mut());
-                }
+            // SAFETY: no preconditions.
+            if unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() } {
+                return;
             }
-        }
-    }
-
-    /// Whether [`get`] reads the static offset (for `status` and tests).
-    pub fn static_offset() -> Option<usize> {
-        match STATIC_OFFSET.load(Ordering::Relaxed) {
-            0 => None,
-            o => Some(o),
+            let at = super::STATE.with(|s| s as *const _ as usize);
+            let tp = thread_pointer();
+            // SAFETY: a zeroed attribute filled in for this very thread,
+            // destroyed after use; the out-pointers are valid.
+            let inside = unsafe {
+                let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+                if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                    return;
+                }
+                let mut lo: *mut libc::c_void = std::ptr::null_mut();
+                let mut size = 0usize;
+                let ok = libc::pthread_attr_getstack(&attr, &mut lo, &mut size) == 0;
+                libc::pthread_attr_destroy(&mut attr);
+                ok && (lo as usize) <= at && at + 8 <= lo as usize + size
+            };
+            if inside && at < tp {
+                // `fs:[off]` wraps around to `tp - (2^64 - off)` = `at`.
+                STATIC_OFFSET.store(at.wrapping_sub(tp), Ordering::Relaxed);
+            }
         }
     }
 
