@@ -17,8 +17,8 @@ bottom (libgcc's DW_OP_pick refuses to pick the bottom entry); comments show
 the stack above it. K is the frame's key on the shadow stack: on x86-64 the
 slot the traced function's `ret` popped (CFA - 8), on AArch64 its entry
 stack pointer (the CFA). v is the frame's return address as it stands: a
-real one is the answer; the trampoline's (`*(v - 8)` is the tag) means it is
-on the shadow stack.
+real one is the answer; the trampoline's (`*(v - 8)` is the tag; x86-64:
+`*(v - 13)`) means it is on the shadow stack.
 """
 import sys
 
@@ -52,14 +52,23 @@ elif arch == "aarch64-saved":
 else:
     sys.exit("fret-cfi.py: x86_64, aarch64 or aarch64-saved")
 
+# Where the tag and the offset to THREADS sit below the trampoline's
+# address. x86-64: a 5-byte `call` comes between them and the trampoline (the
+# entry trampoline calls it so that the return-stack predictor holds the
+# trampoline's address; see arch-x86/src/trampoline.rs).
+if arch == "x86_64":
+    tag_at, threads_at = [("const1u", ["13"])], [("const1u", ["21"])]
+else:
+    tag_at, threads_at = ["lit8"], ["lit16"]
+
 assert all(isinstance(i, tuple) or i in OPS or i.startswith("L:") for i in start)
 prog = start + [
- "dup", "lit8", "minus", "deref", # [K v t]
+ "dup"] + tag_at + ["minus", "deref", # [K v t]
  ("const8u", TAG),
  "ne",                            # [K v t!=TAG]
  ("bra", "end"),                  # [K v]: v is a real return address
- # v is the trampoline: *(v - 16) is &THREADS - (v - 16)
- "dup", "lit16", "minus",         # [K v a]
+ # v is the trampoline: *(v - 16) (x86-64: v - 21) is &THREADS minus its own address
+ "dup"] + threads_at + ["minus",  # [K v a]
  "dup", "deref", "plus",          # [K v &THREADS]
  "deref",                         # [K v head]
  "swap", "drop",                  # [K head]

@@ -137,24 +137,34 @@ pub fn encode_jump_veneer(target: usize) -> [u8; 32] {
     b
 }
 
-/// The entry stub of a compiler pad's function (kept in a page within
-/// ±2 GiB of the pad): `push func; jmp qword ptr [rip]; .quad target`,
-/// zero-padded to 32 bytes. An enabled compiler pad calls it, so the
-/// trampoline finds the function index on the stack, above the pad's return
-/// address: no register is touched, not even `r11` (which clang's
-/// `preserve_none` convention passes an argument in), and the absolute jump
-/// reaches the trampoline wherever the runtime was loaded. `func` must be
-/// below 2^31 (`push imm32` sign-extends).
-pub fn encode_entry_stub(func: u32, target: usize) -> [u8; 32] {
+/// The entry stub of a compiler pad at `site` of function `func` (kept in a
+/// page within ±2 GiB of the pad): `push lo32(site + 5); mov dword ptr
+/// [rsp + 4], hi32(site + 5); push func; jmp qword ptr [rip]; .quad target`,
+/// 32 bytes. An enabled compiler pad *jumps* to it (`X86_64::encode_jump`), so
+/// the trampoline finds the function index on the stack above the pad's
+/// return address (`site + 5`, as a call would have pushed it) and the
+/// caller's return address above that; no register is touched, not even
+/// `r11` (which clang's `preserve_none` convention passes an argument in),
+/// and the absolute jump reaches the trampoline wherever the runtime was
+/// loaded. A jump rather than a call leaves the return-stack predictor
+/// alone: the trampoline pushes the return trampoline's address on it
+/// instead (see [`crate::trampoline`]). `func` must be below 2^31 (`push
+/// imm32` sign-extends).
+pub fn encode_entry_stub(func: u32, site: usize, target: usize) -> [u8; 32] {
     assert!(
         func < 1 << 31,
         "function index {func} too large for push imm32"
     );
+    let back = (site as u64).wrapping_add(5);
     let mut b = [0u8; 32];
     b[0] = 0x68;
-    b[1..5].copy_from_slice(&func.to_le_bytes());
-    b[5..11].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
-    b[11..19].copy_from_slice(&(target as u64).to_le_bytes());
+    b[1..5].copy_from_slice(&(back as u32).to_le_bytes());
+    b[5..9].copy_from_slice(&[0xc7, 0x44, 0x24, 0x04]);
+    b[9..13].copy_from_slice(&((back >> 32) as u32).to_le_bytes());
+    b[13] = 0x68;
+    b[14..18].copy_from_slice(&func.to_le_bytes());
+    b[18..24].copy_from_slice(&[0xff, 0x25, 0, 0, 0, 0]);
+    b[24..32].copy_from_slice(&(target as u64).to_le_bytes());
     b
 }
 
@@ -179,9 +189,10 @@ mod tests {
     }
 
     #[test]
-    fn entry_stub_decodes_as_push_and_absolute_jump() {
-        let b = encode_entry_stub(0x1234, 0x7fff_1234_5678);
-        let mut d = Decoder::with_ip(64, &b[..19], 0x1000, DecoderOptions::NONE);
+    fn entry_stub_pushes_the_pad_return_and_the_index_then_jumps() {
+        let site = 0x7fff_0000_1000usize;
+        let b = encode_entry_stub(0x1234, site, 0x7fff_1234_5678);
+        let mut d = Decoder::with_ip(64, &b[..24], 0x1000, DecoderOptions::NONE);
         let mut f = IntelFormatter::new();
         let mut out = Vec::new();
         for i in d.iter() {
@@ -189,11 +200,17 @@ mod tests {
             f.format(&i, &mut s);
             out.push(s);
         }
-        assert_eq!(out[0], "push 1234h");
-        assert_eq!(out[1], "jmp qword ptr [100Bh]");
+        assert_eq!(out[0], "push 1005h");
+        assert_eq!(out[1], "mov dword ptr [rsp+4],7FFFh");
+        assert_eq!(out[2], "push 1234h");
+        assert_eq!(out[3], "jmp qword ptr [1018h]");
         assert_eq!(
-            u64::from_le_bytes(b[11..19].try_into().unwrap()),
+            u64::from_le_bytes(b[24..32].try_into().unwrap()),
             0x7fff_1234_5678
         );
+        // The low half sign-extends; the `mov` rewrites the high half.
+        let b = encode_entry_stub(1, 0x7fff_8000_0000, 0);
+        assert_eq!(&b[1..5], &0x8000_0005u32.to_le_bytes());
+        assert_eq!(&b[9..13], &0x7fffu32.to_le_bytes());
     }
 }

@@ -128,14 +128,34 @@ macro_rules! __tracer_define_fentry_trampolines {
             "sub rsp, 8",
             $crate::__tracer_saving_call!("call ", "{fentry}", "4", "5"),
             "add rsp, 8",
+            // (The full-save path keeps the plain return: see below.)
+            "xor eax, eax",
             "jmp 3f",
             "2:",
             "call {fentry}",
             "3:",
+            // rax != 0: the hook swapped the return address for the return
+            // trampoline's (the flags survive the pops and `lea`s; they
+            // are dead at a function's entry).
+            "test rax, rax",
             "pop r11\n pop r10\n pop r9\n pop r8\n pop rdi\n pop rsi\n pop rdx\n pop rcx\n pop rax",
-            // Drop the index (the flags are dead at a function's entry).
-            "add rsp, 8",
-            "ret",
+            // Drop the index: [rsp] = pad + 5 (the stub pushed it; the pad
+            // is a `jmp`, which leaves the return-stack predictor alone).
+            "lea rsp, [rsp + 8]",
+            // Hooked: into the function through `__tracer_v1_fret_push`,
+            // whose `call` leaves the return trampoline's address on the
+            // predictor's stack, where the function's `ret` will find it.
+            "jnz __tracer_v1_fret_push",
+            // Not hooked: back to the function without touching the
+            // predictor. The address stays valid below rsp: it is in the
+            // red zone, which signal frames skip.
+            "lea rsp, [rsp + 8]",
+            "jmp qword ptr [rsp - 8]",
+            // `__tracer_v1_fret_push`'s `call` lands here: [rsp] = the return
+            // trampoline (dropped), [rsp + 8] = pad + 5, [rsp + 16] = the slot.
+            "__tracer_v1_fret_land:",
+            "lea rsp, [rsp + 16]",
+            "jmp qword ptr [rsp - 8]",
             ".size __tracer_v1_tramp_fentry, . - __tracer_v1_tramp_fentry",
             ".globl __tracer_v1_tramp_fret",
             ".hidden __tracer_v1_tramp_fret",
@@ -175,9 +195,17 @@ macro_rules! __tracer_define_fentry_trampolines {
             ".cfi_def_cfa rsp, 0",
             // DW_CFA_val_expression rip (generated: the program is in
             // `scripts/fret-cfi.py`).
-            ".cfi_escape 0x16, 0x10, 0x77, 0x12, 0x38, 0x1c, 0x12, 0x6, 0x12, 0x38, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x61, 0x0, 0x12, 0x40, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
+            ".cfi_escape 0x16, 0x10, 0x79, 0x12, 0x38, 0x1c, 0x12, 0x6, 0x12, 0x8, 13, 0x1c, 0x6, 0xe, 0x74, 0x72, 0x61, 0x63, 0x65, 0x72, 0x2e, 0x72, 0x2e, 0x28, 0x62, 0x0, 0x12, 0x8, 21, 0x1c, 0x12, 0x6, 0x22, 0x6, 0x16, 0x13, 0x12, 0x28, 0x3, 0x0, 0x2f, 0x51, 0x0, 0x12, 0xa, ({dead} & 0xff), ({dead} >> 8), 0x22, 0x94, 1, 0x28, 0x43, 0x0, 0x12, 0xa, ({private} & 0xff), ({private} >> 8), 0x22, 0x6, 0x12, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x35, 0x0, 0x31, 0x1c, 0x12, 0x8, 128, 0x2d, 0x28, 0x4, 0x0, 0x13, 0x2f, 0x28, 0x0, 0x12, 0x8, 32, 0x1e, 0x15, 2, 0x22, 0xa, ({shadow} & 0xff), ({shadow} >> 8), 0x22, 0x12, 0x8, 16, 0x22, 0x6, 0x15, 4, 0x29, 0x28, 0x4, 0x0, 0x13, 0x2f, 0xd1, 0xff, 0x8, 24, 0x22, 0x6, 0x12, 0x31, 0x2b, 0x28, 0x8, 0x0, 0x13, 0x2f, 0xc3, 0xff, 0x6, 0x2f, 0xa8, 0xff",
             ".quad {threads} - .",
             ".ascii \"tracer.r\"",
+            // The entry trampoline comes here to enter a hooked function:
+            // this `call` (5 bytes, ending where the return trampoline
+            // starts) pushes the return trampoline's address on the return
+            // stack predictor's stack (and on the stack, where the landing
+            // drops it), so the function's `ret` into the return trampoline
+            // is predicted. Hence the rule above reads the tag at `v - 13`.
+            "__tracer_v1_fret_push:",
+            "call __tracer_v1_fret_land",
             "__tracer_v1_tramp_fret:",
             // Entry (the traced function's ret): rsp % 16 == 0, the slot at rsp - 8,
             // kept free to hold the original return address.
@@ -196,24 +224,32 @@ macro_rules! __tracer_define_fentry_trampolines {
             $crate::__tracer_saving_call!(cfi: "call ", "{fret}", "4", "5"),
             "add rsp, 8",
             ".cfi_adjust_cfa_offset -8",
+            // (The full-save path clobbers rdx: the plain jump below.)
+            "xor edx, edx",
             "jmp 3f",
             "2:",
             "call {fret}",
             "3:",
-            // From here the slot holds the real return address.
+            // From here the slot holds the real return address. rdx != 0:
+            // the entry pushed this return on the predictor's stack (see
+            // `__tracer_v1_fret_push`): leave by `ret`, which it predicts.
             "mov qword ptr [rsp + 72], rax",
+            "test rdx, rdx",
             "pop r11\n .cfi_adjust_cfa_offset -8\n pop r10\n .cfi_adjust_cfa_offset -8",
             "pop r9\n .cfi_adjust_cfa_offset -8\n pop r8\n .cfi_adjust_cfa_offset -8",
             "pop rdi\n .cfi_adjust_cfa_offset -8\n pop rsi\n .cfi_adjust_cfa_offset -8",
             "pop rdx\n .cfi_adjust_cfa_offset -8\n pop rcx\n .cfi_adjust_cfa_offset -8",
             "pop rax\n .cfi_adjust_cfa_offset -8",
-            // Not `ret`: the return-stack predictor's entry for this return
-            // was consumed by the traced function's own `ret` (which came
-            // here), so a `ret` would mispredict and leave every later
-            // return of the caller chain one entry off. An indirect jump is
-            // predicted from its own history. The slot stays valid below rsp:
-            // it is in the red zone, which signal frames skip.
-            "add rsp, 8",
+            "jz 6f",
+            "ret",
+            "6:",
+            // Otherwise not `ret`: the return-stack predictor's entry for
+            // this return was consumed by the traced function's own `ret`
+            // (which came here), so a `ret` would mispredict and leave every
+            // later return of the caller chain one entry off. An indirect
+            // jump is predicted from its own history. The slot stays valid
+            // below rsp: it is in the red zone, which signal frames skip.
+            "lea rsp, [rsp + 8]",
             ".cfi_adjust_cfa_offset -8",
             "jmp qword ptr [rsp - 8]",
             // The capturing variant (`crate::trampoline_args`), in the

@@ -163,6 +163,9 @@ macro_rules! __tracer_fret_args_body {
             "__tracer_v1_hooked_return_args:\n",
             ".quad {threads} - .\n",
             ".ascii \"tracer.r\"\n",
+            // As before the plain one, 5 bytes between the tag and the
+            // trampoline (there a `call`; the rule reads the tag at `v - 13`).
+            "int3\n int3\n int3\n int3\n int3\n",
             ".globl __tracer_v1_tramp_fret_args\n",
             ".hidden __tracer_v1_tramp_fret_args\n",
             "__tracer_v1_tramp_fret_args:\n",

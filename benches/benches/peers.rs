@@ -148,6 +148,8 @@ struct Row {
 /// Medians and spread of one row's runs.
 struct Measured {
     ns_per_call: f64,
+    /// Median of the loop thread's CPU time per call (`cpu_ns_per_call=`).
+    cpu_per_call: Option<f64>,
     min: f64,
     max: f64,
     wall: Duration,
@@ -172,6 +174,14 @@ fn parse_ns(stdout: &str) -> Result<f64, String> {
         .map_err(|e| format!("bad ns_per_call value: {e}"))
 }
 
+fn parse_cpu(stdout: &str) -> Option<f64> {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cpu_ns_per_call="))?
+        .parse::<f64>()
+        .ok()
+}
+
 fn clear_dir(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
@@ -181,6 +191,7 @@ fn measure(row: &Row, root: &Path, runs: usize) -> Result<Measured, String> {
         build.output(root)?;
     }
     let mut ns = Vec::with_capacity(runs);
+    let mut cpu = Vec::with_capacity(runs);
     let mut walls = Vec::with_capacity(runs);
     for _ in 0..runs {
         if let After::Output { dir, .. } = &row.after {
@@ -207,12 +218,15 @@ fn measure(row: &Row, root: &Path, runs: usize) -> Result<Measured, String> {
                 ));
             }
         }
-        ns.push(parse_ns(&result?)?);
+        let out = result?;
+        ns.push(parse_ns(&out)?);
+        cpu.extend(parse_cpu(&out));
     }
     let min = ns.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     Ok(Measured {
         ns_per_call: median(&mut ns),
+        cpu_per_call: (cpu.len() == ns.len()).then(|| median(&mut cpu)),
         min,
         max,
         wall: Duration::from_secs_f64(median(&mut walls)),
@@ -450,14 +464,21 @@ fn main() {
     }
 
     let base = results[0].as_ref().ok().map(|m| m.ns_per_call);
+    let cpu_base = results[0].as_ref().ok().and_then(|m| m.cpu_per_call);
     println!();
     println!(
-        "| {:<32} | {:>9} | {:>17} | {:>13} | {:>8} |",
-        "configuration", "ns/call", "min..max", "overhead/call", "wall s"
+        "| {:<32} | {:>9} | {:>17} | {:>13} | {:>11} | {:>12} | {:>8} |",
+        "configuration",
+        "ns/call",
+        "min..max",
+        "overhead/call",
+        "cpu ns/call",
+        "cpu overhead",
+        "wall s"
     );
     println!(
-        "|{:-<34}|{:->11}|{:->19}|{:->15}|{:->10}|",
-        "", ":", ":", ":", ":"
+        "|{:-<34}|{:->11}|{:->19}|{:->15}|{:->13}|{:->14}|{:->10}|",
+        "", ":", ":", ":", ":", ":", ":"
     );
     for (row, result) in rows.iter().zip(&results) {
         match result {
@@ -465,20 +486,30 @@ fn main() {
                 let over = base.map_or("n/a".to_string(), |b| {
                     format!("{:+.2} ns", m.ns_per_call - b)
                 });
+                let (cpu, cpu_over) = match (m.cpu_per_call, cpu_base) {
+                    (Some(c), Some(b)) => (format!("{c:.2}"), format!("{:+.2} ns", c - b)),
+                    (Some(c), None) => (format!("{c:.2}"), "n/a".to_string()),
+                    _ => ("n/a".to_string(), "n/a".to_string()),
+                };
                 println!(
-                    "| {:<32} | {:>9.2} | {:>17} | {:>13} | {:>8.2} |",
+                    "| {:<32} | {:>9.2} | {:>17} | {:>13} | {:>11} | {:>12} | {:>8.2} |",
                     row.label,
                     m.ns_per_call,
                     format!("{:.2}..{:.2}", m.min, m.max),
                     over,
+                    cpu,
+                    cpu_over,
                     m.wall.as_secs_f64()
                 );
             }
-            Err(e) => println!("| {:<32} | {e} | | | |", row.label),
+            Err(e) => println!("| {:<32} | {e} | | | | | |", row.label),
         }
     }
     println!();
     println!("Overhead/call = ns/call - untraced (gcc -O2) ns/call; both time only the loop.");
+    println!("Cpu ns/call = the loop thread's own CPU time (CLOCK_THREAD_CPUTIME_ID) per call:");
+    println!("not inflated when a loaded machine preempts the loop, and without the tracer's");
+    println!("other threads (its collector); cpu overhead is against the untraced gcc build's.");
     println!("Wall s = the whole process (start-up, tracer set-up, trace writing).");
     println!();
     println!("Commands (run from the workspace root; the tracer row needs");

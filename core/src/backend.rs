@@ -12,7 +12,7 @@
 use std::fmt;
 
 /// Longest instruction any backend patches, in bytes.
-pub const MAX_INSN: usize = 16;
+pub const MAX_INSN: usize = 8;
 
 /// The bytes of one instruction (at most [`MAX_INSN`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +27,7 @@ impl Insn {
     /// # Panics
     /// If `bytes` is empty or longer than [`MAX_INSN`]: backends only build
     /// instructions of their own fixed sizes.
+    #[inline]
     pub fn new(bytes: &[u8]) -> Insn {
         assert!(
             !bytes.is_empty() && bytes.len() <= MAX_INSN,
@@ -34,7 +35,11 @@ impl Insn {
             bytes.len()
         );
         let mut b = [0u8; MAX_INSN];
-        b[..bytes.len()].copy_from_slice(bytes);
+        // A loop rather than `copy_from_slice`: a few bytes, and no call to
+        // `memcpy` for them (batches make tens of thousands).
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = *s;
+        }
         Insn {
             len: bytes.len() as u8,
             bytes: b,
@@ -269,6 +274,15 @@ pub trait Backend {
 
     /// The bytes that make the site at `addr` call `target`.
     fn encode_call(addr: usize, target: usize) -> Result<Insn, EncodeError>;
+
+    /// The bytes that make the site at `addr` jump to `target`, pushing no
+    /// return address ([`crate::engine::Want::Jump`]; x86-64 compiler pads,
+    /// whose stub pushes it itself). [`Backend::classify`] must report the
+    /// jump as [`PadState::Enabled`] with its target. Backends whose sites
+    /// are never asked to jump keep the default: a call.
+    fn encode_jump(addr: usize, target: usize) -> Result<Insn, EncodeError> {
+        Self::encode_call(addr, target)
+    }
 
     /// The canonical no-op for the site at `addr`. The engine restores the
     /// pad's original bytes when it has them; this is for pads it made itself.

@@ -14,6 +14,7 @@
 
 use crate::backend::{Backend, EncodeError, InflightSite, Insn, PadError, PadState, MAX_INSN};
 use std::fmt;
+use std::sync::Arc;
 
 /// What the engine needs from the live system. The runtime implements it with
 /// real text writes and membarrier; tests implement it over plain memory.
@@ -23,15 +24,18 @@ pub trait TextWriter {
     /// Prepare to write inside the given `[start, end)` ranges (for example,
     /// make their pages writable). On error nothing has been written and
     /// nothing stays changed.
-    fn begin(&mut self, ranges: &[(usize, usize)]) -> Result<(), WriteError>;
+    /// The ranges come sorted by start.
+    fn begin(&mut self, ranges: &mut dyn Iterator<Item = (usize, usize)>)
+        -> Result<(), WriteError>;
     /// Store `bytes` at `addr`; as one single-copy-atomic store if `atomic`.
     fn write(&mut self, addr: usize, bytes: &[u8], atomic: bool);
     /// Make every thread of the process see all writes so far before it
     /// executes any of the patched code again.
     fn sync(&mut self);
-    /// Publish the table of in-flight sites to the trap handler (`Some`), or
-    /// retract it (`None`) and wait until no handler still reads the old one.
-    fn publish(&mut self, table: Option<Vec<InflightSite>>);
+    /// Publish the table of in-flight sites to the trap handler (`Some`;
+    /// sorted by address, no address twice), or retract it (`None`) and
+    /// wait until no handler still reads the old one.
+    fn publish(&mut self, table: Option<Arc<Vec<InflightSite>>>);
     /// Undo what `begin` did (restore the pages' protection exactly).
     fn end(&mut self) -> Result<(), WriteError>;
 }
@@ -57,6 +61,12 @@ pub enum Want {
     /// A call to `target`.
     Call {
         /// The trampoline or stub the call goes to.
+        target: usize,
+    },
+    /// A jump to `target` ([`Backend::encode_jump`]): the stub pushes what
+    /// the call would have.
+    Jump {
+        /// The stub the jump goes to.
         target: usize,
     },
     /// Its original no-op, taken back from a call to `from`.
@@ -140,16 +150,6 @@ pub struct BatchReport {
     pub restore_error: Option<WriteError>,
 }
 
-/// One write of a batch, flattened out of its site's plan.
-#[derive(Clone, Copy)]
-struct FlatWrite {
-    phase: u8,
-    len: u8,
-    atomic: bool,
-    addr: usize,
-    bytes: [u8; MAX_INSN],
-}
-
 /// Run one batch with backend `B` through `writer`.
 ///
 /// Returns an error only when the system refused to make the text writable;
@@ -161,11 +161,12 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
 ) -> Result<BatchReport, WriteError> {
     let mut report = BatchReport::default();
     let mut prepared: Vec<InflightSite> = Vec::with_capacity(requests.len());
-    let mut buf = vec![0u8; B::SITE_LEN];
+    let mut site = [0u8; MAX_INSN];
+    let buf = &mut site[..B::SITE_LEN];
     for req in requests {
-        writer.read(req.addr, &mut buf);
-        let old = Insn::new(&buf);
-        let state = match B::classify(req.addr, &buf) {
+        writer.read(req.addr, buf);
+        let old = Insn::new(buf);
+        let state = match B::classify(req.addr, buf) {
             Ok(s) => s,
             Err(e) => {
                 report.skipped.push(Skipped {
@@ -183,11 +184,13 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
                 });
                 continue;
             }
-            (Want::Call { target }, PadState::Enabled { target: t }) if t == target => {
+            (Want::Call { target } | Want::Jump { target }, PadState::Enabled { target: t })
+                if t == target =>
+            {
                 report.unchanged.push(req.addr);
                 continue;
             }
-            (Want::Call { .. }, PadState::Enabled { target: t })
+            (Want::Call { .. } | Want::Jump { .. }, PadState::Enabled { target: t })
             | (Want::Nop { .. }, PadState::Enabled { target: t }) => {
                 if let Want::Nop { original, from } = req.want {
                     if t == from {
@@ -221,6 +224,16 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
                     continue;
                 }
             },
+            (Want::Jump { target }, PadState::Disabled) => match B::encode_jump(req.addr, target) {
+                Ok(insn) => (insn, Some(target)),
+                Err(e) => {
+                    report.skipped.push(Skipped {
+                        addr: req.addr,
+                        reason: SkipReason::Encode(e),
+                    });
+                    continue;
+                }
+            },
         };
         prepared.push(InflightSite {
             addr: req.addr,
@@ -235,51 +248,53 @@ pub fn apply_batch<B: Backend, W: TextWriter>(
     prepared.sort_by_key(|p| p.addr);
     prepared.dedup_by_key(|p| p.addr);
 
-    // Flatten every site's protocol into one list, ordered by phase (stable:
-    // sites stay in address order within a phase, each site's writes in its
-    // plan's order). No allocation per site.
-    let mut writes: Vec<FlatWrite> = Vec::with_capacity(prepared.len() * 3);
-    for p in &prepared {
-        B::plan_each(
-            p.addr,
-            &p.old,
-            &p.new,
-            &mut |phase, offset, bytes, atomic| {
-                let mut b = [0u8; MAX_INSN];
-                b[..bytes.len()].copy_from_slice(bytes);
-                writes.push(FlatWrite {
-                    phase: phase as u8,
-                    len: bytes.len() as u8,
-                    atomic,
-                    addr: p.addr + offset,
-                    bytes: b,
-                });
-            },
-        );
-    }
-    writes.sort_by_key(|w| w.phase);
-
-    let ranges: Vec<(usize, usize)> = prepared
-        .iter()
-        .map(|p| (p.addr, p.addr + B::SITE_LEN))
-        .collect();
-    writer.begin(&ranges)?;
-    writer.publish(Some(prepared.clone()));
-    let mut i = 0;
-    while i < writes.len() {
-        let phase = writes[i].phase;
-        while i < writes.len() && writes[i].phase == phase {
-            let w = &writes[i];
-            writer.write(w.addr, &w.bytes[..w.len as usize], w.atomic);
-            i += 1;
-        }
-        writer.sync();
-        report.syncs += 1;
-    }
+    writer.begin(&mut prepared.iter().map(|p| (p.addr, p.addr + B::SITE_LEN)))?;
+    // The trap handler and the writes below share the one table (sorted by
+    // address, no duplicates).
+    let table = Arc::new(prepared);
+    writer.publish(Some(Arc::clone(&table)));
+    write_phases::<B, W>(writer, &table, &mut report);
     writer.publish(None);
     report.restore_error = writer.end().err();
-    report.changed = prepared.iter().map(|p| p.addr).collect();
     Ok(report)
+}
+
+/// Write the batch's protocol, phase by phase, with one sync after each
+/// phase that wrote anything: every site's plan (`B::plan_each`) is asked
+/// again in each pass and only that phase's writes are made, so sites stay
+/// in address order within a phase and each site's writes in its plan's
+/// order, as if the plans had been merged and sorted by phase; nothing is
+/// allocated per site. The sites are `report.changed` (filled here from
+/// `sites`, in address order).
+fn write_phases<B: Backend, W: TextWriter>(
+    writer: &mut W,
+    sites: &[InflightSite],
+    report: &mut BatchReport,
+) {
+    let mut phase = 0;
+    loop {
+        let mut wrote = false;
+        let mut later = false;
+        for p in sites {
+            B::plan_each(p.addr, &p.old, &p.new, &mut |ph, offset, bytes, atomic| {
+                if ph == phase {
+                    writer.write(p.addr + offset, bytes, atomic);
+                    wrote = true;
+                } else if ph > phase {
+                    later = true;
+                }
+            });
+        }
+        if wrote {
+            writer.sync();
+            report.syncs += 1;
+        }
+        if !later {
+            break;
+        }
+        phase += 1;
+    }
+    report.changed = sites.iter().map(|p| p.addr).collect();
 }
 
 #[cfg(test)]
@@ -361,13 +376,13 @@ mod tests {
                 *b = self.bytes[&(addr + i)];
             }
         }
-        fn begin(&mut self, r: &[(usize, usize)]) -> Result<(), WriteError> {
+        fn begin(&mut self, r: &mut dyn Iterator<Item = (usize, usize)>) -> Result<(), WriteError> {
             if self.refuse {
                 return Err(WriteError {
                     message: "refused".into(),
                 });
             }
-            self.log.push(format!("begin {}", r.len()));
+            self.log.push(format!("begin {}", r.count()));
             Ok(())
         }
         fn write(&mut self, addr: usize, bytes: &[u8], _: bool) {
@@ -379,7 +394,7 @@ mod tests {
         fn sync(&mut self) {
             self.log.push("sync".into());
         }
-        fn publish(&mut self, t: Option<Vec<InflightSite>>) {
+        fn publish(&mut self, t: Option<Arc<Vec<InflightSite>>>) {
             self.log
                 .push(format!("publish {}", t.map_or(0, |t| t.len())));
         }

@@ -190,6 +190,9 @@ pub fn restart() {
 }
 
 fn run() {
+    // A thread of the runtime's own, not the main one: where the hooks'
+    // thread-local block pointer sits (x86-64).
+    crate::thread::probe_tls();
     loop {
         if QUIT.swap(false, Ordering::AcqRel) {
             STARTED.store(false, Ordering::Release);

@@ -122,9 +122,17 @@ fn apply(
                     Err(_) => stub, // the engine skips it with the encode error
                 }
             };
+            // x86-64: a compiler pad enabled without capture jumps to its
+            // stub, which pushes the pad's return address itself (see
+            // `tracer_arch_x86::pad::encode_entry_stub`).
+            let jump = cfg!(target_arch = "x86_64")
+                && s.kind == tracer_core::site::KIND_FENTRY
+                && !cap_f.any();
             let req = SiteRequest {
                 addr: s.addr,
-                want: if on {
+                want: if on && jump {
+                    Want::Jump { target }
+                } else if on {
                     Want::Call { target }
                 } else {
                     Want::Nop {

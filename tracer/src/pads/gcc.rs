@@ -77,9 +77,8 @@ pub fn convert_at_startup() {
     if sites.is_empty() {
         return;
     }
-    let ranges: Vec<(usize, usize)> = sites.iter().map(|&s| (s, s + 5)).collect();
     let mut w = crate::text::LiveText::default();
-    if let Err(e) = w.begin(&ranges) {
+    if let Err(e) = w.begin(&mut sites.iter().map(|&s| (s, s + 5))) {
         eprintln!("tracer: warning: cannot convert GCC's NOP pads: {e}");
         return;
     }

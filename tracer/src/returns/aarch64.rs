@@ -59,7 +59,7 @@ pub unsafe extern "C" fn prep(ret: usize, key: usize, which: usize) -> Branch {
     let ret = if fret != 0 && thread::is_fret(ret, fret) {
         // SAFETY: a hooked return whose frame is keyed by `key`, on
         // this thread, as the return trampoline would pass it.
-        unsafe { thread::on_fret(key) }
+        unsafe { thread::on_fret(key) }.ret
     } else {
         ret
     };

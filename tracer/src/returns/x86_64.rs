@@ -85,7 +85,7 @@ pub unsafe extern "C" fn prep(slot: usize, which: usize) -> usize {
     if fret != 0 && thread::is_fret(unsafe { *(slot as *const usize) }, fret) {
         // SAFETY: a hooked return whose frame is keyed by its slot, on
         // this thread, as the return trampoline would pass it.
-        let ret = unsafe { thread::on_fret(slot) };
+        let ret = unsafe { thread::on_fret(slot) }.ret;
         // SAFETY: as above.
         unsafe { *(slot as *mut usize) = ret };
     }

@@ -207,19 +207,32 @@ fn segments_for(runs: &[(usize, usize)], maps: &[Segment]) -> Result<Vec<Segment
     Ok(out)
 }
 
-/// Merge byte ranges into sorted, page-aligned, non-overlapping runs.
-fn page_runs(ranges: &[(usize, usize)], ps: usize) -> Vec<(usize, usize)> {
-    let mut pages: Vec<(usize, usize)> = ranges
-        .iter()
-        .map(|&(s, e)| (s & !(ps - 1), (e + ps - 1) & !(ps - 1)))
-        .collect();
-    pages.sort_unstable();
+/// Merge byte ranges into sorted, page-aligned, non-overlapping runs. Sorted
+/// input (the engine's) is merged as it streams by, in memory that grows
+/// with the runs, not with the ranges.
+fn page_runs(ranges: &mut dyn Iterator<Item = (usize, usize)>, ps: usize) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
-    for (s, e) in pages {
+    let mut sorted = true;
+    for (s, e) in ranges.map(|(s, e)| (s & !(ps - 1), (e + ps - 1) & !(ps - 1))) {
         match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
+            Some(last) if s >= last.0 && s <= last.1 => last.1 = last.1.max(e),
+            Some(last) => {
+                sorted &= s > last.1;
+                out.push((s, e));
+            }
+            None => out.push((s, e)),
         }
+    }
+    if !sorted {
+        out.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(out.len());
+        for (s, e) in out {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        out = merged;
     }
     out
 }
@@ -250,7 +263,10 @@ impl TextWriter for LiveText {
         unsafe { arch::read_text(addr, buf) }
     }
 
-    fn begin(&mut self, ranges: &[(usize, usize)]) -> Result<(), WriteError> {
+    fn begin(
+        &mut self,
+        ranges: &mut dyn Iterator<Item = (usize, usize)>,
+    ) -> Result<(), WriteError> {
         let runs = page_runs(ranges, page_size());
         let segs = segments_for(&runs, &mappings()?)?;
         for (i, seg) in segs.iter().enumerate() {
@@ -304,7 +320,7 @@ impl TextWriter for LiveText {
         sync_cores();
     }
 
-    fn publish(&mut self, table: Option<Vec<InflightSite>>) {
+    fn publish(&mut self, table: Option<std::sync::Arc<Vec<InflightSite>>>) {
         trap::publish(table);
     }
 
@@ -349,13 +365,24 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].prot, libc::PROT_READ | libc::PROT_EXEC);
         let runs = page_runs(
-            &[(0x5d0e1ff0, 0x5d0e2004), (0x5d0e4000, 0x5d0e4005)],
+            &mut [(0x5d0e1ff0, 0x5d0e2004), (0x5d0e4000, 0x5d0e4005)].into_iter(),
             0x1000,
         );
         assert_eq!(
             runs,
             vec![(0x5d0e1000, 0x5d0e3000), (0x5d0e4000, 0x5d0e5000)]
         );
+        // Out of order and overlapping: the same runs.
+        let unsorted = page_runs(
+            &mut [
+                (0x5d0e4000, 0x5d0e4005),
+                (0x5d0e2000, 0x5d0e2004),
+                (0x5d0e1ff0, 0x5d0e2004),
+            ]
+            .into_iter(),
+            0x1000,
+        );
+        assert_eq!(unsorted, runs);
         let segs = segments_for(&runs, &m).unwrap();
         assert_eq!(segs.len(), 3);
         assert_eq!(segs[0].prot, libc::PROT_READ);

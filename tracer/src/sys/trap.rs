@@ -27,7 +27,7 @@ use tracer_core::publish::{Published, Readers};
 /// Handlers counted in: they may be reading [`INFLIGHT`] or [`SITES`].
 static ACTIVE: Readers = Readers::new();
 /// The table of the batch in flight, sorted by address.
-static INFLIGHT: Published<'static, Vec<InflightSite>> = Published::new(&ACTIVE);
+static INFLIGHT: Published<'static, std::sync::Arc<Vec<InflightSite>>> = Published::new(&ACTIVE);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
@@ -139,13 +139,14 @@ pub fn publish_sites(addrs: Vec<usize>) {
     SITES.replace(Some(Box::new(addrs)));
 }
 
-/// Publish a batch's table (`Some`), or retract it (`None`) and wait until no
-/// handler still uses it.
-pub fn publish(table: Option<Vec<InflightSite>>) {
-    let table = table.map(|mut t| {
-        t.sort_by_key(|s| s.addr);
-        Box::new(t)
-    });
+/// Publish a batch's table (`Some`; sorted by address, as the engine makes
+/// it), or retract it (`None`) and wait until no handler still uses it. The
+/// engine keeps its own reference meanwhile, so no handler ever frees it.
+pub fn publish(table: Option<std::sync::Arc<Vec<InflightSite>>>) {
+    debug_assert!(table
+        .as_ref()
+        .is_none_or(|t| t.windows(2).all(|w| w[0].addr < w[1].addr)));
+    let table = table.map(Box::new);
     let retract = table.is_none();
     if !INFLIGHT.replace(table) && retract {
         // Nothing to free, but the caller counts on no handler running.
@@ -165,7 +166,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
         }
         let guard = ACTIVE.enter();
         // The tables stay alive while `guard` counts us in (see publish).
-        let sites: &[InflightSite] = INFLIGHT.get(&guard).map_or(&[], |t| t);
+        let sites: &[InflightSite] = INFLIGHT.get(&guard).map_or(&[], |t| t.as_slice());
         let registered = SITES.get(&guard);
         // SAFETY: `uc` is the ucontext of an SA_SIGINFO handler.
         let ctx = unsafe { arch::context(uc) };

@@ -232,13 +232,15 @@ mod imp {
     }
 
     /// The entry stub of function `func` for a compiler pad at `site`: it
-    /// pushes `func` and jumps to `tramp` (see
-    /// `tracer_arch_x86::pad::encode_entry_stub`). One per function and
-    /// 2 GiB region; never freed.
+    /// pushes `site + 5` and `func` and jumps to `tramp` (see
+    /// `tracer_arch_x86::pad::encode_entry_stub`). One per site; never
+    /// freed.
     #[cfg(target_arch = "x86_64")]
     pub fn entry_stub(site: usize, func: u32, tramp: usize) -> Result<usize, String> {
-        slot_for(site, tramp, u64::from(func) + 1, &|_| {
-            Ok(tracer_arch_x86::pad::encode_entry_stub(func, tramp))
+        // Tagged by the site (an address: far above the capture stubs' and
+        // the veneers' tags, which are small or have a spec in bits 32..).
+        slot_for(site, tramp, site as u64 | 1 << 63, &|_| {
+            Ok(tracer_arch_x86::pad::encode_entry_stub(func, site, tramp))
         })
     }
 

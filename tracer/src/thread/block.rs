@@ -152,6 +152,7 @@ pub(crate) fn allocate(nfuncs: usize, cap: usize, tid: u64) -> *mut ThreadState 
                 rehook: false,
                 unwind_limit: usize::MAX,
                 captured: [(0, 0); MAX_DEPTH],
+                pushed: [0; MAX_DEPTH],
             }),
         });
         reset_counters(&*st);

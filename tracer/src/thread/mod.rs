@@ -156,6 +156,11 @@ pub(crate) struct Private {
     /// frame given back to an unwinder is hooked again with that trampoline
     /// (a stale pair only makes a plain frame's return value recorded).
     captured: [(usize, u32); MAX_DEPTH],
+    /// x86-64: the slot of each shadow frame whose entry pushed the return
+    /// trampoline on the return-stack predictor's stack (its return leaves
+    /// by `ret`, which is then predicted); by depth, 0 for others. A hint
+    /// only: a stale entry costs a mispredicted return, nothing else.
+    pushed: [usize; MAX_DEPTH],
 }
 
 /// The offsets the return trampoline's unwind rule reads to find a hooked
@@ -296,4 +301,12 @@ pub const MAX_EVENTS: usize = 1 << 26;
 /// The ring capacity for new threads.
 pub fn capacity() -> usize {
     CAPACITY.load(Ordering::Relaxed)
+}
+
+/// On a thread the runtime started: let the hooks find thread blocks at
+/// their static TLS offset where there is one (x86-64; see
+/// [`tp::probe_static`]).
+pub fn probe_tls() {
+    #[cfg(target_arch = "x86_64")]
+    tp::probe_static();
 }

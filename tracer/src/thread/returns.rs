@@ -61,11 +61,87 @@ pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
+pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) -> usize {
+    // x86-64: the common case in few registers (no callee-saved register to
+    // save and restore), the rest in `on_fentry_slow`, tail-called.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(now) = clock::fast_now() {
+        let st = this_thread();
+        if !st.is_null() && st as usize != tp::INIT {
+            // SAFETY: blocks are never unmapped.
+            let st = unsafe { &*st };
+            if !st.busy.load(Ordering::Relaxed) {
+                st.busy.store(true, Ordering::Relaxed);
+                compiler_fence(Ordering::SeqCst);
+                // SAFETY: the private part belongs to this thread; `slot` is
+                // a live stack word (per the caller).
+                let hooked =
+                    unsafe { fentry_fast(st, &mut *st.private.get(), func as u32, slot, now) };
+                compiler_fence(Ordering::SeqCst);
+                st.busy.store(false, Ordering::Relaxed);
+                if hooked {
+                    return 1;
+                }
+            }
+        }
+    }
+    // SAFETY: per the caller.
+    unsafe { on_fentry_slow(func, slot, _frame) }
+}
+
+/// The common entry, as [`fentry_body`]'s own fast path does it: returns
+/// hooked, not a tail call, no frame to drop or hook again, room on the
+/// shadow stack. `false`: nothing done, take the general path.
+///
+/// # Safety
+/// As [`on_fentry`] (`slot` is also the frame's key, x86-64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fentry_fast(st: &ThreadState, p: &mut Private, func: u32, slot: usize, now: u64) -> bool {
+    let fret = FRET.load(Ordering::Relaxed);
+    // SAFETY: per the caller, `slot` is a live stack word.
+    let old = unsafe { *(slot as *const usize) };
+    if fret == 0 || old == fret || p.rehook {
+        return false;
+    }
+    let keep_top = p
+        .depth
+        .checked_sub(1)
+        .and_then(|i| p.shadow.get(i))
+        .is_none_or(|top| !(top.sp < slot && slot - top.sp < STACK_SPAN) && top.sp != slot);
+    if !keep_top {
+        return false;
+    }
+    let depth = p.depth;
+    let (Some(sl), Some(m)) = (p.shadow.get_mut(depth), p.pushed.get_mut(depth)) else {
+        return false;
+    };
+    *sl = Frame {
+        func,
+        unhooked: 0,
+        ts: now,
+        sp: slot,
+        ret: old,
+    };
+    *m = slot;
+    // SAFETY: per the caller; the return now goes through the trampoline.
+    unsafe { *(slot as *mut usize) = fret };
+    push_entry(st, p, func, now, 0);
+    p.depth = depth + 1;
+    true
+}
+
+/// [`on_fentry`]'s general path.
+///
+/// # Safety
+/// As [`on_fentry`].
+#[inline(never)]
+unsafe extern "C" fn on_fentry_slow(func: usize, slot: usize, _frame: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     let frame = slot;
     #[cfg(not(target_arch = "x86_64"))]
     let frame = _frame;
+    let pushed = std::cell::Cell::new(false);
     // SAFETY: per the caller.
     unsafe {
         fentry_body(
@@ -74,8 +150,32 @@ pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) {
             frame,
             |old, fret| old == fret,
             |fret| fret,
-            NoValues,
+            Plain(&pushed),
         )
+    };
+    // x86-64: the entry trampoline then enters the function through
+    // `__tracer_v1_fret_push` (AArch64's ignores it).
+    usize::from(pushed.get())
+}
+
+/// The plain entry hook's values: none, but a frame whose slot it hooked
+/// is marked as entered through `__tracer_v1_fret_push` (x86-64), and the
+/// flag set for the trampoline.
+struct Plain<'a>(&'a std::cell::Cell<bool>);
+
+impl Values for Plain<'_> {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+    #[inline(always)]
+    fn hooked(&self, p: &mut Private, slot: usize) {
+        if cfg!(target_arch = "x86_64") {
+            if let Some(m) = p.pushed.get_mut(p.depth) {
+                *m = slot;
+                self.0.set(true);
+            }
+        }
     }
 }
 
@@ -88,6 +188,15 @@ pub(crate) trait Values {
     fn entry(&self, st: &ThreadState, p: &mut Private);
     /// Just before the exit event of `func` at `depth` is pushed.
     fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize);
+    /// The entry at `p.depth` just swapped the return address in `slot`
+    /// for the return trampoline's. By default its frame is marked as not
+    /// entered through `__tracer_v1_fret_push` (see [`Private::pushed`]).
+    #[inline(always)]
+    fn hooked(&self, p: &mut Private, _slot: usize) {
+        if let Some(m) = p.pushed.get_mut(p.depth) {
+            *m = 0;
+        }
+    }
 }
 
 /// The plain hooks: no values.
@@ -126,6 +235,36 @@ pub(crate) unsafe fn fentry_body(
         // SAFETY: per the caller, `slot` is a live stack word.
         let old = unsafe { *(slot as *const usize) };
         let tail = fret != 0 && is_tail(old, fret);
+        // The common case first: returns are hooked, not a tail call, no
+        // frame to drop or hook again, room on the shadow stack. The same as
+        // the general path below, whose loop would then stop at once.
+        if fret != 0 && !tail && !p.rehook {
+            let keep_top = p
+                .depth
+                .checked_sub(1)
+                .and_then(|i| p.shadow.get(i))
+                .is_none_or(|top| {
+                    !(top.sp < frame && frame - top.sp < STACK_SPAN) && top.sp != frame
+                });
+            if keep_top {
+                if let Some(sl) = p.shadow.get_mut(p.depth) {
+                    *sl = Frame {
+                        func,
+                        unhooked: 0,
+                        ts: now,
+                        sp: frame,
+                        ret: old,
+                    };
+                    // SAFETY: per the caller; the return now goes through the trampoline.
+                    unsafe { *(slot as *mut usize) = hook_with(fret) };
+                    before.hooked(p, slot);
+                    before.entry(st, p);
+                    push_entry(st, p, func, now, 0);
+                    p.depth += 1;
+                    return;
+                }
+            }
+        }
         while let Some(&top) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
             let below = top.sp < frame && frame - top.sp < STACK_SPAN;
             let same_dead = top.sp == frame && !tail;
@@ -166,6 +305,7 @@ pub(crate) unsafe fn fentry_body(
             if !tail {
                 // SAFETY: per the caller; the return now goes through the trampoline.
                 unsafe { *(slot as *mut usize) = hook_with(fret) };
+                before.hooked(p, slot);
             }
             before.entry(st, p);
             push_entry(st, p, func, now, 0);
@@ -234,7 +374,12 @@ pub(crate) fn with_own<R>(f: impl FnOnce(&ThreadState, &mut Private, bool) -> R)
     }
     // SAFETY: blocks are never unmapped.
     let st = unsafe { &*st };
-    let was_busy = st.busy.swap(true, Ordering::Relaxed);
+    // A load and a store, not a swap: `swap` is a locked `xchg` (a full
+    // barrier, the dearest instruction of a hooked return). Only this thread
+    // and signal handlers that interrupt it touch the flag, and a handler
+    // that runs between the two puts it back as it found it.
+    let was_busy = st.busy.load(Ordering::Relaxed);
+    st.busy.store(true, Ordering::Relaxed);
     compiler_fence(Ordering::SeqCst);
     // SAFETY: the private part belongs to this thread.
     let r = f(st, unsafe { &mut *st.private.get() }, was_busy);
@@ -288,9 +433,69 @@ pub fn unwind_limit() -> usize {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
+pub unsafe extern "C" fn on_fret(slot: usize) -> Returned {
+    // The common case in few registers, as `fret_pair`'s own fast path does
+    // it; the rest in `on_fret_slow`, tail-called with the timestamp.
+    let Some(now) = clock::fast_now() else {
+        // SAFETY: per the caller.
+        return unsafe { on_fret_slow(slot, hook_now()) };
+    };
+    let st = this_thread();
+    if !st.is_null() && st as usize != tp::INIT {
+        // SAFETY: blocks are never unmapped.
+        let st = unsafe { &*st };
+        if !st.busy.load(Ordering::Relaxed) {
+            st.busy.store(true, Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: the private part belongs to this thread.
+            let p = unsafe { &mut *st.private.get() };
+            let mut r = Returned { ret: 0, pushed: 0 };
+            if let Some(&f) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+                if f.sp == slot && f.ret > TAIL && f.unhooked == 0 {
+                    let i = p.depth - 1;
+                    record_exit(st, p, f.func, now, now.saturating_sub(f.ts), i, 0);
+                    if let Some(m) = p.pushed.get_mut(i) {
+                        r.pushed = usize::from(*m == slot);
+                        *m = 0;
+                    }
+                    p.depth = i;
+                    p.overflow = 0;
+                    r.ret = f.ret;
+                }
+            }
+            compiler_fence(Ordering::SeqCst);
+            st.busy.store(false, Ordering::Relaxed);
+            if r.ret != 0 {
+                return r;
+            }
+        }
+    }
     // SAFETY: per the caller.
-    unsafe { fret_body(slot, NoValues) }
+    unsafe { on_fret_slow(slot, now) }
+}
+
+/// [`on_fret`]'s general path, with the timestamp already taken.
+///
+/// # Safety
+/// As [`on_fret`].
+#[inline(never)]
+unsafe extern "C" fn on_fret_slow(slot: usize, now: u64) -> Returned {
+    // SAFETY: per the caller.
+    let (ret, pushed) = unsafe { fret_pair(slot, now, NoValues) };
+    Returned {
+        ret,
+        pushed: usize::from(pushed),
+    }
+}
+
+/// What [`on_fret`] gives the return trampoline (in `rax` and `rdx`).
+#[repr(C)]
+pub struct Returned {
+    /// Where the function returns.
+    pub ret: usize,
+    /// Non-zero: its entry pushed the return trampoline on the return-stack
+    /// predictor's stack (x86-64), so the trampoline leaves by `ret`.
+    pub pushed: usize,
 }
 
 /// The body of [`on_fret`], shared with the capturing hook: `before`'s
@@ -299,13 +504,42 @@ pub unsafe extern "C" fn on_fret(slot: usize) -> usize {
 /// # Safety
 /// As [`on_fret`].
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
+    // SAFETY: per the caller.
+    unsafe { fret_pair(slot, hook_now(), before) }.0
+}
+
+/// [`fret_body`], and whether the frame's entry went through
+/// `__tracer_v1_fret_push` (see [`Private::pushed`]).
+///
+/// # Safety
+/// As [`on_fret`].
+#[inline(always)]
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(dead_code)
 )]
-pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
-    let now = hook_now();
+unsafe fn fret_pair(slot: usize, now: u64, before: impl Values) -> (usize, bool) {
+    let mut pushed = false;
     let ret = with_own(|st, p, was_busy| {
+        // The common case first: the newest frame is this return's, and no
+        // tail-called frame shares its slot (it is the top). The same as the
+        // general search below finding `i = depth - 1`.
+        if let Some(&f) = p.depth.checked_sub(1).and_then(|i| p.shadow.get(i)) {
+            if f.sp == slot && f.ret > TAIL && f.unhooked == 0 && !was_busy {
+                let i = p.depth - 1;
+                before.exit(st, p, f.func, i);
+                record_exit(st, p, f.func, now, now.saturating_sub(f.ts), i, 0);
+                if let Some(m) = p.pushed.get_mut(i) {
+                    pushed = *m == slot;
+                    *m = 0;
+                }
+                p.depth = i;
+                p.overflow = 0;
+                return f.ret;
+            }
+        }
         let mut found = None;
         for i in (0..p.depth).rev() {
             if let Some(f) = p.shadow.get(i) {
@@ -373,9 +607,9 @@ pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     .unwrap_or(0);
     if ret == 0 {
         // Through the shim: the hook itself makes no other call (lean check).
-        return call_slow_arg(lost_return, slot);
+        return (call_slow_arg(lost_return, slot), false);
     }
-    ret
+    (ret, pushed)
 }
 
 /// A hooked return with no record: the return address is unknown. Never

@@ -1,9 +1,12 @@
-//! Finding this thread's block from a hook: one thread-pointer load on
-//! x86-64 (a table keyed by `fs:0`), a `thread_local!` elsewhere.
+//! Finding this thread's block from a hook: on x86-64 one load at a fixed
+//! offset from the thread pointer where the tracer's TLS is in the static
+//! TLS block (see [`tp::probe_static`]), else a table keyed by `fs:0`; a
+//! `thread_local!` elsewhere.
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use std::cell::Cell;
 
-#[cfg(not(target_arch = "x86_64"))]
 thread_local! {
     static STATE: Cell<*mut ThreadState> = const { Cell::new(std::ptr::null_mut()) };
 }
@@ -18,10 +21,11 @@ pub(crate) fn this_thread() -> *mut ThreadState {
 }
 
 pub(crate) fn set_this_thread(p: *mut ThreadState) {
+    // Both: the hooks read `STATE` at its static offset once that is known,
+    // the table until then.
+    STATE.with(|s| s.set(p));
     #[cfg(target_arch = "x86_64")]
     tp::set(p);
-    #[cfg(not(target_arch = "x86_64"))]
-    STATE.with(|s| s.set(p));
 }
 
 /// Thread blocks by thread pointer, on x86-64.
@@ -69,9 +73,27 @@ pub(crate) mod tp {
         (k >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 14)
     }
 
+    /// Offset of this thread's `STATE` from the thread pointer, where it is
+    /// the same in every thread (the object's TLS is in the static TLS
+    /// block); 0: unknown, the table is used.
+    static STATIC_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
     /// This thread's block, [`INIT`], or null.
     #[inline(always)]
     pub fn get() -> *mut ThreadState {
+        let off = STATIC_OFFSET.load(Ordering::Relaxed);
+        if off != 0 {
+            let p: *mut ThreadState;
+            // SAFETY: `off` was found by `probe_static`: this object's TLS
+            // is in the static TLS block, at the same offset from the
+            // thread pointer in every thread, and `STATE` (a pointer-sized,
+            // aligned `Cell` without destructor) sits there.
+            unsafe {
+                std::arch::asm!("mov {}, qword ptr fs:[{}]", out(reg) p, in(reg) off,
+                    options(nostack, readonly, preserves_flags))
+            };
+            return p;
+        }
         let k = thread_pointer();
         let mut i = home(k);
         for _ in 0..SLOTS {
@@ -89,6 +111,57 @@ pub(crate) mod tp {
             i = (i + 1) & (SLOTS - 1);
         }
         std::ptr::null_mut()
+    }
+
+    /// Find whether `STATE` is at one offset from the thread pointer in
+    /// every thread, and make [`get`] read it there. Run on a thread the
+    /// runtime started (the collector's); until then, and if it finds
+    /// nothing, the table is used.
+    ///
+    /// An object loaded with the program (the preload library, a program
+    /// linked with the tracer) has its TLS in the static TLS block, which
+    /// glibc places, in every thread but the main one, just below the
+    /// thread's control block at the top of its stack mapping, at the same
+    /// offset from the thread pointer in every thread. An object loaded
+    /// later by `dlopen` (`tracer attach`) has its TLS allocated on the heap,
+    /// per thread. So `STATE` lies inside this thread's own stack mapping
+    /// only in the first case (a heap block never does). Elsewhere than
+    /// glibc, on the main thread, or if the stack cannot be found, nothing
+    /// changes. (A thread made only for the probe was tried: under heavy
+    /// load, the exiting thread stayed listed with every signal blocked long
+    /// enough for the next batch to refuse to patch.)
+    pub fn probe_static() {
+        #[cfg(target_env = "gnu")]
+        {
+            if std::env::var_os("TRACER_NO_STATIC_TLS").is_some()
+                || STATIC_OFFSET.load(Ordering::Relaxed) != 0
+            {
+                return;
+            }
+            // SAFETY: no preconditions.
+            if unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t == libc::getpid() } {
+                return;
+            }
+            let at = super::STATE.with(|s| s as *const _ as usize);
+            let tp = thread_pointer();
+            // SAFETY: a zeroed attribute filled in for this very thread,
+            // destroyed after use; the out-pointers are valid.
+            let inside = unsafe {
+                let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+                if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                    return;
+                }
+                let mut lo: *mut libc::c_void = std::ptr::null_mut();
+                let mut size = 0usize;
+                let ok = libc::pthread_attr_getstack(&attr, &mut lo, &mut size) == 0;
+                libc::pthread_attr_destroy(&mut attr);
+                ok && (lo as usize) <= at && at + 8 <= lo as usize + size
+            };
+            if inside && at < tp {
+                // `fs:[off]` wraps around to `tp - (2^64 - off)` = `at`.
+                STATIC_OFFSET.store(at.wrapping_sub(tp), Ordering::Relaxed);
+            }
+        }
     }
 
     /// Set (or, with null, remove) this thread's entry.
