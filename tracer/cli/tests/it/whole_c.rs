@@ -964,27 +964,39 @@ fn real_lua_counts_equal_an_instrumented_build_longjmps_included() {
     let oracle = oracle_counts(&counting, &counts);
 
     let rec = dir.0.join("lua.rec");
-    let o = dir
-        .cmd(Path::new(TRACER))
-        .env("TRACER_PRELOAD", preload())
-        .args(["run", "--enable", "*", "--record"])
-        .arg(&rec)
-        .arg("--")
-        .arg(&padded)
-        .arg(&script)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{err}");
-
-    let rows: serde_json::Value =
-        serde_json::from_str(&dir.ok(&["report", rec.to_str().unwrap(), "--json"])).unwrap();
+    // At the default ring size nothing is lost while the recorder gets the
+    // CPU it needs; on a machine so loaded that it is starved for longer
+    // than a ring lasts (a few ms of this program), the loss is reported
+    // (`lost_events`): then run again, at most three times.
+    let mut attempt = 0;
+    let (rows, err) = loop {
+        attempt += 1;
+        let o = dir
+            .cmd(Path::new(TRACER))
+            .env("TRACER_PRELOAD", preload())
+            .args(["run", "--enable", "*", "--record"])
+            .arg(&rec)
+            .arg("--")
+            .arg(&padded)
+            .arg(&script)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{err}");
+        let rows: serde_json::Value =
+            serde_json::from_str(&dir.ok(&["report", rec.to_str().unwrap(), "--json"])).unwrap();
+        let lost = rows.as_array().unwrap()[0]["lost_events"].as_u64().unwrap();
+        if lost == 0 || attempt == 3 {
+            break (rows, err);
+        }
+        eprintln!("attempt {attempt}: {lost} events lost (a starved recorder); again");
+    };
     let rows = rows.as_array().unwrap();
     let mut got: std::collections::BTreeMap<String, u64> = Default::default();
     let mut noret: std::collections::BTreeMap<String, u64> = Default::default();
     for r in rows {
-        assert_eq!(r["lost_events"], 0, "events were lost: {err}");
+        assert_eq!(r["lost_events"], 0, "events were lost in 3 attempts: {err}");
         // `helper#2`: a static function of the same name in another file.
         let name = r["name"].as_str().unwrap();
         let name = name.split('#').next().unwrap().to_string();
