@@ -1,6 +1,6 @@
 //! The AArch64 capturing hooks of compiler pads (issue 14): the same work
 //! as `on_fentry` / `on_fret` ([`fentry_body`], [`fret_body`]), plus the
-//! values events, as the x86-64 ones in `capture.rs`. Only functions
+//! values events, as the x86-64 ones in `capture_x86_64.rs`. Only functions
 //! enabled with capture reach them, through their own entry stub
 //! (`x16` = `func | spec << 32`) and the trampolines of
 //! `tracer_arch_arm`'s `__tracer_define_capture_trampolines!`.

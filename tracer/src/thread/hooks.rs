@@ -4,18 +4,6 @@
 
 use super::*;
 
-#[cfg(target_arch = "x86_64")]
-extern "C" {
-    /// `f(arg)`, with `xmm0`–`xmm15` saved around it (see the x86 trampolines).
-    fn __tracer_v1_call_saving(f: extern "C" fn(usize) -> usize, arg: usize) -> usize;
-}
-
-/// The saving shim's address, for the hook check.
-#[cfg(target_arch = "x86_64")]
-pub fn call_saving_shim() -> usize {
-    __tracer_v1_call_saving as *const () as usize
-}
-
 /// Run a slow path from a hook: through the saving shim on x86-64, so the
 /// hook's own code stays free of vector registers (lean trampolines).
 #[inline(always)]
@@ -23,24 +11,10 @@ pub(crate) fn call_slow(f: extern "C" fn(usize) -> usize) -> usize {
     call_slow_arg(f, 0)
 }
 
-/// [`call_slow`] with an argument.
-#[inline(always)]
-pub(crate) fn call_slow_arg(f: extern "C" fn(usize) -> usize, arg: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the shim calls `f(arg)` with the System V ABI and preserves the
-    // vector registers around it.
-    return unsafe { __tracer_v1_call_saving(f, arg) };
-    #[cfg(not(target_arch = "x86_64"))]
-    f(arg)
-}
+pub(crate) use super::lean::call_slow_arg;
 
 pub(crate) extern "C" fn slow_init_c(_: usize) -> usize {
     slow_init() as usize
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(crate) extern "C" fn monotonic_c(_: usize) -> usize {
-    clock::monotonic_ns() as usize
 }
 
 /// Timestamp inside a hook: the TSC inline, anything else through
@@ -51,10 +25,7 @@ pub(crate) extern "C" fn monotonic_c(_: usize) -> usize {
 pub(crate) fn hook_now() -> u64 {
     match clock::fast_now() {
         Some(t) => t,
-        #[cfg(target_arch = "x86_64")]
-        None => call_slow(monotonic_c) as u64,
-        #[cfg(not(target_arch = "x86_64"))]
-        None => clock::monotonic_ns(),
+        None => super::lean::slow_now(),
     }
 }
 

@@ -5,6 +5,36 @@
 
 use super::*;
 
+extern "C" {
+    /// `f(arg)`, with `xmm0`–`xmm15` saved around it (see the x86 trampolines).
+    fn __tracer_v1_call_saving(f: extern "C" fn(usize) -> usize, arg: usize) -> usize;
+}
+
+/// The saving shim's address, for the hook check.
+pub fn call_saving_shim() -> usize {
+    __tracer_v1_call_saving as *const () as usize
+}
+
+/// Run a slow path from a hook through the saving shim, so the hook's own
+/// code stays free of vector registers (lean trampolines).
+#[inline(always)]
+pub(crate) fn call_slow_arg(f: extern "C" fn(usize) -> usize, arg: usize) -> usize {
+    // SAFETY: the shim calls `f(arg)` with the System V ABI and preserves the
+    // vector registers around it.
+    unsafe { __tracer_v1_call_saving(f, arg) }
+}
+
+extern "C" fn monotonic_c(_: usize) -> usize {
+    clock::monotonic_ns() as usize
+}
+
+/// The clock without the TSC, from a hook: through the saving shim (a
+/// `usize` here is the clock's 64 bits).
+#[inline(always)]
+pub(crate) fn slow_now() -> u64 {
+    call_slow_arg(monotonic_c, 0) as u64
+}
+
 /// Why the trampolines must save vector registers (`None`: they need not).
 /// Also sizes the XSAVE area the full-save path uses.
 pub(crate) fn lean_check() -> Option<String> {

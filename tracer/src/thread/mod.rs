@@ -39,8 +39,6 @@
 //! recycles it for the next new thread.
 
 use crate::{clock, window};
-#[cfg(not(target_arch = "x86_64"))]
-use std::cell::Cell;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{
     compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
@@ -73,8 +71,11 @@ pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU
 mod arena;
 mod block;
 mod capture;
-#[cfg(target_arch = "aarch64")]
-mod capture_aarch64;
+// The capturing hooks, where there are any.
+#[cfg_attr(target_arch = "x86_64", path = "capture_x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "capture_aarch64.rs")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod capture_arch;
 mod hooks;
 // Whether the trampolines may skip saving vector registers.
 #[cfg_attr(target_arch = "x86_64", path = "lean_x86_64.rs")]
@@ -85,8 +86,8 @@ mod tls;
 pub(crate) use arena::segments as arena_segments;
 pub(crate) use block::*;
 pub(crate) use capture::*;
-#[cfg(target_arch = "aarch64")]
-pub(crate) use capture_aarch64::*;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use capture_arch::*;
 pub(crate) use hooks::*;
 pub(crate) use lean::{lean_capture, lean_check};
 pub(crate) use returns::*;

@@ -1,0 +1,346 @@
+//! x86-64's capturing hooks: compiler pads (`on_fentry_args`,
+//! `on_fret_args`: the same work as `on_fentry` / `on_fret` through
+//! [`fentry_body`], [`fret_body`]) and `#[traceable]` (`on_entry_args`,
+//! `on_exit_args`), and the check that they leave vector registers alone.
+
+use super::*;
+use tracer_core::capture::Capture;
+use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
+
+/// Why the capturing trampolines must save vector registers (`None`: they
+/// need not).
+pub(crate) fn verify_capture_hooks(read: &dyn Fn(usize, &mut [u8])) -> Option<String> {
+    use tracer_arch_x86::trampoline::{verify_hook, HookCheck};
+    let shim = super::lean::call_saving_shim();
+    for (name, f) in [
+        ("on_fentry_args", on_fentry_args as *const () as usize),
+        ("on_fret_args", on_fret_args as *const () as usize),
+        ("on_entry_args", on_entry_args as *const () as usize),
+        ("on_exit_args", on_exit_args as *const () as usize),
+    ] {
+        if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, read) {
+            return Some(format!("{name}: {why}"));
+        }
+    }
+    None
+}
+
+/// The capturing entry hook's values: `n` argument words (the spec first).
+struct ArgsOut<'a> {
+    r: &'a tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
+    func: u32,
+    ni: usize,
+    nf: usize,
+    n: usize,
+    /// The return goes to the capturing return trampoline.
+    ret: bool,
+}
+
+impl Values for ArgsOut<'_> {
+    #[inline(always)]
+    fn entry(&self, st: &ThreadState, p: &mut Private) {
+        if self.ret {
+            if let Some(c) = p.captured.get_mut(p.depth) {
+                *c = (self.slot, self.func);
+            }
+        }
+        let depth = p.depth as u16;
+        let mut i = 0;
+        while i < self.n {
+            // SAFETY: `r` is the trampoline's frame at a function's entry,
+            // `slot` its return address slot (see `on_fentry_args`).
+            let (a, b) = unsafe {
+                (
+                    arg_word(self.r, self.slot, self.ni, self.nf, i),
+                    if i + 1 < self.n {
+                        arg_word(self.r, self.slot, self.ni, self.nf, i + 1)
+                    } else {
+                        0
+                    },
+                )
+            };
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: a,
+                    dur: b,
+                    func: self.func,
+                    depth,
+                    kind: KIND_ARGS,
+                    flags: (i / 2) as u8,
+                },
+            );
+            i += 2;
+        }
+    }
+    #[inline(always)]
+    fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
+}
+
+/// The capturing return hook's values: the return registers.
+struct RetOut {
+    rax: u64,
+    xmm0: u64,
+}
+
+impl Values for RetOut {
+    #[inline(always)]
+    fn entry(&self, _: &ThreadState, _: &mut Private) {}
+    #[inline(always)]
+    fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize) {
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: self.rax,
+                dur: self.xmm0,
+                func,
+                depth: depth as u16,
+                kind: KIND_RETVAL,
+                flags: 0,
+            },
+        );
+    }
+}
+
+/// Argument word `k` of the frame `r` (0: the spec; then `ni` integer
+/// registers, `nf` floating-point ones, then stack words above `slot`).
+///
+/// # Safety
+/// `r` must be the capturing trampoline's frame at a function's entry and
+/// `slot` the address of its return address.
+#[inline(always)]
+unsafe fn arg_word(
+    r: &tracer_arch_x86::trampoline_args::Regs,
+    slot: usize,
+    ni: usize,
+    nf: usize,
+    k: usize,
+) -> u64 {
+    /// `Regs::gpr` indices of `rdi rsi rdx rcx r8 r9`.
+    const INT: [usize; 6] = [4, 5, 6, 7, 3, 2];
+    match k {
+        0 => r.spec,
+        k if k <= ni => INT
+            .get(k - 1)
+            .and_then(|&g| r.gpr.get(g))
+            .copied()
+            .unwrap_or(0),
+        k if k <= ni + nf => r.xmm.get(k - 1 - ni).copied().unwrap_or(0),
+        // SAFETY: per the caller: the caller's outgoing argument area (or
+        // its frame) lies just above the return address on a live stack.
+        k => unsafe { *((slot + 8 * (k - ni - nf)) as *const u64) },
+    }
+}
+
+/// Called by `__tracer_v1_tramp_fentry_args` (x86-64): a function enabled
+/// with capture was entered; `regs` is the trampoline's register frame.
+///
+/// # Safety
+/// `regs` must be that frame, on this thread's stack, at a function's entry.
+pub unsafe extern "C" fn on_fentry_args(regs: *const tracer_arch_x86::trampoline_args::Regs) {
+    // SAFETY: per the caller.
+    let r = unsafe { &*regs };
+    let func = r.func as u32;
+    let cap = Capture::decode(r.spec as u32);
+    let slot = std::ptr::addr_of!(r.ret) as usize;
+    let fret_args = FRET_ARGS.load(Ordering::Relaxed);
+    let (ni, nf) = ((cap.ints as usize).min(6), cap.floats as usize);
+    let n = 1 + ni + nf + cap.stack as usize;
+    // SAFETY: `slot` is the traced function's return address slot.
+    unsafe {
+        fentry_body(
+            func,
+            slot,
+            slot,
+            |old, fret| old == fret || (fret_args != 0 && old == fret_args),
+            |fret| {
+                if cap.retval && fret_args != 0 {
+                    fret_args
+                } else {
+                    fret
+                }
+            },
+            ArgsOut {
+                r,
+                slot,
+                func,
+                ni,
+                nf,
+                n: if cap.args() { n } else { 0 },
+                ret: cap.retval && fret_args != 0,
+            },
+        )
+    }
+}
+
+/// Called by `__tracer_v1_tramp_fret_args` (x86-64): as [`on_fret`], and
+/// the return values, which the trampoline left below the slot, go out
+/// just before each exit event.
+///
+/// # Safety
+/// Only the capturing return trampoline calls it, on the thread whose
+/// frame it was.
+pub unsafe extern "C" fn on_fret_args(slot: usize) -> usize {
+    use tracer_arch_x86::trampoline_args::{RET_RAX, RET_XMM0};
+    // SAFETY: the trampoline's frame, just below the slot.
+    let (rax, xmm0) = unsafe {
+        (
+            *((slot - RET_RAX) as *const u64),
+            *((slot - RET_XMM0) as *const u64),
+        )
+    };
+    // SAFETY: per the caller.
+    unsafe { fret_body(slot, RetOut { rax, xmm0 }) }
+}
+
+pub use traceable::{on_entry_args, on_exit_args};
+
+/// The capturing hooks of `#[traceable]` pads (x86-64).
+mod traceable {
+    use super::*;
+
+    /// A reader of a `#[traceable]` value (`tracer::__private::values`).
+    type Reader = unsafe extern "C" fn(usize, *mut [u64; 2]);
+
+    /// What [`read_c`] runs: a reader, its value's address, its output.
+    struct ReadCall {
+        reader: usize,
+        addr: usize,
+        /// Written by every reader (left uninitialised here: zeroing it
+        /// would take a vector register, which the lean hooks must not).
+        out: std::mem::MaybeUninit<[u64; 2]>,
+    }
+
+    /// Run a reader (through the saving shim: the readers are the program's
+    /// code, not verified free of vector registers).
+    extern "C" fn read_c(call: usize) -> usize {
+        // SAFETY: `call` is a `ReadCall` of `traceable_value`'s frame, whose
+        // reader was put in the block by the macro's capturing stub.
+        unsafe {
+            let c = &mut *(call as *mut ReadCall);
+            let f: Reader = std::mem::transmute::<usize, Reader>(c.reader);
+            f(c.addr, c.out.as_mut_ptr());
+        }
+        0
+    }
+
+    /// Value `i` of a `#[traceable]` capturing stub's block: (word, second
+    /// word; the reader's two words, or the value twice).
+    ///
+    /// # Safety
+    /// `block` must be the stub's block with more than `i` values.
+    #[inline(always)]
+    unsafe fn traceable_value(block: *const u64, i: usize) -> (u64, u64) {
+        // SAFETY: per the caller.
+        let (v, reader) = unsafe { (*block.add(1 + 2 * i), *block.add(2 + 2 * i)) };
+        if reader == 0 {
+            return (v, v);
+        }
+        let mut c = ReadCall {
+            reader: reader as usize,
+            addr: v as usize,
+            out: std::mem::MaybeUninit::uninit(),
+        };
+        call_slow_arg(read_c, &mut c as *mut ReadCall as usize);
+        // SAFETY: the reader wrote both words. Read one at a time
+        // (volatile): a 16-byte copy would take a vector register.
+        unsafe {
+            let w = c.out.as_ptr() as *const u64;
+            (w.read_volatile(), w.add(1).read_volatile())
+        }
+    }
+
+    /// The values in a `#[traceable]` capturing stub's block, and the stack
+    /// pointer at the pad (above the block and the pad's return address).
+    ///
+    /// # Safety
+    /// `block` must be such a block.
+    #[inline(always)]
+    unsafe fn traceable_block(block: *const u64) -> (usize, usize) {
+        // SAFETY: per the caller.
+        let n = (unsafe { *block } as usize).min(tracer_core::site::MAX_TRACEABLE_VALUES);
+        // SAFETY: as above (the count the stub pushed, not the clamped one).
+        let pushed = unsafe { *block } as usize;
+        (n, block as usize + 8 * (2 * pushed + 1) + 8)
+    }
+
+    /// Called by `__tracer_v1_tramp_entry_args`: the capturing stub of a
+    /// `#[traceable]` entry pad pushed the parameters' values (`block`); as
+    /// [`on_entry`], with the values events just before the entry event.
+    /// Only synchronous functions' pads capture (the macro gives an async
+    /// fn's pads no capturing stub).
+    ///
+    /// # Safety
+    /// `rec` must be a site record, `block` its capturing stub's block.
+    pub unsafe extern "C" fn on_entry_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        let values = |st: &ThreadState, p: &mut Private, func: u32| {
+            let depth = p.depth as u16;
+            let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
+            // Words: the spec, then the values; two a ring event.
+            let word = |k: usize| -> u64 {
+                match k {
+                    0 => spec,
+                    // SAFETY: k - 1 < n values are in the block.
+                    k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
+                    _ => 0,
+                }
+            };
+            let mut k = 0;
+            while k < n + 1 {
+                st.ring.push(
+                    &mut p.cached_tail,
+                    &Event {
+                        ts: word(k),
+                        dur: word(k + 1),
+                        func,
+                        depth,
+                        kind: tracer_core::event::KIND_ARGS,
+                        flags: (k / 2) as u8,
+                    },
+                );
+                k += 2;
+            }
+        };
+        // SAFETY: per the caller.
+        unsafe { entry_body(rec, sp, token, false, values) }
+    }
+
+    /// Called by `__tracer_v1_tramp_exit_args`: the capturing stub of a
+    /// `#[traceable]` exit pad pushed the return value; as [`on_exit`], with
+    /// one values event (the value's word; its second word: the variant of a
+    /// `Result`/`Option`) just before the exit event.
+    ///
+    /// # Safety
+    /// As [`on_entry_args`].
+    pub unsafe extern "C" fn on_exit_args(rec: *const SiteRecord, block: *const u64, token: usize) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        let values = |st: &ThreadState, p: &mut Private, func: u32, depth: usize| {
+            if n == 0 {
+                return;
+            }
+            // SAFETY: one value is in the block.
+            let (a, b) = unsafe { traceable_value(block, 0) };
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: a,
+                    dur: b,
+                    func,
+                    depth: depth as u16,
+                    kind: tracer_core::event::KIND_RETVAL,
+                    flags: 0,
+                },
+            );
+        };
+        // SAFETY: per the caller.
+        unsafe { exit_body(rec, sp, token, false, values) }
+    }
+}
