@@ -43,7 +43,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{
     compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 };
-use tracer_core::event::{Event, Ring, FLAG_ASYNC, FLAG_ENTRY_ONLY, KIND_ENTRY, KIND_EXIT};
+use tracer_core::event::{Event, Ring, FLAG_ASYNC, KIND_ENTRY, KIND_EXIT};
 use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 
 /// Deepest traced nesting tracked per thread.
@@ -81,6 +81,8 @@ mod hooks;
 #[cfg_attr(target_arch = "x86_64", path = "lean_x86_64.rs")]
 #[cfg_attr(not(target_arch = "x86_64"), path = "lean_other.rs")]
 mod lean;
+// Compiler pads' entries and hooked returns, where compiler pads are traced.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod returns;
 mod tls;
 pub(crate) use arena::segments as arena_segments;
@@ -90,8 +92,33 @@ pub(crate) use capture::*;
 pub(crate) use capture_arch::*;
 pub(crate) use hooks::*;
 pub(crate) use lean::{lean_capture, lean_check};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use returns::*;
 pub(crate) use tls::*;
+
+/// Remember a hooked frame dropped from the shadow stack (its return
+/// address may still be found by an unwind that meets the trampoline).
+#[inline(always)]
+pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
+    if f.ret > TAIL && f.unhooked == 0 {
+        let i = p.evicted_next % EVICTED;
+        if let Some(e) = p.evicted.get_mut(i) {
+            // SAFETY: plain stores to fields of our own array (see on_fret).
+            unsafe {
+                std::ptr::write_volatile(&mut e.0, f.sp);
+                std::ptr::write_volatile(&mut e.1, f.ret);
+            }
+        }
+        if let Some(c) = p.evicted_call.get_mut(i) {
+            // SAFETY: as above.
+            unsafe {
+                std::ptr::write_volatile(&mut c.0, f.ts);
+                std::ptr::write_volatile(&mut c.1, u64::from(f.func) | (depth as u64) << 32);
+            }
+        }
+        p.evicted_next = p.evicted_next.wrapping_add(1);
+    }
+}
 
 /// Per-function counters of one thread.
 #[repr(C)]

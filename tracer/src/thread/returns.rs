@@ -3,6 +3,7 @@
 //! and gives the real return address back; evicted and unwound frames.
 
 use super::*;
+use tracer_core::event::FLAG_ENTRY_ONLY;
 
 /// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64
 /// and AArch64, set by the runtime before any compiler pad is enabled; 0 where returns are
@@ -10,30 +11,16 @@ use super::*;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
-#[inline(always)]
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
-pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
-    if f.ret > TAIL && f.unhooked == 0 {
-        let i = p.evicted_next % EVICTED;
-        if let Some(e) = p.evicted.get_mut(i) {
-            // SAFETY: plain stores to fields of our own array (see on_fret).
-            unsafe {
-                std::ptr::write_volatile(&mut e.0, f.sp);
-                std::ptr::write_volatile(&mut e.1, f.ret);
-            }
-        }
-        if let Some(c) = p.evicted_call.get_mut(i) {
-            // SAFETY: as above.
-            unsafe {
-                std::ptr::write_volatile(&mut c.0, f.ts);
-                std::ptr::write_volatile(&mut c.1, u64::from(f.func) | (depth as u64) << 32);
-            }
-        }
-        p.evicted_next = p.evicted_next.wrapping_add(1);
-    }
+/// Address of the capturing return trampoline
+/// (`__tracer_v1_tramp_fret_args`), set with [`FRET`]; 0 where there is
+/// none (the return value is then not captured).
+pub static FRET_ARGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `v`, read from a return address slot, is a hooked return: the
+/// return trampoline `fret` or its capturing variant.
+#[inline]
+pub(crate) fn is_fret(v: usize, fret: usize) -> bool {
+    (fret != 0 && v == fret) || (v != 0 && v == FRET_ARGS.load(Ordering::Relaxed))
 }
 
 /// Called by the compiler-pad entry trampoline: function `func` was entered;
@@ -57,10 +44,6 @@ pub(crate) fn evict(p: &mut Private, f: Frame, depth: usize) {
 /// `slot` must be the address of the return address of a function being
 /// entered on this thread's stack (on AArch64: the entry trampoline's saved
 /// `x30`, which the trampoline puts back into `x30`).
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) -> usize {
     // x86-64: the common case in few registers (no callee-saved register to
     // save and restore), the rest in `on_fentry_slow`, tail-called.
@@ -218,10 +201,6 @@ impl Values for NoValues {
 /// # Safety
 /// As [`on_fentry`].
 #[inline(always)]
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub(crate) unsafe fn fentry_body(
     func: u32,
     slot: usize,
@@ -429,10 +408,6 @@ pub fn unwind_limit() -> usize {
 ///
 /// # Safety
 /// Only the return trampoline calls it, on the thread whose frame it was.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub unsafe extern "C" fn on_fret(slot: usize) -> Returned {
     // The common case in few registers, as `fret_pair`'s own fast path does
     // it; the rest in `on_fret_slow`, tail-called with the timestamp.
@@ -516,10 +491,6 @@ pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
 /// # Safety
 /// As [`on_fret`].
 #[inline(always)]
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 unsafe fn fret_pair(slot: usize, now: u64, before: impl Values) -> (usize, bool) {
     let mut pushed = false;
     let ret = with_own(|st, p, was_busy| {
@@ -614,10 +585,6 @@ unsafe fn fret_pair(slot: usize, now: u64, before: impl Values) -> (usize, bool)
 
 /// A hooked return with no record: the return address is unknown. Never
 /// returns.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub(crate) extern "C" fn lost_return(slot: usize) -> usize {
     eprintln!(
         "tracer: fatal: a hooked return (return address slot {slot:#x}) has no record on this \
