@@ -225,13 +225,15 @@ pub struct Proc {
     /// The process.
     pub child: Child,
     err: Arc<Mutex<String>>,
+    /// The thread collecting stderr (ends at the pipe's end of file).
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
     /// Take over `child`, collecting its stderr if it is piped.
     pub fn new(mut child: Child) -> Proc {
         let err = Arc::new(Mutex::new(String::new()));
-        if let Some(e) = child.stderr.take() {
+        let reader = child.stderr.take().map(|e| {
             let err = Arc::clone(&err);
             std::thread::spawn(move || {
                 for line in BufReader::new(e).lines() {
@@ -240,9 +242,9 @@ impl Proc {
                     s.push_str(&l);
                     s.push('\n');
                 }
-            });
-        }
-        Proc { child, err }
+            })
+        });
+        Proc { child, err, reader }
     }
 
     /// Its pid.
@@ -263,6 +265,15 @@ impl Proc {
     /// Its stderr so far.
     pub fn stderr(&self) -> String {
         self.err.lock().unwrap().clone()
+    }
+
+    /// All its stderr, once it has exited: waits for the collecting thread
+    /// to read the pipe to its end.
+    pub fn stderr_after_exit(&mut self) -> String {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.stderr()
     }
 }
 

@@ -247,8 +247,7 @@ impl Prometheus {
         poll(
             || {
                 if !proc.running() {
-                    std::thread::sleep(Duration::from_millis(200));
-                    panic!("prometheus exited:\n{}", proc.stderr());
+                    panic!("prometheus exited:\n{}", proc.stderr_after_exit());
                 }
                 TcpStream::connect(&addr).is_ok()
                     && get(&addr, "/-/ready", None).0.contains(" 200 ")
