@@ -24,6 +24,8 @@ fi
 
 PACKAGES=(-p tracer-core -p tracer-arch-arm -p tracer -p tracer-tests)
 export RUSTC=/usr/bin/rustc
+# Each target builds once; incremental caches would double its directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # The test harness's own parallelism is kept: qemu-user runs threads on host
 # threads. Integration tests that toggle live run one at a time anyway.
 
@@ -49,7 +51,22 @@ run() { # name target rustflags
   RUSTFLAGS="$flags" CARGO_TARGET_DIR="target/cross-$name" \
     cargo test --no-fail-fast --target "$target" -p tracer-cli --lib --test self_attach || rc=$?
   echo "== cross-test: $name: $([ "$rc" -eq 0 ] && echo ok || echo FAILED) in $(( $(date +%s) - t0 ))s"
+  free_if_short "target/cross-$name"
   return "$rc"
+}
+
+# Each target's build directory takes 1-3 GiB. When the disk runs short
+# (below $TRACER_CROSS_MIN_FREE_GIB, 12 by default), a finished target's
+# directory is removed so the next one can build: CI's disk is bounded.
+# A developer's machine with room keeps them warm for the next run.
+free_if_short() { # dir
+  local dir=$1 free_kib min_gib=${TRACER_CROSS_MIN_FREE_GIB:-12}
+  free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+  echo "cross-test: $dir takes $(du -sh "$dir" 2>/dev/null | cut -f1); $((free_kib / 1048576)) GiB free"
+  if [ "$free_kib" -lt $((min_gib * 1048576)) ]; then
+    echo "cross-test: less than $min_gib GiB free: removing $dir"
+    rm -rf "$dir"
+  fi
 }
 
 want=("$@")

@@ -30,8 +30,15 @@ for a in "$@"; do
   esac
 done
 
+# One build from a clean clone gains nothing from incremental compilation,
+# and its caches doubled the size of every target directory (CI's disk is
+# bounded: a full run with --arm builds five of them). Set it to 1 to keep
+# incremental builds between runs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "== toolchain"
 cargo --version
+df -h . | awk 'NR == 2 { print "disk: " $4 " free of " $2 }'
 rustc --version
 
 echo "== format and lints"
