@@ -13,6 +13,19 @@ pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     set_state_with(pattern, on, Capture::NONE)
 }
 
+/// Enable the functions `pattern` selects that are not enabled yet, with
+/// capture `cap`; enabled ones keep their state and capture (a session
+/// that enables for a while and disables what it changed at its end must
+/// not change what the user enabled).
+pub(crate) fn set_state_keeping(pattern: &str, cap: Capture) -> Result<Report, Error> {
+    let rt = runtime()?;
+    let mut guard = rt.lock_refreshed();
+    let State { reg, enabled, .. } = &mut *guard;
+    let funcs = resolve_in(reg, &loaded(reg), pattern)?;
+    let targets: Vec<usize> = funcs.into_iter().filter(|&f| !enabled[f]).collect();
+    apply(reg, enabled, targets, true, cap)
+}
+
 /// [`set_state`]; enabled functions get capture `cap` (a function enabled
 /// already with another capture is disabled and enabled again with it).
 pub(crate) fn set_state_with(pattern: &str, on: bool, cap: Capture) -> Result<Report, Error> {

@@ -38,6 +38,12 @@ pub enum Request {
         /// number (none without it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capture: Option<u64>,
+        /// Leave functions that are enabled already as they are, their
+        /// capture too (a session that enables for a while: `hist PATTERN`,
+        /// `serve PATTERN`); without it, a function enabled with another
+        /// capture is switched to this one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep: bool,
     },
     /// Disable the functions `pattern` selects.
     Disable {

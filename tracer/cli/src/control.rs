@@ -160,10 +160,12 @@ pub fn set_on_warn(
     quiet: bool,
     warn: bool,
 ) -> Result<Vec<String>, Error> {
-    set_on_capture(c, patterns, on, quiet, warn, 0)
+    set_on_capture(c, patterns, on, quiet, warn, 0, false)
 }
 
-/// [`set_on_warn`], enabling with capture `capture` (`Capture::encode`; 0: none).
+/// [`set_on_warn`], enabling with capture `capture` (`Capture::encode`; 0:
+/// none); `keep`: functions enabled already are left as they are, their
+/// capture too (a session that disables what it changed at its end).
 pub fn set_on_capture(
     c: &mut Client,
     patterns: &[String],
@@ -171,12 +173,14 @@ pub fn set_on_capture(
     quiet: bool,
     warn: bool,
     capture: u32,
+    keep: bool,
 ) -> Result<Vec<String>, Error> {
     let pattern = Some(patterns.join(" "));
     let v = c.request(&if on {
         Request::Enable {
             pattern,
             capture: (capture != 0).then_some(u64::from(capture)),
+            keep,
         }
     } else {
         Request::Disable { pattern }
@@ -236,6 +240,17 @@ pub fn set_capturing(
     flags: &crate::values::CaptureFlags,
 ) -> Result<Vec<String>, Error> {
     let mut c = connect(pid)?;
+    let cap = capture_needed(&mut c, patterns, flags)?;
+    set_on_capture(&mut c, patterns, true, false, true, cap.encode(), false)
+}
+
+/// The capture `flags` ask for of the functions `patterns` select: what
+/// their debug information names (every register without it).
+pub fn capture_needed(
+    c: &mut Client,
+    patterns: &[String],
+    flags: &crate::values::CaptureFlags,
+) -> Result<tracer_core::capture::Capture, Error> {
     let usage = |m: String| Error {
         code: exit::USAGE,
         msg: m,
@@ -243,7 +258,7 @@ pub fn set_capturing(
     let mut sigs = Vec::new();
     if flags.args.is_some() && flags.count().map_err(usage)?.is_none() {
         let mut known = crate::values::Signatures::default();
-        each_listed(&mut c, Some(&patterns.join(" ")), &mut |f| {
+        each_listed(c, Some(&patterns.join(" ")), &mut |f| {
             if let (Some(file), Some(off)) = (f["file"].as_str(), f["object_offset"].as_u64()) {
                 sigs.push(known.of_object(file, off));
             } else if f["signature"].as_str().is_some_and(|s| !s.is_empty()) {
@@ -260,8 +275,7 @@ pub fn set_capturing(
             Ok(())
         })?;
     }
-    let cap = crate::values::capture_for(flags, &sigs).map_err(usage)?;
-    set_on_capture(&mut c, patterns, true, false, true, cap.encode())
+    crate::values::capture_for(flags, &sigs).map_err(usage)
 }
 
 /// `--buffer` of `trace`, `hist`, `record`: the ring size for the

@@ -102,7 +102,7 @@ enum Cmd {
         after_help = "Example:\n  tracer hist 'parse*' --duration 5s\n  tracer hist --interval 1s --json"
     )]
     Hist {
-        /// Enable these functions for the collection (disabled again after) and show only them.
+        /// Enable these functions for the collection and show only them: those it enabled are disabled again after; functions enabled already keep how they were enabled (their capture too). With --where on values, the functions it enables capture what the condition needs.
         pattern: Option<String>,
         /// Collect for this long (default: until Ctrl-C or the process ends).
         #[arg(long, value_parser = dur::parse, value_name = "DUR")]
@@ -212,7 +212,7 @@ enum Cmd {
     /// Serve Prometheus /metrics (call counts, latency histograms) of one or every traced process.
     #[command(after_help = SERVE_HELP)]
     Serve {
-        /// Enable these functions in each process (disabled again on exit) and export only them.
+        /// Enable these functions in each process (those it enabled are disabled again on exit; functions enabled already are left as they were) and export only them.
         pattern: Option<String>,
         /// Where to listen (HOST:PORT; port 0 picks a free one, printed on stderr).
         #[arg(long, value_name = "ADDR")]

@@ -508,6 +508,9 @@ fn read_process(
                 let v: msg::Changed = c.request_as(&AgentRequest::Enable {
                     pattern: Some(p.clone()),
                     capture: None,
+                    // What the user enabled stays as it is (its capture
+                    // too); only what this enables is disabled at the end.
+                    keep: true,
                 })?;
                 changed = v.changed;
                 let mut m = vec![false; idx.iter().max().map_or(0, |&i| i as usize + 1)];

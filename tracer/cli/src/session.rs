@@ -5,7 +5,7 @@
 
 use crate::calls::Call;
 use crate::client::{Client, Request};
-use crate::control::{each_listed, resolve_indices, set_on};
+use crate::control::{each_listed, resolve_indices, set_on_capture};
 use crate::graph::{self, Printer};
 use crate::hist::{self, Hists};
 use crate::out::{bold, io_err, out, stopped};
@@ -347,7 +347,15 @@ pub fn hist(
     let (keep_set, changed) = match &pattern {
         Some(p) => {
             let idx = resolve_indices(&mut c, p)?;
-            let changed = set_on(&mut c, std::slice::from_ref(p), true, true)?;
+            let patterns = std::slice::from_ref(p);
+            // --where on values: the functions this enables capture what
+            // the condition looks at. Functions enabled already keep their
+            // state and capture (they are left enabled at the end).
+            let cap = match WHERE.get() {
+                Some(w) => crate::control::capture_needed(&mut c, patterns, &w.capture_flags())?,
+                None => tracer_core::capture::Capture::NONE,
+            };
+            let changed = set_on_capture(&mut c, patterns, true, true, true, cap.encode(), true)?;
             (Some(idx), changed)
         }
         None => (None, Vec::new()),
@@ -433,6 +441,15 @@ pub fn hist(
             f.text
         )
         .map_err(io_err)?;
+        if matched == 0 && calls > 0 {
+            writeln!(
+                out(),
+                "# (a call without captured values never matches: functions enabled before \
+                 this command keep how they were enabled; `tracer enable PATTERN --args \
+                 --retval` captures their values)"
+            )
+            .map_err(io_err)?;
+        }
     }
     if !json {
         writeln!(out(), "# {lost}; {}", end.text(pid)).map_err(io_err)?;

@@ -1569,6 +1569,15 @@ impl Cond {
         !matches!(self.subject, Subject::Ret | Subject::Variant(_))
     }
 
+    /// The capture the condition looks at: `--args` (named from debug
+    /// information) or `--retval`.
+    pub fn capture_flags(&self) -> CaptureFlags {
+        CaptureFlags {
+            args: self.wants_args().then(|| "auto".to_string()),
+            retval: !self.wants_args(),
+        }
+    }
+
     /// Check the condition applies to function `name` with signature `sig`
     /// (`None`: no debug information): an error names what exists.
     pub fn check(&self, name: &str, sig: Option<&Signature>) -> Result<(), String> {

@@ -20,12 +20,16 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
         Request::List { pattern, from, max } => {
             (list(pattern.as_deref(), from, max), Vec::new(), true)
         }
-        Request::Enable { pattern, capture } => (
-            set(true, pattern.as_deref(), capture.unwrap_or(0)),
+        Request::Enable {
+            pattern,
+            capture,
+            keep,
+        } => (
+            set(true, pattern.as_deref(), capture.unwrap_or(0), keep),
             Vec::new(),
             true,
         ),
-        Request::Disable { pattern } => (set(false, pattern.as_deref(), 0), Vec::new(), true),
+        Request::Disable { pattern } => (set(false, pattern.as_deref(), 0, false), Vec::new(), true),
         Request::Status => (status(agent), Vec::new(), true),
         Request::Attach => {
             if c.attached {
@@ -165,7 +169,9 @@ pub(crate) fn list(pattern: Option<&str>, from: Option<u64>, max: Option<u64>) -
     )
 }
 
-pub(crate) fn set(on: bool, pattern: Option<&str>, capture: u64) -> Value {
+/// `enable` (`on`) or `disable`; `keep`: functions enabled already are left
+/// as they are.
+pub(crate) fn set(on: bool, pattern: Option<&str>, capture: u64, keep: bool) -> Value {
     let Some(p) = pattern else {
         return error("missing 'pattern'");
     };
@@ -176,7 +182,12 @@ pub(crate) fn set(on: bool, pattern: Option<&str>, capture: u64) -> Value {
                 "'capture' is not a capture specification; use the tracer program of this version",
             );
         };
-        crate::enable_with(p, crate::Capture::decode(cap))
+        let cap = crate::Capture::decode(cap);
+        if keep {
+            crate::patch::set_state_keeping(p, cap)
+        } else {
+            crate::enable_with(p, cap)
+        }
     } else {
         crate::disable_report(p)
     };

@@ -685,6 +685,122 @@ fn enable_with_capture_on_a_running_program() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `hist PATTERN` enables for its session only what was not enabled: a
+/// function the user enabled with capture keeps it (its `--where` on return
+/// values matches) and stays enabled after the session.
+#[test]
+fn hist_pattern_keeps_what_the_user_enabled_with_capture() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+    let exe = build(&MODES[2], true);
+    let dir = std::env::temp_dir().join(format!("tracer-args-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cmd = |prog: &Path| {
+        let mut c = Command::new(prog);
+        c.env("XDG_RUNTIME_DIR", &dir)
+            .env_remove("TRACER_ENABLE")
+            .env_remove("TRACER_CAPTURE")
+            .env_remove("TRACER_AGENT")
+            .env_remove("LD_PRELOAD");
+        c
+    };
+    let mut prog = cmd(&exe)
+        .arg("wait")
+        .env("LD_PRELOAD", preload())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = Some(prog.stdin.take().unwrap());
+    let mut stdout = BufReader::new(prog.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let pid = prog.id().to_string();
+    let tracer = |args: &[&str]| {
+        let o = cmd(Path::new(TRACER)).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let status = || -> serde_json::Value {
+        serde_json::from_str(&tracer(&["status", "--json", "-p", &pid])).unwrap()
+    };
+    tracer(&["enable", "work", "--retval", "-p", &pid]);
+    // A first round gives the thread its ring before any session attaches
+    // (a ring that appears later is found by the session's next poll, which
+    // an immediate Ctrl-C could beat).
+    let input = stdin.as_mut().unwrap();
+    writeln!(input, "1").unwrap();
+    input.flush().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    // One hist session: started, attached, one run of 100 rounds (`parse`
+    // fails 2 of its 3 calls, `work` 10 of 100); then Ctrl-C (`last`: the
+    // program's input is closed instead, so the session ends with it). The
+    // count of matching calls of `func`.
+    let mut session = |args: &[&str], func: &str, last: bool| -> u64 {
+        let mut h = cmd(Path::new(TRACER))
+            .arg("hist")
+            .args(args)
+            .args(["--where", "ret < 0", "--json", "-p", &pid])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while status()["reader_attached"] != true {
+            assert!(t0.elapsed().as_secs() < 60, "hist never attached");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let input = stdin.as_mut().unwrap();
+        writeln!(input, "100").unwrap();
+        input.flush().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        if last {
+            drop(stdin.take());
+        } else {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            assert_eq!(unsafe { libc::kill(h.id() as i32, libc::SIGINT) }, 0);
+        }
+        let o = h.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let rows: serde_json::Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("{e}: {out}\n{}", String::from_utf8_lossy(&o.stderr)));
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == func)
+            .map_or(0, |r| r["count"].as_u64().unwrap())
+    };
+    assert_eq!(session(&["work"], "work", false), 10);
+    // Still enabled after the session, with its capture.
+    let enabled = || -> Vec<String> {
+        let v = status()["enabled"].clone();
+        serde_json::from_value(v).unwrap()
+    };
+    assert_eq!(
+        enabled(),
+        ["work"],
+        "the session changed what the user enabled"
+    );
+    // A function the session enables itself captures what --where needs,
+    // and is disabled again at the end.
+    assert_eq!(session(&["parse"], "parse", false), 2);
+    assert_eq!(enabled(), ["work"]);
+    // A session without a pattern still sees `work`'s return values.
+    assert_eq!(session(&[], "work", true), 10);
+    assert!(prog.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `tracer ARGS` on the program's fixture (`TRACER_FIXTURE_VALUES=1`, 2
 /// rounds), run under `run`: (exit code, stdout and stderr, stderr).
 fn run_fixture(args: &[&str], dir: &Path) -> (i32, String, String) {
