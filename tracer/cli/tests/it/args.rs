@@ -746,7 +746,7 @@ fn hist_pattern_keeps_what_the_user_enabled_with_capture() {
     // program's input is closed instead, so the session ends with it). The
     // count of matching calls of `func`.
     let mut session = |args: &[&str], func: &str, last: bool| -> u64 {
-        let mut h = cmd(Path::new(TRACER))
+        let h = cmd(Path::new(TRACER))
             .arg("hist")
             .args(args)
             .args(["--where", "ret < 0", "--json", "-p", &pid])
