@@ -177,6 +177,134 @@ macro_rules! __tracer_arm_pad {
     };
 }
 
+/// A `#[traceable]` pad of `$kind` (or-ed with
+/// `tracer_core::site::FLAG_CAPTURE_STUB`) with a second, *capturing* stub
+/// 16 bytes after its plain one (`CAPTURE_STUB_OFFSET`): `$stub` is its
+/// code, which the macro writes from the values it captures (`$operand`s,
+/// in registers at the pad), and which calls the capturing trampoline with
+/// the site's record in `x16` (see `tracer_macros`' `capture` module for
+/// the block it builds). The pad, the plain stub and the clobbers (`x9`,
+/// `x16`) are [`__tracer_arm_pad`]'s: a disabled pad costs what it did,
+/// and the capturing stub runs only for a function enabled with capture.
+#[cfg(target_arch = "aarch64")]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_capture_pad {
+    ($desc:path, $kind:expr, $tramp:literal, $stub:literal $(, $($operand:tt)+)?) => {
+        ::core::arch::asm!(
+            ".inst 0xaa1e03e9",
+            "2:",
+            ".inst 0xd503201f",
+            ".pushsection .text.__tracer_stubs,\"ax\",%progbits",
+            ".balign 16",
+            "3:",
+            "adrp x16, 4f",
+            "add x16, x16, :lo12:4f",
+            concat!("b ", $tramp),
+            ".balign 16",
+            $stub,
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 8",
+            "4:",
+            ".quad 2b",
+            ".quad 3b",
+            ".quad {desc}",
+            ".word {kind}",
+            ".word 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            out("x9") _,
+            out("x16") _,
+            $($($operand)+)?
+        )
+    };
+}
+
+/// The ARMv7 Thumb-2 capturing pad (see the AArch64 one): the pad, plain
+/// stub and clobbers (`r12`, `lr`) of [`__tracer_arm_pad`]; the stub's
+/// text reads the PC bias as `{pcb}` (4 here).
+#[cfg(all(target_arch = "arm", tracer_thumb))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_capture_pad {
+    ($desc:path, $kind:expr, $tramp:literal, $stub:literal $(, $($operand:tt)+)?) => {
+        ::core::arch::asm!(
+            "2:",
+            ".inst.w 0xf3af8000",
+            ".pushsection .text.__tracer_stubs,\"ax\",%progbits",
+            ".balign 16",
+            "3:",
+            "ldr.w r12, 5f",
+            "6:",
+            "add r12, pc",
+            concat!("b.w ", $tramp),
+            ".p2align 2",
+            "5:",
+            ".word 4f - 6b - 4",
+            ".balign 16",
+            $stub,
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 4",
+            "4:",
+            ".word 2b",
+            ".word 3b",
+            ".word {desc}",
+            ".word {kind}",
+            ".word 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            pcb = const 4,
+            out("r12") _,
+            out("lr") _,
+            $($($operand)+)?
+        )
+    };
+}
+
+/// The ARMv7 A32 capturing pad (see the AArch64 one); `{pcb}` is 8.
+#[cfg(all(target_arch = "arm", not(tracer_thumb)))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_arm_capture_pad {
+    ($desc:path, $kind:expr, $tramp:literal, $stub:literal $(, $($operand:tt)+)?) => {
+        ::core::arch::asm!(
+            "2:",
+            ".inst 0xe320f000",
+            ".pushsection .text.__tracer_stubs,\"ax\",%progbits",
+            ".balign 16",
+            "3:",
+            "ldr r12, 5f",
+            "6:",
+            "add r12, pc, r12",
+            concat!("b ", $tramp),
+            "5:",
+            ".word 4f - 6b - 8",
+            ".balign 16",
+            $stub,
+            ".popsection",
+            ".pushsection __tracer_sites,\"awR\",%progbits",
+            ".balign 4",
+            "4:",
+            ".word 2b",
+            ".word 3b",
+            ".word {desc}",
+            ".word {kind}",
+            ".word 0",
+            ".popsection",
+            desc = sym $desc,
+            kind = const $kind,
+            pcb = const 8,
+            out("r12") _,
+            out("lr") _,
+            $($($operand)+)?
+        )
+    };
+}
+
 /// The entry pad of a function.
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 #[macro_export]

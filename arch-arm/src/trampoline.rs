@@ -45,6 +45,30 @@ macro_rules! __tracer_define_trampolines {
     };
 }
 
+/// Define the capturing trampolines of `#[traceable]` pads,
+/// `__tracer_v1_tramp_entry_args` and `__tracer_v1_tramp_exit_args`: the
+/// plain trampolines' text with other hooks. A pad's capturing stub (see
+/// `__tracer_arm_capture_pad!`) stores its values below the stack pointer
+/// and *calls* (`BL`) the trampoline with the record in `x16` / `r12`; the
+/// trampoline saves and restores registers exactly as the plain ones do and
+/// calls `$hook(record, block, token)`, `block` being the stack pointer it
+/// was entered with (where the stub's block starts); on AArch64 it returns
+/// into the stub with `x30` = `x9`, as the plain one returns into the pad.
+/// The runtime invokes this exactly once.
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __tracer_define_traceable_capture_trampolines {
+    ($entry_hook:path, $exit_hook:path) => {
+        ::core::arch::global_asm!(
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry_args", "{entry}"),
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_exit_args", "{exit}"),
+            entry = sym $entry_hook,
+            exit = sym $exit_hook,
+        );
+    };
+}
+
 /// The text of one trampoline.
 #[cfg(target_arch = "aarch64")]
 #[macro_export]

@@ -116,20 +116,6 @@ fn apply(
                         _ => false,
                     };
                 let stub = if capturing { s.capture_stub } else { s.stub };
-                if on && cap_f.any() && !cfg!(target_arch = "x86_64") {
-                    report.skipped.push((
-                        reg.funcs[f].path.clone(),
-                        Skipped {
-                            addr: s.addr,
-                            reason: SkipReason::NoStub(
-                                "argument and return-value capture at #[traceable] pads needs \
-                                 x86-64 for now: enable without --args/--retval"
-                                    .into(),
-                            ),
-                        },
-                    ));
-                    continue;
-                }
                 match veneer::call_target(s.addr, stub) {
                     Ok(t) => t,
                     Err(_) => stub, // the engine skips it with the encode error

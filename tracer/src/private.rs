@@ -2,9 +2,7 @@
 
 pub use tracer_core::site::{clean_path, FnDesc};
 
-#[cfg(target_arch = "x86_64")]
-pub use crate::arch::capture_pad;
-pub use crate::arch::{async_entry_pad, async_exit_pad, entry_pad, exit_pad};
+pub use crate::arch::{async_entry_pad, async_exit_pad, capture_pad, entry_pad, exit_pad};
 pub use tracer_core::site::FLAG_CAPTURE_STUB;
 
 /// Values `#[traceable]` captures through a reader (in the capturing

@@ -1,15 +1,31 @@
-//! Argument and return-value capture at `#[traceable]` pads (x86-64).
+//! Argument and return-value capture at `#[traceable]` pads (x86-64,
+//! AArch64, ARMv7 Thumb-2 and A32).
 //!
 //! The macro knows each parameter's name and type (as written). Values of
 //! the kinds it can show (integers, floats, `bool`, `char`, raw pointers and
 //! references as addresses, the length of `&str`, slices, `String` and
 //! `Vec`) become operands of the entry pad's `asm!` block, which are in
 //! registers at the top of the body already; the block emits a second,
-//! *capturing* stub that pushes them and calls the capturing trampoline.
+//! *capturing* stub that stores them and calls the capturing trampoline.
 //! The runtime picks that stub only for functions enabled with capture, so
 //! the disabled pad and the plain stub are what they were. The return value
 //! goes to a second exit pad the same way. The text the reader names and
 //! types the values by (`FnDesc::sig`) is `tracer_core::capture::TraceableSig`'s.
+//!
+//! The macro does not know the target it expands for, so it writes one
+//! capturing pad (and one signature text) per architecture, each under its
+//! `cfg`: which parameters are in registers at the pad differs (x86-64: 6
+//! integer and 8 vector registers; AArch64: 8 and 8; ARMv7: 4 words, a
+//! 64-bit value in an even-odd pair, and 16 single-precision registers).
+//!
+//! **The block** every capturing stub builds on the stack (the hook reads
+//! it, `tracer::thread`'s `traceable_block`): the value count in the low
+//! 32 bits of word 0, then per value two 64-bit words (the value, or an
+//! address; 0, or the address of a reader the hook calls with it), then 8
+//! bytes the stub keeps for itself (x86-64: the pad's return address,
+//! pushed by its `call`; ARM: the link register): the stack pointer at the
+//! pad is the block's address + 16 × count + 16. On ARMv7 a 32-bit value's
+//! high word is 0 (`isize`: its sign), a 64-bit one takes its register pair.
 
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote, ToTokens};
@@ -18,21 +34,64 @@ use syn::{FnArg, GenericArgument, Pat, PathArguments, ReturnType, Signature, Typ
 /// Most values one pad captures (`tracer_core::site::MAX_TRACEABLE_VALUES`).
 const MAX_VALUES: usize = 16;
 
-/// Integer argument registers (x86-64: rdi rsi rdx rcx r8 r9).
-const INT_REGS: usize = 6;
-/// Vector argument registers (xmm0–xmm7).
-const FLOAT_REGS: usize = 8;
+/// The architectures the macro writes a capturing pad for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// x86-64 (System V).
+    X86_64,
+    /// AArch64 (AAPCS64).
+    Aarch64,
+    /// ARMv7, Thumb-2 or A32 (AAPCS-VFP, hard float).
+    Arm,
+}
 
-/// The argument registers a parameter of type `ty` takes: (integer,
-/// vector). Fat references and pointers take two; structs are guessed at
-/// one (a pointer, or up to 8 bytes), which is only a guess: a wrong one
-/// costs the capture of a later value, or a load before the pad.
-fn slots(ty: &Type) -> (usize, usize) {
-    if let Some(k) = primitive(ty) {
-        return match k {
-            Kind::Float(_) => (0, 1),
-            _ => (1, 0),
-        };
+impl Target {
+    /// Every target, in the order their `cfg`s are written.
+    pub const ALL: [Target; 3] = [Target::X86_64, Target::Aarch64, Target::Arm];
+
+    /// The `target_arch` value.
+    pub fn arch(self) -> &'static str {
+        match self {
+            Target::X86_64 => "x86_64",
+            Target::Aarch64 => "aarch64",
+            Target::Arm => "arm",
+        }
+    }
+}
+
+/// How a parameter of a type is passed, as far as the macro can tell from
+/// its syntax.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Abi {
+    /// Nothing (`()`).
+    Nothing,
+    /// One integer register of at most the pointer's size (also pointers,
+    /// references to sized types, and a guess for everything else: a
+    /// struct is taken as one register, a pointer or a small value, which
+    /// is only a guess: a wrong one costs the capture of a later value, or
+    /// a load before the pad).
+    Word,
+    /// A 64-bit integer (two registers, an even-odd pair, on ARMv7).
+    Int64,
+    /// A 128-bit integer.
+    Int128,
+    /// A fat pointer: two pointer-sized registers.
+    Fat,
+    /// `f32`.
+    F32,
+    /// `f64`.
+    F64,
+}
+
+fn abi(ty: &Type) -> Abi {
+    if let Some((name, PathArguments::None, 1)) = last_ident(ty) {
+        match name.as_str() {
+            "i64" | "u64" => return Abi::Int64,
+            "i128" | "u128" => return Abi::Int128,
+            "f32" => return Abi::F32,
+            "f64" => return Abi::F64,
+            _ => {}
+        }
     }
     let fat = |t: &Type| match t {
         Type::Slice(_) | Type::TraitObject(_) => true,
@@ -40,13 +99,132 @@ fn slots(ty: &Type) -> (usize, usize) {
         _ => false,
     };
     match ty {
-        Type::Paren(p) => slots(&p.elem),
-        Type::Group(g) => slots(&g.elem),
-        Type::Reference(r) if fat(&r.elem) => (2, 0),
-        Type::Ptr(p) if fat(&p.elem) => (2, 0),
-        Type::Path(p) if p.path.is_ident("i128") || p.path.is_ident("u128") => (2, 0),
-        Type::Tuple(t) if t.elems.is_empty() => (0, 0),
-        _ => (1, 0),
+        Type::Paren(p) => abi(&p.elem),
+        Type::Group(g) => abi(&g.elem),
+        Type::Reference(r) if fat(&r.elem) => Abi::Fat,
+        Type::Ptr(p) if fat(&p.elem) => Abi::Fat,
+        Type::Tuple(t) if t.elems.is_empty() => Abi::Nothing,
+        _ => Abi::Word,
+    }
+}
+
+/// The argument registers taken so far, under one target's convention:
+/// whether the next parameter is still in registers at the pad. Only
+/// values in argument registers at the pad are taken: one on the stack
+/// would cost a load in the disabled pad.
+struct Regs {
+    target: Target,
+    ints: usize,
+    floats: usize,
+    /// ARMv7: the single-precision registers taken (VFP back-filling).
+    singles: u16,
+    /// ARMv7: a floating-point value went to the stack (no back-filling
+    /// after that).
+    vfp_full: bool,
+}
+
+impl Regs {
+    fn new(target: Target) -> Regs {
+        Regs {
+            target,
+            ints: 0,
+            floats: 0,
+            singles: 0,
+            vfp_full: false,
+        }
+    }
+
+    /// Take the registers of a parameter passed as `a`; whether it is in
+    /// registers.
+    fn take(&mut self, a: Abi) -> bool {
+        match self.target {
+            // The x86-64 convention (which the Rust ABI follows for these
+            // kinds) has 6 integer and 8 vector argument registers; counts
+            // add up (once either is exceeded, nothing later is taken).
+            Target::X86_64 => {
+                let (i, f) = match a {
+                    Abi::Nothing => (0, 0),
+                    Abi::Word | Abi::Int64 => (1, 0),
+                    Abi::Int128 | Abi::Fat => (2, 0),
+                    Abi::F32 | Abi::F64 => (0, 1),
+                };
+                self.ints += i;
+                self.floats += f;
+                self.ints <= 6 && self.floats <= 8
+            }
+            // AAPCS64: 8 integer registers (a 128-bit value in an even
+            // pair) and 8 vector ones.
+            Target::Aarch64 => match a {
+                Abi::Nothing => true,
+                Abi::F32 | Abi::F64 => {
+                    self.floats += 1;
+                    self.floats <= 8
+                }
+                _ => {
+                    if a == Abi::Int128 {
+                        self.ints += self.ints % 2;
+                    }
+                    self.ints += if matches!(a, Abi::Int128 | Abi::Fat) {
+                        2
+                    } else {
+                        1
+                    };
+                    self.ints <= 8
+                }
+            },
+            // AAPCS-VFP: r0-r3 (a 64-bit value in r0:r1 or r2:r3; once a
+            // value goes to the stack, every later one does), s0-s15 with
+            // back-filling of singles, d0-d7.
+            Target::Arm => match a {
+                Abi::Nothing => true,
+                Abi::F32 => {
+                    if self.vfp_full {
+                        return false;
+                    }
+                    match (0..16).find(|i| self.singles & (1 << i) == 0) {
+                        Some(i) => {
+                            self.singles |= 1 << i;
+                            true
+                        }
+                        None => {
+                            self.vfp_full = true;
+                            false
+                        }
+                    }
+                }
+                Abi::F64 => {
+                    if self.vfp_full {
+                        return false;
+                    }
+                    match (0..8).find(|i| self.singles & (3 << (2 * i)) == 0) {
+                        Some(i) => {
+                            self.singles |= 3 << (2 * i);
+                            true
+                        }
+                        None => {
+                            self.vfp_full = true;
+                            false
+                        }
+                    }
+                }
+                _ => {
+                    let (n, align) = match a {
+                        Abi::Int64 => (2, 2),
+                        Abi::Int128 => (4, 2),
+                        Abi::Fat => (2, 1),
+                        _ => (1, 1),
+                    };
+                    let start = self.ints.div_ceil(align) * align;
+                    if start + n <= 4 {
+                        self.ints = start + n;
+                        true
+                    } else {
+                        self.ints = 4;
+                        false
+                    }
+                }
+            },
+        }
     }
 }
 
@@ -90,21 +268,24 @@ impl Kind {
     }
 }
 
-/// How one value reaches the capturing stub.
+/// How one value reaches the capturing stub (each target's stub turns it
+/// into operands and code: [`Capture::stub`]).
 enum Operand {
-    /// A general register (the whole register is pushed; the reader masks
-    /// it to the type's width).
-    Reg(TokenStream2),
-    /// A byte register (`u8`, `i8`, `bool`).
-    Byte(TokenStream2),
-    /// An `xmm` register (`f32`, `f64`).
-    Xmm(TokenStream2),
+    /// An integer of `bytes` bytes (1, 2, 4 or 8; `bool` and `char` as
+    /// `u8` and `u32`): the whole register is stored, the reader masks it
+    /// to the type's width.
+    Int(TokenStream2, u8),
+    /// A pointer-sized integer (`isize`/`usize`, addresses, lengths);
+    /// `true`: signed (ARMv7 stores its sign in the high word).
+    Size(TokenStream2, bool),
+    /// A floating-point value of `bytes` bytes (4 or 8).
+    Float(TokenStream2, u8),
     /// An address, and the reader the hook calls with it (a `sym`).
     Read(TokenStream2, TokenStream2),
     /// An address, and the reader as a value: for types with references,
     /// which cannot be named in a `sym` (their lifetimes would have to be
     /// made `'static`, which a generic type may not satisfy). Costs the
-    /// reader's address (one `lea`) before the pad.
+    /// reader's address (one `lea`/`adrp`+`add`) before the pad.
     ReadDyn(TokenStream2, TokenStream2),
 }
 
@@ -206,12 +387,14 @@ fn owned_len(ty: &Type) -> bool {
 /// that type, a place for `Read`) reaches the stub.
 fn classify(ty: &Type, value: &TokenStream2) -> (Kind, Option<Operand>) {
     if let Some(k) = primitive(ty) {
+        let size = matches!(last_ident(ty), Some((n, _, _)) if n == "isize" || n == "usize");
         let op = match k {
-            Kind::Int(1) | Kind::Uint(1) => Operand::Byte(quote!(#value)),
-            Kind::Bool => Operand::Byte(quote!(#value as u8)),
-            Kind::Char => Operand::Reg(quote!(#value as u32)),
-            Kind::Float(_) => Operand::Xmm(quote!(#value)),
-            _ => Operand::Reg(quote!(#value)),
+            _ if size => Operand::Size(quote!(#value), matches!(k, Kind::Int(_))),
+            Kind::Int(n) | Kind::Uint(n) => Operand::Int(quote!(#value), n),
+            Kind::Bool => Operand::Int(quote!(#value as u8), 1),
+            Kind::Char => Operand::Int(quote!(#value as u32), 4),
+            Kind::Float(n) => Operand::Float(quote!(#value), n),
+            _ => unreachable!("primitive kinds"),
         };
         return (k, Some(op));
     }
@@ -220,19 +403,21 @@ fn classify(ty: &Type, value: &TokenStream2) -> (Kind, Option<Operand>) {
         Type::Group(g) => classify(&g.elem, value),
         Type::Ptr(_) => (
             Kind::Ptr,
-            Some(Operand::Reg(
+            Some(Operand::Size(
                 quote!(#value as *const _ as *const () as usize),
+                false,
             )),
         ),
         Type::Reference(r) => {
             let is_str = matches!(&*r.elem, Type::Path(p) if p.path.is_ident("str"));
             if is_str || matches!(&*r.elem, Type::Slice(_)) {
-                (Kind::Len, Some(Operand::Reg(quote!(#value.len()))))
+                (Kind::Len, Some(Operand::Size(quote!(#value.len()), false)))
             } else {
                 (
                     Kind::Ptr,
-                    Some(Operand::Reg(
+                    Some(Operand::Size(
                         quote!((&*#value) as *const _ as *const () as usize),
+                        false,
                     )),
                 )
             }
@@ -274,11 +459,12 @@ fn nameable(ty: &Type) -> bool {
     f.0
 }
 
-/// The parameters: the signature lines, and the values captured.
-pub fn params(sig: &Signature) -> (String, Capture) {
+/// The parameters under `target`'s convention: the signature lines, and
+/// the values captured.
+pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
     let mut text = String::new();
     let mut ops = Vec::new();
-    let (mut ints, mut floats) = (0usize, 0usize);
+    let mut regs = Regs::new(target);
     for arg in &sig.inputs {
         let (name, ty_text, kind, op) = match arg {
             FnArg::Receiver(r) => {
@@ -288,9 +474,10 @@ pub fn params(sig: &Signature) -> (String, Capture) {
                         "self".to_string(),
                         type_text(ty),
                         Kind::Ptr,
-                        Some(Operand::Reg(quote!(
-                            (&*self) as *const Self as *const () as usize
-                        ))),
+                        Some(Operand::Size(
+                            quote!((&*self) as *const Self as *const () as usize),
+                            false,
+                        )),
                     )
                 } else {
                     ("self".to_string(), type_text(ty), Kind::Opaque, None)
@@ -312,18 +499,12 @@ pub fn params(sig: &Signature) -> (String, Capture) {
                 (text_name, type_text(&pt.ty), kind, op)
             }
         };
-        // Only values in argument registers at the pad are taken: one on
-        // the stack would cost a load in the disabled pad. The x86-64
-        // convention (which the Rust ABI follows for these kinds) has 6
-        // integer and 8 vector argument registers; the count of integer
-        // ones a parameter takes is estimated from its type.
-        let (n_int, n_float) = match arg {
-            FnArg::Receiver(_) => (1, 0),
-            FnArg::Typed(pt) => slots(&pt.ty),
+        let a = match arg {
+            FnArg::Receiver(_) => Abi::Word,
+            FnArg::Typed(pt) => abi(&pt.ty),
         };
-        ints += n_int;
-        floats += n_float;
-        let (kind, op) = if ops.len() >= MAX_VALUES || ints > INT_REGS || floats > FLOAT_REGS {
+        let in_regs = regs.take(a);
+        let (kind, op) = if ops.len() >= MAX_VALUES || !in_regs {
             (Kind::Opaque, None)
         } else {
             (kind, op)
@@ -415,25 +596,36 @@ pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)>
 }
 
 impl Capture {
-    /// The capturing stub's code, calling `tramp`, and the operands.
-    fn stub(&self, tramp: &str) -> (String, Vec<TokenStream2>) {
+    /// The capturing stub's code for `target`, calling `tramp`, and the
+    /// operands (see the module's doc for the block it builds).
+    fn stub(&self, target: Target, tramp: &str) -> (String, Vec<TokenStream2>) {
+        match target {
+            Target::X86_64 => self.stub_x86_64(tramp),
+            Target::Aarch64 => self.stub_aarch64(tramp),
+            Target::Arm => self.stub_arm(tramp),
+        }
+    }
+
+    /// x86-64: the values are pushed (the last first), then the count; the
+    /// stub calls the trampoline with the record in `r11`.
+    fn stub_x86_64(&self, tramp: &str) -> (String, Vec<TokenStream2>) {
         let mut code = Vec::new();
         let mut operands = Vec::new();
         for (i, op) in self.ops.iter().enumerate().rev() {
             let v = format_ident!("v{i}");
             match op {
-                Operand::Reg(e) => {
-                    code.push("push 0".to_string());
-                    code.push(format!("push {{v{i}:r}}"));
-                    operands.push(quote!(#v = in(reg) #e));
-                }
-                Operand::Byte(e) => {
+                Operand::Int(e, 1) => {
                     code.push("push 0".to_string());
                     code.push(format!("movzx r11d, {{v{i}}}"));
                     code.push("push r11".to_string());
                     operands.push(quote!(#v = in(reg_byte) #e));
                 }
-                Operand::Xmm(e) => {
+                Operand::Int(e, _) | Operand::Size(e, _) => {
+                    code.push("push 0".to_string());
+                    code.push(format!("push {{v{i}:r}}"));
+                    operands.push(quote!(#v = in(reg) #e));
+                }
+                Operand::Float(e, _) => {
                     code.push("push 0".to_string());
                     code.push("sub rsp, 8".to_string());
                     code.push(format!("movq qword ptr [rsp], {{v{i}}}"));
@@ -465,9 +657,193 @@ impl Capture {
         (code.join("\n"), operands)
     }
 
-    /// The pad statement: on x86-64 the capturing pad of `kind` (0 entry,
-    /// 1 exit), elsewhere the plain one (`plain`).
-    pub fn pad(&self, exit: bool, plain: TokenStream2) -> TokenStream2 {
+    /// AArch64: reached by the pad's `BL` (`x30`: the pad's successor;
+    /// `x9`: the function's own `x30`, saved by the pad head; `x16` free).
+    /// The block is stored below the stack pointer (16-aligned), `x30`
+    /// in its last 8 bytes; the stub calls the trampoline with the record
+    /// in `x16`, which returns with `x30` = `x9`, and returns to the pad
+    /// with `ret x16`. A value the compiler put in `x30` is read from `x9`
+    /// (the `BL` replaced it; the pad head had copied it).
+    fn stub_aarch64(&self, tramp: &str) -> (String, Vec<TokenStream2>) {
+        let n = self.ops.len();
+        let size = 16 * (n + 1);
+        let mut code = vec![
+            format!("sub sp, sp, #{size}"),
+            format!("str x30, [sp, #{}]", size - 8),
+            format!("mov x16, #{n}"),
+            "str x16, [sp]".to_string(),
+        ];
+        let mut operands = Vec::new();
+        // Store register `{name:x}` at `off`, from x9 if it is x30.
+        let store = |code: &mut Vec<String>, name: &str, off: usize| {
+            code.push(format!(".ifc {{{name}:x}},x30"));
+            code.push(format!("str x9, [sp, #{off}]"));
+            code.push(".else".to_string());
+            code.push(format!("str {{{name}:x}}, [sp, #{off}]"));
+            code.push(".endif".to_string());
+        };
+        for (i, op) in self.ops.iter().enumerate() {
+            let v = format_ident!("v{i}");
+            let off = 8 + 16 * i;
+            match op {
+                Operand::Int(e, _) | Operand::Size(e, _) => {
+                    store(&mut code, &format!("v{i}"), off);
+                    code.push(format!("str xzr, [sp, #{}]", off + 8));
+                    operands.push(quote!(#v = in(reg) #e));
+                }
+                Operand::Float(e, 4) => {
+                    code.push(format!("str {{v{i}:s}}, [sp, #{off}]"));
+                    code.push(format!("str wzr, [sp, #{}]", off + 4));
+                    code.push(format!("str xzr, [sp, #{}]", off + 8));
+                    operands.push(quote!(#v = in(vreg) #e));
+                }
+                Operand::Float(e, _) => {
+                    code.push(format!("str {{v{i}:d}}, [sp, #{off}]"));
+                    code.push(format!("str xzr, [sp, #{}]", off + 8));
+                    operands.push(quote!(#v = in(vreg) #e));
+                }
+                Operand::ReadDyn(e, reader) => {
+                    let r = format_ident!("r{i}");
+                    store(&mut code, &format!("v{i}"), off);
+                    store(&mut code, &format!("r{i}"), off + 8);
+                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(quote!(#r = in(reg) #reader));
+                }
+                Operand::Read(e, reader) => {
+                    let r = format_ident!("r{i}");
+                    store(&mut code, &format!("v{i}"), off);
+                    code.push(format!("adrp x16, {{r{i}}}"));
+                    code.push(format!("add x16, x16, :lo12:{{r{i}}}"));
+                    code.push(format!("str x16, [sp, #{}]", off + 8));
+                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(quote!(#r = sym #reader));
+                }
+            }
+        }
+        code.extend([
+            "adrp x16, 4f".to_string(),
+            "add x16, x16, :lo12:4f".to_string(),
+            format!("bl {tramp}"),
+            format!("ldr x16, [sp, #{}]", size - 8),
+            format!("add sp, sp, #{size}"),
+            "ret x16".to_string(),
+        ]);
+        (code.join("\n"), operands)
+    }
+
+    /// ARMv7 (the same text for Thumb-2 and A32: `{pcb}` is the pad
+    /// macro's PC bias, 4 or 8): reached by the pad's `BL` (`lr`: the
+    /// pad's successor; `r12` free, `lr` and `r12` are the pad's
+    /// clobbers). The block is stored below the stack pointer (8-aligned),
+    /// `lr` in its last 8 bytes; the stub calls the trampoline with the
+    /// record in `r12` and returns to the pad with `bx lr`. Readers'
+    /// addresses are PC-relative words after the code (Thumb ones carry
+    /// bit 0 from the relocation).
+    fn stub_arm(&self, tramp: &str) -> (String, Vec<TokenStream2>) {
+        let n = self.ops.len();
+        let size = 16 * (n + 1);
+        let mut code = vec![
+            format!("sub sp, sp, #{size}"),
+            format!("str lr, [sp, #{}]", size - 8),
+            format!("mov r12, #{n}"),
+            "str r12, [sp]".to_string(),
+            "mov r12, #0".to_string(),
+        ];
+        let mut pool = Vec::new();
+        let mut operands = Vec::new();
+        // r12 into `r12` the address `.word` `label` holds (PC-relative).
+        let pcrel = |code: &mut Vec<String>, lit: usize, at: usize| {
+            code.push(format!("ldr r12, {lit}f"));
+            code.push(format!("{at}:"));
+            code.push(".if {pcb} == 4".to_string());
+            code.push("add r12, pc".to_string());
+            code.push(".else".to_string());
+            code.push("add r12, pc, r12".to_string());
+            code.push(".endif".to_string());
+        };
+        for (i, op) in self.ops.iter().enumerate() {
+            let v = format_ident!("v{i}");
+            let off = 8 + 16 * i;
+            let mut reader_zero = true;
+            match op {
+                Operand::Int(e, 8) => {
+                    let h = format_ident!("h{i}");
+                    code.push(format!("str {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("str {{h{i}}}, [sp, #{}]", off + 4));
+                    operands.push(quote!(#v = in(reg) (#e as u64) as u32));
+                    operands.push(quote!(#h = in(reg) ((#e as u64) >> 32) as u32));
+                }
+                Operand::Int(e, _) | Operand::Size(e, false) => {
+                    code.push(format!("str {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    operands.push(quote!(#v = in(reg) #e));
+                }
+                Operand::Size(e, true) => {
+                    code.push(format!("str {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("asr r12, {{v{i}}}, #31"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    code.push("mov r12, #0".to_string());
+                    operands.push(quote!(#v = in(reg) #e));
+                }
+                Operand::Float(e, 4) => {
+                    code.push(format!("vstr {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    operands.push(quote!(#v = in(sreg) #e));
+                }
+                Operand::Float(e, _) => {
+                    code.push(format!("vstr {{v{i}}}, [sp, #{off}]"));
+                    operands.push(quote!(#v = in(dreg) #e));
+                }
+                Operand::ReadDyn(e, reader) => {
+                    let r = format_ident!("r{i}");
+                    code.push(format!("str {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    code.push(format!("str {{r{i}}}, [sp, #{}]", off + 8));
+                    code.push(format!("str r12, [sp, #{}]", off + 12));
+                    reader_zero = false;
+                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(quote!(#r = in(reg) #reader));
+                }
+                Operand::Read(e, reader) => {
+                    let r = format_ident!("r{i}");
+                    code.push(format!("str {{v{i}}}, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    code.push(format!("str r12, [sp, #{}]", off + 12));
+                    let (lit, at) = (30 + i, 50 + i);
+                    pcrel(&mut code, lit, at);
+                    code.push(format!("str r12, [sp, #{}]", off + 8));
+                    code.push("mov r12, #0".to_string());
+                    pool.push(format!("{lit}: .word {{r{i}}} - {at}b - {{pcb}}"));
+                    reader_zero = false;
+                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(quote!(#r = sym #reader));
+                }
+            }
+            if reader_zero {
+                code.push(format!("str r12, [sp, #{}]", off + 8));
+                code.push(format!("str r12, [sp, #{}]", off + 12));
+            }
+        }
+        pcrel(&mut code, 29, 49);
+        code.extend([
+            format!("bl {tramp}"),
+            format!("ldr lr, [sp, #{}]", size - 8),
+            format!("add sp, sp, #{size}"),
+            "bx lr".to_string(),
+            ".p2align 2".to_string(),
+            "29: .word 4f - 49b - {pcb}".to_string(),
+        ]);
+        code.extend(pool);
+        (code.join("\n"), operands)
+    }
+
+    /// The pad statement: the capturing pad of `kind` (0 entry, 1 exit)
+    /// on each target, elsewhere the plain one (`plain`).
+    pub fn pad(
+        caps: &[(Target, &Capture)],
+        exit: bool,
+        plain: TokenStream2,
+    ) -> TokenStream2 {
         let (tramp, ctramp, kind) = if exit {
             (
                 "__tracer_v1_tramp_exit",
@@ -481,23 +857,33 @@ impl Capture {
                 0u32,
             )
         };
-        let (code, operands) = self.stub(ctramp);
-        quote! {
-            // SAFETY: the pad is a no-op until enabled; enabled, it calls one
-            // of the tracer's stubs, which preserve every register but r11.
-            #[cfg(target_arch = "x86_64")]
-            #[allow(unused_unsafe)]
-            unsafe {
-                ::tracer::__private::capture_pad!(
-                    __TRACER_DESC,
-                    #kind | ::tracer::__private::FLAG_CAPTURE_STUB,
-                    #tramp,
-                    #code
-                    #(, #operands)*
-                );
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            #plain
+        let mut out = TokenStream2::new();
+        let mut archs = Vec::new();
+        for (target, cap) in caps {
+            let (code, operands) = cap.stub(*target, ctramp);
+            let arch = target.arch();
+            archs.push(arch);
+            out.extend(quote! {
+                // SAFETY: the pad is a no-op until enabled; enabled, it calls
+                // one of the tracer's stubs, which preserve every register
+                // but the pad macro's clobbers.
+                #[cfg(target_arch = #arch)]
+                #[allow(unused_unsafe)]
+                unsafe {
+                    ::tracer::__private::capture_pad!(
+                        __TRACER_DESC,
+                        #kind | ::tracer::__private::FLAG_CAPTURE_STUB,
+                        #tramp,
+                        #code
+                        #(, #operands)*
+                    );
+                }
+            });
         }
+        out.extend(quote! {
+            #[cfg(not(any(#(target_arch = #archs),*)))]
+            #plain
+        });
+        out
     }
 }

@@ -133,20 +133,48 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
     // A `#[track_caller]` body must not move into a closure (its panics
     // would name the closure's caller): no return value there.
     let track_caller = f.attrs.iter().any(|a| a.path().is_ident("track_caller"));
-    let (param_text, args) = capture::params(sig);
+    // Each target's view: which parameters are in registers at the pad.
+    let per_target: Vec<(capture::Target, String, capture::Capture)> = capture::Target::ALL
+        .iter()
+        .map(|&t| {
+            let (text, cap) = capture::params(sig, t);
+            (t, text, cap)
+        })
+        .collect();
     let ret = if plain_sync && !track_caller {
         capture::ret(sig, by_address)
     } else {
         None
     };
-    let sig_text = if plain_sync {
-        let mut t = param_text;
-        if let Some((r, _, _)) = &ret {
-            t.push_str(r);
-        }
-        t
+    let sig_texts: Vec<String> = per_target
+        .iter()
+        .map(|(_, param_text, _)| {
+            if plain_sync {
+                let mut t = param_text.clone();
+                if let Some((r, _, _)) = &ret {
+                    t.push_str(r);
+                }
+                t
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    // One text when the targets agree; else the target's, chosen at compile time.
+    let sig_text = if sig_texts.iter().all(|t| *t == sig_texts[0]) {
+        let t = &sig_texts[0];
+        quote!(#t)
     } else {
-        String::new()
+        let (x86, a64, arm) = (&sig_texts[0], &sig_texts[1], &sig_texts[2]);
+        quote! {
+            if ::core::cfg!(target_arch = "aarch64") {
+                #a64
+            } else if ::core::cfg!(target_arch = "arm") {
+                #arm
+            } else {
+                #x86
+            }
+        }
     };
 
     let items = quote_spanned! {span=>
@@ -199,7 +227,9 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
         let entry = if sig.inputs.is_empty() {
             plain_entry
         } else {
-            args.pad(false, plain_entry)
+            let caps: Vec<(capture::Target, &capture::Capture)> =
+                per_target.iter().map(|(t, _, c)| (*t, c)).collect();
+            capture::Capture::pad(&caps, false, plain_entry)
         };
         let run = match &ret {
             None => quote_spanned! {span=> #block },
@@ -209,7 +239,9 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
                     #[allow(unused_unsafe)]
                     unsafe { ::tracer::__private::exit_pad!(__TRACER_DESC); }
                 };
-                let exit = cap.pad(true, plain_exit);
+                let caps: Vec<(capture::Target, &capture::Capture)> =
+                    capture::Target::ALL.iter().map(|&t| (t, cap)).collect();
+                let exit = capture::Capture::pad(&caps, true, plain_exit);
                 // The body runs in a closure so that its `return`s and `?`s
                 // come back here, where the value goes to the exit pad;
                 // the guard stays for the exit of an unwinding panic.

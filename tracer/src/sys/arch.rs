@@ -8,8 +8,9 @@ use tracer_core::backend::{TrapContext, TrapOutcome};
 /// The pad macros `#[traceable]` expands to (through `__private`).
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use tracer_arch_arm::{
-    __tracer_async_entry_pad as async_entry_pad, __tracer_async_exit_pad as async_exit_pad,
-    __tracer_entry_pad as entry_pad, __tracer_exit_pad as exit_pad,
+    __tracer_arm_capture_pad as capture_pad, __tracer_async_entry_pad as async_entry_pad,
+    __tracer_async_exit_pad as async_exit_pad, __tracer_entry_pad as entry_pad,
+    __tracer_exit_pad as exit_pad,
 };
 #[cfg(target_arch = "x86_64")]
 pub use tracer_arch_x86::X86_64 as Arch;

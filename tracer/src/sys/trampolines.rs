@@ -37,6 +37,11 @@ tracer_arch_x86::__tracer_define_traceable_capture_trampolines!(
 );
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 tracer_arch_arm::__tracer_define_trampolines!(crate::thread::on_entry, crate::thread::on_exit);
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+tracer_arch_arm::__tracer_define_traceable_capture_trampolines!(
+    crate::thread::on_entry_args,
+    crate::thread::on_exit_args
+);
 #[cfg(target_arch = "aarch64")]
 tracer_arch_arm::__tracer_define_fentry_trampolines!(
     crate::thread::on_fentry,
