@@ -24,7 +24,7 @@ pub const KIND_ASYNC_EXIT: u32 = 3;
 /// the object's `__patchable_function_entries` or `__mcount_loc`); its exit
 /// is seen by hooking the return address.
 pub const KIND_FENTRY: u32 = 4;
-/// Or-ed into a `#[traceable]` record's `kind` (x86-64, `KIND_ENTRY` and
+/// Or-ed into a `#[traceable]` record's `kind` (`KIND_ENTRY` and
 /// `KIND_EXIT` only): the pad has a second, capturing stub
 /// [`CAPTURE_STUB_OFFSET`] bytes after its plain one, which hands the
 /// parameters (entry) or the return value (exit) to the capturing
@@ -33,7 +33,8 @@ pub const KIND_FENTRY: u32 = 4;
 /// runtime's registry keeps the kind without the flag.
 pub const FLAG_CAPTURE_STUB: u32 = 0x100;
 /// Where the capturing stub of a record flagged [`FLAG_CAPTURE_STUB`] is,
-/// from its plain stub (both are 16-byte aligned; the plain one is 12 bytes).
+/// from its plain stub (both are 16-byte aligned; the plain one is 12
+/// bytes on x86-64 and AArch64, 16 on ARMv7).
 pub const CAPTURE_STUB_OFFSET: usize = 16;
 /// Most values a `#[traceable]` pad captures (parameters beyond are shown by
 /// name only).

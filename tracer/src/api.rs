@@ -24,8 +24,9 @@ pub fn disable(pattern: &str) -> Result<usize, Error> {
 /// `tracer trace`, filtered by `--where`). A function enabled already with
 /// another capture is switched to this one. Functions enabled without
 /// capture keep their hot path: a capturing function calls its own entry
-/// stub and trampolines. `#[traceable]` functions are enabled without
-/// capture for now; capture at compiler pads needs x86-64 or AArch64.
+/// stub and trampolines (`#[traceable]` functions: their pads' capturing
+/// stubs, on every architecture); capture at compiler pads needs x86-64 or
+/// AArch64.
 pub fn enable_with(pattern: &str, cap: crate::Capture) -> Result<Report, Error> {
     crate::patch::set_state_with(pattern, true, cap)
 }

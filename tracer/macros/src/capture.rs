@@ -792,7 +792,7 @@ impl Capture {
                 }
                 Operand::Float(e, _) => {
                     code.push(format!("vstr {{v{i}}}, [sp, #{off}]"));
-                    operands.push(quote!(#v = in(dreg) #e));
+                    operands.push(quote!(#v = in(dreg_low16) #e));
                 }
                 Operand::ReadDyn(e, reader) => {
                     let r = format_ident!("r{i}");
