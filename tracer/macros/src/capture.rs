@@ -308,6 +308,19 @@ fn has_lifetime(ty: &Type) -> bool {
 /// The captured values of a pad: `(operand, …)`.
 pub struct Capture {
     ops: Vec<Operand>,
+    /// The exit pad's return value: on ARM a value in registers is handed
+    /// over in the register the function returns it in (`x0`/`v0`,
+    /// `r0`(`:r1`)/`s0`/`d0`), where it goes next anyway (in any register,
+    /// the compiler computes it into another and moves it).
+    ret: bool,
+    /// Per value: the parameter it is, when it is a primitive captured as
+    /// itself. On ARM the entry pad takes such a parameter as `inout` (a
+    /// mutable shadow of it, which the pad leaves as it is): the body then
+    /// depends on the pad, and the compiler does not compute it ahead of
+    /// the pad into other registers, which would cost moves back into the
+    /// return registers (it does with `in` operands: the parameters stay
+    /// live into the pad).
+    places: Vec<Option<(syn::Ident, Type)>>,
 }
 
 /// A type as the reader shows it (`& str`, `Vec < u8 >` → `&str`, `Vec<u8>`).
@@ -464,6 +477,7 @@ fn nameable(ty: &Type) -> bool {
 pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
     let mut text = String::new();
     let mut ops = Vec::new();
+    let mut places = Vec::new();
     let mut regs = Regs::new(target);
     for arg in &sig.inputs {
         let (name, ty_text, kind, op) = match arg {
@@ -474,9 +488,12 @@ pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
                         "self".to_string(),
                         type_text(ty),
                         Kind::Ptr,
-                        Some(Operand::Size(
-                            quote!((&*self) as *const Self as *const () as usize),
-                            false,
+                        Some((
+                            Operand::Size(
+                                quote!((&*self) as *const Self as *const () as usize),
+                                false,
+                            ),
+                            None,
                         )),
                     )
                 } else {
@@ -496,7 +513,20 @@ pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
                     Some(i) if nameable(&pt.ty) => classify(&pt.ty, &quote!(#i)),
                     _ => (Kind::Opaque, None),
                 };
-                (text_name, type_text(&pt.ty), kind, op)
+                // A primitive captured as itself can be tied (ARM, below).
+                let place = match (&name, kind, &op) {
+                    (
+                        Some(i),
+                        _,
+                        Some(Operand::Int(..) | Operand::Size(..) | Operand::Float(..)),
+                    ) if primitive(&pt.ty).is_some()
+                        && !matches!(kind, Kind::Bool | Kind::Char) =>
+                    {
+                        Some((i.clone(), (*pt.ty).clone()))
+                    }
+                    _ => None,
+                };
+                (text_name, type_text(&pt.ty), kind, op.map(|o| (o, place)))
             }
         };
         let a = match arg {
@@ -510,11 +540,19 @@ pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
             (kind, op)
         };
         text.push_str(&format!("{name}:{}:{ty_text}\n", kind.token()));
-        if let Some(op) = op {
+        if let Some((op, place)) = op {
             ops.push(op);
+            places.push(place);
         }
     }
-    (text, Capture { ops })
+    (
+        text,
+        Capture {
+            ops,
+            places,
+            ret: false,
+        },
+    )
 }
 
 /// The return value, if the macro captures it: the signature line, the
@@ -580,7 +618,11 @@ pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)>
             return Some((
                 format!("->{k}:{text}\n"),
                 (**ty).clone(),
-                Capture { ops: vec![op] },
+                Capture {
+                    ops: vec![op],
+                    places: vec![None],
+                    ret: true,
+                },
             ));
         }
     }
@@ -590,9 +632,21 @@ pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)>
         (k, Some(op)) => Some((
             format!("->{}:{text}\n", k.token()),
             (**ty).clone(),
-            Capture { ops: vec![op] },
+            Capture {
+                ops: vec![op],
+                places: vec![None],
+                ret: true,
+            },
         )),
     }
+}
+
+/// The names of the 32-bit shadows of value `i`'s halves (ARMv7).
+fn halves(i: usize) -> (syn::Ident, syn::Ident) {
+    (
+        format_ident!("__tracer_lo{i}"),
+        format_ident!("__tracer_hi{i}"),
+    )
 }
 
 impl Capture {
@@ -686,21 +740,35 @@ impl Capture {
             let v = format_ident!("v{i}");
             let off = 8 + 16 * i;
             match op {
+                Operand::Int(e, _) | Operand::Size(e, _) if self.ret => {
+                    code.push(format!("str x0, [sp, #{off}]"));
+                    code.push(format!("str xzr, [sp, #{}]", off + 8));
+                    operands.push(quote!(in("x0") #e));
+                }
+                Operand::Float(e, n) if self.ret => {
+                    let r = if *n == 4 { "s0" } else { "d0" };
+                    code.push(format!("str {r}, [sp, #{off}]"));
+                    if *n == 4 {
+                        code.push(format!("str wzr, [sp, #{}]", off + 4));
+                    }
+                    code.push(format!("str xzr, [sp, #{}]", off + 8));
+                    operands.push(quote!(in("v0") #e));
+                }
                 Operand::Int(e, _) | Operand::Size(e, _) => {
                     store(&mut code, &format!("v{i}"), off);
                     code.push(format!("str xzr, [sp, #{}]", off + 8));
-                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(self.operand(i, quote!(reg), e));
                 }
                 Operand::Float(e, 4) => {
                     code.push(format!("str {{v{i}:s}}, [sp, #{off}]"));
                     code.push(format!("str wzr, [sp, #{}]", off + 4));
                     code.push(format!("str xzr, [sp, #{}]", off + 8));
-                    operands.push(quote!(#v = in(vreg) #e));
+                    operands.push(self.operand(i, quote!(vreg), e));
                 }
                 Operand::Float(e, _) => {
                     code.push(format!("str {{v{i}:d}}, [sp, #{off}]"));
                     code.push(format!("str xzr, [sp, #{}]", off + 8));
-                    operands.push(quote!(#v = in(vreg) #e));
+                    operands.push(self.operand(i, quote!(vreg), e));
                 }
                 Operand::ReadDyn(e, reader) => {
                     let r = format_ident!("r{i}");
@@ -766,33 +834,67 @@ impl Capture {
             let off = 8 + 16 * i;
             let mut reader_zero = true;
             match op {
+                Operand::Int(e, 8) if self.ret => {
+                    code.push(format!("str r0, [sp, #{off}]"));
+                    code.push(format!("str r1, [sp, #{}]", off + 4));
+                    operands.push(quote!(in("r0") (#e as u64) as u32));
+                    operands.push(quote!(in("r1") ((#e as u64) >> 32) as u32));
+                }
+                Operand::Int(e, _) | Operand::Size(e, false) if self.ret => {
+                    code.push(format!("str r0, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    operands.push(quote!(in("r0") #e));
+                }
+                Operand::Size(e, true) if self.ret => {
+                    code.push(format!("str r0, [sp, #{off}]"));
+                    code.push("asr r12, r0, #31".to_string());
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    code.push("mov r12, #0".to_string());
+                    operands.push(quote!(in("r0") #e));
+                }
+                Operand::Float(e, 4) if self.ret => {
+                    code.push(format!("vstr s0, [sp, #{off}]"));
+                    code.push(format!("str r12, [sp, #{}]", off + 4));
+                    operands.push(quote!(in("s0") #e));
+                }
+                Operand::Float(e, _) if self.ret => {
+                    code.push(format!("vstr d0, [sp, #{off}]"));
+                    operands.push(quote!(in("d0") #e));
+                }
                 Operand::Int(e, 8) => {
                     let h = format_ident!("h{i}");
                     code.push(format!("str {{v{i}}}, [sp, #{off}]"));
                     code.push(format!("str {{h{i}}}, [sp, #{}]", off + 4));
-                    operands.push(quote!(#v = in(reg) (#e as u64) as u32));
-                    operands.push(quote!(#h = in(reg) ((#e as u64) >> 32) as u32));
+                    if let Some(Some(_)) = self.places.get(i) {
+                        // Its halves' shadows (see `shadows`).
+                        let (lo, hi) = halves(i);
+                        operands.push(quote!(#v = inout(reg) #lo));
+                        operands.push(quote!(#h = inout(reg) #hi));
+                    } else {
+                        operands.push(quote!(#v = in(reg) (#e as u64) as u32));
+                        operands.push(quote!(#h = in(reg) ((#e as u64) >> 32) as u32));
+                    }
                 }
                 Operand::Int(e, _) | Operand::Size(e, false) => {
                     code.push(format!("str {{v{i}}}, [sp, #{off}]"));
                     code.push(format!("str r12, [sp, #{}]", off + 4));
-                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(self.operand(i, quote!(reg), e));
                 }
                 Operand::Size(e, true) => {
                     code.push(format!("str {{v{i}}}, [sp, #{off}]"));
                     code.push(format!("asr r12, {{v{i}}}, #31"));
                     code.push(format!("str r12, [sp, #{}]", off + 4));
                     code.push("mov r12, #0".to_string());
-                    operands.push(quote!(#v = in(reg) #e));
+                    operands.push(self.operand(i, quote!(reg), e));
                 }
                 Operand::Float(e, 4) => {
                     code.push(format!("vstr {{v{i}}}, [sp, #{off}]"));
                     code.push(format!("str r12, [sp, #{}]", off + 4));
-                    operands.push(quote!(#v = in(sreg) #e));
+                    operands.push(self.operand(i, quote!(sreg), e));
                 }
                 Operand::Float(e, _) => {
                     code.push(format!("vstr {{v{i}}}, [sp, #{off}]"));
-                    operands.push(quote!(#v = in(dreg_low16) #e));
+                    operands.push(self.operand(i, quote!(dreg_low16), e));
                 }
                 Operand::ReadDyn(e, reader) => {
                     let r = format_ident!("r{i}");
@@ -837,6 +939,53 @@ impl Capture {
         (code.join("\n"), operands)
     }
 
+    /// Value `i`'s operand of register class `class` on ARM: `inout` on
+    /// its parameter's shadow where it is one (see [`Capture::places`]),
+    /// else `in`.
+    fn operand(&self, i: usize, class: TokenStream2, e: &TokenStream2) -> TokenStream2 {
+        let v = format_ident!("v{i}");
+        match self.places.get(i) {
+            Some(Some((p, _))) => quote!(#v = inout(#class) #p),
+            _ => quote!(#v = in(#class) #e),
+        }
+    }
+
+    /// The statements before and after the pad that give the ARM pads
+    /// their `inout` places: a mutable shadow of each parameter; on ARMv7
+    /// a 64-bit one is two 32-bit shadows before, put back together after
+    /// (which costs nothing: it stays in its register pair).
+    fn shadows(&self, target: Target) -> (TokenStream2, TokenStream2) {
+        let (mut before, mut after) = (TokenStream2::new(), TokenStream2::new());
+        if target == Target::X86_64 {
+            return (before, after);
+        }
+        let arch = target.arch();
+        for (i, (op, place)) in self.ops.iter().zip(&self.places).enumerate() {
+            let Some((p, ty)) = place else { continue };
+            if target == Target::Arm && matches!(op, Operand::Int(_, 8)) {
+                let (lo, hi) = halves(i);
+                before.extend(quote! {
+                    #[cfg(target_arch = #arch)]
+                    let mut #lo = (#p as u64) as u32;
+                    #[cfg(target_arch = #arch)]
+                    let mut #hi = ((#p as u64) >> 32) as u32;
+                });
+                after.extend(quote! {
+                    #[cfg(target_arch = #arch)]
+                    #[allow(unused_mut)]
+                    let mut #p = ((#hi as u64) << 32 | #lo as u64) as #ty;
+                });
+                continue;
+            }
+            before.extend(quote! {
+                #[cfg(target_arch = #arch)]
+                #[allow(unused_mut)]
+                let mut #p = #p;
+            });
+        }
+        (before, after)
+    }
+
     /// The pad statement: the capturing pad of `kind` (0 entry, 1 exit)
     /// on each target, elsewhere the plain one (`plain`).
     pub fn pad(
@@ -863,7 +1012,9 @@ impl Capture {
             let (code, operands) = cap.stub(*target, ctramp);
             let arch = target.arch();
             archs.push(arch);
+            let (before, after) = cap.shadows(*target);
             out.extend(quote! {
+                #before
                 // SAFETY: the pad is a no-op until enabled; enabled, it calls
                 // one of the tracer's stubs, which preserve every register
                 // but the pad macro's clobbers.
@@ -878,6 +1029,7 @@ impl Capture {
                         #(, #operands)*
                     );
                 }
+                #after
             });
         }
         out.extend(quote! {
