@@ -308,18 +308,16 @@ fn has_lifetime(ty: &Type) -> bool {
 /// The captured values of a pad: `(operand, …)`.
 pub struct Capture {
     ops: Vec<Operand>,
-    /// The exit pad's return value: on ARM a value in registers is handed
-    /// over in the register the function returns it in (`x0`/`v0`,
-    /// `r0`(`:r1`)/`s0`/`d0`), where it goes next anyway (in any register,
-    /// the compiler computes it into another and moves it).
-    ret: bool,
-    /// Per value: the parameter it is, when it is a primitive captured as
-    /// itself. On ARM the entry pad takes such a parameter as `inout` (a
-    /// mutable shadow of it, which the pad leaves as it is): the body then
-    /// depends on the pad, and the compiler does not compute it ahead of
-    /// the pad into other registers, which would cost moves back into the
-    /// return registers (it does with `in` operands: the parameters stay
-    /// live into the pad).
+    /// Per value: the parameter it is (and its type), when it is a
+    /// primitive captured as itself. On ARM the entry pad takes such a
+    /// parameter as `inout` (a mutable shadow of it, which the pad leaves
+    /// as it is): the body then depends on the pad, so the compiler does
+    /// not compute it ahead of the pad into other registers (with `in`
+    /// operands it does, as the parameters stay live into the pad, and
+    /// moves the result back into the return register: one instruction
+    /// more in a small function). The price: where a caller's constant
+    /// arguments reach the body (inlined, or propagated into a private
+    /// function), the body no longer folds them after the pad.
     places: Vec<Option<(syn::Ident, Type)>>,
 }
 
@@ -550,7 +548,6 @@ pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
         Capture {
             ops,
             places,
-            ret: false,
         },
     )
 }
@@ -621,7 +618,6 @@ pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)>
                 Capture {
                     ops: vec![op],
                     places: vec![None],
-                    ret: true,
                 },
             ));
         }
@@ -635,7 +631,6 @@ pub fn ret(sig: &Signature, by_address: bool) -> Option<(String, Type, Capture)>
             Capture {
                 ops: vec![op],
                 places: vec![None],
-                ret: true,
             },
         )),
     }
@@ -740,20 +735,6 @@ impl Capture {
             let v = format_ident!("v{i}");
             let off = 8 + 16 * i;
             match op {
-                Operand::Int(e, _) | Operand::Size(e, _) if self.ret => {
-                    code.push(format!("str x0, [sp, #{off}]"));
-                    code.push(format!("str xzr, [sp, #{}]", off + 8));
-                    operands.push(quote!(in("x0") #e));
-                }
-                Operand::Float(e, n) if self.ret => {
-                    let r = if *n == 4 { "s0" } else { "d0" };
-                    code.push(format!("str {r}, [sp, #{off}]"));
-                    if *n == 4 {
-                        code.push(format!("str wzr, [sp, #{}]", off + 4));
-                    }
-                    code.push(format!("str xzr, [sp, #{}]", off + 8));
-                    operands.push(quote!(in("v0") #e));
-                }
                 Operand::Int(e, _) | Operand::Size(e, _) => {
                     store(&mut code, &format!("v{i}"), off);
                     code.push(format!("str xzr, [sp, #{}]", off + 8));
@@ -834,33 +815,6 @@ impl Capture {
             let off = 8 + 16 * i;
             let mut reader_zero = true;
             match op {
-                Operand::Int(e, 8) if self.ret => {
-                    code.push(format!("str r0, [sp, #{off}]"));
-                    code.push(format!("str r1, [sp, #{}]", off + 4));
-                    operands.push(quote!(in("r0") (#e as u64) as u32));
-                    operands.push(quote!(in("r1") ((#e as u64) >> 32) as u32));
-                }
-                Operand::Int(e, _) | Operand::Size(e, false) if self.ret => {
-                    code.push(format!("str r0, [sp, #{off}]"));
-                    code.push(format!("str r12, [sp, #{}]", off + 4));
-                    operands.push(quote!(in("r0") #e));
-                }
-                Operand::Size(e, true) if self.ret => {
-                    code.push(format!("str r0, [sp, #{off}]"));
-                    code.push("asr r12, r0, #31".to_string());
-                    code.push(format!("str r12, [sp, #{}]", off + 4));
-                    code.push("mov r12, #0".to_string());
-                    operands.push(quote!(in("r0") #e));
-                }
-                Operand::Float(e, 4) if self.ret => {
-                    code.push(format!("vstr s0, [sp, #{off}]"));
-                    code.push(format!("str r12, [sp, #{}]", off + 4));
-                    operands.push(quote!(in("s0") #e));
-                }
-                Operand::Float(e, _) if self.ret => {
-                    code.push(format!("vstr d0, [sp, #{off}]"));
-                    operands.push(quote!(in("d0") #e));
-                }
                 Operand::Int(e, 8) => {
                     let h = format_ident!("h{i}");
                     code.push(format!("str {{v{i}}}, [sp, #{off}]"));
