@@ -302,7 +302,13 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     let masked: Vec<u64> = v
         .iter()
         .zip(widths)
-        .map(|(&w, b)| if b == 8 { w } else { w & ((1u64 << (8 * b)) - 1) })
+        .map(|(&w, b)| {
+            if b == 8 {
+                w
+            } else {
+                w & ((1u64 << (8 * b)) - 1)
+            }
+        })
         .collect();
     let expected = [
         (-3i8) as u8 as u64,
@@ -317,7 +323,10 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     assert_eq!(masked, expected[..in_regs]);
     let k: Vec<ValueKind> = sig_of("ints").params.iter().map(|p| p.1).collect();
     assert_eq!(k[3], ValueKind::Uint(2));
-    assert!(k[in_regs..].iter().all(|k| *k == ValueKind::Opaque), "{k:?}");
+    assert!(
+        k[in_regs..].iter().all(|k| *k == ValueKind::Opaque),
+        "{k:?}"
+    );
     if in_regs == 8 {
         assert_eq!(k[6], ValueKind::Int(8));
     }

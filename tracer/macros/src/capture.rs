@@ -543,13 +543,7 @@ pub fn params(sig: &Signature, target: Target) -> (String, Capture) {
             places.push(place);
         }
     }
-    (
-        text,
-        Capture {
-            ops,
-            places,
-        },
-    )
+    (text, Capture { ops, places })
 }
 
 /// The return value, if the macro captures it: the signature line, the
@@ -942,11 +936,7 @@ impl Capture {
 
     /// The pad statement: the capturing pad of `kind` (0 entry, 1 exit)
     /// on each target, elsewhere the plain one (`plain`).
-    pub fn pad(
-        caps: &[(Target, &Capture)],
-        exit: bool,
-        plain: TokenStream2,
-    ) -> TokenStream2 {
+    pub fn pad(caps: &[(Target, &Capture)], exit: bool, plain: TokenStream2) -> TokenStream2 {
         let (tramp, ctramp, kind) = if exit {
             (
                 "__tracer_v1_tramp_exit",
