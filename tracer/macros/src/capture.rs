@@ -465,23 +465,44 @@ impl Capture {
         (code.join("\n"), operands)
     }
 
-    /// The pad statement: on x86-64 the capturing pad of `kind` (0 entry,
-    /// 1 exit), elsewhere the plain one (`plain`).
+    /// The pad statement: on x86-64 the capturing pad of an entry or an
+    /// exit (`exit`), elsewhere the plain one (`plain`).
     pub fn pad(&self, exit: bool, plain: TokenStream2) -> TokenStream2 {
-        let (tramp, ctramp, kind) = if exit {
-            (
-                "__tracer_v1_tramp_exit",
-                "__tracer_v1_tramp_exit_args",
-                1u32,
-            )
-        } else {
-            (
+        self.pad_of(exit, false, plain)
+    }
+
+    /// [`Capture::pad`] for an async fn's pads (`tracer_core::site`'s
+    /// `KIND_ASYNC_*`): the future's token goes in `r10`, as in the plain
+    /// async pads, from `__tracer_token`.
+    pub fn async_pad(&self, exit: bool, plain: TokenStream2) -> TokenStream2 {
+        self.pad_of(exit, true, plain)
+    }
+
+    fn pad_of(&self, exit: bool, is_async: bool, plain: TokenStream2) -> TokenStream2 {
+        let (tramp, ctramp, kind) = match (exit, is_async) {
+            (false, false) => (
                 "__tracer_v1_tramp_entry",
                 "__tracer_v1_tramp_entry_args",
                 0u32,
-            )
+            ),
+            (true, false) => ("__tracer_v1_tramp_exit", "__tracer_v1_tramp_exit_args", 1),
+            (false, true) => (
+                "__tracer_v1_tramp_entry",
+                "__tracer_v1_tramp_async_entry_args",
+                0,
+            ),
+            (true, true) => (
+                "__tracer_v1_tramp_exit",
+                "__tracer_v1_tramp_async_exit_args",
+                1,
+            ),
         };
-        let (code, operands) = self.stub(ctramp);
+        // KIND_ASYNC_ENTRY = 2, KIND_ASYNC_EXIT = 3.
+        let kind = kind + if is_async { 2 } else { 0 };
+        let (code, mut operands) = self.stub(ctramp);
+        if is_async {
+            operands.push(quote!(in("r10") __tracer_token));
+        }
         quote! {
             // SAFETY: the pad is a no-op until enabled; enabled, it calls one
             // of the tracer's stubs, which preserve every register but r11.

@@ -17,6 +17,14 @@ pub(crate) fn verify_capture_hooks(read: &dyn Fn(usize, &mut [u8])) -> Option<St
         ("on_fret_args", on_fret_args as *const () as usize),
         ("on_entry_args", on_entry_args as *const () as usize),
         ("on_exit_args", on_exit_args as *const () as usize),
+        (
+            "on_async_entry_args",
+            on_async_entry_args as *const () as usize,
+        ),
+        (
+            "on_async_exit_args",
+            on_async_exit_args as *const () as usize,
+        ),
     ] {
         if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, read) {
             return Some(format!("{name}: {why}"));
@@ -194,7 +202,7 @@ pub unsafe extern "C" fn on_fret_args(slot: usize) -> usize {
     unsafe { fret_body(slot, RetOut { rax, xmm0 }) }
 }
 
-pub use traceable::{on_entry_args, on_exit_args};
+pub use traceable::{on_async_entry_args, on_async_exit_args, on_entry_args, on_exit_args};
 
 /// The capturing hooks of `#[traceable]` pads (x86-64).
 mod traceable {
@@ -268,8 +276,6 @@ mod traceable {
     /// Called by `__tracer_v1_tramp_entry_args`: the capturing stub of a
     /// `#[traceable]` entry pad pushed the parameters' values (`block`); as
     /// [`on_entry`], with the values events just before the entry event.
-    /// Only synchronous functions' pads capture (the macro gives an async
-    /// fn's pads no capturing stub).
     ///
     /// # Safety
     /// `rec` must be a site record, `block` its capturing stub's block.
@@ -280,36 +286,67 @@ mod traceable {
     ) {
         // SAFETY: per the caller.
         let (n, sp) = unsafe { traceable_block(block) };
-        let values = |st: &ThreadState, p: &mut Private, func: u32| {
-            let depth = p.depth as u16;
-            let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
-            // Words: the spec, then the values; two a ring event.
-            let word = |k: usize| -> u64 {
-                match k {
-                    0 => spec,
-                    // SAFETY: k - 1 < n values are in the block.
-                    k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
-                    _ => 0,
-                }
-            };
-            let mut k = 0;
-            while k < n + 1 {
-                st.ring.push(
-                    &mut p.cached_tail,
-                    &Event {
-                        ts: word(k),
-                        dur: word(k + 1),
-                        func,
-                        depth,
-                        kind: tracer_core::event::KIND_ARGS,
-                        flags: (k / 2) as u8,
-                    },
-                );
-                k += 2;
+        // SAFETY: per the caller (`values` inlined: the only call of it).
+        unsafe {
+            entry_body::<{ sites::SYNC }>(rec, sp, token, |st, p, func| {
+                push_args(st, p, func, n, block)
+            })
+        }
+    }
+
+    /// Called by `__tracer_v1_tramp_async_entry_args`: as
+    /// [`on_entry_args`], for an async fn's entry pad (at its first poll;
+    /// `token` is its future's). A hook of its own, so that each hook has
+    /// one call of its values, inlined (the lean trampolines allow the
+    /// hooks no other call). The macro gives async fns capturing stubs only
+    /// with `#[tracer::traceable(values)]`.
+    ///
+    /// # Safety
+    /// As [`on_entry_args`].
+    pub unsafe extern "C" fn on_async_entry_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        // SAFETY: per the caller.
+        unsafe {
+            entry_body::<{ sites::ASYNC }>(rec, sp, token, |st, p, func| {
+                push_args(st, p, func, n, block)
+            })
+        }
+    }
+
+    /// The values events of an entry: the spec, then the `n` values of
+    /// `block`; two words a ring event.
+    #[inline(always)]
+    fn push_args(st: &ThreadState, p: &mut Private, func: u32, n: usize, block: *const u64) {
+        let depth = p.depth as u16;
+        let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
+        let word = |k: usize| -> u64 {
+            match k {
+                0 => spec,
+                // SAFETY: k - 1 < n values are in the block.
+                k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
+                _ => 0,
             }
         };
-        // SAFETY: per the caller.
-        unsafe { entry_body(rec, sp, token, false, values) }
+        let mut k = 0;
+        while k < n + 1 {
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: word(k),
+                    dur: word(k + 1),
+                    func,
+                    depth,
+                    kind: tracer_core::event::KIND_ARGS,
+                    flags: (k / 2) as u8,
+                },
+            );
+            k += 2;
+        }
     }
 
     /// Called by `__tracer_v1_tramp_exit_args`: the capturing stub of a
@@ -322,25 +359,61 @@ mod traceable {
     pub unsafe extern "C" fn on_exit_args(rec: *const SiteRecord, block: *const u64, token: usize) {
         // SAFETY: per the caller.
         let (n, sp) = unsafe { traceable_block(block) };
-        let values = |st: &ThreadState, p: &mut Private, func: u32, depth: usize| {
-            if n == 0 {
-                return;
-            }
-            // SAFETY: one value is in the block.
-            let (a, b) = unsafe { traceable_value(block, 0) };
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: a,
-                    dur: b,
-                    func,
-                    depth: depth as u16,
-                    kind: tracer_core::event::KIND_RETVAL,
-                    flags: 0,
-                },
-            );
-        };
         // SAFETY: per the caller.
-        unsafe { exit_body(rec, sp, token, false, values) }
+        unsafe {
+            exit_body::<{ sites::SYNC }>(rec, sp, token, |st, p, func, depth| {
+                push_ret(st, p, func, depth, n, block)
+            })
+        }
+    }
+
+    /// Called by `__tracer_v1_tramp_async_exit_args`: as [`on_exit_args`],
+    /// for an async fn's exit at its completion (see
+    /// [`on_async_entry_args`]).
+    ///
+    /// # Safety
+    /// As [`on_entry_args`].
+    pub unsafe extern "C" fn on_async_exit_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        // SAFETY: per the caller.
+        unsafe {
+            exit_body::<{ sites::ASYNC }>(rec, sp, token, |st, p, func, depth| {
+                push_ret(st, p, func, depth, n, block)
+            })
+        }
+    }
+
+    /// The values event of an exit: the return value's two words, if the
+    /// stub pushed one.
+    #[inline(always)]
+    fn push_ret(
+        st: &ThreadState,
+        p: &mut Private,
+        func: u32,
+        depth: usize,
+        n: usize,
+        block: *const u64,
+    ) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: one value is in the block (the stub's count says so).
+        let (a, b) = unsafe { traceable_value(block, 0) };
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: a,
+                dur: b,
+                func,
+                depth: depth as u16,
+                kind: tracer_core::event::KIND_RETVAL,
+                flags: 0,
+            },
+        );
     }
 }
