@@ -166,7 +166,7 @@ pub(crate) mod sites {
 }
 
 /// [`on_entry`]'s work; `values` runs just before the entry event is
-/// written (the capturing hook writes its values events there). Without
+/// written (the capturing hook writes its values events there). Unless
 /// `SITES` is [`sites::BOTH`], every record is taken as `SITES` says, so
 /// `values` has one call site and is inlined (the capturing hooks must
 /// contain no call but to the saving shim: the lean trampolines).
