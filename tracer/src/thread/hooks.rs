@@ -185,8 +185,10 @@ pub(crate) unsafe fn entry_body<const SITES: u8>(
             // The low byte: a record flagged `FLAG_CAPTURE_STUB` has its
             // kind there (one byte compare, as cheap as the whole word's).
             sites::BOTH => rec.kind as u8 == KIND_ASYNC_ENTRY as u8,
+            sites::ASYNC => true,
             sites::SYNC => false,
-            _ => true,
+            // None other: the match is on a constant (folded away).
+            _ => false,
         };
         if is_async {
             // SAFETY: per the caller.
@@ -261,8 +263,10 @@ pub(crate) unsafe fn exit_body<const SITES: u8>(
             // The low byte: a record flagged `FLAG_CAPTURE_STUB` has its
             // kind there (one byte compare, as cheap as the whole word's).
             sites::BOTH => rec.kind as u8 == KIND_ASYNC_EXIT as u8,
+            sites::ASYNC => true,
             sites::SYNC => false,
-            _ => true,
+            // None other: the match is on a constant (folded away).
+            _ => false,
         };
         if is_async {
             // SAFETY: per the caller.
