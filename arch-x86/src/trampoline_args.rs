@@ -122,7 +122,10 @@ macro_rules! __tracer_define_capture_trampolines {
 }
 
 /// Define the capturing trampolines of `#[traceable]` pads,
-/// `__tracer_v1_tramp_entry_args` and `__tracer_v1_tramp_exit_args`. A
+/// `__tracer_v1_tramp_entry_args` and `__tracer_v1_tramp_exit_args`, and
+/// an async fn's, `__tracer_v1_tramp_async_entry_args` and
+/// `__tracer_v1_tramp_async_exit_args` (a hook each, so that each hook's
+/// body is one straight path). A
 /// pad's capturing stub pushes its values (a pair of words each: the value,
 /// or an address, and 0 or the address of a reader the hook calls with it)
 /// and their count, loads the record into `r11` and *calls* the trampoline,
@@ -133,13 +136,24 @@ macro_rules! __tracer_define_capture_trampolines {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __tracer_define_traceable_capture_trampolines {
-    ($entry_hook:path, $exit_hook:path, $lean:path, $xsave_size:path) => {
+    (
+        $entry_hook:path,
+        $exit_hook:path,
+        $async_entry_hook:path,
+        $async_exit_hook:path,
+        $lean:path,
+        $xsave_size:path
+    ) => {
         #[cfg(target_arch = "x86_64")]
         ::core::arch::global_asm!(
             $crate::__tracer_trampoline_body!("__tracer_v1_tramp_entry_args", "{entry}"),
             $crate::__tracer_trampoline_body!("__tracer_v1_tramp_exit_args", "{exit}"),
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_async_entry_args", "{aentry}"),
+            $crate::__tracer_trampoline_body!("__tracer_v1_tramp_async_exit_args", "{aexit}"),
             entry = sym $entry_hook,
             exit = sym $exit_hook,
+            aentry = sym $async_entry_hook,
+            aexit = sym $async_exit_hook,
             lean = sym $lean,
             xsize = sym $xsave_size,
         );

@@ -25,12 +25,13 @@ pub const KIND_ASYNC_EXIT: u32 = 3;
 /// is seen by hooking the return address.
 pub const KIND_FENTRY: u32 = 4;
 /// Or-ed into a `#[traceable]` record's `kind` (`KIND_ENTRY` and
-/// `KIND_EXIT` only): the pad has a second, capturing stub
+/// `KIND_EXIT`; the async kinds on x86-64 only): the pad has a second,
+/// capturing stub
 /// [`CAPTURE_STUB_OFFSET`] bytes after its plain one, which hands the
 /// parameters (entry) or the return value (exit) to the capturing
-/// trampolines. The plain hooks compare `kind` with the async kinds only, so
-/// such a record takes the synchronous path there, as it should; the
-/// runtime's registry keeps the kind without the flag.
+/// trampolines. The plain hooks compare the kind's low byte only (the
+/// flag is above it); the runtime's registry keeps the kind without the
+/// flag.
 pub const FLAG_CAPTURE_STUB: u32 = 0x100;
 /// Where the capturing stub of a record flagged [`FLAG_CAPTURE_STUB`] is,
 /// from its plain stub (both are 16-byte aligned; the plain one is 12

@@ -385,3 +385,98 @@ fn traceable_functions_capture_their_values_only_when_asked() {
     assert_eq!(values(b[0].1.as_ref().unwrap()), [5]);
     assert_eq!(b[0].2, None);
 }
+
+/// A future that is pending once (the async fn below is polled twice).
+/// (Async fns' values: x86-64 only; on ARM their pads stay plain.)
+#[cfg(target_arch = "x86_64")]
+struct YieldOnce(bool);
+
+#[cfg(target_arch = "x86_64")]
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// Async with `(values)`: its arguments at the first poll, its return value
+/// at completion, across a suspension; `return` and `?` come back to the
+/// exit pad.
+#[cfg(target_arch = "x86_64")]
+#[tracer::traceable(values)]
+async fn fetch(id: u32, key: &str) -> Result<u32, u32> {
+    YieldOnce(false).await;
+    if id == 0 {
+        return Err(7);
+    }
+    let n: u32 = u32::try_from(key.len()).map_err(|_| 9u32)?;
+    Ok(id + n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn async_fns_capture_their_values_with_the_values_attribute() {
+    tracer_tests::fresh_process!();
+    let s = sig_of("fetch");
+    assert_eq!(
+        s.params
+            .iter()
+            .map(|(n, k, _)| (n.as_str(), *k))
+            .collect::<Vec<_>>(),
+        [("id", ValueKind::Uint(4)), ("key", ValueKind::Len)]
+    );
+    assert_eq!(
+        s.ret,
+        Some((
+            RetKind::Result(ValueKind::Uint(4), ValueKind::Uint(4)),
+            "Result<u32, u32>".into()
+        ))
+    );
+    let seen = tap(vec![idx("fetch")]);
+    // Without capture: the call, no values.
+    tracer::enable("fetch").unwrap();
+    assert_eq!(block_on(fetch(black_box(1), "abc")), Ok(4));
+    tracer::__private::drain();
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.calls.len(), 1, "{:?}", s.calls);
+        assert_eq!((&s.calls[0].1, s.calls[0].2), (&None, None));
+    }
+    seen.lock().unwrap().calls.clear();
+    // With capture (switched while enabled).
+    tracer::enable_with("fetch", ALL).unwrap();
+    assert_eq!(block_on(fetch(black_box(3), "ab")), Ok(5));
+    assert_eq!(block_on(fetch(black_box(0), "xyz")), Err(7));
+    // A future dropped after its first poll: its entry with the values,
+    // an exit without a return value.
+    {
+        let mut f = std::pin::pin!(fetch(black_box(8), "q"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(std::future::Future::poll(f.as_mut(), &mut cx).is_pending());
+    }
+    tracer::__private::drain();
+    tracer::disable("fetch").unwrap();
+    tracer::__private::set_event_tap(None);
+    let s = seen.lock().unwrap();
+    let got: Vec<_> = s
+        .calls
+        .iter()
+        .map(|(_, a, r)| (values(a.as_ref().expect("arguments")), *r))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (vec![3, 2], Some((5, 0))),
+            (vec![0, 3], Some((7, 1))),
+            (vec![8, 1], None),
+        ]
+    );
+}

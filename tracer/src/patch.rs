@@ -111,8 +111,12 @@ fn apply(
                 // its function is enabled with capture of what it captures.
                 let capturing = s.capture_stub != 0
                     && match s.kind {
-                        tracer_core::site::KIND_ENTRY => cap_f.args(),
-                        tracer_core::site::KIND_EXIT => cap_f.retval,
+                        tracer_core::site::KIND_ENTRY | tracer_core::site::KIND_ASYNC_ENTRY => {
+                            cap_f.args()
+                        }
+                        tracer_core::site::KIND_EXIT | tracer_core::site::KIND_ASYNC_EXIT => {
+                            cap_f.retval
+                        }
                         _ => false,
                     };
                 let stub = if capturing { s.capture_stub } else { s.stub };

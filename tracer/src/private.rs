@@ -239,6 +239,14 @@ pub fn once<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Returns `f` (`#[traceable(values)]` runs an async fn's body as an inner
+/// `async move` block whose value it captures; naming the output type `R`
+/// here lets the block's `?`s know what they convert to).
+#[inline(always)]
+pub fn async_once<R, F: core::future::Future<Output = R>>(f: F) -> F {
+    f
+}
+
 /// What the runtime's ELF constructor does (the preload library calls it
 /// from its own): convert GCC's NOP pads while single-threaded, start the
 /// agent, apply `TRACER_ENABLE`. Runs once however often it is called.

@@ -934,26 +934,59 @@ impl Capture {
         (before, after)
     }
 
-    /// The pad statement: the capturing pad of `kind` (0 entry, 1 exit)
-    /// on each target, elsewhere the plain one (`plain`).
+    /// The pad statement: the capturing pad of an entry or an exit
+    /// (`exit`) on each target of `caps`, elsewhere the plain one (`plain`).
     pub fn pad(caps: &[(Target, &Capture)], exit: bool, plain: TokenStream2) -> TokenStream2 {
-        let (tramp, ctramp, kind) = if exit {
-            (
-                "__tracer_v1_tramp_exit",
-                "__tracer_v1_tramp_exit_args",
-                1u32,
-            )
-        } else {
-            (
+        Self::pad_of(caps, exit, false, plain)
+    }
+
+    /// [`Capture::pad`] for an async fn's pads (`tracer_core::site`'s
+    /// `KIND_ASYNC_*`), on x86-64 only (elsewhere the plain pad): the
+    /// future's token goes in `r10`, as in the plain async pads, from
+    /// `__tracer_token`.
+    pub fn async_pad(caps: &[(Target, &Capture)], exit: bool, plain: TokenStream2) -> TokenStream2 {
+        let x86: Vec<(Target, &Capture)> = caps
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t == Target::X86_64)
+            .collect();
+        Self::pad_of(&x86, exit, true, plain)
+    }
+
+    fn pad_of(
+        caps: &[(Target, &Capture)],
+        exit: bool,
+        is_async: bool,
+        plain: TokenStream2,
+    ) -> TokenStream2 {
+        let (tramp, ctramp, kind) = match (exit, is_async) {
+            (false, false) => (
                 "__tracer_v1_tramp_entry",
                 "__tracer_v1_tramp_entry_args",
                 0u32,
-            )
+            ),
+            (true, false) => ("__tracer_v1_tramp_exit", "__tracer_v1_tramp_exit_args", 1),
+            (false, true) => (
+                "__tracer_v1_tramp_entry",
+                "__tracer_v1_tramp_async_entry_args",
+                0,
+            ),
+            (true, true) => (
+                "__tracer_v1_tramp_exit",
+                "__tracer_v1_tramp_async_exit_args",
+                1,
+            ),
         };
+        // KIND_ASYNC_ENTRY = 2, KIND_ASYNC_EXIT = 3.
+        let kind = kind + if is_async { 2 } else { 0 };
         let mut out = TokenStream2::new();
         let mut archs = Vec::new();
         for (target, cap) in caps {
-            let (code, operands) = cap.stub(*target, ctramp);
+            let (code, mut operands) = cap.stub(*target, ctramp);
+            if is_async {
+                // x86-64 only (see `async_pad`).
+                operands.push(quote!(in("r10") __tracer_token));
+            }
             let arch = target.arch();
             archs.push(arch);
             let (before, after) = cap.shadows(*target);

@@ -57,25 +57,36 @@ mod capture;
 /// registers at the pads already, so a disabled pad costs what it did. A
 /// `Result`, `Option`, `String` or `Vec` return value would have to be
 /// handed over by address (a store and a load in every call, enabled or
-/// not): `#[tracer::traceable(ret)]` asks for that; without it such a
-/// return value is not captured.
+/// not): `#[tracer::traceable(values)]` (or its older name `ret`) asks for
+/// that; without it such a return value is not captured.
+///
+/// An `async fn`'s values are captured only with
+/// `#[tracer::traceable(values)]`: at its first poll its parameters live
+/// in the future, not in registers, so handing them to the entry pad costs
+/// loads even while disabled, and its return value is taken when the body
+/// (run as an inner `async move` block) completes, which costs every poll
+/// a nested future. The arguments come with the entry at the first poll,
+/// the return value with the exit at completion (a future dropped
+/// unfinished has an exit without one).
 ///
 /// It rejects what it cannot trace with a compile error: `const fn` (it may
 /// run at compile time, where there is no pad) and functions without a body.
 #[proc_macro_attribute]
 pub fn traceable(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TokenStream2::from(attr);
-    // `ret`: also capture return values the exit pad takes by address.
+    // `values` (`ret`): also capture what costs the disabled function
+    // something: return values the exit pad takes by address, an async fn's
+    // values.
     let by_address = match attr.to_string().as_str() {
         "" => false,
-        "ret" => true,
+        "values" | "ret" => true,
         _ => {
             return syn::Error::new(
                 attr.span(),
-                "#[traceable] takes no arguments but `ret`: write #[tracer::traceable], or \
-                 #[tracer::traceable(ret)] to capture a Result, Option, String or Vec return \
+                "#[traceable] takes no arguments but `values`: write #[tracer::traceable], or \
+                 #[tracer::traceable(values)] to capture a Result, Option, String or Vec return \
                  value too (its exit pad then takes the value by address, which costs the \
-                 disabled pad a store and a load)",
+                 disabled pad a store and a load) and an async fn's arguments and return value",
             )
             .to_compile_error()
             .into();
@@ -127,9 +138,12 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
     let vis = &f.vis;
     let span = Span::call_site();
 
-    // What the pads capture (sync functions only: an async fn's pads are in
-    // its future, where the parameters are no longer in registers).
+    // What the pads capture: a synchronous function's values are in
+    // registers at its pads; an async fn's are in its future, so they are
+    // captured only when asked for (`values`). Functions that build the
+    // future they return (`#[async_trait]`) capture nothing.
     let plain_sync = sig.asyncness.is_none() && future_tail(&f.block).is_none();
+    let async_values = sig.asyncness.is_some() && by_address;
     // A `#[track_caller]` body must not move into a closure (its panics
     // would name the closure's caller): no return value there.
     let track_caller = f.attrs.iter().any(|a| a.path().is_ident("track_caller"));
@@ -141,15 +155,16 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
             (t, text, cap)
         })
         .collect();
-    let ret = if plain_sync && !track_caller {
+    let ret = if (plain_sync || async_values) && !track_caller {
         capture::ret(sig, by_address)
     } else {
         None
     };
+    // An async fn's values are captured on x86-64 only.
     let sig_texts: Vec<String> = per_target
         .iter()
-        .map(|(_, param_text, _)| {
-            if plain_sync {
+        .map(|(t, param_text, _)| {
+            if plain_sync || (async_values && *t == capture::Target::X86_64) {
                 let mut t = param_text.clone();
                 if let Some((r, _, _)) = &ret {
                     t.push_str(r);
@@ -192,7 +207,52 @@ fn expand(f: ItemFn, by_address: bool) -> syn::Result<TokenStream2> {
         };
     };
 
-    let body = if sig.asyncness.is_some() {
+    let body = if sig.asyncness.is_some() && async_values {
+        let guard = async_guard_item(span);
+        let plain_entry = async_entry_pad(span);
+        let entry = if sig.inputs.is_empty() {
+            plain_entry
+        } else {
+            let caps: Vec<(capture::Target, &capture::Capture)> =
+                per_target.iter().map(|(t, _, c)| (*t, c)).collect();
+            capture::Capture::async_pad(&caps, false, plain_entry)
+        };
+        let block = &f.block;
+        let run = match &ret {
+            None => quote_spanned! {span=> #block },
+            Some((_, ty, cap)) => {
+                let plain_exit = quote_spanned! {span=>
+                    // SAFETY: as the entry pad.
+                    #[allow(unused_unsafe)]
+                    unsafe { ::tracer::__private::async_exit_pad!(__TRACER_DESC, __tracer_token); }
+                };
+                let caps: Vec<(capture::Target, &capture::Capture)> =
+                    capture::Target::ALL.iter().map(|&t| (t, cap)).collect();
+                let exit = capture::Capture::async_pad(&caps, true, plain_exit);
+                // The body runs in an inner future so that its `return`s
+                // and `?`s come back here, where the value goes to the exit
+                // pad; the guard stays for a future dropped unfinished.
+                quote_spanned! {span=>
+                    let __tracer_ret: #ty =
+                        ::tracer::__private::async_once::<#ty, _>(async move #block).await;
+                    let __tracer_token = &mut __tracer_guard.0 as *mut u64 as usize;
+                    #exit
+                    ::core::mem::forget(__tracer_guard);
+                    __tracer_ret
+                }
+            }
+        };
+        quote_spanned! {span=>
+            #items
+            #guard
+            let mut __tracer_guard = __TracerAsyncGuard(0);
+            {
+                let __tracer_token = &mut __tracer_guard.0 as *mut u64 as usize;
+                #entry
+            }
+            #run
+        }
+    } else if sig.asyncness.is_some() {
         let guard = async_guard_item(span);
         let prologue = async_prologue(span);
         let block = &f.block;
@@ -303,14 +363,22 @@ fn async_guard_item(span: Span) -> TokenStream2 {
 /// once the future is pinned, is the token matching entry and exit across
 /// threads) and the entry pad, run at the first poll.
 fn async_prologue(span: Span) -> TokenStream2 {
+    let entry = async_entry_pad(span);
     quote_spanned! {span=>
         let mut __tracer_guard = __TracerAsyncGuard(0);
         {
             let __tracer_token = &mut __tracer_guard.0 as *mut u64 as usize;
-            // SAFETY: as in the guard's drop.
-            #[allow(unused_unsafe)]
-            unsafe { ::tracer::__private::async_entry_pad!(__TRACER_DESC, __tracer_token); }
+            #entry
         }
+    }
+}
+
+/// An async fn's plain entry pad, with `__tracer_token` in scope.
+fn async_entry_pad(span: Span) -> TokenStream2 {
+    quote_spanned! {span=>
+        // SAFETY: as in the guard's drop.
+        #[allow(unused_unsafe)]
+        unsafe { ::tracer::__private::async_entry_pad!(__TRACER_DESC, __tracer_token); }
     }
 }
 

@@ -32,6 +32,8 @@ tracer_arch_x86::__tracer_define_capture_trampolines!(
 tracer_arch_x86::__tracer_define_traceable_capture_trampolines!(
     crate::thread::on_entry_args,
     crate::thread::on_exit_args,
+    crate::thread::on_async_entry_args,
+    crate::thread::on_async_exit_args,
     crate::thread::CAPTURE_LEAN,
     crate::thread::XSAVE_SIZE
 );

@@ -18,10 +18,12 @@ pub static CAPTURE_LEAN: AtomicBool = AtomicBool::new(false);
 pub(crate) static CAPTURE_CHECK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 pub use traceable::{on_entry_args, on_exit_args};
+pub(crate) use traceable::{push_args, push_ret, traceable_block};
 
 /// The capturing hooks of `#[traceable]` pads (every architecture: the
 /// macro's capturing stubs build the same block on each, see
-/// `tracer_macros`' `capture` module).
+/// `tracer_macros`' `capture` module; the async ones are x86-64's, in
+/// `capture_x86_64.rs`).
 mod traceable {
     use super::*;
 
@@ -84,7 +86,7 @@ mod traceable {
     /// # Safety
     /// `block` must be such a block.
     #[inline(always)]
-    unsafe fn traceable_block(block: *const u64) -> (usize, usize) {
+    pub(crate) unsafe fn traceable_block(block: *const u64) -> (usize, usize) {
         // The count is the low 32 bits of the first word (on ARMv7 the high
         // half is padding the stub does not write).
         // SAFETY: per the caller.
@@ -96,8 +98,6 @@ mod traceable {
     /// Called by `__tracer_v1_tramp_entry_args`: the capturing stub of a
     /// `#[traceable]` entry pad pushed the parameters' values (`block`); as
     /// [`on_entry`], with the values events just before the entry event.
-    /// Only synchronous functions' pads capture (the macro gives an async
-    /// fn's pads no capturing stub).
     ///
     /// # Safety
     /// `rec` must be a site record, `block` its capturing stub's block.
@@ -108,36 +108,49 @@ mod traceable {
     ) {
         // SAFETY: per the caller.
         let (n, sp) = unsafe { traceable_block(block) };
-        let values = |st: &ThreadState, p: &mut Private, func: u32| {
-            let depth = p.depth as u16;
-            let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
-            // Words: the spec, then the values; two a ring event.
-            let word = |k: usize| -> u64 {
-                match k {
-                    0 => spec,
-                    // SAFETY: k - 1 < n values are in the block.
-                    k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
-                    _ => 0,
-                }
-            };
-            let mut k = 0;
-            while k < n + 1 {
-                st.ring.push(
-                    &mut p.cached_tail,
-                    &Event {
-                        ts: word(k),
-                        dur: word(k + 1),
-                        func,
-                        depth,
-                        kind: tracer_core::event::KIND_ARGS,
-                        flags: (k / 2) as u8,
-                    },
-                );
-                k += 2;
+        // SAFETY: per the caller (`values` inlined: the only call of it).
+        unsafe {
+            entry_body::<{ sites::SYNC }>(rec, sp, token, |st, p, func| {
+                push_args(st, p, func, n, block)
+            })
+        }
+    }
+
+    /// The values events of an entry: the spec, then the `n` values of
+    /// `block`; two words a ring event.
+    #[inline(always)]
+    pub(crate) fn push_args(
+        st: &ThreadState,
+        p: &mut Private,
+        func: u32,
+        n: usize,
+        block: *const u64,
+    ) {
+        let depth = p.depth as u16;
+        let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
+        let word = |k: usize| -> u64 {
+            match k {
+                0 => spec,
+                // SAFETY: k - 1 < n values are in the block.
+                k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
+                _ => 0,
             }
         };
-        // SAFETY: per the caller.
-        unsafe { entry_body(rec, sp, token, false, values) }
+        let mut k = 0;
+        while k < n + 1 {
+            st.ring.push(
+                &mut p.cached_tail,
+                &Event {
+                    ts: word(k),
+                    dur: word(k + 1),
+                    func,
+                    depth,
+                    kind: tracer_core::event::KIND_ARGS,
+                    flags: (k / 2) as u8,
+                },
+            );
+            k += 2;
+        }
     }
 
     /// Called by `__tracer_v1_tramp_exit_args`: the capturing stub of a
@@ -150,25 +163,40 @@ mod traceable {
     pub unsafe extern "C" fn on_exit_args(rec: *const SiteRecord, block: *const u64, token: usize) {
         // SAFETY: per the caller.
         let (n, sp) = unsafe { traceable_block(block) };
-        let values = |st: &ThreadState, p: &mut Private, func: u32, depth: usize| {
-            if n == 0 {
-                return;
-            }
-            // SAFETY: one value is in the block.
-            let (a, b) = unsafe { traceable_value(block, 0) };
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: a,
-                    dur: b,
-                    func,
-                    depth: depth as u16,
-                    kind: tracer_core::event::KIND_RETVAL,
-                    flags: 0,
-                },
-            );
-        };
         // SAFETY: per the caller.
-        unsafe { exit_body(rec, sp, token, false, values) }
+        unsafe {
+            exit_body::<{ sites::SYNC }>(rec, sp, token, |st, p, func, depth| {
+                push_ret(st, p, func, depth, n, block)
+            })
+        }
+    }
+
+    /// The values event of an exit: the return value's two words, if the
+    /// stub pushed one.
+    #[inline(always)]
+    pub(crate) fn push_ret(
+        st: &ThreadState,
+        p: &mut Private,
+        func: u32,
+        depth: usize,
+        n: usize,
+        block: *const u64,
+    ) {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: one value is in the block (the stub's count says so).
+        let (a, b) = unsafe { traceable_value(block, 0) };
+        st.ring.push(
+            &mut p.cached_tail,
+            &Event {
+                ts: a,
+                dur: b,
+                func,
+                depth: depth as u16,
+                kind: tracer_core::event::KIND_RETVAL,
+                flags: 0,
+            },
+        );
     }
 }

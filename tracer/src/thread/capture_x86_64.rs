@@ -1,8 +1,9 @@
-//! x86-64's capturing hooks of compiler pads (`on_fentry_args`,
+//! x86-64's capturing hooks: compiler pads (`on_fentry_args`,
 //! `on_fret_args`: the same work as `on_fentry` / `on_fret` through
-//! [`fentry_body`], [`fret_body`]), and the check that they and the
-//! `#[traceable]` ones (`on_entry_args`, `on_exit_args`, in `capture.rs`)
-//! leave vector registers alone.
+//! [`fentry_body`], [`fret_body`]) and async fns' `#[traceable]` pads
+//! (`on_async_entry_args`, `on_async_exit_args`), and the check that they
+//! and the other `#[traceable]` ones (`on_entry_args`, `on_exit_args`, in
+//! `capture.rs`) leave vector registers alone.
 
 use super::*;
 use tracer_core::capture::Capture;
@@ -18,6 +19,14 @@ pub(crate) fn verify_capture_hooks(read: &dyn Fn(usize, &mut [u8])) -> Option<St
         ("on_fret_args", on_fret_args as *const () as usize),
         ("on_entry_args", on_entry_args as *const () as usize),
         ("on_exit_args", on_exit_args as *const () as usize),
+        (
+            "on_async_entry_args",
+            on_async_entry_args as *const () as usize,
+        ),
+        (
+            "on_async_exit_args",
+            on_async_exit_args as *const () as usize,
+        ),
     ] {
         if let HookCheck::NeedsFullSave(why) = verify_hook(f, shim, read) {
             return Some(format!("{name}: {why}"));
@@ -193,4 +202,58 @@ pub unsafe extern "C" fn on_fret_args(slot: usize) -> usize {
     };
     // SAFETY: per the caller.
     unsafe { fret_body(slot, RetOut { rax, xmm0 }) }
+}
+
+pub use traceable_async::{on_async_entry_args, on_async_exit_args};
+
+/// The capturing hooks of async fns' `#[traceable]` pads (x86-64 only:
+/// the ARM pads of an async fn do not capture); the rest of the
+/// `#[traceable]` capturing hooks are every architecture's (`capture.rs`).
+mod traceable_async {
+    use super::*;
+
+    /// Called by `__tracer_v1_tramp_async_entry_args`: as
+    /// `on_entry_args`, for an async fn's entry pad (at its first poll;
+    /// `token` is its future's). A hook of its own, so that each hook has
+    /// one call of its values, inlined (the lean trampolines allow the
+    /// hooks no other call). The macro gives async fns capturing stubs only
+    /// with `#[tracer::traceable(values)]`.
+    ///
+    /// # Safety
+    /// As `on_entry_args`.
+    pub unsafe extern "C" fn on_async_entry_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        // SAFETY: per the caller.
+        unsafe {
+            entry_body::<{ sites::ASYNC }>(rec, sp, token, |st, p, func| {
+                push_args(st, p, func, n, block)
+            })
+        }
+    }
+
+    /// Called by `__tracer_v1_tramp_async_exit_args`: as `on_exit_args`,
+    /// for an async fn's exit at its completion (see
+    /// [`on_async_entry_args`]).
+    ///
+    /// # Safety
+    /// As `on_entry_args`.
+    pub unsafe extern "C" fn on_async_exit_args(
+        rec: *const SiteRecord,
+        block: *const u64,
+        token: usize,
+    ) {
+        // SAFETY: per the caller.
+        let (n, sp) = unsafe { traceable_block(block) };
+        // SAFETY: per the caller.
+        unsafe {
+            exit_body::<{ sites::ASYNC }>(rec, sp, token, |st, p, func, depth| {
+                push_ret(st, p, func, depth, n, block)
+            })
+        }
+    }
 }

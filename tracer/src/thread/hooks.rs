@@ -148,27 +148,49 @@ pub(crate) fn push_entry(st: &ThreadState, p: &mut Private, func: u32, now: u64,
 /// future's `u64` slot.
 pub unsafe extern "C" fn on_entry(rec: *const SiteRecord, sp: usize, token: usize) {
     // SAFETY: per the caller.
-    unsafe { entry_body(rec, sp, token, true, |_, _, _| {}) }
+    unsafe { entry_body::<{ sites::BOTH }>(rec, sp, token, |_, _, _| {}) }
+}
+
+/// Which records a hook body takes as an async fn's: a const generic
+/// parameter of [`entry_body`] and [`exit_body`], so the other path is
+/// compiled out before inlining (the capturing hooks' `values` then has one
+/// call and is inlined: the lean trampolines allow the hooks no other
+/// call).
+pub(crate) mod sites {
+    /// By the record's kind (`KIND_ASYNC_*`): the plain hooks.
+    pub const BOTH: u8 = 0;
+    /// Every record is synchronous.
+    pub const SYNC: u8 = 1;
+    /// Every record is an async fn's (the async capturing hooks).
+    pub const ASYNC: u8 = 2;
 }
 
 /// [`on_entry`]'s work; `values` runs just before the entry event is
-/// written (the capturing hook writes its values events there). Without
-/// `async_sites` (a constant) every record is taken as synchronous, so
+/// written (the capturing hook writes its values events there). Unless
+/// `SITES` is [`sites::BOTH`], every record is taken as `SITES` says, so
 /// `values` has one call site and is inlined (the capturing hooks must
 /// contain no call but to the saving shim: the lean trampolines).
 ///
 /// # Safety
 /// As [`on_entry`].
 #[inline(always)]
-pub(crate) unsafe fn entry_body(
+pub(crate) unsafe fn entry_body<const SITES: u8>(
     rec: *const SiteRecord,
     sp: usize,
     token: usize,
-    async_sites: bool,
     values: impl FnOnce(&ThreadState, &mut Private, u32),
 ) {
     let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
-        if async_sites && rec.kind == KIND_ASYNC_ENTRY {
+        let is_async = match SITES {
+            // The low byte: a record flagged `FLAG_CAPTURE_STUB` has its
+            // kind there (one byte compare, as cheap as the whole word's).
+            sites::BOTH => rec.kind as u8 == KIND_ASYNC_ENTRY as u8,
+            sites::ASYNC => true,
+            sites::SYNC => false,
+            // None other: the match is on a constant (folded away).
+            _ => false,
+        };
+        if is_async {
             // SAFETY: per the caller.
             unsafe { *(token as *mut u64) = now.max(1) };
             values(st, p, func);
@@ -221,24 +243,32 @@ pub(crate) const EXIT_SEARCH: usize = 8;
 /// As [`on_entry`].
 pub unsafe extern "C" fn on_exit(rec: *const SiteRecord, sp: usize, token: usize) {
     // SAFETY: per the caller.
-    unsafe { exit_body(rec, sp, token, true, |_, _, _, _| {}) }
+    unsafe { exit_body::<{ sites::BOTH }>(rec, sp, token, |_, _, _, _| {}) }
 }
 
 /// [`on_exit`]'s work; `values` runs just before the exit event is written
-/// (with the exit's depth). `async_sites` as in [`entry_body`].
+/// (with the exit's depth). `SITES` as in [`entry_body`].
 ///
 /// # Safety
 /// As [`on_entry`].
 #[inline(always)]
-pub(crate) unsafe fn exit_body(
+pub(crate) unsafe fn exit_body<const SITES: u8>(
     rec: *const SiteRecord,
     sp: usize,
     token: usize,
-    async_sites: bool,
     values: impl FnOnce(&ThreadState, &mut Private, u32, usize),
 ) {
     let hook = |st: &ThreadState, p: &mut Private, rec: &SiteRecord, func: u32, now: u64| {
-        if async_sites && rec.kind == KIND_ASYNC_EXIT {
+        let is_async = match SITES {
+            // The low byte: a record flagged `FLAG_CAPTURE_STUB` has its
+            // kind there (one byte compare, as cheap as the whole word's).
+            sites::BOTH => rec.kind as u8 == KIND_ASYNC_EXIT as u8,
+            sites::ASYNC => true,
+            sites::SYNC => false,
+            // None other: the match is on a constant (folded away).
+            _ => false,
+        };
+        if is_async {
             // SAFETY: per the caller.
             let slot = unsafe { &mut *(token as *mut u64) };
             let t0 = *slot;

@@ -71,3 +71,7 @@ pub(crate) fn lean_capture() {
         CAPTURE_LEAN.store(true, Ordering::Release);
     }
 }
+
+/// Bytes of the `xsave64` area the x86-64 trampolines and saving shim use (0:
+/// no XSAVE, save `xmm0`–`xmm15` instead). Set before any pad is enabled.
+pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

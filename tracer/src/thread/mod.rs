@@ -63,11 +63,6 @@ static ATFORK: AtomicBool = AtomicBool::new(false);
 /// trampolines then skip saving them.
 pub static LEAN: AtomicBool = AtomicBool::new(false);
 
-/// Bytes of the `xsave64` area the x86-64 trampolines and saving shim use (0:
-/// no XSAVE, save `xmm0`–`xmm15` instead). Set before any pad is enabled.
-#[cfg(target_arch = "x86_64")]
-pub static XSAVE_SIZE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
 mod arena;
 mod block;
 mod capture;
@@ -91,7 +86,7 @@ pub(crate) use capture::*;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use capture_arch::*;
 pub(crate) use hooks::*;
-pub(crate) use lean::{lean_capture, lean_check};
+pub(crate) use lean::*;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use returns::*;
 pub(crate) use tls::*;
@@ -191,33 +186,6 @@ pub(crate) struct Private {
     pushed: [usize; MAX_DEPTH],
 }
 
-/// The offsets the return trampoline's unwind rule reads to find a hooked
-/// frame's real return address on the shadow stacks (a DWARF expression:
-/// `scripts/fret-cfi.py`). The rule also relies on what is checked here:
-/// `next` first in a block, `depth` first in [`Private`], 32-byte frames
-/// with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) mod fret_layout {
-    use super::{Frame, Private, ThreadState};
-    use std::mem::offset_of;
-    /// [`ThreadState::dead`] (one byte).
-    pub const DEAD: usize = offset_of!(ThreadState, dead);
-    /// The shadow stack's depth.
-    pub const PRIVATE: usize = offset_of!(ThreadState, private) + offset_of!(Private, depth);
-    /// The shadow frames.
-    pub const SHADOW: usize = offset_of!(ThreadState, private) + offset_of!(Private, shadow);
-    const _: () = {
-        assert!(offset_of!(ThreadState, next) == 0);
-        assert!(offset_of!(Private, depth) == 0);
-        assert!(std::mem::size_of::<Frame>() == 32);
-        assert!(offset_of!(Frame, sp) == 16);
-        assert!(offset_of!(Frame, ret) == 24);
-        assert!(super::TAIL == 1);
-        assert!(super::MAX_DEPTH == 128);
-        assert!(DEAD < 65536 && PRIVATE < 65536 && SHADOW < 65536);
-    };
-}
-
 /// One thread's block.
 #[repr(C)]
 pub struct ThreadState {
@@ -308,8 +276,12 @@ pub fn init(nfuncs: usize) {
 /// Make room in new threads' blocks for `nfuncs` functions (objects loaded
 /// later add functions). Blocks made before keep their counters; a call of a
 /// function beyond a block's counters is counted by the collector from its
-/// exit event instead (exact unless the ring overflowed).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+/// exit event instead (exact unless the ring overflowed). Compiler pads
+/// only (ARMv7 traces `#[traceable]` functions, registered at start).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub fn reserve(nfuncs: usize) {
     NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
 }
@@ -335,6 +307,5 @@ pub fn capacity() -> usize {
 /// their static TLS offset where there is one (x86-64; see
 /// [`tp::probe_static`]).
 pub fn probe_tls() {
-    #[cfg(target_arch = "x86_64")]
     tp::probe_static();
 }

@@ -5,10 +5,16 @@
 use super::*;
 use tracer_core::event::FLAG_ENTRY_ONLY;
 
+// The architecture's side: how frames are keyed, the entry's fast path,
+// and the unwinder's entry points into the shadow stack.
+#[cfg_attr(target_arch = "x86_64", path = "returns_x86_64.rs")]
+#[cfg_attr(target_arch = "aarch64", path = "returns_aarch64.rs")]
+mod arch;
+pub use arch::*;
+
 /// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64
 /// and AArch64, set by the runtime before any compiler pad is enabled; 0 where returns are
 /// not hooked (no such trampoline, or CET shadow stacks: entry-only events).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub static FRET: AtomicUsize = AtomicUsize::new(0);
 
 /// Address of the capturing return trampoline
@@ -45,73 +51,12 @@ pub(crate) fn is_fret(v: usize, fret: usize) -> bool {
 /// entered on this thread's stack (on AArch64: the entry trampoline's saved
 /// `x30`, which the trampoline puts back into `x30`).
 pub unsafe extern "C" fn on_fentry(func: usize, slot: usize, _frame: usize) -> usize {
-    // x86-64: the common case in few registers (no callee-saved register to
-    // save and restore), the rest in `on_fentry_slow`, tail-called.
-    #[cfg(target_arch = "x86_64")]
-    if let Some(now) = clock::fast_now() {
-        let st = this_thread();
-        if !st.is_null() && st as usize != tp::INIT {
-            // SAFETY: blocks are never unmapped.
-            let st = unsafe { &*st };
-            if !st.busy.load(Ordering::Relaxed) {
-                st.busy.store(true, Ordering::Relaxed);
-                compiler_fence(Ordering::SeqCst);
-                // SAFETY: the private part belongs to this thread; `slot` is
-                // a live stack word (per the caller).
-                let hooked =
-                    unsafe { fentry_fast(st, &mut *st.private.get(), func as u32, slot, now) };
-                compiler_fence(Ordering::SeqCst);
-                st.busy.store(false, Ordering::Relaxed);
-                if hooked {
-                    return 1;
-                }
-            }
-        }
+    // SAFETY: per the caller.
+    if unsafe { arch::entry_fast(func, slot) } {
+        return 1;
     }
     // SAFETY: per the caller.
     unsafe { on_fentry_slow(func, slot, _frame) }
-}
-
-/// The common entry, as [`fentry_body`]'s own fast path does it: returns
-/// hooked, not a tail call, no frame to drop or hook again, room on the
-/// shadow stack. `false`: nothing done, take the general path.
-///
-/// # Safety
-/// As [`on_fentry`] (`slot` is also the frame's key, x86-64).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn fentry_fast(st: &ThreadState, p: &mut Private, func: u32, slot: usize, now: u64) -> bool {
-    let fret = FRET.load(Ordering::Relaxed);
-    // SAFETY: per the caller, `slot` is a live stack word.
-    let old = unsafe { *(slot as *const usize) };
-    if fret == 0 || old == fret || p.rehook {
-        return false;
-    }
-    let keep_top = p
-        .depth
-        .checked_sub(1)
-        .and_then(|i| p.shadow.get(i))
-        .is_none_or(|top| !(top.sp < slot && slot - top.sp < STACK_SPAN) && top.sp != slot);
-    if !keep_top {
-        return false;
-    }
-    let depth = p.depth;
-    let (Some(sl), Some(m)) = (p.shadow.get_mut(depth), p.pushed.get_mut(depth)) else {
-        return false;
-    };
-    *sl = Frame {
-        func,
-        unhooked: 0,
-        ts: now,
-        sp: slot,
-        ret: old,
-    };
-    *m = slot;
-    // SAFETY: per the caller; the return now goes through the trampoline.
-    unsafe { *(slot as *mut usize) = fret };
-    push_entry(st, p, func, now, 0);
-    p.depth = depth + 1;
-    true
 }
 
 /// [`on_fentry`]'s general path.
@@ -120,10 +65,7 @@ unsafe fn fentry_fast(st: &ThreadState, p: &mut Private, func: u32, slot: usize,
 /// As [`on_fentry`].
 #[inline(never)]
 unsafe extern "C" fn on_fentry_slow(func: usize, slot: usize, _frame: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    let frame = slot;
-    #[cfg(not(target_arch = "x86_64"))]
-    let frame = _frame;
+    let frame = if arch::KEYED_BY_SLOT { slot } else { _frame };
     let pushed = std::cell::Cell::new(false);
     // SAFETY: per the caller.
     unsafe {
@@ -153,7 +95,7 @@ impl Values for Plain<'_> {
     fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
     #[inline(always)]
     fn hooked(&self, p: &mut Private, slot: usize) {
-        if cfg!(target_arch = "x86_64") {
+        if arch::KEYED_BY_SLOT {
             if let Some(m) = p.pushed.get_mut(p.depth) {
                 *m = slot;
                 self.0.set(true);
@@ -255,9 +197,9 @@ pub(crate) unsafe fn fentry_body(
                 break;
             }
         }
-        // (Only on x86-64, where a frame's key is its return address slot;
+        // (Only where a frame's key is its return address slot, x86-64;
         // the AArch64 unwinder interposers never unhook surviving frames.)
-        if cfg!(target_arch = "x86_64") && p.rehook && fret != 0 {
+        if arch::KEYED_BY_SLOT && p.rehook && fret != 0 {
             let n = rehook_above(p, slot, fret);
             // They were not unwound after all.
             st.unwound.store(
@@ -304,7 +246,6 @@ pub(crate) unsafe fn fentry_body(
 /// with [`unhook_returns`] again). A frame whose slot no longer holds its
 /// return address is dead and stays unhooked.
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn rehook_above(p: &mut Private, limit: usize, fret: usize) -> u64 {
     p.rehook = false;
     let mut base_ok = false;
@@ -367,36 +308,14 @@ pub(crate) fn with_own<R>(f: impl FnOnce(&ThreadState, &mut Private, bool) -> R)
     Some(r)
 }
 
-/// Hook again the returns of this thread's frames whose slot lies above
-/// `sp`, that an unwind gave back and that survived it: at the end of a C++
-/// `catch` (`_Unwind_DeleteException`; `sp` is the caller's stack pointer),
-/// or once the catching frame of an exception is known (see
-/// `crate::whole`).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn rehook_after_catch(sp: usize) {
-    let fret = FRET.load(Ordering::Relaxed);
-    with_own(|st, p, was_busy| {
-        if p.rehook && fret != 0 && !was_busy {
-            let n = rehook_above(p, sp, fret);
-            // They were not unwound after all.
-            st.unwound.store(
-                st.unwound.load(Ordering::Relaxed).saturating_sub(n),
-                Ordering::Relaxed,
-            );
-        }
-    });
-}
-
 /// Remember the return address slot of the frame that will catch the
 /// exception being raised (`usize::MAX`: none, or a forced unwind), for
 /// [`unhook_returns`] at `_Unwind_Resume`.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn set_unwind_limit(limit: usize) {
     with_own(|_, p, _| p.unwind_limit = limit);
 }
 
 /// The limit [`set_unwind_limit`] remembered.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn unwind_limit() -> usize {
     with_own(|_, p, _| p.unwind_limit).unwrap_or(usize::MAX)
 }
@@ -479,7 +398,6 @@ pub struct Returned {
 /// # Safety
 /// As [`on_fret`].
 #[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) unsafe fn fret_body(slot: usize, before: impl Values) -> usize {
     // SAFETY: per the caller.
     unsafe { fret_pair(slot, hook_now(), before) }.0
@@ -594,97 +512,6 @@ pub(crate) extern "C" fn lost_return(slot: usize) -> usize {
     std::process::abort()
 }
 
-/// Give back the hooked return addresses of this thread's frames whose slot
-/// lies below `limit` (`usize::MAX`: all): an exception or a forced unwind
-/// is about to walk through them, and the unwinder must see the real return
-/// addresses. They have no recorded exit (counted in `unwound`); frames
-/// that survive after all are hooked again by [`rehook_after_catch`] or at
-/// the next traced entry. Returns how many frames it gave back.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn unhook_returns(limit: usize) -> usize {
-    with_own(|st, p, _| give_back(st, p, limit)).unwrap_or(0)
-}
-
-/// Give back every hooked return address of this thread before a stack walk
-/// (`backtrace`, `_Unwind_Backtrace`), so the walk sees the real callers;
-/// [`rehook_after_catch`] hooks them again after it. `false` (nothing given
-/// back) when the thread has no hooked frame, or when it is inside a hook (a
-/// signal handler interrupted one): then the walk stops at the return
-/// trampoline.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub fn unhook_for_walk() -> bool {
-    with_own(|st, p, was_busy| !was_busy && give_back(st, p, usize::MAX) > 0).unwrap_or(false)
-}
-
-/// The word at `addr`, if it can be read: a frame's slot may lie on a
-/// stack that is gone (a coroutine's, unmapped since). A system call, for
-/// the unwinder's paths only.
-pub(crate) fn peek(addr: usize) -> Option<usize> {
-    let mut v = 0usize;
-    let local = libc::iovec {
-        iov_base: &mut v as *mut usize as *mut libc::c_void,
-        iov_len: std::mem::size_of::<usize>(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: std::mem::size_of::<usize>(),
-    };
-    // SAFETY: reads this process's own memory into `v`; the kernel checks
-    // the remote range and fails with EFAULT where it is not mapped.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    (n == std::mem::size_of::<usize>() as isize).then_some(v)
-}
-
-/// Put `ret` back in the slot at `slot` if it still holds the return
-/// trampoline `fret`. `None`: the slot cannot be read (its stack is gone);
-/// else whether it was put back.
-pub(crate) fn restore_slot(slot: usize, fret: usize, ret: usize) -> Option<bool> {
-    if !is_fret(peek(slot)?, fret) {
-        return Some(false);
-    }
-    // SAFETY: a mapped stack word holding the trampoline's address, which
-    // only a hooked frame's slot does.
-    unsafe { *(slot as *mut usize) = ret };
-    Some(true)
-}
-
-/// [`unhook_returns`] on this thread's own state.
-pub(crate) fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usize {
-    let fret = FRET.load(Ordering::Relaxed);
-    let mut n = 0;
-    let mut frames = 0;
-    // Newest first: a stale frame may share a live frame's slot.
-    for i in (0..p.depth).rev() {
-        let Some(f) = p.shadow.get_mut(i) else {
-            continue;
-        };
-        if f.ret == 0 || f.sp >= limit {
-            continue;
-        }
-        if f.ret > TAIL && f.unhooked == 0 {
-            match restore_slot(f.sp, fret, f.ret) {
-                Some(true) => n += 1,
-                Some(false) => {}
-                // Its stack is gone (a coroutine's, freed): the frame is
-                // dead; never look at its slot again.
-                None => f.ret = 0,
-            }
-        }
-        f.unhooked = 1;
-        p.rehook = true;
-        frames += 1;
-    }
-    for e in p.evicted.iter_mut().filter(|e| e.1 != 0 && e.0 < limit) {
-        if restore_slot(e.0, fret, e.1) == Some(true) {
-            n += 1;
-        }
-        *e = (0, 0);
-    }
-    st.unwound
-        .store(st.unwound.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-    frames
-}
-
 /// An unwind is about to go through the frame keyed `key` (its entry stack
 /// pointer on AArch64, its return address slot on x86-64), which returns
 /// into the return trampoline: the AArch64 unwinder walk (see
@@ -692,11 +519,10 @@ pub(crate) fn give_back(st: &ThreadState, p: &mut Private, limit: usize) -> usiz
 /// frame (and the tail-called ones that share it) is marked as given back,
 /// and its original return address returned, for the caller to store where
 /// the frame keeps it. `None` if this thread has no such hooked frame.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub fn give_back_return(key: usize) -> Option<usize> {
     with_own(|st, p, _| {
         // x86-64: hooked again by `rehook_after_catch` if it survives.
-        p.rehook |= cfg!(target_arch = "x86_64");
+        p.rehook |= arch::KEYED_BY_SLOT;
         let mut found = None;
         for i in (0..p.depth).rev() {
             let Some(f) = p.shadow.get(i) else { continue };
@@ -727,18 +553,28 @@ pub fn give_back_return(key: usize) -> Option<usize> {
     .flatten()
 }
 
-/// How many hooked returns this thread has (AArch64 unwinder walks are
-/// skipped when there are none).
-#[cfg(target_arch = "aarch64")]
-pub fn hooked_returns() -> usize {
-    with_own(|_, p, _| {
-        let live = p
-            .shadow
-            .iter()
-            .take(p.depth)
-            .filter(|f| f.ret > TAIL && f.unhooked == 0)
-            .count();
-        live + p.evicted.iter().filter(|e| e.1 != 0).count()
-    })
-    .unwrap_or(0)
+/// The offsets the return trampoline's unwind rule reads to find a hooked
+/// frame's real return address on the shadow stacks (a DWARF expression:
+/// `scripts/fret-cfi.py`). The rule also relies on what is checked here:
+/// `next` first in a block, `depth` first in [`Private`], 32-byte frames
+/// with `sp` at 16 and `ret` at 24, [`TAIL`] = 1.
+pub(crate) mod fret_layout {
+    use super::super::{Frame, Private, ThreadState};
+    use std::mem::offset_of;
+    /// [`ThreadState::dead`] (one byte).
+    pub const DEAD: usize = offset_of!(ThreadState, dead);
+    /// The shadow stack's depth.
+    pub const PRIVATE: usize = offset_of!(ThreadState, private) + offset_of!(Private, depth);
+    /// The shadow frames.
+    pub const SHADOW: usize = offset_of!(ThreadState, private) + offset_of!(Private, shadow);
+    const _: () = {
+        assert!(offset_of!(ThreadState, next) == 0);
+        assert!(offset_of!(Private, depth) == 0);
+        assert!(std::mem::size_of::<Frame>() == 32);
+        assert!(offset_of!(Frame, sp) == 16);
+        assert!(offset_of!(Frame, ret) == 24);
+        assert!(super::super::TAIL == 1);
+        assert!(super::super::MAX_DEPTH == 128);
+        assert!(DEAD < 65536 && PRIVATE < 65536 && SHADOW < 65536);
+    };
 }

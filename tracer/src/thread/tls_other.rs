@@ -13,3 +13,7 @@ pub fn get() -> *mut super::super::ThreadState {
 /// Nothing more to set than `super::STATE`.
 #[inline(always)]
 pub fn set(_: *mut super::super::ThreadState) {}
+
+/// Nothing to probe: no static offset is used here.
+#[inline(always)]
+pub fn probe_static() {}

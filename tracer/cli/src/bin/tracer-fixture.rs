@@ -9,8 +9,9 @@
 //! (to overrun small buffers). With `TRACER_FIXTURE_OPEN=1` each round also
 //! opens and closes `/dev/null`; if that fails the process prints why and
 //! exits with status 5 (to test that the tracer leaves it descriptors).
-//! With `TRACER_FIXTURE_VALUES=1` each round also calls `lookup` and
-//! `ratio` with known arguments (to test argument and return-value capture).
+//! With `TRACER_FIXTURE_VALUES=1` each round also calls `lookup`, `ratio`
+//! and the async `fetch` with known arguments (to test argument and
+//! return-value capture).
 use std::hint::black_box;
 
 fn spin(iters: u64) -> u64 {
@@ -80,6 +81,26 @@ fn ratio(a: f64, b: i32, on: bool) -> Option<f64> {
     (b != 0 && on).then(|| a / f64::from(b))
 }
 
+/// Async, with its values: `Err(-2)` (ENOENT) for id 0.
+#[tracer::traceable(values)]
+async fn fetch(id: u32, key: &str) -> Result<u32, i32> {
+    if id == 0 {
+        return Err(-2);
+    }
+    Ok(id * 100 + key.len() as u32)
+}
+
+/// Polls `f` until it is ready (the fixture's futures never wait).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 /// The values calls of a round.
 fn values() {
     let strict = Mode { strict: true };
@@ -87,6 +108,8 @@ fn values() {
     black_box(lookup(black_box(""), 7, strict)).ok();
     black_box(ratio(black_box(3.0), 2, true));
     black_box(ratio(black_box(1.0), 0, true));
+    black_box(block_on(fetch(black_box(4), "xy"))).ok();
+    black_box(block_on(fetch(black_box(0), ""))).ok();
 }
 
 fn main() {

@@ -851,6 +851,20 @@ fn traceable_functions_show_their_values_in_the_graph_the_report_and_where() {
         "  tracer_fixture::ratio(a=1, b=0, on=true); /* = None */",
     ];
     assert_eq!(graph(&out), [round, round].concat(), "{out}\n{err}");
+    // An async fn (`#[traceable(values)]`): its arguments at the first
+    // poll, its return value at completion.
+    let (code, out, err) = run_fixture(
+        &[
+            "run", "--enable", "fetch", "--args", "--retval", "--trace", "--", FIXTURE,
+        ],
+        &dir,
+    );
+    assert_eq!(code, 3, "{out}\n{err}");
+    let round = [
+        "  tracer_fixture::fetch(id=4, key.len=2); /* = Ok(402) */",
+        "  tracer_fixture::fetch(id=0, key.len=0); /* = Err(-2 (ENOENT)) */",
+    ];
+    assert_eq!(graph(&out), [round, round].concat(), "{out}\n{err}");
     // Enabled without capture: no values.
     let (code, out, err) = run_fixture(
         &["run", "--enable", "lookup", "--trace", "--", FIXTURE],

@@ -4,7 +4,10 @@
 //! shows by name only (structs, generics, `impl Trait`, patterns), compile
 //! together: early `return`, `?`, elided and named lifetimes in the return
 //! type, `Self`, generic payloads, more parameters than it captures;
-//! `#[traceable(ret)]` (return values taken by address) and without.
+//! `#[traceable(ret)]` (return values taken by address) and without;
+//! `async fn` with `#[traceable(values)]`: `?` and `return` in its body,
+//! borrowed parameters and return values, `&self`, generics, a `Send`
+//! future.
 use std::collections::HashMap;
 
 #[derive(Clone, Copy)]
@@ -130,8 +133,59 @@ fn unit(x: u32) {
     std::hint::black_box(x);
 }
 
+impl Store {
+    #[tracer::traceable(values)]
+    pub async fn lookup(&self, key: &str) -> Option<u64> {
+        self.map.get(key).copied()
+    }
+
+    #[tracer::traceable(values)]
+    pub async fn key_len<'a>(&'a self, key: &'a str) -> &'a str {
+        let _ = &self.map;
+        key
+    }
+}
+
+#[tracer::traceable(values)]
+async fn fetch(id: u32, key: &str) -> Result<u32, std::num::ParseIntError> {
+    if id == 0 {
+        return Ok(0);
+    }
+    let v: u32 = key.parse()?;
+    Ok(id + v)
+}
+
+#[tracer::traceable(values)]
+async fn generic_async<T: Send>(t: T, n: usize) -> (T, usize) {
+    (t, n)
+}
+
+#[tracer::traceable(values)]
+async fn no_values(cfg: Config) {
+    let _ = cfg.level;
+}
+
+fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+    f
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
 fn main() {
     let mut s = Store { map: HashMap::new() };
+    let _ = block_on(assert_send(fetch(1, "2")));
+    let _ = block_on(s.lookup("a"));
+    let _ = block_on(s.key_len("k"));
+    let _ = block_on(assert_send(generic_async(1u8, 2)));
+    block_on(no_values(Config { level: 1 }));
     let _ = s.put("a".into(), 1);
     let _ = s.get("a");
     let _ = s.key_of(1);
