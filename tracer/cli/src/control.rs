@@ -27,8 +27,8 @@ pub fn connect_for(pid: Option<i32>, duration: Option<Duration>) -> Result<Clien
     Ok(c)
 }
 
-/// Functions asked of the agent at a time (each page sorts the whole list
-/// again on the agent's side, so not too many pages).
+/// Functions asked of the agent at a time (the agent sorts its list once
+/// and cuts every page of it from that).
 const LIST_PAGE: u64 = 25_000;
 
 /// Every function the agent lists for `pattern` (sorted by name), a page at
@@ -71,7 +71,9 @@ pub fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error>
 pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32, Error> {
     let mut c = connect(pid)?;
     let pid = c.pid;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line with its own system call
+    // (`list --json` is ten lines a function).
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut n = 0u64;
     let mut lines = crate::source::SourceLines::new();
     if json {
@@ -83,6 +85,7 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
             write!(out, "{sep}  {}", list_item_json(f, &file, line)).map_err(io_err)
         })?;
         writeln!(out, "{}", if n == 0 { "[]" } else { "\n]" }).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
         return Ok(exit::OK);
     }
     each_listed(&mut c, pattern.as_deref(), &mut |f| {
@@ -99,6 +102,7 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
         )
         .map_err(io_err)?;
     }
+    out.flush().map_err(io_err)?;
     Ok(exit::OK)
 }
 

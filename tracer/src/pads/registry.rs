@@ -74,6 +74,10 @@ pub struct Registry {
     /// Index of each compiler-padded function by `(object path, path)`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     by_name: HashMap<(String, String), u32>,
+    /// Counts the changes to the functions (an object added or removed):
+    /// what was derived from them (`list`'s sorted selection) is stale
+    /// once it has moved.
+    pub generation: u64,
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -160,6 +164,7 @@ impl Registry {
             funcs: sorted_funcs,
             objects: Vec::new(),
             by_name: HashMap::new(),
+            generation: 0,
         }
     }
 
@@ -279,6 +284,7 @@ impl Registry {
 
     /// Re-sort the sites and rebuild each function's site list.
     fn reindex(&mut self) {
+        self.generation += 1;
         self.sites.sort_by_key(|s| s.addr);
         self.sites.dedup_by_key(|s| s.addr);
         for f in &mut self.funcs {
