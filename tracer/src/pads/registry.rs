@@ -318,7 +318,8 @@ impl Registry {
             }
         }
         self.sites.retain(|s| {
-            s.kind != tracer_core::site::KIND_FENTRY || !gone.get(s.func as usize).copied().unwrap_or(false)
+            s.kind != tracer_core::site::KIND_FENTRY
+                || !gone.get(s.func as usize).copied().unwrap_or(false)
         });
         self.reindex();
         funcs
