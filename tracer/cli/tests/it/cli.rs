@@ -623,7 +623,7 @@ fn list_pages_give_every_function_once_in_name_order() {
     let second_name = every[1].clone();
     ok(&d.tracer(&["enable", &second_name, "-p", &fx.p()]));
     let second = page(None, 1, Some(1));
-    assert_eq!(names(&second), [second_name.clone()], "{first} {second}");
+    assert_eq!(names(&second), [second_name], "{first} {second}");
     assert_eq!(second["functions"][0]["enabled"], true, "{second}");
     // Past the end: an empty page, no next.
     let past = page(None, every.len() as u64 + 5, Some(2));
