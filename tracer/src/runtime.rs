@@ -34,11 +34,16 @@ pub(crate) struct State {
         allow(dead_code)
     )]
     pub(crate) loader: (u64, u64),
-    /// The last `list` request's selection, sorted by name: its pages are
-    /// cut from it instead of resolving and sorting every function again
-    /// for each page (10^6 functions are 40 pages).
-    pub(crate) listed: Option<Listed>,
+    /// The selections of the last few `list` patterns, sorted by name
+    /// (the most recent last): pages are cut from them instead of
+    /// resolving and sorting every function again for each page (10^6
+    /// functions are 40 pages). A few, so that clients listing different
+    /// patterns at once do not make each other sort on every page.
+    pub(crate) listed: Vec<Listed>,
 }
+
+/// How many `list` selections [`State::listed`] keeps.
+const LISTED_KEEP: usize = 4;
 
 /// Functions a `list` pattern selects (all loaded ones without one), in
 /// list order, for the registry as it was at [`Listed::generation`].
@@ -116,7 +121,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                     enabled: vec![false; nfuncs],
                     reg,
                     loader: (0, 0),
-                    listed: None,
+                    listed: Vec::new(),
                 };
                 pads::refresh(&mut state.reg, &mut state.enabled, &mut state.loader);
                 // The late-trap check's list of sites (refresh keeps it up
@@ -237,21 +242,30 @@ pub(crate) fn functions_page(
     let mut st = rt.lock_refreshed();
     let st = &mut *st;
     let generation = st.reg.generation;
-    let fresh = st
+    // Those made before the registry last changed are stale.
+    st.listed.retain(|l| l.generation == generation);
+    match st
         .listed
-        .as_ref()
-        .is_some_and(|l| l.generation == generation && l.pattern.as_deref() == pattern);
-    if !fresh {
-        // Dropped first: the old selection and the new one are never held
-        // together.
-        st.listed = None;
-        st.listed = Some(Listed {
-            generation,
-            pattern: pattern.map(String::from),
-            order: sorted_selection(&st.reg, pattern)?,
-        });
+        .iter()
+        .position(|l| l.pattern.as_deref() == pattern)
+    {
+        Some(i) => {
+            let l = st.listed.remove(i);
+            st.listed.push(l);
+        }
+        None => {
+            let order = sorted_selection(&st.reg, pattern)?;
+            if st.listed.len() >= LISTED_KEEP {
+                st.listed.remove(0);
+            }
+            st.listed.push(Listed {
+                generation,
+                pattern: pattern.map(String::from),
+                order,
+            });
+        }
     }
-    let order = st.listed.as_ref().map_or(&[][..], |l| &l.order[..]);
+    let order = st.listed.last().map_or(&[][..], |l| &l.order[..]);
     let total = order.len();
     let from = from.min(total);
     let to = from.saturating_add(max).min(total);
