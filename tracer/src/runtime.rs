@@ -34,6 +34,26 @@ pub(crate) struct State {
         allow(dead_code)
     )]
     pub(crate) loader: (u64, u64),
+    /// The selections of the last few `list` patterns, sorted by name
+    /// (the most recent last): pages are cut from them instead of
+    /// resolving and sorting every function again for each page (10^6
+    /// functions are 40 pages). A few, so that clients listing different
+    /// patterns at once do not make each other sort on every page.
+    pub(crate) listed: Vec<Listed>,
+}
+
+/// How many `list` selections [`State::listed`] keeps.
+const LISTED_KEEP: usize = 4;
+
+/// Functions a `list` pattern selects (all loaded ones without one), in
+/// list order, for the registry as it was at [`Listed::generation`].
+pub(crate) struct Listed {
+    /// The registry's [`registry::Registry::generation`] it was made for.
+    generation: u64,
+    /// The pattern.
+    pattern: Option<String>,
+    /// Function indices, sorted by name, then index.
+    order: Vec<u32>,
 }
 
 pub(crate) static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
@@ -48,6 +68,7 @@ impl Runtime {
             reg,
             enabled,
             loader,
+            ..
         } = &mut *st;
         pads::refresh(reg, enabled, loader);
         st
@@ -100,6 +121,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime, Error> {
                     enabled: vec![false; nfuncs],
                     reg,
                     loader: (0, 0),
+                    listed: Vec::new(),
                 };
                 pads::refresh(&mut state.reg, &mut state.enabled, &mut state.loader);
                 // The late-trap check's list of sites (refresh keeps it up
@@ -209,28 +231,61 @@ pub(crate) fn function_names() -> Vec<String> {
 
 /// A page of the loaded functions sorted by name, of those `pattern`
 /// selects (all without one): at most `max` from position `from`, and the
-/// number there are in all. Only the page's entries are built.
+/// number there are in all. Only the page's entries are built; the sorted
+/// selection is kept for the next page (see [`State::listed`]).
 pub(crate) fn functions_page(
     pattern: Option<&str>,
     from: usize,
     max: usize,
 ) -> Result<(Vec<FunctionInfo>, usize), Error> {
     let rt = runtime()?;
-    let st = rt.lock_refreshed();
-    let funcs = &st.reg.funcs;
-    let mut order = loaded(&st.reg);
-    if let Some(p) = pattern {
-        order = resolve_in(&st.reg, &order, p)?;
+    let mut st = rt.lock_refreshed();
+    let st = &mut *st;
+    let generation = st.reg.generation;
+    // Those made before the registry last changed are stale.
+    st.listed.retain(|l| l.generation == generation);
+    match st
+        .listed
+        .iter()
+        .position(|l| l.pattern.as_deref() == pattern)
+    {
+        Some(i) => {
+            let l = st.listed.remove(i);
+            st.listed.push(l);
+        }
+        None => {
+            let order = sorted_selection(&st.reg, pattern)?;
+            if st.listed.len() >= LISTED_KEEP {
+                st.listed.remove(0);
+            }
+            st.listed.push(Listed {
+                generation,
+                pattern: pattern.map(String::from),
+                order,
+            });
+        }
     }
-    order.sort_unstable_by(|&a, &b| funcs[a].path.cmp(&funcs[b].path).then(a.cmp(&b)));
+    let order = st.listed.last().map_or(&[][..], |l| &l.order[..]);
     let total = order.len();
     let from = from.min(total);
     let to = from.saturating_add(max).min(total);
     let page = order[from..to]
         .iter()
-        .map(|&i| function_info(&st, i))
+        .map(|&i| function_info(st, i as usize))
         .collect();
     Ok((page, total))
+}
+
+/// The loaded functions `pattern` selects (all without one), sorted by
+/// name, then index.
+fn sorted_selection(reg: &registry::Registry, pattern: Option<&str>) -> Result<Vec<u32>, Error> {
+    let mut order = loaded(reg);
+    if let Some(p) = pattern {
+        order = resolve_in(reg, &order, p)?;
+    }
+    let funcs = &reg.funcs;
+    order.sort_unstable_by(|&a, &b| funcs[a].path.cmp(&funcs[b].path).then(a.cmp(&b)));
+    Ok(order.into_iter().map(|i| i as u32).collect())
 }
 
 /// Every function ever registered, by index (unloaded ones too).

@@ -6,7 +6,7 @@ use crate::client::{self, Client, Request};
 use crate::out::{bold, io_err};
 use crate::values::{Param, Signature, Ty};
 use crate::{exit, printable, Error};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -27,8 +27,8 @@ pub fn connect_for(pid: Option<i32>, duration: Option<Duration>) -> Result<Clien
     Ok(c)
 }
 
-/// Functions asked of the agent at a time (each page sorts the whole list
-/// again on the agent's side, so not too many pages).
+/// Functions asked of the agent at a time (the agent sorts its list once
+/// and cuts every page of it from that).
 const LIST_PAGE: u64 = 25_000;
 
 /// Every function the agent lists for `pattern` (sorted by name), a page at
@@ -71,7 +71,9 @@ pub fn resolve_indices(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error>
 pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32, Error> {
     let mut c = connect(pid)?;
     let pid = c.pid;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone writes each line with its own system call
+    // (`list --json` is ten lines a function).
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut n = 0u64;
     let mut lines = crate::source::SourceLines::new();
     if json {
@@ -83,6 +85,7 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
             write!(out, "{sep}  {}", list_item_json(f, &file, line)).map_err(io_err)
         })?;
         writeln!(out, "{}", if n == 0 { "[]" } else { "\n]" }).map_err(io_err)?;
+        out.flush().map_err(io_err)?;
         return Ok(exit::OK);
     }
     each_listed(&mut c, pattern.as_deref(), &mut |f| {
@@ -99,20 +102,35 @@ pub fn list(pid: Option<i32>, pattern: Option<String>, json: bool) -> Result<i32
         )
         .map_err(io_err)?;
     }
+    out.flush().map_err(io_err)?;
     Ok(exit::OK)
 }
 
 /// One element of `list --json`'s array, indented as an element of it.
 fn list_item_json(f: &Value, file: &str, line: u64) -> String {
-    let mut item = json!({
-        "name": f["name"], "file": file, "line": line,
-        "enabled": f["enabled"], "problems": f["problems"],
-    });
-    // A #[traceable] function's parameters and return type as its macro
-    // saw them (what `--args --retval` shows).
-    if let Some(sig) = f["signature"].as_str().filter(|s| !s.is_empty()) {
-        item["signature"] = sig.into();
+    // The object `{"name", "file", "line", "enabled", "problems"}` (and
+    // `signature`) as a JSON map writes it, keys sorted; borrowed from the
+    // agent's reply rather than copied into a map (10^6 of them).
+    #[derive(serde::Serialize)]
+    struct Item<'a> {
+        enabled: &'a Value,
+        file: &'a str,
+        line: u64,
+        name: &'a Value,
+        problems: &'a Value,
+        // A #[traceable] function's parameters and return type as its
+        // macro saw them (what `--args --retval` shows).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signature: Option<&'a str>,
     }
+    let item = Item {
+        enabled: &f["enabled"],
+        file,
+        line,
+        name: &f["name"],
+        problems: &f["problems"],
+        signature: f["signature"].as_str().filter(|s| !s.is_empty()),
+    };
     let text = crate::printable_json(serde_json::to_string_pretty(&item).expect("json"));
     text.replace('\n', "\n  ")
 }
@@ -424,6 +442,7 @@ pub fn status_text(v: &Value, heading: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn many_changed_names_are_counted() {
@@ -458,6 +477,34 @@ mod tests {
             j.contains("\n    \"enabled\"") && j.ends_with("\n  }"),
             "indented as an element: {j}"
         );
+    }
+
+    #[test]
+    fn list_items_are_written_as_their_json_map_would_be() {
+        // What `list --json` wrote before its items were borrowed.
+        fn as_map(f: &Value, file: &str, line: u64) -> String {
+            let mut item = json!({
+                "name": f["name"], "file": file, "line": line,
+                "enabled": f["enabled"], "problems": f["problems"],
+            });
+            if let Some(sig) = f["signature"].as_str().filter(|s| !s.is_empty()) {
+                item["signature"] = sig.into();
+            }
+            let text = crate::printable_json(serde_json::to_string_pretty(&item).expect("json"));
+            text.replace('\n', "\n  ")
+        }
+        let items = [
+            json!({"name": "ns::f<\"q\">\u{1b}\u{85}é", "enabled": true,
+                   "problems": ["odd \\ pad", "two"], "signature": "(n: u32) -> u64"}),
+            json!({"name": "c", "enabled": false, "problems": [], "signature": ""}),
+            json!({"name": 5, "enabled": "yes", "problems": {"a": [1, null]}}),
+            json!({}),
+        ];
+        for f in &items {
+            for (file, line) in [("src/x.rs", 7), ("/lib/\u{9b}x.so", 0)] {
+                assert_eq!(list_item_json(f, file, line), as_map(f, file, line), "{f}");
+            }
+        }
     }
 
     #[test]

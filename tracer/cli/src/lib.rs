@@ -219,7 +219,9 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 /// are; they become `\u00XX` escapes, which mean the same to any JSON
 /// reader (outside strings, JSON text has no such characters).
 pub fn printable_json(text: String) -> String {
-    if !text.contains(char::is_control) {
+    // Only DEL and C1 controls change (pretty-printed text is full of
+    // newlines, which stay).
+    if !text.chars().any(|c| c.is_control() && c as u32 >= 0x7f) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 16);

@@ -25,15 +25,17 @@ impl SourceLines {
     /// The `(file, line)` of address `offset` in the object at `path`, if
     /// its debug information says.
     pub fn locate(&mut self, path: &str, offset: u64) -> Option<(String, u32)> {
-        let loader = self.objects.entry(path.to_string()).or_insert_with(|| {
+        // Looked up without copying the path (once per function listed).
+        if !self.objects.contains_key(path) {
             // Only regular files: a name from the agent could be a FIFO or a
             // device, which must not block or be read.
-            let md = std::fs::metadata(path).ok()?;
-            if !md.is_file() {
-                return None;
-            }
-            addr2line::Loader::new(path).ok()
-        });
+            let loader = std::fs::metadata(path)
+                .ok()
+                .filter(|md| md.is_file())
+                .and_then(|_| addr2line::Loader::new(path).ok());
+            self.objects.insert(path.to_string(), loader);
+        }
+        let loader = self.objects.get(path)?;
         let loc = loader.as_ref()?.find_location(offset).ok()??;
         let line = loc.line.filter(|&l| l > 0)?;
         Some((loc.file?.to_string(), line))

@@ -69,13 +69,13 @@ impl Conn {
     }
 
     /// Queue `reply` (and `fds`), then try to send it.
-    pub(crate) fn reply(&mut self, reply: &Value, fds: Vec<RawFd>, close: bool, now: Instant) {
+    pub(crate) fn reply(&mut self, reply: &Reply, fds: Vec<RawFd>, close: bool, now: Instant) {
         self.out.clear();
         if self.out.capacity() > KEEP_BUFFER {
             self.out = Vec::new();
         }
         self.out.extend_from_slice(&[0; 4]);
-        if serde_json::to_writer(&mut self.out, reply).is_err() {
+        if reply.write(&mut self.out).is_err() {
             self.dead = true;
             return;
         }
@@ -159,11 +159,11 @@ impl Conn {
                             self.inbuf.clear();
                             self.read_by = None;
                             self.reply(
-                                &error(&format!(
+                                &Reply::Json(error(&format!(
                                     "message of {len} bytes exceeds the limit of {MAX_MESSAGE} \
                                      bytes (1 MiB); closing: send smaller requests (fewer or \
                                      shorter patterns)"
-                                )),
+                                ))),
                                 Vec::new(),
                                 true,
                                 now,

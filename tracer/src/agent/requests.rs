@@ -10,15 +10,38 @@ pub(crate) fn done() -> Value {
     msg::reply(Ok(msg::Done {}))
 }
 
-pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>, bool) {
+/// A reply to send: a JSON value, or a `list` page, written straight from
+/// its typed form (the same bytes).
+pub(crate) enum Reply {
+    Json(Value),
+    List(msg::List),
+}
+
+impl Reply {
+    /// Append the reply's body to `out`.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            Reply::Json(v) => serde_json::to_writer(out, v),
+            Reply::List(l) => l.write_reply(out),
+        }
+    }
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Reply {
+        Reply::Json(v)
+    }
+}
+
+pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Reply, Vec<RawFd>, bool) {
     let req = match msg::parse_request(c.inbuf.get(4..).unwrap_or(&[])) {
         Ok(r) => r,
-        Err(e) => return (error(&e), Vec::new(), false),
+        Err(e) => return (error(&e).into(), Vec::new(), false),
     };
-    match req {
+    let (v, fds, keep) = match req {
         Request::Hello { names } => (hello(names), Vec::new(), true),
         Request::List { pattern, from, max } => {
-            (list(pattern.as_deref(), from, max), Vec::new(), true)
+            return (list(pattern.as_deref(), from, max), Vec::new(), true)
         }
         Request::Enable {
             pattern,
@@ -101,7 +124,8 @@ pub(crate) fn respond(c: &mut Conn, agent: &AgentCounters) -> (Value, Vec<RawFd>
             }
             (done(), Vec::new(), true)
         }
-    }
+    };
+    (v.into(), fds, keep)
 }
 
 pub(crate) fn func_msg(f: &crate::FunctionInfo) -> msg::Function {
@@ -148,25 +172,42 @@ pub(crate) fn hello(names_only: bool) -> Value {
     }))
 }
 
-pub(crate) fn list(pattern: Option<&str>, from: Option<u64>, max: Option<u64>) -> Value {
+pub(crate) fn list(pattern: Option<&str>, from: Option<u64>, max: Option<u64>) -> Reply {
     // A page of the sorted list, so neither side holds all of a program's
     // 10^5-10^6 functions at once.
     let from = from.map_or(0, |f| usize::try_from(f).unwrap_or(usize::MAX));
     let max = max.map_or(usize::MAX, |m| {
         usize::try_from(m.max(1)).unwrap_or(usize::MAX)
     });
-    msg::reply(
-        crate::runtime::functions_page(pattern, from, max)
-            .map(|(page, total)| {
-                let to = from.min(total) + page.len();
-                msg::List {
-                    functions: page.iter().map(func_msg).collect(),
-                    total,
-                    next: (to < total).then_some(to),
-                }
+    match crate::runtime::functions_page(pattern, from, max) {
+        Ok((page, total)) => {
+            let to = from.min(total) + page.len();
+            Reply::List(msg::List {
+                functions: page.into_iter().map(into_msg).collect(),
+                total,
+                next: (to < total).then_some(to),
             })
-            .map_err(|e| e.to_string()),
-    )
+        }
+        Err(e) => error(&e.to_string()).into(),
+    }
+}
+
+/// [`func_msg`], taking the strings over.
+fn into_msg(f: crate::FunctionInfo) -> msg::Function {
+    msg::Function {
+        index: f.index,
+        loaded: f.loaded,
+        compiler_pad: f.compiler_pad,
+        name: f.name,
+        ident: f.ident,
+        file: f.file,
+        line: f.line,
+        enabled: f.enabled,
+        sites: f.sites,
+        problems: f.problems,
+        object_offset: f.object_offset,
+        signature: f.signature,
+    }
 }
 
 /// `enable` (`on`) or `disable`; `keep`: functions enabled already are left

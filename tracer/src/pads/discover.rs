@@ -432,6 +432,10 @@ pub fn tracer_owned(path: &str) -> bool {
     if path.starts_with("__tracer") {
         return true;
     }
+    // Without a ':' no reading of it has a `::` (most C names).
+    if !path.contains(':') {
+        return false;
+    }
     let plain = tracer_core::pattern::plain_path(path);
     let p = plain.as_deref().unwrap_or(path);
     let first = p.split("::").next().unwrap_or("");
@@ -453,7 +457,16 @@ fn base_name(path: &str) -> &str {
 /// Demangle a symbol: Rust (legacy or v0, without the hash), C++ (without
 /// parameters or return type), or as it is.
 pub fn demangle(raw: &str) -> String {
-    if let Ok(d) = rustc_demangle::try_demangle(raw) {
+    // Only what starts as rustc-demangle's mangled names do (legacy `_ZN`,
+    // `ZN`, `__ZN`; v0 `_R`, `R`, `__R`) is tried: a C program's 10^6
+    // plain names skip it.
+    let rust_like = ["_ZN", "ZN", "__ZN", "_R", "R", "__R"]
+        .iter()
+        .any(|p| raw.starts_with(p));
+    if let Some(d) = rust_like
+        .then(|| rustc_demangle::try_demangle(raw).ok())
+        .flatten()
+    {
         return format!("{d:#}");
     }
     if raw.starts_with("_Z") {

@@ -136,7 +136,7 @@ pub(crate) fn refresh(
             no_pads.insert(key);
             continue;
         }
-        reg.add_object(&o.path, o.bias, &found, &super::per_arch::nop_pad_reason);
+        reg.add_object(&o.path, o.bias, found, &super::per_arch::nop_pad_reason);
     }
     let n = reg.funcs.len();
     enabled.resize(n, false);

@@ -71,9 +71,15 @@ pub struct Registry {
     /// Objects whose compiler pads are registered: `(path, bias, functions)`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub objects: Vec<(String, usize, Vec<u32>)>,
-    /// Index of each compiler-padded function by `(object path, path)`.
+    /// Paths of the objects whose functions were ever registered: one
+    /// loaded again gets its functions' old indices back (looked up then,
+    /// by name, among the functions of that path).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    by_name: HashMap<(String, String), u32>,
+    seen_objects: std::collections::HashSet<String>,
+    /// Counts the changes to the functions (an object added or removed):
+    /// what was derived from them (`list`'s sorted selection) is stale
+    /// once it has moved.
+    pub generation: u64,
 }
 
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -159,7 +165,8 @@ impl Registry {
             sites: sites.into_iter().map(|(s, _)| s).collect(),
             funcs: sorted_funcs,
             objects: Vec::new(),
-            by_name: HashMap::new(),
+            seen_objects: Default::default(),
+            generation: 0,
         }
     }
 
@@ -171,11 +178,10 @@ impl Registry {
         &mut self,
         path: &str,
         bias: usize,
-        found: &[crate::pads::discover::FoundFunc],
+        found: Vec<crate::pads::discover::FoundFunc>,
         gcc_nops: &dyn Fn() -> String,
     ) -> usize {
         let mut added = Vec::new();
-        let mut seen = std::collections::HashSet::new();
         // Not the tracer's own functions, and not a `#[traceable]` function
         // again (a program that links the runtime and is built with pads
         // too): its macro's sites already trace it.
@@ -187,38 +193,74 @@ impl Registry {
                 .any(|s| s.kind != tracer_core::site::KIND_FENTRY)
         };
         let found: Vec<crate::pads::discover::FoundFunc> = found
-            .iter()
+            .into_iter()
             .filter(|f| !crate::pads::discover::tracer_owned(&f.path) && !traceable(f))
-            .cloned()
             .collect();
-        let found = &found[..];
-        let names = distinct_names(found);
-        for (f, name) in found.iter().zip(names) {
-            let key = (path.to_string(), name.clone());
-            let fi = match self.by_name.get(&key) {
-                Some(&i) => i,
+        let renamed = distinct_names(&found);
+        let first_new = self.funcs.len();
+        // An object loaded before (and unloaded since) keeps its functions'
+        // indices: its earlier functions, by name. The first time there
+        // are none to look up.
+        let earlier: HashMap<String, u32> = if self.seen_objects.insert(path.to_string()) {
+            HashMap::new()
+        } else {
+            (0..first_new)
+                .filter(|&i| self.funcs[i].object.as_deref() == Some(path))
+                .map(|i| (self.funcs[i].path.clone(), i as u32))
+                .collect()
+        };
+        // Names of the functions added now, for copies of one function
+        // (Rust symbols emitted in several codegen units): only then.
+        let mut new_names: HashMap<String, u32> = HashMap::new();
+        let copies = renamed.copies;
+        // Functions of this object met already (those it had before it was
+        // unloaded are below `first_new`, new ones above).
+        let mut seen_old: Vec<bool> = Vec::new();
+        self.funcs.reserve(found.len());
+        self.sites.reserve(found.len());
+        let mut renames = renamed.names.into_iter().peekable();
+        for (k, f) in found.into_iter().enumerate() {
+            let name = match renames.next_if(|(i, _)| *i == k) {
+                Some((_, n)) => n,
+                None => f.path,
+            };
+            let known = earlier
+                .get(name.as_str())
+                .or_else(|| new_names.get(name.as_str()))
+                .copied();
+            let fi = match known {
+                Some(i) => i,
                 None => {
+                    let i = self.funcs.len() as u32;
+                    if copies {
+                        new_names.insert(name.clone(), i);
+                    }
                     self.funcs.push(Func {
                         path: name,
-                        ident: f.ident.clone(),
+                        ident: f.ident,
                         file: path.to_string(),
                         line: 0,
                         sites: Vec::new(),
                         object: Some(path.to_string()),
-                        aliases: f.aliases.clone(),
+                        aliases: f.aliases,
                         loaded: true,
                         sig: "",
                     });
-                    let i = (self.funcs.len() - 1) as u32;
-                    self.by_name.insert(key, i);
+                    added.push(i);
                     i
                 }
             };
             if let Some(func) = self.funcs.get_mut(fi as usize) {
                 func.loaded = true;
             }
-            if seen.insert(fi) {
-                added.push(fi);
+            let fu = fi as usize;
+            if fu < first_new {
+                if seen_old.is_empty() {
+                    seen_old.resize(first_new, false);
+                }
+                if !std::mem::replace(&mut seen_old[fu], true) {
+                    added.push(fi);
+                }
             }
             let len = Arch::SITE_LEN;
             let mut bytes = [0u8; 16];
@@ -266,19 +308,26 @@ impl Registry {
             return Vec::new();
         };
         let (_, _, funcs) = self.objects.remove(i);
+        // Its functions, marked (not looked up in `funcs` for every site:
+        // a library of 10^5 functions would take 10^10 steps).
+        let mut gone = vec![false; self.funcs.len()];
         for &f in &funcs {
             if let Some(func) = self.funcs.get_mut(f as usize) {
                 func.loaded = false;
+                gone[f as usize] = true;
             }
         }
-        self.sites
-            .retain(|s| s.kind != tracer_core::site::KIND_FENTRY || !funcs.contains(&s.func));
+        self.sites.retain(|s| {
+            s.kind != tracer_core::site::KIND_FENTRY
+                || !gone.get(s.func as usize).copied().unwrap_or(false)
+        });
         self.reindex();
         funcs
     }
 
     /// Re-sort the sites and rebuild each function's site list.
     fn reindex(&mut self) {
+        self.generation += 1;
         self.sites.sort_by_key(|s| s.addr);
         self.sites.dedup_by_key(|s| s.addr);
         for f in &mut self.funcs {
@@ -358,7 +407,7 @@ fn empty_dl_info() -> libc::Dl_info {
 /// units carry the same mangled symbol (its hash included): they are one
 /// function, registered under one name with a site for each copy, so they
 /// are listed, enabled and counted together.
-fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Vec<String> {
+fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Renamed {
     // What tells two functions apart: the address, except for copies of
     // one Rust symbol.
     fn identity(f: &crate::pads::discover::FoundFunc) -> (usize, &str) {
@@ -368,29 +417,59 @@ fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Vec<String> {
             (f.start, "")
         }
     }
-    let mut starts: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
-    for f in found {
-        let v = starts.entry(f.path.as_str()).or_default();
-        let id = identity(f);
-        if !v.contains(&id) {
-            v.push(id);
+    // The entries whose name other functions share, and whether any name
+    // is carried by more than one entry. One table entry per name, and a
+    // group number per entry: almost every name has one function.
+    fn shared<'a>(
+        names: impl Iterator<Item = &'a str>,
+        found: &[crate::pads::discover::FoundFunc],
+    ) -> (Vec<usize>, bool) {
+        let mut groups: HashMap<&str, u32> = HashMap::with_capacity(found.len());
+        // Per group: its first identity, and whether it has others.
+        let mut first: Vec<((usize, &str), bool)> = Vec::new();
+        let mut group = Vec::with_capacity(found.len());
+        for (i, n) in names.enumerate() {
+            let id = identity(&found[i]);
+            let g = *groups.entry(n).or_insert_with(|| {
+                first.push((id, false));
+                (first.len() - 1) as u32
+            });
+            let e = &mut first[g as usize];
+            if e.0 != id {
+                e.1 = true;
+            }
+            group.push(g);
+        }
+        let repeated = groups.len() < group.len();
+        let shared = (0..group.len())
+            .filter(|&i| first[group[i] as usize].1)
+            .collect();
+        (shared, repeated)
+    }
+    let (clash, copies) = shared(found.iter().map(|f| f.path.as_str()), found);
+    if clash.is_empty() {
+        return Renamed {
+            names: Vec::new(),
+            copies,
+        };
+    }
+    let mut names: Vec<String> = found.iter().map(|f| f.path.clone()).collect();
+    let mut renamed = vec![false; found.len()];
+    // Paths shared by different functions: C++ ones get their parameters.
+    for i in clash {
+        if found[i].symbol.starts_with("_Z") {
+            if let Some(p) = with_params(&found[i].symbol) {
+                names[i] = p;
+                renamed[i] = true;
+            }
         }
     }
-    let mut names: Vec<String> = found
-        .iter()
-        .map(|f| {
-            if starts[f.path.as_str()].len() > 1 && f.symbol.starts_with("_Z") {
-                with_params(&f.symbol).unwrap_or_else(|| f.path.clone())
-            } else {
-                f.path.clone()
-            }
-        })
-        .collect();
     // Whatever is still shared by different functions: number them, in the
     // order of their lowest address.
+    let (still, copies) = shared(names.iter().map(|n| n.as_str()), found);
     let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, n) in names.iter().enumerate() {
-        by_name.entry(n.clone()).or_default().push(i);
+    for i in still {
+        by_name.entry(names[i].clone()).or_default().push(i);
     }
     for idx in by_name.into_values() {
         let mut first: HashMap<(usize, &str), usize> = HashMap::new();
@@ -409,10 +488,28 @@ fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Vec<String> {
                 .unwrap_or(0);
             if k > 0 {
                 names[i] = format!("{}#{}", names[i], k + 1);
+                renamed[i] = true;
             }
         }
     }
-    names
+    Renamed {
+        names: names
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| renamed[*i])
+            .collect(),
+        copies,
+    }
+}
+
+/// [`distinct_names`]'s answer.
+struct Renamed {
+    /// The functions not registered under their path: `(position, name)`,
+    /// by position.
+    names: Vec<(usize, String)>,
+    /// Some name is carried by more than one of them (copies of one
+    /// function).
+    copies: bool,
 }
 
 /// Is `symbol` a Rust mangled name (legacy with its hash, or v0)?
@@ -462,7 +559,12 @@ mod tests {
             found("helper", 0x4000),
             found(other, 0x5000),
         ];
-        let names = distinct_names(&fs);
+        let r = distinct_names(&fs);
+        let mut names: Vec<String> = fs.iter().map(|f| f.path.clone()).collect();
+        for (i, n) in r.names {
+            names[i] = n;
+        }
+        assert!(r.copies);
         assert_eq!(
             names,
             [

@@ -543,6 +543,93 @@ fn malformed_oversized_and_unknown_requests_are_refused() {
     assert!(std::fs::metadata(format!("/proc/{}", fx.pid())).is_ok());
 }
 
+/// `list`'s pages (issue 12: the agent sorts a selection once and cuts
+/// the pages of it): whatever the page size, every function comes exactly
+/// once, in name order, with `total` and `next` right; pages of another
+/// pattern asked in between neither mix in nor lose their place; a
+/// function's state changed between pages shows on the later ones.
+#[test]
+fn list_pages_give_every_function_once_in_name_order() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let mut s = UnixStream::connect(d.sock(fx.pid())).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut page = |pattern: Option<&str>, from: u64, max: Option<u64>| -> Value {
+        let mut req = serde_json::json!({"v": 1, "op": "list", "from": from});
+        if let Some(p) = pattern {
+            req["pattern"] = p.into();
+        }
+        if let Some(m) = max {
+            req["max"] = m.into();
+        }
+        send(&mut s, &serde_json::to_vec(&req).unwrap());
+        let r = reply(&mut s);
+        assert_eq!(r["ok"], true, "{r}");
+        r
+    };
+    let names = |r: &Value| -> Vec<String> {
+        r["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = page(None, 0, None);
+    let every = names(&all);
+    assert!(every.len() >= 4, "{all}");
+    assert_eq!(all["total"], every.len());
+    assert_eq!(all["next"], Value::Null);
+    let mut sorted = every.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(every, sorted, "not in name order, or a name twice");
+    let s_star: Vec<String> = every
+        .iter()
+        .filter(|n| n.rsplit("::").next().unwrap().starts_with(['s', 't', 'f']))
+        .cloned()
+        .collect();
+    assert!(s_star.len() >= 3, "{every:?}");
+
+    for max in 1..=3u64 {
+        let (mut got, mut other, mut from, mut other_from) = (Vec::new(), Vec::new(), 0, 0);
+        loop {
+            let r = page(None, from, Some(max));
+            assert_eq!(r["total"], every.len(), "{r}");
+            let n = names(&r);
+            assert!(n.len() as u64 <= max && !n.is_empty(), "{r}");
+            got.extend(n);
+            // A page of another pattern in between.
+            if other_from < s_star.len() as u64 {
+                let o = page(Some("s* t* f*"), other_from, Some(1));
+                assert_eq!(o["total"], s_star.len(), "{o}");
+                other.extend(names(&o));
+                other_from += 1;
+            }
+            match r["next"].as_u64() {
+                Some(next) => {
+                    assert_eq!(next, from + max, "{r}");
+                    from = next;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(got, every, "pages of {max}");
+        assert_eq!(other, s_star[..other.len()], "pages of 1 of s* t* f*");
+    }
+
+    // Enabled between two pages: the next page says so.
+    let first = page(None, 0, Some(1));
+    let second_name = every[1].clone();
+    ok(&d.tracer(&["enable", &second_name, "-p", &fx.p()]));
+    let second = page(None, 1, Some(1));
+    assert_eq!(names(&second), [second_name], "{first} {second}");
+    assert_eq!(second["functions"][0]["enabled"], true, "{second}");
+    // Past the end: an empty page, no next.
+    let past = page(None, every.len() as u64 + 5, Some(2));
+    assert!(names(&past).is_empty() && past["next"].is_null(), "{past}");
+}
+
 #[test]
 fn socket_and_directory_permissions() {
     use std::os::unix::fs::PermissionsExt;
