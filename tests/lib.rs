@@ -399,6 +399,37 @@ pub fn fresh_process(here: &str) -> bool {
     false
 }
 
+/// Poll `f` on this thread until it is ready, with a waker that does
+/// nothing (the tests' futures wake themselves or never wait).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+/// A future that is pending once, then ready: an async fn awaiting it is
+/// polled twice (suspended between).
+pub struct YieldOnce(pub bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Checker;

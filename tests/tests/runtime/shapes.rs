@@ -1,5 +1,6 @@
 //! `#[traceable]` on every shape of function the contract names.
 use std::hint::black_box;
+use tracer_tests::{block_on, YieldOnce};
 
 pub struct Cache {
     hits: u64,
@@ -51,34 +52,6 @@ fn may_panic(p: bool) -> u64 {
 async fn async_add(a: u64, b: u64) -> u64 {
     YieldOnce(false).await;
     a + b
-}
-
-struct YieldOnce(bool);
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            std::task::Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        }
-    }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
 }
 
 fn lat(name: &str) -> u64 {

@@ -588,40 +588,78 @@ fn enable_captures_what_the_debug_information_says() {
     }
 }
 
+/// The C fixture (clang pads, `-g`) running under the preload agent in
+/// its "wait" mode (a run per line of input), in a private runtime
+/// directory: ready once started.
+struct Live {
+    dir: PathBuf,
+    prog: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    pid: String,
+}
+
+impl Live {
+    fn start(tag: &str) -> Live {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::Stdio;
+        let exe = build(&MODES[2], true);
+        let dir = std::env::temp_dir().join(format!("tracer-args-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut prog = live_cmd(&dir, &exe)
+            .arg("wait")
+            .env("LD_PRELOAD", preload())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = prog.stdin.take();
+        let mut stdout = std::io::BufReader::new(prog.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        let pid = prog.id().to_string();
+        Live {
+            dir,
+            prog,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+}
+
+/// `prog` in the runtime directory `dir`, with none of the tracer's
+/// variables inherited.
+fn live_cmd(dir: &Path, prog: &Path) -> Command {
+    let mut c = Command::new(prog);
+    c.env("XDG_RUNTIME_DIR", dir)
+        .env_remove("TRACER_ENABLE")
+        .env_remove("TRACER_CAPTURE")
+        .env_remove("TRACER_AGENT")
+        .env_remove("LD_PRELOAD");
+    c
+}
+
 /// `tracer enable --args --retval -p PID` on a running program (the
 /// capture its DWARF asks for), recorded while it runs.
 #[test]
 fn enable_with_capture_on_a_running_program() {
     use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::fs::PermissionsExt;
     use std::process::Stdio;
-    let exe = build(&MODES[2], true);
-    let dir = std::env::temp_dir().join(format!("tracer-args-live-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let cmd = |prog: &Path| {
-        let mut c = Command::new(prog);
-        c.env("XDG_RUNTIME_DIR", &dir)
-            .env_remove("TRACER_ENABLE")
-            .env_remove("TRACER_CAPTURE")
-            .env_remove("TRACER_AGENT")
-            .env_remove("LD_PRELOAD");
-        c
-    };
-    let mut prog = cmd(&exe)
-        .arg("wait")
-        .env("LD_PRELOAD", preload())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = prog.stdin.take().unwrap();
-    let mut stdout = BufReader::new(prog.stdout.take().unwrap());
+    let Live {
+        dir,
+        mut prog,
+        stdin,
+        mut stdout,
+        pid,
+    } = Live::start("live");
+    let mut stdin = stdin.unwrap();
+    let cmd = |prog: &Path| live_cmd(&dir, prog);
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let pid = prog.id().to_string();
     let o = cmd(Path::new(TRACER))
         .args([
             "enable", "parse", "handle", "--args", "--retval", "-p", &pid,
@@ -690,36 +728,17 @@ fn enable_with_capture_on_a_running_program() {
 /// values matches) and stays enabled after the session.
 #[test]
 fn hist_pattern_keeps_what_the_user_enabled_with_capture() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::fs::PermissionsExt;
+    use std::io::{BufRead, Write};
     use std::process::Stdio;
-    let exe = build(&MODES[2], true);
-    let dir = std::env::temp_dir().join(format!("tracer-args-keep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let cmd = |prog: &Path| {
-        let mut c = Command::new(prog);
-        c.env("XDG_RUNTIME_DIR", &dir)
-            .env_remove("TRACER_ENABLE")
-            .env_remove("TRACER_CAPTURE")
-            .env_remove("TRACER_AGENT")
-            .env_remove("LD_PRELOAD");
-        c
-    };
-    let mut prog = cmd(&exe)
-        .arg("wait")
-        .env("LD_PRELOAD", preload())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = Some(prog.stdin.take().unwrap());
-    let mut stdout = BufReader::new(prog.stdout.take().unwrap());
+    let Live {
+        dir,
+        mut prog,
+        mut stdin,
+        mut stdout,
+        pid,
+    } = Live::start("keep");
+    let cmd = |prog: &Path| live_cmd(&dir, prog);
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
-    let pid = prog.id().to_string();
     let tracer = |args: &[&str]| {
         let o = cmd(Path::new(TRACER)).args(args).output().unwrap();
         assert!(
