@@ -78,8 +78,10 @@ struct Thread {
     acc: Vec<u64>,
     /// Functions on the known stack, by depth.
     stack: Vec<u32>,
-    /// Entry time of the open call at each depth.
-    open: Vec<Option<u64>>,
+    /// The open call at each depth: its function and entry time (the
+    /// function too: the known stack is cleared when an entry comes deeper
+    /// than it reaches, and the call must still be counted).
+    open: Vec<Option<(u32, u64)>>,
 }
 
 impl Thread {
@@ -87,8 +89,12 @@ impl Thread {
     fn leave_from(&mut self, tid: u64, depth: usize, now: u64, f: &mut impl FnMut(Call<'_>)) {
         while self.open.len() > depth {
             let k = self.open.len() - 1;
-            if let (Some(Some(entered)), Some(&func)) = (self.open.pop(), self.stack.get(k)) {
-                let path = &self.stack[..=k];
+            if let Some(Some((func, entered))) = self.open.pop() {
+                let single = [func];
+                let path = match self.stack.get(..=k) {
+                    Some(p) if p[k] == func => p,
+                    _ => &single[..],
+                };
                 f(Call::Left {
                     tid,
                     func,
@@ -155,7 +161,7 @@ impl Walker {
                 if t.open.len() < d {
                     t.open.resize(d, None);
                 }
-                t.open.push(Some(e.ts));
+                t.open.push(Some((e.func, e.ts)));
             }
             KIND_EXIT if e.flags & FLAG_ASYNC != 0 => {
                 // Entered on whatever thread first polled it: counted there.
@@ -173,8 +179,11 @@ impl Walker {
             }
             KIND_EXIT => {
                 t.leave_from(tid, d + 1, e.ts, f);
-                let entered_here = t.open.get(d).copied().flatten().is_some();
-                let same = t.stack.get(d) == Some(&e.func);
+                let open_here = t.open.get(d).copied().flatten();
+                let entered_here = open_here.is_some();
+                // The open call is this function's (by the call itself: the
+                // known stack may have been cleared above it).
+                let same = open_here.is_some_and(|(func, _)| func == e.func);
                 if entered_here && !same {
                     // The call open at this depth is another function's:
                     // its exit (and this call's entry) were lost, so the
@@ -209,14 +218,8 @@ impl Walker {
     /// The calls still open: every thread's events have ended.
     pub fn finish(self, f: &mut impl FnMut(Call<'_>)) {
         for (tid, t) in self.threads {
-            for (k, o) in t.open.iter().enumerate() {
-                if let (Some(entered), Some(&func)) = (o, t.stack.get(k)) {
-                    f(Call::Running {
-                        tid,
-                        func,
-                        entered: *entered,
-                    });
-                }
+            for &(func, entered) in t.open.iter().flatten() {
+                f(Call::Running { tid, func, entered });
             }
         }
     }
@@ -277,6 +280,22 @@ mod tests {
             walk(&evs),
             ["left 1 110..150 [0, 1]", "ret 2 20 20", "ret 0 100 80"]
         );
+    }
+
+    #[test]
+    fn calls_below_an_unseen_entry_are_counted_once_each() {
+        // The recording began inside function 0 (its entry not seen):
+        // function 1 entered and returned at depth 1, function 2 entered
+        // at depth 1 and still running at the end, its callee 3 left when
+        // 2's exit... never comes. Every call is counted exactly once, as
+        // the exports show them (a slice each).
+        let evs = [
+            ev(110, 0, 1, 1, KIND_ENTRY),
+            ev(150, 40, 1, 1, KIND_EXIT),
+            ev(160, 0, 2, 1, KIND_ENTRY),
+            ev(170, 0, 3, 2, KIND_ENTRY),
+        ];
+        assert_eq!(walk(&evs), ["ret 1 40 40", "running 2", "running 3"]);
     }
 
     #[test]
