@@ -8,6 +8,7 @@
 //! debug information (or one that cannot be read) keeps its path and no
 //! line.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Objects' debug information, loaded as needed.
@@ -45,15 +46,32 @@ impl SourceLines {
     /// when it is a compiler pad in an object with debug information, else
     /// the file and line it came with.
     pub fn of(&mut self, f: &serde_json::Value) -> (String, u64) {
-        let file = f["file"].as_str().unwrap_or("?");
-        let line = f["line"].as_u64().unwrap_or(0);
+        let (file, line) = self.place(
+            f["file"].as_str(),
+            f["line"].as_u64(),
+            f["object_offset"].as_u64(),
+        );
+        (file.into_owned(), line)
+    }
+
+    /// [`SourceLines::of`] from the function's `file`, `line` and
+    /// `object_offset` (`None`: missing, or not of their type); the file
+    /// borrowed when it is the one given.
+    pub fn place<'f>(
+        &mut self,
+        file: Option<&'f str>,
+        line: Option<u64>,
+        object_offset: Option<u64>,
+    ) -> (Cow<'f, str>, u64) {
+        let file = file.unwrap_or("?");
+        let line = line.unwrap_or(0);
         if line == 0 {
-            if let Some(off) = f["object_offset"].as_u64() {
+            if let Some(off) = object_offset {
                 if let Some((src, l)) = self.locate(file, off) {
-                    return (src, u64::from(l));
+                    return (Cow::Owned(src), u64::from(l));
                 }
             }
         }
-        (file.to_string(), line)
+        (Cow::Borrowed(file), line)
     }
 }
