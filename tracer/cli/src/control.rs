@@ -21,6 +21,7 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(2);
 
 /// [`connect`] for a verb that ends after `duration`: no request to the
 /// agent may run past it (plus [`DEADLINE_MARGIN`]), whatever the agent does.
+/// (`crate::session::pump` counts it again from the start of collection.)
 pub fn connect_for(pid: Option<i32>, duration: Option<Duration>) -> Result<Client, Error> {
     let mut c = connect(pid)?;
     c.set_deadline(duration.and_then(|d| Instant::now().checked_add(d + DEADLINE_MARGIN)));
@@ -426,6 +427,57 @@ fn list_item_text(f: &Value, file: &str, line: u64) -> String {
     let mut out = Vec::new();
     write_value_text(&mut out, f, file, line).expect("to memory");
     String::from_utf8(out).expect("utf-8")
+}
+
+/// Disable exactly the functions `names` (those a session enabled), in as
+/// few requests as the agent's request limit allows: 10^5 quoted names are
+/// more than its 1 MiB, and a request over it is refused whole (which left
+/// them all enabled). Every request is sent; the first error is returned.
+pub fn disable_exact(c: &mut Client, names: &[String]) -> Result<(), Error> {
+    let mut first_err = None;
+    for pattern in exact_name_patterns(names, client::MAX_REQUEST / 2) {
+        if let Err(e) = c.request(&Request::Disable {
+            pattern: Some(pattern),
+        }) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// `names` as patterns of quoted names (`tracer_core::pattern::exact_names`)
+/// of at most `max` bytes each as JSON strings (one name longer than that
+/// is a pattern alone).
+fn exact_name_patterns(names: &[String], max: usize) -> Vec<String> {
+    // As a JSON string: `"` and `\` take two bytes, other controls six.
+    fn json_len(s: &str) -> usize {
+        s.bytes()
+            .map(|b| match b {
+                b'"' | b'\\' => 2,
+                0..=0x1f => 6,
+                _ => 1,
+            })
+            .sum()
+    }
+    let mut out = Vec::new();
+    let (mut start, mut len) = (0, 0);
+    for (i, n) in names.iter().enumerate() {
+        // The name, its two quotes (`\"` each) and a space.
+        let l = json_len(n) + 5;
+        if i > start && len + l > max {
+            out.push(tracer_core::pattern::exact_names(
+                names[start..i].iter().map(String::as_str),
+            ));
+            (start, len) = (i, 0);
+        }
+        len += l;
+    }
+    if start < names.len() {
+        out.push(tracer_core::pattern::exact_names(
+            names[start..].iter().map(String::as_str),
+        ));
+    }
+    out
 }
 
 /// Enable or disable; prints what changed. Returns the changed names.
@@ -906,6 +958,31 @@ mod tests {
         let twice = br#"{"ok": true, "functions": [{"name": "a", "name": "b"}]}"#;
         assert!(typed_page(twice).is_none());
         assert!(typed_page(b"[1]").is_none() && typed_page(b"{").is_none());
+    }
+
+    #[test]
+    fn exact_names_are_split_under_the_request_limit() {
+        let names: Vec<String> = (0..200_000).map(|i| format!("f{i}")).collect();
+        let max = client::MAX_REQUEST / 2;
+        let pats = exact_name_patterns(&names, max);
+        assert!(pats.len() > 1, "{}", pats.len());
+        let mut back = Vec::new();
+        for p in &pats {
+            let req = Request::Disable {
+                pattern: Some(p.clone()),
+            };
+            let body = serde_json::to_vec(&req.to_json()).unwrap();
+            assert!(body.len() <= max + 100, "{}", body.len());
+            back.extend(p.split(' ').map(|q| q.trim_matches('"').to_string()));
+        }
+        assert_eq!(back, names);
+        // Escapes count as they are sent; a name over the limit goes alone.
+        let odd = vec!["a\"b".to_string(), "\u{1}".repeat(100), "c".into()];
+        let pats = exact_name_patterns(&odd, 200);
+        assert_eq!(pats.len(), 3, "{pats:?}");
+        assert_eq!(pats[1], format!("\"{}\"", "\u{1}".repeat(100)));
+        assert!(exact_name_patterns(&[], 10).is_empty());
+        assert_eq!(exact_name_patterns(&odd, 1 << 20).len(), 1);
     }
 
     #[test]
