@@ -402,6 +402,14 @@ impl Client {
         self.deadline = deadline;
     }
 
+    /// Move the deadline [`Client::set_deadline`] set, if one is set, to
+    /// `deadline`.
+    pub fn move_deadline(&mut self, deadline: Option<Instant>) {
+        if self.deadline.is_some() {
+            self.deadline = deadline;
+        }
+    }
+
     /// How long each request may take (default [`REPLY_TIMEOUT`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
@@ -438,7 +446,21 @@ impl Client {
         &mut self,
         req: &Request,
     ) -> Result<T, Error> {
-        let v = self.request(req)?;
+        // Read straight as `T` (a `hello` of 10^6 names is no value of
+        // 10^6 strings first); a reply that does not read so (an error,
+        // a key twice) is read as a value, as `request` reads it, for the
+        // same answer or error.
+        #[derive(serde::Deserialize)]
+        struct Answered {
+            ok: bool,
+        }
+        let body = self.request_body(req)?;
+        if let Ok(Answered { ok: true }) = serde_json::from_slice::<Answered>(&body) {
+            if let Ok(t) = serde_json::from_slice::<T>(&body) {
+                return Ok(t);
+            }
+        }
+        let v = self.reply_value(req.to_json()["op"].as_str().unwrap_or("?"), &body)?;
         self.reply_as(req, v)
     }
 
@@ -470,6 +492,39 @@ impl Client {
     }
 
     fn send_value(&mut self, op: &str, req: &Value) -> Result<(Value, Vec<OwnedFd>), Error> {
+        let (body, fds) = self.exchange(op, req)?;
+        let v = self.reply_value(op, &body)?;
+        Ok((v, fds))
+    }
+
+    /// Send `req` and return the reply's body as it came, unparsed (its
+    /// size checked): for a caller that reads a large reply typed and
+    /// borrowed from it (a `list` page). [`Client::reply_value`] gives the
+    /// reply as [`Client::request`] would, or its error.
+    pub fn request_body(&mut self, req: &Request) -> Result<Vec<u8>, Error> {
+        let v = req.to_json();
+        let op = v["op"].as_str().unwrap_or("?").to_string();
+        self.exchange(&op, &v).map(|(body, _)| body)
+    }
+
+    /// A reply's `body` as [`Client::request`] gives it: `Err` if it is not
+    /// a JSON object, or is the agent's error (`op`: the request, for the
+    /// message).
+    pub fn reply_value(&self, op: &str, body: &[u8]) -> Result<Value, Error> {
+        let v = parse_body(body).map_err(|e| self.failed(op, e))?;
+        if v["ok"].as_bool() == Some(true) {
+            Ok(v)
+        } else {
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or("the agent refused the request");
+            Err(Error::failed(printable(msg).into_owned()))
+        }
+    }
+
+    /// Send `req` (`op`: its name, for messages); the reply's body and
+    /// descriptors.
+    fn exchange(&mut self, op: &str, req: &Value) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
         let body = serde_json::to_vec(req).map_err(|e| Error::failed(e.to_string()))?;
         if body.len() > MAX_REQUEST {
             return Err(Error::failed(format!(
@@ -482,15 +537,8 @@ impl Client {
         let deadline = self.request_deadline();
         self.send_frame(&frame(&body), deadline)
             .map_err(|e| self.failed(op, e))?;
-        let (v, fds) = self.recv_until(deadline).map_err(|e| self.failed(op, e))?;
-        if v["ok"].as_bool() == Some(true) {
-            Ok((v, fds))
-        } else {
-            let msg = v["error"]
-                .as_str()
-                .unwrap_or("the agent refused the request");
-            Err(Error::failed(printable(msg).into_owned()))
-        }
+        self.recv_body_until(deadline)
+            .map_err(|e| self.failed(op, e))
     }
 
     /// [`Client::call_fds`] without descriptors.
@@ -589,6 +637,12 @@ impl Client {
     }
 
     fn recv_until(&mut self, deadline: Until) -> Result<(Value, Vec<OwnedFd>), RecvError> {
+        let (body, fds) = self.recv_body_until(deadline)?;
+        Ok((parse_body(&body)?, fds))
+    }
+
+    /// One framed reply's body, unparsed, and its descriptors.
+    fn recv_body_until(&mut self, deadline: Until) -> Result<(Vec<u8>, Vec<OwnedFd>), RecvError> {
         let mut fds = Vec::new();
         let mut len = [0u8; 4];
         recv_with_fds(&self.stream, &mut len, &mut fds, deadline)?;
@@ -598,12 +652,17 @@ impl Client {
         }
         let mut body = vec![0u8; n];
         recv_with_fds(&self.stream, &mut body, &mut fds, deadline)?;
-        let v = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
-        if !matches!(v, Value::Object(_)) {
-            return Err(RecvError::Malformed("not a JSON object".into()));
-        }
-        Ok((v, fds))
+        Ok((body, fds))
     }
+}
+
+/// A reply's body as a JSON object.
+fn parse_body(body: &[u8]) -> Result<Value, RecvError> {
+    let v = serde_json::from_slice(body).map_err(|e| RecvError::Malformed(e.to_string()))?;
+    if !matches!(v, Value::Object(_)) {
+        return Err(RecvError::Malformed("not a JSON object".into()));
+    }
+    Ok(v)
 }
 
 /// Frame a message: `u32` LE length, then the bytes.

@@ -629,11 +629,7 @@ fn read_process(
 
 fn disable(pid: i32, changed: &[String]) {
     if let Ok(mut c) = Client::connect(pid) {
-        let _ = c.request(&AgentRequest::Disable {
-            pattern: Some(tracer_core::pattern::exact_names(
-                changed.iter().map(String::as_str),
-            )),
-        });
+        let _ = crate::control::disable_exact(&mut c, changed);
     }
 }
 

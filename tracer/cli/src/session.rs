@@ -55,6 +55,13 @@ pub fn pump(
     each: &mut Sink<'_>,
 ) -> Result<End, Error> {
     let start = Instant::now();
+    // A session's requests may run until its duration plus the margin
+    // ([`crate::control::connect_for`]), counted from here: setting it up
+    // (10^5 functions resolved and enabled, their names read) may have
+    // taken seconds of it, and its last requests then ran out of time.
+    if let (Some(d), Some(c)) = (duration, reader.client()) {
+        c.move_deadline(start.checked_add(d + crate::control::DEADLINE_MARGIN));
+    }
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -426,11 +433,7 @@ pub fn hist(
     reader.detach();
     if !changed.is_empty() && end != End::Ended {
         if let Ok(mut c) = Client::connect(pid) {
-            let _ = c.request(&Request::Disable {
-                pattern: Some(tracer_core::pattern::exact_names(
-                    changed.iter().map(String::as_str),
-                )),
-            });
+            let _ = crate::control::disable_exact(&mut c, &changed);
         }
     }
     print_hists(&reader.names, &hists, &keep, json, lost_n).map_err(io_err)?;

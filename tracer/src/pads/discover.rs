@@ -294,7 +294,7 @@ pub fn has_section(obj: &LoadedObject, name: &str) -> bool {
 /// Read the pad tables and name the pads of `obj`. `read(addr, buf)` reads
 /// live memory of this process (the tables, after relocation).
 pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<ObjectScan, String> {
-    use object::{Object, ObjectSymbol, SymbolKind};
+    use object::Object;
     let m = Mapped::open(&obj.path)?;
     let file = object::File::parse(m.bytes()).map_err(|e| {
         format!(
@@ -313,7 +313,11 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
 
     // Function symbols, runtime addresses; prefer .symtab.
     let bias = obj.bias;
-    let collect = |it: &mut dyn Iterator<Item = object::Symbol<'_, '_>>| {
+    fn collect<'data>(
+        it: impl Iterator<Item = object::Symbol<'data, 'data>>,
+        bias: usize,
+    ) -> Vec<(usize, usize, &'data str, bool)> {
+        use object::{ObjectSymbol, SymbolKind};
         let mut v = Vec::new();
         for s in it {
             if s.kind() != SymbolKind::Text || s.address() == 0 || s.is_undefined() {
@@ -321,20 +325,22 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             }
             if let Ok(n) = s.name() {
                 if !n.is_empty() {
+                    // Borrowed from the mapped file: only the symbols that
+                    // name a pad are copied (below).
                     v.push((
                         bias.wrapping_add(s.address() as usize),
                         s.size() as usize,
-                        n.to_string(),
+                        n,
                         s.is_global(),
                     ));
                 }
             }
         }
         v
-    };
-    let mut syms = collect(&mut file.symbols());
+    }
+    let mut syms = collect(file.symbols(), bias);
     if syms.is_empty() {
-        syms = collect(&mut file.dynamic_symbols());
+        syms = collect(file.dynamic_symbols(), bias);
     }
     out.unwinder_at = syms
         .iter()
@@ -350,11 +356,12 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
     let mut aliases: std::collections::HashMap<usize, Vec<String>> = Default::default();
     for w in syms.windows(2) {
         if w[0].0 == w[1].0 && w[0].2 != w[1].2 {
-            aliases.entry(w[0].0).or_default().push(demangle(&w[1].2));
+            aliases.entry(w[0].0).or_default().push(demangle(w[1].2));
         }
     }
     syms.dedup_by_key(|s| s.0);
 
+    out.funcs.reserve(sites.len());
     for (site, source) in sites {
         // The last symbol starting at or before the site.
         let i = syms.partition_point(|s| s.0 <= site);
@@ -362,7 +369,7 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             let end = if s.1 == 0 { s.0 + 16 } else { s.0 + s.1 };
             site < end
         });
-        let Some(&(start, size, ref raw, _)) = sym else {
+        let Some(&(start, size, raw, _)) = sym else {
             let path = format!("{}+{:#x}", base_name(&obj.path), site - obj.bias);
             out.funcs.push(FoundFunc {
                 symbol: String::new(),
@@ -395,7 +402,7 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             }
         }
         out.funcs.push(FoundFunc {
-            symbol: raw.clone(),
+            symbol: raw.to_string(),
             path,
             ident,
             start,

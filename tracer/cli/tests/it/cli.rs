@@ -630,6 +630,77 @@ fn list_pages_give_every_function_once_in_name_order() {
     assert!(names(&past).is_empty() && past["next"].is_null(), "{past}");
 }
 
+/// What `list --json` and `list` wrote before they read the agent's pages
+/// typed and streamed them (issue 12), made from `functions` as the agent
+/// lists them: the array of `{"enabled", "file", "line", "name",
+/// "problems"[, "signature"]}` maps pretty-printed, and the text lines.
+pub fn list_outputs_of(functions: &[Value]) -> (String, String) {
+    use tracer_cli::printable;
+    let mut lines = tracer_cli::source::SourceLines::new();
+    let (mut items, mut text) = (Vec::new(), String::new());
+    for f in functions {
+        let (file, line) = lines.of(f);
+        let mut item = serde_json::json!({
+            "name": f["name"], "file": file, "line": line,
+            "enabled": f["enabled"], "problems": f["problems"],
+        });
+        if let Some(sig) = f["signature"].as_str().filter(|s| !s.is_empty()) {
+            item["signature"] = sig.into();
+        }
+        let t = tracer_cli::printable_json(serde_json::to_string_pretty(&item).unwrap());
+        items.push(format!("  {}", t.replace('\n', "\n  ")));
+        let state = if f["enabled"] == true { "on " } else { "off" };
+        let place = if line > 0 {
+            format!("{}:{line}", printable(&file))
+        } else {
+            printable(&file).into_owned()
+        };
+        let name = printable(f["name"].as_str().unwrap_or("?")).into_owned();
+        text += &format!("{state}  {name}  {place}\n");
+        for p in f["problems"].as_array().into_iter().flatten() {
+            let p = printable(p.as_str().unwrap_or("?")).into_owned();
+            text += &format!("     problem: {p} (this pad is never written)\n");
+        }
+    }
+    let json = if items.is_empty() {
+        "[]\n".to_string()
+    } else {
+        format!("[\n{}\n]\n", items.join(",\n"))
+    };
+    (json, text)
+}
+
+/// `list --json` and `list` write, byte for byte, what the agent's list
+/// says, as they did before reading its pages typed (the JSON shape is a
+/// contract).
+#[test]
+fn list_output_is_exactly_the_agents_list() {
+    let d = Dir::new();
+    let fx = d.fixture(&[]);
+    let p = fx.p();
+    // One function enabled, so both states show.
+    ok(&d.tracer(&["enable", "tracer_fixture::slow", "-p", &p]));
+    let mut s = UnixStream::connect(d.sock(fx.pid())).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    send(&mut s, br#"{"v": 1, "op": "list"}"#);
+    let all = reply(&mut s);
+    let funcs = all["functions"].as_array().unwrap();
+    assert!(funcs.len() >= 4, "{all}");
+    assert!(funcs.iter().any(|f| f["enabled"] == true), "{all}");
+    let (json, text) = list_outputs_of(funcs);
+    assert_eq!(ok(&d.tracer(&["list", "--json", "-p", &p])), json);
+    assert_eq!(ok(&d.tracer(&["list", "-p", &p])), text);
+    let s_star: Vec<Value> = funcs
+        .iter()
+        .filter(|f| f["ident"].as_str().unwrap().starts_with('s'))
+        .cloned()
+        .collect();
+    assert!(!s_star.is_empty());
+    let (json, text) = list_outputs_of(&s_star);
+    assert_eq!(ok(&d.tracer(&["list", "s*", "--json", "-p", &p])), json);
+    assert_eq!(ok(&d.tracer(&["list", "s*", "-p", &p])), text);
+}
+
 #[test]
 fn socket_and_directory_permissions() {
     use std::os::unix::fs::PermissionsExt;

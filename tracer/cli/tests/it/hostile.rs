@@ -70,7 +70,22 @@ enum Scenario {
     /// A full ring of random events: unknown functions, absurd depths and
     /// durations, exits without entries, unknown kinds.
     Garbage,
+    /// `list` in two pages: functions as an agent writes them (escapes in
+    /// their strings), then odd ones (fields of other types, a key twice).
+    Pages,
 }
+
+/// The functions of [`Scenario::Pages`]' two pages, as JSON text.
+const PAGES: [&str; 2] = [
+    r#"[{"index": 0, "name": "app::q\"b\\\u001b\u0085\u00e9\u007f", "file": "src/\u009bx.rs",
+         "line": 3, "enabled": true, "problems": ["odd\u001b", "two"], "signature": "(n: u32)",
+         "ident": "q", "compiler_pad": false, "loaded": true, "object_offset": null, "sites": 1},
+        {"index": 1, "name": "c_fn", "file": "/no/such/object.so", "line": 0,
+         "enabled": false, "problems": [], "object_offset": 4096, "signature": ""}]"#,
+    r#"[{"index": 2, "name": 5, "enabled": "yes", "problems": {"a": [1, null]}},
+        {"index": 3, "name": "first", "name": "second", "line": -1},
+        {}]"#,
+];
 
 const EVIL: &str = "evil\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
 
@@ -157,6 +172,21 @@ fn serve(mut c: UnixStream, sc: Scenario, stop: &AtomicBool) {
                 "ticks_per_ns": 1.0,
                 "functions": [{"index": 0, "name": format!("app::{EVIL}")}],
             }),
+            "list" if sc == Scenario::Pages => {
+                let page = usize::from(req["from"].as_u64().unwrap_or(0) > 0);
+                // As text: a key twice is only possible so.
+                let mut body = format!(r#"{{"ok": true, "v": 1, "functions": {}"#, PAGES[page]);
+                if page == 0 {
+                    body += r#", "next": 2"#;
+                }
+                body += "}";
+                let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+                frame.extend_from_slice(body.as_bytes());
+                if c.write_all(&frame).is_err() {
+                    return;
+                }
+                continue;
+            }
             "list" => json!({"functions": [{
                 "index": 0, "name": format!("app::{EVIL}"), "file": format!("{EVIL}.rs"),
                 "line": 3, "enabled": true, "problems": [EVIL],
@@ -403,6 +433,33 @@ fn random_events_are_shown_not_crashed_on() {
         0,
         &[],
     );
+}
+
+/// `list` over pages of functions as an agent writes them and odd ones:
+/// the output is, byte for byte, what it was when every page was read as a
+/// JSON value (the odd ones are shown as they came, not refused).
+#[test]
+fn listed_pages_of_odd_functions_are_written_as_before() {
+    let d = Dir::with_sockets();
+    let _fake = Fake::start(&d.sockets(), std::process::id(), Scenario::Pages);
+    let p = me();
+    let mut funcs: Vec<Value> = Vec::new();
+    for page in PAGES {
+        let v: Value = serde_json::from_str(page).unwrap();
+        funcs.extend(v.as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(funcs.len(), 5);
+    let (json, text) = crate::cli::list_outputs_of(&funcs);
+    let o = d.tracer_within(HANG, &["list", "--json", "-p", &p]);
+    ended(&o, 0, &[]);
+    assert_eq!(stdout(&o), json);
+    assert!(
+        !json.contains(|c: char| c.is_control() && c != '\n'),
+        "{json}"
+    );
+    let o = d.tracer_within(HANG, &["list", "-p", &p]);
+    ended(&o, 0, &[]);
+    assert_eq!(stdout(&o), text);
 }
 
 #[test]
