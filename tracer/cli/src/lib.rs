@@ -43,6 +43,7 @@ pub mod graph;
 pub mod help;
 pub mod hist;
 pub mod launch;
+pub mod list;
 pub mod out;
 pub mod perfetto;
 pub mod reader;

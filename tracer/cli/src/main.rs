@@ -283,7 +283,7 @@ fn run(cmd: Cmd) -> Result<i32, Error> {
             pattern,
             json,
             target,
-        } => control::list(target.pid, pattern, json),
+        } => tracer_cli::list::list(target.pid, pattern, json),
         Cmd::Enable {
             patterns,
             capture,

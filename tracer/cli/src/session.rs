@@ -5,9 +5,10 @@
 
 use crate::calls::Call;
 use crate::client::{Client, Request};
-use crate::control::{each_listed, resolve_indices, set_on_capture};
+use crate::control::set_on_capture;
 use crate::graph::{self, Printer};
 use crate::hist::{self, Hists};
+use crate::list::{each_listed, resolve_indices};
 use crate::out::{bold, io_err, out, stopped};
 use crate::reader::Reader;
 use crate::{exit, printable, record, Error};
