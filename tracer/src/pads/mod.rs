@@ -24,28 +24,20 @@
 //! decoded with iced-x86); AArch64 has the prefix list and the hooks only.
 
 pub mod discover;
+mod objects;
 pub(crate) mod registry;
 
-// Following the loaded objects, where compiler pads are traced.
-crate::sys::per_arch! {
-    "x86_64": "objects.rs", "aarch64": "objects.rs";
-    mod objects;
-    pub(crate) use objects::refresh;
-}
+pub(crate) use objects::refresh;
 
 // The architecture's side: GCC NOP pads, the tracer's own functions, the
-// landing pad before a pad (ARMv7: the registry's refresh, which has no
-// objects to follow).
+// landing pad before a pad.
 crate::sys::per_arch! {
     "x86_64": "x86_64.rs", "aarch64": "aarch64.rs", "arm": "arm.rs";
     mod per_arch;
 }
-#[cfg(target_arch = "arm")]
-pub(crate) use per_arch::refresh;
 pub use per_arch::{convert_at_startup, converted};
 
 /// Read the live text (pad tables, code) of a loaded object.
-#[cfg_attr(target_arch = "arm", allow(dead_code))]
 fn read_live(a: usize, buf: &mut [u8]) {
     // SAFETY: callers read only the pad tables and code of loaded objects,
     // which are mapped.

@@ -28,6 +28,10 @@ pub use tracer_arch_x86::{
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use tracer_arch_arm::Native as Arch;
 
+/// Whether compiler pads (`-fpatchable-function-entry`) are traced: ARMv7
+/// traces `#[traceable]` functions only, and follows no loaded object.
+pub const COMPILER_PADS: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
 /// Whether a compiler pad enabled without capture jumps to its stub
 /// (x86-64: the stub pushes the pad's return address itself, see
 /// `tracer_arch_x86::pad::encode_entry_stub`) instead of calling it.

@@ -279,10 +279,6 @@ pub fn init(nfuncs: usize) {
 /// function beyond a block's counters is counted by the collector from its
 /// exit event instead (exact unless the ring overflowed). Compiler pads
 /// only (ARMv7 traces `#[traceable]` functions, registered at start).
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub fn reserve(nfuncs: usize) {
     NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
 }
