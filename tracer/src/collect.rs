@@ -277,7 +277,6 @@ impl Collector {
     }
 
     /// Make room for `n` functions (objects loaded later add some).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn ensure(&mut self, n: usize) {
         if self.hists.len() < n {
             self.hists.resize_with(n, || None);

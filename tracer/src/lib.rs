@@ -64,11 +64,10 @@ mod metrics;
 mod pads;
 mod patch;
 mod pending;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-mod returns;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-#[path = "returns/unsupported.rs"]
-mod returns;
+sys::per_arch! {
+    "x86_64": "returns/mod.rs", "aarch64": "returns/mod.rs", "arm": "returns/unsupported.rs";
+    mod returns;
+}
 mod runtime;
 mod startup;
 mod sys;

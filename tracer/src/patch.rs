@@ -7,7 +7,7 @@ use crate::{arch, clock, collect, returns, text, trap, veneer, window, Error, Re
 use crate::{SkipReason, Skipped};
 use tracer_core::backend::Backend;
 use tracer_core::capture::Capture;
-use tracer_core::engine::{apply_batch, SiteRequest, Want};
+use tracer_core::engine::{BatchReport, SiteRequest, Want};
 
 pub(crate) fn set_state(pattern: &str, on: bool) -> Result<Report, Error> {
     set_state_with(pattern, on, Capture::NONE)
@@ -58,11 +58,8 @@ fn apply(
     if targets.is_empty() {
         return Ok(report);
     }
+    // Each with its site's kind: the architecture splits them into batches.
     let mut requests = Vec::new();
-    // AArch64 compiler pads become `B stub`, not `BL` (the caller's return
-    // address must stay in x30): their own backend, in a second batch.
-    #[cfg(target_arch = "aarch64")]
-    let mut entry_requests = Vec::new();
     // New stubs and veneers are written with one protection change per page;
     // dropped (pages read-only, caches clean) before any site is patched.
     let veneers = veneer::Batch::begin();
@@ -125,10 +122,9 @@ fn apply(
                     Err(_) => stub, // the engine skips it with the encode error
                 }
             };
-            // x86-64: a compiler pad enabled without capture jumps to its
-            // stub, which pushes the pad's return address itself (see
-            // `tracer_arch_x86::pad::encode_entry_stub`).
-            let jump = cfg!(target_arch = "x86_64")
+            // Where the architecture says so, a compiler pad enabled
+            // without capture jumps to its stub.
+            let jump = arch::PLAIN_FENTRY_JUMPS
                 && s.kind == tracer_core::site::KIND_FENTRY
                 && !cap_f.any();
             let req = SiteRequest {
@@ -144,12 +140,7 @@ fn apply(
                     }
                 },
             };
-            #[cfg(target_arch = "aarch64")]
-            if s.kind == tracer_core::site::KIND_FENTRY {
-                entry_requests.push(req);
-                continue;
-            }
-            requests.push(req);
+            requests.push((s.kind, req));
         }
     }
     drop(veneers);
@@ -182,34 +173,25 @@ fn apply(
             window::open(f, now);
         }
     }
-    let mut writer = text::LiveText::default();
-    #[allow(unused_mut)]
-    let mut batch = apply_batch::<arch::Arch, _>(&mut writer, &requests).map_err(Error::Write)?;
-    #[cfg(target_arch = "aarch64")]
-    if !entry_requests.is_empty() {
+    let mut batch = BatchReport::default();
+    // Whether an earlier batch ran (and changed its sites).
+    let mut ran = false;
+    for b in arch::batches(requests) {
+        if b.requests.is_empty() {
+            continue;
+        }
         let mut writer = text::LiveText::default();
-        let b = match apply_batch::<tracer_arch_arm::Aarch64Entry, _>(&mut writer, &entry_requests)
-        {
-            Ok(b) => b,
-            Err(e) if requests.is_empty() => return Err(Error::Write(e)),
-            // The first batch did change its sites: keep its outcome, and
+        match (b.run)(&mut writer, &b.requests) {
+            Ok(r) => merge(&mut batch, r),
+            Err(e) if !ran => return Err(Error::Write(e)),
+            // An earlier batch did change its sites: keep its outcome, and
             // report these as skipped (nothing of this batch was written).
-            Err(e) => tracer_core::engine::BatchReport {
-                skipped: entry_requests
-                    .iter()
-                    .map(|r| Skipped {
-                        addr: r.addr,
-                        reason: SkipReason::NoStub(e.message.clone()),
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-        };
-        batch.changed.extend(b.changed);
-        batch.unchanged.extend(b.unchanged);
-        batch.skipped.extend(b.skipped);
-        batch.syncs += b.syncs;
-        batch.restore_error = batch.restore_error.or(b.restore_error);
+            Err(e) => batch.skipped.extend(b.requests.iter().map(|r| Skipped {
+                addr: r.addr,
+                reason: SkipReason::NoStub(e.message.clone()),
+            })),
+        }
+        ran = true;
     }
     for sk in &batch.skipped {
         let f = reg
@@ -250,4 +232,13 @@ fn apply(
     }
     collect::set_active(enabled.iter().filter(|e| **e).count());
     Ok(report)
+}
+
+/// Add batch `b`'s outcome to `into`'s (the first restore error is kept).
+fn merge(into: &mut BatchReport, b: BatchReport) {
+    into.changed.extend(b.changed);
+    into.unchanged.extend(b.unchanged);
+    into.skipped.extend(b.skipped);
+    into.syncs += b.syncs;
+    into.restore_error = into.restore_error.take().or(b.restore_error);
 }

@@ -336,10 +336,8 @@ pub fn histograms_made() -> usize {
 /// back), the unwinder's interposed entry points (they give the thread's
 /// hooked return addresses back, then call the real ones), and on x86-64
 /// the stack walks (hooked returns are given back around the walk).
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "aarch64"),
-    target_os = "linux"
-))]
+#[cfg(target_os = "linux")]
+#[allow(unused_imports)] // none on ARMv7
 pub use crate::returns::exports::*;
 
 /// For benches and tests: run one batch over raw pads (the

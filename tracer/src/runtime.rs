@@ -29,10 +29,6 @@ pub(crate) struct State {
     pub(crate) reg: registry::Registry,
     pub(crate) enabled: Vec<bool>,
     /// The loader's (adds, subs) counters when the objects were last scanned.
-    #[cfg_attr(
-        not(any(target_arch = "x86_64", target_arch = "aarch64")),
-        allow(dead_code)
-    )]
     pub(crate) loader: (u64, u64),
     /// The selections of the last few `list` patterns, sorted by name
     /// (the most recent last): pages are cut from them instead of

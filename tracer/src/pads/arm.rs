@@ -1,8 +1,6 @@
 //! ARMv7's side of the pads: compiler pads are not traced there; the
 //! registry holds the program's `#[traceable]` sites only.
 
-use super::registry;
-
 /// Unused here (no compiler pads are read).
 pub(super) const LANDING_PAD: [u8; 4] = super::discover::ENDBR64;
 
@@ -14,5 +12,15 @@ pub fn converted() -> usize {
 /// Nothing to convert here.
 pub fn convert_at_startup() {}
 
-/// No objects are scanned for pads here.
-pub(crate) fn refresh(_: &mut registry::Registry, _: &mut Vec<bool>, _: &mut (u64, u64)) {}
+/// Unused here (no object is scanned for pads).
+pub(super) fn nop_pad_reason() -> String {
+    String::new()
+}
+
+/// Unused here (no object is scanned for pads).
+pub(super) fn own_functions(
+    _: &super::discover::LoadedObject,
+    _: &[super::discover::FoundFunc],
+) -> std::collections::HashSet<usize> {
+    Default::default()
+}

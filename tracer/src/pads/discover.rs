@@ -265,7 +265,6 @@ fn pad_table(
 
 /// The pad addresses of an object, from its tables alone (no symbols, no
 /// names): cheap enough for start-up.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn pad_sites(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Vec<usize> {
     let Ok(m) = Mapped::open(&obj.path) else {
         return Vec::new();

@@ -24,25 +24,20 @@
 //! decoded with iced-x86); AArch64 has the prefix list and the hooks only.
 
 pub mod discover;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod objects;
 pub(crate) mod registry;
 
+pub(crate) use objects::refresh;
+
 // The architecture's side: GCC NOP pads, the tracer's own functions, the
 // landing pad before a pad.
-#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
-#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
-#[cfg_attr(target_arch = "arm", path = "arm.rs")]
-mod per_arch;
+crate::sys::per_arch! {
+    "x86_64": "x86_64.rs", "aarch64": "aarch64.rs", "arm": "arm.rs";
+    mod per_arch;
+}
 pub use per_arch::{convert_at_startup, converted};
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) use objects::refresh;
-#[cfg(target_arch = "arm")]
-pub(crate) use per_arch::refresh;
-
 /// Read the live text (pad tables, code) of a loaded object.
-#[cfg_attr(target_arch = "arm", allow(dead_code))]
 fn read_live(a: usize, buf: &mut [u8]) {
     // SAFETY: callers read only the pad tables and code of loaded objects,
     // which are mapped.

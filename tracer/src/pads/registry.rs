@@ -69,12 +69,10 @@ pub struct Registry {
     /// Functions, by index (the `#[traceable]` ones first, sorted by path).
     pub funcs: Vec<Func>,
     /// Objects whose compiler pads are registered: `(path, bias, functions)`.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub objects: Vec<(String, usize, Vec<u32>)>,
     /// Paths of the objects whose functions were ever registered: one
     /// loaded again gets its functions' old indices back (looked up then,
     /// by name, among the functions of that path).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     seen_objects: std::collections::HashSet<String>,
     /// Counts the changes to the functions (an object added or removed):
     /// what was derived from them (`list`'s sorted selection) is stale
@@ -82,7 +80,6 @@ pub struct Registry {
     pub generation: u64,
 }
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Registry {
     /// Build from the section records.
     ///

@@ -137,9 +137,8 @@ pub fn entry_stub(site: usize, func: u32) -> Result<usize, String> {
 // The architecture's side: capture trampolines, the return trampoline's
 // personality routine (x86-64), the `dlsym`/`dlopen` shims' entry, and
 // what the preload library exports.
-#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
-#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
-mod per_arch;
-#[cfg(target_arch = "x86_64")]
-pub use per_arch::fret_personality;
+crate::sys::per_arch! {
+    "x86_64": "x86_64.rs", "aarch64": "aarch64.rs";
+    pub(crate) mod per_arch;
+}
 pub use per_arch::{capture_stub, exports};

@@ -8,6 +8,12 @@ pub fn returns_mode() -> &'static str {
     WHY
 }
 
+/// What the preload library exports and calls: nothing here.
+pub mod exports {}
+
+/// Unused here (no object is scanned for pads).
+pub(crate) fn own_unwinder(_path: &str, _at: usize) {}
+
 /// Decide whether returns are hooked: never here.
 pub fn init_returns() {}
 

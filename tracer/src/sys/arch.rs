@@ -3,7 +3,9 @@
 //! reading text, storing patch bytes atomically, and reading and writing a
 //! trapped thread's registers.
 
+use crate::text::LiveText;
 use tracer_core::backend::{TrapContext, TrapOutcome};
+use tracer_core::engine::{apply_batch, BatchReport, SiteRequest, WriteError};
 
 /// The pad macros `#[traceable]` expands to (through `__private`).
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
@@ -25,6 +27,54 @@ pub use tracer_arch_x86::{
 /// AArch64, or on ARMv7 Thumb-2 or A32 as the program was compiled.
 #[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
 pub use tracer_arch_arm::Native as Arch;
+
+/// Whether compiler pads (`-fpatchable-function-entry`) are traced: ARMv7
+/// traces `#[traceable]` functions only, and follows no loaded object.
+pub const COMPILER_PADS: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+
+/// Whether a compiler pad enabled without capture jumps to its stub
+/// (x86-64: the stub pushes the pad's return address itself, see
+/// `tracer_arch_x86::pad::encode_entry_stub`) instead of calling it.
+pub const PLAIN_FENTRY_JUMPS: bool = cfg!(target_arch = "x86_64");
+
+/// One batch of site requests and the backend that runs it.
+pub(crate) struct Batch {
+    pub requests: Vec<SiteRequest>,
+    /// `apply_batch` with the batch's backend.
+    pub run: fn(&mut LiveText, &[SiteRequest]) -> Result<BatchReport, WriteError>,
+}
+
+/// The batches that carry out `requests` (each with the kind of its site,
+/// `tracer_core::site::KIND_*`), to be run in order: one, with [`Arch`].
+#[cfg(not(target_arch = "aarch64"))]
+pub(crate) fn batches(requests: Vec<(u32, SiteRequest)>) -> Vec<Batch> {
+    vec![Batch {
+        requests: requests.into_iter().map(|(_, r)| r).collect(),
+        run: apply_batch::<Arch, LiveText>,
+    }]
+}
+
+/// The batches that carry out `requests` (each with the kind of its site,
+/// `tracer_core::site::KIND_*`), to be run in order. AArch64: compiler pads
+/// become `B stub`, not `BL` (the caller's return address must stay in
+/// x30): their own backend, in a second batch after [`Arch`]'s.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn batches(requests: Vec<(u32, SiteRequest)>) -> Vec<Batch> {
+    let (entries, rest): (Vec<_>, Vec<_>) = requests
+        .into_iter()
+        .partition(|&(kind, _)| kind == tracer_core::site::KIND_FENTRY);
+    let requests = |v: Vec<(u32, SiteRequest)>| v.into_iter().map(|(_, r)| r).collect();
+    vec![
+        Batch {
+            requests: requests(rest),
+            run: apply_batch::<Arch, LiveText>,
+        },
+        Batch {
+            requests: requests(entries),
+            run: apply_batch::<tracer_arch_arm::Aarch64Entry, LiveText>,
+        },
+    ]
+}
 
 /// The `__tracer_sites` section's sentinel: one record with a null
 /// descriptor, so the section exists even in a program without a traced

@@ -8,3 +8,29 @@ pub(crate) mod text;
 mod trampolines;
 pub(crate) mod trap;
 pub(crate) mod veneer;
+
+/// The one place generic code picks a file per architecture:
+///
+/// ```ignore
+/// per_arch! {
+///     "x86_64": "capture_x86_64.rs", "aarch64": "capture_aarch64.rs";
+///     mod capture_arch;
+///     pub(crate) use capture_arch::*;
+/// }
+/// ```
+///
+/// declares the module from the file given for the architecture being
+/// built (relative to the invoking file's directory, as `#[path]`), and the
+/// items after it; on an architecture not listed, none of them.
+macro_rules! per_arch {
+    ($($arch:literal: $file:literal),+ $(,)?;
+     $(#[$m:meta])* $vis:vis mod $name:ident; $($item:item)*) => {
+        $(#[cfg_attr(target_arch = $arch, path = $file)])+
+        $(#[$m])*
+        #[cfg(any($(target_arch = $arch),+))]
+        $vis mod $name;
+        $crate::sys::per_arch!(@only ($(target_arch = $arch),+) $($item)*);
+    };
+    (@only $archs:tt $($item:item)*) => { $(#[cfg(any $archs)] $item)* };
+}
+pub(crate) use per_arch;

@@ -14,7 +14,7 @@ tracer_arch_x86::__tracer_define_fentry_trampolines!(
     crate::thread::on_fret,
     crate::thread::on_fret_args,
     crate::thread::CAPTURE_LEAN,
-    crate::returns::fret_personality,
+    crate::returns::per_arch::fret_personality,
     crate::thread::THREADS,
     crate::thread::fret_layout::DEAD,
     crate::thread::fret_layout::PRIVATE,

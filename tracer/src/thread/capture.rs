@@ -8,6 +8,7 @@
 //! (`capture_x86_64.rs`, `capture_aarch64.rs`).
 
 use super::*;
+use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
 
 /// Set once the capturing hooks were verified not to touch vector
 /// registers (with the plain ones): their trampolines skip saving them.
@@ -18,13 +19,68 @@ pub static CAPTURE_LEAN: AtomicBool = AtomicBool::new(false);
 pub(crate) static CAPTURE_CHECK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 pub use traceable::{on_entry_args, on_exit_args};
-pub(crate) use traceable::{push_args, push_ret, traceable_block};
+
+/// The values events of an entry: its `n` argument words, `word(0)` (the
+/// spec) first; two words a ring event. Every capturing entry hook's.
+#[inline(always)]
+pub(crate) fn push_arg_words(
+    st: &ThreadState,
+    p: &mut Private,
+    func: u32,
+    n: usize,
+    word: impl Fn(usize) -> u64,
+) {
+    let depth = p.depth;
+    let mut k = 0;
+    while k < n {
+        let words = (word(k), if k + 1 < n { word(k + 1) } else { 0 });
+        let flags = (k / 2) as u8;
+        push_values(st, p, func, depth, (KIND_ARGS, flags), words);
+        k += 2;
+    }
+}
+
+/// The values event of an exit of `func` at `depth`: the return value's
+/// two words. Every capturing exit hook's.
+#[inline(always)]
+pub(crate) fn push_ret_words(
+    st: &ThreadState,
+    p: &mut Private,
+    func: u32,
+    depth: usize,
+    words: (u64, u64),
+) {
+    push_values(st, p, func, depth, (KIND_RETVAL, 0), words);
+}
+
+/// One values event of `func` at `depth`: `(kind, flags)`, two words.
+#[inline(always)]
+fn push_values(
+    st: &ThreadState,
+    p: &mut Private,
+    func: u32,
+    depth: usize,
+    (kind, flags): (u8, u8),
+    (ts, dur): (u64, u64),
+) {
+    st.ring.push(
+        &mut p.cached_tail,
+        &Event {
+            ts,
+            dur,
+            func,
+            depth: depth as u16,
+            kind,
+            flags,
+        },
+    );
+}
 
 /// The capturing hooks of `#[traceable]` pads (every architecture: the
 /// macro's capturing stubs build the same block on each, see
 /// `tracer_macros`' `capture` module; the async ones are x86-64's, in
 /// `capture_x86_64.rs`).
-mod traceable {
+pub(super) mod traceable {
     use super::*;
 
     /// A reader of a `#[traceable]` value (`tracer::__private::values`).
@@ -117,7 +173,7 @@ mod traceable {
     }
 
     /// The values events of an entry: the spec, then the `n` values of
-    /// `block`; two words a ring event.
+    /// `block`.
     #[inline(always)]
     pub(crate) fn push_args(
         st: &ThreadState,
@@ -126,31 +182,12 @@ mod traceable {
         n: usize,
         block: *const u64,
     ) {
-        let depth = p.depth as u16;
         let spec = u64::from(tracer_core::capture::SPEC_TRACEABLE | n as u32);
-        let word = |k: usize| -> u64 {
-            match k {
-                0 => spec,
-                // SAFETY: k - 1 < n values are in the block.
-                k if k <= n => unsafe { traceable_value(block, k - 1) }.0,
-                _ => 0,
-            }
-        };
-        let mut k = 0;
-        while k < n + 1 {
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: word(k),
-                    dur: word(k + 1),
-                    func,
-                    depth,
-                    kind: tracer_core::event::KIND_ARGS,
-                    flags: (k / 2) as u8,
-                },
-            );
-            k += 2;
-        }
+        push_arg_words(st, p, func, n + 1, |k| match k {
+            0 => spec,
+            // SAFETY: k - 1 < n values are in the block.
+            k => unsafe { traceable_value(block, k - 1) }.0,
+        });
     }
 
     /// Called by `__tracer_v1_tramp_exit_args`: the capturing stub of a
@@ -186,17 +223,6 @@ mod traceable {
             return;
         }
         // SAFETY: one value is in the block (the stub's count says so).
-        let (a, b) = unsafe { traceable_value(block, 0) };
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: a,
-                dur: b,
-                func,
-                depth: depth as u16,
-                kind: tracer_core::event::KIND_RETVAL,
-                flags: 0,
-            },
-        );
+        push_ret_words(st, p, func, depth, unsafe { traceable_value(block, 0) });
     }
 }

@@ -13,7 +13,6 @@
 use super::*;
 use tracer_arch_arm::trampoline::CaptureRegs;
 use tracer_core::capture::{Capture, MAX_FLOATS, MAX_INTS};
-use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
 
 /// The capturing entry hook's values: `n` argument words (the spec first).
 struct ArgsOut<'a> {
@@ -60,30 +59,9 @@ impl Values for ArgsOut<'_> {
                 *c = (self.frame, self.func);
             }
         }
-        let depth = p.depth as u16;
-        let mut i = 0;
-        while i < self.n {
-            // SAFETY: `frame` is the entry stack pointer of the function
-            // being entered (see `on_fentry_args`).
-            let (a, b) = unsafe {
-                (
-                    self.word(i),
-                    if i + 1 < self.n { self.word(i + 1) } else { 0 },
-                )
-            };
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: a,
-                    dur: b,
-                    func: self.func,
-                    depth,
-                    kind: KIND_ARGS,
-                    flags: (i / 2) as u8,
-                },
-            );
-            i += 2;
-        }
+        // SAFETY: `frame` is the entry stack pointer of the function
+        // being entered (see `on_fentry_args`).
+        push_arg_words(st, p, self.func, self.n, |k| unsafe { self.word(k) });
     }
     #[inline(always)]
     fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
@@ -100,17 +78,7 @@ impl Values for RetOut {
     fn entry(&self, _: &ThreadState, _: &mut Private) {}
     #[inline(always)]
     fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize) {
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: self.x0,
-                dur: self.d0,
-                func,
-                depth: depth as u16,
-                kind: KIND_RETVAL,
-                flags: 0,
-            },
-        );
+        push_ret_words(st, p, func, depth, (self.x0, self.d0));
     }
 }
 

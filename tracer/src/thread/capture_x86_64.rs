@@ -7,7 +7,6 @@
 
 use super::*;
 use tracer_core::capture::Capture;
-use tracer_core::event::{KIND_ARGS, KIND_RETVAL};
 
 /// Why the capturing trampolines must save vector registers (`None`: they
 /// need not).
@@ -55,34 +54,11 @@ impl Values for ArgsOut<'_> {
                 *c = (self.slot, self.func);
             }
         }
-        let depth = p.depth as u16;
-        let mut i = 0;
-        while i < self.n {
-            // SAFETY: `r` is the trampoline's frame at a function's entry,
-            // `slot` its return address slot (see `on_fentry_args`).
-            let (a, b) = unsafe {
-                (
-                    arg_word(self.r, self.slot, self.ni, self.nf, i),
-                    if i + 1 < self.n {
-                        arg_word(self.r, self.slot, self.ni, self.nf, i + 1)
-                    } else {
-                        0
-                    },
-                )
-            };
-            st.ring.push(
-                &mut p.cached_tail,
-                &Event {
-                    ts: a,
-                    dur: b,
-                    func: self.func,
-                    depth,
-                    kind: KIND_ARGS,
-                    flags: (i / 2) as u8,
-                },
-            );
-            i += 2;
-        }
+        // SAFETY: `r` is the trampoline's frame at a function's entry,
+        // `slot` its return address slot (see `on_fentry_args`).
+        push_arg_words(st, p, self.func, self.n, |k| unsafe {
+            arg_word(self.r, self.slot, self.ni, self.nf, k)
+        });
     }
     #[inline(always)]
     fn exit(&self, _: &ThreadState, _: &mut Private, _: u32, _: usize) {}
@@ -99,17 +75,7 @@ impl Values for RetOut {
     fn entry(&self, _: &ThreadState, _: &mut Private) {}
     #[inline(always)]
     fn exit(&self, st: &ThreadState, p: &mut Private, func: u32, depth: usize) {
-        st.ring.push(
-            &mut p.cached_tail,
-            &Event {
-                ts: self.rax,
-                dur: self.xmm0,
-                func,
-                depth: depth as u16,
-                kind: KIND_RETVAL,
-                flags: 0,
-            },
-        );
+        push_ret_words(st, p, func, depth, (self.rax, self.xmm0));
     }
 }
 
@@ -210,6 +176,7 @@ pub use traceable_async::{on_async_entry_args, on_async_exit_args};
 /// the ARM pads of an async fn do not capture); the rest of the
 /// `#[traceable]` capturing hooks are every architecture's (`capture.rs`).
 mod traceable_async {
+    use super::super::capture::traceable::{push_args, push_ret, traceable_block};
     use super::*;
 
     /// Called by `__tracer_v1_tramp_async_entry_args`: as

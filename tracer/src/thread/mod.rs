@@ -66,29 +66,30 @@ pub static LEAN: AtomicBool = AtomicBool::new(false);
 mod arena;
 mod block;
 mod capture;
-// The capturing hooks, where there are any.
-#[cfg_attr(target_arch = "x86_64", path = "capture_x86_64.rs")]
-#[cfg_attr(target_arch = "aarch64", path = "capture_aarch64.rs")]
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-mod capture_arch;
+// The capturing hooks of compiler pads, where they are traced.
+crate::sys::per_arch! {
+    "x86_64": "capture_x86_64.rs", "aarch64": "capture_aarch64.rs";
+    mod capture_arch;
+    pub(crate) use capture_arch::*;
+}
 mod hooks;
 // Whether the trampolines may skip saving vector registers.
-#[cfg_attr(target_arch = "x86_64", path = "lean_x86_64.rs")]
-#[cfg_attr(not(target_arch = "x86_64"), path = "lean_other.rs")]
-mod lean;
+crate::sys::per_arch! {
+    "x86_64": "lean_x86_64.rs", "aarch64": "lean_other.rs", "arm": "lean_other.rs";
+    mod lean;
+}
 // Compiler pads' entries and hooked returns, where compiler pads are traced.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-mod returns;
+crate::sys::per_arch! {
+    "x86_64": "returns.rs", "aarch64": "returns.rs";
+    mod returns;
+    pub(crate) use returns::*;
+}
 mod tls;
 pub(crate) use arena::segments as arena_segments;
 pub(crate) use block::*;
 pub(crate) use capture::*;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) use capture_arch::*;
 pub(crate) use hooks::*;
 pub(crate) use lean::*;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) use returns::*;
 pub(crate) use tls::*;
 
 /// Remember a hooked frame dropped from the shadow stack (its return
@@ -278,10 +279,6 @@ pub fn init(nfuncs: usize) {
 /// function beyond a block's counters is counted by the collector from its
 /// exit event instead (exact unless the ring overflowed). Compiler pads
 /// only (ARMv7 traces `#[traceable]` functions, registered at start).
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 pub fn reserve(nfuncs: usize) {
     NFUNCS.fetch_max(nfuncs, Ordering::AcqRel);
 }

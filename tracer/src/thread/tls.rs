@@ -25,6 +25,7 @@ pub(crate) fn set_this_thread(p: *mut ThreadState) {
 
 // The thread-pointer table and static offset (x86-64), or the
 // `thread_local!` alone.
-#[cfg_attr(target_arch = "x86_64", path = "tls_x86_64.rs")]
-#[cfg_attr(not(target_arch = "x86_64"), path = "tls_other.rs")]
-pub(crate) mod tp;
+crate::sys::per_arch! {
+    "x86_64": "tls_x86_64.rs", "aarch64": "tls_other.rs", "arm": "tls_other.rs";
+    pub(crate) mod tp;
+}

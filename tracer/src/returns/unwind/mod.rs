@@ -402,7 +402,8 @@ pub unsafe extern "C" fn delete(exc: *mut libc::c_void) {
 
 // The architecture's side: how hooked returns are given back around the
 // search, and the weak definitions of the unwinder's entry points.
-#[cfg_attr(target_arch = "x86_64", path = "x86_64.rs")]
-#[cfg_attr(target_arch = "aarch64", path = "aarch64.rs")]
-pub(super) mod per_arch;
+crate::sys::per_arch! {
+    "x86_64": "x86_64.rs", "aarch64": "aarch64.rs";
+    pub(super) mod per_arch;
+}
 use per_arch::*;
