@@ -7,10 +7,11 @@ use tracer_core::event::FLAG_ENTRY_ONLY;
 
 // The architecture's side: how frames are keyed, the entry's fast path,
 // and the unwinder's entry points into the shadow stack.
-#[cfg_attr(target_arch = "x86_64", path = "returns_x86_64.rs")]
-#[cfg_attr(target_arch = "aarch64", path = "returns_aarch64.rs")]
-mod arch;
-pub use arch::*;
+crate::sys::per_arch! {
+    "x86_64": "returns_x86_64.rs", "aarch64": "returns_aarch64.rs";
+    mod arch;
+    pub use arch::*;
+}
 
 /// Address of the return trampoline (`__tracer_v1_tramp_fret`) on x86-64
 /// and AArch64, set by the runtime before any compiler pad is enabled; 0 where returns are
