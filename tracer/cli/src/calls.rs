@@ -285,10 +285,10 @@ mod tests {
     #[test]
     fn calls_below_an_unseen_entry_are_counted_once_each() {
         // The recording began inside function 0 (its entry not seen):
-        // function 1 entered and returned at depth 1, function 2 entered
-        // at depth 1 and still running at the end, its callee 3 left when
-        // 2's exit... never comes. Every call is counted exactly once, as
-        // the exports show them (a slice each).
+        // function 1 entered and returned at depth 1; function 2 entered at
+        // depth 1 and its callee 3 at depth 2, both still running when the
+        // recording ends. Every call is counted exactly once, as the
+        // exports show them (a slice each).
         let evs = [
             ev(110, 0, 1, 1, KIND_ENTRY),
             ev(150, 40, 1, 1, KIND_EXIT),
