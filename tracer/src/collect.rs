@@ -10,22 +10,25 @@
 //! **Single consumer.** While the `tracer` program reads the rings through
 //! shared memory (the agent calls [`set_external`]), this collector consumes
 //! nothing: it neither drains nor recycles, and parks. `latency()` then still
-//! has exact counts, minimum, maximum and mean from the per-thread counters;
-//! its percentiles cover only what was drained here before the reader came.
-//! When the reader detaches the collector resumes (dead threads' blocks are
-//! recycled only then).
+//! has exact counts, minimum, maximum and mean: the hooks count every exit
+//! in their thread's counters meanwhile. Its percentiles cover only what
+//! was drained here before the reader came. When the reader detaches the
+//! collector resumes (dead threads' blocks are recycled only then).
 //!
-//! Counts, minimum and maximum come from the per-thread counters, which are
-//! exact. Percentiles come from the exit events; an exit dropped from a full
-//! ring is missing from the histogram, and the summary says how many in
-//! `lost`.
+//! **Exact totals.** Every completed call is counted once: by this
+//! collector from its exit event, or by its thread's hook, which counts the
+//! exits it drops from a full ring and, while a reader is attached, all of
+//! them (their events carry `FLAG_COUNTED`, and are not counted here
+//! again). Percentiles come from the exit events drained here; an exit
+//! dropped from a full ring is missing from the histogram, and the summary
+//! says how many in `lost`.
 
 use crate::clock;
 use crate::thread::{self, ThreadState};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tracer_core::event::{Event, KIND_EXIT};
+use tracer_core::event::{Event, FLAG_COUNTED, KIND_EXIT};
 use tracer_core::loghist::LogHist;
 use tracer_core::metrics::native::NativeHist;
 
@@ -72,10 +75,9 @@ pub struct Collector {
     /// counts, for the `TRACER_METRICS` endpoint's protobuf exposition);
     /// made with `hists`, sparse too.
     pub natives: Vec<Option<Box<NativeHist>>>,
-    /// Totals of threads that have exited, per function, and of the calls
-    /// of live threads whose blocks have no counter for the function (made
-    /// before a library with many functions was loaded): those are counted
-    /// here from their exit events.
+    /// Totals per function of the exits counted here from their events
+    /// (every exit its hook did not count: see the module's documentation),
+    /// and of threads that have exited (their counters folded in).
     pub retired: Vec<Totals>,
     /// Totals taken out by `reset`, subtracted from live counters.
     pub baseline: Vec<Totals>,
@@ -104,10 +106,25 @@ static EXTERNAL: AtomicBool = AtomicBool::new(false);
 /// Hand the rings to an external reader (`true`) or take them back. Returns
 /// once no in-process drain is running any more, so from then on the reader
 /// is the rings' only consumer.
+///
+/// Handing them over, the hooks are first told to count every exit
+/// themselves ([`thread::count_in_hooks`]), then the rings are drained one
+/// last time here: every exit is counted in the process, by a hook or by
+/// this drain, none by the reader alone.
 pub fn set_external(on: bool) {
-    EXTERNAL.store(on, Ordering::Release);
-    if COLLECTOR.get().is_some() {
-        drop(lock());
+    if on {
+        thread::count_in_hooks(true);
+        let mut c = COLLECTOR.get().map(|_| lock());
+        if let Some(c) = c.as_mut() {
+            c.drain_all();
+        }
+        EXTERNAL.store(true, Ordering::Release);
+        drop(c);
+    } else {
+        EXTERNAL.store(false, Ordering::Release);
+        // Exits the reader may still have left in the rings are flagged as
+        // counted: the drains from now on skip them.
+        thread::count_in_hooks(false);
     }
     wake_worker();
 }
@@ -248,7 +265,6 @@ impl Collector {
 
     fn drain_one(&mut self, st: &ThreadState) -> usize {
         let tid = st.owner.load(Ordering::Relaxed);
-        let counted = st.counters().len();
         let hists = &mut self.hists;
         let natives = &mut self.natives;
         let retired = &mut self.retired;
@@ -256,7 +272,7 @@ impl Collector {
         let n = st.ring.drain(usize::MAX, |ev| {
             if ev.kind == KIND_EXIT {
                 let f = ev.func as usize;
-                if f >= counted {
+                if ev.flags & FLAG_COUNTED == 0 {
                     if let Some(r) = retired.get_mut(f) {
                         r.add(1, ev.dur, ev.dur, ev.dur);
                     }
@@ -269,7 +285,17 @@ impl Collector {
                 }
             }
             if let Some(t) = tap {
-                t(tid, ev);
+                if ev.flags & FLAG_COUNTED == 0 {
+                    t(tid, ev);
+                } else {
+                    t(
+                        tid,
+                        &Event {
+                            flags: ev.flags & !FLAG_COUNTED,
+                            ..*ev
+                        },
+                    );
+                }
             }
         });
         self.events += n as u64;

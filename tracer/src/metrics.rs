@@ -156,7 +156,9 @@ pub(crate) fn render(max: usize, accept: &str) -> (&'static str, http::Producer)
     let rows: Vec<Row> = if funcs.is_empty() {
         Vec::new()
     } else {
-        let c = collect::lock();
+        let mut c = collect::lock();
+        // Calls are counted as their events are drained: count up to now.
+        c.drain_all();
         funcs
             .into_iter()
             .map(|(i, name)| Row {

@@ -20,7 +20,7 @@ use crate::{printable, Error};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use tracer_core::event::{Event, Ring};
+use tracer_core::event::{Event, Ring, FLAG_COUNTED};
 
 /// Largest ring accepted, in events: the runtime's own largest
 /// (`TRACER_BUFFER_EVENTS` is clamped to it), 1.5 GiB of events.
@@ -225,7 +225,12 @@ impl Reader {
                 .header()
                 .tid
                 .load(std::sync::atomic::Ordering::Relaxed);
-            n += m.ring.try_drain(usize::MAX, |e| f(tid, e)).map_err(|e| {
+            // The runtime's own bookkeeping bit, meaningless here.
+            let strip = |e: &Event| Event {
+                flags: e.flags & !FLAG_COUNTED,
+                ..*e
+            };
+            n += m.ring.try_drain(usize::MAX, |e| f(tid, &strip(e))).map_err(|e| {
                 Error::failed(format!(
                     "the event buffer of thread {tid} of process {} is corrupt ({e}); the \
                      process's memory was overwritten or it is not a genuine tracer agent: \

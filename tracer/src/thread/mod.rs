@@ -9,7 +9,9 @@
 //!   and the ring's cached consumer position;
 //! - one [`FuncCounters`] per registered function: completed calls, total,
 //!   minimum and maximum duration, written only by the owner (plain
-//!   load + store on atomics, no read-modify-write), read by the collector;
+//!   load + store on atomics, no read-modify-write), read by the collector.
+//!   The owner counts only the exits no drainer will count (see
+//!   [`count_in_hooks`]); the collector counts the others from their events;
 //! - the event ring ([`tracer_core::event::Ring`]).
 //!
 //! After that first event the hooks take no lock, allocate nothing and make
@@ -43,7 +45,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{
     compiler_fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 };
-use tracer_core::event::{Event, Ring, FLAG_ASYNC, KIND_ENTRY, KIND_EXIT};
+use tracer_core::event::{Event, Ring, FLAG_ASYNC, FLAG_COUNTED, KIND_ENTRY, KIND_EXIT};
 use tracer_core::site::{SiteRecord, KIND_ASYNC_ENTRY, KIND_ASYNC_EXIT};
 
 /// Deepest traced nesting tracked per thread.
@@ -227,6 +229,57 @@ impl ThreadState {
     pub fn counters(&self) -> &[FuncCounters] {
         // SAFETY: `counters` points at `nfuncs` initialised entries in our mapping.
         unsafe { std::slice::from_raw_parts(self.counters, self.nfuncs) }
+    }
+}
+
+/// Whether the hooks count every exit in their thread's counters (and flag
+/// its event [`FLAG_COUNTED`]): set while another process consumes the
+/// rings, so exits it takes are still counted in the process.
+static COUNT_IN_HOOK: AtomicBool = AtomicBool::new(false);
+
+/// Make the hooks count every exit themselves (`true`: another process is
+/// about to consume the rings), or only those they drop (`false`: the
+/// collector counts the rest as it drains them).
+///
+/// With `true`, returns once no hook can still be recording an exit it did
+/// not count: after that every exit not yet drained is either in a ring,
+/// for a last in-process drain to count, or flagged as counted. A thread
+/// that stays inside a hook for over 100 ms (stopped by a debugger) is not
+/// waited for.
+pub fn count_in_hooks(on: bool) {
+    COUNT_IN_HOOK.store(on, Ordering::SeqCst);
+    if !on {
+        return;
+    }
+    // A hook reads the setting after it marks its thread busy. A full
+    // barrier on every thread orders the two: a thread seen not busy after
+    // it will read the new setting at its next exit.
+    barrier_all_threads();
+    for st in all() {
+        if st.owner.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        while st.busy.load(Ordering::Acquire)
+            && t0.elapsed() < std::time::Duration::from_millis(100)
+        {
+            std::thread::yield_now();
+        }
+    }
+    // And the events those hooks wrote are visible to the drain that
+    // follows.
+    barrier_all_threads();
+}
+
+/// A full memory barrier on every thread of the process: the patcher's
+/// core sync (membarrier, or the `mprotect` shoot-down) where there is one,
+/// else a millisecond's sleep, by which any store buffer has drained.
+fn barrier_all_threads() {
+    crate::sys::text::init_sync();
+    if crate::sys::text::sync_available() {
+        crate::sys::text::sync_cores();
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
