@@ -57,11 +57,12 @@ pub const FLAG_ASYNC: u8 = 1;
 /// An entry whose exit will not be seen (returns are not hooked where CET
 /// shadow stacks are active).
 pub const FLAG_ENTRY_ONLY: u8 = 2;
-/// An exit its own thread has already counted in its per-function counters
+/// On an exit (only: a values event's `flags` is its index): an exit its own
+/// thread has already counted in its per-function counters
 /// (the runtime does so while another process consumes the rings, and for
 /// exits a full ring dropped): a drainer that keeps totals must not count
-/// it again. The `tracer` program clears it as it reads; other readers
-/// ignore it.
+/// it again. The `tracer` program clears it as it reads exits; other
+/// readers ignore it.
 pub const FLAG_COUNTED: u8 = 4;
 
 /// One fixed-size record.

@@ -285,7 +285,7 @@ impl Collector {
                 }
             }
             if let Some(t) = tap {
-                if ev.flags & FLAG_COUNTED == 0 {
+                if ev.kind != KIND_EXIT || ev.flags & FLAG_COUNTED == 0 {
                     t(tid, ev);
                 } else {
                     t(

@@ -314,6 +314,27 @@ pub fn drain() {
     }
 }
 
+/// For tests: hand the rings to an external reader (`true`), as the agent
+/// does when the `tracer` program attaches, or take them back.
+pub fn set_external(on: bool) {
+    if crate::runtime::runtime().is_ok() {
+        crate::collect::set_external(on);
+    }
+}
+
+/// For tests, while the rings are handed out ([`set_external`]): consume
+/// every ring's events as an external reader would, and forget them.
+/// Returns how many. Nothing while the collector owns the rings.
+pub fn consume_as_reader() -> usize {
+    if crate::runtime::runtime().is_err() || !crate::collect::external() {
+        return 0;
+    }
+    crate::thread::all()
+        .filter(|st| st.owner.load(std::sync::atomic::Ordering::Acquire) != 0)
+        .map(|st| st.ring.drain(usize::MAX, |_| {}))
+        .sum()
+}
+
 pub use tracer_core::event::{Event, KIND_ENTRY, KIND_EXIT};
 /// For tests: the values events of capturing functions (issue 14), and
 /// their argument words decoded.

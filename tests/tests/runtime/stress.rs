@@ -220,3 +220,62 @@ fn a_call_toggled_mid_call_is_never_mistimed() {
         "a call timed across a disable/enable: {l:?}, longest real call {longest:?}"
     );
 }
+
+#[tracer::traceable]
+fn handed_fn(x: u64) -> u64 {
+    black_box(x ^ 0x5a)
+}
+
+/// Calls are counted exactly, once each, while the rings go back and forth
+/// between the collector and an external reader that consumes events the
+/// process never sees (the `tracer` program attached), and while small
+/// rings drop events: the hooks count the exits no drainer here will see.
+#[test]
+fn counts_stay_exact_while_a_reader_takes_the_events() {
+    tracer_tests::fresh_process!();
+    // Small rings: some exits are dropped, and those must be counted too.
+    tracer::set_buffer_events(4096);
+    assert_eq!(tracer::enable("handed_fn").unwrap(), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for i in 0..16 {
+                        black_box(handed_fn(i + w));
+                    }
+                    n += 16;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut taken = 0;
+    for round in 0..300 {
+        tracer::__private::set_external(true);
+        for _ in 0..(round % 4) {
+            taken += tracer::__private::consume_as_reader();
+            std::thread::yield_now();
+        }
+        taken += tracer::__private::consume_as_reader();
+        tracer::__private::set_external(false);
+        if round % 8 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let calls: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let l = tracer::latency("handed_fn").unwrap();
+    let s = tracer::stats();
+    println!("calls {calls}, events taken by the reader {taken}, {l:?}, {s:?}");
+    assert!(
+        taken > 0,
+        "the reader never took an event: the test did not test"
+    );
+    assert_eq!(l.count, calls, "every call counted once");
+    // Exits the reader took or a full ring dropped are not in the
+    // histogram; the summary says how many.
+    assert!(l.lost > 0 && l.lost < calls);
+}
