@@ -7,7 +7,8 @@
 //! -fpatchable-function-entry=5` (gcc if clang-19 is missing), starts it
 //! under the release preload library, and prints, for every `tracer`
 //! command a user would run, its wall time and the `tracer` program's peak
-//! RSS, and the traced program's RSS before and after `enable '*'`.
+//! RSS, and the traced program's RSS: untraced, under the agent with every
+//! function registered and named but none enabled, and after `enable '*'`.
 //! Start-up is the time to the program's first line, traced minus
 //! untraced (median of 5).
 //!
@@ -187,6 +188,15 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
         let _ = c.wait();
     }
     let (plain, traced) = (median(plain), median(traced));
+    // The program's own memory, without the agent.
+    let untraced_rss = {
+        let (mut c, _) = start(&exe, None, &xdg);
+        std::thread::sleep(Duration::from_millis(300));
+        let r = rss_kib(c.id());
+        let _ = c.kill();
+        let _ = c.wait();
+        r
+    };
     let (mut child, _) = start(&exe, Some(preload), &xdg);
     let pid = child.id();
     let p = pid.to_string();
@@ -199,7 +209,11 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
         traced.as_secs_f64() * 1e3,
         (traced.as_secs_f64() - plain.as_secs_f64()) * 1e3
     );
-    println!("  program RSS idle: {:.1} MiB", idle as f64 / 1024.0);
+    println!(
+        "  program RSS: {:.1} MiB untraced, {:.1} MiB under the agent",
+        untraced_rss as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
     let out = xdg.join("out");
     let show = |what: &str, r: &(Duration, u64)| {
         println!(
@@ -213,6 +227,14 @@ fn one(n: usize, tracer: &Path, preload: &Path, bench: bool) {
     let r = run(tracer, &xdg, &["list", "--json", "-p", &p], &out);
     assert_eq!(count_in(&out, b"\"name\":"), n + 1, "f0..f{n} and main");
     show("tracer list --json", &r);
+    // Every function registered, named and listed, none enabled.
+    let registered = rss_kib(pid);
+    println!(
+        "  program RSS, every function registered and named, none enabled: {:.1} MiB \
+         (+{:.0} bytes per function over the untraced program)",
+        registered as f64 / 1024.0,
+        (registered.saturating_sub(untraced_rss) * 1024) as f64 / n as f64
+    );
     let r = run(tracer, &xdg, &["enable", "*", "-p", &p], &out);
     show("tracer enable '*'", &r);
     std::thread::sleep(Duration::from_millis(1500));

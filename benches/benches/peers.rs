@@ -6,7 +6,12 @@
 //!
 //! Builds `benches/peers/work.c` into `target/peers/` in several
 //! configurations, runs each one `PEERS_RUNS` times (default 5) with
-//! `PEERS_N` calls (default 20,000,000) and prints one table of medians. The
+//! `PEERS_N` calls (default 20,000,000), the configurations taking turns
+//! (one run of each per round, so a drift of the machine's speed falls on
+//! all alike), and prints one table of medians. `PEERS_PIN=CPU` runs every
+//! program under `taskset -c CPU`: on a VM whose CPUs are shared this gives
+//! the steadiest figures (the tracer's collector thread then shares the
+//! loop's CPU; the CPU-time column counts the loop thread alone). The
 //! program times its own loop, so start-up, trace set-up and trace flushing
 //! are not in the ns/call figure (the wall-clock column has them). A peer that
 //! is not installed gives a "skipped" row, never a failure. Every build and
@@ -186,51 +191,51 @@ fn clear_dir(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
 
-fn measure(row: &Row, root: &Path, runs: usize) -> Result<Measured, String> {
-    if let Some(build) = &row.build {
-        build.output(root)?;
+/// One run of `row`: its program's stdout's (ns/call, CPU ns/call) and the
+/// whole process's wall time in seconds.
+fn run_once(row: &Row, root: &Path) -> Result<(f64, Option<f64>, f64), String> {
+    if let After::Output { dir, .. } = &row.after {
+        let dir = root.join(dir);
+        clear_dir(&dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let mut ns = Vec::with_capacity(runs);
-    let mut cpu = Vec::with_capacity(runs);
-    let mut walls = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        if let After::Output { dir, .. } = &row.after {
-            let dir = root.join(dir);
-            clear_dir(&dir);
-            fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let t = Instant::now();
+    let result = row.run.output(root);
+    let wall = t.elapsed().as_secs_f64();
+    if let After::Output { dir, prefix } = &row.after {
+        let dir = root.join(dir);
+        let found = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(prefix))
+        });
+        // Trace files can be large (uftrace: 32 bytes per call).
+        clear_dir(&dir);
+        if result.is_ok() && !found {
+            return Err(format!(
+                "the tracer wrote no {prefix}* file into {}: not active",
+                dir.display()
+            ));
         }
-        let t = Instant::now();
-        let result = row.run.output(root);
-        walls.push(t.elapsed().as_secs_f64());
-        if let After::Output { dir, prefix } = &row.after {
-            let dir = root.join(dir);
-            let found = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|name| name.starts_with(prefix))
-            });
-            // Trace files can be large (uftrace: 32 bytes per call).
-            clear_dir(&dir);
-            if result.is_ok() && !found {
-                return Err(format!(
-                    "the tracer wrote no {prefix}* file into {}: not active",
-                    dir.display()
-                ));
-            }
-        }
-        let out = result?;
-        ns.push(parse_ns(&out)?);
-        cpu.extend(parse_cpu(&out));
     }
+    let out = result?;
+    Ok((parse_ns(&out)?, parse_cpu(&out), wall))
+}
+
+/// The medians and spread of a row's runs.
+fn summarize(runs: &[(f64, Option<f64>, f64)]) -> Measured {
+    let mut ns: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
+    let mut walls: Vec<f64> = runs.iter().map(|r| r.2).collect();
     let min = ns.iter().copied().fold(f64::INFINITY, f64::min);
     let max = ns.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Ok(Measured {
+    Measured {
         ns_per_call: median(&mut ns),
         cpu_per_call: (cpu.len() == ns.len()).then(|| median(&mut cpu)),
         min,
         max,
         wall: Duration::from_secs_f64(median(&mut walls)),
-    })
+    }
 }
 
 fn rows(root: &Path, target: &Path, n: u64) -> Vec<Row> {
@@ -449,19 +454,54 @@ fn main() {
     }
     println!();
 
-    let rows = rows(&root, &target, n);
-    let mut results = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let result = match &row.skip {
-            Some(why) => Err(format!("skipped ({why})")),
-            None => measure(row, &root, runs).map_err(|e| format!("failed: {e}")),
-        };
-        match &result {
-            Ok(m) => println!("{}: {:.2} ns/call", row.label, m.ns_per_call),
-            Err(e) => println!("{}: {e}", row.label),
-        }
-        results.push(result);
+    let pin = std::env::var("PEERS_PIN")
+        .ok()
+        .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()));
+    if let Some(cpu) = &pin {
+        println!("peers: every program runs under `taskset -c {cpu}`");
     }
+    let mut rows = rows(&root, &target, n);
+    if let Some(cpu) = &pin {
+        for row in &mut rows {
+            let mut argv = vec!["taskset".to_string(), "-c".to_string(), cpu.clone()];
+            argv.append(&mut row.run.argv);
+            row.run.argv = argv;
+        }
+    }
+    // Build every configuration, then run them in turns.
+    let mut state: Vec<Result<Vec<(f64, Option<f64>, f64)>, String>> = rows
+        .iter()
+        .map(|row| match (&row.skip, &row.build) {
+            (Some(why), _) => Err(format!("skipped ({why})")),
+            (None, Some(build)) => build
+                .output(&root)
+                .map(|_| Vec::new())
+                .map_err(|e| format!("failed: {e}")),
+            (None, None) => Ok(Vec::new()),
+        })
+        .collect();
+    for round in 0..runs {
+        for (row, st) in rows.iter().zip(&mut state) {
+            let Ok(done) = st else { continue };
+            match run_once(row, &root) {
+                Ok(r) => {
+                    println!(
+                        "{} (run {}): {:.2} ns/call{}",
+                        row.label,
+                        round + 1,
+                        r.0,
+                        r.1.map_or(String::new(), |c| format!(", cpu {c:.2}"))
+                    );
+                    done.push(r);
+                }
+                Err(e) => *st = Err(format!("failed: {e}")),
+            }
+        }
+    }
+    let results: Vec<Result<Measured, String>> = state
+        .into_iter()
+        .map(|st| st.map(|runs| summarize(&runs)))
+        .collect();
 
     let base = results[0].as_ref().ok().map(|m| m.ns_per_call);
     let cpu_base = results[0].as_ref().ok().and_then(|m| m.cpu_per_call);
@@ -504,6 +544,21 @@ fn main() {
             }
             Err(e) => println!("| {:<32} | {e} | | | | | |", row.label),
         }
+    }
+    let cpu_of = |label: &str| {
+        rows.iter()
+            .zip(&results)
+            .find(|(r, _)| r.label.starts_with(label))
+            .and_then(|(_, m)| m.as_ref().ok())
+            .and_then(|m| m.cpu_per_call)
+    };
+    if let (Some(floor), Some(tracer)) = (cpu_of("floor"), cpu_of("tracer")) {
+        println!();
+        println!(
+            "tracer / floor (cpu ns/call): {tracer:.2} / {floor:.2} = {:.2}x, {:+.2} ns (issue 12's goal: <= 1.10x)",
+            tracer / floor,
+            tracer - floor
+        );
     }
     println!();
     println!("Overhead/call = ns/call - untraced (gcc -O2) ns/call; both time only the loop.");
