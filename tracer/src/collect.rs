@@ -64,23 +64,29 @@ impl Totals {
 /// A sink for every drained event, with the producing thread's id.
 pub type EventTap = Box<dyn FnMut(u64, &Event) + Send>;
 
+/// What the collector keeps of one function, made at its first counted
+/// call: a whole program can have 10^5-10^6 functions, most never enabled,
+/// and an idle one costs one pointer here.
+#[derive(Debug, Default)]
+pub struct FuncStats {
+    /// Durations in ns, as small as their spread (a few hundred bytes for
+    /// most functions).
+    pub hist: LogHist,
+    /// The same durations in Prometheus native-histogram buckets (exact
+    /// counts, for the `TRACER_METRICS` endpoint's protobuf exposition).
+    pub native: NativeHist,
+    /// The exits counted here from their events (every exit its hook did
+    /// not count: see the module's documentation), and the counters of
+    /// threads that have exited.
+    pub counted: Totals,
+    /// Totals taken out by `reset`, subtracted from the live counts.
+    pub baseline: Totals,
+}
+
 /// Collected state.
 pub struct Collector {
-    /// Durations in ns, per function; made at the function's first
-    /// completed call (a whole program can have 10^5 functions, most never
-    /// enabled: an idle one costs one pointer here), and as small as the
-    /// spread of its durations (a few hundred bytes for most functions).
-    pub hists: Vec<Option<Box<LogHist>>>,
-    /// The same durations in Prometheus native-histogram buckets (exact
-    /// counts, for the `TRACER_METRICS` endpoint's protobuf exposition);
-    /// made with `hists`, sparse too.
-    pub natives: Vec<Option<Box<NativeHist>>>,
-    /// Totals per function of the exits counted here from their events
-    /// (every exit its hook did not count: see the module's documentation),
-    /// and of threads that have exited (their counters folded in).
-    pub retired: Vec<Totals>,
-    /// Totals taken out by `reset`, subtracted from live counters.
-    pub baseline: Vec<Totals>,
+    /// Per function, made at its first counted call.
+    pub funcs: Vec<Option<Box<FuncStats>>>,
     /// Events seen, all kinds.
     pub events: u64,
     /// Drops, unmatched exits and nested events of threads that have exited.
@@ -138,10 +144,7 @@ pub fn external() -> bool {
 pub fn init(nfuncs: usize) {
     COLLECTOR.get_or_init(|| {
         Mutex::new(Collector {
-            hists: (0..nfuncs).map(|_| None).collect(),
-            natives: (0..nfuncs).map(|_| None).collect(),
-            retired: vec![Totals::default(); nfuncs],
-            baseline: vec![Totals::default(); nfuncs],
+            funcs: (0..nfuncs).map(|_| None).collect(),
             events: 0,
             retired_drops: [0; 3],
             tap: None,
@@ -244,11 +247,15 @@ impl Collector {
             if dead {
                 n += self.drain_one(st);
                 for (i, c) in st.counters().iter().enumerate() {
-                    let Some(r) = self.retired.get_mut(i) else {
+                    let count = c.count.load(Ordering::Relaxed);
+                    if count == 0 {
+                        continue;
+                    }
+                    let Some(r) = self.funcs.get_mut(i) else {
                         break;
                     };
-                    r.add(
-                        c.count.load(Ordering::Relaxed),
+                    r.get_or_insert_with(Default::default).counted.add(
+                        count,
                         c.sum.load(Ordering::Relaxed),
                         c.min.load(Ordering::Relaxed),
                         c.max.load(Ordering::Relaxed),
@@ -265,23 +272,18 @@ impl Collector {
 
     fn drain_one(&mut self, st: &ThreadState) -> usize {
         let tid = st.owner.load(Ordering::Relaxed);
-        let hists = &mut self.hists;
-        let natives = &mut self.natives;
-        let retired = &mut self.retired;
+        let funcs = &mut self.funcs;
         let tap = &mut self.tap;
         let n = st.ring.drain(usize::MAX, |ev| {
             if ev.kind == KIND_EXIT {
-                let f = ev.func as usize;
-                if ev.flags & FLAG_COUNTED == 0 {
-                    if let Some(r) = retired.get_mut(f) {
-                        r.add(1, ev.dur, ev.dur, ev.dur);
+                if let Some(f) = funcs.get_mut(ev.func as usize) {
+                    let f = f.get_or_insert_with(Default::default);
+                    if ev.flags & FLAG_COUNTED == 0 {
+                        f.counted.add(1, ev.dur, ev.dur, ev.dur);
                     }
-                }
-                if let (Some(h), Some(n)) = (hists.get_mut(f), natives.get_mut(f)) {
                     let ns = clock::to_ns(ev.dur).max(1);
-                    h.get_or_insert_with(|| Box::new(LogHist::new())).record(ns);
-                    n.get_or_insert_with(|| Box::new(NativeHist::new()))
-                        .record(ns);
+                    f.hist.record(ns);
+                    f.native.record(ns);
                 }
             }
             if let Some(t) = tap {
@@ -304,32 +306,31 @@ impl Collector {
 
     /// Make room for `n` functions (objects loaded later add some).
     pub fn ensure(&mut self, n: usize) {
-        if self.hists.len() < n {
-            self.hists.resize_with(n, || None);
+        if self.funcs.len() < n {
+            self.funcs.resize_with(n, || None);
         }
-        if self.natives.len() < n {
-            self.natives.resize_with(n, || None);
-        }
-        self.retired
-            .resize(n.max(self.retired.len()), Totals::default());
-        self.baseline
-            .resize(n.max(self.baseline.len()), Totals::default());
     }
 
     /// The histogram of function `f`, if it has completed a call.
     pub fn hist(&self, f: usize) -> Option<&LogHist> {
-        self.hists.get(f).and_then(|h| h.as_deref())
+        self.funcs.get(f)?.as_deref().map(|s| &s.hist)
     }
 
     /// The native histogram of function `f` (the same durations as
     /// [`hist`](Self::hist)), if it has completed a call.
     pub fn native(&self, f: usize) -> Option<&NativeHist> {
-        self.natives.get(f).and_then(|h| h.as_deref())
+        self.funcs.get(f)?.as_deref().map(|s| &s.native)
+    }
+
+    /// How many functions have their [`FuncStats`] made.
+    pub fn made(&self) -> usize {
+        self.funcs.iter().flatten().count()
     }
 
     /// Exact totals of function `f` over all threads, live and exited.
     pub fn totals(&self, f: usize) -> Totals {
-        let mut t = self.retired.get(f).copied().unwrap_or_default();
+        let stats = self.funcs.get(f).and_then(|s| s.as_deref());
+        let mut t = stats.map(|s| s.counted).unwrap_or_default();
         for st in thread::all() {
             if st.owner.load(Ordering::Acquire) == 0 {
                 continue;
@@ -343,7 +344,7 @@ impl Collector {
                 );
             }
         }
-        let b = self.baseline.get(f).copied().unwrap_or_default();
+        let b = stats.map(|s| s.baseline).unwrap_or_default();
         if b.count > 0 {
             t.count = t.count.saturating_sub(b.count);
             t.sum = t.sum.wrapping_sub(b.sum);
@@ -354,22 +355,27 @@ impl Collector {
     /// Forget the latency data of every function.
     pub fn reset(&mut self) {
         self.drain_all();
-        for h in self.hists.iter_mut().flatten() {
-            h.reset();
+        for s in self.funcs.iter_mut().flatten() {
+            s.hist.reset();
+            s.native.reset();
+            s.baseline = Totals::default();
         }
-        for h in self.natives.iter_mut().flatten() {
-            h.reset();
-        }
-        self.baseline = vec![Totals::default(); self.hists.len()];
-        let all: Vec<Totals> = (0..self.hists.len()).map(|f| self.totals(f)).collect();
-        for (f, t) in all.into_iter().enumerate() {
-            // min/max restart from the next call: keep only count and sum as a baseline.
-            self.baseline[f] = Totals {
+        for f in 0..self.funcs.len() {
+            let t = self.totals(f);
+            if t.count == 0 {
+                continue;
+            }
+            // min/max restart from the next call: keep only count and sum
+            // as a baseline.
+            let s = self.funcs[f].get_or_insert_with(Default::default);
+            s.baseline = Totals {
                 count: t.count,
                 sum: t.sum,
                 min: 0,
                 max: 0,
             };
+            s.counted.min = u64::MAX;
+            s.counted.max = 0;
         }
         // Exact min/max cannot be un-merged; restart them per thread.
         for st in thread::all() {
@@ -377,10 +383,6 @@ impl Collector {
                 c.min.store(u64::MAX, Ordering::Relaxed);
                 c.max.store(0, Ordering::Relaxed);
             }
-        }
-        for r in &mut self.retired {
-            r.min = u64::MAX;
-            r.max = 0;
         }
     }
 }

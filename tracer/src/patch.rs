@@ -65,7 +65,7 @@ fn apply(
     let veneers = veneer::Batch::begin();
     for &f in &targets {
         for &si in &reg.funcs[f].sites {
-            let s = &reg.sites[si];
+            let s = &reg.sites[si as usize];
             if let Some(why) = &s.broken {
                 if on {
                     report.skipped.push((
@@ -214,7 +214,7 @@ fn apply(
         let any = reg.funcs[f]
             .sites
             .iter()
-            .any(|&si| done.binary_search(&reg.sites[si].addr).is_ok());
+            .any(|&si| done.binary_search(&reg.sites[si as usize].addr).is_ok());
         if any || !on {
             enabled[f] = on;
             capture::set(f, if on { cap } else { Capture::NONE });

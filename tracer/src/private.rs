@@ -349,7 +349,7 @@ pub fn histograms_made() -> usize {
     if crate::runtime::runtime().is_err() {
         return 0;
     }
-    crate::collect::lock().hists.iter().flatten().count()
+    crate::collect::lock().made()
 }
 
 /// What the preload library exports and calls: the `dlsym`/`dlopen`
@@ -412,6 +412,6 @@ pub fn sites_of(name: &str) -> Vec<(usize, u32)> {
     st.reg.funcs[f]
         .sites
         .iter()
-        .map(|&s| (st.reg.sites[s].addr, st.reg.sites[s].kind))
+        .map(|&s| (st.reg.sites[s as usize].addr, st.reg.sites[s as usize].kind))
         .collect()
 }

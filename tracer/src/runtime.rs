@@ -149,7 +149,7 @@ pub(crate) fn resolve_in(
         let f = &reg.funcs[i];
         named.push(Named {
             path: &f.path,
-            own: &f.ident,
+            own: f.ident(),
         });
         owner.push(i);
         for a in &f.aliases {
@@ -297,22 +297,22 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
     {
         FunctionInfo {
             name: f.path.clone(),
-            ident: f.ident.clone(),
-            file: f.file.clone(),
+            ident: f.ident().to_string(),
+            file: f.file.to_string(),
             line: f.line,
             enabled: st.enabled[i],
             sites: f.sites.len(),
             problems: f
                 .sites
                 .iter()
-                .filter_map(|&s| st.reg.sites[s].broken.clone())
+                .filter_map(|&s| st.reg.sites[s as usize].broken.clone())
                 .collect(),
             index: i as u32,
             loaded: f.loaded,
             compiler_pad: f.object.is_some(),
             object_offset: f.object.as_ref().and_then(|o| {
-                let site = st.reg.sites.get(*f.sites.first()?)?.addr;
-                let (_, bias, _) = st.reg.objects.iter().find(|(p, _, _)| p == o)?;
+                let site = st.reg.sites.get(*f.sites.first()? as usize)?.addr;
+                let (_, bias, _) = st.reg.objects.iter().find(|(p, _, _)| **p == **o)?;
                 Some(site.checked_sub(*bias)? as u64)
             }),
             signature: f.sig.to_string(),
@@ -328,7 +328,7 @@ pub(crate) fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {
         .funcs
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.loaded && f.ident == name);
+        .filter(|(_, f)| f.loaded && f.ident() == name);
     match (it.next(), it.next()) {
         (Some((i, _)), None) => Some(i),
         _ => None,

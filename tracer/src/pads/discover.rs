@@ -120,12 +120,11 @@ pub enum PadSource {
 /// One function with a compiler pad.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundFunc {
-    /// The raw symbol.
+    /// The raw symbol, when it differs from `path` (empty otherwise: a C
+    /// program's 10^5 names are not kept twice); see [`FoundFunc::symbol`].
     pub symbol: String,
     /// Demangled full path (`app::cache::lookup`, `ns::Klass::method`, `leaf`).
     pub path: String,
-    /// Own name (the path's last segment).
-    pub ident: String,
     /// Runtime address of the symbol.
     pub start: usize,
     /// Runtime address just past the symbol (its size; 16 bytes when the
@@ -140,6 +139,22 @@ pub struct FoundFunc {
     /// Other names of the same address (aliases: `__foo` and `foo`),
     /// demangled; patterns select the function by them too.
     pub aliases: Vec<String>,
+}
+
+impl FoundFunc {
+    /// Own name (the path's last segment).
+    pub fn ident(&self) -> &str {
+        own_name(&self.path)
+    }
+
+    /// The raw symbol.
+    pub fn symbol(&self) -> &str {
+        if self.symbol.is_empty() {
+            &self.path
+        } else {
+            &self.symbol
+        }
+    }
 }
 
 /// What one object holds.
@@ -372,7 +387,6 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             let path = format!("{}+{:#x}", base_name(&obj.path), site - obj.bias);
             out.funcs.push(FoundFunc {
                 symbol: String::new(),
-                ident: path.clone(),
                 path,
                 start: site,
                 end: site + 1,
@@ -387,7 +401,6 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             continue;
         };
         let path = demangle(raw);
-        let ident = own_name(&path).to_string();
         let mut problem = None;
         if site != start {
             let mut head = [0u8; 4];
@@ -401,9 +414,12 @@ pub fn scan(obj: &LoadedObject, read: &dyn Fn(usize, &mut [u8])) -> Result<Objec
             }
         }
         out.funcs.push(FoundFunc {
-            symbol: raw.to_string(),
+            symbol: if path == raw {
+                String::new()
+            } else {
+                raw.to_string()
+            },
             path,
-            ident,
             start,
             end: start + if size == 0 { 16 } else { size },
             site,

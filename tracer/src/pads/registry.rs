@@ -12,8 +12,10 @@
 //! function that comes back with its object keeps its index.
 
 use crate::arch::{self, Arch};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tracer_core::backend::{Backend, Insn, PadState};
 use tracer_core::site::{SiteRecord, FLAG_CAPTURE_STUB};
 
@@ -37,21 +39,26 @@ pub struct Site {
     pub capture_stub: usize,
 }
 
-/// One function.
+/// One function. Kept small: a program can have 10^6 of them, most never
+/// enabled (the object's path is shared by its functions, the own name is
+/// a part of the path where it can be, one or two sites are inline).
 #[derive(Debug, Clone)]
 pub struct Func {
     /// Full path.
     pub path: String,
-    /// Own name.
-    pub ident: String,
-    /// Source file (compiler pads: the object's path).
-    pub file: String,
+    /// Where the own name starts in `path`, when it is `path`'s tail
+    /// (`ident_own` is `None`).
+    ident_at: u32,
+    /// The own name, when it is not `path`'s tail.
+    ident_own: Option<Box<str>>,
+    /// Source file (compiler pads: the object's path, shared).
+    pub file: Arc<str>,
     /// Source line.
     pub line: u32,
     /// Indices into [`Registry::sites`].
-    pub sites: Vec<usize>,
+    pub sites: SmallVec<[u32; 2]>,
     /// The object a compiler-padded function lives in (`None`: `#[traceable]`).
-    pub object: Option<String>,
+    pub object: Option<Arc<str>>,
     /// Other names of it (symbol aliases), which patterns also select.
     pub aliases: Vec<String>,
     /// False once its object was unloaded.
@@ -59,6 +66,48 @@ pub struct Func {
     /// The `#[traceable]` macro's signature text (`FnDesc::sig`; empty
     /// for compiler-padded functions).
     pub sig: &'static str,
+}
+
+impl Func {
+    /// A function named `path`, whose own name is `ident` (`None`: the
+    /// path's own name, `discover::own_name`), with no site yet.
+    fn new(
+        path: String,
+        ident: Option<&str>,
+        file: Arc<str>,
+        line: u32,
+        object: Option<Arc<str>>,
+        aliases: Vec<String>,
+        sig: &'static str,
+    ) -> Func {
+        let ident = ident.unwrap_or_else(|| crate::pads::discover::own_name(&path));
+        let tail = path.len().checked_sub(ident.len()).filter(|&at| {
+            path.is_char_boundary(at) && &path[at..] == ident && at <= u32::MAX as usize
+        });
+        Func {
+            ident_at: tail.map_or(0, |at| at as u32),
+            ident_own: match tail {
+                Some(_) => None,
+                None => Some(ident.into()),
+            },
+            path,
+            file,
+            line,
+            sites: SmallVec::new(),
+            object,
+            aliases,
+            loaded: true,
+            sig,
+        }
+    }
+
+    /// Its own name (the path's last segment, for most).
+    pub fn ident(&self) -> &str {
+        match &self.ident_own {
+            Some(own) => own,
+            None => self.path.get(self.ident_at as usize..).unwrap_or(""),
+        }
+    }
 }
 
 /// The registry.
@@ -98,17 +147,15 @@ impl Registry {
             // SAFETY: non-null descriptors point at statics emitted by #[traceable].
             let desc = unsafe { &*rec.desc };
             let fi = *by_desc.entry(rec.desc as usize).or_insert_with(|| {
-                funcs.push(Func {
-                    path: (desc.path)().to_string(),
-                    ident: desc.ident.to_string(),
-                    file: desc.file.to_string(),
-                    line: desc.line,
-                    sites: Vec::new(),
-                    object: None,
-                    aliases: Vec::new(),
-                    loaded: true,
-                    sig: desc.sig,
-                });
+                funcs.push(Func::new(
+                    (desc.path)().to_string(),
+                    Some(desc.ident),
+                    desc.file.into(),
+                    desc.line,
+                    None,
+                    Vec::new(),
+                    desc.sig,
+                ));
                 funcs.len() - 1
             });
             let (addr, stub) = (
@@ -156,7 +203,7 @@ impl Registry {
         for (i, (s, rec)) in sites.iter_mut().enumerate() {
             s.func = new_index[s.func as usize];
             rec.func.store(s.func, Ordering::Release);
-            sorted_funcs[s.func as usize].sites.push(i);
+            sorted_funcs[s.func as usize].sites.push(i as u32);
         }
         Registry {
             sites: sites.into_iter().map(|(s, _)| s).collect(),
@@ -215,11 +262,15 @@ impl Registry {
         let mut seen_old: Vec<bool> = Vec::new();
         self.funcs.reserve(found.len());
         self.sites.reserve(found.len());
+        // One copy of the object's path for all its functions.
+        let shared_path: Arc<str> = path.into();
         let mut renames = renamed.names.into_iter().peekable();
         for (k, f) in found.into_iter().enumerate() {
-            let name = match renames.next_if(|(i, _)| *i == k) {
-                Some((_, n)) => n,
-                None => f.path,
+            // The own name is the original path's; a renamed function
+            // (rare) keeps it apart.
+            let (name, own) = match renames.next_if(|(i, _)| *i == k) {
+                Some((_, n)) => (n, Some(Box::<str>::from(f.ident()))),
+                None => (f.path, None),
             };
             let known = earlier
                 .get(name.as_str())
@@ -232,17 +283,15 @@ impl Registry {
                     if copies {
                         new_names.insert(name.clone(), i);
                     }
-                    self.funcs.push(Func {
-                        path: name,
-                        ident: f.ident,
-                        file: path.to_string(),
-                        line: 0,
-                        sites: Vec::new(),
-                        object: Some(path.to_string()),
-                        aliases: f.aliases,
-                        loaded: true,
-                        sig: "",
-                    });
+                    self.funcs.push(Func::new(
+                        name,
+                        own.as_deref(),
+                        shared_path.clone(),
+                        0,
+                        Some(shared_path.clone()),
+                        f.aliases,
+                        "",
+                    ));
                     added.push(i);
                     i
                 }
@@ -332,7 +381,7 @@ impl Registry {
         }
         for (i, s) in self.sites.iter().enumerate() {
             if let Some(f) = self.funcs.get_mut(s.func as usize) {
-                f.sites.push(i);
+                f.sites.push(i as u32);
             }
         }
     }
@@ -408,8 +457,8 @@ fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Renamed {
     // What tells two functions apart: the address, except for copies of
     // one Rust symbol.
     fn identity(f: &crate::pads::discover::FoundFunc) -> (usize, &str) {
-        if is_rust_symbol(&f.symbol) {
-            (0, f.symbol.as_str())
+        if is_rust_symbol(f.symbol()) {
+            (0, f.symbol())
         } else {
             (f.start, "")
         }
@@ -454,8 +503,8 @@ fn distinct_names(found: &[crate::pads::discover::FoundFunc]) -> Renamed {
     let mut renamed = vec![false; found.len()];
     // Paths shared by different functions: C++ ones get their parameters.
     for i in clash {
-        if found[i].symbol.starts_with("_Z") {
-            if let Some(p) = with_params(&found[i].symbol) {
+        if found[i].symbol().starts_with("_Z") {
+            if let Some(p) = with_params(found[i].symbol()) {
                 names[i] = p;
                 renamed[i] = true;
             }
@@ -534,7 +583,6 @@ mod tests {
         let path = crate::pads::discover::demangle(symbol);
         FoundFunc {
             symbol: symbol.to_string(),
-            ident: crate::pads::discover::own_name(&path).to_string(),
             path,
             start,
             end: start + 16,
