@@ -72,7 +72,7 @@ fn apply(
                         reg.funcs[f].path.clone(),
                         Skipped {
                             addr: s.addr,
-                            reason: SkipReason::Unusable(why.clone()),
+                            reason: SkipReason::Unusable(why.to_string()),
                         },
                     ));
                 }

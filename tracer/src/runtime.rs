@@ -152,7 +152,7 @@ pub(crate) fn resolve_in(
             own: f.ident(),
         });
         owner.push(i);
-        for a in &f.aliases {
+        for a in f.aliases.iter() {
             named.push(Named {
                 path: a,
                 own: crate::discover::own_name(a),
@@ -298,14 +298,14 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
         FunctionInfo {
             name: f.path.clone(),
             ident: f.ident().to_string(),
-            file: f.file.to_string(),
-            line: f.line,
+            file: f.file().to_string(),
+            line: f.line(),
             enabled: st.enabled[i],
             sites: f.sites.len(),
             problems: f
                 .sites
                 .iter()
-                .filter_map(|&s| st.reg.sites[s as usize].broken.clone())
+                .filter_map(|&s| st.reg.sites[s as usize].broken.as_deref().map(str::to_string))
                 .collect(),
             index: i as u32,
             loaded: f.loaded,
@@ -315,7 +315,7 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
                 let (_, bias, _) = st.reg.objects.iter().find(|(p, _, _)| **p == **o)?;
                 Some(site.checked_sub(*bias)? as u64)
             }),
-            signature: f.sig.to_string(),
+            signature: f.sig().to_string(),
         }
     }
 }

@@ -121,7 +121,10 @@ impl Conn {
         }
         self.out.clear();
         if self.out.capacity() > KEEP_BUFFER {
+            // A large reply (a page of `list`) sent: its buffer and what
+            // built it go back to the system.
             self.out = Vec::new();
+            crate::sys::trim_heap();
         }
         self.out_pos = 0;
         self.write_by = None;

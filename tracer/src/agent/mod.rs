@@ -377,6 +377,8 @@ use server::*;
 /// Connections served at once, at most; fewer under a low `RLIMIT_NOFILE`
 /// (see [`connection_cap`]).
 pub const MAX_CONNECTIONS: usize = 32;
+/// A request that took this long is followed by [`crate::sys::trim_heap`].
+pub(crate) const HEAVY_REQUEST: Duration = Duration::from_millis(20);
 /// A request must arrive whole within this time of its first byte.
 pub(crate) const MESSAGE_DEADLINE: Duration = Duration::from_secs(2);
 /// A client must take a whole reply within this time, or it is dropped.

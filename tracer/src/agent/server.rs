@@ -198,9 +198,18 @@ impl Server {
     pub(crate) fn handle(&mut self, i: usize, now: Instant) {
         let agent = self.agent_counters();
         let c = &mut self.conns[i];
+        let t0 = Instant::now();
         let (reply, fds, keep) = respond(c, &agent);
         c.done_reading();
         c.reply(&reply, fds, !keep, now);
+        // A heavy request (naming every function of a large program,
+        // enabling 10^5 functions) freed what it built in the middle of the
+        // heap: hand it back, or the program stays that much larger. Cheap
+        // requests (status, rings) skip it; a large reply is trimmed after
+        // once it is sent (`Conn::flush`).
+        if t0.elapsed() >= HEAVY_REQUEST {
+            crate::sys::trim_heap();
+        }
         self.stop |= c.retire || QUIT.load(Ordering::Acquire);
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracer_core::backend::{Backend, Insn, PadState};
-use tracer_core::site::{SiteRecord, FLAG_CAPTURE_STUB};
+use tracer_core::site::{FnDesc, SiteRecord, FLAG_CAPTURE_STUB};
 
 /// One site.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct Site {
     /// The pad's bytes as the compiler left them.
     pub original: Insn,
     /// Why the site can never be written, if so.
-    pub broken: Option<String>,
+    pub broken: Option<Box<str>>,
     /// The site's capturing stub (`#[traceable]` pads whose macro captures
     /// values: `tracer_core::site::FLAG_CAPTURE_STUB`), or 0.
     pub capture_stub: usize,
@@ -51,21 +51,17 @@ pub struct Func {
     ident_at: u32,
     /// The own name, when it is not `path`'s tail.
     ident_own: Option<Box<str>>,
-    /// Source file (compiler pads: the object's path, shared).
-    pub file: Arc<str>,
-    /// Source line.
-    pub line: u32,
     /// Indices into [`Registry::sites`].
     pub sites: SmallVec<[u32; 2]>,
-    /// The object a compiler-padded function lives in (`None`: `#[traceable]`).
+    /// The object a compiler-padded function lives in (its path, shared by
+    /// its functions; `None`: `#[traceable]`).
     pub object: Option<Arc<str>>,
+    /// The `#[traceable]` macro's description of it (`None`: compiler pad).
+    desc: Option<&'static FnDesc>,
     /// Other names of it (symbol aliases), which patterns also select.
-    pub aliases: Vec<String>,
+    pub aliases: Box<[String]>,
     /// False once its object was unloaded.
     pub loaded: bool,
-    /// The `#[traceable]` macro's signature text (`FnDesc::sig`; empty
-    /// for compiler-padded functions).
-    pub sig: &'static str,
 }
 
 impl Func {
@@ -74,11 +70,9 @@ impl Func {
     fn new(
         path: String,
         ident: Option<&str>,
-        file: Arc<str>,
-        line: u32,
         object: Option<Arc<str>>,
+        desc: Option<&'static FnDesc>,
         aliases: Vec<String>,
-        sig: &'static str,
     ) -> Func {
         let ident = ident.unwrap_or_else(|| crate::pads::discover::own_name(&path));
         let tail = path.len().checked_sub(ident.len()).filter(|&at| {
@@ -91,14 +85,32 @@ impl Func {
                 None => Some(ident.into()),
             },
             path,
-            file,
-            line,
             sites: SmallVec::new(),
             object,
-            aliases,
+            desc,
+            aliases: aliases.into_boxed_slice(),
             loaded: true,
-            sig,
         }
+    }
+
+    /// Source file (compiler pads: the object's path).
+    pub fn file(&self) -> &str {
+        match (self.desc, &self.object) {
+            (Some(d), _) => d.file,
+            (None, Some(o)) => o,
+            (None, None) => "",
+        }
+    }
+
+    /// Source line (0 for compiler pads).
+    pub fn line(&self) -> u32 {
+        self.desc.map_or(0, |d| d.line)
+    }
+
+    /// The `#[traceable]` macro's signature text (`FnDesc::sig`; empty for
+    /// compiler-padded functions).
+    pub fn sig(&self) -> &'static str {
+        self.desc.map_or("", |d| d.sig)
     }
 
     /// Its own name (the path's last segment, for most).
@@ -150,11 +162,9 @@ impl Registry {
                 funcs.push(Func::new(
                     (desc.path)().to_string(),
                     Some(desc.ident),
-                    desc.file.into(),
-                    desc.line,
                     None,
+                    Some(desc),
                     Vec::new(),
-                    desc.sig,
                 ));
                 funcs.len() - 1
             });
@@ -185,7 +195,7 @@ impl Registry {
                     },
                     func: fi as u32,
                     original: Insn::new(&bytes[..len]),
-                    broken,
+                    broken: broken.map(String::into_boxed_str),
                 },
                 rec,
             ));
@@ -286,11 +296,9 @@ impl Registry {
                     self.funcs.push(Func::new(
                         name,
                         own.as_deref(),
-                        shared_path.clone(),
-                        0,
                         Some(shared_path.clone()),
+                        None,
                         f.aliases,
-                        "",
                     ));
                     added.push(i);
                     i
@@ -333,7 +341,7 @@ impl Registry {
                 kind: tracer_core::site::KIND_FENTRY,
                 func: fi,
                 original: Insn::new(&bytes[..len]),
-                broken,
+                broken: broken.map(String::into_boxed_str),
                 capture_stub: 0,
             });
         }
