@@ -145,7 +145,7 @@ pub(crate) fn render(max: usize, accept: &str) -> (&'static str, http::Producer)
         for (i, f) in st.reg.funcs.iter().enumerate() {
             if f.loaded && st.enabled.get(i).copied().unwrap_or(false) {
                 if funcs.len() < max {
-                    funcs.push((i, f.path.clone()));
+                    funcs.push((i, f.path.to_string()));
                 } else {
                     left_out += 1;
                 }

@@ -69,7 +69,7 @@ fn apply(
             if let Some(why) = &s.broken {
                 if on {
                     report.skipped.push((
-                        reg.funcs[f].path.clone(),
+                        reg.funcs[f].path.to_string(),
                         Skipped {
                             addr: s.addr,
                             reason: SkipReason::Unusable(why.to_string()),
@@ -94,7 +94,7 @@ fn apply(
                     Ok(t) => t,
                     Err(e) => {
                         report.skipped.push((
-                            reg.funcs[f].path.clone(),
+                            reg.funcs[f].path.to_string(),
                             Skipped {
                                 addr: s.addr,
                                 reason: SkipReason::NoStub(e),
@@ -197,7 +197,7 @@ fn apply(
         let f = reg
             .sites
             .binary_search_by_key(&sk.addr, |s| s.addr)
-            .map(|i| reg.funcs[reg.sites[i].func as usize].path.clone())
+            .map(|i| reg.funcs[reg.sites[i].func as usize].path.to_string())
             .unwrap_or_default();
         report.skipped.push((f, sk.clone()));
     }
@@ -220,7 +220,7 @@ fn apply(
             capture::set(f, if on { cap } else { Capture::NONE });
         }
         if any {
-            report.changed.push(reg.funcs[f].path.clone());
+            report.changed.push(reg.funcs[f].path.to_string());
         }
     }
     report.syncs = batch.syncs;

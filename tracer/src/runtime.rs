@@ -152,7 +152,7 @@ pub(crate) fn resolve_in(
             own: f.ident(),
         });
         owner.push(i);
-        for a in f.aliases.iter() {
+        for a in f.aliases() {
             named.push(Named {
                 path: a,
                 own: crate::discover::own_name(a),
@@ -204,7 +204,7 @@ pub(crate) fn enabled_names() -> Vec<String> {
         .iter()
         .enumerate()
         .filter(|(i, f)| f.loaded && st.enabled.get(*i).copied().unwrap_or(false))
-        .map(|(_, f)| f.path.clone())
+        .map(|(_, f)| f.path.to_string())
         .collect();
     v.sort_unstable();
     v
@@ -219,7 +219,7 @@ pub(crate) fn function_names() -> Vec<String> {
             .reg
             .funcs
             .iter()
-            .map(|f| f.path.clone())
+            .map(|f| f.path.to_string())
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -296,7 +296,7 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
     let f = &st.reg.funcs[i];
     {
         FunctionInfo {
-            name: f.path.clone(),
+            name: f.path.to_string(),
             ident: f.ident().to_string(),
             file: f.file().to_string(),
             line: f.line(),
@@ -321,7 +321,7 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
 }
 
 pub(crate) fn lookup(reg: &registry::Registry, name: &str) -> Option<usize> {
-    if let Some(i) = reg.funcs.iter().position(|f| f.loaded && f.path == name) {
+    if let Some(i) = reg.funcs.iter().position(|f| f.loaded && &*f.path == name) {
         return Some(i);
     }
     let mut it = reg

@@ -45,7 +45,7 @@ pub struct Site {
 #[derive(Debug, Clone)]
 pub struct Func {
     /// Full path.
-    pub path: String,
+    pub path: Box<str>,
     /// Where the own name starts in `path`, when it is `path`'s tail
     /// (`ident_own` is `None`).
     ident_at: u32,
@@ -58,8 +58,9 @@ pub struct Func {
     pub object: Option<Arc<str>>,
     /// The `#[traceable]` macro's description of it (`None`: compiler pad).
     desc: Option<&'static FnDesc>,
-    /// Other names of it (symbol aliases), which patterns also select.
-    pub aliases: Box<[String]>,
+    /// Other names of it (symbol aliases), which patterns also select
+    /// (most functions have none: no room taken then).
+    aliases: Option<Box<Vec<String>>>,
     /// False once its object was unloaded.
     pub loaded: bool,
 }
@@ -84,13 +85,18 @@ impl Func {
                 Some(_) => None,
                 None => Some(ident.into()),
             },
-            path,
+            path: path.into_boxed_str(),
             sites: SmallVec::new(),
             object,
             desc,
-            aliases: aliases.into_boxed_slice(),
+            aliases: (!aliases.is_empty()).then(|| Box::new(aliases)),
             loaded: true,
         }
+    }
+
+    /// Other names of it (symbol aliases), which patterns also select.
+    pub fn aliases(&self) -> &[String] {
+        self.aliases.as_deref().map_or(&[], |a| a.as_slice())
     }
 
     /// Source file (compiler pads: the object's path).
@@ -260,7 +266,7 @@ impl Registry {
         } else {
             (0..first_new)
                 .filter(|&i| self.funcs[i].object.as_deref() == Some(path))
-                .map(|i| (self.funcs[i].path.clone(), i as u32))
+                .map(|i| (self.funcs[i].path.to_string(), i as u32))
                 .collect()
         };
         // Names of the functions added now, for copies of one function
