@@ -106,7 +106,7 @@ fn apply(
             } else {
                 // A `#[traceable]` pad with a capturing stub calls it when
                 // its function is enabled with capture of what it captures.
-                let capturing = s.capture_stub != 0
+                let capturing = s.capturing
                     && match s.kind {
                         tracer_core::site::KIND_ENTRY | tracer_core::site::KIND_ASYNC_ENTRY => {
                             cap_f.args()
@@ -116,7 +116,7 @@ fn apply(
                         }
                         _ => false,
                     };
-                let stub = if capturing { s.capture_stub } else { s.stub };
+                let stub = if capturing { s.capture_stub() } else { s.stub };
                 match veneer::call_target(s.addr, stub) {
                     Ok(t) => t,
                     Err(_) => stub, // the engine skips it with the encode error

@@ -305,7 +305,12 @@ pub(crate) fn function_info(st: &State, i: usize) -> FunctionInfo {
             problems: f
                 .sites
                 .iter()
-                .filter_map(|&s| st.reg.sites[s as usize].broken.as_deref().map(str::to_string))
+                .filter_map(|&s| {
+                    st.reg.sites[s as usize]
+                        .broken
+                        .as_deref()
+                        .map(str::to_string)
+                })
                 .collect(),
             index: i as u32,
             loaded: f.loaded,

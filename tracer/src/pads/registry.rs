@@ -32,11 +32,22 @@ pub struct Site {
     pub func: u32,
     /// The pad's bytes as the compiler left them.
     pub original: Insn,
+    /// Whether the site has a capturing stub (`#[traceable]` pads whose
+    /// macro captures values: `tracer_core::site::FLAG_CAPTURE_STUB`).
+    pub capturing: bool,
     /// Why the site can never be written, if so.
     pub broken: Option<Box<str>>,
-    /// The site's capturing stub (`#[traceable]` pads whose macro captures
-    /// values: `tracer_core::site::FLAG_CAPTURE_STUB`), or 0.
-    pub capture_stub: usize,
+}
+
+impl Site {
+    /// The site's capturing stub (see [`Site::capturing`]), or 0.
+    pub fn capture_stub(&self) -> usize {
+        if self.capturing {
+            self.stub + tracer_core::site::CAPTURE_STUB_OFFSET
+        } else {
+            0
+        }
+    }
 }
 
 /// One function. Kept small: a program can have 10^6 of them, most never
@@ -47,10 +58,8 @@ pub struct Func {
     /// Full path.
     pub path: Box<str>,
     /// Where the own name starts in `path`, when it is `path`'s tail
-    /// (`ident_own` is `None`).
+    /// (else it is in `extra`).
     ident_at: u32,
-    /// The own name, when it is not `path`'s tail.
-    ident_own: Option<Box<str>>,
     /// Indices into [`Registry::sites`].
     pub sites: SmallVec<[u32; 2]>,
     /// The object a compiler-padded function lives in (its path, shared by
@@ -58,11 +67,20 @@ pub struct Func {
     pub object: Option<Arc<str>>,
     /// The `#[traceable]` macro's description of it (`None`: compiler pad).
     desc: Option<&'static FnDesc>,
-    /// Other names of it (symbol aliases), which patterns also select
-    /// (most functions have none: no room taken then).
-    aliases: Option<Box<Vec<String>>>,
+    /// What few functions have: an own name that is not the path's tail,
+    /// other names (no room taken when there is neither).
+    extra: Option<Box<Extra>>,
     /// False once its object was unloaded.
     pub loaded: bool,
+}
+
+/// The rare parts of a [`Func`], out of line.
+#[derive(Debug, Clone)]
+struct Extra {
+    /// The own name, when it is not the path's tail.
+    ident: Option<Box<str>>,
+    /// Other names of it (symbol aliases), which patterns also select.
+    aliases: Vec<String>,
 }
 
 impl Func {
@@ -79,24 +97,29 @@ impl Func {
         let tail = path.len().checked_sub(ident.len()).filter(|&at| {
             path.is_char_boundary(at) && &path[at..] == ident && at <= u32::MAX as usize
         });
+        let own = match tail {
+            Some(_) => None,
+            None => Some(ident.into()),
+        };
         Func {
             ident_at: tail.map_or(0, |at| at as u32),
-            ident_own: match tail {
-                Some(_) => None,
-                None => Some(ident.into()),
-            },
+            extra: (own.is_some() || !aliases.is_empty()).then(|| {
+                Box::new(Extra {
+                    ident: own,
+                    aliases,
+                })
+            }),
             path: path.into_boxed_str(),
             sites: SmallVec::new(),
             object,
             desc,
-            aliases: (!aliases.is_empty()).then(|| Box::new(aliases)),
             loaded: true,
         }
     }
 
     /// Other names of it (symbol aliases), which patterns also select.
     pub fn aliases(&self) -> &[String] {
-        self.aliases.as_deref().map_or(&[], |a| a.as_slice())
+        self.extra.as_deref().map_or(&[], |e| e.aliases.as_slice())
     }
 
     /// Source file (compiler pads: the object's path).
@@ -121,7 +144,7 @@ impl Func {
 
     /// Its own name (the path's last segment, for most).
     pub fn ident(&self) -> &str {
-        match &self.ident_own {
+        match self.extra.as_deref().and_then(|e| e.ident.as_deref()) {
             Some(own) => own,
             None => self.path.get(self.ident_at as usize..).unwrap_or(""),
         }
@@ -194,11 +217,7 @@ impl Registry {
                     addr,
                     stub,
                     kind: rec.kind & !FLAG_CAPTURE_STUB,
-                    capture_stub: if rec.kind & FLAG_CAPTURE_STUB != 0 {
-                        stub + tracer_core::site::CAPTURE_STUB_OFFSET
-                    } else {
-                        0
-                    },
+                    capturing: rec.kind & FLAG_CAPTURE_STUB != 0,
                     func: fi as u32,
                     original: Insn::new(&bytes[..len]),
                     broken: broken.map(String::into_boxed_str),
@@ -348,7 +367,7 @@ impl Registry {
                 func: fi,
                 original: Insn::new(&bytes[..len]),
                 broken: broken.map(String::into_boxed_str),
-                capture_stub: 0,
+                capturing: false,
             });
         }
         let n = added.len();
