@@ -191,9 +191,12 @@ fn clear_dir(dir: &Path) {
     let _ = fs::remove_dir_all(dir);
 }
 
-/// One run of `row`: its program's stdout's (ns/call, CPU ns/call) and the
-/// whole process's wall time in seconds.
-fn run_once(row: &Row, root: &Path) -> Result<(f64, Option<f64>, f64), String> {
+/// One run: the program's ns/call, its loop thread's CPU ns/call (when it
+/// prints it) and the whole process's wall time in seconds.
+type Run = (f64, Option<f64>, f64);
+
+/// One run of `row`.
+fn run_once(row: &Row, root: &Path) -> Result<Run, String> {
     if let After::Output { dir, .. } = &row.after {
         let dir = root.join(dir);
         clear_dir(&dir);
@@ -223,7 +226,7 @@ fn run_once(row: &Row, root: &Path) -> Result<(f64, Option<f64>, f64), String> {
 }
 
 /// The medians and spread of a row's runs.
-fn summarize(runs: &[(f64, Option<f64>, f64)]) -> Measured {
+fn summarize(runs: &[Run]) -> Measured {
     let mut ns: Vec<f64> = runs.iter().map(|r| r.0).collect();
     let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
     let mut walls: Vec<f64> = runs.iter().map(|r| r.2).collect();
@@ -469,7 +472,7 @@ fn main() {
         }
     }
     // Build every configuration, then run them in turns.
-    let mut state: Vec<Result<Vec<(f64, Option<f64>, f64)>, String>> = rows
+    let mut state: Vec<Result<Vec<Run>, String>> = rows
         .iter()
         .map(|row| match (&row.skip, &row.build) {
             (Some(why), _) => Err(format!("skipped ({why})")),

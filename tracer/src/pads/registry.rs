@@ -656,4 +656,57 @@ mod tests {
         assert!(!is_rust_symbol("_ZN2ns5Klass6methodEi"));
         assert!(is_rust_symbol("_RNvNtCs1234_3app5cache6lookup"));
     }
+    /// The own name is kept as a part of the path where it is its tail,
+    /// and apart where not (a generic method, a clone suffix, a function
+    /// renamed to tell copies apart); either way it reads back the same.
+    #[test]
+    fn own_names_read_back_whether_kept_in_the_path_or_apart() {
+        let cases: [(&str, Option<&str>, &str, bool); 6] = [
+            ("app::cache::lookup", None, "lookup", false),
+            ("leaf", None, "leaf", false),
+            ("<app::Db as app::Store>::get", None, "get", false),
+            (
+                "Searcher::search_reader::<grep::Sink>",
+                None,
+                "search_reader",
+                true,
+            ),
+            ("foo.cold", None, "foo", true),
+            ("helper#2", Some("helper"), "helper", true),
+        ];
+        for (path, given, ident, apart) in cases {
+            let f = Func::new(path.to_string(), given, None, None, Vec::new());
+            assert_eq!(f.ident(), ident, "{path}");
+            assert_eq!(&*f.path, path);
+            assert_eq!(f.extra.is_some(), apart, "{path}: kept apart");
+            assert!(f.aliases().is_empty());
+        }
+        let f = Func::new(
+            "__foo".to_string(),
+            None,
+            None,
+            None,
+            vec!["foo".to_string()],
+        );
+        assert_eq!(
+            (f.ident(), f.aliases()),
+            ("__foo", &["foo".to_string()][..])
+        );
+    }
+
+    /// What every registered function costs, whatever it is: a program has
+    /// 10^5-10^6 of them (issue 12: at most 200 bytes each while idle).
+    #[test]
+    fn a_function_and_a_site_stay_small() {
+        assert!(
+            std::mem::size_of::<Func>() <= 80,
+            "{}",
+            std::mem::size_of::<Func>()
+        );
+        assert!(
+            std::mem::size_of::<Site>() <= 56,
+            "{}",
+            std::mem::size_of::<Site>()
+        );
+    }
 }
