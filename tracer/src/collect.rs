@@ -108,6 +108,8 @@ fn wake_worker() {
     }
 }
 static EXTERNAL: AtomicBool = AtomicBool::new(false);
+/// Events the collector thread takes from each ring per turn.
+const TURN_EVENTS: usize = 16 * 1024;
 
 /// Hand the rings to an external reader (`true`) or take them back. Returns
 /// once no in-process drain is running any more, so from then on the reader
@@ -122,7 +124,9 @@ pub fn set_external(on: bool) {
         thread::count_in_hooks(true);
         let mut c = COLLECTOR.get().map(|_| lock());
         if let Some(c) = c.as_mut() {
-            c.drain_all();
+            // Count only: the reader's `attach` waits for this drain, and
+            // recording 10^5-10^6 pending durations would hold it up.
+            c.drain_counting();
         }
         EXTERNAL.store(true, Ordering::Release);
         drop(c);
@@ -218,7 +222,9 @@ fn run() {
             STARTED.store(false, Ordering::Release);
             return;
         }
-        let n = lock().drain_all();
+        // A bounded share of each ring per turn, so the lock is free often
+        // (`latency()`, a reader's `attach` wait for it).
+        let n = lock().drain_rings(true, TURN_EVENTS);
         if n >= 4096 {
             // Producers are fast: go again at once, only letting others run.
             std::thread::yield_now();
@@ -233,6 +239,19 @@ fn run() {
 impl Collector {
     /// Drain every ring; retire exited threads. Returns events consumed.
     pub fn drain_all(&mut self) -> usize {
+        self.drain_rings(true, usize::MAX)
+    }
+
+    /// [`Collector::drain_all`], counting the exits but not recording their
+    /// durations: the last drain before the rings are handed to a reader,
+    /// which the reader's `attach` waits for (its calls are in `lost`).
+    fn drain_counting(&mut self) -> usize {
+        self.drain_rings(false, usize::MAX)
+    }
+
+    /// Drain up to `max` events of each live thread's ring (a dead thread's
+    /// whole ring, before its block is recycled).
+    fn drain_rings(&mut self, record: bool, max: usize) -> usize {
         clock::refine();
         if external() {
             return 0;
@@ -243,9 +262,11 @@ impl Collector {
                 continue;
             }
             let dead = st.dead.load(Ordering::Acquire);
-            n += self.drain_one(st);
             if dead {
-                n += self.drain_one(st);
+                // Twice: the thread may have written its last events while
+                // the first drain ran.
+                n += self.drain_one(st, record, usize::MAX);
+                n += self.drain_one(st, record, usize::MAX);
                 for (i, c) in st.counters().iter().enumerate() {
                     let count = c.count.load(Ordering::Relaxed);
                     if count == 0 {
@@ -265,25 +286,29 @@ impl Collector {
                 self.retired_drops[1] += st.unmatched.load(Ordering::Relaxed);
                 self.retired_drops[2] += st.nested.load(Ordering::Relaxed);
                 thread::recycle(st);
+            } else {
+                n += self.drain_one(st, record, max);
             }
         }
         n
     }
 
-    fn drain_one(&mut self, st: &ThreadState) -> usize {
+    fn drain_one(&mut self, st: &ThreadState, record: bool, max: usize) -> usize {
         let tid = st.owner.load(Ordering::Relaxed);
         let funcs = &mut self.funcs;
         let tap = &mut self.tap;
-        let n = st.ring.drain(usize::MAX, |ev| {
+        let n = st.ring.drain(max, |ev| {
             if ev.kind == KIND_EXIT {
                 if let Some(f) = funcs.get_mut(ev.func as usize) {
                     let f = f.get_or_insert_with(Default::default);
                     if ev.flags & FLAG_COUNTED == 0 {
                         f.counted.add(1, ev.dur, ev.dur, ev.dur);
                     }
-                    let ns = clock::to_ns(ev.dur).max(1);
-                    f.hist.record(ns);
-                    f.native.record(ns);
+                    if record {
+                        let ns = clock::to_ns(ev.dur).max(1);
+                        f.hist.record(ns);
+                        f.native.record(ns);
+                    }
                 }
             }
             if let Some(t) = tap {
