@@ -16,7 +16,7 @@ use std::io::Write;
 /// and cuts every page of it from that). Small enough that a page's
 /// transient memory in the traced program (about 350 bytes a function,
 /// which glibc keeps as its high-water mark) stays near 2 MiB.
-const LIST_PAGE: u64 = 5_000;
+pub(crate) const LIST_PAGE: u64 = 5_000;
 
 /// Every function the agent lists for `pattern` (sorted by name), a page at
 /// a time, so no side holds all of a program's functions at once. (An older
@@ -155,8 +155,8 @@ impl Listed<'_> {
 }
 
 /// [`each_listed`], each page read typed and borrowed from the reply (a
-/// page of 25,000 functions is no 25,000 JSON maps): the same functions,
-/// and the same errors. A page that does not read as this version's
+/// page of thousands of functions is no thousands of JSON maps): the same
+/// functions, and the same errors. A page that does not read as this version's
 /// (fields of other types, or an error) is read as a JSON value, as
 /// [`each_listed`] reads it.
 pub fn each_listed_fn(

@@ -476,7 +476,7 @@ fn resolve(c: &mut Client, pattern: &str) -> Result<Vec<u32>, Error> {
         let r: msg::List = c.request_as(&AgentRequest::List {
             pattern: Some(pattern.to_string()),
             from: Some(from),
-            max: Some(25_000),
+            max: Some(crate::list::LIST_PAGE),
         })?;
         v.extend(r.functions.iter().map(|f| f.index));
         match r.next.map(|n| n as u64) {
