@@ -262,58 +262,23 @@ impl Ring {
     /// (start it at 0). Only one thread may push to a ring, ever at a time.
     #[inline(always)]
     pub fn push(&self, cached_tail: &mut u64, ev: &Event) -> bool {
-        match self.room(cached_tail) {
-            Some(head) => {
-                // SAFETY: `room` just gave `head`, on this producer.
-                unsafe { self.put(head, ev) };
-                true
-            }
-            None => {
-                self.count_dropped();
-                false
-            }
-        }
-    }
-
-    /// The producer's position if the ring has room for one more event
-    /// (`None`: it is full, and nothing is counted: see
-    /// [`Ring::count_dropped`]). Write the event there with [`Ring::put`]
-    /// before any other push. Producer only, as [`Ring::push`].
-    #[inline(always)]
-    pub fn room(&self, cached_tail: &mut u64) -> Option<u64> {
         let h = self.hdr();
         let head = h.head.0.load(Ordering::Relaxed);
         if head.wrapping_sub(*cached_tail) > self.mask {
             *cached_tail = h.tail.0.load(Ordering::Acquire);
             if head.wrapping_sub(*cached_tail) > self.mask {
-                return None;
+                h.dropped
+                    .store(h.dropped.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                return false;
             }
         }
-        Some(head)
-    }
-
-    /// Write `ev` at `head` and publish it.
-    ///
-    /// # Safety
-    /// `head` must be what [`Ring::room`] on this ring just returned, on the
-    /// producer's thread, with no event written since.
-    #[inline(always)]
-    pub unsafe fn put(&self, head: u64, ev: &Event) {
         // SAFETY: slot `head` is not visible to the consumer until `head` is
-        // published below, and the consumer has released it (`room` saw
-        // tail > head - capacity), per the caller.
+        // published below, and the consumer has released it (tail > head - cap).
         unsafe {
             (*self.slots.add((head & self.mask) as usize)).with_mut(|p| *p = *ev);
         }
-        self.hdr().head.0.store(head + 1, Ordering::Release);
-    }
-
-    /// Count one event dropped because the ring was full. Producer only.
-    #[inline(always)]
-    pub fn count_dropped(&self) {
-        let h = self.hdr();
-        h.dropped
-            .store(h.dropped.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        h.head.0.store(head + 1, Ordering::Release);
+        true
     }
 
     /// Events written and not yet consumed.
