@@ -83,6 +83,19 @@ pub struct Event {
     pub flags: u8,
 }
 
+impl Event {
+    /// The event as a reader sees it: [`FLAG_COUNTED`], the runtime's own
+    /// bookkeeping, cleared on an exit (a values event's `flags` is its
+    /// index, unchanged).
+    pub fn as_read(&self) -> Event {
+        let mut e = *self;
+        if e.kind == KIND_EXIT {
+            e.flags &= !FLAG_COUNTED;
+        }
+        e
+    }
+}
+
 const MAGIC: u32 = 0x7472_6331; // "trc1"
 /// Version of the ring layout; readers refuse any other.
 pub const RING_VERSION: u32 = 1;
@@ -425,6 +438,25 @@ mod tests {
             kind: KIND_ENTRY,
             flags: 0,
         }
+    }
+
+    /// Readers see an exit without the runtime's `FLAG_COUNTED`, its other
+    /// flags kept; a values event's `flags` (its index) is never touched.
+    #[test]
+    fn readers_see_exits_without_the_counted_flag() {
+        let exit = Event {
+            kind: KIND_EXIT,
+            flags: FLAG_COUNTED | FLAG_ASYNC,
+            ..ev(3)
+        };
+        assert_eq!(exit.as_read().flags, FLAG_ASYNC);
+        assert_eq!(exit.as_read().dur, exit.dur);
+        let args = Event {
+            kind: KIND_ARGS,
+            flags: 4,
+            ..ev(3)
+        };
+        assert_eq!(args.as_read().flags, 4);
     }
 
     /// A seeded fuzz of attaching to hostile shared memory: 20,000 headers (300

@@ -312,17 +312,7 @@ impl Collector {
                 }
             }
             if let Some(t) = tap {
-                if ev.kind != KIND_EXIT || ev.flags & FLAG_COUNTED == 0 {
-                    t(tid, ev);
-                } else {
-                    t(
-                        tid,
-                        &Event {
-                            flags: ev.flags & !FLAG_COUNTED,
-                            ..*ev
-                        },
-                    );
-                }
+                t(tid, &ev.as_read());
             }
         });
         self.events += n as u64;

@@ -20,7 +20,7 @@ use crate::{printable, Error};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use tracer_core::event::{Event, Ring, FLAG_COUNTED, KIND_EXIT};
+use tracer_core::event::{Event, Ring};
 
 /// Largest ring accepted, in events: the runtime's own largest
 /// (`TRACER_BUFFER_EVENTS` is clamped to it), 1.5 GiB of events.
@@ -225,19 +225,9 @@ impl Reader {
                 .header()
                 .tid
                 .load(std::sync::atomic::Ordering::Relaxed);
-            // The runtime's own bookkeeping bit on exits, meaningless here
-            // (a values event's `flags` is its index: left alone).
-            let strip = |e: &Event| Event {
-                flags: if e.kind == KIND_EXIT {
-                    e.flags & !FLAG_COUNTED
-                } else {
-                    e.flags
-                },
-                ..*e
-            };
             n += m
                 .ring
-                .try_drain(usize::MAX, |e| f(tid, &strip(e)))
+                .try_drain(usize::MAX, |e| f(tid, &e.as_read()))
                 .map_err(|e| {
                     Error::failed(format!(
                         "the event buffer of thread {tid} of process {} is corrupt ({e}); the \

@@ -252,9 +252,11 @@ pub fn count_in_hooks(on: bool) {
         return;
     }
     // A hook reads the setting after it marks its thread busy. A full
-    // barrier on every thread orders the two: a thread seen not busy after
-    // it will read the new setting at its next exit.
-    barrier_all_threads();
+    // barrier on every thread (the patcher's core sync: without one the
+    // runtime does not start, and no hook ever runs) orders the two: a
+    // thread seen not busy after it will read the new setting at its next
+    // exit.
+    crate::sys::text::sync_cores();
     for st in all() {
         if st.owner.load(Ordering::Acquire) == 0 {
             continue;
@@ -268,19 +270,7 @@ pub fn count_in_hooks(on: bool) {
     }
     // And the events those hooks wrote are visible to the drain that
     // follows.
-    barrier_all_threads();
-}
-
-/// A full memory barrier on every thread of the process: the patcher's
-/// core sync (membarrier, or the `mprotect` shoot-down) where there is one,
-/// else a millisecond's sleep, by which any store buffer has drained.
-fn barrier_all_threads() {
-    crate::sys::text::init_sync();
-    if crate::sys::text::sync_available() {
-        crate::sys::text::sync_cores();
-    } else {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    crate::sys::text::sync_cores();
 }
 
 #[inline(always)]
